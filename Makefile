@@ -1,0 +1,29 @@
+# Two commands: `make test` and `make demo`. Both set up what they need and are idempotent.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ioengine-installed
+SOURCES := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
+
+.PHONY: test demo bench setup sysdeps clean
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m ioengine.bench demo
+
+setup: $(STAMP)
+
+sysdeps:
+	@scripts/ensure-system-deps.sh
+
+$(STAMP): $(SOURCES)
+	@scripts/ensure-system-deps.sh
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf build *.egg-info ioengine/_native.c ioengine/*.so .scratch

@@ -1,0 +1,1 @@
+"""ioengine: Seastar's storage stack for Python."""

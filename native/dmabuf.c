@@ -1,0 +1,287 @@
+/*
+ * ioengine._dmabuf.DmaBuffer: aligned memory exposed through the buffer protocol.
+ *
+ * Python 3.11 has no way to give a Python class the buffer protocol (PEP 688 came in 3.12),
+ * so this one type lives in C. It does no I/O. Memory is freed only when it is released *and*
+ * no export (memoryview, in-flight I/O pin, trimmed child) remains: release() while the kernel
+ * still owns the memory defers the free to the last export's end, it never frees early.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD
+    char *ptr;            /* start of the visible bytes */
+    Py_ssize_t len;       /* visible length */
+    void *base;           /* what to free(); NULL for a view of a parent */
+    PyObject *parent;     /* for trimmed views: keeps the parent's export */
+    Py_buffer parent_view;
+    Py_ssize_t exports;
+    Py_ssize_t alignment;
+    int released;         /* release() was called */
+    int freed;            /* memory is gone */
+    PyObject *weakrefs;
+} DmaBufferObject;
+
+static PyTypeObject DmaBuffer_Type;
+
+static void dmabuf_free_memory(DmaBufferObject *self)
+{
+    if (self->freed)
+        return;
+    self->freed = 1;
+    if (self->base) {
+        free(self->base);
+        self->base = NULL;
+    }
+    if (self->parent) {
+        PyBuffer_Release(&self->parent_view);
+        Py_CLEAR(self->parent);
+    }
+    self->ptr = NULL;
+}
+
+static PyObject *dmabuf_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"size", "alignment", NULL};
+    Py_ssize_t size, alignment = 4096;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n|n", kwlist, &size, &alignment))
+        return NULL;
+    if (size < 0) {
+        PyErr_Format(PyExc_ValueError, "DmaBuffer size must be >= 0, got %zd", size);
+        return NULL;
+    }
+    if (alignment < (Py_ssize_t)sizeof(void *) || (alignment & (alignment - 1)) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "DmaBuffer alignment must be a power of two >= %zu, got %zd",
+                     sizeof(void *), alignment);
+        return NULL;
+    }
+    void *mem = NULL;
+    /* Round the allocation up so a read of a whole block at the end never overruns. */
+    size_t alloc = (size_t)((size + alignment - 1) / alignment * alignment);
+    if (alloc == 0)
+        alloc = (size_t)alignment;
+    if (posix_memalign(&mem, (size_t)alignment, alloc) != 0)
+        return PyErr_NoMemory();
+    /* Fresh memory is zeroed so a careless write never leaks old heap bytes to disk. */
+    memset(mem, 0, alloc);
+    DmaBufferObject *self = (DmaBufferObject *)type->tp_alloc(type, 0);
+    if (!self) {
+        free(mem);
+        return NULL;
+    }
+    self->ptr = mem;
+    self->base = mem;
+    self->len = size;
+    self->alignment = alignment;
+    return (PyObject *)self;
+}
+
+static void dmabuf_dealloc(DmaBufferObject *self)
+{
+    if (self->weakrefs)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    dmabuf_free_memory(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int dmabuf_getbuffer(DmaBufferObject *self, Py_buffer *view, int flags)
+{
+    if (self->released) {
+        PyErr_SetString(PyExc_ValueError, "DmaBuffer has been released");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->ptr, self->len, 0, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void dmabuf_releasebuffer(DmaBufferObject *self, Py_buffer *view)
+{
+    self->exports--;
+    if (self->exports == 0 && self->released)
+        dmabuf_free_memory(self);
+}
+
+static PyBufferProcs dmabuf_as_buffer = {
+    (getbufferproc)dmabuf_getbuffer,
+    (releasebufferproc)dmabuf_releasebuffer,
+};
+
+static Py_ssize_t dmabuf_length(DmaBufferObject *self)
+{
+    return self->released ? 0 : self->len;
+}
+
+static PyObject *dmabuf_subscript(DmaBufferObject *self, PyObject *key)
+{
+    /* Slices are zero-copy memoryviews; an index gives the byte value. */
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)self);
+    if (!mv)
+        return NULL;
+    PyObject *res = PyObject_GetItem(mv, key);
+    Py_DECREF(mv);
+    return res;
+}
+
+static int dmabuf_ass_subscript(DmaBufferObject *self, PyObject *key, PyObject *value)
+{
+    if (!value) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete DmaBuffer bytes");
+        return -1;
+    }
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)self);
+    if (!mv)
+        return -1;
+    int res = PyObject_SetItem(mv, key, value);
+    Py_DECREF(mv);
+    return res;
+}
+
+static PyMappingMethods dmabuf_as_mapping = {
+    (lenfunc)dmabuf_length,
+    (binaryfunc)dmabuf_subscript,
+    (objobjargproc)dmabuf_ass_subscript,
+};
+
+static PySequenceMethods dmabuf_as_sequence = {
+    .sq_length = (lenfunc)dmabuf_length,
+};
+
+static PyObject *dmabuf_release(DmaBufferObject *self, PyObject *unused)
+{
+    if (!self->released) {
+        self->released = 1;
+        if (self->exports == 0)
+            dmabuf_free_memory(self);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *dmabuf_trim(DmaBufferObject *self, PyObject *args)
+{
+    /* trim(offset, length) -> a DmaBuffer of the same type sharing this memory (zero-copy). */
+    Py_ssize_t off, len;
+    if (!PyArg_ParseTuple(args, "nn", &off, &len))
+        return NULL;
+    if (self->released) {
+        PyErr_SetString(PyExc_ValueError, "DmaBuffer has been released");
+        return NULL;
+    }
+    if (off < 0 || len < 0 || off > self->len || len > self->len - off) {
+        PyErr_Format(PyExc_ValueError, "trim(%zd, %zd) is outside a DmaBuffer of %zd bytes", off, len,
+                     self->len);
+        return NULL;
+    }
+    PyTypeObject *type = Py_TYPE(self);
+    DmaBufferObject *child = (DmaBufferObject *)type->tp_alloc(type, 0);
+    if (!child)
+        return NULL;
+    if (PyObject_GetBuffer((PyObject *)self, &child->parent_view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(child);
+        return NULL;
+    }
+    Py_INCREF(self);
+    child->parent = (PyObject *)self;
+    child->ptr = self->ptr + off;
+    child->len = len;
+    child->alignment = self->alignment;
+    /* The child is aligned only as far as its offset allows. */
+    while (child->alignment > 1 && (((uintptr_t)child->ptr) & (uintptr_t)(child->alignment - 1)))
+        child->alignment >>= 1;
+    return (PyObject *)child;
+}
+
+static PyObject *dmabuf_get_address(DmaBufferObject *self, void *closure)
+{
+    if (self->released) {
+        PyErr_SetString(PyExc_ValueError, "DmaBuffer has been released");
+        return NULL;
+    }
+    return PyLong_FromVoidPtr(self->ptr);
+}
+
+static PyObject *dmabuf_get_alignment(DmaBufferObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->alignment);
+}
+
+static PyObject *dmabuf_get_released(DmaBufferObject *self, void *closure)
+{
+    return PyBool_FromLong(self->released);
+}
+
+static PyObject *dmabuf_get_exports(DmaBufferObject *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->exports);
+}
+
+static PyObject *dmabuf_get_freed(DmaBufferObject *self, void *closure)
+{
+    return PyBool_FromLong(self->freed);
+}
+
+static PyObject *dmabuf_repr(DmaBufferObject *self)
+{
+    return PyUnicode_FromFormat("<%s %zd bytes at %p align %zd%s>", Py_TYPE(self)->tp_name, self->len,
+                                self->ptr, self->alignment, self->released ? " released" : "");
+}
+
+static PyMethodDef dmabuf_methods[] = {
+    {"release", (PyCFunction)dmabuf_release, METH_NOARGS,
+     "Give the memory back. If views or in-flight I/O still hold it, it is freed when they end."},
+    {"trim", (PyCFunction)dmabuf_trim, METH_VARARGS,
+     "trim(offset, length) -> a DmaBuffer sharing this memory."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef dmabuf_getset[] = {
+    {"address", (getter)dmabuf_get_address, NULL, "Address of the first byte.", NULL},
+    {"alignment", (getter)dmabuf_get_alignment, NULL, "Alignment of the first byte.", NULL},
+    {"released", (getter)dmabuf_get_released, NULL, "True once release() was called.", NULL},
+    {"exports", (getter)dmabuf_get_exports, NULL, "Live buffer exports (views, in-flight I/O).", NULL},
+    {"freed", (getter)dmabuf_get_freed, NULL, "True once the memory itself is gone.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject DmaBuffer_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ioengine._dmabuf.DmaBuffer",
+    .tp_basicsize = sizeof(DmaBufferObject),
+    .tp_dealloc = (destructor)dmabuf_dealloc,
+    .tp_repr = (reprfunc)dmabuf_repr,
+    .tp_as_sequence = &dmabuf_as_sequence,
+    .tp_as_mapping = &dmabuf_as_mapping,
+    .tp_as_buffer = &dmabuf_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Aligned memory for O_DIRECT I/O, usable wherever a bytes-like object is.",
+    .tp_weaklistoffset = offsetof(DmaBufferObject, weakrefs),
+    .tp_methods = dmabuf_methods,
+    .tp_getset = dmabuf_getset,
+    .tp_new = dmabuf_new,
+};
+
+static struct PyModuleDef dmabuf_module = {
+    PyModuleDef_HEAD_INIT, "ioengine._dmabuf", "Aligned DMA buffers.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__dmabuf(void)
+{
+    if (PyType_Ready(&DmaBuffer_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&dmabuf_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&DmaBuffer_Type);
+    if (PyModule_AddObject(m, "DmaBuffer", (PyObject *)&DmaBuffer_Type) < 0) {
+        Py_DECREF(&DmaBuffer_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,479 @@
+/*
+ * ioengine's thin C core: io_uring and linux-aio rings driven in batches, statx, statfs.
+ * No policy lives here: no retries, no scheduling, no error text. Every function returns
+ * 0 / a count, or -errno; Python turns that into exceptions.
+ *
+ * A batch record is five uint64 words (see IE_REC_WORDS):
+ *   w0 = op | fd << 8 | flags << 40      w1 = buffer address (or iovec array address)
+ *   w2 = length (or iovec count) | fixed buffer index << 32 (index + 1, 0 = not fixed)
+ *   w3 = file offset                     w4 = user_data handed back on completion
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <libaio.h>
+#include <liburing.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ioengine_native.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* io_uring                                                                                    */
+
+struct ie_uring {
+    struct io_uring ring;
+    unsigned setup_flags;
+    int defer_taskrun;
+};
+
+int ie_uring_create(unsigned entries, unsigned flags_mask, struct ie_uring **out, unsigned *flags_used)
+{
+    /* Best first: single issuer + deferred task work (completions run only when we ask, in a
+     * batch); then cooperative task work (no IPI per completion); then plain. */
+    static const unsigned attempts[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_SUBMIT_ALL,
+        0,
+    };
+    struct ie_uring *r = calloc(1, sizeof(*r));
+    int ret = -EINVAL;
+    if (!r)
+        return -ENOMEM;
+    for (size_t i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
+        unsigned f = attempts[i] & flags_mask;
+        if (i > 0 && f == (attempts[i - 1] & flags_mask))
+            continue;
+        ret = io_uring_queue_init(entries, &r->ring, f);
+        if (ret == 0) {
+            r->setup_flags = f;
+            r->defer_taskrun = !!(f & IORING_SETUP_DEFER_TASKRUN);
+            *out = r;
+            *flags_used = f;
+            return 0;
+        }
+        /* Only an unknown flag is worth retrying with fewer flags; ENOSYS/EPERM/ENOMEM are final. */
+        if (ret != -EINVAL)
+            break;
+    }
+    free(r);
+    return ret;
+}
+
+void ie_uring_destroy(struct ie_uring *r)
+{
+    io_uring_queue_exit(&r->ring);
+    free(r);
+}
+
+int ie_uring_register_eventfd(struct ie_uring *r, int efd)
+{
+    return io_uring_register_eventfd(&r->ring, efd);
+}
+
+int ie_uring_register_buffer(struct ie_uring *r, void *addr, size_t len)
+{
+    struct iovec iov = {.iov_base = addr, .iov_len = len};
+    return io_uring_register_buffers(&r->ring, &iov, 1);
+}
+
+int ie_uring_sq_space(struct ie_uring *r)
+{
+    return (int)io_uring_sq_space_left(&r->ring);
+}
+
+static struct io_uring_sqe *get_sqe(struct ie_uring *r)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) {
+        /* SQ full: push what is queued to the kernel to make room. */
+        io_uring_submit(&r->ring);
+        sqe = io_uring_get_sqe(&r->ring);
+    }
+    return sqe;
+}
+
+int ie_uring_prep_batch(struct ie_uring *r, const uint64_t *recs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const uint64_t *w = recs + (size_t)i * IE_REC_WORDS;
+        struct io_uring_sqe *sqe = get_sqe(r);
+        if (!sqe)
+            return i;
+        unsigned op = (unsigned)(w[0] & 0xff);
+        int fd = (int)(uint32_t)((w[0] >> 8) & 0xffffffffu);
+        unsigned flags = (unsigned)(w[0] >> 40);
+        void *addr = (void *)(uintptr_t)w[1];
+        unsigned len = (unsigned)(w[2] & 0xffffffffu);
+        int fixed = (int)(w[2] >> 32) - 1;
+        switch (op) {
+        case IE_OP_READ:
+            if (fixed >= 0)
+                io_uring_prep_read_fixed(sqe, fd, addr, len, w[3], fixed);
+            else
+                io_uring_prep_read(sqe, fd, addr, len, w[3]);
+            break;
+        case IE_OP_WRITE:
+            if (fixed >= 0)
+                io_uring_prep_write_fixed(sqe, fd, addr, len, w[3], fixed);
+            else
+                io_uring_prep_write(sqe, fd, addr, len, w[3]);
+            break;
+        case IE_OP_READV:
+            io_uring_prep_readv(sqe, fd, (const struct iovec *)addr, len, w[3]);
+            break;
+        case IE_OP_WRITEV:
+            io_uring_prep_writev(sqe, fd, (const struct iovec *)addr, len, w[3]);
+            break;
+        case IE_OP_FSYNC:
+            io_uring_prep_fsync(sqe, fd, flags ? IORING_FSYNC_DATASYNC : 0);
+            break;
+        case IE_OP_CANCEL:
+            io_uring_prep_cancel64(sqe, w[1], 0);
+            break;
+        default:
+            return -EINVAL;
+        }
+        io_uring_sqe_set_data64(sqe, w[4]);
+    }
+    return n;
+}
+
+int ie_uring_prep_openat(struct ie_uring *r, int dfd, const char *path, int flags, unsigned mode, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_openat(sqe, dfd, path, flags, mode);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_close(struct ie_uring *r, int fd, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_close(sqe, fd);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_statx(struct ie_uring *r, int dfd, const char *path, int flags, unsigned mask,
+                        struct statx *buf, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_statx(sqe, dfd, path, flags, mask, buf);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_renameat(struct ie_uring *r, int olddfd, const char *oldpath, int newdfd,
+                           const char *newpath, unsigned flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_renameat(sqe, olddfd, oldpath, newdfd, newpath, flags);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_unlinkat(struct ie_uring *r, int dfd, const char *path, int flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_unlinkat(sqe, dfd, path, flags);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_mkdirat(struct ie_uring *r, int dfd, const char *path, unsigned mode, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_mkdirat(sqe, dfd, path, mode);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_linkat(struct ie_uring *r, int olddfd, const char *oldpath, int newdfd,
+                         const char *newpath, int flags, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_linkat(sqe, olddfd, oldpath, newdfd, newpath, flags);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_prep_fallocate(struct ie_uring *r, int fd, int mode, uint64_t off, uint64_t len, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_fallocate(sqe, fd, mode, off, len);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_submit(struct ie_uring *r)
+{
+    /* With deferred task work, completions are posted only when we enter the kernel asking for
+     * events; doing both in one syscall keeps it to one enter per reactor turn. */
+    if (r->defer_taskrun)
+        return io_uring_submit_and_get_events(&r->ring);
+    return io_uring_submit(&r->ring);
+}
+
+int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    if (get_events && (r->defer_taskrun || io_uring_cq_has_overflow(&r->ring))) {
+        int ret = io_uring_get_events(&r->ring);
+        if (ret < 0 && ret != -EAGAIN && ret != -EINTR && ret != -EBUSY)
+            return ret;
+    }
+    io_uring_for_each_cqe(&r->ring, head, cqe)
+    {
+        if ((int)n == max)
+            break;
+        ud[n] = cqe->user_data;
+        res[n] = cqe->res;
+        n++;
+    }
+    io_uring_cq_advance(&r->ring, n);
+    return (int)n;
+}
+
+int ie_uring_wait(struct ie_uring *r, unsigned min_complete)
+{
+    struct io_uring_cqe *cqe;
+    io_uring_submit(&r->ring);
+    return io_uring_wait_cqe_nr(&r->ring, &cqe, min_complete);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* linux-aio                                                                                   */
+
+struct ie_aio {
+    io_context_t ctx;
+    int efd;
+    unsigned nr;
+};
+
+int ie_aio_create(unsigned nr, int efd, struct ie_aio **out)
+{
+    struct ie_aio *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    int ret = io_setup(nr, &a->ctx);
+    if (ret < 0) {
+        free(a);
+        return ret;
+    }
+    a->efd = efd;
+    a->nr = nr;
+    *out = a;
+    return 0;
+}
+
+void ie_aio_destroy(struct ie_aio *a)
+{
+    io_destroy(a->ctx);
+    free(a);
+}
+
+int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n)
+{
+    struct iocb *ptrs[64];
+    int done = 0;
+    while (done < n) {
+        int chunk = n - done < 64 ? n - done : 64;
+        for (int i = 0; i < chunk; i++) {
+            const uint64_t *w = recs + (size_t)(done + i) * IE_REC_WORDS;
+            struct iocb *cb = malloc(sizeof(*cb));
+            if (!cb) {
+                for (int j = 0; j < i; j++)
+                    free(ptrs[j]);
+                return done ? done : -ENOMEM;
+            }
+            unsigned op = (unsigned)(w[0] & 0xff);
+            int fd = (int)(uint32_t)((w[0] >> 8) & 0xffffffffu);
+            void *addr = (void *)(uintptr_t)w[1];
+            size_t len = (size_t)(w[2] & 0xffffffffu);
+            switch (op) {
+            case IE_OP_READ:
+                io_prep_pread(cb, fd, addr, len, (long long)w[3]);
+                break;
+            case IE_OP_WRITE:
+                io_prep_pwrite(cb, fd, addr, len, (long long)w[3]);
+                break;
+            case IE_OP_READV:
+                io_prep_preadv(cb, fd, (const struct iovec *)addr, (int)len, (long long)w[3]);
+                break;
+            case IE_OP_WRITEV:
+                io_prep_pwritev(cb, fd, (const struct iovec *)addr, (int)len, (long long)w[3]);
+                break;
+            default:
+                free(cb);
+                for (int j = 0; j < i; j++)
+                    free(ptrs[j]);
+                return done ? done : -EINVAL;
+            }
+            cb->data = (void *)(uintptr_t)w[4];
+            if (a->efd >= 0)
+                io_set_eventfd(cb, a->efd);
+            ptrs[i] = cb;
+        }
+        int ret = io_submit(a->ctx, chunk, ptrs);
+        int accepted = ret > 0 ? ret : 0;
+        for (int j = accepted; j < chunk; j++)
+            free(ptrs[j]);
+        done += accepted;
+        if (ret < 0)
+            return done ? done : ret;
+        if (accepted < chunk)
+            break;
+    }
+    return done;
+}
+
+int ie_aio_reap(struct ie_aio *a, uint64_t *ud, int32_t *res, int max)
+{
+    struct io_event evs[128];
+    struct timespec zero = {0, 0};
+    int total = 0;
+    while (total < max) {
+        int want = max - total < 128 ? max - total : 128;
+        int got = io_getevents(a->ctx, 0, want, evs, &zero);
+        if (got < 0)
+            return total ? total : got;
+        for (int i = 0; i < got; i++) {
+            ud[total + i] = (uint64_t)(uintptr_t)evs[i].data;
+            res[total + i] = (int32_t)(long)evs[i].res;
+            free(evs[i].obj);
+        }
+        total += got;
+        if (got < want)
+            break;
+    }
+    return total;
+}
+
+int ie_aio_wait(struct ie_aio *a, int min_nr, uint64_t *ud, int32_t *res, int max)
+{
+    struct io_event evs[128];
+    if (max > 128)
+        max = 128;
+    int got = io_getevents(a->ctx, min_nr, max, evs, NULL);
+    for (int i = 0; i < got; i++) {
+        ud[i] = (uint64_t)(uintptr_t)evs[i].data;
+        res[i] = (int32_t)(long)evs[i].res;
+        free(evs[i].obj);
+    }
+    return got;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* eventfd, statx, statfs, aligned memory                                                      */
+
+int ie_eventfd_create(void)
+{
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int ie_eventfd_drain(int fd)
+{
+    uint64_t v;
+    ssize_t n = read(fd, &v, sizeof(v));
+    return n < 0 ? -errno : 0;
+}
+
+void ie_statx_convert(const struct statx *s, struct ie_stat *o)
+{
+    o->mask = s->stx_mask;
+    o->blksize = s->stx_blksize;
+    o->nlink = s->stx_nlink;
+    o->uid = s->stx_uid;
+    o->gid = s->stx_gid;
+    o->mode = s->stx_mode;
+    o->ino = s->stx_ino;
+    o->size = s->stx_size;
+    o->blocks = s->stx_blocks;
+    o->atime_sec = s->stx_atime.tv_sec;
+    o->atime_nsec = s->stx_atime.tv_nsec;
+    o->mtime_sec = s->stx_mtime.tv_sec;
+    o->mtime_nsec = s->stx_mtime.tv_nsec;
+    o->ctime_sec = s->stx_ctime.tv_sec;
+    o->ctime_nsec = s->stx_ctime.tv_nsec;
+    o->btime_sec = s->stx_btime.tv_sec;
+    o->btime_nsec = s->stx_btime.tv_nsec;
+    o->rdev_major = s->stx_rdev_major;
+    o->rdev_minor = s->stx_rdev_minor;
+    o->dev_major = s->stx_dev_major;
+    o->dev_minor = s->stx_dev_minor;
+#ifdef STATX_DIOALIGN
+    o->dio_mem_align = (s->stx_mask & STATX_DIOALIGN) ? s->stx_dio_mem_align : 0;
+    o->dio_offset_align = (s->stx_mask & STATX_DIOALIGN) ? s->stx_dio_offset_align : 0;
+#else
+    o->dio_mem_align = 0;
+    o->dio_offset_align = 0;
+#endif
+}
+
+struct statx *ie_statx_buf_new(void)
+{
+    return calloc(1, sizeof(struct statx));
+}
+
+void ie_statx_buf_free(struct statx *s)
+{
+    free(s);
+}
+
+int ie_statx(int dfd, const char *path, int flags, unsigned mask, struct ie_stat *out)
+{
+    struct statx s;
+    if (statx(dfd, path, flags, mask, &s) < 0)
+        return -errno;
+    ie_statx_convert(&s, out);
+    return 0;
+}
+
+int ie_fstatfs(int fd, struct ie_statfs *out)
+{
+    struct statfs s;
+    if (fstatfs(fd, &s) < 0)
+        return -errno;
+    out->type = (uint64_t)s.f_type;
+    out->bsize = (uint64_t)s.f_bsize;
+    out->blocks = (uint64_t)s.f_blocks;
+    out->bfree = (uint64_t)s.f_bfree;
+    out->bavail = (uint64_t)s.f_bavail;
+    return 0;
+}
+
+unsigned ie_statx_dioalign_flag(void)
+{
+#ifdef STATX_DIOALIGN
+    return STATX_DIOALIGN;
+#else
+    return 0x2000;
+#endif
+}

@@ -1,0 +1,63 @@
+/* Declarations shared by ioengine_native.c and the cffi build (native/build_native.py). */
+#ifndef IOENGINE_NATIVE_H
+#define IOENGINE_NATIVE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define IE_REC_WORDS 5
+
+enum ie_op { IE_OP_READ = 0, IE_OP_WRITE = 1, IE_OP_READV = 2, IE_OP_WRITEV = 3, IE_OP_FSYNC = 4, IE_OP_CANCEL = 5 };
+
+struct ie_stat {
+    uint32_t mask, blksize, nlink, uid, gid, mode;
+    uint64_t ino, size, blocks;
+    int64_t atime_sec, mtime_sec, ctime_sec, btime_sec;
+    uint32_t atime_nsec, mtime_nsec, ctime_nsec, btime_nsec;
+    uint32_t rdev_major, rdev_minor, dev_major, dev_minor;
+    uint32_t dio_mem_align, dio_offset_align;
+};
+
+struct ie_statfs {
+    uint64_t type, bsize, blocks, bfree, bavail;
+};
+
+struct ie_uring;
+struct ie_aio;
+struct statx;
+
+int ie_uring_create(unsigned entries, unsigned flags_mask, struct ie_uring **out, unsigned *flags_used);
+void ie_uring_destroy(struct ie_uring *r);
+int ie_uring_register_eventfd(struct ie_uring *r, int efd);
+int ie_uring_register_buffer(struct ie_uring *r, void *addr, size_t len);
+int ie_uring_sq_space(struct ie_uring *r);
+int ie_uring_prep_batch(struct ie_uring *r, const uint64_t *recs, int n);
+int ie_uring_prep_openat(struct ie_uring *r, int dfd, const char *path, int flags, unsigned mode, uint64_t ud);
+int ie_uring_prep_close(struct ie_uring *r, int fd, uint64_t ud);
+int ie_uring_prep_statx(struct ie_uring *r, int dfd, const char *path, int flags, unsigned mask,
+                        struct statx *buf, uint64_t ud);
+int ie_uring_prep_renameat(struct ie_uring *r, int olddfd, const char *oldpath, int newdfd,
+                           const char *newpath, unsigned flags, uint64_t ud);
+int ie_uring_prep_unlinkat(struct ie_uring *r, int dfd, const char *path, int flags, uint64_t ud);
+int ie_uring_prep_mkdirat(struct ie_uring *r, int dfd, const char *path, unsigned mode, uint64_t ud);
+int ie_uring_prep_linkat(struct ie_uring *r, int olddfd, const char *oldpath, int newdfd,
+                         const char *newpath, int flags, uint64_t ud);
+int ie_uring_prep_fallocate(struct ie_uring *r, int fd, int mode, uint64_t off, uint64_t len, uint64_t ud);
+int ie_uring_submit(struct ie_uring *r);
+int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events);
+int ie_uring_wait(struct ie_uring *r, unsigned min_complete);
+
+int ie_aio_create(unsigned nr, int efd, struct ie_aio **out);
+void ie_aio_destroy(struct ie_aio *a);
+int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n);
+int ie_aio_reap(struct ie_aio *a, uint64_t *ud, int32_t *res, int max);
+int ie_aio_wait(struct ie_aio *a, int min_nr, uint64_t *ud, int32_t *res, int max);
+
+int ie_eventfd_create(void);
+int ie_eventfd_drain(int fd);
+struct statx *ie_statx_buf_new(void);
+void ie_statx_buf_free(struct statx *s);
+void ie_statx_convert(const struct statx *s, struct ie_stat *o);
+int ie_statx(int dfd, const char *path, int flags, unsigned mask, struct ie_stat *out);
+int ie_fstatfs(int fd, struct ie_statfs *out);
+unsigned ie_statx_dioalign_flag(void);
+#endif

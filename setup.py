@@ -1,0 +1,7 @@
+# setuptools needs setup.py for cffi_modules; everything else lives in pyproject.toml.
+from setuptools import Extension, setup
+
+setup(
+    cffi_modules=["native/build_native.py:ffibuilder"],
+    ext_modules=[Extension("ioengine._dmabuf", ["native/dmabuf.c"], extra_compile_args=["-O2"])],
+)
