@@ -1,1 +1,34 @@
-"""ioengine: Seastar's storage stack for Python."""
+"""ioengine: Seastar's storage stack for Python.
+
+O_DIRECT DMA reads and writes through io_uring (or linux-aio, or a thread pool) on a reactor
+attached to the running asyncio loop::
+
+    import ioengine
+
+    async def main():
+        async with await ioengine.open_file_dma("data", ioengine.OpenFlags.RW | ioengine.OpenFlags.CREATE) as f:
+            buf = f.allocate_buffer(4096)
+            buf[:5] = b"hello"
+            await f.dma_write(0, buf)
+            print(bytes((await f.dma_read_exactly(0, 5))))
+
+    ioengine.run(main())
+"""
+from ._ops import StatData
+from .buffers import DEFAULT_ALIGNMENT, BufferPool, DmaBuffer, allocate_aligned_buffer
+from .errors import BackendUnavailableError, ClosedFileError, ShortReadError
+from .file import File, FileOpenOptions, OpenFlags, open_file_dma
+from .fs import (DirectoryEntry, file_exists, file_size, file_stat, fs_avail, fs_free, link_file, list_directory,
+                 make_directory, recursive_touch_directory, remove_file, rename_file, sync_directory,
+                 touch_directory)
+from .options import ReactorOptions, add_reactor_arguments, reactor_options_from_args
+from .reactor import Reactor, configure, get_reactor, run
+
+__all__ = [
+    "BackendUnavailableError", "BufferPool", "ClosedFileError", "DEFAULT_ALIGNMENT", "DirectoryEntry", "DmaBuffer",
+    "File", "FileOpenOptions", "OpenFlags", "Reactor", "ReactorOptions", "ShortReadError", "StatData",
+    "add_reactor_arguments", "allocate_aligned_buffer", "configure", "file_exists", "file_size", "file_stat",
+    "fs_avail", "fs_free", "get_reactor", "link_file", "list_directory", "make_directory", "open_file_dma",
+    "reactor_options_from_args", "recursive_touch_directory", "remove_file", "rename_file", "run",
+    "sync_directory", "touch_directory",
+]

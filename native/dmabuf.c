@@ -163,12 +163,19 @@ static PyObject *dmabuf_release(DmaBufferObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *dmabuf_trim(DmaBufferObject *self, PyObject *args)
+static PyObject *dmabuf_trim(DmaBufferObject *self, PyObject *args, PyObject *kwds)
 {
-    /* trim(offset, length) -> a DmaBuffer of the same type sharing this memory (zero-copy). */
+    /* trim(offset, length, cls=None) -> a buffer sharing this memory (zero-copy), of the same
+     * type as this one or of cls (a DmaBuffer subtype). */
+    static char *kwlist[] = {"offset", "length", "cls", NULL};
     Py_ssize_t off, len;
-    if (!PyArg_ParseTuple(args, "nn", &off, &len))
+    PyObject *cls = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nn|O", kwlist, &off, &len, &cls))
         return NULL;
+    if (cls != Py_None && (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, &DmaBuffer_Type))) {
+        PyErr_SetString(PyExc_TypeError, "trim(): cls must be a DmaBuffer subtype");
+        return NULL;
+    }
     if (self->released) {
         PyErr_SetString(PyExc_ValueError, "DmaBuffer has been released");
         return NULL;
@@ -178,7 +185,7 @@ static PyObject *dmabuf_trim(DmaBufferObject *self, PyObject *args)
                      self->len);
         return NULL;
     }
-    PyTypeObject *type = Py_TYPE(self);
+    PyTypeObject *type = cls == Py_None ? Py_TYPE(self) : (PyTypeObject *)cls;
     DmaBufferObject *child = (DmaBufferObject *)type->tp_alloc(type, 0);
     if (!child)
         return NULL;
@@ -226,6 +233,13 @@ static PyObject *dmabuf_get_freed(DmaBufferObject *self, void *closure)
     return PyBool_FromLong(self->freed);
 }
 
+static PyObject *dmabuf_get_parent(DmaBufferObject *self, void *closure)
+{
+    PyObject *p = self->parent ? self->parent : Py_None;
+    Py_INCREF(p);
+    return p;
+}
+
 static PyObject *dmabuf_repr(DmaBufferObject *self)
 {
     return PyUnicode_FromFormat("<%s %zd bytes at %p align %zd%s>", Py_TYPE(self)->tp_name, self->len,
@@ -235,8 +249,8 @@ static PyObject *dmabuf_repr(DmaBufferObject *self)
 static PyMethodDef dmabuf_methods[] = {
     {"release", (PyCFunction)dmabuf_release, METH_NOARGS,
      "Give the memory back. If views or in-flight I/O still hold it, it is freed when they end."},
-    {"trim", (PyCFunction)dmabuf_trim, METH_VARARGS,
-     "trim(offset, length) -> a DmaBuffer sharing this memory."},
+    {"trim", (PyCFunction)(void (*)(void))dmabuf_trim, METH_VARARGS | METH_KEYWORDS,
+     "trim(offset, length, cls=None) -> a DmaBuffer sharing this memory."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -245,6 +259,7 @@ static PyGetSetDef dmabuf_getset[] = {
     {"alignment", (getter)dmabuf_get_alignment, NULL, "Alignment of the first byte.", NULL},
     {"released", (getter)dmabuf_get_released, NULL, "True once release() was called.", NULL},
     {"exports", (getter)dmabuf_get_exports, NULL, "Live buffer exports (views, in-flight I/O).", NULL},
+    {"parent", (getter)dmabuf_get_parent, NULL, "The buffer this one was trimmed from, or None.", NULL},
     {"freed", (getter)dmabuf_get_freed, NULL, "True once the memory itself is gone.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -477,3 +477,61 @@ unsigned ie_statx_dioalign_flag(void)
     return 0x2000;
 #endif
 }
+
+int ie_uring_flush(struct ie_uring *r, const uint64_t *recs, int n, int *accepted, uint64_t *ud,
+                   int32_t *res, int max)
+{
+    /* One reactor turn in one call: stage the batch, one enter to submit (and run deferred
+     * completions), then copy out whatever completed. */
+    int prepped = n ? ie_uring_prep_batch(r, recs, n) : 0;
+    if (prepped < 0)
+        return prepped;
+    *accepted = prepped;
+    int ret = ie_uring_submit(r);
+    if (ret < 0 && ret != -EAGAIN && ret != -EBUSY && ret != -EINTR)
+        return ret;
+    return ie_uring_reap(r, ud, res, max, 0);
+}
+
+int ie_eventfd_signal(int fd)
+{
+    uint64_t one = 1;
+    return write(fd, &one, sizeof(one)) < 0 ? -errno : 0;
+}
+
+int64_t ie_rw_sync(const uint64_t *rec)
+{
+    /* The thread-pool backend's worker: one blocking call (cffi drops the GIL around it). */
+    unsigned op = (unsigned)(rec[0] & 0xff);
+    int fd = (int)(uint32_t)((rec[0] >> 8) & 0xffffffffu);
+    unsigned flags = (unsigned)(rec[0] >> 40);
+    void *addr = (void *)(uintptr_t)rec[1];
+    size_t len = (size_t)(rec[2] & 0xffffffffu);
+    off_t off = (off_t)rec[3];
+    ssize_t ret;
+    switch (op) {
+    case IE_OP_READ:
+        ret = pread(fd, addr, len, off);
+        break;
+    case IE_OP_WRITE:
+        ret = pwrite(fd, addr, len, off);
+        break;
+    case IE_OP_READV:
+        ret = preadv(fd, (const struct iovec *)addr, (int)len, off);
+        break;
+    case IE_OP_WRITEV:
+        ret = pwritev(fd, (const struct iovec *)addr, (int)len, off);
+        break;
+    case IE_OP_FSYNC:
+        ret = flags ? fdatasync(fd) : fsync(fd);
+        break;
+    default:
+        return -EINVAL;
+    }
+    return ret < 0 ? -errno : ret;
+}
+
+int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+    return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}

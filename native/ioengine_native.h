@@ -44,6 +44,8 @@ int ie_uring_prep_linkat(struct ie_uring *r, int olddfd, const char *oldpath, in
 int ie_uring_prep_fallocate(struct ie_uring *r, int fd, int mode, uint64_t off, uint64_t len, uint64_t ud);
 int ie_uring_submit(struct ie_uring *r);
 int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events);
+int ie_uring_flush(struct ie_uring *r, const uint64_t *recs, int n, int *accepted, uint64_t *ud,
+                   int32_t *res, int max);
 int ie_uring_wait(struct ie_uring *r, unsigned min_complete);
 
 int ie_aio_create(unsigned nr, int efd, struct ie_aio **out);
@@ -54,6 +56,9 @@ int ie_aio_wait(struct ie_aio *a, int min_nr, uint64_t *ud, int32_t *res, int ma
 
 int ie_eventfd_create(void);
 int ie_eventfd_drain(int fd);
+int ie_eventfd_signal(int fd);
+int64_t ie_rw_sync(const uint64_t *rec);
+int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 struct statx *ie_statx_buf_new(void);
 void ie_statx_buf_free(struct statx *s);
 void ie_statx_convert(const struct statx *s, struct ie_stat *o);

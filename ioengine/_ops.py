@@ -1,0 +1,216 @@
+"""Async kernel primitives: an io_uring op where the ring has it, the reactor's thread pool otherwise.
+
+File and the fs module are built from these; nothing here blocks the event loop.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ._native import ffi, lib
+from .errors import kernel_error
+from .reactor import Reactor
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+STATX_BASIC_STATS = 0x7FF
+STATX_BTIME = 0x800
+STATX_MASK = STATX_BASIC_STATS | STATX_BTIME | lib.ie_statx_dioalign_flag()
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+@dataclass(frozen=True, slots=True)
+class StatData:
+    """What statx(2) says of a file (Seastar's stat_data, with the direct-I/O alignments)."""
+
+    device_id: int
+    device_major: int
+    device_minor: int
+    inode_number: int
+    mode: int
+    number_of_links: int
+    uid: int
+    gid: int
+    rdev: int
+    size: int
+    block_size: int
+    allocated_size: int
+    time_accessed: float
+    time_modified: float
+    time_changed: float
+    time_born: float | None
+    dio_mem_align: int
+    dio_offset_align: int
+
+    @property
+    def is_directory(self) -> bool:
+        return (self.mode & 0o170000) == 0o040000
+
+    @property
+    def is_regular(self) -> bool:
+        return (self.mode & 0o170000) == 0o100000
+
+    @classmethod
+    def _from_native(cls, s: Any) -> StatData:
+        return cls(
+            device_id=os.makedev(s.dev_major, s.dev_minor),
+            device_major=s.dev_major,
+            device_minor=s.dev_minor,
+            inode_number=s.ino,
+            mode=s.mode,
+            number_of_links=s.nlink,
+            uid=s.uid,
+            gid=s.gid,
+            rdev=os.makedev(s.rdev_major, s.rdev_minor),
+            size=s.size,
+            block_size=s.blksize,
+            allocated_size=s.blocks * 512,
+            time_accessed=s.atime_sec + s.atime_nsec * 1e-9,
+            time_modified=s.mtime_sec + s.mtime_nsec * 1e-9,
+            time_changed=s.ctime_sec + s.ctime_nsec * 1e-9,
+            time_born=(s.btime_sec + s.btime_nsec * 1e-9) if s.mask & STATX_BTIME else None,
+            dio_mem_align=s.dio_mem_align,
+            dio_offset_align=s.dio_offset_align,
+        )
+
+
+def _cpath(path: str | os.PathLike[str] | bytes) -> Any:
+    return ffi.new("char[]", os.fsencode(path))
+
+
+def _blocking_errno(fn: Any, *args: Any) -> int:
+    """Run a call raising OSError; return 0 or -errno (so both paths report the same way)."""
+    try:
+        r = fn(*args)
+    except OSError as e:
+        return -(e.errno or 5)
+    return r if isinstance(r, int) else 0
+
+
+async def _checked(fut: Any, opname: str, path: Any, detail: str = "") -> int:
+    res = await fut
+    if res < 0:
+        raise kernel_error(-res, opname, os.fsdecode(path) if path is not None else None, detail)
+    return res
+
+
+async def openat(r: Reactor, path: Any, flags: int, mode: int, opname: str = "open") -> int:
+    spath = os.fsdecode(path)
+    if r.kernel_fs_ops:
+        c = _cpath(path)
+        return await r.submit_prepped(lib.ie_uring_prep_openat, (AT_FDCWD, c, flags | os.O_CLOEXEC, mode), c,
+                                      opname, spath)
+    return await _checked(r.run_blocking(_blocking_errno, os.open, path, flags | os.O_CLOEXEC, mode), opname, spath)
+
+
+async def close(r: Reactor, fd: int, path: Any = None) -> None:
+    if r.kernel_fs_ops:
+        await r.submit_prepped(lib.ie_uring_prep_close, (fd,), None, "close", path)
+    else:
+        await _checked(r.run_blocking(_blocking_errno, os.close, fd), "close", path)
+
+
+def _statx_blocking(dfd: int, cpath: Any, flags: int, out: Any) -> int:
+    return lib.ie_statx(dfd, cpath, flags, STATX_MASK, out)
+
+
+async def statx(r: Reactor, path: Any, fd: int = AT_FDCWD, follow_symlink: bool = True,
+                opname: str = "stat") -> StatData:
+    flags = 0 if follow_symlink else AT_SYMLINK_NOFOLLOW
+    if path is None:
+        c, flags, spath = ffi.new("char[]", b""), flags | AT_EMPTY_PATH, None
+    else:
+        c, spath = _cpath(path), os.fsdecode(path)
+    if r.kernel_fs_ops:
+        raw = ffi.gc(lib.ie_statx_buf_new(), lib.ie_statx_buf_free)
+        await r.submit_prepped(lib.ie_uring_prep_statx, (fd, c, flags, STATX_MASK, raw), (c, raw), opname, spath)
+        out = ffi.new("struct ie_stat *")
+        lib.ie_statx_convert(raw, out)
+    else:
+        out = ffi.new("struct ie_stat *")
+        res = await r.run_blocking(_statx_blocking, fd, c, flags, out)
+        if res < 0:
+            raise kernel_error(-res, opname, spath)
+    return StatData._from_native(out)
+
+
+async def fstat(r: Reactor, fd: int, path: str | None) -> StatData:
+    st = await statx_fd(r, fd, path)
+    return st
+
+
+async def statx_fd(r: Reactor, fd: int, path: str | None, opname: str = "stat") -> StatData:
+    try:
+        return await statx(r, None, fd=fd, opname=opname)
+    except OSError as e:
+        raise kernel_error(e.errno or 5, opname, path) from None
+
+
+async def fallocate(r: Reactor, fd: int, mode: int, pos: int, length: int, opname: str, path: str | None) -> None:
+    detail = f"pos {pos}, {length} bytes"
+    if r.kernel_fs_ops:
+        await r.submit_prepped(lib.ie_uring_prep_fallocate, (fd, mode, pos, length), None, opname, path)
+    else:
+        await _checked(r.run_blocking(lib.ie_fallocate, fd, mode, pos, length), opname, path, detail)
+
+
+async def renameat(r: Reactor, old: Any, new: Any) -> None:
+    if r.kernel_fs_ops:
+        co, cn = _cpath(old), _cpath(new)
+        await r.submit_prepped(lib.ie_uring_prep_renameat, (AT_FDCWD, co, AT_FDCWD, cn, 0), (co, cn), "rename",
+                               f"{os.fsdecode(old)} -> {os.fsdecode(new)}")
+    else:
+        await _checked(r.run_blocking(_blocking_errno, os.rename, old, new), "rename",
+                       f"{os.fsdecode(old)} -> {os.fsdecode(new)}")
+
+
+async def unlinkat(r: Reactor, path: Any, directory: bool = False) -> None:
+    op = "rmdir" if directory else "unlink"
+    if r.kernel_fs_ops:
+        c = _cpath(path)
+        await r.submit_prepped(lib.ie_uring_prep_unlinkat, (AT_FDCWD, c, AT_REMOVEDIR if directory else 0), c, op,
+                               os.fsdecode(path))
+    else:
+        fn = os.rmdir if directory else os.unlink
+        await _checked(r.run_blocking(_blocking_errno, fn, path), op, path)
+
+
+async def mkdirat(r: Reactor, path: Any, mode: int) -> None:
+    if r.kernel_fs_ops:
+        c = _cpath(path)
+        await r.submit_prepped(lib.ie_uring_prep_mkdirat, (AT_FDCWD, c, mode), c, "mkdir", os.fsdecode(path))
+    else:
+        await _checked(r.run_blocking(_blocking_errno, os.mkdir, path, mode), "mkdir", path)
+
+
+async def linkat(r: Reactor, old: Any, new: Any) -> None:
+    where = f"{os.fsdecode(old)} -> {os.fsdecode(new)}"
+    if r.kernel_fs_ops:
+        co, cn = _cpath(old), _cpath(new)
+        await r.submit_prepped(lib.ie_uring_prep_linkat, (AT_FDCWD, co, AT_FDCWD, cn, 0), (co, cn), "link", where)
+    else:
+        await _checked(r.run_blocking(_blocking_errno, os.link, old, new), "link", where)
+
+
+async def fsync(r: Reactor, fd: int, path: str | None, datasync: bool = True) -> None:
+    from .backends.base import OP_FSYNC
+
+    op = "fdatasync" if datasync else "fsync"
+    if r.backend.name == "linux-aio":
+        # linux-aio's IOCB_CMD_FDSYNC is refused by ext4/xfs: use the thread pool.
+        await _checked(r.run_blocking(_blocking_errno, os.fdatasync if datasync else os.fsync, fd), op, path)
+    else:
+        await r.submit(OP_FSYNC, fd, 0, 0, 0, None, op, path, 1 if datasync else 0)
+
+
+def fstatfs_blocking(fd: int) -> tuple[int, int]:
+    """(filesystem magic, block size) of the filesystem holding fd."""
+    out = ffi.new("struct ie_statfs *")
+    ret = lib.ie_fstatfs(fd, out)
+    if ret < 0:
+        raise OSError(-ret, os.strerror(-ret))
+    return out.type, out.bsize

@@ -1,0 +1,88 @@
+"""Aligned DMA buffers and the per-reactor pool that recycles the common sizes."""
+from __future__ import annotations
+
+from ._dmabuf import DmaBuffer as _RawBuffer
+
+#: Alignment used when nothing better is known: the page size covers every disk we have met.
+DEFAULT_ALIGNMENT = 4096
+
+
+class DmaBuffer(_RawBuffer):
+    """Aligned memory for O_DIRECT I/O.
+
+    Supports the buffer protocol (``memoryview(buf)``, ``bytes(buf)``, ``f.write(buf)``),
+    ``len()``, ``buf[a:b]`` as a zero-copy memoryview, ``buf.trim(off, n)`` as a zero-copy
+    DmaBuffer, and ``release()``. Memory is never freed while a view or an in-flight I/O still
+    uses it: release() then only marks it, and the last user frees it (or returns it to its pool).
+    """
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, size: int = 0, alignment: int = DEFAULT_ALIGNMENT) -> None:
+        self._pool: BufferPool | None = None
+
+    def trim(self, offset: int, length: int, cls: type | None = None) -> DmaBuffer:
+        view = super().trim(offset, length, cls)
+        view._pool = None
+        return view
+
+    def release(self) -> None:
+        pool = self._pool
+        if pool is not None:
+            self._pool = None
+            block = self.parent
+            super().release()
+            # The block is reusable only if nobody (an in-flight I/O, a view) still holds it.
+            if self.freed and block is not None and block.exports == 0:
+                pool._put(block)
+            return
+        super().release()
+
+    def __enter__(self) -> DmaBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def allocate_aligned_buffer(size: int, alignment: int = DEFAULT_ALIGNMENT) -> DmaBuffer:
+    """A new zero-filled buffer of ``size`` bytes whose address is a multiple of ``alignment``."""
+    return DmaBuffer(size, alignment)
+
+
+class BufferPool:
+    """Free lists of power-of-two blocks (page-aligned) from 4 KiB up to ``max_size``.
+
+    Users get a fresh DmaBuffer view of a pooled block, so a stale reference kept after
+    release() can never alias the next user's data: the released view refuses every access.
+    Returning a buffer is an optimisation only: one dropped without release() is simply freed.
+    """
+
+    __slots__ = ("_free", "_depth", "_max_size")
+
+    def __init__(self, depth: int = 64, max_size: int = 1 << 20) -> None:
+        self._free: dict[int, list[_RawBuffer]] = {}
+        self._depth = depth
+        self._max_size = max_size
+
+    def get(self, size: int, alignment: int = DEFAULT_ALIGNMENT) -> DmaBuffer:
+        block_size = max(DEFAULT_ALIGNMENT, 1 << (max(size, 1) - 1).bit_length())
+        if alignment > DEFAULT_ALIGNMENT or block_size > self._max_size or self._depth == 0:
+            return DmaBuffer(size, alignment)
+        free = self._free.get(block_size)
+        block = free.pop() if free else _RawBuffer(block_size, DEFAULT_ALIGNMENT)
+        view = block.trim(0, size, DmaBuffer)
+        view._pool = self
+        return view
+
+    def _put(self, block: _RawBuffer) -> None:
+        free = self._free.setdefault(len(block), [])
+        if len(free) < self._depth:
+            free.append(block)
+
+    def idle(self) -> int:
+        """Idle blocks held (for tests and metrics)."""
+        return sum(len(v) for v in self._free.values())
+
+    def clear(self) -> None:
+        self._free.clear()

@@ -1,0 +1,24 @@
+"""Exceptions that teach: each says what was expected and which file it concerns."""
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+
+class ClosedFileError(ValueError):
+    """An operation on a File (or stream) after close()."""
+
+
+class BackendUnavailableError(OSError):
+    """The requested I/O backend cannot start on this host; the message names the cause."""
+
+
+class ShortReadError(EOFError):
+    """dma_read_exactly found fewer bytes than asked (end of file)."""
+
+
+def kernel_error(err: int, operation: str, path: str | None, detail: str = "") -> OSError:
+    """An OSError (subclass chosen from errno) naming errno, the operation and the path."""
+    name = _errno.errorcode.get(err, str(err))
+    where = f" ({detail})" if detail else ""
+    return OSError(err, f"{operation} failed with {name}: {os.strerror(err)}{where}", path)

@@ -1,0 +1,434 @@
+"""File: O_DIRECT DMA reads and writes on the reactor, with Seastar's names."""
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import os
+from array import array
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from . import _ops
+from ._dmabuf import DmaBuffer as _RawBuffer
+from ._native import ffi
+from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
+from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
+from .errors import ClosedFileError, ShortReadError, kernel_error
+from .reactor import Reactor, get_reactor
+
+TMPFS_MAGIC = 0x01021994
+#: Most buffers in one dma_readv/dma_writev (the kernel's UIO_MAXIOV).
+IOV_MAX = 1024
+
+
+class OpenFlags(enum.IntFlag):
+    """Seastar's open_flags: combine with ``|`` (``OpenFlags.RW | OpenFlags.CREATE``)."""
+
+    RO = os.O_RDONLY
+    WO = os.O_WRONLY
+    RW = os.O_RDWR
+    CREATE = os.O_CREAT
+    TRUNCATE = os.O_TRUNC
+    EXCLUSIVE = os.O_EXCL
+    DSYNC = os.O_DSYNC
+
+
+_ACCMODE = os.O_RDONLY | os.O_WRONLY | os.O_RDWR
+_KNOWN_FLAGS = 0
+for _f in OpenFlags:
+    _KNOWN_FLAGS |= _f.value
+
+
+@dataclass(frozen=True, slots=True)
+class FileOpenOptions:
+    """Seastar's file_open_options."""
+
+    #: Extent size hint for filesystems that take one (XFS); also the step by which a
+    #: sloppy-size file grows. 0 = filesystem default (1 MiB growth step).
+    extent_allocation_size_hint: int = 1 << 20
+    #: Grow the file ahead of appending writes (so they do not each extend it, which serialises
+    #: them in the filesystem) and cut it back to the written size on close().
+    sloppy_size: bool = False
+    #: Mode for a file created by OpenFlags.CREATE; the process umask applies.
+    create_permissions: int = 0o666
+    #: The caller promises not to write past the end: skip the append bookkeeping.
+    append_is_unlikely: bool = False
+
+
+def _sysfs_block_sizes(major: int, minor: int) -> tuple[int, int] | None:
+    """(logical, physical) block size of the device major:minor, from sysfs; partitions use their disk's."""
+    base = os.path.realpath(f"/sys/dev/block/{major}:{minor}")
+    for d in (base, os.path.dirname(base)):
+        try:
+            with open(os.path.join(d, "queue/logical_block_size")) as f:
+                logical = int(f.read())
+            with open(os.path.join(d, "queue/physical_block_size")) as f:
+                physical = int(f.read())
+            return logical, physical
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _pin_buffer(buf: Any, writable: bool) -> tuple[Any, int, int]:
+    """(pin, address, length) for a buffer the kernel will use; the pin keeps it alive and unfreed."""
+    if isinstance(buf, _RawBuffer):
+        return memoryview(buf), buf.address, len(buf)
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise TypeError(f"expected a bytes-like buffer (DmaBuffer, memoryview, …), got {type(buf).__name__}") from None
+    if not mv.c_contiguous:
+        raise ValueError("the buffer must be C-contiguous")
+    if writable and mv.readonly:
+        raise TypeError("dma_read needs a writable buffer, got a read-only one")
+    c = ffi.from_buffer(mv, require_writable=writable)
+    return c, int(ffi.cast("uintptr_t", c)), mv.nbytes
+
+
+class File:
+    """An open file for direct (O_DIRECT) I/O. Create with ``await open_file_dma(...)``."""
+
+    __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
+                 "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
+                 "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
+                 "__weakref__")
+
+    def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
+                 mem_align: int, read_align: int, write_align: int) -> None:
+        self._fd = fd
+        self._path = path
+        self._reactor = reactor
+        self._closed = False
+        self._options = options
+        #: Alignment the buffer address must have.
+        self.memory_dma_alignment = mem_align
+        #: Alignment read positions and lengths must have.
+        self.disk_read_dma_alignment = read_align
+        #: Alignment write positions and lengths must have.
+        self.disk_write_dma_alignment = write_align
+        #: False when the filesystem refused O_DIRECT and the file was opened buffered (tmpfs).
+        self.direct = direct
+        self._writes = 0  # dma_write/dma_writev in flight
+        self._pending_end = 0  # furthest end among them
+        self._writes_idle: asyncio.Future | None = None
+        self._size_barrier: asyncio.Future | None = None
+        self._sloppy_end = -1  # sloppy_size: how far the file has been grown ahead
+        self._logical_size = -1  # sloppy_size: the furthest byte written
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def fileno(self) -> int:
+        self._check_open()
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._fd}"
+        return f"<ioengine.File {self._path!r} {state}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedFileError(f"I/O operation on closed file {self._path!r}")
+
+    def _check(self, op: str, pos: int, length: int, addr: int, align: int) -> None:
+        if self._closed:
+            raise ClosedFileError(f"{op} on closed file {self._path!r}")
+        if pos < 0 or pos % align:
+            raise ValueError(f"{op}: position {pos} is not a multiple of {align}, the disk alignment of {self._path!r}")
+        if length % align:
+            raise ValueError(f"{op}: length {length} is not a multiple of {align}, the disk alignment of {self._path!r}")
+        if addr % self.memory_dma_alignment:
+            raise ValueError(f"{op}: buffer address {addr:#x} is not a multiple of {self.memory_dma_alignment}, "
+                             f"the memory alignment of {self._path!r} (allocate it with File.allocate_buffer)")
+
+    # -- buffers ---------------------------------------------------------------------------
+
+    def allocate_buffer(self, size: int) -> DmaBuffer:
+        """A buffer from the reactor's pool, aligned for this file."""
+        return self._reactor.buffers.get(size, max(self.memory_dma_alignment, DEFAULT_ALIGNMENT))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def dma_read(self, pos: int, buf: Any) -> int:
+        """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
+        pin, addr, n = _pin_buffer(buf, True)
+        self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
+        return await self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self._path)
+
+    async def dma_read_bulk(self, pos: int, length: int) -> DmaBuffer:
+        """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""
+        self._check_open()
+        if pos < 0 or length < 0:
+            raise ValueError(f"dma_read_bulk: position and length must be >= 0, got {pos}, {length}")
+        align = self.disk_read_dma_alignment
+        start = pos - pos % align
+        end = -(-(pos + length) // align) * align
+        buf = self.allocate_buffer(end - start)
+        if end == start:
+            return buf.trim(0, 0)
+        try:
+            got = await self.dma_read(start, buf)
+        except BaseException:
+            buf.release()
+            raise
+        front = pos - start
+        view = buf.trim(front, max(0, min(length, got - front)))
+        return view
+
+    async def dma_read_exactly(self, pos: int, length: int) -> DmaBuffer:
+        """Like dma_read_bulk, but raises ShortReadError if the file ends before ``pos + length``."""
+        buf = await self.dma_read_bulk(pos, length)
+        if len(buf) < length:
+            got = len(buf)
+            buf.release()
+            raise ShortReadError(f"dma_read_exactly: {self._path!r} has only {got} of the {length} bytes "
+                                 f"asked at position {pos}")
+        return buf
+
+    async def dma_readv(self, pos: int, bufs: Iterable[Any]) -> int:
+        """Scatter-read into several buffers from ``pos``; returns the total bytes read."""
+        pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
+        return await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
+                                          "dma_readv", self._path)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def dma_write(self, pos: int, buf: Any) -> int:
+        """Write ``buf`` at ``pos``; returns the bytes written."""
+        pin, addr, n = _pin_buffer(buf, False)
+        self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
+        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write")
+
+    async def dma_writev(self, pos: int, bufs: Iterable[Any]) -> int:
+        """Gather-write several buffers at ``pos``; returns the total bytes written."""
+        pins, iov, total = self._iovec("dma_writev", pos, bufs, False, self.disk_write_dma_alignment)
+        return await self._write(OP_WRITEV, _iov_addr(iov), len(pins), pos, (pins, iov), "dma_writev", total)
+
+    async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1) -> int:
+        if self._size_barrier is not None:
+            await self._wait_barrier()
+        end = pos + (n if total < 0 else total)
+        if self._options.sloppy_size and end > self._sloppy_end:
+            await self._grow_sloppy(end)
+        self._writes += 1
+        if end > self._pending_end:
+            self._pending_end = end
+        return await self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self._path,
+                                          on_done=self._write_done)
+
+    def _write_done(self, req: Any, res: int) -> None:
+        # Runs at the kernel's completion (even if the writer was cancelled), so the logical
+        # size and close()'s wait follow what the disk actually has in flight.
+        if res > 0 and self._logical_size >= 0 and req.detail[0] + res > self._logical_size:
+            self._logical_size = req.detail[0] + res
+        self._writes -= 1
+        if self._writes == 0:
+            self._pending_end = 0
+            w = self._writes_idle
+            if w is not None and not w.done():
+                w.set_result(None)
+
+    async def _grow_sloppy(self, end: int) -> None:
+        if self._sloppy_end < 0:
+            self._sloppy_end = (await self._stat_now()).size
+            self._logical_size = self._sloppy_end
+        if end <= self._sloppy_end:
+            return
+        step = self._options.extent_allocation_size_hint or (1 << 20)
+        target = -(-end // step) * step
+        self._sloppy_end = target
+        await self._reactor.run_blocking(os.ftruncate, self._fd, target)
+
+    def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool, align: int) -> tuple[list, array, int]:
+        pins: list[Any] = []
+        iov = array("Q")
+        total = 0
+        for b in bufs:
+            pin, addr, n = _pin_buffer(b, writable)
+            self._check(op, pos, n, addr, align)
+            pins.append(pin)
+            iov.extend((addr, n))
+            total += n
+        if not pins:
+            raise ValueError(f"{op}: no buffers given")
+        if len(pins) > IOV_MAX:
+            raise ValueError(f"{op}: {len(pins)} buffers exceed the kernel's limit of {IOV_MAX} per call")
+        self._check(op, pos, total, 0, align)
+        return pins, iov, total
+
+    # -- size-changing and metadata ops ----------------------------------------------------
+
+    async def _wait_barrier(self) -> None:
+        while self._size_barrier is not None:
+            await asyncio.shield(self._size_barrier)
+
+    async def _exclusive(self) -> asyncio.Future:
+        """Order a size-changing op after the writes already issued and before later ones."""
+        self._check_open()
+        await self._wait_barrier()
+        barrier = self._reactor.loop.create_future()
+        self._size_barrier = barrier
+        while self._writes:
+            self._writes_idle = self._reactor.loop.create_future()
+            await self._writes_idle
+        return barrier
+
+    def _end_exclusive(self, barrier: asyncio.Future) -> None:
+        self._size_barrier = None
+        if not barrier.done():
+            barrier.set_result(None)
+
+    async def flush(self) -> None:
+        """Make written data durable (fdatasync)."""
+        self._check_open()
+        await _ops.fsync(self._reactor, self._fd, self._path, datasync=True)
+
+    async def truncate(self, length: int) -> None:
+        """Set the file size; ordered after writes already issued."""
+        if length < 0:
+            raise ValueError(f"truncate: length must be >= 0, got {length}")
+        barrier = await self._exclusive()
+        try:
+            await self._reactor.run_blocking(_checked_ftruncate, self._fd, length, self._path)
+            if self._sloppy_end >= 0:
+                self._sloppy_end = length
+                self._logical_size = length
+        finally:
+            self._end_exclusive(barrier)
+
+    async def allocate(self, pos: int, length: int) -> None:
+        """Reserve disk space for [pos, pos+length) without changing the size (fallocate KEEP_SIZE)."""
+        self._check_open()
+        if pos < 0 or length <= 0:
+            raise ValueError(f"allocate: need pos >= 0 and length > 0, got {pos}, {length}")
+        await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_KEEP_SIZE, pos, length, "allocate", self._path)
+
+    async def discard(self, pos: int, length: int) -> None:
+        """Punch a hole over [pos, pos+length): the range reads as zeros and frees its blocks."""
+        self._check_open()
+        if pos < 0 or length <= 0:
+            raise ValueError(f"discard: need pos >= 0 and length > 0, got {pos}, {length}")
+        await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_PUNCH_HOLE | _ops.FALLOC_FL_KEEP_SIZE,
+                             pos, length, "discard", self._path)
+
+    async def _stat_now(self) -> _ops.StatData:
+        return await _ops.statx_fd(self._reactor, self._fd, self._path)
+
+    async def stat(self) -> _ops.StatData:
+        """statx of the open file; ``size`` is the logical size, counting writes still in flight."""
+        self._check_open()
+        st = await self._stat_now()
+        logical = self._logical_view(st.size)
+        if logical != st.size:
+            from dataclasses import replace
+
+            st = replace(st, size=logical)
+        return st
+
+    async def size(self) -> int:
+        """The logical size: what the file will hold once writes in flight land."""
+        self._check_open()
+        return self._logical_view((await self._stat_now()).size)
+
+    def _logical_view(self, disk_size: int) -> int:
+        if self._logical_size >= 0:  # sloppy: the disk size runs ahead on purpose
+            disk_size = self._logical_size
+        if self._options.append_is_unlikely:
+            return disk_size
+        return max(disk_size, self._pending_end)
+
+    async def close(self) -> None:
+        """Wait for this file's writes, cut a sloppy-size file back to its written size, close the fd."""
+        if self._closed:
+            return
+        barrier = await self._exclusive()
+        try:
+            if self._logical_size >= 0 and self._sloppy_end > self._logical_size:
+                await self._reactor.run_blocking(_checked_ftruncate, self._fd, self._logical_size, self._path)
+        finally:
+            self._closed = True
+            self._end_exclusive(barrier)
+            await _ops.close(self._reactor, self._fd, self._path)
+
+    async def __aenter__(self) -> File:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _iov_addr(iov: array) -> int:
+    return iov.buffer_info()[0]
+
+
+def _checked_ftruncate(fd: int, length: int, path: str) -> None:
+    try:
+        os.ftruncate(fd, length)
+    except OSError as e:
+        raise kernel_error(e.errno or errno.EIO, "truncate", path, f"to {length} bytes") from None
+
+
+async def open_file_dma(path: str | os.PathLike[str], flags: int = OpenFlags.RO,
+                        options: FileOpenOptions | None = None) -> File:
+    """Open ``path`` for direct I/O on this thread's reactor.
+
+    On a filesystem that refuses O_DIRECT, tmpfs is opened buffered (``file.direct`` is False);
+    any other such filesystem is an error.
+    """
+    options = options or FileOpenOptions()
+    if not isinstance(options, FileOpenOptions):
+        raise TypeError(f"options must be a FileOpenOptions, got {type(options).__name__}")
+    flags = int(flags)
+    if flags & ~_KNOWN_FLAGS:
+        raise ValueError(f"open_file_dma: unknown flag bits {flags & ~_KNOWN_FLAGS:#o}; use OpenFlags")
+    if (flags & _ACCMODE) == _ACCMODE:
+        raise ValueError("open_file_dma: flags may hold only one of OpenFlags.RO, WO, RW")
+    r = get_reactor()
+    spath = os.fsdecode(path)
+    direct = True
+    try:
+        fd = await _ops.openat(r, path, flags | os.O_DIRECT, options.create_permissions, "open_file_dma")
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        # EINVAL with O_DIRECT: the filesystem does not do direct I/O. tmpfs is fine buffered
+        # (it is memory anyway); anything else would silently lose the point of DMA.
+        fd = await _ops.openat(r, path, flags, options.create_permissions, "open_file_dma")
+        fstype = (await r.run_blocking(_ops.fstatfs_blocking, fd))[0]
+        if fstype != TMPFS_MAGIC:
+            await _ops.close(r, fd, spath)
+            raise OSError(errno.EINVAL, f"open_file_dma failed: the filesystem of {spath!r} "
+                          f"(type {fstype:#x}) does not support O_DIRECT", spath) from None
+        direct = False
+    try:
+        st = await _ops.statx_fd(r, fd, spath)
+        mem, read, write = _alignments(st, direct)
+        return File(fd, spath, r, options, direct, mem, read, write)
+    except BaseException:
+        await _ops.close(r, fd, spath)
+        raise
+
+
+def _alignments(st: _ops.StatData, direct: bool) -> tuple[int, int, int]:
+    """(memory, disk read, disk write) alignment: statx DIOALIGN, else the device's block sizes, else 4096."""
+    sizes = _sysfs_block_sizes(st.device_major, st.device_minor)
+    physical = sizes[1] if sizes else 0
+    if direct and st.dio_offset_align:
+        mem = st.dio_mem_align or st.dio_offset_align
+        read = st.dio_offset_align
+    elif sizes:
+        mem, read = sizes[0], sizes[0]
+    else:
+        mem = read = DEFAULT_ALIGNMENT
+    # Writes smaller than the physical block make the device read-modify-write: align them to it.
+    write = max(read, physical)
+    return mem, read, write

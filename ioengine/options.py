@@ -1,0 +1,73 @@
+"""Engine options: every reactor default is named once, here, and doubles as a CLI flag."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+BACKENDS = ("auto", "io_uring", "linux-aio", "threads")
+
+
+@dataclass(frozen=True, slots=True)
+class ReactorOptions:
+    #: Which kernel interface carries I/O: "auto" probes io_uring, then linux-aio, then threads.
+    backend: str = field(default="auto", metadata={"help": "I/O backend: " + ", ".join(BACKENDS)})
+    #: Submission-queue size of the io_uring ring (the completion queue is twice as large), and
+    #: the number of events of the linux-aio context. Also the most I/O the reactor keeps in flight.
+    ring_entries: int = field(default=256, metadata={"help": "io_uring SQ entries / aio events"})
+    #: Try IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN and COOP_TASKRUN before plain set-up.
+    ring_taskrun_flags: bool = field(default=True, metadata={"help": "use DEFER/COOP_TASKRUN when the kernel allows"})
+    #: Worker threads of the "threads" backend and of metadata calls the kernel cannot do async.
+    threads: int = field(default=4, metadata={"help": "threads for the thread-pool backend and blocking calls"})
+    #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
+    buffer_pool_depth: int = field(default=64, metadata={"help": "idle DMA buffers kept per size class"})
+    #: Largest buffer size the pool recycles; larger buffers are allocated and freed each time.
+    buffer_pool_max_size: int = field(default=1 << 20, metadata={"help": "largest pooled DMA buffer (bytes)"})
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown reactor backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        for name in ("ring_entries", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("buffer_pool_depth", "buffer_pool_max_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"reactor option {name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> ReactorOptions:
+        """Build from keyword arguments, refusing unknown names with the list of known ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown reactor option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**kwargs)
+
+    def replace(self, **kwargs: Any) -> ReactorOptions:
+        return dataclasses.replace(self, **kwargs)
+
+
+def add_reactor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add one --reactor-… / --ring-… flag per ReactorOptions field to an argparse parser."""
+    group = parser.add_argument_group("reactor")
+    for f in fields(ReactorOptions):
+        flag = "--" + _flag_name(f.name)
+        kind = type(f.default)
+        if kind is bool:
+            group.add_argument(flag, dest=f"reactor_{f.name}", action=argparse.BooleanOptionalAction,
+                               default=f.default, help=f.metadata.get("help"))
+        else:
+            group.add_argument(flag, dest=f"reactor_{f.name}", type=kind, default=f.default,
+                               choices=BACKENDS if f.name == "backend" else None, help=f.metadata.get("help"))
+    return parser
+
+
+def reactor_options_from_args(ns: argparse.Namespace) -> ReactorOptions:
+    """The ReactorOptions described by flags that add_reactor_arguments() added."""
+    return ReactorOptions(**{f.name: getattr(ns, f"reactor_{f.name}") for f in fields(ReactorOptions)})
+
+
+def _flag_name(name: str) -> str:
+    # Seastar spells the backend flag --reactor-backend; the ring flags read better without a prefix.
+    return ("reactor-" + name if name == "backend" else name).replace("_", "-")

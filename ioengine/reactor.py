@@ -1,0 +1,288 @@
+"""The reactor: one per thread, attached to the running asyncio loop.
+
+Requests are staged in a flat array and handed to the backend once per loop turn; the backend's
+eventfd, registered with the loop, wakes us when completions arrive. Every in-flight request
+holds a pin on its buffer (a cffi buffer export), so memory the kernel may still write into is
+never freed or reused before its completion, whatever happens to the task that awaited it.
+"""
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import logging
+import threading
+import weakref
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from ._native import ffi, lib
+from .backends import open_backend
+from .backends.base import OP_FSYNC, REC_WORDS
+from .buffers import BufferPool
+from .errors import kernel_error
+from .options import ReactorOptions
+
+log = logging.getLogger("ioengine.reactor")
+T = TypeVar("T")
+
+_local = threading.local()
+_all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
+
+
+class _Request:
+    """One in-flight operation: what to resolve, what to keep alive, what to say on error."""
+
+    __slots__ = ("fut", "pin", "op", "path", "detail", "on_done")
+
+    def __init__(self, fut: asyncio.Future, pin: Any, op: str, path: str | None, detail: Any,
+                 on_done: Callable[[_Request, int], None] | None = None) -> None:
+        self.fut = fut
+        self.pin = pin
+        self.op = op
+        self.path = path
+        self.detail = detail
+        #: Called at the kernel's completion, even if the awaiting task was cancelled.
+        self.on_done = on_done
+
+    def error(self, err: int) -> OSError:
+        d = self.detail
+        if isinstance(d, tuple):
+            d = f"pos {d[0]}, {d[1]} bytes"
+        return kernel_error(err, self.op, self.path, d or "")
+
+
+class Reactor:
+    """Owns a backend (ring), the in-flight table and the per-reactor DMA buffer pool."""
+
+    def __init__(self, options: ReactorOptions | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.options = options or ReactorOptions()
+        self.loop = loop or asyncio.get_running_loop()
+        self.backend = open_backend(self.options)
+        log.info("ioengine: reactor using %s", self.backend.describe())
+        self.buffers = BufferPool(self.options.buffer_pool_depth, self.options.buffer_pool_max_size)
+        self.closed = False
+        self._recs = array("Q")
+        self._inflight: dict[int, _Request] = {}
+        self._backlog: collections.deque[tuple[tuple[int, ...], _Request]] = collections.deque()
+        self._next_ud = 1
+        self._in_kernel = 0
+        self._flush_scheduled = False
+        self._idle_waiters: list[asyncio.Future] = []
+        self._executor: ThreadPoolExecutor | None = None
+        self._ring = getattr(self.backend, "ring", None) if self.backend.kernel_fs_ops else None
+        self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
+        _all_reactors.add(self)
+
+    # -- submission ------------------------------------------------------------------------
+
+    def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
+               path: str | None, flags: int = 0,
+               on_done: Callable[[_Request, int], None] | None = None) -> asyncio.Future:
+        """Queue one read/write/fsync record; the future resolves to the result (bytes or 0)."""
+        if self.closed:
+            raise RuntimeError("the reactor is closed")
+        fut = self.loop.create_future()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        req = _Request(fut, pin, opname, path, (pos, length) if op != OP_FSYNC else None, on_done)
+        self._inflight[ud] = req
+        rec = (op | (fd << 8) | (flags << 40), addr, length, pos, ud)
+        if self._in_kernel + len(self._recs) // REC_WORDS >= self.backend.capacity:
+            self._backlog.append((rec, req))
+        else:
+            self._recs.extend(rec)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
+                       path: str | None) -> asyncio.Future:
+        """An io_uring metadata op (openat, statx, …): prepare its SQE now, submit this turn."""
+        if self.closed:
+            raise RuntimeError("the reactor is closed")
+        fut = self.loop.create_future()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        ret = prep(self._ring, *args, ud)
+        if ret < 0:
+            raise kernel_error(-ret, opname, path)
+        self._inflight[ud] = _Request(fut, pin, opname, path, None)
+        self._in_kernel += 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def run_blocking(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run a blocking call the kernel cannot do asynchronously on the reactor's thread pool."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.options.threads, thread_name_prefix="ioengine-sys")
+        return self.loop.run_in_executor(self._executor, fn, *args)
+
+    @property
+    def kernel_fs_ops(self) -> bool:
+        """True when metadata ops (openat, statx, …) go through the ring."""
+        return self._ring is not None
+
+    @property
+    def ring(self) -> Any:
+        return self._ring
+
+    # -- the loop turn ---------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed:
+            return
+        recs = self._recs
+        staged = len(recs) // REC_WORDS
+        try:
+            accepted, uds, results = self.backend.flush(recs)
+        except OSError as e:
+            # The batch could not be handed over at all: fail it rather than lose it.
+            self._fail_staged(e.errno or 5)
+            return
+        if accepted:
+            del recs[: accepted * REC_WORDS]
+            self._in_kernel += accepted
+        if uds:
+            self._complete(uds, results)
+        if accepted < staged and not self._flush_scheduled:
+            # The kernel is full: try again next turn (completions will make room).
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _on_wakeup(self) -> None:
+        uds, results = self.backend.reap()
+        if uds:
+            self._complete(uds, results)
+
+    def _complete(self, uds: list[int], results: list[int]) -> None:
+        inflight = self._inflight
+        self._in_kernel -= len(uds)
+        for ud, res in zip(uds, results):
+            req = inflight.pop(ud)
+            if req.on_done is not None:
+                req.on_done(req, res)
+            fut = req.fut
+            if fut.done():  # the awaiting task was cancelled; the buffer pin goes only now
+                continue
+            if res >= 0:
+                fut.set_result(res)
+            else:
+                fut.set_exception(req.error(-res))
+        if self._backlog:
+            self._admit_backlog()
+        if not inflight and self._idle_waiters:
+            for w in self._idle_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self._idle_waiters.clear()
+
+    def _admit_backlog(self) -> None:
+        room = self.backend.capacity - self._in_kernel - len(self._recs) // REC_WORDS
+        backlog = self._backlog
+        while room > 0 and backlog:
+            rec, _ = backlog.popleft()
+            self._recs.extend(rec)
+            room -= 1
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _fail_staged(self, err: int) -> None:
+        recs = self._recs
+        uds = [recs[i + 4] for i in range(0, len(recs), REC_WORDS)]
+        del recs[:]
+        self._in_kernel += len(uds)
+        self._complete(uds, [-err] * len(uds))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        """Requests issued and not yet completed (including those whose awaiter was cancelled)."""
+        return len(self._inflight)
+
+    async def drain(self) -> None:
+        """Wait until every in-flight request has completed."""
+        if self._inflight:
+            w = self.loop.create_future()
+            self._idle_waiters.append(w)
+            await w
+
+    async def close(self) -> None:
+        """Wait for in-flight I/O, then release the ring and threads."""
+        if self.closed:
+            return
+        await self.drain()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.backend.eventfd)
+        except Exception:  # the loop may be half torn down at interpreter exit
+            pass
+        if self._inflight:
+            # Abandoned with I/O in flight (the loop went away): block until the kernel is done
+            # with every buffer before the ring and the pins go.
+            self.backend.wait_all(self._in_kernel)
+            self._inflight.clear()
+        self.backend.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+        self.buffers.clear()
+        if getattr(_local, "reactor", None) is self:
+            _local.reactor = None
+
+    def __repr__(self) -> str:
+        return f"<Reactor {self.backend.describe()} inflight={self.inflight}>"
+
+
+def configure(**options: Any) -> None:
+    """Set the options of reactors this thread creates from now on (see ReactorOptions)."""
+    _local.options = ReactorOptions.from_kwargs(**options)
+
+
+def get_reactor() -> Reactor:
+    """This thread's reactor, created on first use and attached to the running loop."""
+    loop = asyncio.get_running_loop()
+    r: Reactor | None = getattr(_local, "reactor", None)
+    if r is not None and r.loop is loop and not r.closed:
+        return r
+    if r is not None:
+        r._shutdown()  # its loop is gone
+    r = Reactor(getattr(_local, "options", None), loop)
+    _local.reactor = r
+    return r
+
+
+def run(main: Any, **options: Any) -> Any:
+    """Run a coroutine on a fresh asyncio loop with a reactor built from ``options``.
+
+    A convenience: any running asyncio loop gets a reactor on first use without it.
+    """
+    opts = ReactorOptions.from_kwargs(**options)
+
+    async def runner() -> Any:
+        reactor = Reactor(opts)
+        _local.reactor = reactor
+        try:
+            return await main
+        finally:
+            await reactor.close()
+
+    return asyncio.run(runner())
+
+
+@atexit.register
+def _close_all() -> None:
+    for r in list(_all_reactors):
+        r._shutdown()
