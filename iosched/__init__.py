@@ -1,0 +1,26 @@
+"""iosched: a pure disk scheduler in Seastar's image (io_queue / fair_queue).
+
+No syscalls, no asyncio, no clock: time is passed in as seconds. The engine asks the
+queue what to submit and when; tests drive it with a simulated disk in virtual time.
+"""
+
+from .cost import COST_FORMS, DEFAULT_COST_FORM, READ, WRITE, CostModel
+from .fair_queue import FairQueue, IoClassState
+from .io_queue import Dispatch, IoQueue, IoQueueConfig, QueuedRequest
+from .properties import (
+    DiskProperties,
+    IoPropertiesError,
+    dump_io_properties,
+    load_io_properties,
+    parse_io_properties,
+    save_io_properties,
+)
+from .token_bucket import FlowMonitor, TokenBucket
+
+__all__ = [
+    "READ", "WRITE", "COST_FORMS", "DEFAULT_COST_FORM", "CostModel",
+    "DiskProperties", "IoPropertiesError",
+    "load_io_properties", "parse_io_properties", "dump_io_properties", "save_io_properties",
+    "TokenBucket", "FlowMonitor", "FairQueue", "IoClassState",
+    "IoQueue", "IoQueueConfig", "QueuedRequest", "Dispatch",
+]

@@ -1,0 +1,309 @@
+"""The fair queue: which io class's request goes next.
+
+Each class accumulates the cost (disk-seconds) of what it dispatched divided by its
+shares; the class with the least accumulated value goes first (a heap keyed by it). So
+backlogged classes get disk time in proportion to their shares, whatever their request
+sizes.
+
+A class that wakes from idle does not cash in the time it was idle: its accumulator is
+raised to at least the fair queue's virtual time (the accumulator of the last class
+served, i.e. about the least among the active ones) minus ``forgiveness / shares``. It
+may get at most ``forgiveness`` disk-seconds ahead of its fair share (Seastar's
+"forgiving factor", tau).
+
+Per-class limits (bandwidth in bytes/s, IOPS) are token buckets that may run into deficit:
+the request that overdraws one is still dispatched, and the class is then skipped
+("unplugged" in Seastar) until the deficit is paid back, while the others go on.
+
+The fair queue does not know about the disk's token bucket: ``dispatch`` is handed the
+tokens available and returns what is left.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from heapq import heapify, heappop, heappush, heapreplace
+from typing import TYPE_CHECKING, Any
+
+from .token_bucket import TokenBucket
+
+if TYPE_CHECKING:
+    from .io_queue import QueuedRequest
+
+__all__ = ["IoClassState", "FairQueue"]
+
+
+class IoClassState:
+    """An io class in one queue: its shares, queue, fairness state, limits and counters."""
+
+    __slots__ = (
+        "name", "shares", "_inv_shares", "_id", "_owner",
+        "queue", "accumulated", "consumption",
+        "_active", "_throttled_until", "_bw", "_iops",
+        "nr_queued", "nr_executing", "activations",
+        "ops", "bytes", "split_ops", "split_bytes",
+        "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
+    )
+
+    def __init__(self, name: str, shares: float, class_id: int, owner: Any) -> None:
+        self.name = name
+        self.shares = shares
+        self._inv_shares = 1.0 / shares
+        self._id = class_id  # tie-break in the heap, so classes never get compared
+        self._owner = owner  # None once removed
+        self.queue: deque[QueuedRequest] = deque()
+        self.accumulated = 0.0  # sum of cost/shares: the fairness key
+        self.consumption = 0.0  # sum of cost (disk-seconds) dispatched
+        self._active = False  # in the fair queue's heap
+        self._throttled_until = 0.0  # > 0: skipped until then (a per-class limit is in deficit)
+        self._bw: TokenBucket | None = None
+        self._iops: TokenBucket | None = None
+        self.nr_queued = 0  # requests (or parts) waiting in the scheduler
+        self.nr_executing = 0  # dispatched, not completed
+        self.activations = 0
+        self.ops = [0, 0]  # dispatched, by direction (parts count one each)
+        self.bytes = [0, 0]
+        self.split_ops = 0  # requests that were split
+        self.split_bytes = 0
+        self.total_queue_delay = 0.0  # seconds waited in the scheduler, summed over dispatches
+        self.total_exec_time = 0.0  # seconds from dispatch to completion, summed
+        self.starvation_time = 0.0  # seconds with work queued and nothing in the disk
+        self._activated_at = 0.0
+
+    @property
+    def bandwidth_limit(self) -> float | None:
+        return self._bw.rate if self._bw is not None else None
+
+    @property
+    def iops_limit(self) -> float | None:
+        return self._iops.rate if self._iops is not None else None
+
+    @property
+    def throttled(self) -> bool:
+        return self._throttled_until > 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"IoClassState({self.name!r}, shares={self.shares:g}, queued={self.nr_queued}, "
+            f"executing={self.nr_executing})"
+        )
+
+
+def _check_shares(shares: float) -> float:
+    if isinstance(shares, bool) or not isinstance(shares, (int, float)) or not (0 < shares < math.inf):
+        raise ValueError(f"shares must be a positive finite number, got {shares!r}")
+    return float(shares)
+
+
+class FairQueue:
+    """Classes by least accumulated cost/shares; per-class limits; bounded forgiveness."""
+
+    __slots__ = ("_heap", "_throttled", "_next_unthrottle", "vtime", "forgiveness", "limit_burst", "dispatched_cost")
+
+    def __init__(self, forgiveness: float, limit_burst: float) -> None:
+        self._heap: list[tuple[float, int, IoClassState]] = []
+        self._throttled: list[IoClassState] = []
+        self._next_unthrottle = math.inf
+        self.vtime = 0.0  # accumulator of the last class served (Seastar's _last_accumulated)
+        self.forgiveness = forgiveness  # disk-seconds a waking class may run ahead
+        self.limit_burst = limit_burst  # seconds of a per-class limit that may come as a burst
+        self.dispatched_cost = 0.0  # total cost (disk-seconds, unscaled) ever dispatched
+
+    # -- activation --------------------------------------------------------------------
+
+    def _activate(self, cls: IoClassState) -> None:
+        floor = self.vtime - self.forgiveness * cls._inv_shares
+        if cls.accumulated < floor:
+            cls.accumulated = floor
+        cls._active = True
+        cls.activations += 1
+        heappush(self._heap, (cls.accumulated, cls._id, cls))
+
+    def _deactivate(self, cls: IoClassState) -> None:
+        if cls._active:
+            cls._active = False
+            self._heap = [e for e in self._heap if e[2] is not cls]
+            heapify(self._heap)
+
+    def push(self, cls: IoClassState, req: QueuedRequest, now: float) -> None:
+        """Queue one request (or part) at the back of its class."""
+        cls.queue.append(req)
+        cls.nr_queued += 1
+        if cls.nr_queued == 1 and cls.nr_executing == 0:
+            cls._activated_at = now
+        if not cls._active and not cls._throttled_until:
+            self._activate(cls)
+
+    def remove(self, cls: IoClassState, req: QueuedRequest) -> None:
+        """Take a queued request out (cancellation); rare, so O(queue length)."""
+        cls.queue.remove(req)
+        cls.nr_queued -= 1
+        if not cls.queue:
+            self._deactivate(cls)
+
+    def forget(self, cls: IoClassState) -> None:
+        """Drop an (empty) class from the heap and the throttled list."""
+        self._deactivate(cls)
+        if cls in self._throttled:
+            self._throttled.remove(cls)
+            cls._throttled_until = 0.0
+
+    def reshare(self, cls: IoClassState, shares: float) -> None:
+        cls.shares = shares
+        cls._inv_shares = 1.0 / shares
+
+    # -- per-class limits ---------------------------------------------------------------
+
+    def set_limit(self, cls: IoClassState, kind: str, rate: float | None, now: float, min_burst: float) -> None:
+        """Set (or with None, lift) the class's ``"bw"`` or ``"iops"`` limit."""
+        attr = "_bw" if kind == "bw" else "_iops"
+        if rate is None:
+            setattr(cls, attr, None)
+            if cls._throttled_until and cls._bw is None and cls._iops is None:
+                self._unthrottle(cls)
+            return
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0 < rate < math.inf):
+            raise ValueError(f"a {'bandwidth' if kind == 'bw' else 'IOPS'} limit must be a positive number or None, got {rate!r}")
+        burst = max(rate * self.limit_burst, min_burst)
+        tb: TokenBucket | None = getattr(cls, attr)
+        if tb is None:
+            setattr(cls, attr, TokenBucket(rate, burst, now))
+        else:
+            tb.update_rate(rate, now, burst)
+        if cls._throttled_until:
+            # the deficit is now paid back at the new rate
+            until = 0.0
+            for tb in (cls._bw, cls._iops):
+                if tb is not None and tb.tokens < 0:
+                    until = max(until, now + tb.deficiency() / tb.rate)
+            if until:
+                cls._throttled_until = until
+                self._next_unthrottle = min(c._throttled_until for c in self._throttled)
+            else:
+                self._unthrottle(cls)
+
+    def _throttle(self, cls: IoClassState, until: float) -> None:
+        cls._throttled_until = until
+        self._throttled.append(cls)
+        if until < self._next_unthrottle:
+            self._next_unthrottle = until
+
+    def _unthrottle(self, cls: IoClassState) -> None:
+        cls._throttled_until = 0.0
+        if cls in self._throttled:
+            self._throttled.remove(cls)
+        self._next_unthrottle = min((c._throttled_until for c in self._throttled), default=math.inf)
+        if cls.queue and not cls._active:
+            self._activate(cls)
+
+    def unthrottle_due(self, now: float) -> None:
+        """Plug back the classes whose limits have been paid back by ``now``."""
+        if now < self._next_unthrottle:
+            return
+        keep = []
+        nxt = math.inf
+        for cls in self._throttled:
+            until = cls._throttled_until
+            if until <= now:
+                cls._throttled_until = 0.0
+                if cls.queue and not cls._active:
+                    self._activate(cls)
+            else:
+                keep.append(cls)
+                if until < nxt:
+                    nxt = until
+        self._throttled = keep
+        self._next_unthrottle = nxt
+
+    @property
+    def next_unthrottle(self) -> float:
+        return self._next_unthrottle
+
+    # -- dispatch -----------------------------------------------------------------------
+
+    def head(self) -> QueuedRequest | None:
+        """The request that goes next (if tokens allow), or None."""
+        heap = self._heap
+        return heap[0][2].queue[0] if heap else None
+
+    def dispatch(
+        self,
+        out: list[QueuedRequest],
+        tokens: float,
+        scale: float,
+        cap: float,
+        now: float,
+        max_count: int,
+    ) -> float:
+        """Move requests, best class first, into ``out`` while their (scaled, capped) cost
+        fits in ``tokens`` and fewer than ``max_count`` were moved; returns the tokens left.
+
+        The first request that does not fit stops the round: serving a later class's
+        smaller request instead would let small requests starve large ones.
+        """
+        heap = self._heap
+        vtime = self.vtime
+        spent = 0.0
+        n = 0
+        while heap and n < max_count:
+            acc, cid, cls = heap[0]
+            q = cls.queue
+            req = q[0]
+            cost = req.cost
+            c = cost * scale
+            if c > cap:
+                c = cap
+            if c > tokens:
+                break
+            tokens -= c
+            spent += cost
+            q.popleft()
+            out.append(req)
+            n += 1
+            # bookkeeping that Seastar does in on_dispatch()
+            req.dispatched_at = now
+            d = req.direction
+            length = req.length
+            cls.ops[d] += 1
+            cls.bytes[d] += length
+            cls.total_queue_delay += now - req.queued_at
+            cls.nr_queued -= 1
+            cls.nr_executing += 1
+            if cls.nr_executing == 1:
+                cls.starvation_time += now - cls._activated_at
+            cls.consumption += cost
+            if acc > vtime:
+                vtime = acc
+            acc += cost * cls._inv_shares
+            cls.accumulated = acc
+            if cls._bw is not None or cls._iops is not None:
+                until = 0.0
+                tb = cls._bw
+                if tb is not None:
+                    deficit = tb.grab(length, now)
+                    if deficit:
+                        until = now + deficit / tb.rate
+                tb = cls._iops
+                if tb is not None:
+                    deficit = tb.grab(1.0, now)
+                    if deficit:
+                        u = now + deficit / tb.rate
+                        if u > until:
+                            until = u
+                if until:
+                    heappop(heap)
+                    cls._active = False
+                    self._throttle(cls, until)
+                    continue
+            if q:
+                heapreplace(heap, (acc, cid, cls))
+            else:
+                heappop(heap)
+                cls._active = False
+        self.vtime = vtime
+        self.dispatched_cost += spent
+        return tokens
+
+    def __len__(self) -> int:
+        return len(self._heap)

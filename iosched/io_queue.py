@@ -1,0 +1,477 @@
+"""The io queue of one disk: cost, token bucket, fair queue, splitting, metrics.
+
+Life of a request (all times are arguments, in seconds)::
+
+    req = q.queue(cls, READ, 131072, payload, now)     # split here if too large
+    for d in q.dispatch(now):                          # what the tokens allow, fairest first
+        submit(d.payload, d.offset, d.length)           # d is the request itself, or one part
+    ...
+    parent = q.complete(d, result, now)                 # the request, once all its parts are done
+    t = q.next_dispatch_time(now)                       # call dispatch() again at t
+
+The queue never calls the caller back: it returns what to do and when.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
+from .fair_queue import FairQueue, IoClassState, _check_shares
+from .properties import DiskProperties
+from .token_bucket import FlowMonitor, TokenBucket
+
+__all__ = ["IoQueueConfig", "IoQueue", "QueuedRequest", "Dispatch", "IoClassState", "READ", "WRITE"]
+
+# The rates the fair queue uses to weigh requests against each other when a disk has no
+# io_properties: 4 KiB costs as much as its IOPS allows, large requests by their bytes.
+# Nothing is throttled with them, they only order.
+NOMINAL_PROPERTIES = DiskProperties(
+    mountpoints=("<unconfigured>",),
+    read_iops=100_000, read_bandwidth=1_000_000_000,
+    write_iops=100_000, write_bandwidth=1_000_000_000,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IoQueueConfig:
+    """Every tunable of an io queue, with its default, in one place."""
+
+    #: io_latency_goal_ms: the token bucket holds this much disk time, so the disk is never
+    #: handed more work than it finishes in about this long (Seastar's default is 0.75 ms
+    #: on modern disks, 1.5 ms otherwise).
+    latency_goal_ms: float = 0.75
+    #: The bucket is raised to hold at least this many ``min_request_size`` requests (in the
+    #: costlier direction), so slow disks (HDDs: ~10 ms per request) are not kept at QD1.
+    min_requests_in_bucket: int = 4
+    min_request_size: int = 4096
+    #: Back off when dispatched/completed (moving average) goes above this (Seastar: 1.1).
+    flow_ratio_threshold: float = 1.1
+    #: Weight of the old value in the flow ratio's moving average, per period (Seastar: 0.95).
+    flow_ratio_ema_factor: float = 0.95
+    #: Flow-ratio sampling period (Seastar: 100 ticks of the latency goal = 75 ms).
+    flow_ratio_period_ms: float = 75.0
+    #: Per period in which the disk keeps up, the back-off multiplier relaxes by this factor.
+    flow_ratio_relax: float = 0.98
+    #: Upper bound of the back-off multiplier (costs are also capped at the bucket size).
+    max_cost_scale: float = 64.0
+    #: A class waking from idle may get this many disk-milliseconds ahead of its fair share
+    #: (Seastar's tau is 5 ms; smaller keeps wake-up bursts short).
+    forgiveness_ms: float = 1.0
+    #: Shares of a class created without explicit shares, and of the default class.
+    default_shares: float = 1000.0
+    #: The class that exists from the start.
+    default_class: str = "default"
+    #: Parts of a split request are a multiple of this many bytes (O_DIRECT alignment).
+    split_alignment: int = 4096
+    #: Per-class bandwidth/IOPS limits allow a burst of this many milliseconds of their rate.
+    limit_burst_ms: float = 10.0
+    #: "max" or "additive" (see iosched.cost).
+    cost_form: CostForm = DEFAULT_COST_FORM
+    #: Costs for ordering when the disk has no io_properties (never throttled).
+    nominal_properties: DiskProperties = NOMINAL_PROPERTIES
+
+    def __post_init__(self) -> None:
+        for name in ("latency_goal_ms", "flow_ratio_period_ms", "default_shares", "flow_ratio_threshold"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 < v < math.inf):
+                raise ValueError(f"IoQueueConfig.{name} must be a positive number, got {v!r}")
+        if not (0.0 <= self.flow_ratio_ema_factor < 1.0):
+            raise ValueError(f"IoQueueConfig.flow_ratio_ema_factor must be in [0, 1), got {self.flow_ratio_ema_factor!r}")
+        if not (0.0 < self.flow_ratio_relax <= 1.0):
+            raise ValueError(f"IoQueueConfig.flow_ratio_relax must be in (0, 1], got {self.flow_ratio_relax!r}")
+        for name in ("split_alignment", "min_request_size", "min_requests_in_bucket"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v > 0):
+                raise ValueError(f"IoQueueConfig.{name} must be a positive integer, got {v!r}")
+        if self.forgiveness_ms < 0 or self.limit_burst_ms <= 0 or self.max_cost_scale < 1:
+            raise ValueError("IoQueueConfig: forgiveness_ms >= 0, limit_burst_ms > 0 and max_cost_scale >= 1 required")
+
+
+class QueuedRequest:
+    """A request in the queue; also what ``dispatch`` hands out (alias ``Dispatch``).
+
+    A request that was not split is dispatched as itself (``d.request is d``, offset 0).
+    A split request is the parent of ``parts``; each part is dispatched with
+    ``part.request`` = the parent and ``offset``/``length`` within it. ``result`` is set on
+    completion (on the parent: the reassembled result).
+    """
+
+    __slots__ = (
+        "io_class", "direction", "length", "payload", "offset", "request", "cost",
+        "queued_at", "dispatched_at", "result", "parts", "_pending",
+    )
+
+    def __init__(
+        self, io_class: IoClassState, direction: int, length: int, payload: Any,
+        offset: int, cost: float, queued_at: float,
+    ) -> None:
+        self.io_class = io_class
+        self.direction = direction
+        self.length = length
+        self.payload = payload
+        self.offset = offset
+        self.request = self
+        self.cost = cost  # disk-seconds, unscaled
+        self.queued_at = queued_at
+        self.dispatched_at: float | None = None
+        self.result: int | None = None
+        self.parts: list[QueuedRequest] | None = None
+        self._pending = 0
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def __repr__(self) -> str:
+        kind = "read" if self.direction == READ else "write"
+        extra = f", parts={len(self.parts)}" if self.parts else ""
+        if self.request is not self:
+            extra += f", part of {id(self.request):#x}"
+        return (
+            f"QueuedRequest({self.io_class.name!r}, {kind}, offset={self.offset}, "
+            f"length={self.length}{extra}, result={self.result})"
+        )
+
+
+Dispatch = QueuedRequest
+
+
+class IoQueue:
+    """One disk's scheduler. ``props=None``: fair ordering only, no throttling, no splitting."""
+
+    __slots__ = (
+        "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
+        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_queued", "_now",
+    )
+
+    def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
+        self.config = config
+        self.properties = props
+        self._throttling = props is not None
+        self.cost_model = CostModel(props if props is not None else config.nominal_properties, config.cost_form)
+        self._cost = self.cost_model.cost
+        self._fq = FairQueue(config.forgiveness_ms / 1000.0, config.limit_burst_ms / 1000.0)
+        self._classes: dict[str, IoClassState] = {}
+        self._next_id = 0
+        self._in_disk = 0
+        self._queued = 0
+        self._now = now
+        self._alignment = config.split_alignment
+        self._flow = FlowMonitor(
+            threshold=config.flow_ratio_threshold,
+            ema_factor=config.flow_ratio_ema_factor,
+            period=config.flow_ratio_period_ms / 1000.0,
+            relax=config.flow_ratio_relax,
+            max_scale=config.max_cost_scale,
+            now=now,
+        )
+        if props is not None:
+            rate = props.rate_factor  # disk-seconds per second
+            # Capacity: the latency goal's worth of disk time (costs are not pre-multiplied by
+            # rate_factor as in Seastar, so the bucket is), but never so small that fewer than
+            # a few minimum-size requests fit: on a slow disk one 4k write can exceed the goal.
+            cost = self._cost
+            min_req = max(cost(READ, config.min_request_size), cost(WRITE, config.min_request_size))
+            capacity = max(config.latency_goal_ms / 1000.0 * rate, config.min_requests_in_bucket * min_req)
+            self._bucket: TokenBucket | None = TokenBucket(rate, capacity, now)
+            self._max_len = [self._max_length(d, props, capacity) for d in (READ, WRITE)]
+        else:
+            self._bucket = None
+            self._max_len = [math.inf, math.inf]
+        self.create_class(config.default_class, config.default_shares)
+
+    def _max_length(self, direction: int, props: DiskProperties, capacity: float) -> float:
+        """Largest request that fits the bucket (and the saturation length), aligned down."""
+        a = self._alignment
+        n = self.cost_model.max_length(direction, capacity)
+        sat = props.read_saturation_length if direction == READ else props.write_saturation_length
+        if sat is not None and sat < n:
+            n = sat
+        return max(a, int(n) // a * a)
+
+    # -- classes ------------------------------------------------------------------------
+
+    def create_class(self, name: str, shares: float | None = None) -> IoClassState:
+        """Create an io class (``shares`` defaults to ``config.default_shares``)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an io class name must be a non-empty string, got {name!r}")
+        if name in self._classes:
+            raise ValueError(f"io class {name!r} already exists in the queue of {self._label()}")
+        cls = IoClassState(name, _check_shares(self.config.default_shares if shares is None else shares), self._next_id, self)
+        self._next_id += 1
+        self._classes[name] = cls
+        return cls
+
+    def get_class(self, name: str) -> IoClassState:
+        try:
+            return self._classes[name]
+        except KeyError:
+            raise KeyError(f"no io class {name!r} in the queue of {self._label()}; known: {sorted(self._classes)}") from None
+
+    @property
+    def classes(self) -> dict[str, IoClassState]:
+        """The classes by name (a copy)."""
+        return dict(self._classes)
+
+    def remove_class(self, name: str) -> None:
+        """Remove a class. Refused (ValueError) while it has requests waiting in the queue:
+        cancel or dispatch them first. Requests already in the disk may complete afterwards;
+        their completions are still accepted."""
+        cls = self.get_class(name)
+        if cls.nr_queued:
+            raise ValueError(
+                f"io class {name!r} still has {cls.nr_queued} queued request(s); "
+                f"cancel or dispatch them before removing the class"
+            )
+        self._fq.forget(cls)
+        cls._owner = None
+        del self._classes[name]
+
+    def rename_class(self, old: str, new: str) -> None:
+        cls = self.get_class(old)
+        if new == old:
+            return
+        if not isinstance(new, str) or not new:
+            raise ValueError(f"an io class name must be a non-empty string, got {new!r}")
+        if new in self._classes:
+            raise ValueError(f"cannot rename io class {old!r} to {new!r}: that name is taken")
+        del self._classes[old]
+        cls.name = new
+        self._classes[new] = cls
+
+    def set_shares(self, name: str, shares: float) -> None:
+        """Change a class's shares; applies to what it dispatches from now on."""
+        self._fq.reshare(self.get_class(name), _check_shares(shares))
+
+    def update_bandwidth(self, name: str, bytes_per_second: float | None, now: float | None = None) -> None:
+        """Cap the class at ``bytes_per_second`` (None lifts the cap)."""
+        cls = self.get_class(name)
+        min_burst = self._max_len[READ] if self._throttling else self.config.min_request_size
+        self._fq.set_limit(cls, "bw", bytes_per_second, self._now if now is None else now, float(min_burst))
+
+    def update_iops(self, name: str, iops: float | None, now: float | None = None) -> None:
+        """Cap the class at ``iops`` requests per second (parts of split requests count)."""
+        self._fq.set_limit(self.get_class(name), "iops", iops, self._now if now is None else now, 1.0)
+
+    # -- the hot path -------------------------------------------------------------------
+
+    def queue(
+        self, io_class: IoClassState | str, direction: int, length: int, payload: Any, now: float,
+        alignment: int | None = None,
+    ) -> QueuedRequest:
+        """Queue a request; returns it (its ``result`` is set by ``complete``).
+
+        ``alignment``: parts of a split are multiples of it (default
+        ``config.split_alignment``).
+        """
+        cls = self._classes[io_class] if type(io_class) is str else io_class
+        if cls._owner is not self:
+            raise ValueError(f"io class {cls.name!r} does not belong to this queue (removed, or another disk's)")
+        if direction != READ and direction != WRITE:
+            raise ValueError(f"direction must be READ (0) or WRITE (1), got {direction!r}")
+        max_len = self._max_len[direction]
+        if alignment is not None and alignment != self._alignment and max_len % alignment:
+            max_len = max(alignment, int(max_len) // alignment * alignment)
+        if length <= max_len:
+            req = QueuedRequest(cls, direction, length, payload, 0, self._cost(direction, length), now)
+            self._queued += 1
+            self._fq.push(cls, req, now)
+            return req
+        return self._queue_split(cls, direction, length, payload, now, int(max_len))
+
+    def _queue_split(self, cls: IoClassState, direction: int, length: int, payload: Any, now: float, part_len: int) -> QueuedRequest:
+        cost = self._cost
+        parent = QueuedRequest(cls, direction, length, payload, 0, 0.0, now)
+        parts = []
+        total = 0.0
+        for off in range(0, length, part_len):
+            n = min(part_len, length - off)
+            c = cost(direction, n)
+            p = QueuedRequest(cls, direction, n, payload, off, c, now)
+            p.request = parent
+            parts.append(p)
+            total += c
+        parent.cost = total
+        parent.parts = parts
+        parent._pending = len(parts)
+        cls.split_ops += 1
+        cls.split_bytes += length
+        fq = self._fq
+        for p in parts:
+            fq.push(cls, p, now)
+        self._queued += len(parts)
+        return parent
+
+    def dispatch(self, now: float, max_requests: int | None = None) -> list[QueuedRequest]:
+        """The requests (or parts) to submit now, in fair order, as far as tokens allow.
+
+        ``max_requests`` bounds the batch (e.g. free submission-queue slots); without
+        properties it is the only bound.
+        """
+        self._now = now
+        fq = self._fq
+        if fq._next_unthrottle <= now:
+            fq.unthrottle_due(now)
+        if not fq._heap:
+            return []
+        out: list[QueuedRequest] = []
+        n = max_requests if max_requests is not None else 1 << 62
+        b = self._bucket
+        flow = self._flow
+        if b is not None:
+            scale = flow.update(now) if now >= flow._next_update else flow.scale
+            b.replenish(now)
+            b.tokens = fq.dispatch(out, b.tokens, scale, b.limit, now, n)
+        else:
+            fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
+        flow.dispatched = fq.dispatched_cost
+        k = len(out)
+        self._in_disk += k
+        self._queued -= k
+        return out
+
+    def complete(self, dispatch: QueuedRequest, result: int, now: float) -> QueuedRequest | None:
+        """Record a completion (``result``: bytes done, or a negative errno).
+
+        Returns the request when it is done: the dispatch itself, or for a part, the parent
+        once its last part completes (then ``parent.result`` is the sum of the part results
+        up to the first short part, or the first error among the parts). Else None.
+        """
+        cls = dispatch.io_class
+        cls.nr_executing -= 1
+        cls.total_exec_time += now - dispatch.dispatched_at
+        if cls.nr_executing == 0 and cls.nr_queued:
+            cls._activated_at = now
+        self._in_disk -= 1
+        self._flow.completed += dispatch.cost
+        dispatch.result = result
+        parent = dispatch.request
+        if parent is dispatch:
+            return dispatch
+        parent._pending -= 1
+        if parent._pending:
+            return None
+        total = 0
+        short = False
+        error = None
+        for p in parent.parts:
+            r = p.result
+            if r < 0:
+                error = r
+                break
+            if not short:
+                total += r
+                short = r < p.length
+        parent.result = error if error is not None else total
+        parent.dispatched_at = parent.parts[0].dispatched_at
+        return parent
+
+    def cancel(self, request: QueuedRequest) -> bool:
+        """Remove a request none of whose parts was dispatched; False if too late (or done)."""
+        parent = request.request
+        units = parent.parts if parent.parts is not None else [parent]
+        if any(u.dispatched_at is not None for u in units) or parent.result is not None:
+            return False
+        cls = parent.io_class
+        for u in units:
+            try:
+                self._fq.remove(cls, u)
+            except ValueError:  # already cancelled
+                return False
+        self._queued -= len(units)
+        return True
+
+    def next_dispatch_time(self, now: float) -> float | None:
+        """When ``dispatch`` can hand out something next: ``now`` if it can right away, a
+        later time if tokens or a class limit hold it back, None if nothing is queued."""
+        fq = self._fq
+        t = fq.next_unthrottle
+        head = fq.head()
+        if head is not None:
+            b = self._bucket
+            if b is None:
+                return now
+            c = head.cost * self._flow.scale
+            t2 = b.next_available(c if c < b.limit else b.limit, now)
+            if t2 < t:
+                t = t2
+        if t == math.inf:
+            return None
+        return t if t > now else now
+
+    # -- introspection ------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> float:
+        """The token bucket's size in disk-seconds (inf without properties)."""
+        return self._bucket.limit if self._bucket is not None else math.inf
+
+    @property
+    def max_request_length(self) -> tuple[float, float]:
+        """Longest (read, write) request that is not split (inf without properties)."""
+        return (self._max_len[READ], self._max_len[WRITE])
+
+    @property
+    def flow_ratio(self) -> float:
+        return self._flow.ratio
+
+    @property
+    def cost_scale(self) -> float:
+        """The back-off multiplier applied to costs (1.0 while the disk keeps up)."""
+        return self._flow.scale
+
+    @property
+    def queued(self) -> int:
+        """Requests (parts) waiting in the scheduler."""
+        return self._queued
+
+    @property
+    def in_disk(self) -> int:
+        """Requests (parts) dispatched and not completed."""
+        return self._in_disk
+
+    def _label(self) -> str:
+        return f"disk {self.properties.mountpoint!r}" if self.properties is not None else "an unconfigured disk"
+
+    def metrics(self) -> dict[str, Any]:
+        """Counters and gauges as plain data: ``{"queue": {...}, "classes": {name: {...}}}``."""
+        flow = self._flow
+        classes = {}
+        for name, c in self._classes.items():
+            classes[name] = {
+                "shares": c.shares,
+                "read_ops": c.ops[READ], "read_bytes": c.bytes[READ],
+                "write_ops": c.ops[WRITE], "write_bytes": c.bytes[WRITE],
+                "split_ops": c.split_ops, "split_bytes": c.split_bytes,
+                "queue_length": c.nr_queued,
+                "disk_queue_length": c.nr_executing,
+                "total_queue_delay": c.total_queue_delay,
+                "total_exec_time": c.total_exec_time,
+                "starvation_time": c.starvation_time,
+                "consumption": c.consumption,
+                "adjusted_consumption": c.accumulated,
+                "activations": c.activations,
+                "bandwidth_limit": c.bandwidth_limit,
+                "iops_limit": c.iops_limit,
+                "throttled": c.throttled,
+            }
+        return {
+            "queue": {
+                "mountpoint": self.properties.mountpoint if self.properties is not None else None,
+                "throttling": self._throttling,
+                "queue_length": self._queued,
+                "disk_queue_length": self._in_disk,
+                "dispatched_cost": flow.dispatched,
+                "completed_cost": flow.completed,
+                "flow_ratio": flow.ratio,
+                "cost_scale": flow.scale,
+                "capacity": self.capacity,
+                "tokens": self._bucket.tokens if self._bucket is not None else math.inf,
+                "max_read_length": self._max_len[READ],
+                "max_write_length": self._max_len[WRITE],
+            },
+            "classes": classes,
+        }
