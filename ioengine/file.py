@@ -93,6 +93,7 @@ class File:
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
                  "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
+                 "_read_mask", "_write_mask", "_mem_mask",
                  "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
@@ -108,6 +109,9 @@ class File:
         self.disk_read_dma_alignment = read_align
         #: Alignment write positions and lengths must have.
         self.disk_write_dma_alignment = write_align
+        self._read_mask = read_align - 1
+        self._write_mask = write_align - 1
+        self._mem_mask = mem_align - 1
         #: False when the filesystem refused O_DIRECT and the file was opened buffered (tmpfs).
         self.direct = direct
         self._writes = 0  # dma_write/dma_writev in flight
@@ -160,8 +164,12 @@ class File:
 
     async def dma_read(self, pos: int, buf: Any) -> int:
         """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
-        pin, addr, n = _pin_buffer(buf, True)
-        self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
+        if isinstance(buf, _RawBuffer):  # the common case, kept lean: it runs once per I/O
+            pin, addr, n = memoryview(buf), buf.address, len(buf)
+        else:
+            pin, addr, n = _pin_buffer(buf, True)
+        if (pos | n) & self._read_mask or addr & self._mem_mask or pos < 0 or self._closed:
+            self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
         return await self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self._path)
 
     async def dma_read_bulk(self, pos: int, length: int) -> DmaBuffer:
@@ -204,8 +212,12 @@ class File:
 
     async def dma_write(self, pos: int, buf: Any) -> int:
         """Write ``buf`` at ``pos``; returns the bytes written."""
-        pin, addr, n = _pin_buffer(buf, False)
-        self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
+        if isinstance(buf, _RawBuffer):
+            pin, addr, n = memoryview(buf), buf.address, len(buf)
+        else:
+            pin, addr, n = _pin_buffer(buf, False)
+        if (pos | n) & self._write_mask or addr & self._mem_mask or pos < 0 or self._closed:
+            self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
         return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write")
 
     async def dma_writev(self, pos: int, bufs: Iterable[Any]) -> int:
@@ -225,11 +237,11 @@ class File:
         return await self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self._path,
                                           on_done=self._write_done)
 
-    def _write_done(self, req: Any, res: int) -> None:
+    def _write_done(self, req: tuple, res: int) -> None:
         # Runs at the kernel's completion (even if the writer was cancelled), so the logical
         # size and close()'s wait follow what the disk actually has in flight.
-        if res > 0 and self._logical_size >= 0 and req.detail[0] + res > self._logical_size:
-            self._logical_size = req.detail[0] + res
+        if res > 0 and self._logical_size >= 0 and req[4] + res > self._logical_size:
+            self._logical_size = req[4] + res
         self._writes -= 1
         if self._writes == 0:
             self._pending_end = 0

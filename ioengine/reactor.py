@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import functools
 import logging
 import threading
 import weakref
@@ -31,26 +32,16 @@ _local = threading.local()
 _all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 
 
-class _Request:
-    """One in-flight operation: what to resolve, what to keep alive, what to say on error."""
+# An in-flight request is a tuple (hot path: cheaper than an object):
+#   (future, pin, operation name, path, pos, length, on_done)
+# ``pin`` keeps the buffer (and its export) alive until the kernel's completion; ``on_done``
+# (or None) is called with (request, result) at that completion, even if the awaiter is gone.
+_FUT, _PIN, _OP, _PATH, _POS, _LEN, _ON_DONE = range(7)
 
-    __slots__ = ("fut", "pin", "op", "path", "detail", "on_done")
 
-    def __init__(self, fut: asyncio.Future, pin: Any, op: str, path: str | None, detail: Any,
-                 on_done: Callable[[_Request, int], None] | None = None) -> None:
-        self.fut = fut
-        self.pin = pin
-        self.op = op
-        self.path = path
-        self.detail = detail
-        #: Called at the kernel's completion, even if the awaiting task was cancelled.
-        self.on_done = on_done
-
-    def error(self, err: int) -> OSError:
-        d = self.detail
-        if isinstance(d, tuple):
-            d = f"pos {d[0]}, {d[1]} bytes"
-        return kernel_error(err, self.op, self.path, d or "")
+def request_error(req: tuple, err: int) -> OSError:
+    detail = f"pos {req[_POS]}, {req[_LEN]} bytes" if req[_LEN] >= 0 else ""
+    return kernel_error(err, req[_OP], req[_PATH], detail)
 
 
 class Reactor:
@@ -64,10 +55,14 @@ class Reactor:
         self.buffers = BufferPool(self.options.buffer_pool_depth, self.options.buffer_pool_max_size)
         self.closed = False
         self._recs = array("Q")
-        self._inflight: dict[int, _Request] = {}
-        self._backlog: collections.deque[tuple[tuple[int, ...], _Request]] = collections.deque()
+        self._inflight: dict[int, tuple] = {}
+        self._backlog: collections.deque[tuple[int, ...]] = collections.deque()
         self._next_ud = 1
+        self._capacity = self.backend.capacity
+        self._outstanding = 0  # staged + in the kernel (bounded by capacity)
         self._in_kernel = 0
+        # The C Future constructor bound to our loop: skips loop.create_future's Python frame.
+        self._create_future = functools.partial(asyncio.Future, loop=self.loop)
         self._flush_scheduled = False
         self._idle_waiters: list[asyncio.Future] = []
         self._executor: ThreadPoolExecutor | None = None
@@ -79,20 +74,20 @@ class Reactor:
 
     def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
                path: str | None, flags: int = 0,
-               on_done: Callable[[_Request, int], None] | None = None) -> asyncio.Future:
+               on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
         """Queue one read/write/fsync record; the future resolves to the result (bytes or 0)."""
         if self.closed:
             raise RuntimeError("the reactor is closed")
-        fut = self.loop.create_future()
+        fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
-        req = _Request(fut, pin, opname, path, (pos, length) if op != OP_FSYNC else None, on_done)
-        self._inflight[ud] = req
+        self._inflight[ud] = (fut, pin, opname, path, pos, length if op != OP_FSYNC else -1, on_done)
         rec = (op | (fd << 8) | (flags << 40), addr, length, pos, ud)
-        if self._in_kernel + len(self._recs) // REC_WORDS >= self.backend.capacity:
-            self._backlog.append((rec, req))
-        else:
+        if self._outstanding < self._capacity:
+            self._outstanding += 1
             self._recs.extend(rec)
+        else:
+            self._backlog.append(rec)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -109,8 +104,9 @@ class Reactor:
         ret = prep(self._ring, *args, ud)
         if ret < 0:
             raise kernel_error(-ret, opname, path)
-        self._inflight[ud] = _Request(fut, pin, opname, path, None)
+        self._inflight[ud] = (fut, pin, opname, path, 0, -1, None)
         self._in_kernel += 1
+        self._outstanding += 1
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -150,7 +146,7 @@ class Reactor:
             self._in_kernel += accepted
         if uds:
             self._complete(uds, results)
-        if accepted < staged and not self._flush_scheduled:
+        if accepted < staged and not uds and not self._flush_scheduled:
             # The kernel is full: try again next turn (completions will make room).
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -162,20 +158,27 @@ class Reactor:
 
     def _complete(self, uds: list[int], results: list[int]) -> None:
         inflight = self._inflight
-        self._in_kernel -= len(uds)
+        n = len(uds)
+        self._in_kernel -= n
+        self._outstanding -= n
         for ud, res in zip(uds, results):
             req = inflight.pop(ud)
-            if req.on_done is not None:
-                req.on_done(req, res)
-            fut = req.fut
+            if req[6] is not None:
+                req[6](req, res)
+            fut = req[0]
             if fut.done():  # the awaiting task was cancelled; the buffer pin goes only now
                 continue
             if res >= 0:
                 fut.set_result(res)
             else:
-                fut.set_exception(req.error(-res))
+                fut.set_exception(request_error(req, -res))
         if self._backlog:
             self._admit_backlog()
+        if not self._flush_scheduled:
+            # Queued after the wake-ups just scheduled: the tasks resume, stage their next I/O,
+            # and this flush submits it in the same loop turn.
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
         if not inflight and self._idle_waiters:
             for w in self._idle_waiters:
                 if not w.done():
@@ -183,15 +186,10 @@ class Reactor:
             self._idle_waiters.clear()
 
     def _admit_backlog(self) -> None:
-        room = self.backend.capacity - self._in_kernel - len(self._recs) // REC_WORDS
         backlog = self._backlog
-        while room > 0 and backlog:
-            rec, _ = backlog.popleft()
-            self._recs.extend(rec)
-            room -= 1
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        while self._outstanding < self._capacity and backlog:
+            self._recs.extend(backlog.popleft())
+            self._outstanding += 1
 
     def _fail_staged(self, err: int) -> None:
         recs = self._recs
