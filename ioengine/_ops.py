@@ -204,7 +204,7 @@ async def fsync(r: Reactor, fd: int, path: str | None, datasync: bool = True) ->
         # linux-aio's IOCB_CMD_FDSYNC is refused by ext4/xfs: use the thread pool.
         await _checked(r.run_blocking(_blocking_errno, os.fdatasync if datasync else os.fsync, fd), op, path)
     else:
-        await r.submit(OP_FSYNC, fd, 0, 0, 0, None, op, path, 1 if datasync else 0)
+        await r.submit(OP_FSYNC, fd, 0, 0, 0, None, op, path, 1 if datasync else 0, nbytes=-1)
 
 
 def fstatfs_blocking(fd: int) -> tuple[int, int]:

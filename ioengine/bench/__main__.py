@@ -11,7 +11,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 
-from ..options import BACKENDS
+from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args
 from .fio_json import FioError, run_fio
 from .workloads import Pattern, RunResult, ensure_bench_file, run_pattern
 
@@ -32,11 +32,11 @@ def _fio_engine(backend: str) -> str:
     return "libaio" if backend == "linux-aio" else "psync" if backend == "threads" else "io_uring"
 
 
-def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, backend: str) -> Side:
+def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions) -> Side:
     direction = "read" if pattern.rw in ("read", "randread") else "write" if pattern.rw in ("write", "randwrite") else "all"
     res = run_fio([
         "--name=ioengine-bench", f"--filename={path}", f"--size={size}", "--direct=1",
-        f"--ioengine={_fio_engine(backend)}", "--time_based", f"--runtime={seconds}s",
+        f"--ioengine={_fio_engine(options.backend)}", "--time_based", f"--runtime={int(seconds * 1000)}ms",
         "--randrepeat=0", "--norandommap", *pattern.fio_args(),
     ], timeout=seconds * 10 + 30)
     d = res.total(direction)
@@ -44,22 +44,22 @@ def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, backend
                 d.clat_ns.percentile(50) / 1000, d.clat_ns.percentile(99) / 1000)
 
 
-def run_ioengine_side(path: str, pattern: Pattern, seconds: float, backend: str, latency: bool) -> Side:
-    r: RunResult = run_pattern(path, pattern, seconds, backend=backend, latency=latency)
+def run_ioengine_side(path: str, pattern: Pattern, seconds: float, options: ReactorOptions, latency: bool) -> Side:
+    r: RunResult = run_pattern(path, pattern, seconds, options, latency=latency)
     return Side(r.iops, r.mb_per_s, r.cpu_us_per_io, r.percentile_us(50), r.percentile_us(99))
 
 
-def compare(path: str, size: int, pattern: Pattern, seconds: float, rounds: int, backend: str,
+def compare(path: str, size: int, pattern: Pattern, seconds: float, rounds: int, options: ReactorOptions,
             latency: bool, out=sys.stdout) -> dict:
     """Alternate ioengine and fio (A B A B …) and print medians and the ratio."""
     ensure_bench_file(path, size)
     ours: list[Side] = []
     theirs: list[Side] = []
     print(f"{pattern.rw} bs={pattern.bs} iodepth={pattern.iodepth} on {path} ({size >> 20} MiB), "
-          f"{rounds} rounds of {seconds:g} s each, backend {backend}", file=out)
+          f"{rounds} rounds of {seconds:g} s each, {options}", file=out)
     for i in range(rounds):
-        ours.append(run_ioengine_side(path, pattern, seconds, backend, latency))
-        theirs.append(run_fio_side(path, size, pattern, seconds, backend))
+        ours.append(run_ioengine_side(path, pattern, seconds, options, latency))
+        theirs.append(run_fio_side(path, size, pattern, seconds, options))
         print(f"  round {i + 1}: ioengine {ours[-1].iops:9.0f} IOPS {ours[-1].cpu_us_per_io:5.2f} cpu-us/io | "
               f"fio {theirs[-1].iops:9.0f} IOPS {theirs[-1].cpu_us_per_io:5.2f} cpu-us/io", file=out)
 
@@ -101,14 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         s.add_argument("--rounds", type=int, default=3, help="A/B rounds (medians are quoted)")
         s.add_argument("--bs", type=_size, default=4096 if name.startswith(("rand", "demo")) else 128 << 10)
         s.add_argument("--iodepth", type=int, default=32 if name.startswith(("rand", "demo")) else 4)
-        s.add_argument("--backend", choices=BACKENDS, default="auto")
+        add_reactor_arguments(s)
         s.add_argument("--latency", action="store_true", help="also measure per-I/O latency (adds overhead)")
     args = p.parse_args(argv)
     rw = "randread" if args.command == "demo" else args.command
-    backend = args.backend
     try:
         compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth), args.seconds,
-                args.rounds, backend, args.latency)
+                args.rounds, reactor_options_from_args(args), args.latency)
     except FioError as e:
         print(f"ioengine-bench: {e}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import ioengine
-from ioengine import OpenFlags
+from ioengine import OpenFlags, ReactorOptions
 
 #: Offsets are drawn ahead of time so the random generator is not on the measured path.
 _OFFSET_TABLE = 1 << 13
@@ -144,11 +144,12 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
         await f.close()
 
 
-def run_pattern(path: str, pattern: Pattern, seconds: float, *, backend: str = "auto",
+def run_pattern(path: str, pattern: Pattern, seconds: float, options: ReactorOptions | None = None, *,
                 latency: bool = False, seed: int = 1) -> RunResult:
     """Run ``pattern`` on ``path`` for ``seconds`` through ioengine (its own loop and reactor)."""
     size = os.path.getsize(path)
-    return ioengine.run(_run(path, size, pattern, seconds, latency, seed), backend=backend)
+    opts = options or ReactorOptions()
+    return ioengine.run(_run(path, size, pattern, seconds, latency, seed), **opts.as_dict())
 
 
 async def _lay_out(path: str, size: int, chunk: int) -> None:
