@@ -47,14 +47,22 @@ class IoQueueConfig:
     #: costlier direction), so slow disks (HDDs: ~10 ms per request) are not kept at QD1.
     min_requests_in_bucket: int = 4
     min_request_size: int = 4096
-    #: Back off when dispatched/completed (moving average) goes above this (Seastar: 1.1).
+    #: Back off when the flow ratio (cost dispatched / cost completed, both weighted by
+    #: dispatch time over the window below) goes above this (Seastar: 1.1).
     flow_ratio_threshold: float = 1.1
-    #: Weight of the old value in the flow ratio's moving average, per period (Seastar: 0.95).
-    flow_ratio_ema_factor: float = 0.95
-    #: Flow-ratio sampling period (Seastar: 100 ticks of the latency goal = 75 ms).
-    flow_ratio_period_ms: float = 75.0
-    #: Per period in which the disk keeps up, the back-off multiplier relaxes by this factor.
-    flow_ratio_relax: float = 0.98
+    #: Time constant of that moving average, in units of the bucket's capacity (the
+    #: effective latency goal): 20 x 0.75 ms = 15 ms. The ratio is about exp(T / window)
+    #: for an in-disk time T, so 1.1 is crossed at T ~ 2 x the goal, and a disk's own
+    #: latency up to that is not mistaken for a queue.
+    flow_ratio_window: float = 20.0
+    #: Cost multiplier above the threshold: 1 + gain * (ratio - threshold). With 20 and the
+    #: window above, a disk twice slower than calibrated settles at ~3 x the goal of in-disk
+    #: time (2 x its queue wait), and the multiplier at ~2.
+    flow_ratio_gain: float = 20.0
+    #: Floor of the completed side of the ratio, as a fraction of the disk's rate: after an
+    #: idle spell the window is nearly empty, and one burst in flight must not look like a
+    #: disk falling behind.
+    flow_ratio_prior: float = 0.1
     #: Upper bound of the back-off multiplier (costs are also capped at the bucket size).
     max_cost_scale: float = 64.0
     #: A class waking from idle may get this many disk-milliseconds ahead of its fair share
@@ -74,14 +82,11 @@ class IoQueueConfig:
     nominal_properties: DiskProperties = NOMINAL_PROPERTIES
 
     def __post_init__(self) -> None:
-        for name in ("latency_goal_ms", "flow_ratio_period_ms", "default_shares", "flow_ratio_threshold"):
+        for name in ("latency_goal_ms", "flow_ratio_window", "default_shares", "flow_ratio_threshold",
+                     "flow_ratio_gain", "flow_ratio_prior"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < math.inf):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive number, got {v!r}")
-        if not (0.0 <= self.flow_ratio_ema_factor < 1.0):
-            raise ValueError(f"IoQueueConfig.flow_ratio_ema_factor must be in [0, 1), got {self.flow_ratio_ema_factor!r}")
-        if not (0.0 < self.flow_ratio_relax <= 1.0):
-            raise ValueError(f"IoQueueConfig.flow_ratio_relax must be in (0, 1], got {self.flow_ratio_relax!r}")
         for name in ("split_alignment", "min_request_size", "min_requests_in_bucket"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
@@ -160,14 +165,6 @@ class IoQueue:
         self._queued = 0
         self._now = now
         self._alignment = config.split_alignment
-        self._flow = FlowMonitor(
-            threshold=config.flow_ratio_threshold,
-            ema_factor=config.flow_ratio_ema_factor,
-            period=config.flow_ratio_period_ms / 1000.0,
-            relax=config.flow_ratio_relax,
-            max_scale=config.max_cost_scale,
-            now=now,
-        )
         if props is not None:
             rate = props.rate_factor  # disk-seconds per second
             # Capacity: the latency goal's worth of disk time (costs are not pre-multiplied by
@@ -177,10 +174,21 @@ class IoQueue:
             min_req = max(cost(READ, config.min_request_size), cost(WRITE, config.min_request_size))
             capacity = max(config.latency_goal_ms / 1000.0 * rate, config.min_requests_in_bucket * min_req)
             self._bucket: TokenBucket | None = TokenBucket(rate, capacity, now)
+            window = capacity / rate * config.flow_ratio_window  # seconds
             self._max_len = [self._max_length(d, props, capacity) for d in (READ, WRITE)]
         else:
             self._bucket = None
             self._max_len = [math.inf, math.inf]
+            rate = 1.0
+            window = config.latency_goal_ms / 1000.0 * config.flow_ratio_window
+        self._flow = FlowMonitor(
+            threshold=config.flow_ratio_threshold,
+            tau=window,
+            gain=config.flow_ratio_gain,
+            prior=config.flow_ratio_prior * rate,
+            max_scale=config.max_cost_scale,
+            now=now,
+        )
         self.create_class(config.default_class, config.default_shares)
 
     def _max_length(self, direction: int, props: DiskProperties, capacity: float) -> float:
@@ -320,14 +328,13 @@ class IoQueue:
         out: list[QueuedRequest] = []
         n = max_requests if max_requests is not None else 1 << 62
         b = self._bucket
-        flow = self._flow
+        before = fq.dispatched_cost
         if b is not None:
-            scale = flow.update(now) if now >= flow._next_update else flow.scale
             b.replenish(now)
-            b.tokens = fq.dispatch(out, b.tokens, scale, b.limit, now, n)
+            b.tokens = fq.dispatch(out, b.tokens, self._flow.scale(now), b.limit, now, n)
         else:
             fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
-        flow.dispatched = fq.dispatched_cost
+        self._flow.on_dispatch(fq.dispatched_cost - before, now)
         k = len(out)
         self._in_disk += k
         self._queued -= k
@@ -346,7 +353,7 @@ class IoQueue:
         if cls.nr_executing == 0 and cls.nr_queued:
             cls._activated_at = now
         self._in_disk -= 1
-        self._flow.completed += dispatch.cost
+        self._flow.on_complete(dispatch.cost, dispatch.dispatched_at)
         dispatch.result = result
         parent = dispatch.request
         if parent is dispatch:
@@ -394,7 +401,7 @@ class IoQueue:
             b = self._bucket
             if b is None:
                 return now
-            c = head.cost * self._flow.scale
+            c = head.cost * self._flow.scale(now)
             t2 = b.next_available(c if c < b.limit else b.limit, now)
             if t2 < t:
                 t = t2
@@ -416,12 +423,13 @@ class IoQueue:
 
     @property
     def flow_ratio(self) -> float:
-        return self._flow.ratio
+        """Dispatched/completed cost over the recent window (see FlowMonitor)."""
+        return self._flow.ratio_at(self._now)
 
     @property
     def cost_scale(self) -> float:
         """The back-off multiplier applied to costs (1.0 while the disk keeps up)."""
-        return self._flow.scale
+        return self._flow.scale(self._now) if self._bucket is not None else 1.0
 
     @property
     def queued(self) -> int:
@@ -466,8 +474,8 @@ class IoQueue:
                 "disk_queue_length": self._in_disk,
                 "dispatched_cost": flow.dispatched,
                 "completed_cost": flow.completed,
-                "flow_ratio": flow.ratio,
-                "cost_scale": flow.scale,
+                "flow_ratio": self.flow_ratio,
+                "cost_scale": self.cost_scale,
                 "capacity": self.capacity,
                 "tokens": self._bucket.tokens if self._bucket is not None else math.inf,
                 "max_read_length": self._max_len[READ],

@@ -99,67 +99,85 @@ class TokenBucket:
 class FlowMonitor:
     """Dispatched-to-completed cost ratio and the cost multiplier derived from it.
 
-    Every ``period`` seconds the ratio of cost dispatched to cost completed during the period
-    is folded into an exponential moving average (``ratio``), as in Seastar.
+    Both sums are exponentially weighted by the time the work was *dispatched* (window
+    ``tau``): ``ratio`` is "of the cost dispatched recently, how much per unit has completed".
+    A disk that keeps up completes what it was handed within its own latency T, and the
+    ratio is about exp(T / tau): close to 1. A disk that falls behind grows T, and the ratio
+    with it -- also when the application's concurrency is bounded (closed loop), where
+    Seastar's per-period dispatched/completed rates settle back to 1 while the disk's queue
+    stays long, and also when the shortfall is steady, where Seastar's multiplier settles at
+    about sqrt(k) for a disk k times slower than calibrated and its queue grows on.
 
-    Seastar then multiplies costs by ``ratio`` itself. That only half-corrects a disk that
-    is slower than calibrated: with the disk k times slower, the average settles where
-    ``ratio = k / ratio``, i.e. at sqrt(k), and the disk's queue grows without bound. So here
-    the multiplier (``scale``) integrates: each period whose average is above ``threshold``
-    multiplies ``scale`` by the period's own ratio, which converges to k in a few periods;
-    while the disk keeps up (ratio at or below 1) ``scale`` relaxes back toward 1 by
-    ``relax`` per period, so a disk that recovers gets its throughput back. The queue built
-    up before the back-off engaged drains through the overshoot of the integrator.
+    The multiplier is ``1 + gain * (ratio - threshold)`` above the threshold (1 below): a
+    proportional controller on what is in effect the in-disk time, so a k-times slower disk
+    is held at about ``ln(threshold + (k - 1) / gain) * tau`` in the disk (a bound, whatever
+    the application's concurrency), and a disk that recovers gets its throughput back at
+    once (there is no integrator to unwind).
+
+    The completed sum is floored at ``prior`` disk-seconds per second over the window: after
+    an idle spell the window holds almost nothing, and one burst in flight with nothing
+    completed yet must not read as a disk falling behind. The floor also means a disk more
+    than ``1 / prior`` times slower than calibrated is only partly compensated.
     """
 
     __slots__ = (
-        "threshold", "ema_factor", "period", "relax", "max_scale",
-        "ratio", "scale", "dispatched", "completed",
-        "_prev_dispatched", "_prev_completed", "_next_update",
+        "threshold", "tau", "gain", "prior", "max_scale",
+        "dispatched", "completed", "_d", "_c", "_t_ref", "_inv_tau", "_last_td", "_last_w",
     )
 
     def __init__(
-        self,
-        *,
-        threshold: float,
-        ema_factor: float,
-        period: float,
-        relax: float,
-        max_scale: float,
-        now: float = 0.0,
+        self, *, threshold: float, tau: float, gain: float, prior: float, max_scale: float, now: float = 0.0,
     ) -> None:
         self.threshold = threshold
-        self.ema_factor = ema_factor
-        self.period = period
-        self.relax = relax
+        self.tau = tau
+        self.gain = gain
+        self.prior = prior * tau  # floor of the completed sum, in window units
         self.max_scale = max_scale
-        self.ratio = 1.0
-        self.scale = 1.0
-        self.dispatched = 0.0  # total cost dispatched (unscaled disk-seconds)
+        self.dispatched = 0.0  # total cost dispatched (unscaled disk-seconds), for metrics
         self.completed = 0.0  # total cost completed
-        self._prev_dispatched = 0.0
-        self._prev_completed = 0.0
-        self._next_update = now + period
+        self._inv_tau = 1.0 / tau
+        self._t_ref = now
+        self._d = 0.0  # sum of cost * exp((t_dispatch - t_ref) / tau), dispatched
+        self._c = 0.0  # the same, over completed work
+        self._last_td = now
+        self._last_w = 1.0
 
-    def update(self, now: float) -> float:
-        """Fold in the periods that ended by ``now``; returns the cost multiplier (>= 1)."""
-        if now < self._next_update:
-            return self.scale
-        self._next_update = now + self.period
-        done = self.completed - self._prev_completed
-        if done <= 0.0:
-            # Nothing completed: either idle (nothing to learn) or the disk is stalled, which
-            # the next period with completions will show as a large ratio.
-            return self.scale
-        instant = (self.dispatched - self._prev_dispatched) / done
-        self._prev_dispatched = self.dispatched
-        self._prev_completed = self.completed
-        f = self.ema_factor
-        self.ratio = self.ratio * f + instant * (1.0 - f)
-        if self.ratio > self.threshold and instant > 1.0:
-            s = self.scale * instant
-            self.scale = s if s < self.max_scale else self.max_scale
-        elif instant <= 1.0 and self.scale > 1.0:
-            s = self.scale * self.relax
-            self.scale = s if s > 1.0 else 1.0
-        return self.scale
+    def _weight(self, t: float) -> float:
+        x = (t - self._t_ref) * self._inv_tau
+        if x > 40.0:  # rebase before the weights overflow; the ratio is unchanged
+            f = math.exp(-x)
+            self._d *= f
+            self._c *= f
+            self._t_ref = t
+            self._last_td = t
+            self._last_w = 1.0
+            return 1.0
+        return math.exp(x)
+
+    def on_dispatch(self, cost: float, now: float) -> None:
+        self.dispatched += cost
+        w = self._weight(now)  # first: it may rebase _d
+        self._d += cost * w
+
+    def on_complete(self, cost: float, dispatched_at: float) -> None:
+        self.completed += cost
+        # completions come in runs dispatched together: reuse the last weight
+        if dispatched_at != self._last_td:
+            self._last_td = dispatched_at
+            self._last_w = math.exp((dispatched_at - self._t_ref) * self._inv_tau)
+        self._c += cost * self._last_w
+
+    def ratio_at(self, now: float) -> float:
+        m = self.prior * self._weight(now)
+        c = self._c
+        return self._d / (c if c > m else m)
+
+    def scale(self, now: float) -> float:
+        """The cost multiplier (>= 1) as of ``now``."""
+        m = self.prior * self._weight(now)
+        c = self._c
+        r = self._d / (c if c > m else m)
+        if r <= self.threshold:
+            return 1.0
+        s = 1.0 + self.gain * (r - self.threshold)
+        return s if s < self.max_scale else self.max_scale
