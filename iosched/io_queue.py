@@ -143,6 +143,8 @@ class QueuedRequest:
 
 Dispatch = QueuedRequest
 
+_EPS = 1e-12  # disk-seconds: far below any request's cost
+
 
 class IoQueue:
     """One disk's scheduler. ``props=None``: fair ordering only, no throttling, no splitting."""
@@ -331,7 +333,8 @@ class IoQueue:
         before = fq.dispatched_cost
         if b is not None:
             b.replenish(now)
-            b.tokens = fq.dispatch(out, b.tokens, self._flow.scale(now), b.limit, now, n)
+            # _EPS: a bucket refilled to exactly n costs must not miss the n-th to rounding
+            b.tokens = fq.dispatch(out, b.tokens + _EPS, self._flow.scale(now), b.limit, now, n) - _EPS
         else:
             fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
         self._flow.on_dispatch(fq.dispatched_cost - before, now)
