@@ -164,13 +164,17 @@ class File:
 
     async def dma_read(self, pos: int, buf: Any) -> int:
         """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
+        return await self.read_future(pos, buf)
+
+    def read_future(self, pos: int, buf: Any) -> asyncio.Future[int]:
+        """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
         if isinstance(buf, _RawBuffer):  # the common case, kept lean: it runs once per I/O
             pin, addr, n = memoryview(buf), buf.address, len(buf)
         else:
             pin, addr, n = _pin_buffer(buf, True)
         if (pos | n) & self._read_mask or addr & self._mem_mask or pos < 0 or self._closed:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
-        return await self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self._path)
+        return self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self._path)
 
     async def dma_read_bulk(self, pos: int, length: int) -> DmaBuffer:
         """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""

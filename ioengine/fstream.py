@@ -1,0 +1,444 @@
+"""input_stream / output_stream over a File: read-ahead and write-behind (Seastar's fstream).
+
+Two deliberate differences from Seastar: an output stream keeps working after flush() (the tail
+block flush wrote is rewritten in place by later writes), and read-ahead can adapt by itself.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from ._ops import FALLOC_FL_KEEP_SIZE, fallocate
+from .buffers import DmaBuffer
+from .errors import ClosedFileError
+from .file import File
+
+#: Read-ahead never grows past this many buffers when adapting (memory stays bounded).
+MAX_DYNAMIC_READ_AHEAD = 16
+
+
+@dataclass(frozen=True, slots=True)
+class FileInputStreamOptions:
+    """Seastar's file_input_stream_options."""
+
+    #: Bytes per read; rounded up to the file's read alignment.
+    buffer_size: int = 131072
+    #: Reads kept in flight beyond the one being consumed.
+    read_ahead: int = 4
+    #: Adapt: add read-ahead while the consumer has to wait for the disk (up to
+    #: MAX_DYNAMIC_READ_AHEAD), halve the buffer size when skips throw read data away.
+    dynamic_adjustments: bool = False
+    #: Scheduling class for the reads (None: the current one).
+    io_class: Any = None
+
+    def __post_init__(self) -> None:
+        if self.buffer_size <= 0:
+            raise ValueError(f"buffer_size must be > 0, got {self.buffer_size}")
+        if self.read_ahead < 0:
+            raise ValueError(f"read_ahead must be >= 0, got {self.read_ahead}")
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutputStreamOptions:
+    """Seastar's file_output_stream_options."""
+
+    #: Bytes per write; rounded up to the file's write alignment.
+    buffer_size: int = 131072
+    #: Writes kept in flight while the caller goes on filling the next buffer.
+    write_behind: int = 4
+    #: Reserve disk space (fallocate, size unchanged) this far ahead of the write position,
+    #: so the filesystem allocates large extents; 0 turns it off.
+    preallocation_size: int = 1 << 20
+    #: Scheduling class for the writes (None: the current one).
+    io_class: Any = None
+
+    def __post_init__(self) -> None:
+        if self.buffer_size <= 0:
+            raise ValueError(f"buffer_size must be > 0, got {self.buffer_size}")
+        if self.write_behind < 1:
+            raise ValueError(f"write_behind must be >= 1, got {self.write_behind}")
+        if self.preallocation_size < 0:
+            raise ValueError(f"preallocation_size must be >= 0, got {self.preallocation_size}")
+
+
+def _round_up(n: int, a: int) -> int:
+    return -(-n // a) * a
+
+
+class FileInputStream:
+    """Sequential reader with read-ahead. ``await read()`` gives the next buffer (empty at the end)."""
+
+    def __init__(self, file: File, offset: int, length: int | None, options: FileInputStreamOptions) -> None:
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset}")
+        if length is not None and length < 0:
+            raise ValueError(f"length must be >= 0 or None, got {length}")
+        self._file = file
+        self._opts = options
+        align = file.disk_read_dma_alignment
+        self._align = align
+        self._buffer_size = _round_up(min(options.buffer_size, 1 << 30), align)
+        self._read_ahead = options.read_ahead
+        self._end = None if length is None else offset + length  # None: up to end of file
+        self._next_pos = offset - offset % align  # next read to issue (aligned)
+        self._skip_front = offset - self._next_pos  # bytes to drop from the first buffer
+        self._inflight: collections.deque[tuple[int, DmaBuffer, asyncio.Future]] = collections.deque()
+        self._eof = False  # a short read was seen: nothing more to issue
+        self._leftover: memoryview | None = None  # part of a buffer not yet handed out
+        self._line_view: memoryview | None = None  # readline's leftover (a view of its bytes)
+        self._closed = False
+        self._waits = 0
+
+    # -- reading ahead ---------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        want = self._read_ahead + 1
+        file = self._file
+        while len(self._inflight) < want and not self._eof:
+            pos = self._next_pos
+            if self._end is not None and pos >= self._end:
+                break
+            size = self._buffer_size
+            if self._end is not None:
+                size = min(size, _round_up(self._end - pos, self._align))
+            buf = file.allocate_buffer(size)
+            fut = file.read_future(pos, buf)
+            self._inflight.append((pos, buf, fut))
+            self._next_pos = pos + size
+
+    async def _next_chunk(self) -> memoryview | None:
+        """The next piece of data in file order, or None at the end."""
+        if self._closed:
+            raise ClosedFileError(f"read from a closed input stream of {self._file.path!r}")
+        self._fill()
+        if not self._inflight:
+            return None
+        pos, buf, fut = self._inflight[0]
+        if not fut.done():
+            self._waits += 1
+            if self._opts.dynamic_adjustments and self._read_ahead < MAX_DYNAMIC_READ_AHEAD:
+                self._read_ahead += 1  # the consumer outruns the disk: look further ahead
+                self._fill()
+        try:
+            got = await fut
+        finally:
+            self._inflight.popleft()
+        if got < len(buf):
+            self._eof = True  # end of file: whatever was issued after this returns nothing
+        start = self._skip_front
+        self._skip_front = 0
+        stop = got if self._end is None else min(got, self._end - pos)
+        if stop <= start:
+            buf.release()
+            return None if self._eof else memoryview(b"")
+        self._fill()
+        return memoryview(buf.trim(start, stop - start))
+
+    # -- the Seastar API -------------------------------------------------------------------
+
+    async def read(self) -> memoryview:
+        """The next buffer of data (a zero-copy view); empty at the end of the range."""
+        if self._leftover is not None:
+            out, self._leftover = self._leftover, None
+            return out
+        while True:
+            chunk = await self._next_chunk()
+            if chunk is None:
+                return memoryview(b"")
+            if len(chunk):
+                return chunk
+
+    async def read_up_to(self, n: int) -> memoryview:
+        """At most ``n`` bytes, without waiting for more than one buffer; empty at the end."""
+        if n < 0:
+            raise ValueError(f"read_up_to: n must be >= 0, got {n}")
+        if n == 0:
+            return memoryview(b"")
+        chunk = await self.read()
+        if len(chunk) > n:
+            self._leftover = chunk[n:]
+            chunk = chunk[:n]
+        return chunk
+
+    async def read_exactly(self, n: int) -> memoryview:
+        """Exactly ``n`` bytes, or fewer only at the end of the range."""
+        if n < 0:
+            raise ValueError(f"read_exactly: n must be >= 0, got {n}")
+        first = await self.read_up_to(n)
+        if len(first) == n or len(first) == 0:
+            return first  # zero-copy when one buffer holds it all
+        out = bytearray(first)
+        while len(out) < n:
+            more = await self.read_up_to(n - len(out))
+            if not more:
+                break
+            out += more
+        return memoryview(out)
+
+    async def skip(self, n: int) -> None:
+        """Drop the next ``n`` bytes; reads already issued past them are reused, others dropped."""
+        if n < 0:
+            raise ValueError(f"skip: n must be >= 0, got {n}")
+        if self._leftover is not None:
+            take = min(n, len(self._leftover))
+            self._leftover = self._leftover[take:] if take < len(self._leftover) else None
+            n -= take
+        if n == 0:
+            return
+        # Where the skip lands, in file order.
+        here = self._consumed_pos()
+        target = here + n
+        if self._end is not None:
+            target = min(target, self._end)
+        # Reads wholly before the target are wasted; drop them (their buffers stay pinned until
+        # their completions, then go).
+        wasted = 0
+        while self._inflight and self._inflight[0][0] + len(self._inflight[0][1]) <= target:
+            _, buf, fut = self._inflight.popleft()
+            fut.cancel()
+            buf.release()
+            wasted += 1
+        if self._inflight:
+            self._skip_front = target - self._inflight[0][0]
+        else:
+            self._next_pos = target - target % self._align
+            self._skip_front = target - self._next_pos
+            self._eof = False
+        if wasted and self._opts.dynamic_adjustments and self._buffer_size > self._align * 2:
+            # Skips are throwing read data away: smaller buffers waste less.
+            self._buffer_size = max(self._align, _round_up(self._buffer_size // 2, self._align))
+
+    def _consumed_pos(self) -> int:
+        """File position of the next byte read() would return."""
+        if self._inflight:
+            return self._inflight[0][0] + self._skip_front
+        return self._next_pos + self._skip_front
+
+    async def close(self) -> None:
+        """Stop: read-aheads in flight are abandoned safely (their buffers go at completion)."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._inflight:
+            _, buf, fut = self._inflight.popleft()
+            fut.cancel()
+            buf.release()
+        self._leftover = None
+
+    # -- Python idioms ---------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[memoryview]:
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return
+            yield chunk
+
+    async def readinto(self, b: Any) -> int:
+        """Fill ``b`` as far as the data goes; returns the byte count (0 at the end)."""
+        out = memoryview(b).cast("B")
+        done = 0
+        while done < len(out):
+            chunk = await self.read_up_to(len(out) - done)
+            if not chunk:
+                break
+            out[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        return done
+
+    async def readline(self) -> bytes:
+        """The next line including its b"\\n" (the last may lack it); b"" at the end."""
+        parts: list[bytes] = []
+        while True:
+            chunk = await self.read()
+            if not chunk:
+                return b"".join(parts)
+            # One copy per buffer, not per line: the rest of the text goes back as leftover,
+            # a view of the same bytes object, and is searched from where it starts.
+            text = chunk.obj if isinstance(chunk.obj, bytes) and len(chunk.obj) >= len(chunk) else None
+            start = len(text) - len(chunk) if text is not None and chunk is self._line_view else 0
+            if not start:
+                text = bytes(chunk)
+            i = text.find(b"\n", start)
+            if i >= 0:
+                parts.append(text[start:i + 1])
+                if i + 1 < len(text):
+                    self._leftover = self._line_view = memoryview(text)[i + 1:]
+                return b"".join(parts)
+            parts.append(text[start:])
+    async def lines(self) -> AsyncIterator[bytes]:
+        """``async for line in stream.lines()``."""
+        while True:
+            line = await self.readline()
+            if not line:
+                return
+            yield line
+
+    async def __aenter__(self) -> FileInputStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class FileOutputStream:
+    """Sequential writer with write-behind; writable again after flush(), unlike Seastar's."""
+
+    def __init__(self, file: File, options: FileOutputStreamOptions, offset: int = 0) -> None:
+        align = file.disk_write_dma_alignment
+        if offset % align:
+            raise ValueError(f"output stream offset {offset} is not a multiple of {align}, "
+                             f"the write alignment of {file.path!r}")
+        self._file = file
+        self._opts = options
+        self._align = align
+        self._buffer_size = _round_up(options.buffer_size, align)
+        self._buf: DmaBuffer | None = None
+        self._mv: memoryview | None = None
+        self._fill = 0  # bytes in _buf
+        self._pos = offset  # file position of _buf[0]
+        self._inflight: collections.deque[asyncio.Future] = collections.deque()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._prealloc_end = offset
+        self._tail_written = False  # _buf's partial content is on disk (flush), to be rewritten
+
+    def _raise_if_failed(self, op: str) -> None:
+        if self._closed:
+            raise ClosedFileError(f"{op} on a closed output stream of {self._file.path!r}")
+        if self._error is not None:
+            raise OSError(getattr(self._error, "errno", None),
+                          f"{op} refused: an earlier background write to {self._file.path!r} failed: {self._error}",
+                          self._file.path) from self._error
+
+    def _new_buffer(self) -> None:
+        self._buf = self._file.allocate_buffer(self._buffer_size)
+        self._mv = memoryview(self._buf)
+        self._fill = 0
+
+    async def write(self, data: Any) -> None:
+        """Append ``data`` (any bytes-like object); small writes are coalesced into buffers."""
+        self._raise_if_failed("write")
+        src = memoryview(data).cast("B")
+        n = len(src)
+        done = 0
+        while done < n:
+            if self._buf is None:
+                self._new_buffer()
+            take = min(n - done, self._buffer_size - self._fill)
+            self._mv[self._fill:self._fill + take] = src[done:done + take]
+            self._fill += take
+            done += take
+            if self._fill == self._buffer_size:
+                await self._issue_full()
+
+    async def _issue_full(self) -> None:
+        buf, pos = self._buf, self._pos
+        self._buf = self._mv = None
+        self._fill = 0
+        self._pos = pos + len(buf)
+        self._tail_written = False
+        await self._issue(pos, buf)
+
+    async def _issue(self, pos: int, buf: DmaBuffer) -> None:
+        while len(self._inflight) >= self._opts.write_behind:
+            await self._reap_one()
+        self._raise_if_failed("write")
+        if self._opts.preallocation_size and pos + len(buf) > self._prealloc_end:
+            await self._preallocate(pos + len(buf))
+        fut = asyncio.ensure_future(self._file.dma_write(pos, buf))
+        fut.add_done_callback(lambda f, b=buf: b.release())
+        self._inflight.append(fut)
+
+    async def _preallocate(self, need: int) -> None:
+        step = self._opts.preallocation_size
+        start = max(self._prealloc_end, self._pos - self._pos % step)
+        end = _round_up(need, step)
+        try:
+            await fallocate(self._file._reactor, self._file.fileno(), FALLOC_FL_KEEP_SIZE, start, end - start,
+                            "preallocate", self._file.path)
+        except OSError as e:
+            if e.errno not in (95,):  # EOPNOTSUPP: the filesystem cannot; just write without it
+                raise
+        self._prealloc_end = end
+
+    async def _reap_one(self) -> None:
+        fut = self._inflight.popleft()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            if self._error is None:
+                self._error = e
+
+    async def _drain(self) -> None:
+        while self._inflight:
+            await self._reap_one()
+
+    async def flush(self) -> None:
+        """Write what is buffered, wait for write-behind, make it durable (fdatasync).
+
+        The partial tail block is written padded; the file is then cut back to its true
+        length. Later writes go on filling the same buffer and rewrite that block.
+        """
+        self._raise_if_failed("flush")
+        await self._write_tail()
+        await self._drain()
+        self._raise_if_failed("flush")
+        await self._file.flush()
+
+    async def _write_tail(self) -> None:
+        if self._buf is None or self._fill == 0:
+            return
+        padded = _round_up(self._fill, self._align)
+        self._mv[self._fill:padded] = bytes(padded - self._fill)  # never write stale pool bytes
+        await self._drain()  # the tail buffer is reused after this write: nothing may race it
+        self._raise_if_failed("flush")
+        try:
+            await self._file.dma_write(self._pos, self._buf.trim(0, padded))
+        except OSError as e:
+            self._error = e
+            raise
+        self._tail_written = True
+        await self._file.truncate(self._pos + self._fill)
+
+    async def close(self) -> None:
+        """Flush (tail padded, file cut to its length, fdatasync) and close the file."""
+        if self._closed:
+            return
+        try:
+            if self._error is None:
+                await self.flush()
+            else:
+                await self._drain()
+                self._raise_if_failed("close")
+        finally:
+            self._closed = True
+            if self._buf is not None:
+                self._buf.release()
+                self._buf = self._mv = None
+            await self._file.close()
+
+    async def __aenter__(self) -> FileOutputStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def make_file_input_stream(file: File, offset: int = 0, length: int | None = None,
+                           options: FileInputStreamOptions | None = None) -> FileInputStream:
+    """A read-ahead input stream over ``file`` from ``offset`` for ``length`` bytes (None: to the end)."""
+    return FileInputStream(file, offset, length, options or FileInputStreamOptions())
+
+
+def make_file_output_stream(file: File, options: FileOutputStreamOptions | None = None,
+                            offset: int = 0) -> FileOutputStream:
+    """A write-behind output stream writing ``file`` from ``offset``; close() closes the file."""
+    return FileOutputStream(file, options or FileOutputStreamOptions(), offset)
