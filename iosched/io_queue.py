@@ -55,10 +55,11 @@ class IoQueueConfig:
     #: for an in-disk time T, so 1.1 is crossed at T ~ 2 x the goal, and a disk's own
     #: latency up to that is not mistaken for a queue.
     flow_ratio_window: float = 20.0
-    #: Cost multiplier above the threshold: 1 + gain * (ratio - threshold). With 20 and the
-    #: window above, a disk twice slower than calibrated settles at ~3 x the goal of in-disk
-    #: time (2 x its queue wait), and the multiplier at ~2.
-    flow_ratio_gain: float = 20.0
+    #: Cost multiplier above the threshold: 1 + gain * (ratio - threshold). With 40 and the
+    #: window above, a disk twice slower than calibrated settles at under 3 x the goal of
+    #: in-disk time, the multiplier at ~2 (proportional control: the error grows with the
+    #: miscalibration, ~4 x the goal for a disk four times slower).
+    flow_ratio_gain: float = 40.0
     #: Floor of the completed side of the ratio, as a fraction of the disk's rate: after an
     #: idle spell the window is nearly empty, and one burst in flight must not look like a
     #: disk falling behind.
