@@ -38,6 +38,12 @@ class DmaBuffer(_RawBuffer):
             return
         super().release()
 
+    def __del__(self) -> None:
+        # A pooled buffer dropped without release() (e.g. a stream chunk the consumer let go)
+        # still goes back to its pool instead of being freed and reallocated.
+        if getattr(self, "_pool", None) is not None:
+            self.release()
+
     def __enter__(self) -> DmaBuffer:
         return self
 

@@ -55,7 +55,7 @@ def compare(path: str, size: int, pattern: Pattern, seconds: float, rounds: int,
     ensure_bench_file(path, size)
     ours: list[Side] = []
     theirs: list[Side] = []
-    print(f"{pattern.rw} bs={pattern.bs} iodepth={pattern.iodepth} on {path} ({size >> 20} MiB), "
+    print(f"{pattern.rw} ({pattern.api} API) bs={pattern.bs} iodepth={pattern.iodepth} on {path} ({size >> 20} MiB), "
           f"{rounds} rounds of {seconds:g} s each, {options}", file=out)
     for i in range(rounds):
         ours.append(run_ioengine_side(path, pattern, seconds, options, latency))
@@ -93,20 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in (("demo", "short 4k random-read QD32 comparison with fio"),
                         ("randread", "4k random reads vs fio"), ("randwrite", "4k random writes vs fio"),
-                        ("read", "sequential reads vs fio"), ("write", "sequential writes vs fio")):
+                        ("read", "sequential reads vs fio"), ("write", "sequential writes vs fio"),
+                        ("stream-read", "input stream (read_ahead = iodepth-1) vs fio sequential reads"),
+                        ("stream-write", "output stream (write_behind = iodepth) vs fio sequential writes")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--file", default=DEFAULT_FILE, help="test file (created if missing)")
         s.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="test file size (e.g. 256M)")
         s.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
         s.add_argument("--rounds", type=int, default=3, help="A/B rounds (medians are quoted)")
         s.add_argument("--bs", type=_size, default=4096 if name.startswith(("rand", "demo")) else 128 << 10)
-        s.add_argument("--iodepth", type=int, default=32 if name.startswith(("rand", "demo")) else 4)
+        s.add_argument("--iodepth", type=int, default=32 if name.startswith(("rand", "demo")) else
+                       5 if name == "stream-read" else 4)
         add_reactor_arguments(s)
         s.add_argument("--latency", action="store_true", help="also measure per-I/O latency (adds overhead)")
     args = p.parse_args(argv)
-    rw = "randread" if args.command == "demo" else args.command
+    rw = "randread" if args.command == "demo" else args.command.removeprefix("stream-")
+    api = "stream" if args.command.startswith("stream-") else "file"
     try:
-        compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth), args.seconds,
+        compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth, api=api), args.seconds,
                 args.rounds, reactor_options_from_args(args), args.latency)
     except FioError as e:
         print(f"ioengine-bench: {e}", file=sys.stderr)

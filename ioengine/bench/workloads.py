@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import ioengine
 from ioengine import OpenFlags, ReactorOptions
+from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
+                              make_file_output_stream)
 
 #: Offsets are drawn ahead of time so the random generator is not on the measured path.
 _OFFSET_TABLE = 1 << 13
@@ -27,6 +29,10 @@ class Pattern:
     bs: int = 4096
     iodepth: int = 32
     rwmixread: int = 100  # for randrw
+
+    #: "file": dma_read/dma_write at iodepth; "stream": the input/output stream with
+    #: read_ahead = iodepth - 1 (fio's equivalent is iodepth) / write_behind = iodepth.
+    api: str = "file"
 
     @property
     def random(self) -> bool:
@@ -66,7 +72,44 @@ class RunResult:
         return s[min(len(s) - 1, int(len(s) * p / 100))] / 1000
 
 
+async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float) -> RunResult:
+    """Sequential read or write through the streams, wrapping around at the end of the file."""
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    total = 0
+    ios = 0
+    if pattern.rw == "read":
+        opts = FileInputStreamOptions(buffer_size=pattern.bs, read_ahead=max(0, pattern.iodepth - 1))
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            while time.perf_counter() < deadline:
+                async with make_file_input_stream(f, 0, size, opts) as s:
+                    async for chunk in s:
+                        total += len(chunk)
+                        ios += 1
+                        if time.perf_counter() >= deadline:
+                            break
+    else:
+        opts = FileOutputStreamOptions(buffer_size=pattern.bs, write_behind=pattern.iodepth)
+        data = random.Random(0).randbytes(pattern.bs)
+        while time.perf_counter() < deadline:
+            f = await ioengine.open_file_dma(path, OpenFlags.WO)
+            async with make_file_output_stream(f, opts) as out:
+                written = 0
+                while written < size and time.perf_counter() < deadline:
+                    await out.write(data)
+                    written += len(data)
+                    ios += 1
+            total += written
+    elapsed = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return RunResult(ios, total, elapsed, cpu)
+
+
 async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: bool, seed: int) -> RunResult:
+    if pattern.api == "stream":
+        return await _run_stream(path, size, pattern, seconds)
     writes = pattern.rw in ("write", "randwrite", "randrw")
     flags = OpenFlags.RW if writes else OpenFlags.RO
     f = await ioengine.open_file_dma(path, flags)
