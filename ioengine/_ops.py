@@ -94,6 +94,7 @@ def _blocking_errno(fn: Any, *args: Any) -> int:
 async def _checked(fut: Any, opname: str, path: Any, detail: str = "") -> int:
     res = await fut
     if res < 0:
+        path = getattr(path, "path", path)  # a File owning the request names its path
         raise kernel_error(-res, opname, os.fsdecode(path) if path is not None else None, detail)
     return res
 

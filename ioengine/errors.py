@@ -17,8 +17,12 @@ class ShortReadError(EOFError):
     """dma_read_exactly found fewer bytes than asked (end of file)."""
 
 
-def kernel_error(err: int, operation: str, path: str | None, detail: str = "") -> OSError:
-    """An OSError (subclass chosen from errno) naming errno, the operation and the path."""
+def kernel_error(err: int, operation: str, path: object, detail: str = "") -> OSError:
+    """An OSError (subclass chosen from errno) naming errno, the operation and the path.
+
+    ``path`` may be a path or an object with a ``path`` attribute (a File owning the request).
+    """
+    path = getattr(path, "path", path)
     name = _errno.errorcode.get(err, str(err))
     where = f" ({detail})" if detail else ""
     return OSError(err, f"{operation} failed with {name}: {os.strerror(err)}{where}", path)

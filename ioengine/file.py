@@ -93,11 +93,11 @@ class File:
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
                  "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
-                 "_read_mask", "_write_mask", "_mem_mask",
+                 "_read_mask", "_write_mask", "_mem_mask", "_grow_lock",
                  "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
-                 mem_align: int, read_align: int, write_align: int) -> None:
+                 mem_align: int, read_align: int, write_align: int, size: int = 0) -> None:
         self._fd = fd
         self._path = path
         self._reactor = reactor
@@ -118,8 +118,10 @@ class File:
         self._pending_end = 0  # furthest end among them
         self._writes_idle: asyncio.Future | None = None
         self._size_barrier: asyncio.Future | None = None
-        self._sloppy_end = -1  # sloppy_size: how far the file has been grown ahead
-        self._logical_size = -1  # sloppy_size: the furthest byte written
+        sloppy = options.sloppy_size
+        self._sloppy_end = size if sloppy else -1  # sloppy_size: how far the file has been grown ahead
+        self._logical_size = size if sloppy else -1  # sloppy_size: the furthest byte written
+        self._grow_lock = asyncio.Lock()
 
     # -- identity --------------------------------------------------------------------------
 
@@ -174,7 +176,7 @@ class File:
             pin, addr, n = _pin_buffer(buf, True)
         if (pos | n) & self._read_mask or addr & self._mem_mask or pos < 0 or self._closed:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
-        return self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self._path)
+        return self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self)
 
     async def dma_read_bulk(self, pos: int, length: int) -> DmaBuffer:
         """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""
@@ -210,7 +212,7 @@ class File:
         """Scatter-read into several buffers from ``pos``; returns the total bytes read."""
         pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
         return await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
-                                          "dma_readv", self._path, nbytes=total)
+                                          "dma_readv", self, nbytes=total)
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class File:
         self._writes += 1
         if end > self._pending_end:
             self._pending_end = end
-        return await self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self._path,
+        return await self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
                                           on_done=self._write_done, nbytes=None if total < 0 else total)
 
     def _write_done(self, req: tuple, res: int) -> None:
@@ -254,15 +256,15 @@ class File:
                 w.set_result(None)
 
     async def _grow_sloppy(self, end: int) -> None:
-        if self._sloppy_end < 0:
-            self._sloppy_end = (await self._stat_now()).size
-            self._logical_size = self._sloppy_end
-        if end <= self._sloppy_end:
-            return
-        step = self._options.extent_allocation_size_hint or (1 << 20)
-        target = -(-end // step) * step
-        self._sloppy_end = target
-        await self._reactor.run_blocking(os.ftruncate, self._fd, target)
+        # Growth is serialised and only ever grows: two ftruncates finishing out of order must
+        # never shrink the file under a write that already landed.
+        async with self._grow_lock:
+            if end <= self._sloppy_end:
+                return
+            step = self._options.extent_allocation_size_hint or (1 << 20)
+            target = -(-end // step) * step
+            await self._reactor.run_blocking(_checked_ftruncate, self._fd, target, self._path)
+            self._sloppy_end = target
 
     def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool, align: int) -> tuple[list, array, int]:
         pins: list[Any] = []
@@ -306,7 +308,7 @@ class File:
     async def flush(self) -> None:
         """Make written data durable (fdatasync)."""
         self._check_open()
-        await _ops.fsync(self._reactor, self._fd, self._path, datasync=True)
+        await _ops.fsync(self._reactor, self._fd, self, datasync=True)
 
     async def truncate(self, length: int) -> None:
         """Set the file size; ordered after writes already issued."""
@@ -326,7 +328,7 @@ class File:
         self._check_open()
         if pos < 0 or length <= 0:
             raise ValueError(f"allocate: need pos >= 0 and length > 0, got {pos}, {length}")
-        await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_KEEP_SIZE, pos, length, "allocate", self._path)
+        await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_KEEP_SIZE, pos, length, "allocate", self)
 
     async def discard(self, pos: int, length: int) -> None:
         """Punch a hole over [pos, pos+length): the range reads as zeros and frees its blocks."""
@@ -334,7 +336,7 @@ class File:
         if pos < 0 or length <= 0:
             raise ValueError(f"discard: need pos >= 0 and length > 0, got {pos}, {length}")
         await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_PUNCH_HOLE | _ops.FALLOC_FL_KEEP_SIZE,
-                             pos, length, "discard", self._path)
+                             pos, length, "discard", self)
 
     async def _stat_now(self) -> _ops.StatData:
         return await _ops.statx_fd(self._reactor, self._fd, self._path)
@@ -342,8 +344,9 @@ class File:
     async def stat(self) -> _ops.StatData:
         """statx of the open file; ``size`` is the logical size, counting writes still in flight."""
         self._check_open()
+        pending = self._pending_end  # writes issued before this call, even if they land meanwhile
         st = await self._stat_now()
-        logical = self._logical_view(st.size)
+        logical = self._logical_view(st.size, pending)
         if logical != st.size:
             from dataclasses import replace
 
@@ -353,25 +356,28 @@ class File:
     async def size(self) -> int:
         """The logical size: what the file will hold once writes in flight land."""
         self._check_open()
-        return self._logical_view((await self._stat_now()).size)
+        pending = self._pending_end  # writes issued before this call, even if they land meanwhile
+        return self._logical_view((await self._stat_now()).size, pending)
 
-    def _logical_view(self, disk_size: int) -> int:
+    def _logical_view(self, disk_size: int, pending: int) -> int:
         if self._logical_size >= 0:  # sloppy: the disk size runs ahead on purpose
             disk_size = self._logical_size
         if self._options.append_is_unlikely:
             return disk_size
-        return max(disk_size, self._pending_end)
+        return max(disk_size, pending)
 
     async def close(self) -> None:
-        """Wait for this file's writes, cut a sloppy-size file back to its written size, close the fd."""
+        """Refuse new I/O, wait for this file's requests in flight (reads included, even those
+        whose awaiting task was cancelled), cut a sloppy-size file back, close the fd."""
         if self._closed:
             return
         barrier = await self._exclusive()
+        self._closed = True
         try:
+            await self._reactor.drain_owner(self)
             if self._logical_size >= 0 and self._sloppy_end > self._logical_size:
                 await self._reactor.run_blocking(_checked_ftruncate, self._fd, self._logical_size, self._path)
         finally:
-            self._closed = True
             self._end_exclusive(barrier)
             await _ops.close(self._reactor, self._fd, self._path)
 
@@ -420,6 +426,9 @@ async def open_file_dma(path: str | os.PathLike[str], flags: int = OpenFlags.RO,
         # (it is memory anyway); anything else would silently lose the point of DMA.
         fd = await _ops.openat(r, path, flags, options.create_permissions, "open_file_dma")
         fstype = (await r.run_blocking(_ops.fstatfs_blocking, fd))[0]
+        if (await _ops.statx_fd(r, fd, spath)).is_directory:
+            await _ops.close(r, fd, spath)
+            raise IsADirectoryError(errno.EISDIR, "open_file_dma failed: it is a directory, not a file", spath)
         if fstype != TMPFS_MAGIC:
             await _ops.close(r, fd, spath)
             raise OSError(errno.EINVAL, f"open_file_dma failed: the filesystem of {spath!r} "
@@ -428,7 +437,7 @@ async def open_file_dma(path: str | os.PathLike[str], flags: int = OpenFlags.RO,
     try:
         st = await _ops.statx_fd(r, fd, spath)
         mem, read, write = _alignments(st, direct)
-        return File(fd, spath, r, options, direct, mem, read, write)
+        return File(fd, spath, r, options, direct, mem, read, write, st.size)
     except BaseException:
         await _ops.close(r, fd, spath)
         raise

@@ -33,7 +33,9 @@ _all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 
 
 # An in-flight request is a tuple (hot path: cheaper than an object):
-#   (future, pin, operation name, path, pos, length, on_done)
+#   (future, pin, operation name, owner, pos, length, on_done)
+# ``owner`` is the File the request belongs to (or a path for metadata ops): error messages
+# name its path, and File.close() waits until no request of its own is left in flight.
 # ``pin`` keeps the buffer (and its export) alive until the kernel's completion; ``on_done``
 # (or None) is called with (request, result) at that completion, even if the awaiter is gone.
 _FUT, _PIN, _OP, _PATH, _POS, _LEN, _ON_DONE = range(7)
@@ -66,6 +68,7 @@ class Reactor:
         self._create_future = functools.partial(asyncio.Future, loop=self.loop)
         self._flush_scheduled = False
         self._idle_waiters: list[asyncio.Future] = []
+        self._owner_waiters: list[asyncio.Future] = []
         self._executor: ThreadPoolExecutor | None = None
         self._ring = getattr(self.backend, "ring", None) if self.backend.kernel_fs_ops else None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
@@ -188,6 +191,11 @@ class Reactor:
             # and this flush submits it in the same loop turn.
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+        if self._owner_waiters:
+            for w in self._owner_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self._owner_waiters.clear()
         if not inflight and self._idle_waiters:
             for w in self._idle_waiters:
                 if not w.done():
@@ -219,6 +227,13 @@ class Reactor:
         if self._inflight:
             w = self.loop.create_future()
             self._idle_waiters.append(w)
+            await w
+
+    async def drain_owner(self, owner: object) -> None:
+        """Wait until no request owned by ``owner`` is in flight (cancelled awaiters included)."""
+        while any(req[_PATH] is owner for req in self._inflight.values()):
+            w = self.loop.create_future()
+            self._owner_waiters.append(w)
             await w
 
     async def close(self) -> None:

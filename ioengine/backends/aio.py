@@ -30,15 +30,27 @@ class AioBackend(Backend):
 
     def flush(self, recs: array) -> tuple[int, list[int], list[int]]:
         n = len(recs) // REC_WORDS
-        accepted = 0
+        done = 0
+        failed_uds: list[int] = []
+        failed_res: list[int] = []
         if n:
-            ret = lib.ie_aio_submit_batch(self.ctx, ffi.from_buffer("uint64_t[]", recs), n)
-            if ret < 0:
-                if ret != -errno.EAGAIN:
-                    raise OSError(-ret, "io_submit failed")
-            else:
-                accepted = ret
-        return accepted, *self.reap_ready()
+            base = ffi.from_buffer("uint64_t[]", recs)
+            while done < n:
+                ret = lib.ie_aio_submit_batch(self.ctx, base + done * REC_WORDS, n - done)
+                if ret >= 0:
+                    done += ret
+                    if ret == 0:
+                        break  # the context is full: the rest waits for completions
+                elif ret == -errno.EAGAIN:
+                    break
+                else:
+                    # io_submit refuses the batch at its first bad iocb: that one request fails
+                    # (as a completion), the ones after it are submitted on the next pass.
+                    failed_uds.append(recs[done * REC_WORDS + 4])
+                    failed_res.append(ret)
+                    done += 1
+        uds, res = self.reap_ready()
+        return done, failed_uds + uds, failed_res + res
 
     def reap_ready(self) -> tuple[list[int], list[int]]:
         got = lib.ie_aio_reap(self.ctx, self._ud, self._res, REAP_BATCH)
