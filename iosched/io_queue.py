@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from math import exp as _exp
 from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
@@ -23,7 +24,10 @@ from .fair_queue import FairQueue, IoClassState, _check_shares
 from .properties import DiskProperties
 from .token_bucket import FlowMonitor, TokenBucket
 
-__all__ = ["IoQueueConfig", "IoQueue", "QueuedRequest", "Dispatch", "IoClassState", "READ", "WRITE"]
+__all__ = [
+    "IoQueueConfig", "IoQueue", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch",
+    "IoClassState", "READ", "WRITE",
+]
 
 # The rates the fair queue uses to weigh requests against each other when a disk has no
 # io_properties: 4 KiB costs as much as its IOPS allows, large requests by their bytes.
@@ -99,33 +103,34 @@ class IoQueueConfig:
 class QueuedRequest:
     """A request in the queue; also what ``dispatch`` hands out (alias ``Dispatch``).
 
-    A request that was not split is dispatched as itself (``d.request is d``, offset 0).
-    A split request is the parent of ``parts``; each part is dispatched with
-    ``part.request`` = the parent and ``offset``/``length`` within it. ``result`` is set on
-    completion (on the parent: the reassembled result).
+    A request that was not split is dispatched as itself: ``d.request is d``, offset 0.
+    A split request (``SplitRequest``) has ``parts`` (``RequestPart``), each dispatched
+    with ``part.request`` = the parent and ``offset``/``length`` within it. ``result`` is
+    set on completion (on a split request: the reassembled result).
     """
 
-    __slots__ = (
-        "io_class", "direction", "length", "payload", "offset", "request", "cost",
-        "queued_at", "dispatched_at", "result", "parts", "_pending",
-    )
+    # Few slots and few stores: one of these is made per request on the hot path.
+    __slots__ = ("io_class", "direction", "length", "payload", "cost", "queued_at", "dispatched_at", "result")
+
+    offset = 0  # class-level defaults for the common, unsplit request
+    parts: list[RequestPart] | None = None
 
     def __init__(
-        self, io_class: IoClassState, direction: int, length: int, payload: Any,
-        offset: int, cost: float, queued_at: float,
+        self, io_class: IoClassState, direction: int, length: int, payload: Any, cost: float, queued_at: float,
     ) -> None:
         self.io_class = io_class
         self.direction = direction
         self.length = length
         self.payload = payload
-        self.offset = offset
-        self.request = self
         self.cost = cost  # disk-seconds, unscaled
         self.queued_at = queued_at
         self.dispatched_at: float | None = None
         self.result: int | None = None
-        self.parts: list[QueuedRequest] | None = None
-        self._pending = 0
+
+    @property
+    def request(self) -> QueuedRequest:
+        """The request this dispatch belongs to (itself, unless it is a part)."""
+        return self
 
     @property
     def done(self) -> bool:
@@ -137,9 +142,21 @@ class QueuedRequest:
         if self.request is not self:
             extra += f", part of {id(self.request):#x}"
         return (
-            f"QueuedRequest({self.io_class.name!r}, {kind}, offset={self.offset}, "
+            f"{type(self).__name__}({self.io_class.name!r}, {kind}, offset={self.offset}, "
             f"length={self.length}{extra}, result={self.result})"
         )
+
+
+class SplitRequest(QueuedRequest):
+    """A request longer than the disk takes at once; it is dispatched as its ``parts``."""
+
+    __slots__ = ("parts", "_pending")
+
+
+class RequestPart(QueuedRequest):
+    """One part of a ``SplitRequest``: ``offset``/``length`` within ``request``."""
+
+    __slots__ = ("offset", "request")
 
 
 Dispatch = QueuedRequest
@@ -152,7 +169,7 @@ class IoQueue:
 
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
-        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_queued", "_now",
+        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_now",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
@@ -165,7 +182,6 @@ class IoQueue:
         self._classes: dict[str, IoClassState] = {}
         self._next_id = 0
         self._in_disk = 0
-        self._queued = 0
         self._now = now
         self._alignment = config.split_alignment
         if props is not None:
@@ -281,27 +297,33 @@ class IoQueue:
         cls = self._classes[io_class] if type(io_class) is str else io_class
         if cls._owner is not self:
             raise ValueError(f"io class {cls.name!r} does not belong to this queue (removed, or another disk's)")
-        if direction != READ and direction != WRITE:
+        if direction != 0 and direction != 1:  # READ, WRITE
             raise ValueError(f"direction must be READ (0) or WRITE (1), got {direction!r}")
         max_len = self._max_len[direction]
         if alignment is not None and alignment != self._alignment and max_len % alignment:
             max_len = max(alignment, int(max_len) // alignment * alignment)
         if length <= max_len:
-            req = QueuedRequest(cls, direction, length, payload, 0, self._cost(direction, length), now)
-            self._queued += 1
-            self._fq.push(cls, req, now)
+            req = QueuedRequest(cls, direction, length, payload, self._cost(direction, length), now)
+            # FairQueue.push, inlined: this is the per-request path
+            cls.queue.append(req)
+            n = cls.nr_queued = cls.nr_queued + 1
+            if n == 1 and not cls.nr_executing:
+                cls._activated_at = now
+            if not cls._active and not cls._throttled_until:
+                self._fq._activate(cls)
             return req
         return self._queue_split(cls, direction, length, payload, now, int(max_len))
 
-    def _queue_split(self, cls: IoClassState, direction: int, length: int, payload: Any, now: float, part_len: int) -> QueuedRequest:
+    def _queue_split(self, cls: IoClassState, direction: int, length: int, payload: Any, now: float, part_len: int) -> SplitRequest:
         cost = self._cost
-        parent = QueuedRequest(cls, direction, length, payload, 0, 0.0, now)
+        parent = SplitRequest(cls, direction, length, payload, 0.0, now)
         parts = []
         total = 0.0
         for off in range(0, length, part_len):
             n = min(part_len, length - off)
             c = cost(direction, n)
-            p = QueuedRequest(cls, direction, n, payload, off, c, now)
+            p = RequestPart(cls, direction, n, payload, c, now)
+            p.offset = off
             p.request = parent
             parts.append(p)
             total += c
@@ -313,7 +335,6 @@ class IoQueue:
         fq = self._fq
         for p in parts:
             fq.push(cls, p, now)
-        self._queued += len(parts)
         return parent
 
     def dispatch(self, now: float, max_requests: int | None = None) -> list[QueuedRequest]:
@@ -341,7 +362,6 @@ class IoQueue:
         self._flow.on_dispatch(fq.dispatched_cost - before, now)
         k = len(out)
         self._in_disk += k
-        self._queued -= k
         return out
 
     def complete(self, dispatch: QueuedRequest, result: int, now: float) -> QueuedRequest | None:
@@ -352,16 +372,24 @@ class IoQueue:
         up to the first short part, or the first error among the parts). Else None.
         """
         cls = dispatch.io_class
-        cls.nr_executing -= 1
-        cls.total_exec_time += now - dispatch.dispatched_at
-        if cls.nr_executing == 0 and cls.nr_queued:
+        n = cls.nr_executing = cls.nr_executing - 1
+        td = dispatch.dispatched_at
+        cls.total_exec_time += now - td
+        if not n and cls.nr_queued:
             cls._activated_at = now
         self._in_disk -= 1
-        self._flow.on_complete(dispatch.cost, dispatch.dispatched_at)
+        # FlowMonitor.on_complete, inlined
+        flow = self._flow
+        c = dispatch.cost
+        flow.completed += c
+        if td != flow._last_td:
+            flow._last_td = td
+            flow._last_w = _exp((td - flow._t_ref) * flow._inv_tau)
+        flow._c += c * flow._last_w
         dispatch.result = result
-        parent = dispatch.request
-        if parent is dispatch:
+        if dispatch.__class__ is not RequestPart:
             return dispatch
+        parent = dispatch.request
         parent._pending -= 1
         if parent._pending:
             return None
@@ -392,7 +420,6 @@ class IoQueue:
                 self._fq.remove(cls, u)
             except ValueError:  # already cancelled
                 return False
-        self._queued -= len(units)
         return True
 
     def next_dispatch_time(self, now: float) -> float | None:
@@ -438,7 +465,7 @@ class IoQueue:
     @property
     def queued(self) -> int:
         """Requests (parts) waiting in the scheduler."""
-        return self._queued
+        return sum(c.nr_queued for c in self._classes.values())
 
     @property
     def in_disk(self) -> int:
@@ -474,7 +501,7 @@ class IoQueue:
             "queue": {
                 "mountpoint": self.properties.mountpoint if self.properties is not None else None,
                 "throttling": self._throttling,
-                "queue_length": self._queued,
+                "queue_length": self.queued,
                 "disk_queue_length": self._in_disk,
                 "dispatched_cost": flow.dispatched,
                 "completed_cost": flow.completed,
