@@ -359,7 +359,9 @@ class IoQueue:
             b.tokens = fq.dispatch(out, b.tokens + _EPS, self._flow.scale(now), b.limit, now, n) - _EPS
         else:
             fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
-        self._flow.on_dispatch(fq.dispatched_cost - before, now)
+        spent = fq.dispatched_cost - before
+        if spent:
+            self._flow.on_dispatch(spent, now)
         k = len(out)
         self._in_disk += k
         return out
@@ -427,6 +429,8 @@ class IoQueue:
         later time if tokens or a class limit hold it back, None if nothing is queued."""
         fq = self._fq
         t = fq.next_unthrottle
+        if t != math.inf:  # only a throttled class with work waiting needs a wake-up
+            t = min((c._throttled_until for c in fq._throttled if c.queue), default=math.inf)
         head = fq.head()
         if head is not None:
             b = self._bucket

@@ -324,9 +324,8 @@ def simulate(
 
     disk_cost = disk._cost
     lat_extra = disk.latency
-    # completions visible to the scheduler: (time, seq, part, submitted, started)
-    visible: list[tuple[float, int, QueuedRequest, float, float]] = []
-    vseq = 0
+    # completions visible to the scheduler: (time, part, submitted, started)
+    visible: deque[tuple[float, QueuedRequest, float, float]] = deque()
     dispatches = 0
     trace: list[tuple[float, float, float]] = []
     next_trace = 0.0
@@ -360,12 +359,14 @@ def simulate(
         if poll_interval > 0.0:
             t = math.ceil(t / poll_interval - 1e-9) * poll_interval
         now = t
-        # the disk finishes service; completions surface after `latency`
-        for end, part, submitted, started in disk.pop_done(now):
-            vseq += 1
-            heappush(visible, (end + lat_extra, vseq, part, submitted, started))
+        changed = now >= wake  # does the scheduler have anything new to look at?
+        # the disk finishes service; completions surface `latency` later, in end order
+        if e <= now:
+            for end, part, submitted, started in disk.pop_done(now):
+                visible.append((end + lat_extra, part, submitted, started))
         while visible and visible[0][0] <= now:
-            vt, _, part, submitted, started = heappop(visible)
+            _, part, submitted, started = visible.popleft()
+            changed = True
             drv = part.payload
             s = samples[drv.w.name]
             s.pt.append(now)
@@ -384,12 +385,16 @@ def simulate(
         while ps < len(pending_starts) and pending_starts[ps][0] <= now:
             fill(drivers[pending_starts[ps][1]], now)
             ps += 1
+            changed = True
         for drv in drivers:
             while drv.next_arrival <= now:
                 d, size = drv.make()
                 q.queue(drv.cls, d, size, drv, now)
                 drv.outstanding += 1
                 drv.advance_arrival()
+                changed = True
+        if not changed:
+            continue
         for part in q.dispatch(now):
             disk.submit(part, now)
             dispatches += 1

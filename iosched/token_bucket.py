@@ -122,7 +122,7 @@ class FlowMonitor:
 
     __slots__ = (
         "threshold", "tau", "gain", "prior", "max_scale",
-        "dispatched", "completed", "_d", "_c", "_t_ref", "_inv_tau", "_last_td", "_last_w",
+        "dispatched", "completed", "_d", "_c", "_t_ref", "_inv_tau", "_last_td", "_last_w", "_w_t", "_w",
     )
 
     def __init__(
@@ -141,8 +141,12 @@ class FlowMonitor:
         self._c = 0.0  # the same, over completed work
         self._last_td = now
         self._last_w = 1.0
+        self._w_t = now  # cache of the last _weight() call
+        self._w = 1.0
 
     def _weight(self, t: float) -> float:
+        if t == self._w_t:  # dispatch() and next_dispatch_time() ask at the same time
+            return self._w
         x = (t - self._t_ref) * self._inv_tau
         if x > 40.0:  # rebase before the weights overflow; the ratio is unchanged
             f = math.exp(-x)
@@ -151,8 +155,12 @@ class FlowMonitor:
             self._t_ref = t
             self._last_td = t
             self._last_w = 1.0
-            return 1.0
-        return math.exp(x)
+            w = 1.0
+        else:
+            w = math.exp(x)
+        self._w_t = t
+        self._w = w
+        return w
 
     def on_dispatch(self, cost: float, now: float) -> None:
         self.dispatched += cost

@@ -337,3 +337,32 @@ def test_config_validation():
         IoQueueConfig(latency_goal_ms=0)
     with pytest.raises(ValueError, match="split_alignment"):
         IoQueueConfig(split_alignment=0)
+
+
+def test_class_limits_throttle_and_release():
+    q = IoQueue(None)
+    q.create_class("capped", 100)
+    q.update_iops("capped", 1000, now=0.0)  # burst: 10 ms of it = 10 requests
+    reqs = [q.queue("capped", READ, 4096, i, 0.0) for i in range(100)]
+    first = q.dispatch(0.0)
+    assert len(first) == 11  # the burst, plus the one that overdraws it
+    assert q.get_class("capped").throttled
+    t = q.next_dispatch_time(0.0)
+    assert t == pytest.approx(0.001)  # one request's worth of deficit at 1000/s
+    assert q.dispatch(t - 1e-6) == []
+    assert len(q.dispatch(t)) == 1
+    # lifting the limit releases the class at once
+    q.update_iops("capped", None, now=t)
+    assert len(q.dispatch(t)) == 100 - 12
+    assert not q.get_class("capped").throttled
+    assert q.next_dispatch_time(t) is None
+    # a throttled class with nothing queued does not ask for a wake-up
+    q.update_bandwidth("capped", 4096 * 100, now=t)  # 100 x 4k/s, a burst of 4 KiB
+    r = q.queue("capped", READ, 8192, None, t)  # overdraws it
+    (d,) = q.dispatch(t)
+    assert d is r and q.get_class("capped").throttled
+    assert q.next_dispatch_time(t) is None
+    m = q.metrics()["classes"]["capped"]
+    assert m["bandwidth_limit"] == 409600 and m["iops_limit"] is None
+    with pytest.raises(ValueError, match="bandwidth"):
+        q.update_bandwidth("capped", -1)
