@@ -1,0 +1,199 @@
+"""DmaBuffer (aligned memory with the buffer protocol) and the per-reactor buffer pool."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+import ioengine
+
+
+@pytest.mark.parametrize("align", [512, 4096, 8192, 65536, 1 << 21])
+def test_allocate_aligned_buffer_alignment(align):
+    for size in (0, 1, 511, 4096, 12345, 3 * align):
+        b = ioengine.allocate_aligned_buffer(size, align)
+        assert isinstance(b, ioengine.DmaBuffer)
+        assert len(b) == size
+        assert b.address % align == 0, (size, align, hex(b.address))
+        assert b.alignment == align
+        assert bytes(b) == bytes(size)  # fresh memory is zeroed
+        b.release()
+
+
+def test_bad_alignment_or_size():
+    for align in (0, 3, 100, 4095):
+        with pytest.raises(ValueError):
+            ioengine.allocate_aligned_buffer(4096, align)
+    with pytest.raises(ValueError):
+        ioengine.allocate_aligned_buffer(-1)
+
+
+def test_buffer_protocol_len_bytes_and_zero_copy_slices():
+    b = ioengine.allocate_aligned_buffer(8192)
+    assert len(b) == 8192
+    mv = memoryview(b)
+    assert mv.nbytes == 8192 and not mv.readonly and mv.c_contiguous
+    b[0:5] = b"hello"
+    assert bytes(b[0:5]) == b"hello"
+    assert bytes(mv[:5]) == b"hello"  # the memoryview sees writes through the buffer
+    assert b[0] == ord("h")
+    # a slice is a zero-copy view: writing through it changes the buffer
+    s = b[4096:4100]
+    assert isinstance(s, memoryview)
+    s[:] = b"WXYZ"
+    assert bytes(b)[4096:4100] == b"WXYZ"
+    mv[8000:8003] = b"abc"
+    assert bytes(b[8000:8003]) == b"abc"
+    assert bytes(b).startswith(b"hello")
+    assert bytearray(b)[:5] == b"hello"
+    with pytest.raises(TypeError):
+        del b[0:1]
+    del s, mv
+    b.release()
+
+
+def test_trim_shares_memory():
+    b = ioengine.allocate_aligned_buffer(3 * 4096)
+    t = b.trim(4096, 4096)
+    assert isinstance(t, ioengine.DmaBuffer)
+    assert len(t) == 4096
+    assert t.address == b.address + 4096
+    assert t.parent is b
+    t[:4] = b"abcd"
+    assert bytes(b[4096:4100]) == b"abcd"
+    odd = b.trim(1, 10)
+    assert odd.alignment == 1
+    with pytest.raises(ValueError):
+        b.trim(4096, 3 * 4096)
+    with pytest.raises(ValueError):
+        b.trim(-1, 1)
+    # the parent's memory outlives its release while a trimmed child uses it
+    b.release()
+    assert b.released and not b.freed
+    assert bytes(t[:4]) == b"abcd"
+    t.release()
+    odd.release()
+    assert b.freed
+
+
+def test_release_and_stale_references():
+    b = ioengine.allocate_aligned_buffer(4096)
+    mv = memoryview(b)
+    b.release()
+    assert b.released
+    assert not b.freed  # an export still uses the memory
+    mv[0] = 7  # still valid memory
+    mv.release()
+    assert b.freed
+    b.release()  # idempotent
+    assert len(b) == 0
+    for access in (lambda: memoryview(b), lambda: bytes(b), lambda: b[0:1], lambda: b.address,
+                   lambda: b.trim(0, 1)):
+        with pytest.raises(ValueError):
+            access()
+    with pytest.raises(ValueError):
+        b[0:1] = b"x"
+
+
+def test_context_manager_releases():
+    with ioengine.allocate_aligned_buffer(4096) as b:
+        b[:1] = b"x"
+    assert b.released and b.freed
+
+
+def test_buffer_dropped_without_release_is_freed():
+    b = ioengine.allocate_aligned_buffer(4096)
+    r = weakref.ref(b)
+    del b
+    gc.collect()
+    assert r() is None
+
+
+def test_pool_reuse(run, scratch):
+    path = scratch / "pool"
+    path.write_bytes(b"\0" * 4096)
+
+    async def main():
+        reactor = ioengine.get_reactor()
+        pool = reactor.buffers
+        async with await ioengine.open_file_dma(path, ioengine.OpenFlags.RW) as f:
+            idle0 = pool.idle()
+            b1 = f.allocate_buffer(4096)
+            assert b1.address % f.memory_dma_alignment == 0
+            addr = b1.address
+            b1[:5] = b"first"
+            b1.release()
+            assert pool.idle() == idle0 + 1  # back in the pool
+            b2 = f.allocate_buffer(4096)
+            assert pool.idle() == idle0  # taken out again
+            assert b2.address == addr  # the same memory, reused
+            # the stale reference cannot reach the new owner's data
+            with pytest.raises(ValueError):
+                memoryview(b1)
+            with pytest.raises(ValueError):
+                b1[0:5]
+            assert len(b1) == 0
+            # a smaller request is served from the same size class
+            b2.release()
+            b3 = f.allocate_buffer(1000)
+            assert len(b3) == 1000 and b3.address == addr
+            # a buffer in use by a view is not returned to the pool on release()
+            mv = memoryview(b3)
+            b3.release()
+            assert pool.idle() == idle0 and not b3.freed
+            mv.release()
+            assert b3.freed
+            # pooled buffers work for I/O
+            b4 = f.allocate_buffer(4096)
+            b4[:] = b"z" * 4096
+            assert await f.dma_write(0, b4) == 4096
+            b4.release()
+            b5 = f.allocate_buffer(4096)
+            assert await f.dma_read(0, b5) == 4096
+            assert bytes(b5) == b"z" * 4096
+            # large sizes bypass the pool
+            big = f.allocate_buffer(4 << 20)
+            assert len(big) == 4 << 20 and big.address % f.memory_dma_alignment == 0
+            n = pool.idle()
+            big.release()
+            assert pool.idle() == n
+
+    run(main())
+
+
+def test_pool_depth_zero_disables_pooling(run):
+    async def main():
+        pool = ioengine.get_reactor().buffers
+        b = pool.get(4096)
+        b.release()
+        assert pool.idle() == 0
+
+    run(main(), buffer_pool_depth=0)
+
+
+def test_pooled_buffer_dropped_without_release(run):
+    """Dropping a pooled buffer without release() is safe: it is freed (or recycled) only once
+    nothing uses it, and a buffer still in use by a view never goes back to the pool."""
+
+    async def main():
+        pool = ioengine.get_reactor().buffers
+        idle0 = pool.idle()
+        b = pool.get(4096)
+        addr = b.address
+        mv = memoryview(b)
+        r = weakref.ref(b)
+        del b
+        gc.collect()
+        assert r() is not None  # the view keeps it
+        assert pool.idle() == idle0
+        other = pool.get(4096)
+        assert other.address != addr  # not handed out while the view exists
+        mv[:3] = b"abc"
+        del mv
+        gc.collect()
+        assert r() is None
+        assert pool.idle() <= idle0 + 1  # back in the pool, or freed: either is fine
+        other.release()
+
+    run(main())
