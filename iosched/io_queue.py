@@ -297,11 +297,16 @@ class IoQueue:
         cls = self._classes[io_class] if type(io_class) is str else io_class
         if cls._owner is not self:
             raise ValueError(f"io class {cls.name!r} does not belong to this queue (removed, or another disk's)")
-        if direction != 0 and direction != 1:  # READ, WRITE
+        if direction != 0 and direction != 1 or length < 0:  # READ, WRITE
+            if length < 0:
+                raise ValueError(f"request length must be >= 0, got {length!r}")
             raise ValueError(f"direction must be READ (0) or WRITE (1), got {direction!r}")
         max_len = self._max_len[direction]
-        if alignment is not None and alignment != self._alignment and max_len % alignment:
-            max_len = max(alignment, int(max_len) // alignment * alignment)
+        if alignment is not None and alignment != self._alignment:
+            if not (isinstance(alignment, int) and alignment > 0):
+                raise ValueError(f"alignment must be a positive integer, got {alignment!r}")
+            if max_len % alignment:
+                max_len = max(alignment, int(max_len) // alignment * alignment)
         if length <= max_len:
             req = QueuedRequest(cls, direction, length, payload, self._cost(direction, length), now)
             # FairQueue.push, inlined: this is the per-request path

@@ -271,6 +271,10 @@ def test_create_rename_reshare_remove():
         q.queue("bg", READ, 4096, None, 0.0)
     with pytest.raises(ValueError, match="direction"):
         q.queue("default", 2, 4096, None, 0.0)
+    with pytest.raises(ValueError, match="length"):
+        q.queue("default", READ, -1, None, 0.0)
+    with pytest.raises(ValueError, match="alignment"):
+        q.queue("default", READ, 4096, None, 0.0, alignment=0)
     other = IoQueue(DISK).create_class("x", 1)
     with pytest.raises(ValueError, match="does not belong"):
         q.queue(other, READ, 4096, None, 0.0)

@@ -194,3 +194,14 @@ def test_open_loop_rate_and_determinism():
     assert ra["reader"].p99 < ra["writer"].p50
     c = simulate(ws, disk_props=DISK, duration=1.0, seed=5, noise=0.3)
     assert c.report(0.2) != ra
+
+
+def test_polling_reactor_granularity_keeps_fairness():
+    # dispatch only on a 100 us poll grid, as a reactor that polls once per loop turn
+    res = simulate(
+        [Workload("hi", shares=300, size=4096, depth=64), Workload("lo", shares=100, size=16384, depth=64)],
+        disk_props=DISK, duration=1.0, noise=0.2, seed=9, poll_interval=100e-6,
+    )
+    rep = res.report(0.2)
+    assert cost_shares(rep, ["hi", "lo"])["hi"] == pytest.approx(0.75, rel=0.015)
+    assert res.utilisation(0.2) > 0.95
