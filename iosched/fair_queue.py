@@ -162,23 +162,24 @@ class FairQueue:
         attr = "_bw" if kind == "bw" else "_iops"
         if rate is None:
             setattr(cls, attr, None)
-            if cls._throttled_until and cls._bw is None and cls._iops is None:
-                self._unthrottle(cls)
-            return
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0 < rate < math.inf):
-            raise ValueError(f"a {'bandwidth' if kind == 'bw' else 'IOPS'} limit must be a positive number or None, got {rate!r}")
-        burst = max(rate * self.limit_burst, min_burst)
-        tb: TokenBucket | None = getattr(cls, attr)
-        if tb is None:
-            setattr(cls, attr, TokenBucket(rate, burst, now))
         else:
-            tb.update_rate(rate, now, burst)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (0 < rate < math.inf):
+                what = "bandwidth" if kind == "bw" else "IOPS"
+                raise ValueError(f"a {what} limit must be a positive number or None, got {rate!r}")
+            burst = max(rate * self.limit_burst, min_burst)
+            tb: TokenBucket | None = getattr(cls, attr)
+            if tb is None:
+                setattr(cls, attr, TokenBucket(rate, burst, now))
+            else:
+                tb.update_rate(rate, now, burst)
         if cls._throttled_until:
-            # the deficit is now paid back at the new rate
+            # what is left of the deficit is paid back at the new rate (or not at all)
             until = 0.0
             for tb in (cls._bw, cls._iops):
-                if tb is not None and tb.tokens < 0:
-                    until = max(until, now + tb.deficiency() / tb.rate)
+                if tb is not None:
+                    tb.replenish(now)
+                    if tb.tokens < 0:
+                        until = max(until, now + tb.deficiency() / tb.rate)
             if until:
                 cls._throttled_until = until
                 self._next_unthrottle = min(c._throttled_until for c in self._throttled)

@@ -370,3 +370,22 @@ def test_class_limits_throttle_and_release():
     assert m["bandwidth_limit"] == 409600 and m["iops_limit"] is None
     with pytest.raises(ValueError, match="bandwidth"):
         q.update_bandwidth("capped", -1)
+
+
+def test_lifting_one_limit_keeps_the_other():
+    q = IoQueue(None)
+    q.create_class("c", 100)
+    q.update_iops("c", 100, now=0.0)  # a burst of 1 request
+    q.update_bandwidth("c", 100e6, now=0.0)  # a burst of 1 MB
+    for _ in range(10):
+        q.queue("c", READ, 65536, None, 0.0)
+    assert len(q.dispatch(0.0)) == 2  # the second overdraws the IOPS limit
+    c = q.get_class("c")
+    assert c.throttled and c._throttled_until == pytest.approx(0.01)
+    q.update_bandwidth("c", None, now=0.001)
+    assert c.throttled  # the IOPS deficit is still being paid back
+    assert q.next_dispatch_time(0.001) == pytest.approx(0.01)
+    q.update_iops("c", 1000, now=0.002)  # paid back faster now: 0.8 of a request left
+    assert c._throttled_until == pytest.approx(0.0028)
+    q.update_iops("c", None, now=0.002)
+    assert not c.throttled and len(q.dispatch(0.002)) == 8
