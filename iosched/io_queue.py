@@ -162,6 +162,7 @@ class RequestPart(QueuedRequest):
 Dispatch = QueuedRequest
 
 _EPS = 1e-12  # disk-seconds: far below any request's cost
+_INF = math.inf
 
 
 class IoQueue:
@@ -305,7 +306,7 @@ class IoQueue:
         if alignment is not None and alignment != self._alignment:
             if not (isinstance(alignment, int) and alignment > 0):
                 raise ValueError(f"alignment must be a positive integer, got {alignment!r}")
-            if max_len % alignment:
+            if max_len != _INF and max_len % alignment:
                 max_len = max(alignment, int(max_len) // alignment * alignment)
         if length <= max_len:
             req = QueuedRequest(cls, direction, length, payload, self._cost(direction, length), now)

@@ -34,7 +34,7 @@ def drain(q: IoQueue, now: float = 0.0, result=None):
 def test_no_properties_never_throttles_or_splits():
     q = IoQueue(None)
     a = q.create_class("a", 100)
-    reqs = [q.queue(a, READ, 64 << 20, i, 0.0) for i in range(100)]
+    reqs = [q.queue(a, READ, 64 << 20, i, 0.0, alignment=512 * (1 + i % 3)) for i in range(100)]
     assert all(r.parts is None for r in reqs)  # nothing is split
     ds = q.dispatch(0.0)
     assert [d.payload for d in ds] == list(range(100))  # all at once, FIFO within a class
