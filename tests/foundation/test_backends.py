@@ -302,3 +302,24 @@ def test_one_reactor_per_thread(backend, scratch):
 def test_get_reactor_needs_a_running_loop():
     with pytest.raises(RuntimeError):
         ioengine.get_reactor()
+
+
+@pytest.mark.parametrize("taskrun", [True, False])
+def test_io_uring_setup_flags(scratch, taskrun):
+    """The ring works with and without the DEFER/COOP_TASKRUN set-up flags."""
+    path = scratch / "f"
+    write_pattern_file(path, 32, 4096)
+
+    async def main():
+        r = ioengine.get_reactor()
+        desc = r.backend.describe()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            bufs = [f.allocate_buffer(4096) for _ in range(32)]
+            assert await asyncio.gather(*(f.dma_read(i * 4096, b) for i, b in enumerate(bufs))) == [4096] * 32
+            assert all(bytes(b) == pattern_block(i, 4096) for i, b in enumerate(bufs))
+        return desc
+
+    desc = ioengine.run(main(), backend="io_uring", ring_taskrun_flags=taskrun)
+    assert desc.startswith("io_uring")
+    if not taskrun:
+        assert "TASKRUN" not in desc

@@ -208,3 +208,37 @@ def test_fs_avail_and_free(run, scratch):
     assert abs(avail - st.f_bavail * st.f_frsize) <= total // 100
     assert abs(free - st.f_bfree * st.f_frsize) <= total // 100
     assert avail2 > 0
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: fs.fs_avail/fs_free let os.statvfs's OSError through as is: str(e) is '[Errno 2] No such file "
+    "or directory: <path>' without the operation; wrap it like list_directory does (kernel_error(e.errno, "
+    "'fs_avail', path))"))
+def test_fs_avail_and_free_errors_name_the_operation(run, scratch):
+    missing = scratch / "missing"
+
+    async def main():
+        for name, fn in (("fs_avail", ioengine.fs_avail), ("fs_free", ioengine.fs_free)):
+            with pytest.raises(FileNotFoundError) as ei:
+                await fn(missing)
+            assert str(missing) in str(ei.value)
+            assert name in str(ei.value), str(ei.value)
+
+    run(main())
+
+
+def test_many_concurrent_metadata_ops(run, scratch):
+    """More metadata ops at once than the ring has entries (io_uring queues them as SQEs directly)."""
+    for i in range(8):
+        (scratch / f"f{i}").write_bytes(b"x" * i)
+
+    async def main():
+        import asyncio
+
+        stats = await asyncio.gather(*(ioengine.file_stat(scratch / f"f{i % 8}") for i in range(1500)))
+        assert [s.size for s in stats] == [i % 8 for i in range(1500)]
+        exists = await asyncio.gather(*(ioengine.file_exists(scratch / f"nope{i}") for i in range(1500)))
+        assert not any(exists)
+        assert ioengine.get_reactor().inflight == 0
+
+    run(main(), ring_entries=64)

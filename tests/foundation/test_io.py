@@ -236,3 +236,33 @@ def test_any_aligned_writable_buffer_works(run, scratch):
             assert bytes(buf) == pattern_block(99, 8192)[:4096]
 
     run(main())
+
+
+def test_large_offsets_and_large_requests(run, scratch):
+    """64-bit offsets (past 4 GiB and 1 TiB, sparse) and a multi-MiB request, through every backend."""
+    path = scratch / "far"
+
+    async def main():
+        async with await ioengine.open_file_dma(path, RWC | F.TRUNCATE) as f:
+            wa = f.disk_write_dma_alignment
+            for pos in ((1 << 32) + wa, (1 << 40) - wa):
+                b = f.allocate_buffer(wa)
+                b[:] = pattern_block(pos // wa, wa)
+                assert await f.dma_write(pos, b) == wa
+                got = await f.dma_read_exactly(pos, wa)
+                assert bytes(got) == pattern_block(pos // wa, wa)
+                assert await f.size() == pos + wa
+                with open(path, "rb") as fh:
+                    fh.seek(pos)
+                    assert fh.read(wa) == pattern_block(pos // wa, wa)
+            await f.truncate(0)
+            n = 8 << 20
+            big = f.allocate_buffer(n)
+            data = os.urandom(n)
+            big[:] = data
+            assert await f.dma_write(0, big) == n
+            out = f.allocate_buffer(n)
+            assert await f.dma_read(0, out) == n
+            assert bytes(out) == data
+
+    run(main())
