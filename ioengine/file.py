@@ -15,6 +15,7 @@ from ._native import ffi
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
 from .errors import ClosedFileError, ShortReadError, kernel_error
+from .io_class import IoClass
 from .reactor import Reactor, get_reactor
 
 TMPFS_MAGIC = 0x01021994
@@ -93,11 +94,11 @@ class File:
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
                  "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
-                 "_read_mask", "_write_mask", "_mem_mask", "_grow_lock",
+                 "_read_mask", "_write_mask", "_mem_mask", "_grow_lock", "_queue", "_qstates",
                  "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
-                 mem_align: int, read_align: int, write_align: int, size: int = 0) -> None:
+                 mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
         self._fd = fd
         self._path = path
         self._reactor = reactor
@@ -122,6 +123,9 @@ class File:
         self._sloppy_end = size if sloppy else -1  # sloppy_size: how far the file has been grown ahead
         self._logical_size = size if sloppy else -1  # sloppy_size: the furthest byte written
         self._grow_lock = asyncio.Lock()
+        #: The disk scheduler queue of the file's device, and its io class states.
+        self._queue = queue
+        self._qstates = reactor.disks.states_of(queue) if queue is not None else None
 
     # -- identity --------------------------------------------------------------------------
 
@@ -164,11 +168,11 @@ class File:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def dma_read(self, pos: int, buf: Any) -> int:
+    async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
-        return await self.read_future(pos, buf)
+        return await self.read_future(pos, buf, io_class)
 
-    def read_future(self, pos: int, buf: Any) -> asyncio.Future[int]:
+    def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
         """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
         if isinstance(buf, _RawBuffer):  # the common case, kept lean: it runs once per I/O
             pin, addr, n = memoryview(buf), buf.address, len(buf)
@@ -176,9 +180,10 @@ class File:
             pin, addr, n = _pin_buffer(buf, True)
         if (pos | n) & self._read_mask or addr & self._mem_mask or pos < 0 or self._closed:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
-        return self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self)
+        return self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, queue=self._queue,
+                                    states=self._qstates, io_class=io_class, align=self.disk_read_dma_alignment)
 
-    async def dma_read_bulk(self, pos: int, length: int) -> DmaBuffer:
+    async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None) -> DmaBuffer:
         """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""
         self._check_open()
         if pos < 0 or length < 0:
@@ -190,7 +195,7 @@ class File:
         if end == start:
             return buf.trim(0, 0)
         try:
-            got = await self.dma_read(start, buf)
+            got = await self.dma_read(start, buf, io_class)
         except BaseException:
             buf.release()
             raise
@@ -198,9 +203,9 @@ class File:
         view = buf.trim(front, max(0, min(length, got - front)))
         return view
 
-    async def dma_read_exactly(self, pos: int, length: int) -> DmaBuffer:
+    async def dma_read_exactly(self, pos: int, length: int, io_class: IoClass | None = None) -> DmaBuffer:
         """Like dma_read_bulk, but raises ShortReadError if the file ends before ``pos + length``."""
-        buf = await self.dma_read_bulk(pos, length)
+        buf = await self.dma_read_bulk(pos, length, io_class)
         if len(buf) < length:
             got = len(buf)
             buf.release()
@@ -208,15 +213,16 @@ class File:
                                  f"asked at position {pos}")
         return buf
 
-    async def dma_readv(self, pos: int, bufs: Iterable[Any]) -> int:
+    async def dma_readv(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
         """Scatter-read into several buffers from ``pos``; returns the total bytes read."""
         pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
         return await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
-                                          "dma_readv", self, nbytes=total)
+                                          "dma_readv", self, nbytes=total, queue=self._queue,
+                                          states=self._qstates, io_class=io_class)
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def dma_write(self, pos: int, buf: Any) -> int:
+    async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Write ``buf`` at ``pos``; returns the bytes written."""
         if isinstance(buf, _RawBuffer):
             pin, addr, n = memoryview(buf), buf.address, len(buf)
@@ -224,14 +230,16 @@ class File:
             pin, addr, n = _pin_buffer(buf, False)
         if (pos | n) & self._write_mask or addr & self._mem_mask or pos < 0 or self._closed:
             self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
-        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write")
+        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
 
-    async def dma_writev(self, pos: int, bufs: Iterable[Any]) -> int:
+    async def dma_writev(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
         """Gather-write several buffers at ``pos``; returns the total bytes written."""
         pins, iov, total = self._iovec("dma_writev", pos, bufs, False, self.disk_write_dma_alignment)
-        return await self._write(OP_WRITEV, _iov_addr(iov), len(pins), pos, (pins, iov), "dma_writev", total)
+        return await self._write(OP_WRITEV, _iov_addr(iov), len(pins), pos, (pins, iov), "dma_writev", total,
+                                 io_class)
 
-    async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1) -> int:
+    async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1,
+                     io_class: IoClass | None = None) -> int:
         if self._size_barrier is not None:
             await self._wait_barrier()
         end = pos + (n if total < 0 else total)
@@ -240,8 +248,15 @@ class File:
         self._writes += 1
         if end > self._pending_end:
             self._pending_end = end
-        return await self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
-                                          on_done=self._write_done, nbytes=None if total < 0 else total)
+        try:
+            fut = self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
+                                          on_done=self._write_done, nbytes=None if total < 0 else total,
+                                          queue=self._queue, states=self._qstates, io_class=io_class,
+                                          align=self.disk_write_dma_alignment)
+        except BaseException:
+            self._write_done((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
+            raise
+        return await fut
 
     def _write_done(self, req: tuple, res: int) -> None:
         # Runs at the kernel's completion (even if the writer was cancelled), so the logical
@@ -437,7 +452,8 @@ async def open_file_dma(path: str | os.PathLike[str], flags: int = OpenFlags.RO,
     try:
         st = await _ops.statx_fd(r, fd, spath)
         mem, read, write = _alignments(st, direct)
-        return File(fd, spath, r, options, direct, mem, read, write, st.size)
+        queue = r.disks.for_device(st.device_id, r.loop.time())
+        return File(fd, spath, r, options, direct, mem, read, write, st.size, queue)
     except BaseException:
         await _ops.close(r, fd, spath)
         raise

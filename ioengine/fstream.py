@@ -104,7 +104,7 @@ class FileInputStream:
             if self._end is not None:
                 size = min(size, _round_up(self._end - pos, self._align))
             buf = file.allocate_buffer(size)
-            fut = file.read_future(pos, buf)
+            fut = file.read_future(pos, buf, self._opts.io_class)
             self._inflight.append((pos, buf, fut))
             self._next_pos = pos + size
 
@@ -351,7 +351,7 @@ class FileOutputStream:
         self._raise_if_failed("write")
         if self._opts.preallocation_size and pos + len(buf) > self._prealloc_end:
             await self._preallocate(pos + len(buf))
-        fut = asyncio.ensure_future(self._file.dma_write(pos, buf))
+        fut = asyncio.ensure_future(self._file.dma_write(pos, buf, self._opts.io_class))
         fut.add_done_callback(lambda f, b=buf: b.release())
         self._inflight.append(fut)
 
@@ -401,7 +401,7 @@ class FileOutputStream:
         await self._drain()  # the tail buffer is reused after this write: nothing may race it
         self._raise_if_failed("flush")
         try:
-            await self._file.dma_write(self._pos, self._buf.trim(0, padded))
+            await self._file.dma_write(self._pos, self._buf.trim(0, padded), self._opts.io_class)
         except OSError as e:
             self._error = e
             raise

@@ -24,6 +24,12 @@ class ReactorOptions:
     submit_batch: int = field(default=8, metadata={"help": "staged requests that trigger an early submit"})
     #: Worker threads of the "threads" backend and of metadata calls the kernel cannot do async.
     threads: int = field(default=4, metadata={"help": "threads for the thread-pool backend and blocking calls"})
+    #: Disk calibration in Seastar's io_properties.yaml format (YAML text, or a file's path).
+    #: Disks listed there are throttled to their capacity; others are only ordered fairly.
+    io_properties: str | None = field(default=None, metadata={"help": "io_properties YAML text"})
+    io_properties_file: str | None = field(default=None, metadata={"help": "path of an io_properties.yaml"})
+    #: Latency goal of the disk scheduler (ms); None keeps iosched's default.
+    io_latency_goal_ms: float | None = field(default=None, metadata={"help": "disk scheduler latency goal (ms)"})
     #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
     buffer_pool_depth: int = field(default=64, metadata={"help": "idle DMA buffers kept per size class"})
     #: Largest buffer size the pool recycles; larger buffers are allocated and freed each time.
@@ -61,6 +67,8 @@ def add_reactor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
     for f in fields(ReactorOptions):
         flag = "--" + _flag_name(f.name)
         kind = type(f.default)
+        if f.default is None:
+            kind = float if f.name.endswith("_ms") else str
         if kind is bool:
             group.add_argument(flag, dest=f"reactor_{f.name}", action=argparse.BooleanOptionalAction,
                                default=f.default, help=f.metadata.get("help"))

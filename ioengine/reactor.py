@@ -20,8 +20,12 @@ from typing import Any, Callable, TypeVar
 
 from ._native import ffi, lib
 from .backends import open_backend
-from .backends.base import REC_WORDS
+from .backends.base import OP_READ, OP_READV, OP_WRITEV, REC_WORDS
+from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE
+
 from .buffers import BufferPool
+from .disk_queues import DiskQueues
+from .io_class import IoClass, _current as _current_io_class
 from .errors import kernel_error
 from .options import ReactorOptions
 
@@ -71,6 +75,12 @@ class Reactor:
         self._owner_waiters: list[asyncio.Future] = []
         self._executor: ThreadPoolExecutor | None = None
         self._ring = getattr(self.backend, "ring", None) if self.backend.kernel_fs_ops else None
+        #: The disk scheduler: one iosched queue per device.
+        self.disks = DiskQueues(self.options, self.loop.time())
+        self._sched: dict[int, tuple] = {}  # ud of a dispatched unit -> (queue, dispatch, request ud)
+        self._sched_waiting = 0  # units waiting in the disk queues
+        self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
+        self._timer: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
         _all_reactors.add(self)
 
@@ -78,19 +88,42 @@ class Reactor:
 
     def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
                path: str | None, flags: int = 0,
-               on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None) -> asyncio.Future:
+               on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None,
+               queue: Any = None, states: dict | None = None, io_class: IoClass | None = None,
+               align: int = 4096) -> asyncio.Future:
         """Queue one read/write/fsync record; the future resolves to the result (bytes or 0).
 
         ``nbytes`` is the byte count error messages quote when ``length`` is not one (an iovec
-        count for readv/writev, -1 for fsync).
+        count for readv/writev, -1 for fsync). With ``queue`` (the file's disk queue and its
+        class ``states``), the request goes through the disk scheduler in ``io_class`` (None:
+        the one chosen by ``with io_class:``, else the default).
         """
         if self.closed:
             raise RuntimeError("the reactor is closed")
         fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
-        self._inflight[ud] = (fut, pin, opname, path, pos, length if nbytes is None else nbytes, on_done)
+        req = (fut, pin, opname, path, pos, length if nbytes is None else nbytes, on_done)
         rec = (op | (fd << 8) | (flags << 40), addr, length, pos, ud)
+        if queue is not None:
+            cls = io_class if io_class is not None else _current_io_class.get()
+            st = states.get(cls)
+            if st is None:
+                st = self.disks.class_state(self, queue, cls)
+            direction = SCHED_READ if op == OP_READ or op == OP_READV else SCHED_WRITE
+            n = length if nbytes is None else nbytes
+            if (queue._throttling or self._sched_waiting or self._outstanding >= self._capacity
+                    or st._bw is not None or st._iops is not None):
+                self._queue_request(queue, st, direction, n, rec, op == OP_READV or op == OP_WRITEV, align)
+                self._inflight[ud] = req  # only once queued: a refused request leaves no trace
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.loop.call_soon(self._flush)
+                return fut
+            # An unthrottled disk with room in the ring: straight to the kernel, counted.
+            st.ops[direction] += 1
+            st.bytes[direction] += n
+        self._inflight[ud] = req
         if self._outstanding < self._capacity:
             self._outstanding += 1
             self._recs.extend(rec)
@@ -102,6 +135,52 @@ class Reactor:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
         return fut
+
+    def _queue_request(self, queue: Any, st: Any, direction: int, n: int, rec: tuple, vectored: bool,
+                       align: int) -> None:
+        if vectored:
+            # An iovec request cannot be cut into parts here: cost it as one unit.
+            n = min(n, int(queue.max_request_length[direction]))
+        req = queue.queue(st, direction, n, rec, self.loop.time(), align)
+        self._sched_waiting += len(req.parts) if req.parts else 1
+        self._busy_queues[queue] = None
+
+    def _dispatch_queues(self) -> None:
+        """Move what the disk queues allow (tokens, fairness, ring room) into the staged batch."""
+        now = self.loop.time()
+        recs = self._recs
+        sched = self._sched
+        for q in list(self._busy_queues):
+            room = self._capacity - self._outstanding
+            if room <= 0:
+                break
+            for d in q.dispatch(now, room):
+                rec = d.payload
+                if d.request is d:
+                    sched[rec[4]] = (q, d, rec[4])
+                    recs.extend(rec)
+                else:  # a part of a split request: its own record and completion
+                    off = d.offset
+                    pud = self._next_ud
+                    self._next_ud = pud + 1
+                    sched[pud] = (q, d, rec[4])
+                    recs.extend((rec[0], rec[1] + off, d.length, rec[3] + off, pud))
+                self._outstanding += 1
+                self._sched_waiting -= 1
+            t = q.next_dispatch_time(now)
+            if t is None:
+                del self._busy_queues[q]
+            elif t > now and (self._timer is None or t < self._timer.when()):
+                # Tokens hold it back: come back when they will allow the next request.
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_at(t, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
                        path: str | None) -> asyncio.Future:
@@ -145,6 +224,8 @@ class Reactor:
             self._submit_now()
 
     def _submit_now(self) -> None:
+        if self._sched_waiting:
+            self._dispatch_queues()
         recs = self._recs
         staged = len(recs) // REC_WORDS
         try:
@@ -163,6 +244,9 @@ class Reactor:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def _each_queue_of(self, io_class: IoClass, fn: Callable[[Any], None]) -> None:
+        self.disks.each_queue_of(io_class, fn)
+
     def _on_wakeup(self) -> None:
         uds, results = self.backend.reap()
         if uds:
@@ -173,7 +257,17 @@ class Reactor:
         n = len(uds)
         self._in_kernel -= n
         self._outstanding -= n
+        sched = self._sched
+        now = self.loop.time() if sched else 0.0
         for ud, res in zip(uds, results):
+            if sched:
+                s = sched.pop(ud, None)
+                if s is not None:
+                    done = s[0].complete(s[1], res, now)
+                    if done is None:
+                        continue  # more parts of this request are still in the disk
+                    res = done.result
+                    ud = s[2]
             req = inflight.pop(ud)
             if req[6] is not None:
                 req[6](req, res)
@@ -247,6 +341,8 @@ class Reactor:
         if self.closed:
             return
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.backend.eventfd)

@@ -1,0 +1,113 @@
+"""IoClass: a scheduling class (Seastar's io priority class / scheduling group for I/O).
+
+Pick the class for a block of code with ``with cls:`` (a contextvar: tasks created inside
+inherit it), or pass ``io_class=`` to File operations and stream options. Each disk's queue
+gets its own state for the class on first use; shares and limits set here apply to all.
+"""
+from __future__ import annotations
+
+import contextvars
+import weakref
+from typing import Any
+
+_current: contextvars.ContextVar[IoClass | None] = contextvars.ContextVar("ioengine_io_class", default=None)
+# The tokens of the open ``with`` blocks, per context (each task has its own), innermost last.
+_open_blocks: contextvars.ContextVar[tuple[contextvars.Token, ...]] = contextvars.ContextVar(
+    "ioengine_io_class_blocks", default=())
+
+#: Shares of a class created without any (Seastar's default for a priority class).
+DEFAULT_SHARES = 1000.0
+
+
+class IoClass:
+    """A named class of I/O with ``shares`` of the disk, and optional bandwidth/IOPS caps."""
+
+    __slots__ = ("_name", "_shares", "_bandwidth", "_iops", "_reactors", "__weakref__")
+
+    def __init__(self, name: str, shares: float = DEFAULT_SHARES) -> None:
+        if not isinstance(name, str) or not name or name == "default":
+            raise ValueError(f"an io class needs a non-empty name other than 'default', got {name!r}")
+        _check_shares(shares)
+        self._name = name
+        self._shares = float(shares)
+        self._bandwidth: float | None = None
+        self._iops: float | None = None
+        # The reactors whose disk queues hold state for this class (weakly: they may go away).
+        self._reactors: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def shares(self) -> float:
+        return self._shares
+
+    @property
+    def bandwidth_limit(self) -> float | None:
+        return self._bandwidth
+
+    @property
+    def iops_limit(self) -> float | None:
+        return self._iops
+
+    def update_shares(self, shares: float) -> None:
+        _check_shares(shares)
+        self._shares = float(shares)
+        for r in list(self._reactors):
+            r._each_queue_of(self, lambda q: q.set_shares(self._name, self._shares))
+
+    def update_bandwidth(self, bytes_per_second: float | None) -> None:
+        """Cap the class's bytes per second on each disk (None lifts the cap)."""
+        if bytes_per_second is not None and bytes_per_second <= 0:
+            raise ValueError(f"bandwidth limit must be > 0 bytes/s or None, got {bytes_per_second}")
+        self._bandwidth = bytes_per_second
+        for r in list(self._reactors):
+            r._each_queue_of(self, lambda q: q.update_bandwidth(self._name, bytes_per_second))
+
+    def update_iops(self, iops: float | None) -> None:
+        """Cap the class's requests per second on each disk (None lifts the cap)."""
+        if iops is not None and iops <= 0:
+            raise ValueError(f"IOPS limit must be > 0 or None, got {iops}")
+        self._iops = iops
+        for r in list(self._reactors):
+            r._each_queue_of(self, lambda q: q.update_iops(self._name, iops))
+
+    def rename(self, name: str) -> None:
+        if not isinstance(name, str) or not name or name == "default":
+            raise ValueError(f"an io class needs a non-empty name other than 'default', got {name!r}")
+        for r in list(self._reactors):
+            r._each_queue_of(self, lambda q: q.rename_class(self._name, name))
+        self._name = name
+
+    def _attach(self, reactor: Any, queue: Any) -> Any:
+        """This class's state in ``queue`` (a reactor's), created with the current shares and caps."""
+        state = queue.create_class(self._name, self._shares)
+        if self._bandwidth is not None:
+            queue.update_bandwidth(self._name, self._bandwidth)
+        if self._iops is not None:
+            queue.update_iops(self._name, self._iops)
+        self._reactors.add(reactor)
+        return state
+
+    def __enter__(self) -> IoClass:
+        _open_blocks.set(_open_blocks.get() + (_current.set(self),))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        blocks = _open_blocks.get()
+        _open_blocks.set(blocks[:-1])
+        _current.reset(blocks[-1])
+
+    def __repr__(self) -> str:
+        return f"IoClass({self._name!r}, shares={self._shares:g})"
+
+
+def current_io_class() -> IoClass | None:
+    """The class chosen by the innermost ``with io_class:`` of this task (None: the default)."""
+    return _current.get()
+
+
+def _check_shares(shares: float) -> None:
+    if not isinstance(shares, (int, float)) or not shares > 0:
+        raise ValueError(f"shares must be a positive number, got {shares!r}")
