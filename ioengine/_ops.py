@@ -4,7 +4,10 @@ File and the fs module are built from these; nothing here blocks the event loop.
 """
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,13 +102,49 @@ async def _checked(fut: Any, opname: str, path: Any, detail: str = "") -> int:
     return res
 
 
+def _close_if_abandoned(req: tuple, res: int) -> None:
+    # An open whose awaiter was cancelled: nobody will ever close the descriptor but us.
+    if res >= 0 and req[0].done():
+        os.close(res)
+
+
+def _open_blocking(path: Any, flags: int, mode: int, handoff: list) -> int:
+    """os.open on the thread pool. ``handoff`` = [lock, state]: state None while pending, the
+    fd once opened, "abandoned" once the awaiter was cancelled (then the fd is closed here)."""
+    try:
+        fd = os.open(path, flags, mode)
+    except OSError as e:
+        return -(e.errno or 5)
+    with handoff[0]:
+        if handoff[1] == "abandoned":
+            os.close(fd)
+            return -errno.ECANCELED
+        handoff[1] = fd
+    return fd
+
+
 async def openat(r: Reactor, path: Any, flags: int, mode: int, opname: str = "open") -> int:
     spath = os.fsdecode(path)
     if r.kernel_fs_ops:
         c = _cpath(path)
-        return await r.submit_prepped(lib.ie_uring_prep_openat, (AT_FDCWD, c, flags | os.O_CLOEXEC, mode), c,
-                                      opname, spath)
-    return await _checked(r.run_blocking(_blocking_errno, os.open, path, flags | os.O_CLOEXEC, mode), opname, spath)
+        fut = r.submit_prepped(lib.ie_uring_prep_openat, (AT_FDCWD, c, flags | os.O_CLOEXEC, mode), c,
+                               opname, spath, on_done=_close_if_abandoned)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                os.close(fut.result())  # it opened, but the task was cancelled before resuming
+            raise
+    handoff: list = [threading.Lock(), None]
+    fut = r.run_blocking(_open_blocking, path, flags | os.O_CLOEXEC, mode, handoff)
+    try:
+        return await _checked(fut, opname, spath)
+    except asyncio.CancelledError:
+        with handoff[0]:
+            if isinstance(handoff[1], int):
+                os.close(handoff[1])  # opened, but nobody will take it
+            handoff[1] = "abandoned"
+        raise
 
 
 async def close(r: Reactor, fd: int, path: Any = None) -> None:

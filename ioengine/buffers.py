@@ -61,7 +61,7 @@ class BufferPool:
 
     Users get a fresh DmaBuffer view of a pooled block, so a stale reference kept after
     release() can never alias the next user's data: the released view refuses every access.
-    Returning a buffer is an optimisation only: one dropped without release() is simply freed.
+    A pooled buffer dropped without release() comes back too (when it is garbage collected).
     """
 
     __slots__ = ("_free", "_depth", "_max_size")

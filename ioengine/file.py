@@ -310,9 +310,13 @@ class File:
         await self._wait_barrier()
         barrier = self._reactor.loop.create_future()
         self._size_barrier = barrier
-        while self._writes:
-            self._writes_idle = self._reactor.loop.create_future()
-            await self._writes_idle
+        try:
+            while self._writes:
+                self._writes_idle = self._reactor.loop.create_future()
+                await self._writes_idle
+        except BaseException:  # cancelled while waiting: later ops must not wait on us forever
+            self._end_exclusive(barrier)
+            raise
         return barrier
 
     def _end_exclusive(self, barrier: asyncio.Future) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from . import _ops
+from .errors import kernel_error
 from .reactor import get_reactor
 
 PathLike = str | os.PathLike[str]
@@ -121,7 +122,7 @@ async def list_directory(path: PathLike) -> AsyncIterator[DirectoryEntry]:
     try:
         entries = await get_reactor().run_blocking(_scan, spath)
     except OSError as e:
-        raise OSError(e.errno, f"list_directory failed: {e.strerror}", spath) from None
+        raise kernel_error(e.errno or errno.EIO, "list_directory", spath) from None
     for e in entries:
         yield e
 
@@ -130,13 +131,21 @@ def _statvfs(path: str) -> os.statvfs_result:
     return os.statvfs(path)
 
 
+async def _statvfs_checked(path: PathLike, op: str) -> os.statvfs_result:
+    spath = os.fsdecode(path)
+    try:
+        return await get_reactor().run_blocking(_statvfs, spath)
+    except OSError as e:
+        raise kernel_error(e.errno or errno.EIO, op, spath) from None
+
+
 async def fs_avail(path: PathLike) -> int:
     """Bytes an unprivileged user can still write on the filesystem holding ``path``."""
-    st = await get_reactor().run_blocking(_statvfs, os.fsdecode(path))
+    st = await _statvfs_checked(path, "fs_avail")
     return st.f_bavail * st.f_frsize
 
 
 async def fs_free(path: PathLike) -> int:
     """Free bytes on the filesystem holding ``path`` (including those reserved for root)."""
-    st = await get_reactor().run_blocking(_statvfs, os.fsdecode(path))
+    st = await _statvfs_checked(path, "fs_free")
     return st.f_bfree * st.f_frsize

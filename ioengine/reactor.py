@@ -183,7 +183,7 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
-                       path: str | None) -> asyncio.Future:
+                       path: str | None, on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
         """An io_uring metadata op (openat, statx, …): prepare its SQE now, submit this turn."""
         if self.closed:
             raise RuntimeError("the reactor is closed")
@@ -193,7 +193,7 @@ class Reactor:
         ret = prep(self._ring, *args, ud)
         if ret < 0:
             raise kernel_error(-ret, opname, path)
-        self._inflight[ud] = (fut, pin, opname, path, 0, -1, None)
+        self._inflight[ud] = (fut, pin, opname, path, 0, -1, on_done)
         self._in_kernel += 1
         self._outstanding += 1
         if not self._flush_scheduled:

@@ -26,11 +26,10 @@ class ThreadsBackend(Backend):
     def _work(self, rec: bytes) -> None:
         buf = ffi.from_buffer("uint64_t[]", rec)
         res = lib.ie_rw_sync(buf)  # the GIL is released inside
-        done = self._done
-        done.append((buf[4], res))
-        # Signal only on the empty → non-empty edge: the reaper drains the deque to empty.
-        if len(done) == 1:
-            lib.ie_eventfd_signal(self.eventfd)
+        self._done.append((buf[4], res))
+        # Signal every completion: an "only on the first" edge test races between workers and
+        # can leave completions unseen. The reaper's one read clears any number of signals.
+        lib.ie_eventfd_signal(self.eventfd)
 
     def flush(self, recs: array) -> tuple[int, list[int], list[int]]:
         n = len(recs) // REC_WORDS

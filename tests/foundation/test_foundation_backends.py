@@ -202,10 +202,6 @@ def test_reactor_backlog_beyond_ring_capacity(run, scratch):
     run(main(), ring_entries=4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: ThreadsBackend._work signals the eventfd only when len(_done) == 1 after its append; two "
-    "workers that both append before either checks see len 2 and neither signals, so those completions "
-    "sit in _done until some later completion wakes the reactor (a hang if none comes)"))
 def test_threads_backend_never_loses_a_wakeup(scratch):
     """White-box: forces the interleaving (two completions appended before either worker checks) with
     a barrier inside the completion deque. With a correct backend the eventfd is readable while

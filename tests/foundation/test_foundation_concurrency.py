@@ -343,11 +343,6 @@ def test_reads_issued_before_close_never_read_another_file(run, scratch):
     run(main(), ring_entries=16)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: File._exclusive sets _size_barrier and then awaits _writes_idle outside any try/finally; "
-    "cancelling truncate() (or close()) while it waits for writes in flight leaves the barrier set "
-    "forever, so every later dma_write/truncate/close of the file hangs in _wait_barrier. Fix: in "
-    "_exclusive, on BaseException call self._end_exclusive(barrier) and re-raise"))
 def test_cancelled_truncate_does_not_wedge_the_file(run, scratch):
     path = scratch / "wedge"
     write_pattern_file(path, 64, BS)  # overwrites below: truly asynchronous on every backend

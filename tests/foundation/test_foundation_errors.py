@@ -320,12 +320,6 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: cancelling open_file_dma leaks the descriptor: _ops.openat's request (io_uring openat SQE, or "
-    "run_blocking(os.open) on the thread pool) still completes after the awaiter is cancelled, and "
-    "Reactor._complete drops the result (fut.done() -> continue) / the executor result is discarded, so "
-    "nobody closes the fd. Fix: give openat an on_done that closes a successful fd whose future was "
-    "cancelled (and the same for the run_blocking path, e.g. a done-callback on the concurrent future)"))
 def test_cancelled_open_does_not_leak_descriptors(run, scratch):
     path = scratch / "f"
     write_pattern_file(path, 1, BS)

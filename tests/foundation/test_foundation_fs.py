@@ -210,10 +210,6 @@ def test_fs_avail_and_free(run, scratch):
     assert avail2 > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: fs.fs_avail/fs_free let os.statvfs's OSError through as is: str(e) is '[Errno 2] No such file "
-    "or directory: <path>' without the operation; wrap it like list_directory does (kernel_error(e.errno, "
-    "'fs_avail', path))"))
 def test_fs_avail_and_free_errors_name_the_operation(run, scratch):
     missing = scratch / "missing"
 
