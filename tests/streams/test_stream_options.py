@@ -1,0 +1,169 @@
+"""Options validation and preallocation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import ioengine
+from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
+                              make_file_output_stream)
+from streams_util import CREATE, payload, read_os, write_os
+
+MiB = 1 << 20
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (FileInputStreamOptions, {"buffer_size": 0}),
+    (FileInputStreamOptions, {"buffer_size": -4096}),
+    (FileInputStreamOptions, {"read_ahead": -1}),
+    (FileOutputStreamOptions, {"buffer_size": 0}),
+    (FileOutputStreamOptions, {"write_behind": 0}),
+    (FileOutputStreamOptions, {"write_behind": -1}),
+    (FileOutputStreamOptions, {"preallocation_size": -1}),
+])
+def test_invalid_options(cls, kwargs):
+    with pytest.raises(ValueError) as ei:
+        cls(**kwargs)
+    name = next(iter(kwargs))
+    assert name in str(ei.value), f"the message should name {name}: {ei.value}"
+
+
+def test_valid_edge_options():
+    assert FileInputStreamOptions(read_ahead=0).read_ahead == 0
+    assert FileOutputStreamOptions(preallocation_size=0, write_behind=1).write_behind == 1
+    d = FileInputStreamOptions()
+    assert (d.buffer_size, d.read_ahead, d.dynamic_adjustments) == (131072, 4, False)
+    o = FileOutputStreamOptions()
+    assert (o.buffer_size, o.write_behind, o.preallocation_size) == (131072, 4, MiB)
+
+
+def test_invalid_stream_arguments(run_default, scratch):
+    path = scratch / "f"
+    write_os(path, b"x" * 10_000)
+
+    async def body():
+        f = await ioengine.open_file_dma(path, ioengine.OpenFlags.RW)
+        align = f.disk_write_dma_alignment
+        for offset in (1, 100, align // 2, align + 512 if align > 512 else align + 1):
+            with pytest.raises(ValueError) as ei:
+                make_file_output_stream(f, offset=offset)
+            assert str(align) in str(ei.value) and str(offset) in str(ei.value), ei.value
+        with pytest.raises(ValueError):
+            make_file_input_stream(f, -1)
+        with pytest.raises(ValueError):
+            make_file_input_stream(f, 0, -1)
+        stream = make_file_input_stream(f)
+        for call in (lambda: stream.read_exactly(-1), lambda: stream.read_up_to(-1), lambda: stream.skip(-1)):
+            with pytest.raises(ValueError):
+                await call()
+        await stream.close()
+        await f.close()
+
+    run_default(body())
+    assert read_os(path) == b"x" * 10_000, "a refused stream must not touch the file"
+
+
+def _fs_type(path: Path) -> str:
+    best, kind = "", ""
+    with open("/proc/self/mounts") as fh:
+        for line in fh:
+            _, mnt, fstype = line.split()[:3]
+            if str(path).startswith(mnt.rstrip("/") + "/") and len(mnt) > len(best):
+                best, kind = mnt, fstype
+    return kind
+
+
+@pytest.fixture
+def ext4_or_xfs(scratch: Path) -> Path:
+    kind = _fs_type(scratch)
+    if kind not in ("ext4", "xfs"):
+        pytest.skip(f"preallocated blocks are only checked on ext4/xfs, the scratch dir is on {kind!r}")
+    return scratch
+
+
+def _allocated(path: Path) -> int:
+    return os.stat(path).st_blocks * 512
+
+
+async def _write_and_flush(path: Path, nbytes: int, opts: FileOutputStreamOptions):
+    f = await ioengine.open_file_dma(path, CREATE)
+    stream = make_file_output_stream(f, opts)
+    await stream.write(payload(nbytes, nbytes))
+    await stream.flush()
+    return stream
+
+
+@pytest.mark.parametrize("nbytes", [100 * 1024, 1000 * 1024])
+def test_preallocation_after_aligned_flush(run_default, ext4_or_xfs, nbytes):
+    """Full buffers written and flushed: 1 MiB extents are reserved ahead, size is the logical length."""
+    path = ext4_or_xfs / "f"
+
+    async def body():
+        stream = await _write_and_flush(path, nbytes, FileOutputStreamOptions(buffer_size=4096,
+                                                                             preallocation_size=MiB))
+        st = os.stat(path)
+        assert st.st_size == nbytes
+        assert st.st_blocks * 512 >= MiB, f"only {st.st_blocks * 512} bytes allocated"
+        await stream.close()
+
+    run_default(body())
+    assert read_os(path) == payload(nbytes, nbytes)
+
+
+@pytest.mark.xfail(reason="BUG: nothing is preallocated for a flush of a partial buffer: _write_tail never "
+                          "calls _preallocate (only _issue does, for full buffers), so 100 KiB written with the "
+                          "default 128 KiB buffer and flushed leaves 100 KiB allocated (and flush's ftruncate "
+                          "would free blocks preallocated before it: see the next test)", strict=True)
+def test_preallocation_brief_case(run_default, ext4_or_xfs):
+    """preallocation_size=1 MiB (default buffers): write 100 KiB, flush; before close the blocks
+    reserved reach 1 MiB while st_size is 100 KiB."""
+    path = ext4_or_xfs / "f"
+
+    async def body():
+        stream = await _write_and_flush(path, 100 * 1024, FileOutputStreamOptions(preallocation_size=MiB))
+        st = os.stat(path)
+        await stream.close()
+        assert st.st_size == 100 * 1024
+        assert st.st_blocks * 512 >= MiB, f"only {st.st_blocks * 512} bytes allocated"
+
+    run_default(body())
+
+
+@pytest.mark.xfail(reason="BUG: flush() of an unaligned tail truncates the file (File.truncate -> ftruncate), "
+                          "which on ext4 also frees the KEEP_SIZE blocks preallocated past EOF; _prealloc_end is "
+                          "not reset, so the stream never preallocates that range again", strict=True)
+def test_preallocation_survives_unaligned_flush(run_default, ext4_or_xfs):
+    path = ext4_or_xfs / "f"
+
+    async def body():
+        opts = FileOutputStreamOptions(buffer_size=4096, preallocation_size=MiB)
+        stream = await _write_and_flush(path, 100 * 1024 + 100, opts)  # 25 full buffers + 100 bytes
+        first = os.stat(path)
+        await stream.write(payload(7, 200 * 1024))
+        await stream.flush()
+        second = os.stat(path)
+        await stream.close()
+        assert first.st_size == 100 * 1024 + 100 and second.st_size == 300 * 1024 + 100
+        assert first.st_blocks * 512 >= MiB, f"after the 1st flush only {first.st_blocks * 512} bytes allocated"
+        assert second.st_blocks * 512 >= MiB, f"after the 2nd flush only {second.st_blocks * 512} bytes allocated"
+
+    run_default(body())
+
+
+def test_no_preallocation(run_default, ext4_or_xfs):
+    """preallocation_size=0: no blocks beyond the data (rounded to the filesystem block)."""
+    path = ext4_or_xfs / "f"
+    nbytes = 100 * 1024
+
+    async def body():
+        stream = await _write_and_flush(path, nbytes, FileOutputStreamOptions(buffer_size=4096,
+                                                                             preallocation_size=0))
+        st = os.stat(path)
+        await stream.close()
+        assert st.st_size == nbytes
+        assert st.st_blocks * 512 <= nbytes + 2 * 4096, f"{st.st_blocks * 512} bytes allocated for {nbytes}"
+
+    run_default(body())
+    assert _allocated(path) <= nbytes + 2 * 4096
