@@ -21,12 +21,18 @@ from .file import File, FileOpenOptions, OpenFlags, open_file_dma
 from .fs import (DirectoryEntry, file_exists, file_size, file_stat, fs_avail, fs_free, link_file, list_directory,
                  make_directory, recursive_touch_directory, remove_file, rename_file, sync_directory,
                  touch_directory)
+from .fstream import (FileInputStream, FileInputStreamOptions, FileOutputStream, FileOutputStreamOptions,
+                      make_file_input_stream, make_file_output_stream)
+from .io_class import IoClass, current_io_class
+from .metrics import metrics, metrics_text
 from .options import ReactorOptions, add_reactor_arguments, reactor_options_from_args
 from .reactor import Reactor, configure, get_reactor, run
 
 __all__ = [
     "BackendUnavailableError", "BufferPool", "ClosedFileError", "DEFAULT_ALIGNMENT", "DirectoryEntry", "DmaBuffer",
-    "File", "FileOpenOptions", "OpenFlags", "Reactor", "ReactorOptions", "ShortReadError", "StatData",
+    "File", "FileInputStream", "FileInputStreamOptions", "FileOpenOptions", "FileOutputStream",
+    "FileOutputStreamOptions", "IoClass", "current_io_class", "make_file_input_stream", "make_file_output_stream",
+    "metrics", "metrics_text", "OpenFlags", "Reactor", "ReactorOptions", "ShortReadError", "StatData",
     "add_reactor_arguments", "allocate_aligned_buffer", "configure", "file_exists", "file_size", "file_stat",
     "fs_avail", "fs_free", "get_reactor", "link_file", "list_directory", "make_directory", "open_file_dma",
     "reactor_options_from_args", "recursive_touch_directory", "remove_file", "rename_file", "run",

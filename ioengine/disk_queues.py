@@ -30,7 +30,10 @@ class DiskQueues:
     """Maps files to their disk's queue by device id; holds each queue's io class states."""
 
     def __init__(self, options: ReactorOptions, now: float) -> None:
-        cfg: dict[str, Any] = {}
+        # Bound what the disk holds by the latency goal, not only the rate: a Python engine is
+        # often slower than the calibrated disk, and rate-only tokens would then never queue
+        # anything, leaving shares without effect (see IoQueueConfig.bound_in_disk).
+        cfg: dict[str, Any] = {"bound_in_disk": True}
         if options.io_latency_goal_ms is not None:
             cfg["latency_goal_ms"] = options.io_latency_goal_ms
         self.config = IoQueueConfig(**cfg)

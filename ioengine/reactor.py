@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import collections
 import functools
+import math
 import logging
 import threading
 import weakref
@@ -170,7 +171,7 @@ class Reactor:
             t = q.next_dispatch_time(now)
             if t is None:
                 del self._busy_queues[q]
-            elif t > now and (self._timer is None or t < self._timer.when()):
+            elif now < t < math.inf and (self._timer is None or t < self._timer.when()):
                 # Tokens hold it back: come back when they will allow the next request.
                 if self._timer is not None:
                     self._timer.cancel()

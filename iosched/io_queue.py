@@ -79,6 +79,12 @@ class IoQueueConfig:
     default_class: str = "default"
     #: Parts of a split request are a multiple of this many bytes (O_DIRECT alignment).
     split_alignment: int = 4096
+    #: Also bound what the disk holds (dispatched, not completed) by the bucket's size, not
+    #: only the rate at which it is handed work. When the disk, or the engine driving it, is
+    #: faster than calibrated, the rate alone never makes requests wait, and shares cannot
+    #: bite; the bound keeps "the disk never holds more than the goal" true and queues the
+    #: rest in fair order. Off by default (Seastar's rate-only behaviour); ioengine turns it on.
+    bound_in_disk: bool = False
     #: Per-class bandwidth/IOPS limits allow a burst of this many milliseconds of their rate.
     limit_burst_ms: float = 10.0
     #: "max" or "additive" (see iosched.cost).
@@ -170,7 +176,7 @@ class IoQueue:
 
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
-        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_now",
+        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_now",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
@@ -183,6 +189,8 @@ class IoQueue:
         self._classes: dict[str, IoClassState] = {}
         self._next_id = 0
         self._in_disk = 0
+        self._in_disk_cost = 0.0  # unscaled cost dispatched and not completed
+        self._bound_in_disk = config.bound_in_disk
         self._now = now
         self._alignment = config.split_alignment
         if props is not None:
@@ -361,8 +369,18 @@ class IoQueue:
         before = fq.dispatched_cost
         if b is not None:
             b.replenish(now)
+            # The disk never holds more than the latency goal's worth of work: besides the
+            # rate (tokens), what is in the disk bounds what may go next. This is what makes
+            # shares bite when the disk (or the engine driving it) is faster than calibrated.
+            avail = b.tokens
+            scale = self._flow.scale(now)
+            # (room is in unscaled cost; the fair queue charges scaled cost against the budget)
+            budget = min(avail, (b.limit - self._in_disk_cost) * scale) if self._bound_in_disk else avail
+            if budget <= 0.0:
+                return []
             # _EPS: a bucket refilled to exactly n costs must not miss the n-th to rounding
-            b.tokens = fq.dispatch(out, b.tokens + _EPS, self._flow.scale(now), b.limit, now, n) - _EPS
+            left = fq.dispatch(out, budget + _EPS, scale, b.limit, now, n) - _EPS
+            b.tokens = avail - (budget - left)
         else:
             fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
         spent = fq.dispatched_cost - before
@@ -370,6 +388,9 @@ class IoQueue:
             self._flow.on_dispatch(spent, now)
         k = len(out)
         self._in_disk += k
+        if b is not None:
+            for d in out:
+                self._in_disk_cost += d.cost
         return out
 
     def complete(self, dispatch: QueuedRequest, result: int, now: float) -> QueuedRequest | None:
@@ -386,6 +407,8 @@ class IoQueue:
         if not n and cls.nr_queued:
             cls._activated_at = now
         self._in_disk -= 1
+        if self._bucket is not None:
+            self._in_disk_cost -= dispatch.cost
         # FlowMonitor.on_complete, inlined
         flow = self._flow
         c = dispatch.cost
@@ -432,7 +455,8 @@ class IoQueue:
 
     def next_dispatch_time(self, now: float) -> float | None:
         """When ``dispatch`` can hand out something next: ``now`` if it can right away, a
-        later time if tokens or a class limit hold it back, None if nothing is queued."""
+        later time if tokens or a class limit hold it back, ``math.inf`` if only a completion
+        can make room (the disk holds the goal's worth), None if nothing is queued."""
         fq = self._fq
         t = fq.next_unthrottle
         if t != math.inf:  # only a throttled class with work waiting needs a wake-up
@@ -442,6 +466,8 @@ class IoQueue:
             b = self._bucket
             if b is None:
                 return now
+            if self._bound_in_disk and head.cost > b.limit - self._in_disk_cost + _EPS:
+                return _INF  # the disk is full: only a completion makes room
             c = head.cost * self._flow.scale(now)
             t2 = b.next_available(c if c < b.limit else b.limit, now)
             if t2 < t:

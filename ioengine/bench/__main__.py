@@ -106,7 +106,18 @@ def main(argv: list[str] | None = None) -> int:
                        5 if name == "stream-read" else 4)
         add_reactor_arguments(s)
         s.add_argument("--latency", action="store_true", help="also measure per-I/O latency (adds overhead)")
+    s = sub.add_parser("sched", help="the disk scheduler on the real disk: shares, isolation, overhead")
+    s.add_argument("--file", default=DEFAULT_FILE, help="test file (created if missing)")
+    s.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="test file size (e.g. 256M)")
+    s.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
+    s.add_argument("--rounds", type=int, default=3, help="rounds for (a) and (c) (medians are quoted)")
+    s.add_argument("--io-properties-file", default=None, help="calibration to use instead of a built-in one")
     args = p.parse_args(argv)
+    if args.command == "sched":
+        from .sched import main_sched
+
+        main_sched(os.path.abspath(args.file), args.size, args.seconds, args.io_properties_file, args.rounds)
+        return 0
     rw = "randread" if args.command == "demo" else args.command.removeprefix("stream-")
     api = "stream" if args.command.startswith("stream-") else "file"
     try:

@@ -389,3 +389,28 @@ def test_lifting_one_limit_keeps_the_other():
     assert c._throttled_until == pytest.approx(0.0028)
     q.update_iops("c", None, now=0.002)
     assert not c.throttled and len(q.dispatch(0.002)) == 8
+
+
+def test_bound_in_disk_holds_the_goal_and_queues_the_rest_fairly():
+    q = IoQueue(DISK, IoQueueConfig(bound_in_disk=True))
+    cm = CostModel(DISK)
+    a, b = q.create_class("a", 400), q.create_class("b", 100)
+    for _ in range(1000):
+        q.queue(a, READ, 4096, None, 0.0)
+        q.queue(b, READ, 4096, None, 0.0)
+    first = q.dispatch(0.0)
+    assert len(first) == int(q.capacity / cm.cost(READ, 4096) + 1e-9)
+    # Tokens refill, but the disk still holds the goal's worth: only a completion makes room.
+    assert q.dispatch(1.0) == []
+    assert q.next_dispatch_time(1.0) == float("inf")
+    # From now on each completion lets one more in, in fair order: 4:1.
+    t, got = 1.0, {"a": 0, "b": 0}
+    inflight = list(first)
+    for _ in range(1000):  # both classes stay backlogged throughout
+        q.complete(inflight.pop(0), 4096, t)
+        nxt = q.dispatch(t)
+        for d in nxt:
+            got[d.io_class.name] += 1
+        inflight += nxt
+        t += 1e-3
+    assert got["a"] / got["b"] == pytest.approx(4.0, rel=0.02)

@@ -1,0 +1,206 @@
+"""The disk scheduler on the real disk: shares, isolation, overhead (issue: iosched benchmark).
+
+    python -m ioengine.bench sched [--seconds 3] [--file .scratch/bench.dat]
+
+Calibrates the disk with a short built-in measurement (or takes --io-properties-file), then:
+ (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio;
+ (b) a protected class of 4k random reads at 50 % of the calibrated read IOPS (shares 1000)
+     against backlogged 128 KiB sequential writes (shares 100) → read p95/p99 against the
+     reads alone, achieved/requested IOPS, and the disk's utilisation by the cost model;
+ (c) one class alone through the scheduler against the same load unscheduled → IOPS ratio.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import ioengine
+from iosched import DiskProperties, dump_io_properties, load_io_properties
+from ioengine import IoClass, OpenFlags
+
+from .workloads import ensure_bench_file
+
+BLOCK = 4096
+WRITE_BS = 128 << 10
+
+
+@dataclass(slots=True)
+class Calibration:
+    read_iops: float
+    read_bandwidth: float
+    write_iops: float
+    write_bandwidth: float
+
+    def properties(self, mountpoint: str) -> DiskProperties:
+        return DiskProperties((mountpoint,), self.read_iops, self.read_bandwidth, self.write_iops, self.write_bandwidth)
+
+
+async def _saturate(f: ioengine.File, seconds: float, depth: int, bs: int, write: bool, sequential: bool,
+                    io_class: IoClass | None = None) -> int:
+    """Closed loop: ``depth`` workers back to back; returns the requests completed."""
+    stop = False
+    count = 0
+    nblocks = (await f.size()) // bs
+    cursor = [0]
+
+    async def worker(seed: int) -> None:
+        nonlocal count
+        rnd = random.Random(seed)
+        buf = f.allocate_buffer(bs)
+        op = f.dma_write if write else f.dma_read
+        n = 0
+        while not stop:
+            if sequential:
+                pos = cursor[0] * bs
+                cursor[0] = (cursor[0] + 1) % nblocks
+            else:
+                pos = rnd.randrange(nblocks) * bs
+            await op(pos, buf, io_class)
+            n += 1
+        count += n
+        buf.release()
+
+    tasks = [asyncio.create_task(worker(i)) for i in range(depth)]
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.gather(*tasks)
+    return count
+
+
+async def _calibrate(path: str, seconds: float) -> Calibration:
+    async with await ioengine.open_file_dma(path, OpenFlags.RW) as f:
+        t = time.perf_counter()
+        n = await _saturate(f, seconds, 64, BLOCK, False, False)
+        read_iops = n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        n = await _saturate(f, seconds, 4, WRITE_BS, True, True)
+        write_bw = n * WRITE_BS / (time.perf_counter() - t)
+        t = time.perf_counter()
+        n = await _saturate(f, seconds, 4, WRITE_BS, False, True)
+        read_bw = n * WRITE_BS / (time.perf_counter() - t)
+        t = time.perf_counter()
+        n = await _saturate(f, seconds, 64, BLOCK, True, False)
+        write_iops = n / (time.perf_counter() - t)
+    return Calibration(read_iops, read_bw, write_iops, write_bw)
+
+
+async def _open_loop_reads(f: ioengine.File, rate: float, seconds: float, io_class: IoClass | None) -> list[int]:
+    """Reads issued at ``rate`` per second whatever the latency (1 ms ticks); latencies in ns."""
+    nblocks = (await f.size()) // BLOCK
+    rnd = random.Random(7)
+    lat: list[int] = []
+    pending: set[asyncio.Task] = set()
+    clock = time.perf_counter_ns
+
+    async def one(pos: int) -> None:
+        buf = f.allocate_buffer(BLOCK)
+        t = clock()
+        await f.dma_read(pos, buf, io_class)
+        lat.append(clock() - t)
+        buf.release()
+
+    start = time.perf_counter()
+    issued = 0
+    loop = asyncio.get_running_loop()
+    while True:
+        now = time.perf_counter()
+        if now - start >= seconds:
+            break
+        due = int((now - start) * rate) - issued
+        for _ in range(due):
+            t = loop.create_task(one(rnd.randrange(nblocks) * BLOCK))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+        issued += max(due, 0)
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*pending)
+    return lat
+
+
+def _pct(xs: list[int], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * p / 100))] / 1000 if s else float("nan")
+
+
+async def _shares_test(path: str, seconds: float) -> float:
+    hi, lo = IoClass("bench-hi", 400), IoClass("bench-lo", 100)
+    async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+        # Each class offers more requests than the disk holds (the latency goal's worth), so
+        # the scheduler, not the number of tasks, decides who goes next.
+        a, b = await asyncio.gather(_saturate(f, seconds, 64, BLOCK, False, False, hi),
+                                    _saturate(f, seconds, 64, BLOCK, False, False, lo))
+    return a / max(b, 1)
+
+
+async def _isolation_test(path: str, seconds: float, rate: float) -> dict:
+    reader, writer = IoClass("bench-reader", 1000), IoClass("bench-writer", 100)
+    async with await ioengine.open_file_dma(path, OpenFlags.RW) as f:
+        alone = await _open_loop_reads(f, rate, seconds, reader)
+        before = _consumption()
+        t0 = time.perf_counter()
+        mixed, _ = await asyncio.gather(_open_loop_reads(f, rate, seconds, reader),
+                                        _saturate(f, seconds, 8, WRITE_BS, True, True, writer))
+        elapsed = time.perf_counter() - t0
+        used = _consumption() - before
+    return {
+        "alone_p95": _pct(alone, 95), "alone_p99": _pct(alone, 99),
+        "mixed_p95": _pct(mixed, 95), "mixed_p99": _pct(mixed, 99),
+        "achieved_ratio": len(mixed) / (rate * seconds),
+        "utilisation": used / elapsed,
+    }
+
+
+def _consumption() -> float:
+    total = 0.0
+    for shard in ioengine.metrics():
+        for m in shard["disks"].values():
+            if m["queue"]["throttling"]:
+                total += sum(c["consumption"] for c in m["classes"].values())
+    return total
+
+
+async def _one_class(path: str, seconds: float) -> int:
+    async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+        return await _saturate(f, seconds, 32, BLOCK, False, False)
+
+
+def main_sched(path: str, size: int, seconds: float, properties_file: str | None, rounds: int, out=sys.stdout) -> dict:
+    ensure_bench_file(path, size)
+    mountpoint = os.path.dirname(os.path.abspath(path))
+    if properties_file:
+        disk = load_io_properties(properties_file)[0]
+        disk = DiskProperties((mountpoint,), disk.read_iops, disk.read_bandwidth, disk.write_iops, disk.write_bandwidth,
+                              disk.read_saturation_length, disk.write_saturation_length)
+    else:
+        cal = ioengine.run(_calibrate(path, min(seconds, 2.0)))
+        disk = cal.properties(mountpoint)
+    props = dump_io_properties([disk])
+    print(f"calibration (built-in, ioengine's own ceiling):\n{props}", file=out)
+    results: dict = {}
+    ratios = [ioengine.run(_shares_test(path, seconds), io_properties=props) for _ in range(rounds)]
+    results["shares_ratio"] = statistics.median(ratios)
+    print(f"(a) shares 4:1, saturating 4k random reads: ratio {results['shares_ratio']:.2f} "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; goal 4 ± 2 %)", file=out)
+    iso = ioengine.run(_isolation_test(path, seconds, disk.read_iops * 0.5), io_properties=props)
+    results["isolation"] = iso
+    print(f"(b) protected reads at 50 % of {disk.read_iops:.0f} IOPS vs backlogged 128k writes:\n"
+          f"    p95 {iso['mixed_p95']:.0f} us vs {iso['alone_p95']:.0f} us alone "
+          f"({iso['mixed_p95'] / iso['alone_p95']:.1f}x; goal <= 3x), "
+          f"p99 {iso['mixed_p99']:.0f} us vs {iso['alone_p99']:.0f} us ({iso['mixed_p99'] / iso['alone_p99']:.1f}x)\n"
+          f"    reads achieved/requested {iso['achieved_ratio']:.3f} (goal >= 0.95), "
+          f"utilisation {iso['utilisation']:.2f} (goal >= 0.8)", file=out)
+    sched, raw = [], []
+    for _ in range(rounds):  # alternate: scheduled (throttling queue) / raw (no properties)
+        sched.append(ioengine.run(_one_class(path, seconds), io_properties=props))
+        raw.append(ioengine.run(_one_class(path, seconds)))
+    results["one_class_ratio"] = statistics.median(sched) / statistics.median(raw)
+    print(f"(c) one class through the scheduler vs unscheduled: {results['one_class_ratio']:.3f} "
+          f"(medians {statistics.median(sched) / seconds:.0f} vs {statistics.median(raw) / seconds:.0f} IOPS; "
+          f"goal >= 0.95)", file=out)
+    print("(d) scheduler CPU per request on a null device: python -m iosched.bench --null", file=out)
+    return results
