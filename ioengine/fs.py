@@ -36,7 +36,7 @@ async def remove_file(path: PathLike) -> None:
         await _ops.unlinkat(r, path)
     except IsADirectoryError:
         await _ops.unlinkat(r, path, directory=True)
-    except PermissionError as e:
+    except PermissionError:
         # unlink of a directory gives EISDIR on Linux, but EPERM on some filesystems.
         if not os.path.isdir(path):
             raise

@@ -19,7 +19,6 @@ from array import array
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from ._native import ffi, lib
 from .backends import open_backend
 from .backends.base import OP_READ, OP_READV, OP_WRITEV, REC_WORDS
 from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE

@@ -7,7 +7,6 @@ gets a fresh asyncio loop and a fresh reactor on the requested backend.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
