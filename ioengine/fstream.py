@@ -115,16 +115,33 @@ class FileInputStream:
         self._fill()
         if not self._inflight:
             return None
-        pos, buf, fut = self._inflight[0]
+        entry = self._inflight[0]
+        pos, buf, fut = entry
         if not fut.done():
             self._waits += 1
             if self._opts.dynamic_adjustments and self._read_ahead < MAX_DYNAMIC_READ_AHEAD:
                 self._read_ahead += 1  # the consumer outruns the disk: look further ahead
                 self._fill()
+            # Shielded: cancelling the caller must not cancel the read, and the entry stays
+            # queued (for the next read()) until it has completed.
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if not fut.cancelled():
+                    raise  # our caller was cancelled: the read stays at the front
+            except BaseException:
+                pass  # the read failed: reported below, once the entry is popped
+        if not (self._inflight and self._inflight[0] is entry):
+            # Someone else took the entry while we waited: close() or a skip().
+            if self._closed:
+                raise ClosedFileError(f"read from a closed input stream of {self._file.path!r}")
+            return memoryview(b"")
+        self._inflight.popleft()
         try:
-            got = await fut
-        finally:
-            self._inflight.popleft()
+            got = fut.result()
+        except BaseException:
+            buf.release()
+            raise
         if got < len(buf):
             self._eof = True  # end of file: whatever was issued after this returns nothing
         start = self._skip_front
@@ -181,6 +198,8 @@ class FileInputStream:
         """Drop the next ``n`` bytes; reads already issued past them are reused, others dropped."""
         if n < 0:
             raise ValueError(f"skip: n must be >= 0, got {n}")
+        if self._closed:
+            raise ClosedFileError(f"skip on a closed input stream of {self._file.path!r}")
         if self._leftover is not None:
             take = min(n, len(self._leftover))
             self._leftover = self._leftover[take:] if take < len(self._leftover) else None

@@ -227,8 +227,6 @@ def test_close_before_any_read(run, scratch):
     run(body())
 
 
-@pytest.mark.xfail(reason="BUG: skip() on a closed input stream does not raise ClosedFileError "
-                          "(fstream.py FileInputStream.skip never checks self._closed)", strict=True)
 def test_skip_after_close_raises(run_default, scratch):
     path = scratch / "f"
     write_os(path, payload(9, 100_000))
@@ -247,10 +245,6 @@ def test_skip_after_close_raises(run_default, scratch):
     run_default(body())
 
 
-@pytest.mark.xfail(reason="BUG: a read() waiting on its buffer when another task calls close() fails with "
-                          "IndexError('pop from an empty deque'): close() empties _inflight and cancels the "
-                          "awaited future, then _next_chunk's `finally: self._inflight.popleft()` runs on the "
-                          "empty deque", strict=True)
 def test_close_while_another_task_reads(run, scratch):
     path = scratch / "f"
     write_os(path, payload(10, 1 << 20))
@@ -272,10 +266,6 @@ def test_close_while_another_task_reads(run, scratch):
     run(body())
 
 
-@pytest.mark.xfail(reason="BUG: cancelling a task blocked in read() drops a whole buffer of data: Task.cancel() "
-                          "cancels the reactor future _next_chunk awaits (not shielded) and its `finally` pops "
-                          "that read from _inflight, so the next read() starts one buffer further on",
-                   strict=True)
 def test_cancelled_read_loses_no_data(run, scratch):
     """A read cancelled before it delivered anything (asyncio.wait_for timeout, task group shutdown)
     must not move the stream: the next reads still return every byte in order."""
