@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -14,6 +16,8 @@ from ._ops import FALLOC_FL_KEEP_SIZE, fallocate
 from .buffers import DmaBuffer
 from .errors import ClosedFileError
 from .file import File
+
+log = logging.getLogger("ioengine.fstream")
 
 #: Read-ahead never grows past this many buffers when adapting (memory stays bounded).
 MAX_DYNAMIC_READ_AHEAD = 16
@@ -321,19 +325,41 @@ class FileOutputStream:
         self._mv: memoryview | None = None
         self._fill = 0  # bytes in _buf
         self._pos = offset  # file position of _buf[0]
-        self._inflight: collections.deque[asyncio.Future] = collections.deque()
+        #: (position, length, future) of each background write, oldest first.
+        self._inflight: collections.deque[tuple[int, int, asyncio.Future]] = collections.deque()
         self._error: BaseException | None = None
         self._closed = False
+        self._prealloc = options.preallocation_size  # 0: off (or turned off by a failure)
         self._prealloc_end = offset
         self._tail_written = False  # _buf's partial content is on disk (flush), to be rewritten
 
     def _raise_if_failed(self, op: str) -> None:
         if self._closed:
             raise ClosedFileError(f"{op} on a closed output stream of {self._file.path!r}")
+        inflight = self._inflight
+        while inflight and inflight[0][2].done():  # background writes already finished
+            self._settle(inflight.popleft())
         if self._error is not None:
             raise OSError(getattr(self._error, "errno", None),
                           f"{op} refused: an earlier background write to {self._file.path!r} failed: {self._error}",
                           self._file.path) from self._error
+
+    def _short_write(self, pos: int, got: int, want: int) -> OSError:
+        return OSError(errno.ENOSPC, f"short write to {self._file.path!r} at position {pos}: "
+                                     f"{got} of {want} bytes written", self._file.path)
+
+    def _settle(self, entry: tuple[int, int, asyncio.Future]) -> None:
+        """Record the outcome of a finished (popped) background write."""
+        pos, n, fut = entry
+        if fut.cancelled():
+            err: BaseException | None = OSError(errno.ECANCELED, f"write to {self._file.path!r} at position "
+                                                                 f"{pos} was cancelled", self._file.path)
+        else:
+            err = fut.exception()
+            if err is None and fut.result() != n:
+                err = self._short_write(pos, fut.result(), n)
+        if err is not None and self._error is None:
+            self._error = err
 
     def _new_buffer(self) -> None:
         self._buf = self._file.allocate_buffer(self._buffer_size)
@@ -357,44 +383,60 @@ class FileOutputStream:
                 await self._issue_full()
 
     async def _issue_full(self) -> None:
-        buf, pos = self._buf, self._pos
+        # Everything that can wait (or be cancelled) happens while the buffer is still ours:
+        # a cancelled write() leaves it full and in place, and the next call issues it.
+        if len(self._inflight) >= self._opts.write_behind:
+            while len(self._inflight) >= self._opts.write_behind:
+                await self._reap_one()
+            self._raise_if_failed("write")
+        pos = self._pos
+        if self._prealloc and pos + self._buffer_size > self._prealloc_end:
+            await self._preallocate(pos, pos + self._buffer_size)
+            self._raise_if_failed("write")
+        buf = self._buf
         self._buf = self._mv = None
         self._fill = 0
         self._pos = pos + len(buf)
         self._tail_written = False
-        await self._issue(pos, buf)
-
-    async def _issue(self, pos: int, buf: DmaBuffer) -> None:
-        while len(self._inflight) >= self._opts.write_behind:
-            await self._reap_one()
-        self._raise_if_failed("write")
-        if self._opts.preallocation_size and pos + len(buf) > self._prealloc_end:
-            await self._preallocate(pos + len(buf))
         fut = asyncio.ensure_future(self._file.dma_write(pos, buf, self._opts.io_class))
         fut.add_done_callback(lambda f, b=buf: b.release())
-        self._inflight.append(fut)
+        self._inflight.append((pos, len(buf), fut))
 
-    async def _preallocate(self, need: int) -> None:
-        step = self._opts.preallocation_size
-        start = max(self._prealloc_end, self._pos - self._pos % step)
+    async def _preallocate(self, pos: int, need: int) -> None:
+        """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying."""
+        step = self._prealloc
+        start = max(self._prealloc_end, pos - pos % step)
         end = _round_up(need, step)
+        if end <= start:
+            return
         try:
             await fallocate(self._file._reactor, self._file.fileno(), FALLOC_FL_KEEP_SIZE, start, end - start,
                             "preallocate", self._file.path)
         except OSError as e:
-            if e.errno not in (95,):  # EOPNOTSUPP: the filesystem cannot; just write without it
-                raise
+            log.debug("preallocation for %r stopped: fallocate(%d, %d) failed: %s", self._file.path, start,
+                      end - start, e)
+            self._prealloc = 0
+            return
         self._prealloc_end = end
 
     async def _reap_one(self) -> None:
-        fut = self._inflight.popleft()
-        try:
-            await fut
-        except asyncio.CancelledError:
-            raise
-        except BaseException as e:
-            if self._error is None:
-                self._error = e
+        """Wait for the oldest background write; cancelling the caller never cancels that write."""
+        entry = self._inflight[0]
+        fut = entry[2]
+        if not fut.done():
+            try:
+                await asyncio.shield(fut)
+            except asyncio.CancelledError:
+                if not fut.done():
+                    raise  # our caller was cancelled; the write goes on and stays queued
+                if not fut.cancelled():
+                    if self._inflight and self._inflight[0] is entry:
+                        self._settle(self._inflight.popleft())
+                    raise
+            except BaseException:
+                pass  # recorded by _settle
+        if self._inflight and self._inflight[0] is entry:
+            self._settle(self._inflight.popleft())
 
     async def _drain(self) -> None:
         while self._inflight:
@@ -406,26 +448,42 @@ class FileOutputStream:
         The partial tail block is written padded; the file is then cut back to its true
         length. Later writes go on filling the same buffer and rewrite that block.
         """
+        await self._flush(final=False)
+
+    async def _flush(self, final: bool) -> None:
         self._raise_if_failed("flush")
-        await self._write_tail()
+        await self._write_tail(final)
         await self._drain()
         self._raise_if_failed("flush")
         await self._file.flush()
 
-    async def _write_tail(self) -> None:
+    async def _write_tail(self, final: bool = False) -> None:
         if self._buf is None or self._fill == 0:
             return
         padded = _round_up(self._fill, self._align)
         self._mv[self._fill:padded] = bytes(padded - self._fill)  # never write stale pool bytes
         await self._drain()  # the tail buffer is reused after this write: nothing may race it
         self._raise_if_failed("flush")
+        pos = self._pos
+        if self._prealloc and pos + padded > self._prealloc_end:
+            await self._preallocate(pos, pos + padded)
+            self._raise_if_failed("flush")
         try:
-            await self._file.dma_write(self._pos, self._buf.trim(0, padded), self._opts.io_class)
+            got = await self._file.dma_write(pos, self._buf.trim(0, padded), self._opts.io_class)
         except OSError as e:
             self._error = e
             raise
+        if got != padded:
+            self._error = self._short_write(pos, got, padded)
+            raise self._error
         self._tail_written = True
-        await self._file.truncate(self._pos + self._fill)
+        await self._file.truncate(pos + self._fill)
+        # ftruncate frees the blocks reserved past the new end (ext4): reserve them again, so
+        # later writes still land in large extents (not at close: the file ends here).
+        if self._prealloc_end > pos:
+            self._prealloc_end = pos
+        if self._prealloc and not final:
+            await self._preallocate(pos, pos + padded)
 
     async def close(self) -> None:
         """Flush (tail padded, file cut to its length, fdatasync) and close the file."""
@@ -433,7 +491,7 @@ class FileOutputStream:
             return
         try:
             if self._error is None:
-                await self.flush()
+                await self._flush(final=True)
             else:
                 await self._drain()
                 self._raise_if_failed("close")

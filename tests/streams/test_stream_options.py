@@ -112,10 +112,6 @@ def test_preallocation_after_aligned_flush(run_default, ext4_or_xfs, nbytes):
     assert read_os(path) == payload(nbytes, nbytes)
 
 
-@pytest.mark.xfail(reason="BUG: nothing is preallocated for a flush of a partial buffer: _write_tail never "
-                          "calls _preallocate (only _issue does, for full buffers), so 100 KiB written with the "
-                          "default 128 KiB buffer and flushed leaves 100 KiB allocated (and flush's ftruncate "
-                          "would free blocks preallocated before it: see the next test)", strict=True)
 def test_preallocation_brief_case(run_default, ext4_or_xfs):
     """preallocation_size=1 MiB (default buffers): write 100 KiB, flush; before close the blocks
     reserved reach 1 MiB while st_size is 100 KiB."""
@@ -131,9 +127,6 @@ def test_preallocation_brief_case(run_default, ext4_or_xfs):
     run_default(body())
 
 
-@pytest.mark.xfail(reason="BUG: flush() of an unaligned tail truncates the file (File.truncate -> ftruncate), "
-                          "which on ext4 also frees the KEEP_SIZE blocks preallocated past EOF; _prealloc_end is "
-                          "not reset, so the stream never preallocates that range again", strict=True)
 def test_preallocation_survives_unaligned_flush(run_default, ext4_or_xfs):
     path = ext4_or_xfs / "f"
 
