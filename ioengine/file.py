@@ -245,18 +245,35 @@ class File:
         end = pos + (n if total < 0 else total)
         if self._options.sloppy_size and end > self._sloppy_end:
             await self._grow_sloppy(end)
+        return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+
+    def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
+                      io_class: IoClass | None) -> asyncio.Future[int]:
+        end = pos + (n if total < 0 else total)
         self._writes += 1
         if end > self._pending_end:
             self._pending_end = end
         try:
-            fut = self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
-                                          on_done=self._write_done, nbytes=None if total < 0 else total,
-                                          queue=self._queue, states=self._qstates, io_class=io_class,
-                                          align=self.disk_write_dma_alignment)
+            return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
+                                        on_done=self._write_done, nbytes=None if total < 0 else total,
+                                        queue=self._queue, states=self._qstates, io_class=io_class,
+                                        align=self.disk_write_dma_alignment)
         except BaseException:
             self._write_done((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
             raise
-        return await fut
+
+    def write_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
+        """dma_write without the coroutine when nothing must be awaited first (for streams):
+        checks now and returns the reactor's future; otherwise a task running dma_write."""
+        if self._size_barrier is not None or (self._options.sloppy_size and pos + len(buf) > self._sloppy_end):
+            return asyncio.ensure_future(self.dma_write(pos, buf, io_class))
+        if isinstance(buf, _RawBuffer):
+            pin, addr, n = memoryview(buf), buf.address, len(buf)
+        else:
+            pin, addr, n = _pin_buffer(buf, False)
+        if (pos | n) & self._write_mask or addr & self._mem_mask or pos < 0 or self._closed:
+            self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
+        return self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
 
     def _write_done(self, req: tuple, res: int) -> None:
         # Runs at the kernel's completion (even if the writer was cancelled), so the logical

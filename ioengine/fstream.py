@@ -398,7 +398,7 @@ class FileOutputStream:
         self._fill = 0
         self._pos = pos + len(buf)
         self._tail_written = False
-        fut = asyncio.ensure_future(self._file.dma_write(pos, buf, self._opts.io_class))
+        fut = self._file.write_future(pos, buf, self._opts.io_class)
         fut.add_done_callback(lambda f, b=buf: b.release())
         self._inflight.append((pos, len(buf), fut))
 

@@ -81,14 +81,7 @@ def test_failing_tail_write_surfaces_at_close(run, scratch):
     run(body())
 
 
-def test_failed_write_surfaces_at_the_very_next_write(run, scratch, backend, request):
-    if backend == "threads":
-        request.applymarker(pytest.mark.xfail(
-            reason="BUG: on the threads backend the failed write's Task finishes 5 loop turns after write() "
-                   "returns (one turn to start the Task, the reactor's flush, the worker's completion, one "
-                   "turn to wake the Task), the test allows 3: the stream needs a File.write_future "
-                   "(the reactor's future, submitted at once, like File.read_future) -- a file.py change",
-            strict=True))
+def test_failed_write_surfaces_at_the_very_next_write(run, scratch, backend):
     path = scratch / "f"
     path.write_bytes(b"")
 
@@ -196,9 +189,9 @@ def test_cancelled_write_leaves_no_hole(run, scratch):
         await stream.write(a)  # issued: the write-behind queue is now full
         writer = asyncio.get_running_loop().create_task(stream.write(b))  # waits for room
         await asyncio.sleep(0)
-        writer.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await writer
+        if writer.cancel():  # still waiting for room (the first write may already have landed)
+            with pytest.raises(asyncio.CancelledError):
+                await writer
         try:
             await stream.write(c)
             await stream.close()
