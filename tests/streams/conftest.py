@@ -18,30 +18,6 @@ import pytest
 
 import ioengine
 
-BACKENDS = ("io_uring", "linux-aio", "threads")
-REPO = Path(__file__).resolve().parents[2]
-SCRATCH = REPO / ".scratch"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-@pytest.fixture
-def run(backend: str):
-    """``run(coro)`` on a fresh loop + reactor of this test's backend (checked)."""
-
-    def _run(coro, **options):
-        async def checked():
-            name = ioengine.get_reactor().backend.name
-            assert name == backend, f"asked for backend {backend!r}, the reactor runs {name!r}"
-            return await coro
-
-        return ioengine.run(checked(), backend=backend, **options)
-
-    return _run
-
 
 @pytest.fixture
 def run_default():
@@ -51,16 +27,6 @@ def run_default():
         return ioengine.run(coro, **options)
 
     return _run
-
-
-@pytest.fixture
-def scratch(request: pytest.FixtureRequest) -> Path:
-    """A fresh directory on the local disk (not tmpfs), removed afterwards."""
-    SCRATCH.mkdir(exist_ok=True)
-    name = "streams-" + request.node.name.replace("/", "_")[:60] + "-"
-    d = Path(tempfile.mkdtemp(prefix=name, dir=SCRATCH))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
-"""Fixtures of the foundation suite: every test that takes ``run`` runs once per backend.
+"""Fixtures shared by the suites that do real I/O.
 
-Tests open real files with O_DIRECT in a scratch directory on the local disk
-(``<repo>/.scratch``, git-ignored): tmpfs would not exercise direct I/O the same way.
-Coroutines run through ``ioengine.run(coro, backend=...)`` (no pytest-asyncio), so each test
-gets a fresh asyncio loop and a fresh reactor on the requested backend.
+``run`` runs a coroutine once per backend (io_uring, linux-aio, threads) through
+``ioengine.run`` (no pytest-asyncio): each test gets a fresh asyncio loop and a fresh reactor,
+checked to be the backend asked for. ``scratch`` is a fresh directory on the local disk
+(``<repo>/.scratch``, git-ignored; not tmpfs, which would not exercise direct I/O the same way).
 """
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ import pytest
 import ioengine
 
 BACKENDS = ("io_uring", "linux-aio", "threads")
-REPO = Path(__file__).resolve().parents[2]
-SCRATCH = REPO / ".scratch"
+SCRATCH = Path(__file__).resolve().parents[1] / ".scratch"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -27,8 +26,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def run(backend: str):
-    """``run(coro, **reactor_options)``: run a coroutine on a fresh loop + reactor of this backend,
-    and check that the reactor it ran on is the one asked for."""
+    """``run(coro, **reactor_options)`` on a fresh loop + reactor of this test's backend (checked)."""
 
     def _run(coro, **options):
         async def checked():
@@ -43,9 +41,10 @@ def run(backend: str):
 
 @pytest.fixture
 def scratch(request: pytest.FixtureRequest) -> Path:
-    """A fresh directory on the local disk (not tmpfs), removed afterwards."""
+    """A fresh directory on the local disk, removed afterwards."""
     SCRATCH.mkdir(exist_ok=True)
-    name = "foundation-" + request.node.name.replace("/", "_")[:60] + "-"
+    suite = request.node.path.parent.name
+    name = f"{suite}-" + request.node.name.replace("/", "_")[:60] + "-"
     d = Path(tempfile.mkdtemp(prefix=name, dir=SCRATCH))
     yield d
     shutil.rmtree(d, ignore_errors=True)
