@@ -224,13 +224,18 @@ class File:
 
     async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Write ``buf`` at ``pos``; returns the bytes written."""
+        pin, addr, n = self._pin_write(pos, buf)
+        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
+
+    def _pin_write(self, pos: int, buf: Any) -> tuple[Any, int, int]:
+        """(pin, address, length) of a write's buffer, every alignment checked."""
         if isinstance(buf, _RawBuffer):
             pin, addr, n = memoryview(buf), buf.address, len(buf)
         else:
             pin, addr, n = _pin_buffer(buf, False)
         if (pos | n) & self._write_mask or addr & self._mem_mask or pos < 0 or self._closed:
             self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
-        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
+        return pin, addr, n
 
     async def dma_writev(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
         """Gather-write several buffers at ``pos``; returns the total bytes written."""
@@ -267,12 +272,7 @@ class File:
         checks now and returns the reactor's future; otherwise a task running dma_write."""
         if self._size_barrier is not None or (self._options.sloppy_size and pos + len(buf) > self._sloppy_end):
             return asyncio.ensure_future(self.dma_write(pos, buf, io_class))
-        if isinstance(buf, _RawBuffer):
-            pin, addr, n = memoryview(buf), buf.address, len(buf)
-        else:
-            pin, addr, n = _pin_buffer(buf, False)
-        if (pos | n) & self._write_mask or addr & self._mem_mask or pos < 0 or self._closed:
-            self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
+        pin, addr, n = self._pin_write(pos, buf)
         return self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
 
     def _write_done(self, req: tuple, res: int) -> None:
