@@ -138,9 +138,10 @@ class Reactor:
 
     def _queue_request(self, queue: Any, st: Any, direction: int, n: int, rec: tuple, vectored: bool,
                        align: int) -> None:
-        if vectored:
+        limit = queue.max_request_length[direction]
+        if vectored and n > limit:
             # An iovec request cannot be cut into parts here: cost it as one unit.
-            n = min(n, int(queue.max_request_length[direction]))
+            n = int(limit)
         req = queue.queue(st, direction, n, rec, self.loop.time(), align)
         self._sched_waiting += len(req.parts) if req.parts else 1
         self._busy_queues[queue] = None
