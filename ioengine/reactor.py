@@ -391,7 +391,12 @@ def run(main: Any, **options: Any) -> Any:
     opts = ReactorOptions.from_kwargs(**options)
 
     async def runner() -> Any:
-        reactor = Reactor(opts)
+        try:
+            reactor = Reactor(opts)
+        except BaseException:
+            if asyncio.iscoroutine(main):
+                main.close()  # never started: no "was never awaited" warning on top of the error
+            raise
         _local.reactor = reactor
         try:
             return await main

@@ -109,3 +109,29 @@ def test_io_class_validation_and_runtime_changes(scratch):
             assert classes["test-renamed"]["iops_limit"] == 1000
 
     ioengine.run(body(), io_properties=_props(scratch))
+
+
+def test_io_properties_file_round_trip_maps_the_file_to_its_disk(scratch, caplog):
+    import pytest
+    from iosched import DiskProperties, IoPropertiesError, load_io_properties, save_io_properties
+
+    disk = DiskProperties((os.path.abspath(scratch), "/nonexistent-mountpoint"), 50000, 500e6, 40000, 400e6)
+    props = scratch / "io_properties.yaml"
+    save_io_properties([disk], props)
+    assert load_io_properties(props)[0].read_iops == 50000  # what we write loads unchanged
+    path = scratch / "f"
+    path.write_bytes(os.urandom(1 << 16))
+
+    async def body():
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            await f.dma_read(0, f.allocate_buffer(4096))
+            return f._queue.properties
+
+    got = ioengine.run(body(), io_properties_file=str(props))
+    assert got is not None and got.read_iops == 50000
+    assert "nonexistent-mountpoint" in caplog.text  # a mountpoint that cannot be used is said, not fatal
+
+    bad = scratch / "bad.yaml"
+    bad.write_text("disks:\n  - mountpoint: /\n    read_iops: lots\n")
+    with pytest.raises(IoPropertiesError, match="read_iops"):
+        ioengine.run(body(), io_properties_file=str(bad))
