@@ -23,6 +23,7 @@ from .backends import open_backend
 from .backends.base import OP_READ, OP_READV, OP_WRITEV, REC_WORDS
 from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE
 
+from . import poller
 from .buffers import BufferPool
 from .disk_queues import DiskQueues
 from .io_class import IoClass, _current as _current_io_class
@@ -82,6 +83,7 @@ class Reactor:
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
+        self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, lambda: self._in_kernel > 0)
         _all_reactors.add(self)
 
     # -- submission ------------------------------------------------------------------------
@@ -344,6 +346,8 @@ class Reactor:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._unpoll is not None:
+            self._unpoll()
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.backend.eventfd)

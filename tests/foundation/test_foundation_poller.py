@@ -1,0 +1,56 @@
+"""Idle polling (idle_poll_time_us): the loop's selector is wrapped while the reactor lives."""
+from __future__ import annotations
+
+import asyncio
+import selectors
+
+import pytest
+
+import ioengine
+from ioengine import OpenFlags
+from ioengine.poller import PollingSelector
+
+
+def test_polling_reads_and_writes_are_exact(run, scratch):
+    path = scratch / "f"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop._selector, PollingSelector)
+        async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE) as f:
+            bufs = []
+            for i in range(16):
+                b = f.allocate_buffer(4096)
+                b[:] = bytes([i]) * 4096
+                bufs.append(b)
+            await asyncio.gather(*(f.dma_write(i * 4096, b) for i, b in enumerate(bufs)))
+            for i in range(16):  # one at a time: every read waits with I/O in flight, polling
+                got = await f.dma_read_exactly(i * 4096, 4096)
+                assert bytes(got) == bytes([i]) * 4096
+        return loop
+
+    loop = run(main(), idle_poll_time_us=300)
+    assert not isinstance(loop._selector, PollingSelector)  # restored when the reactor closed
+
+
+def test_polling_still_sleeps_for_timers_when_idle(run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        await asyncio.sleep(0.05)  # nothing in flight: the wrapper must block, not spin
+        return loop.time() - t
+
+    assert run(main(), idle_poll_time_us=1000) >= 0.05
+
+
+def test_polling_off_by_default_leaves_the_selector_alone(run):
+    async def main():
+        return type(asyncio.get_running_loop()._selector)
+
+    cls = run(main())
+    assert issubclass(cls, selectors.BaseSelector) and cls is not PollingSelector
+
+
+def test_negative_poll_time_is_refused():
+    with pytest.raises(ValueError, match="idle_poll_time_us must be >= 0"):
+        ioengine.ReactorOptions(idle_poll_time_us=-1)
