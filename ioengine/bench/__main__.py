@@ -1,7 +1,13 @@
 """ioengine-bench: measure ioengine side by side with fio on the same file.
 
-    python -m ioengine.bench demo        # 4k random reads at QD32: ioengine vs fio, alternating
-    python -m ioengine.bench randread --iodepth 1 --rounds 5
+    ioengine-bench compare                     # the whole matrix: ioengine vs fio, alternating, medians
+    ioengine-bench compare --quick             # 4 rows, 1.5 s x 3 rounds, 256 MiB (what `make demo` runs)
+    ioengine-bench compare --rows randread-qd1,read-stream --json r.json --markdown r.md --chart r.png
+    ioengine-bench run job.fio [--output-format json]   # a fio job file, run through ioengine
+    ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
+    ioengine-bench sched                       # the disk scheduler on the real disk
+
+(`python -m ioengine.bench ...` is the same.)
 """
 from __future__ import annotations
 
@@ -9,66 +15,47 @@ import argparse
 import os
 import statistics
 import sys
-from dataclasses import dataclass
 
 from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args
-from .fio_json import FioError, run_fio
-from .workloads import Pattern, RunResult, ensure_bench_file, run_pattern
+from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, Sample, run_fio_side, run_ioengine_side,
+                      run_matrix, select_rows)
+from .fio_json import FioError
+from .jobfile import parse_size
+from .workloads import Pattern, ensure_bench_file
 
 DEFAULT_FILE = ".scratch/bench.dat"
 DEFAULT_SIZE = 256 << 20
 
-
-@dataclass(slots=True)
-class Side:
-    iops: float
-    mb_per_s: float
-    cpu_us_per_io: float
-    p50_us: float = float("nan")
-    p99_us: float = float("nan")
-
-
-def _fio_engine(backend: str) -> str:
-    return "libaio" if backend == "linux-aio" else "psync" if backend == "threads" else "io_uring"
-
-
-def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions) -> Side:
-    direction = "read" if pattern.rw in ("read", "randread") else "write" if pattern.rw in ("write", "randwrite") else "all"
-    res = run_fio([
-        "--name=ioengine-bench", f"--filename={path}", f"--size={size}", "--direct=1",
-        f"--ioengine={_fio_engine(options.backend)}", "--time_based", f"--runtime={int(seconds * 1000)}ms",
-        "--randrepeat=0", "--norandommap", *pattern.fio_args(),
-    ], timeout=seconds * 10 + 30)
-    d = res.total(direction)
-    return Side(d.iops, d.mb_per_s, res.cpu_us_per_io() or float("nan"),
-                d.clat_ns.percentile(50) / 1000, d.clat_ns.percentile(99) / 1000)
-
-
-def run_ioengine_side(path: str, pattern: Pattern, seconds: float, options: ReactorOptions, latency: bool) -> Side:
-    r: RunResult = run_pattern(path, pattern, seconds, options, latency=latency)
-    return Side(r.iops, r.mb_per_s, r.cpu_us_per_io, r.percentile_us(50), r.percentile_us(99))
+# Kept for callers of the one-pattern comparison.
+Side = Sample
 
 
 def compare(path: str, size: int, pattern: Pattern, seconds: float, rounds: int, options: ReactorOptions,
             latency: bool, out=sys.stdout) -> dict:
-    """Alternate ioengine and fio (A B A B …) and print medians and the ratio."""
+    """One pattern: alternate ioengine and fio (A B A B …), print medians and the ratio.
+
+    Returns ``{metric: {"ioengine": median, "fio": median, "ratio": ioengine / fio}}``.
+    """
     ensure_bench_file(path, size)
-    ours: list[Side] = []
-    theirs: list[Side] = []
+    ours: list[Sample] = []
+    theirs: list[Sample] = []
     print(f"{pattern.rw} ({pattern.api} API) bs={pattern.bs} iodepth={pattern.iodepth} on {path} ({size >> 20} MiB), "
           f"{rounds} rounds of {seconds:g} s each, {options}", file=out)
     for i in range(rounds):
-        ours.append(run_ioengine_side(path, pattern, seconds, options, latency))
+        ensure_bench_file(path, size)
+        ours.append(run_ioengine_side(path, size, pattern, seconds, options, latency))
+        ensure_bench_file(path, size)
         theirs.append(run_fio_side(path, size, pattern, seconds, options))
         print(f"  round {i + 1}: ioengine {ours[-1].iops:9.0f} IOPS {ours[-1].cpu_us_per_io:5.2f} cpu-us/io | "
               f"fio {theirs[-1].iops:9.0f} IOPS {theirs[-1].cpu_us_per_io:5.2f} cpu-us/io", file=out)
+    ensure_bench_file(path, size)
 
-    def med(xs: list[Side], attr: str) -> float:
+    def med(xs: list[Sample], attr: str) -> float:
         return statistics.median(getattr(x, attr) for x in xs)
 
     rows = [("IOPS", "iops", "{:.0f}"), ("MB/s", "mb_per_s", "{:.1f}"), ("CPU-us/IO", "cpu_us_per_io", "{:.2f}")]
     if latency:
-        rows += [("p50 us", "p50_us", "{:.1f}"), ("p99 us", "p99_us", "{:.1f}")]
+        rows += [("p50 us", "p50_us", "{:.1f}"), ("p99 us", "p99_us", "{:.1f}"), ("p99.9 us", "p999_us", "{:.1f}")]
     print(f"\n  {'median of ' + str(rounds):<12} {'ioengine':>12} {'fio':>12} {'ratio':>8}", file=out)
     summary = {}
     for label, attr, fmt in rows:
@@ -80,29 +67,108 @@ def compare(path: str, size: int, pattern: Pattern, seconds: float, rounds: int,
 
 
 def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("ib")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+    """A size on the command line: 4096, 4k, 128K, 256M, 256MiB, 1g (k/m/g are always binary)."""
+    t = text.strip().lower()
+    t = t[:-2] if t.endswith("ib") else t[:-1] if t.endswith("b") and len(t) > 1 and t[-2] in "kmgt" else t
+    try:
+        return parse_size(t)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return v
+
+
+def _add_compare_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--rows", default=None,
+                   help=f"comma-separated rows (default: all, or the --quick ones): {', '.join(ROWS)}")
+    s.add_argument("--quick", action="store_true",
+                   help=f"short preset: rows {','.join(QUICK_ROWS)}, {QUICK_SECONDS:g} s x 3 rounds, "
+                        f"{QUICK_SIZE >> 20} MiB (explicit --rows/--seconds/--rounds/--size still win)")
+    s.add_argument("--file", default=DEFAULT_FILE, help="test file (created/laid out if missing or short)")
+    s.add_argument("--size", type=_size, default=None, help=f"test file size (default {DEFAULT_SIZE >> 20}M)")
+    s.add_argument("--seconds", type=_positive_float, default=None, help="duration of each run (default 3)")
+    s.add_argument("--rounds", type=_positive_int, default=None, help="A/B rounds, medians quoted (default 3)")
+    s.add_argument("--smp", type=int, default=1, help="shards (cores); only 1 until per-core shards exist")
+    s.add_argument("--caio", action="store_true",
+                   help="add a caio column (buffered I/O; random rows only) when caio is installed")
+    s.add_argument("--json", metavar="FILE", help="write every figure (medians and rounds) as JSON")
+    s.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    s.add_argument("--chart", metavar="FILE.png", help="write a bar chart of the ratios to fio (matplotlib)")
+    add_reactor_arguments(s)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from . import report
+
+    if args.smp != 1:
+        print(f"ioengine-bench compare: --smp {args.smp}: per-core shards are not implemented yet; "
+              f"only --smp 1 (one reactor on one core) can run", file=sys.stderr)
+        return 2
+    quick = args.quick or args.command == "demo"
+    try:
+        rows = select_rows(args.rows if args.rows is not None else QUICK_ROWS if quick else None)
+    except ValueError as e:
+        print(f"ioengine-bench compare: --rows: {e}", file=sys.stderr)
+        return 2
+    seconds = args.seconds if args.seconds is not None else QUICK_SECONDS if quick else 3.0
+    rounds = args.rounds if args.rounds is not None else 3
+    size = args.size if args.size is not None else QUICK_SIZE if quick else DEFAULT_SIZE
+    if size % (1 << 20):
+        print(f"ioengine-bench compare: --size must be a multiple of 1 MiB, got {size}", file=sys.stderr)
+        return 2
+    if args.chart:  # fail before the runs, not after them
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            print(f"ioengine-bench compare: --chart needs matplotlib ({e}); pip install 'ioengine[bench]'",
+                  file=sys.stderr)
+            return 2
+    options = reactor_options_from_args(args)
+    path = os.path.abspath(args.file)
+    print(f"ioengine vs fio: {len(rows)} row(s) x {rounds} round(s) x {seconds:g} s per side on {path} "
+          f"({size >> 20} MiB), reactor backend {options.backend}", flush=True)
+    matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio)
+    print()
+    report.emit(matrix, sys.stdout, json_path=args.json, markdown_path=args.markdown, chart_path=args.chart)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ioengine-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for name, help_ in (("demo", "short 4k random-read QD32 comparison with fio"),
-                        ("randread", "4k random reads vs fio"), ("randwrite", "4k random writes vs fio"),
+    s = sub.add_parser("compare", help="the ioengine-vs-fio matrix (IOPS, MB/s, latency, CPU per I/O)")
+    _add_compare_arguments(s)
+    s = sub.add_parser("demo", help="= compare --quick (what `make demo` runs)")
+    _add_compare_arguments(s)
+    s = sub.add_parser("run", help="run a fio job file through ioengine; fio-like output")
+    s.add_argument("job_file", help="fio job file (INI); see ioengine/bench/jobfile.py for the supported options")
+    s.add_argument("--output-format", choices=("normal", "json"), default="normal",
+                   help="normal: fio's text summary; json: fio's JSON schema (fields ioengine measures)")
+    add_reactor_arguments(s)
+    for name, help_ in (("randread", "4k random reads vs fio"), ("randwrite", "4k random writes vs fio"),
                         ("read", "sequential reads vs fio"), ("write", "sequential writes vs fio"),
                         ("stream-read", "input stream (read_ahead = iodepth-1) vs fio sequential reads"),
                         ("stream-write", "output stream (write_behind = iodepth) vs fio sequential writes")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--file", default=DEFAULT_FILE, help="test file (created if missing)")
         s.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="test file size (e.g. 256M)")
-        s.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
-        s.add_argument("--rounds", type=int, default=3, help="A/B rounds (medians are quoted)")
-        s.add_argument("--bs", type=_size, default=4096 if name.startswith(("rand", "demo")) else 128 << 10)
-        s.add_argument("--iodepth", type=int, default=32 if name.startswith(("rand", "demo")) else
+        s.add_argument("--seconds", type=_positive_float, default=3.0, help="duration of each run")
+        s.add_argument("--rounds", type=_positive_int, default=3, help="A/B rounds (medians are quoted)")
+        s.add_argument("--bs", type=_size, default=4096 if name.startswith("rand") else 128 << 10)
+        s.add_argument("--iodepth", type=_positive_int, default=32 if name.startswith("rand") else
                        5 if name == "stream-read" else 4)
         add_reactor_arguments(s)
         s.add_argument("--latency", action="store_true", help="also measure per-I/O latency (adds overhead)")
@@ -113,14 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--rounds", type=int, default=3, help="rounds for (a) and (c) (medians are quoted)")
     s.add_argument("--io-properties-file", default=None, help="calibration to use instead of a built-in one")
     args = p.parse_args(argv)
-    if args.command == "sched":
-        from .sched import main_sched
-
-        main_sched(os.path.abspath(args.file), args.size, args.seconds, args.io_properties_file, args.rounds)
-        return 0
-    rw = "randread" if args.command == "demo" else args.command.removeprefix("stream-")
-    api = "stream" if args.command.startswith("stream-") else "file"
     try:
+        if args.command == "sched":
+            from .sched import main_sched
+
+            main_sched(os.path.abspath(args.file), args.size, args.seconds, args.io_properties_file, args.rounds)
+            return 0
+        if args.command in ("compare", "demo"):
+            return _run_compare(args)
+        if args.command == "run":
+            from .runjob import main_run
+
+            return main_run(args.job_file, reactor_options_from_args(args), args.output_format)
+        rw = args.command.removeprefix("stream-")
+        api = "stream" if args.command.startswith("stream-") else "file"
         compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth, api=api), args.seconds,
                 args.rounds, reactor_options_from_args(args), args.latency)
     except FioError as e:

@@ -6,14 +6,17 @@ bytes, seconds, CPU seconds of the whole process (user + sys), and optionally la
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import resource
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import ioengine
 from ioengine import OpenFlags, ReactorOptions
+from ioengine.file import File
 from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
                               make_file_output_stream)
 
@@ -66,14 +69,54 @@ class RunResult:
         return self.cpu_seconds / self.ios * 1e6 if self.ios else float("nan")
 
     def percentile_us(self, p: float) -> float:
+        return self.percentiles_us((p,))[0]
+
+    def percentiles_us(self, ps: tuple[float, ...] = (50.0, 99.0, 99.9)) -> tuple[float, ...]:
+        """Latency percentiles in µs (one sort for all of them); NaN when nothing was measured."""
         if not self.latencies_ns:
-            return float("nan")
+            return tuple(float("nan") for _ in ps)
         s = sorted(self.latencies_ns)
-        return s[min(len(s) - 1, int(len(s) * p / 100))] / 1000
+        return tuple(s[percentile_index(len(s), p)] / 1000 for p in ps)
 
 
-async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float) -> RunResult:
-    """Sequential read or write through the streams, wrapping around at the end of the file."""
+def percentile_index(n: int, p: float) -> int:
+    """Index of the ``p``-th percentile in ``n`` sorted samples: the smallest sample such that at
+    least ``p`` % of all samples are <= it (fio's rule for its histogram buckets)."""
+    return min(n - 1, max(0, math.ceil(n * p / 100.0) - 1))
+
+
+def _timed_file_class(lat: list[int]) -> type[File]:
+    """A File subclass that records, per read_future/write_future, the time from the call to the
+    completion callback: the streams' I/Os are timed without touching the streams' code."""
+    clock = time.perf_counter_ns
+    append = lat.append
+
+    class TimedFile(File):
+        __slots__ = ()
+
+        def read_future(self, pos: int, buf: Any, io_class: Any = None) -> asyncio.Future[int]:
+            t = clock()
+            fut = File.read_future(self, pos, buf, io_class)
+            fut.add_done_callback(lambda _f: append(clock() - t))
+            return fut
+
+        def write_future(self, pos: int, buf: Any, io_class: Any = None) -> asyncio.Future[int]:
+            t = clock()
+            fut = File.write_future(self, pos, buf, io_class)
+            fut.add_done_callback(lambda _f: append(clock() - t))
+            return fut
+
+    return TimedFile
+
+
+async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float, latency: bool) -> RunResult:
+    """Sequential read or write through the streams, wrapping around at ``size``.
+
+    With ``latency``, each I/O the stream issues is timed from its submission to its completion
+    (fio's view); the stream's consumer-visible waits are not what is measured.
+    """
+    lat: list[int] = []
+    timed = _timed_file_class(lat) if latency else None
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     deadline = t0 + seconds
@@ -82,6 +125,8 @@ async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float) ->
     if pattern.rw == "read":
         opts = FileInputStreamOptions(buffer_size=pattern.bs, read_ahead=max(0, pattern.iodepth - 1))
         async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            if timed is not None:
+                f.__class__ = timed
             while time.perf_counter() < deadline:
                 async with make_file_input_stream(f, 0, size, opts) as s:
                     async for chunk in s:
@@ -94,6 +139,8 @@ async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float) ->
         data = random.Random(0).randbytes(pattern.bs)
         while time.perf_counter() < deadline:
             f = await ioengine.open_file_dma(path, OpenFlags.WO)
+            if timed is not None:
+                f.__class__ = timed
             async with make_file_output_stream(f, opts) as out:
                 written = 0
                 while written < size and time.perf_counter() < deadline:
@@ -104,12 +151,12 @@ async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float) ->
     elapsed = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return RunResult(ios, total, elapsed, cpu)
+    return RunResult(ios, total, elapsed, cpu, lat)
 
 
 async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: bool, seed: int) -> RunResult:
     if pattern.api == "stream":
-        return await _run_stream(path, size, pattern, seconds)
+        return await _run_stream(path, size, pattern, seconds, latency)
     writes = pattern.rw in ("write", "randwrite", "randrw")
     flags = OpenFlags.RW if writes else OpenFlags.RO
     f = await ioengine.open_file_dma(path, flags)
@@ -188,39 +235,153 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
 
 
 def run_pattern(path: str, pattern: Pattern, seconds: float, options: ReactorOptions | None = None, *,
-                latency: bool = False, seed: int = 1) -> RunResult:
-    """Run ``pattern`` on ``path`` for ``seconds`` through ioengine (its own loop and reactor)."""
-    size = os.path.getsize(path)
+                latency: bool = False, seed: int = 1, size: int | None = None) -> RunResult:
+    """Run ``pattern`` on the first ``size`` bytes (default: all) of ``path`` for ``seconds``
+    through ioengine (its own loop and reactor)."""
+    if size is None:
+        size = os.path.getsize(path)
     opts = options or ReactorOptions()
     return ioengine.run(_run(path, size, pattern, seconds, latency, seed), **opts.as_dict())
 
 
-async def _lay_out(path: str, size: int, chunk: int) -> None:
-    async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE | OpenFlags.TRUNCATE) as f:
+#: Granule of the benchmark file's layout: files are written in chunks of this size.
+LAYOUT_CHUNK = 1 << 20
+_LAYOUT_ALIGN = 4096
+
+
+async def lay_out(path: str, start: int, end: int, *, chunk: int = LAYOUT_CHUNK) -> None:
+    """Write random (incompressible) data over ``[start, end)`` of ``path``, creating it if needed.
+
+    ``start`` is rounded down and ``end`` up to 4 KiB (O_DIRECT); 4 writes in flight, then fdatasync.
+    """
+    start -= start % _LAYOUT_ALIGN
+    end = -(-end // _LAYOUT_ALIGN) * _LAYOUT_ALIGN
+    async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE) as f:
         rnd = random.Random(0)
         bufs = [f.allocate_buffer(chunk) for _ in range(4)]
         for b in bufs:
             b[:] = rnd.randbytes(chunk)  # incompressible, so no device takes a shortcut
-        pos = 0
-        inflight: set[asyncio.Task] = set()
+        pos = start
+        inflight: set[asyncio.Future] = set()
         i = 0
-        while pos < size:
+        while pos < end:
             if len(inflight) >= 4:
                 _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            inflight.add(asyncio.ensure_future(f.dma_write(pos, bufs[i % 4])))
-            pos += chunk
+            n = min(chunk, end - pos)
+            inflight.add(asyncio.ensure_future(f.dma_write(pos, bufs[i % 4].trim(0, n))))
+            pos += n
             i += 1
         await asyncio.gather(*inflight)
         await f.flush()
+        for b in bufs:
+            b.release()
 
 
 def ensure_bench_file(path: str, size: int) -> str:
-    """Create (or re-create) ``path`` holding ``size`` bytes of random data, written with O_DIRECT."""
-    if os.path.exists(path) and os.path.getsize(path) == size:
+    """Make ``path`` hold exactly ``size`` bytes of random data, written with O_DIRECT.
+
+    A missing file is laid out; a short one (e.g. cut by an output stream's close) gets its
+    tail written; a longer one is truncated.  Cheap (one stat) when the file is already right.
+    """
+    try:
+        have = os.path.getsize(path)
+    except FileNotFoundError:
+        have = -1
+    if have == size:
+        return path
+    if size % LAYOUT_CHUNK:
+        raise ValueError(f"benchmark file size must be a multiple of 1 MiB, got {size}")
+    if have > size:
+        os.truncate(path, size)
         return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    chunk = 1 << 20
-    if size % chunk:
-        raise ValueError(f"benchmark file size must be a multiple of 1 MiB, got {size}")
-    ioengine.run(_lay_out(path, size, chunk))
+    ioengine.run(lay_out(path, max(have, 0), size))
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# caio (https://pypi.org/project/caio/): an optional third column of the comparison.
+
+
+class CaioUnavailable(RuntimeError):
+    """caio cannot be imported; the message says how to get it."""
+
+
+def caio_module() -> Any:
+    """The caio module, or CaioUnavailable explaining that the column is skipped."""
+    try:
+        import caio  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise CaioUnavailable(f"caio is not installed ({e}); the caio column is skipped "
+                              f"(pip install caio to get it)") from None
+    if not hasattr(caio, "AsyncioContext"):
+        raise CaioUnavailable("the installed caio has no AsyncioContext; the caio column is skipped")
+    return caio
+
+
+async def _run_caio(path: str, size: int, pattern: Pattern, seconds: float, seed: int) -> RunResult:
+    caio = caio_module()
+    if pattern.api != "file" or not pattern.random:
+        raise ValueError("the caio column covers the random file-API rows only")
+    writes = pattern.rw in ("randwrite", "randrw")
+    # Buffered: caio hands the kernel its own unaligned bytes objects, so O_DIRECT is impossible.
+    fd = os.open(path, os.O_RDWR if writes else os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # start cold; the page cache fills anyway
+        ctx = caio.AsyncioContext(max_requests=max(pattern.iodepth, 1) * 2)
+        bs = pattern.bs
+        nblocks = size // bs
+        rng = random.Random(seed)
+        payload = rng.randbytes(bs)
+        stop = False
+        count = 0
+        lat: list[int] = []
+        tables = [([rng.randrange(nblocks) * bs for _ in range(_OFFSET_TABLE)],
+                   [rng.randrange(100) < pattern.rwmixread for _ in range(_OFFSET_TABLE)])
+                  for _ in range(pattern.iodepth)]
+
+        async def worker(wid: int) -> None:
+            nonlocal count
+            offs, is_read = tables[wid]
+            read, write = ctx.read, ctx.write
+            mask = _OFFSET_TABLE - 1
+            clock = time.perf_counter_ns
+            n = 0
+            while not stop:
+                i = n & mask
+                t = clock()
+                if pattern.rw == "randread" or (pattern.rw == "randrw" and is_read[i]):
+                    await read(bs, fd, offs[i])
+                else:
+                    await write(payload, fd, offs[i])
+                lat.append(clock() - t)
+                n += 1
+            count += n
+
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        tasks = [asyncio.create_task(worker(i)) for i in range(pattern.iodepth)]
+        await asyncio.sleep(seconds)
+        stop = True
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        close = getattr(ctx, "close", None)
+        if close is not None:
+            close()
+        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        return RunResult(count, count * bs, elapsed, cpu, lat)
+    finally:
+        os.close(fd)
+
+
+def run_caio_pattern(path: str, pattern: Pattern, seconds: float, *, size: int | None = None,
+                     seed: int = 1) -> RunResult:
+    """Run a random file-API ``pattern`` through caio (buffered I/O) on a plain asyncio loop.
+
+    Raises :class:`CaioUnavailable` when caio is not importable.
+    """
+    caio_module()
+    if size is None:
+        size = os.path.getsize(path)
+    return asyncio.run(_run_caio(path, size, pattern, seconds, seed))

@@ -1,0 +1,271 @@
+"""``ioengine-bench compare``: a matrix of workloads through ioengine and fio on the same file.
+
+Each row runs ioengine and fio (and caio, when asked and installed) for the same duration on the
+same file, alternating A B A B … for ``rounds`` rounds; medians are quoted, with ratios to fio.
+Per side and row: IOPS, MB/s, completion-latency percentiles (p50/p99/p99.9) and CPU-µs per I/O.
+
+* ioengine: each I/O is timed with two ``perf_counter_ns`` calls around its ``await`` (streams:
+  from the stream's submission to the completion callback); CPU is the whole process's
+  user + sys time (getrusage), so the event loop, the reactor and the benchmark loop all count.
+* fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys.
+* caio (buffered, see :func:`~ioengine.bench.workloads.run_caio_pattern`): like ioengine.
+
+The machine is shared and noisy: compare ratios within one run, not absolute numbers across runs.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+from ..options import ReactorOptions
+from .fio_json import fio_version, run_fio
+from .workloads import (CaioUnavailable, Pattern, RunResult, caio_module, ensure_bench_file, run_caio_pattern,
+                        run_pattern)
+
+PERCENTILES = (50.0, 99.0, 99.9)
+SIDES = ("ioengine", "fio", "caio")
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the matrix: a pattern, how to name it, and which throughput figure leads."""
+
+    name: str  # the --rows name, e.g. "randread-qd32"
+    title: str  # e.g. "4k randread QD32"
+    pattern: Pattern
+    #: "iops" for small random I/O, "mb_per_s" for 128k sequential rows (what the chart shows)
+    metric: str = "iops"
+    #: How fio is told the same queue depth, when it differs from the pattern's (for the notes)
+    fio_note: str = ""
+
+    @property
+    def caio_eligible(self) -> bool:
+        """caio has no streams and no O_DIRECT: only the random file-API rows get a caio column."""
+        return self.pattern.api == "file" and self.pattern.random
+
+
+K4, K128 = 4096, 128 << 10
+
+ROWS: dict[str, Row] = {r.name: r for r in (
+    Row("randread-qd1", "4k randread QD1", Pattern("randread", K4, 1)),
+    Row("randread-qd32", "4k randread QD32", Pattern("randread", K4, 32)),
+    Row("randwrite-qd32", "4k randwrite QD32", Pattern("randwrite", K4, 32)),
+    Row("randrw-qd32", "4k randrw 70/30 QD32", Pattern("randrw", K4, 32, rwmixread=70)),
+    Row("read-dma", "128k seq read, dma_read QD4", Pattern("read", K128, 4), "mb_per_s"),
+    Row("read-stream", "128k seq read, input stream RA4", Pattern("read", K128, 5, api="stream"), "mb_per_s",
+        "read_ahead 4 = 5 reads in flight: fio iodepth 5"),
+    Row("write-dma", "128k seq write, dma_write QD4", Pattern("write", K128, 4), "mb_per_s"),
+    Row("write-stream", "128k seq write, output stream WB4", Pattern("write", K128, 4, api="stream"), "mb_per_s",
+        "write_behind 4: fio iodepth 4; ioengine's stream also fdatasyncs at the end of each pass"),
+)}
+
+#: `--quick` (what `make demo` runs): four rows, short runs, a small file.
+QUICK_ROWS = ("randread-qd1", "randread-qd32", "read-stream", "write-stream")
+QUICK_SECONDS = 1.5
+QUICK_SIZE = 256 << 20
+
+
+@dataclass(slots=True)
+class Sample:
+    """One run of one side."""
+
+    iops: float
+    mb_per_s: float
+    cpu_us_per_io: float
+    p50_us: float = math.nan
+    p99_us: float = math.nan
+    p999_us: float = math.nan
+
+    @classmethod
+    def from_run(cls, r: RunResult) -> Sample:
+        return cls(r.iops, r.mb_per_s, r.cpu_us_per_io, *r.percentiles_us(PERCENTILES))
+
+
+METRICS = ("iops", "mb_per_s", "cpu_us_per_io", "p50_us", "p99_us", "p999_us")
+
+
+def median_sample(samples: Sequence[Sample]) -> Sample:
+    """Median of each metric on its own (NaNs ignored)."""
+    def med(attr: str) -> float:
+        xs = [getattr(s, attr) for s in samples if not math.isnan(getattr(s, attr))]
+        return statistics.median(xs) if xs else math.nan
+
+    return Sample(*(med(m) for m in METRICS))
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+@dataclass(slots=True)
+class RowResult:
+    row: Row
+    samples: dict[str, list[Sample]] = field(default_factory=dict)  # side -> one Sample per round
+    skipped: dict[str, str] = field(default_factory=dict)  # side -> why it has no figures
+
+    def median(self, side: str) -> Sample | None:
+        s = self.samples.get(side)
+        return median_sample(s) if s else None
+
+    def ratios(self, side: str = "ioengine") -> dict[str, float]:
+        """``side`` over fio: throughput (IOPS), CPU per I/O, p50 latency."""
+        a, f = self.median(side), self.median("fio")
+        if a is None or f is None:
+            return {"iops": math.nan, "mb_per_s": math.nan, "cpu_us_per_io": math.nan, "p50_us": math.nan}
+        return {m: ratio(getattr(a, m), getattr(f, m)) for m in ("iops", "mb_per_s", "cpu_us_per_io", "p50_us")}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.row.name, "title": self.row.title, "metric": self.row.metric,
+            "pattern": asdict(self.row.pattern), "fio_note": self.row.fio_note,
+            "median": {}, "rounds": {}, "ratio_to_fio": {}, "skipped": dict(self.skipped),
+        }
+        for side, samples in self.samples.items():
+            out["median"][side] = _clean(asdict(median_sample(samples)))
+            out["rounds"][side] = [_clean(asdict(s)) for s in samples]
+            if side != "fio":
+                out["ratio_to_fio"][side] = _clean(self.ratios(side))
+        return out
+
+
+def _clean(d: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: missing figures are null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+@dataclass(slots=True)
+class Matrix:
+    rows: list[RowResult]
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"meta": self.meta, "rows": [r.to_json() for r in self.rows]}
+
+
+def fio_engine(backend: str) -> str:
+    """fio's engine that matches a reactor backend (so iodepth means the same on both sides)."""
+    return "libaio" if backend == "linux-aio" else "psync" if backend == "threads" else "io_uring"
+
+
+def fio_direction(pattern: Pattern) -> str:
+    return "read" if pattern.rw in ("read", "randread") else "write" if pattern.rw in ("write", "randwrite") else "all"
+
+
+def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions) -> Sample:
+    """One fio run of ``pattern``; json+ so read and write latencies of randrw merge exactly."""
+    res = run_fio([
+        "--output-format=json+",
+        "--name=ioengine-bench", f"--filename={path}", f"--size={size}", "--direct=1",
+        f"--ioengine={fio_engine(options.backend)}", "--time_based", f"--runtime={max(1, round(seconds * 1000))}ms",
+        "--randrepeat=0", "--norandommap", "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES),
+        *pattern.fio_args(),
+    ], timeout=seconds * 10 + 30)
+    d = res.total(fio_direction(pattern))
+
+    def pct(p: float) -> float:
+        try:
+            return d.clat_ns.percentile(p) / 1000
+        except ValueError:
+            return math.nan
+
+    return Sample(d.iops, d.mb_per_s, res.cpu_us_per_io() or math.nan, pct(50), pct(99), pct(99.9))
+
+
+def run_ioengine_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions,
+                      latency: bool = True) -> Sample:
+    return Sample.from_run(run_pattern(path, pattern, seconds, options, latency=latency, size=size))
+
+
+def run_caio_side(path: str, size: int, pattern: Pattern, seconds: float) -> Sample:
+    return Sample.from_run(run_caio_pattern(path, pattern, seconds, size=size))
+
+
+def select_rows(names: str | Sequence[str] | None) -> list[Row]:
+    """Rows by name (comma-separated string or list); all rows for None/"all"."""
+    if names is None or names == "all":
+        return list(ROWS.values())
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown row(s) {', '.join(unknown)}; known rows: {', '.join(ROWS)}")
+    if not names:
+        raise ValueError(f"no rows selected; known rows: {', '.join(ROWS)}")
+    return [ROWS[n] for n in dict.fromkeys(names)]
+
+
+def machine_meta(path: str, size: int, seconds: float, rounds: int, options: ReactorOptions) -> dict[str, Any]:
+    from importlib import metadata
+
+    try:
+        version = metadata.version("ioengine")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "ioengine": version, "fio": fio_version(), "python": platform.python_version(),
+        "kernel": platform.release(), "cpus": os.cpu_count(), "file": path, "size": size,
+        "seconds": seconds, "rounds": rounds, "backend": options.backend,
+        "fio_engine": fio_engine(options.backend), "reactor_options": options.as_dict(),
+    }
+
+
+def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int, options: ReactorOptions,
+               *, caio: bool = False, progress: TextIO | None = sys.stdout,
+               sides: dict[str, Callable[..., Sample]] | None = None) -> Matrix:
+    """Run every row: ``rounds`` × (ioengine, fio[, caio]) in that order; collect per-round samples.
+
+    ``sides`` replaces the runners (tests); by default the real ioengine / fio / caio runs.
+    """
+    runners = sides or {
+        "ioengine": lambda p, s, pat, sec: run_ioengine_side(p, s, pat, sec, options),
+        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options),
+        "caio": run_caio_side,
+    }
+    caio_reason = None
+    if caio:
+        try:
+            caio_module()
+        except CaioUnavailable as e:
+            caio_reason = str(e)
+            _say(progress, f"note: {caio_reason}")
+    ensure_bench_file(path, size)
+    results = []
+    for row in rows:
+        rr = RowResult(row, {"ioengine": [], "fio": []})
+        order = ["ioengine", "fio"]
+        if caio:
+            if caio_reason is not None:
+                rr.skipped["caio"] = caio_reason
+            elif not row.caio_eligible:
+                rr.skipped["caio"] = "caio covers only the random file-API rows (no streams, buffered I/O)"
+            else:
+                order.append("caio")
+                rr.samples["caio"] = []
+        for i in range(rounds):
+            line = []
+            for side in order:
+                ensure_bench_file(path, size)  # an output stream's close may have cut the file
+                s = runners[side](path, size, row.pattern, seconds)
+                rr.samples[side].append(s)
+                line.append(f"{side} {_fmt_tp(s, row.metric)} {s.cpu_us_per_io:.2f} cpu-us/io")
+            _say(progress, f"  {row.name} round {i + 1}/{rounds}: " + " | ".join(line))
+        results.append(rr)
+    ensure_bench_file(path, size)
+    return Matrix(results, machine_meta(path, size, seconds, rounds, options))
+
+
+def _fmt_tp(s: Sample, metric: str) -> str:
+    return f"{s.iops:.0f} IOPS" if metric == "iops" else f"{s.mb_per_s:.0f} MB/s"
+
+
+def _say(out: TextIO | None, text: str) -> None:
+    if out is not None:
+        print(text, file=out, flush=True)

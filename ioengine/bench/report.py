@@ -1,0 +1,200 @@
+"""Render a compare :class:`~ioengine.bench.compare.Matrix`: terminal table, Markdown, JSON, PNG chart."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, TextIO
+
+from .compare import Matrix, RowResult, Sample
+
+_NA = "-"
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    if x is None or math.isnan(x):
+        return _NA
+    return f"{x:,.{digits}f}".replace(",", " ")
+
+
+def _lat(s: Sample | None) -> str:
+    if s is None or math.isnan(s.p50_us):
+        return _NA
+    return "/".join(_num(v, 1 if v < 100 else 0) for v in (s.p50_us, s.p99_us, s.p999_us))
+
+
+def _x(r: float, sym: str) -> str:
+    return _NA if math.isnan(r) else f"{r:.2f}{sym}"
+
+
+def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], list[str]]:
+    """(headers, rows of cells, footnotes) shared by the terminal and Markdown renderers."""
+    us, x = ("µs", "×") if unicode else ("us", "x")
+    caio = any("caio" in r.samples or "caio" in r.skipped for r in m.rows)
+    headers = ["row", "IOPS ioengine", "IOPS fio", f"IOPS {x}fio", "MB/s ioengine", "MB/s fio",
+               f"lat p50/p99/p99.9 {us} ioengine", f"lat p50/p99/p99.9 {us} fio", f"p50 {x}fio",
+               f"CPU-{us}/IO ioengine", f"CPU-{us}/IO fio", f"CPU {x}fio"]
+    if caio:
+        headers += ["IOPS caio", f"caio {x}fio", f"CPU-{us}/IO caio"]
+    cells: list[list[str]] = []
+    for r in m.rows:
+        a, f = r.median("ioengine"), r.median("fio")
+        rat = r.ratios("ioengine")
+        line = [r.row.title,
+                _num(a.iops if a else None), _num(f.iops if f else None), _x(rat["iops"], x),
+                _num(a.mb_per_s if a else None, 1), _num(f.mb_per_s if f else None, 1),
+                _lat(a), _lat(f), _x(rat["p50_us"], x),
+                _num(a.cpu_us_per_io if a else None, 2), _num(f.cpu_us_per_io if f else None, 2),
+                _x(rat["cpu_us_per_io"], x)]
+        if caio:
+            c = r.median("caio")
+            crat = r.ratios("caio")
+            line += [_num(c.iops) if c else "skipped", _x(crat["iops"], x),
+                     _num(c.cpu_us_per_io, 2) if c else _NA]
+        cells.append(line)
+    meta = m.meta
+    notes = [
+        f"Medians of {meta['rounds']} rounds of {meta['seconds']:g} s per side, alternating ioengine and fio "
+        f"({meta.get('fio') or 'fio'}, ioengine={meta['fio_engine']}, direct=1) on {meta['file']} "
+        f"({meta['size'] >> 20} MiB); reactor backend {meta['backend']}; {meta['cpus']} CPUs, "
+        f"Linux {meta['kernel']}, {meta['date']}.",
+        f"Latency: ioengine times each I/O around its await (streams: submission to completion callback); "
+        f"fio's is clat. CPU-{us}/IO: ioengine = whole process user+sys; fio = the job's usr+sys. "
+        f"{x}fio = ioengine / fio (for CPU and latency, lower is better).",
+    ]
+    for r in m.rows:
+        if r.row.fio_note:
+            notes.append(f"{r.row.title}: {r.row.fio_note}.")
+    if caio:
+        reasons = sorted({why for r in m.rows for side, why in r.skipped.items() if side == "caio"})
+        notes.append("caio: buffered I/O (caio cannot do O_DIRECT), so it reads the page cache once warm; "
+                     "random file-API rows only." + ("" if not reasons else " Skipped: " + "; ".join(reasons)))
+    return headers, cells, notes
+
+
+def print_table(m: Matrix, out: TextIO = sys.stdout, *, use_rich: bool | None = None) -> None:
+    """The matrix as a table: rich's when rich is importable (and ``use_rich`` is not False)."""
+    headers, cells, notes = columns(m, unicode=False)
+    if use_rich is not False:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            use_rich = False
+    if use_rich is not False:
+        table = Table(title="ioengine vs fio", show_lines=False)
+        for i, h in enumerate(headers):
+            table.add_column(h.replace(" ", "\n", 1) if i else h, justify="left" if i == 0 else "right",
+                             no_wrap=i != 0)
+        for line in cells:
+            table.add_row(*line)
+        width = None if getattr(out, "isatty", lambda: False)() else 200
+        console = Console(file=out, width=width, highlight=False)
+        console.print(table)
+        for n in notes:
+            console.print(n, highlight=False, markup=False)
+        return
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    print(fmt.format(*headers), file=out)
+    print("  ".join("-" * w for w in widths), file=out)
+    for c in cells:
+        print(fmt.format(*c), file=out)
+    for n in notes:
+        print(n, file=out)
+
+
+def markdown(m: Matrix) -> str:
+    headers, cells, notes = columns(m, unicode=True)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
+
+
+def write_markdown(m: Matrix, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(markdown(m))
+
+
+def write_json(m: Matrix, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(m.to_json(), f, indent=2, allow_nan=False)
+        f.write("\n")
+
+
+def _label_value(r: RowResult, side: str) -> str:
+    s = r.median(side)
+    if s is None:
+        return _NA
+    if r.row.metric == "iops":
+        return f"{s.iops / 1000:.1f}k IOPS" if s.iops >= 1000 else f"{s.iops:.0f} IOPS"
+    return f"{s.mb_per_s:.0f} MB/s"
+
+
+def write_chart(m: Matrix, path: str) -> None:
+    """Grouped bars per row, normalised to fio = 1.0: throughput (higher is better) on top,
+    CPU per I/O (lower is better) below. Raises ImportError naming matplotlib when missing."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError(f"--chart needs matplotlib ({e}); pip install 'ioengine[bench]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = m.rows
+    sides = ["ioengine", "fio"] + (["caio"] if any("caio" in r.samples for r in rows) else [])
+    colors = {"ioengine": "#1f77b4", "fio": "#7f7f7f", "caio": "#ff7f0e"}
+    width = 0.8 / len(sides)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.45 * len(rows) + 3), 8.5), sharex=True)
+    panels = (("throughput (IOPS or MB/s) relative to fio — higher is better", "iops"),
+              ("CPU per I/O relative to fio — lower is better", "cpu_us_per_io"))
+    xs = list(range(len(rows)))
+    for ax, (title, metric) in zip(axes, panels):
+        for k, side in enumerate(sides):
+            vals = []
+            for r in rows:
+                if side == "fio":
+                    v = 1.0 if r.median("fio") else math.nan
+                else:
+                    v = r.ratios(side)[metric]
+                vals.append(0.0 if math.isnan(v) else v)
+            pos = [x + (k - (len(sides) - 1) / 2) * width for x in xs]
+            bars = ax.bar(pos, vals, width, label=side, color=colors[side])
+            for b, v in zip(bars, vals):
+                if v and side != "fio":
+                    ax.annotate(f"{v:.2f}×", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
+                                fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("× fio")
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(loc="upper right", fontsize=8)
+    labels = [f"{r.row.title.replace(', ', chr(10))}\n{_label_value(r, 'ioengine')}\nfio {_label_value(r, 'fio')}"
+              for r in rows]
+    axes[1].set_xticks(xs)
+    axes[1].set_xticklabels(labels, fontsize=7, rotation=0)
+    meta = m.meta
+    fig.suptitle(f"ioengine vs fio ({meta['fio_engine']}, direct=1), medians of {meta['rounds']} × "
+                 f"{meta['seconds']:g} s — {meta['date'][:10]}", fontsize=11)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def emit(m: Matrix, out: TextIO, *, json_path: str | None = None, markdown_path: str | None = None,
+         chart_path: str | None = None) -> dict[str, Any]:
+    """Table on ``out`` and whatever files were asked for; returns the JSON document."""
+    print_table(m, out)
+    if json_path:
+        write_json(m, json_path)
+        print(f"wrote {json_path}", file=out)
+    if markdown_path:
+        write_markdown(m, markdown_path)
+        print(f"wrote {markdown_path}", file=out)
+    if chart_path:
+        write_chart(m, chart_path)
+        print(f"wrote {chart_path}", file=out)
+    return m.to_json()
