@@ -22,6 +22,12 @@ class ReactorOptions:
     #: wakes many tasks, the first resubmissions reach the disk before the last task has run
     #: (measured: +8 % IOPS at 4k QD32 over one submit per turn, same CPU per I/O).
     submit_batch: int = field(default=8, metadata={"help": "staged requests that trigger an early submit"})
+    #: A request at least this large is submitted at once, alone. Large sequential requests
+    #: submitted together are merged by the block layer into one device request, which then
+    #: completes all at once; the disk idles while the loop turns round to resubmit, and the
+    #: stream runs in lockstep (measured: 128k sequential reads at 5 in flight were merged into
+    #: ~636 KiB requests at queue depth ~0.9).
+    submit_alone_bytes: int = field(default=65536, metadata={"help": "requests this large are submitted at once"})
     #: Poll for completions this long before the loop sleeps while I/O is in flight (Seastar's
     #: --idle-poll-time-us). Waking a sleeping thread costs ~25-30 us on a VM, more than a fast
     #: disk's whole 4k read; polling trades that CPU for latency. 0 sleeps at once.
@@ -50,7 +56,7 @@ class ReactorOptions:
                 raise TypeError(f"reactor option {f.name} must be True or False, got {v!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown reactor backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
-        for name in ("ring_entries", "threads", "submit_batch"):
+        for name in ("ring_entries", "threads", "submit_batch", "submit_alone_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
         for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us"):

@@ -69,6 +69,7 @@ class Reactor:
         self._outstanding = 0  # staged + in the kernel (bounded by capacity)
         self._in_kernel = 0
         self._flush_words = self.options.submit_batch * REC_WORDS
+        self._alone_bytes = self.options.submit_alone_bytes
         # The C Future constructor bound to our loop: skips loop.create_future's Python frame.
         self._create_future = functools.partial(asyncio.Future, loop=self.loop)
         self._flush_scheduled = False
@@ -129,7 +130,8 @@ class Reactor:
         if self._outstanding < self._capacity:
             self._outstanding += 1
             self._recs.extend(rec)
-            if len(self._recs) >= self._flush_words:
+            if (len(self._recs) >= self._flush_words or length >= self._alone_bytes
+                    or nbytes is not None and nbytes >= self._alone_bytes):
                 self._submit_now()
         else:
             self._backlog.append(rec)

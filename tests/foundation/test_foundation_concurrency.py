@@ -102,7 +102,7 @@ def test_size_counts_writes_issued_before_the_call(run, scratch, what):
                 assert await t == n
                 assert got == n, f"attempt {attempt}: {what}() called while a write up to {n} was in flight"
 
-    run(main())
+    run(main(), submit_alone_bytes=1 << 30)  # the write must stay staged until the loop turns
 
 
 def _hold_loop_until_size(path, n: int) -> None:

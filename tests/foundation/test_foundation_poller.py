@@ -54,3 +54,22 @@ def test_polling_off_by_default_leaves_the_selector_alone(run):
 def test_negative_poll_time_is_refused():
     with pytest.raises(ValueError, match="idle_poll_time_us must be >= 0"):
         ioengine.ReactorOptions(idle_poll_time_us=-1)
+
+
+@pytest.mark.parametrize("alone, staged", [(4096, False), (1 << 20, True)])
+def test_large_requests_are_submitted_alone_at_once(run, scratch, alone, staged):
+    """A request of submit_alone_bytes or more reaches the kernel at the call, not at the end of
+    the loop turn (so sequential requests are not merged into one device request)."""
+    path = scratch / "f"
+
+    async def main():
+        async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE) as f:
+            buf = f.allocate_buffer(8192)
+            await f.dma_write(0, buf)
+            r = ioengine.get_reactor()
+            fut = f.read_future(0, buf)
+            was_staged = len(r._recs) > 0
+            assert await fut == 8192
+            return was_staged
+
+    assert run(main(), submit_alone_bytes=alone) is staged
