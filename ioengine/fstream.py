@@ -126,13 +126,17 @@ class FileInputStream:
             if self._opts.dynamic_adjustments and self._read_ahead < MAX_DYNAMIC_READ_AHEAD:
                 self._read_ahead += 1  # the consumer outruns the disk: look further ahead
                 self._fill()
-            # Shielded: cancelling the caller must not cancel the read, and the entry stays
-            # queued (for the next read()) until it has completed.
+            # Awaited directly (a shield would cost a loop turn per buffer). If our caller is
+            # cancelled, the task cancels this future too: the read goes on in the kernel (its
+            # buffer stays pinned until the completion), and the entry is re-issued so the next
+            # read() finds its data. close() and skip() cancel entries they have popped.
             try:
-                await asyncio.shield(fut)
+                await fut
             except asyncio.CancelledError:
-                if not fut.cancelled():
-                    raise  # our caller was cancelled: the read stays at the front
+                if self._inflight and self._inflight[0] is entry:
+                    if fut.cancelled():
+                        self._reissue_front(entry)
+                    raise  # our caller was cancelled
             except BaseException:
                 pass  # the read failed: reported below, once the entry is popped
         if not (self._inflight and self._inflight[0] is entry):
@@ -156,6 +160,12 @@ class FileInputStream:
             return None if self._eof else memoryview(b"")
         self._fill()
         return memoryview(buf.trim(start, stop - start))
+
+    def _reissue_front(self, entry: tuple[int, DmaBuffer, asyncio.Future]) -> None:
+        pos, buf, _ = entry
+        fresh = self._file.allocate_buffer(len(buf))
+        buf.release()  # freed when the abandoned read completes, not before
+        self._inflight[0] = (pos, fresh, self._file.read_future(pos, fresh, self._opts.io_class))
 
     # -- the Seastar API -------------------------------------------------------------------
 

@@ -289,3 +289,39 @@ def test_cancelled_read_loses_no_data(run, scratch):
         assert got == data, "content differs after a cancelled read()"
 
     run(body())
+
+
+def test_many_cancelled_reads_lose_no_data(run, scratch):
+    """Cancel the reader at random moments (waiting on the disk, or woken but not yet resumed):
+    every cancelled wait re-issues or keeps its read, and the stream still yields every byte."""
+    data = payload(12, 3 << 20)
+    path = scratch / "f"
+    write_os(path, data)
+
+    async def body():
+        rnd = random.Random(5)
+        f = await ioengine.open_file_dma(path)
+        stream = make_file_input_stream(f, options=FileInputStreamOptions(buffer_size=65536, read_ahead=3))
+        got = bytearray()
+        cancelled = 0
+        while True:
+            reader = asyncio.get_running_loop().create_task(stream.read())
+            for _ in range(rnd.randrange(3)):
+                await asyncio.sleep(0)
+            if rnd.random() < 0.5 and reader.cancel():
+                try:
+                    chunk = await reader
+                except asyncio.CancelledError:
+                    cancelled += 1
+                    continue
+            else:
+                chunk = await reader
+            if not chunk:
+                break
+            got += chunk
+        await stream.close()
+        await f.close()
+        assert cancelled > 5
+        assert len(got) == len(data) and bytes(got) == data
+
+    run(body())
