@@ -341,6 +341,7 @@ class FileOutputStream:
         self._closed = False
         self._prealloc = options.preallocation_size  # 0: off (or turned off by a failure)
         self._prealloc_end = offset
+        self._prealloc_task: asyncio.Task | None = None  # a background reservation ahead of the writes
         self._tail_written = False  # _buf's partial content is on disk (flush), to be rewritten
 
     def _raise_if_failed(self, op: str) -> None:
@@ -400,9 +401,10 @@ class FileOutputStream:
                 await self._reap_one()
             self._raise_if_failed("write")
         pos = self._pos
-        if self._prealloc and pos + self._buffer_size > self._prealloc_end:
-            await self._preallocate(pos, pos + self._buffer_size)
-            self._raise_if_failed("write")
+        if self._prealloc and pos + self._prealloc > self._prealloc_end and self._prealloc_task is None:
+            # Less than one step reserved ahead: reserve up to two steps, in the background.
+            # Awaiting it here would drain the write-behind window once per step.
+            self._prealloc_task = asyncio.ensure_future(self._preallocate(pos, pos + 2 * self._prealloc))
         buf = self._buf
         self._buf = self._mv = None
         self._fill = 0
@@ -414,20 +416,30 @@ class FileOutputStream:
 
     async def _preallocate(self, pos: int, need: int) -> None:
         """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying."""
-        step = self._prealloc
-        start = max(self._prealloc_end, pos - pos % step)
-        end = _round_up(need, step)
-        if end <= start:
-            return
         try:
-            await fallocate(self._file._reactor, self._file.fileno(), FALLOC_FL_KEEP_SIZE, start, end - start,
-                            "preallocate", self._file.path)
-        except OSError as e:
-            log.debug("preallocation for %r stopped: fallocate(%d, %d) failed: %s", self._file.path, start,
-                      end - start, e)
-            self._prealloc = 0
-            return
-        self._prealloc_end = end
+            step = self._prealloc
+            start = max(self._prealloc_end, pos - pos % step)
+            end = _round_up(need, step)
+            if end <= start:
+                return
+            try:
+                await fallocate(self._file._reactor, self._file.fileno(), FALLOC_FL_KEEP_SIZE, start, end - start,
+                                "preallocate", self._file.path)
+            except OSError as e:
+                log.debug("preallocation for %r stopped: fallocate(%d, %d) failed: %s", self._file.path, start,
+                          end - start, e)
+                self._prealloc = 0
+                return
+            self._prealloc_end = max(self._prealloc_end, end)
+        finally:
+            if self._prealloc_task is asyncio.current_task():
+                self._prealloc_task = None
+
+    async def _settle_prealloc(self) -> None:
+        """Wait for a background reservation (before a truncate, which must see its blocks)."""
+        task = self._prealloc_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
 
     async def _reap_one(self) -> None:
         """Wait for the oldest background write; cancelling the caller never cancels that write."""
@@ -464,7 +476,13 @@ class FileOutputStream:
         self._raise_if_failed("flush")
         await self._write_tail(final)
         await self._drain()
+        await self._settle_prealloc()
         self._raise_if_failed("flush")
+        if final and self._fill == 0 and self._prealloc_end > self._pos:
+            # No tail to write (the data ends on a buffer boundary), so nothing truncated yet:
+            # give back the blocks reserved past the end.
+            await self._file.truncate(self._pos)
+            self._prealloc_end = self._pos
         await self._file.flush()
 
     async def _write_tail(self, final: bool = False) -> None:
@@ -473,6 +491,7 @@ class FileOutputStream:
         padded = _round_up(self._fill, self._align)
         self._mv[self._fill:padded] = bytes(padded - self._fill)  # never write stale pool bytes
         await self._drain()  # the tail buffer is reused after this write: nothing may race it
+        await self._settle_prealloc()
         self._raise_if_failed("flush")
         pos = self._pos
         if self._prealloc and pos + padded > self._prealloc_end:
@@ -504,6 +523,7 @@ class FileOutputStream:
                 await self._flush(final=True)
             else:
                 await self._drain()
+                await self._settle_prealloc()
                 self._raise_if_failed("close")
         finally:
             self._closed = True

@@ -160,3 +160,24 @@ def test_no_preallocation(run_default, ext4_or_xfs):
 
     run_default(body())
     assert _allocated(path) <= nbytes + 2 * 4096
+
+
+@pytest.mark.parametrize("nbytes", [2 * MiB, 2 * MiB + 100])
+def test_close_gives_back_reserved_blocks(run_default, ext4_or_xfs, nbytes):
+    """After close no block reserved ahead is left past the end of the file, whether the data
+    ends on a buffer boundary (no tail to write) or not."""
+    path = ext4_or_xfs / "f"
+
+    async def body():
+        f = await ioengine.open_file_dma(path, CREATE)
+        stream = make_file_output_stream(f, FileOutputStreamOptions(preallocation_size=MiB))
+        data = payload(3, nbytes)
+        for i in range(0, nbytes, 65536):
+            await stream.write(data[i:i + 65536])
+        await stream.close()
+
+    run_default(body())
+    st = os.stat(path)
+    assert st.st_size == nbytes
+    assert st.st_blocks * 512 <= nbytes + 2 * 4096, f"{st.st_blocks * 512} bytes allocated for {nbytes}"
+    assert read_os(path) == payload(3, nbytes)
