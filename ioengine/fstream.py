@@ -335,8 +335,9 @@ class FileOutputStream:
         self._mv: memoryview | None = None
         self._fill = 0  # bytes in _buf
         self._pos = offset  # file position of _buf[0]
-        #: (position, length, future) of each background write, oldest first.
-        self._inflight: collections.deque[tuple[int, int, asyncio.Future]] = collections.deque()
+        #: (position, length, future, buffer) of each background write, oldest first. The
+        #: buffer goes back to the pool when its entry is settled (the write has completed).
+        self._inflight: collections.deque[tuple[int, int, asyncio.Future, DmaBuffer]] = collections.deque()
         self._error: BaseException | None = None
         self._closed = False
         self._prealloc = options.preallocation_size  # 0: off (or turned off by a failure)
@@ -359,9 +360,10 @@ class FileOutputStream:
         return OSError(errno.ENOSPC, f"short write to {self._file.path!r} at position {pos}: "
                                      f"{got} of {want} bytes written", self._file.path)
 
-    def _settle(self, entry: tuple[int, int, asyncio.Future]) -> None:
+    def _settle(self, entry: tuple[int, int, asyncio.Future, DmaBuffer]) -> None:
         """Record the outcome of a finished (popped) background write."""
-        pos, n, fut = entry
+        pos, n, fut, buf = entry
+        buf.release()
         if fut.cancelled():
             err: BaseException | None = OSError(errno.ECANCELED, f"write to {self._file.path!r} at position "
                                                                  f"{pos} was cancelled", self._file.path)
@@ -411,8 +413,7 @@ class FileOutputStream:
         self._pos = pos + len(buf)
         self._tail_written = False
         fut = self._file.write_future(pos, buf, self._opts.io_class)
-        fut.add_done_callback(lambda f, b=buf: b.release())
-        self._inflight.append((pos, len(buf), fut))
+        self._inflight.append((pos, len(buf), fut, buf))
 
     async def _preallocate(self, pos: int, need: int) -> None:
         """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying."""
