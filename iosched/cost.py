@@ -29,9 +29,12 @@ WRITE: Final = 1
 CostForm = Literal["max", "additive"]
 COST_FORMS: Final = ("max", "additive")
 
-# "max" unless the real-disk benchmark (issue 4, benchmark (a)-(c)) shows otherwise: it is
-# the form that lets a disk saturated by small requests reach its calibrated IOPS. The
-# choice is confirmed (or flipped) by that benchmark; keep it in this one place.
+# "max", chosen by measurement: `python -m ioengine.bench.costmodel` saturates the disk at
+# each size from 4 KiB to 1 MiB and checks what each form charges (ideal: the whole disk).
+# On this project's virtio disk (2026-11-28, 3 sweeps) the additive form charged 1.2-2.2x
+# the disk for reads of 8 KiB-512 KiB (mean |log| error 0.37) against max's 0.76-2.15x (0.26);
+# for writes the two tied (0.15 each). Overcharging throttles the disk below its capacity
+# for good; undercharging is caught by the flow-ratio back-off. Keep the choice here only.
 DEFAULT_COST_FORM: CostForm = "max"
 
 
