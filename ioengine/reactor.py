@@ -84,7 +84,8 @@ class Reactor:
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
-        self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, lambda: self._in_kernel > 0)
+        self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, lambda: self._in_kernel > 0,
+                                      self._poll_completions)
         _all_reactors.add(self)
 
     # -- submission ------------------------------------------------------------------------
@@ -256,6 +257,15 @@ class Reactor:
         uds, results = self.backend.reap()
         if uds:
             self._complete(uds, results)
+
+    def _poll_completions(self) -> bool:
+        if self.closed:
+            return False
+        uds, results = self.backend.poll()
+        if uds:
+            self._complete(uds, results)
+            return True
+        return False
 
     def _complete(self, uds: list[int], results: list[int]) -> None:
         inflight = self._inflight

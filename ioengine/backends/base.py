@@ -52,6 +52,10 @@ class Backend(abc.ABC):
     def reap(self) -> tuple[list[int], list[int]]:
         """Completions available now (called when the eventfd fires)."""
 
+    def poll(self) -> tuple[list[int], list[int]]:
+        """Completions available now, looked for without waiting (the idle poller's call)."""
+        return self.reap()
+
     @abc.abstractmethod
     def wait_all(self, inflight: int) -> list[int]:
         """Block until ``inflight`` completions arrive; used only when shutting down."""
