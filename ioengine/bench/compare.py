@@ -68,7 +68,7 @@ ROWS: dict[str, Row] = {r.name: r for r in (
 
 #: `--quick` (what `make demo` runs): four rows, short runs, a small file.
 QUICK_ROWS = ("randread-qd1", "randread-qd32", "read-stream", "write-stream")
-QUICK_SECONDS = 1.5
+QUICK_SECONDS = 1.25
 QUICK_SIZE = 256 << 20
 
 
@@ -218,12 +218,15 @@ def machine_meta(path: str, size: int, seconds: float, rounds: int, options: Rea
 
 
 def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int, options: ReactorOptions,
-               *, caio: bool = False, progress: TextIO | None = sys.stdout,
+               *, caio: bool = False, progress: TextIO | None | str = "stdout",
                sides: dict[str, Callable[..., Sample]] | None = None) -> Matrix:
     """Run every row: ``rounds`` × (ioengine, fio[, caio]) in that order; collect per-round samples.
 
     ``sides`` replaces the runners (tests); by default the real ioengine / fio / caio runs.
+    Progress lines go to ``progress`` (``"stdout"``: whatever ``sys.stdout`` is; None: nowhere).
     """
+    if progress == "stdout":
+        progress = sys.stdout
     runners = sides or {
         "ioengine": lambda p, s, pat, sec: run_ioengine_side(p, s, pat, sec, options),
         "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options),

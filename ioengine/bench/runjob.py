@@ -434,11 +434,12 @@ class JobsRun:
 
 
 def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
-             warn: TextIO | None = sys.stderr) -> JobsRun:
+             warn: TextIO | None = None) -> JobsRun:
     """Run parsed jobs through ioengine.
 
     Raises :class:`JobFileError` / :class:`RunError` for what cannot run (before any job starts);
-    I/O errors are recorded per clone (``error``, ``error_text``), as fio does.
+    I/O errors are recorded per clone (``error``, ``error_text``), as fio does.  Notes (layout,
+    options run differently from fio) go to ``warn`` (None: nowhere).
     """
     started = time.time()
     check_jobs(jobs, warn)
@@ -730,10 +731,13 @@ def to_text(run: JobsRun) -> str:
     return "\n".join(lines)
 
 
-def main_run(job_file: str, options: ReactorOptions, output_format: str = "normal", out: TextIO = sys.stdout,
-             err: TextIO = sys.stderr) -> int:
+def main_run(job_file: str, options: ReactorOptions, output_format: str = "normal", out: TextIO | None = None,
+             err: TextIO | None = None) -> int:
     """The ``run`` command: 0 when every job ran without error, 1 when a job failed (like fio),
-    2 when the job file cannot be run (the message names the file and line)."""
+    2 when the job file cannot be run (the message names the file and line).
+    ``out``/``err`` default to the current sys.stdout / sys.stderr."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     try:
         jobs = parse_job_file(job_file)
         if not jobs:

@@ -1,0 +1,281 @@
+"""ioengine-bench run JOB.fio: fio job files through ioengine, fio-like text and fio's JSON schema."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ioengine.bench.__main__ import main
+from ioengine.bench.fio_json import parse_fio_json
+from ioengine.bench.jobfile import JobFileError, parse_job_text
+from ioengine.bench.runjob import CloneRun, _drive, entries_of, groups_of, run_jobs, to_json
+
+TWO_JOBS = """\
+    [global]
+    size=4m
+    direct=1
+    iodepth=4
+    time_based
+    runtime=1
+
+    [rr]
+    rw=randread
+    bs=4k
+    filename={dir}/shared.dat
+
+    [wr]
+    rw=write
+    bs=64k
+    iodepth=2
+    directory={dir}
+"""
+
+
+def write_job(d: Path, text: str, name: str = "job.fio") -> Path:
+    p = d / name
+    p.write_text(textwrap.dedent(text).format(dir=d))
+    return p
+
+
+# ------------------------------------------------------------------------------- end to end
+
+
+def test_run_text_output(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, TWO_JOBS)
+    assert main(["run", str(job)]) == 0
+    out, err = capsys.readouterr()
+    assert "Laying out IO file" in err  # both files were missing
+    assert os.path.getsize(scratch / "shared.dat") == 4 << 20 and os.path.getsize(scratch / "wr.0.0") == 4 << 20
+    assert "rr: (groupid=0, jobs=1): err= 0" in out and "wr: (groupid=0, jobs=1): err= 0" in out
+    assert out.count("   read: IOPS=") == 1 and out.count("  write: IOPS=") == 1
+    assert "MiB/s (" in out and "msec)" in out
+    assert out.count("clat percentiles") == 2 and "99.90th=[" in out
+    assert out.count("  cpu          : usr=") == 2
+    assert "Run status group 0 (all jobs):" in out and "   READ: bw=" in out and "  WRITE: bw=" in out
+    assert out.splitlines()[2].startswith("ioengine-")
+
+
+def test_run_json_round_trip(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, TWO_JOBS)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    text = capsys.readouterr().out
+    json.loads(text)  # strict JSON on stdout, nothing else (notes go to stderr)
+    res = parse_fio_json(text)
+    assert res.version is not None and res.version.startswith("ioengine-") and res.version_tuple
+    assert [j.name for j in res.jobs] == ["rr", "wr"]
+    rr, wr = res.jobs
+    assert rr.error == 0 and wr.error == 0 and res.failed_jobs() == []
+    assert rr.read.total_ios > 50 and rr.write.total_ios == 0
+    assert wr.write.total_ios > 10 and wr.read.total_ios == 0
+    assert rr.read.io_bytes == rr.read.total_ios * 4096 and wr.write.io_bytes == wr.write.total_ios * 65536
+    for d in (rr.read, wr.write):
+        assert 900 <= d.runtime_ms <= 1500
+        assert d.iops == pytest.approx(d.total_ios * 1000 / d.runtime_ms, rel=1e-6)
+        assert d.bw_bytes == pytest.approx(d.io_bytes * 1000 / d.runtime_ms, abs=1)
+        c = d.clat_ns
+        assert c.samples == d.total_ios and 0 < c.min <= c.p50 <= c.p99 <= c.p999 <= c.max
+        assert c.min <= c.mean <= c.max
+        assert d.lat_ns.mean == c.mean
+    assert rr.usr_cpu + rr.sys_cpu > 0 and rr.runtime_ms >= 900
+    assert res.cpu_us_per_io() is not None and res.cpu_us_per_io() > 0
+    assert rr.options["rw"] == "randread" and rr.options["size"] == "4m"
+    assert res.total("read").total_ios == rr.read.total_ios
+
+
+def test_size_based_jobs_numjobs_and_groups(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # No time_based: every clone transfers size bytes and stops. stonewall: a second group.
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        filename={dir}/d.dat
+        size=1m
+
+        [rand]
+        rw=randread
+        bs=4k
+        iodepth=8
+        numjobs=2
+
+        [grouped]
+        stonewall
+        rw=randrw
+        rwmixread=50
+        bs=4k,8k
+        offset=1m
+        numjobs=2
+        group_reporting
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    res = parse_fio_json(capsys.readouterr().out)
+    assert os.path.getsize(scratch / "d.dat") == 2 << 20  # laid out to offset + size
+    assert [(j.name, j.groupid) for j in res.jobs] == [("rand", 0), ("rand", 0), ("grouped", 1)]
+    for j in res.jobs[:2]:
+        assert j.read.total_ios == 256 and j.read.io_bytes == 1 << 20  # 1 MiB in 4k reads, per clone
+    g = res.jobs[2]
+    assert g.read.io_bytes + g.write.io_bytes >= 2 << 20  # two clones of 1 MiB each
+    assert g.read.io_bytes + g.write.io_bytes <= (2 << 20) + 2 * 8 * 8192
+    assert g.read.total_ios > 0 and g.write.total_ios > 0 and g.write.io_bytes == g.write.total_ios * 8192
+
+
+# ------------------------------------------------------------------------------- how I/O is issued
+
+
+class _FakeFile:
+    """Records (op, pos, len) and completes at once (after one loop turn)."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, int, int]] = []
+
+    def allocate_buffer(self, n: int) -> bytearray:
+        return bytearray(n)
+
+    async def dma_read(self, pos: int, buf) -> int:
+        self.ops.append(("r", pos, len(buf)))
+        await asyncio.sleep(0)
+        return len(buf)
+
+    async def dma_write(self, pos: int, buf) -> int:
+        self.ops.append(("w", pos, len(buf)))
+        await asyncio.sleep(0)
+        return len(buf)
+
+
+def _drive_fake(text: str, start: int, length: int) -> tuple[CloneRun, _FakeFile]:
+    (job,) = parse_job_text(textwrap.dedent(text), "t.fio")
+    cr = CloneRun(job, 0, 0, "x")
+    f = _FakeFile()
+    asyncio.run(_drive(cr, f, start, length, random.Random(1), []))
+    return cr, f
+
+
+def test_random_map_region_and_block_sizes() -> None:
+    cr, f = _drive_fake("""\
+        [j]
+        rw=randrw
+        rwmixread=70
+        bs=4k,16k
+        iodepth=4
+    """, 1 << 20, 1 << 20)
+    reads = [p for op, p, n in f.ops if op == "r"]
+    writes = [(p, n) for op, p, n in f.ops if op == "w"]
+    assert all(n == 4096 for op, _, n in f.ops if op == "r") and all(n == 16384 for _, n in writes)
+    assert all((1 << 20) <= p and p + 4096 <= (2 << 20) and p % 4096 == 0 for p in reads)
+    assert all((1 << 20) <= p and p + n <= (2 << 20) and p % 16384 == 0 for p, n in writes)
+    assert len(set(reads)) == len(reads) and len({p for p, _ in writes}) == len(writes)  # random map: no repeats
+    total = 4096 * len(reads) + sum(n for _, n in writes)
+    assert (1 << 20) <= total < (1 << 20) + 4 * 16384
+    assert 0.55 < len(reads) / len(f.ops) < 0.85
+    assert cr.ios(0) == len(reads) and cr.ios(1) == len(writes)
+
+
+def test_sequential_job_reads_its_region_once_in_order() -> None:
+    cr, f = _drive_fake("""\
+        [j]
+        rw=read
+        bs=128k
+        iodepth=3
+    """, 4096, 1 << 20)
+    assert [p for _, p, _ in f.ops] == [4096 + i * (128 << 10) for i in range(8)]
+    assert cr.bytes(0) == 1 << 20 and cr.runtime_ns > 0
+
+
+def test_time_based_sequential_wraps_around() -> None:
+    cr, f = _drive_fake("""\
+        [j]
+        rw=write
+        bs=64k
+        time_based
+        runtime=100ms
+    """, 0, 256 << 10)
+    pos = [p for _, p, _ in f.ops]
+    assert len(pos) > 8 and set(pos) == {0, 64 << 10, 128 << 10, 192 << 10}
+    assert 80e6 < cr.runtime_ns < 1e9
+
+
+# ------------------------------------------------------------------------------- errors
+
+
+def test_unsupported_option_exit_2_names_line(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, """\
+        [global]
+        size=1m
+
+        [j]
+        rw=randread
+        verify=md5
+    """)
+    assert main(["run", str(job)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{job}, line 6" in err and "option 'verify' is not supported" in err and "verify=md5" in err
+
+
+def test_missing_job_file(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(scratch / "nope.fio")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.fio" in err and "cannot read job file" in err
+
+
+def test_missing_data_file_without_size(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, """\
+        [j]
+        direct=1
+        rw=read
+        filename={dir}/absent.dat
+    """)
+    assert main(["run", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert "absent.dat" in err and "does not exist" in err and "size=" in err
+    assert not (scratch / "absent.dat").exists()
+
+
+def test_direct_0_is_refused_and_unset_direct_noted(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, """\
+        [j]
+        size=1m
+        filename={dir}/d.dat
+        direct=0
+    """)
+    assert main(["run", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert "line 4" in err and "direct=0" in err and "O_DIRECT" in err
+    job = write_job(scratch, """\
+        [j]
+        size=256k
+        filename={dir}/d.dat
+    """)
+    assert main(["run", str(job)]) == 0
+    assert "do not set direct=1" in capsys.readouterr().err
+
+
+def test_unaligned_block_size_is_refused_before_running(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, """\
+        [j]
+        direct=1
+        size=1m
+        bs=1000
+        filename={dir}/d.dat
+    """)
+    assert main(["run", str(job)]) == 2
+    err = capsys.readouterr().err
+    assert "line 4" in err and "bs=1000 is not a multiple of" in err
+
+
+def test_groups_and_entries_follow_fio() -> None:
+    jobs = parse_job_text(textwrap.dedent("""\
+        [a]
+        [b]
+        stonewall
+        group_reporting
+        numjobs=3
+        [c]
+        group_reporting
+    """), "t.fio")
+    assert [[j.name for j in g] for g in groups_of(jobs)] == [["a"], ["b", "c"]]
+    with pytest.raises(JobFileError):
+        parse_job_text("[j]\ntime_based\n", "t.fio")
