@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .compare import Matrix, RowResult, Sample
+from .compare import Matrix, RowResult, Sample, ratio
 
 _NA = "-"
 
@@ -61,7 +61,7 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
         f"Linux {meta['kernel']}, {meta['date']}.",
         f"Latency: ioengine times each I/O around its await (streams: submission to completion callback); "
         f"fio's is clat. CPU-{us}/IO: ioengine = whole process user+sys; fio = the job's usr+sys. "
-        f"{x}fio = ioengine / fio (for CPU and latency, lower is better).",
+        f"Ratios are ioengine / fio (for CPU and latency, lower is better).",
     ]
     for r in m.rows:
         if r.row.fio_note:
@@ -73,9 +73,37 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
     return headers, cells, notes
 
 
+def tall(m: Matrix) -> tuple[list[str], list[list[list[str]]], list[str]]:
+    """The terminal layout: per row one line per side and a ratio line (narrow enough for 100
+    columns). Returns (headers, per matrix row its lines of cells, footnotes)."""
+    _, _, notes = columns(m, unicode=False)
+    headers = ["row", "", "IOPS", "MB/s", "p50 us", "p99 us", "p99.9 us", "CPU-us/IO"]
+    out: list[list[list[str]]] = []
+    for r in m.rows:
+        lines = []
+        sides = ["ioengine", "fio"] + (["caio"] if "caio" in r.samples or "caio" in r.skipped else [])
+        for side in sides:
+            s = r.median(side)
+            if s is None:
+                lines.append(["", side, "skipped", "", "", "", "", ""])
+                continue
+            lines.append(["", side, _num(s.iops), _num(s.mb_per_s, 1), *(_num(v, 1 if v < 100 else 0) for v in
+                          (s.p50_us, s.p99_us, s.p999_us)), _num(s.cpu_us_per_io, 2)])
+        f = r.median("fio")
+        for side in sides:
+            s = r.median(side)
+            if side == "fio" or s is None or f is None:
+                continue
+            lines.append(["", f"{side}/fio", *(_x(ratio(getattr(s, a), getattr(f, a)), "x") for a in
+                          ("iops", "mb_per_s", "p50_us", "p99_us", "p999_us", "cpu_us_per_io"))])
+        lines[0][0] = r.row.title
+        out.append(lines)
+    return headers, out, notes
+
+
 def print_table(m: Matrix, out: TextIO = sys.stdout, *, use_rich: bool | None = None) -> None:
     """The matrix as a table: rich's when rich is importable (and ``use_rich`` is not False)."""
-    headers, cells, notes = columns(m, unicode=False)
+    headers, blocks, notes = tall(m)
     if use_rich is not False:
         try:
             from rich.console import Console
@@ -83,24 +111,28 @@ def print_table(m: Matrix, out: TextIO = sys.stdout, *, use_rich: bool | None = 
         except ImportError:
             use_rich = False
     if use_rich is not False:
-        table = Table(title="ioengine vs fio", show_lines=False)
+        table = Table(title="ioengine vs fio (medians)", title_justify="left")
         for i, h in enumerate(headers):
-            table.add_column(h.replace(" ", "\n", 1) if i else h, justify="left" if i == 0 else "right",
-                             no_wrap=i != 0)
-        for line in cells:
-            table.add_row(*line)
-        width = None if getattr(out, "isatty", lambda: False)() else 200
+            table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i != 0)
+        for k, lines in enumerate(blocks):
+            for j, line in enumerate(lines):
+                ratio_line = line[1].endswith("/fio")
+                table.add_row(*line, style="bold" if ratio_line else None,
+                              end_section=j == len(lines) - 1 and k < len(blocks) - 1)
+        width = None if getattr(out, "isatty", lambda: False)() else 120
         console = Console(file=out, width=width, highlight=False)
         console.print(table)
         for n in notes:
             console.print(n, highlight=False, markup=False)
         return
-    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    cells = [line for lines in blocks for line in lines]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
     print(fmt.format(*headers), file=out)
     print("  ".join("-" * w for w in widths), file=out)
-    for c in cells:
-        print(fmt.format(*c), file=out)
+    for lines in blocks:
+        for c in lines:
+            print(fmt.format(*c), file=out)
     for n in notes:
         print(n, file=out)
 

@@ -121,7 +121,8 @@ def test_renderers(tmp_path: Path) -> None:
     plain = io.StringIO()
     report.print_table(m, plain, use_rich=False)
     text = plain.getvalue()
-    assert "4k randread QD32" in text and "0.90x" in text and "1.83x" in text and "500/900/4 000" in text
+    assert "4k randread QD32" in text and "ioengine/fio" in text and "0.90x" in text and "1.83x" in text
+    assert "4 000" in text and "1.25x" in text
     fancy = io.StringIO()
     report.print_table(m, fancy)
     assert "0.90x" in fancy.getvalue()
