@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import statistics
 import sys
 
@@ -128,13 +130,14 @@ def _run_compare(args: argparse.Namespace) -> int:
     if size % (1 << 20):
         print(f"ioengine-bench compare: --size must be a multiple of 1 MiB, got {size}", file=sys.stderr)
         return 2
-    if args.chart:  # fail before the runs, not after them
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as e:
-            print(f"ioengine-bench compare: --chart needs matplotlib ({e}); pip install 'ioengine[bench]'",
-                  file=sys.stderr)
-            return 2
+    if args.chart and importlib.util.find_spec("matplotlib") is None:  # fail before the runs, not after
+        print("ioengine-bench compare: --chart needs matplotlib, which is not installed; "
+              "pip install 'ioengine[bench]'", file=sys.stderr)
+        return 2
+    if shutil.which("fio") is None:  # before any run, not after the first ioengine one
+        print("ioengine-bench compare: fio is not installed or not on PATH, and every row runs it "
+              "(Debian/Ubuntu: apt install fio; `make test` installs it)", file=sys.stderr)
+        return 2
     options = reactor_options_from_args(args)
     path = os.path.abspath(args.file)
     print(f"ioengine vs fio: {len(rows)} row(s) x {rounds} round(s) x {seconds:g} s per side on {path} "

@@ -62,6 +62,14 @@ def test_smp_other_than_1_is_refused(capsys: pytest.CaptureFixture[str]) -> None
     assert "--smp 2" in err and "per-core shards are not implemented yet" in err
 
 
+def test_missing_fio_is_reported_before_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["compare", "--rows", "randread-qd1", "--file", str(tmp_path / "never.dat")]) == 2
+    assert "fio is not installed" in capsys.readouterr().err
+    assert not (tmp_path / "never.dat").exists()
+
+
 def test_unknown_row_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compare", "--rows", "randread-qd1,bogus"]) == 2
     err = capsys.readouterr().err

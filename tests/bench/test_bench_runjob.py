@@ -13,7 +13,7 @@ import pytest
 from ioengine.bench.__main__ import main
 from ioengine.bench.fio_json import parse_fio_json
 from ioengine.bench.jobfile import JobFileError, parse_job_text
-from ioengine.bench.runjob import CloneRun, _drive, entries_of, groups_of, run_jobs, to_json
+from ioengine.bench.runjob import CloneRun, _drive, entries_of, groups_of
 
 TWO_JOBS = """\
     [global]
@@ -277,5 +277,9 @@ def test_groups_and_entries_follow_fio() -> None:
         group_reporting
     """), "t.fio")
     assert [[j.name for j in g] for g in groups_of(jobs)] == [["a"], ["b", "c"]]
+    a, b, c = jobs
+    runs = [[CloneRun(a, 0, 0, "x")], [*(CloneRun(b, i, 1, "x") for i in range(3)), CloneRun(c, 0, 1, "x")]]
+    # group_reporting merges the group's clones into one entry named after the first job
+    assert [(e.name, e.groupid, len(e.clones)) for e in entries_of(runs)] == [("a", 0, 1), ("b", 1, 4)]
     with pytest.raises(JobFileError):
         parse_job_text("[j]\ntime_based\n", "t.fio")
