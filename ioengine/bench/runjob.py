@@ -541,7 +541,10 @@ def _ms(ns: int, ios: int) -> int:
 
 def entries_of(runs: list[list[CloneRun]]) -> list[Entry]:
     """fio's reporting units: each clone on its own, except that consecutive clones of
-    ``group_reporting`` jobs in one group are merged (named after the first)."""
+    ``group_reporting`` jobs in one group are merged (named after the first).
+
+    Not copied: fio 3.33 also folds a ``group_reporting`` job into the entry of a job *without*
+    it just before it in the same group, and then prints an empty entry at the end."""
     out: list[Entry] = []
     for group in runs:
         merged: Entry | None = None

@@ -283,3 +283,45 @@ def test_groups_and_entries_follow_fio() -> None:
     assert [(e.name, e.groupid, len(e.clones)) for e in entries_of(runs)] == [("a", 0, 1), ("b", 1, 4)]
     with pytest.raises(JobFileError):
         parse_job_text("[j]\ntime_based\n", "t.fio")
+
+
+@pytest.mark.skipif(__import__("shutil").which("fio") is None, reason="fio is not installed (apt install fio)")
+def test_same_job_file_same_work_as_fio(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Size-based jobs do a fixed amount of work, so fio and ioengine must report the same counts.
+    from ioengine.bench.fio_json import run_fio
+
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        size=1m
+        directory={dir}
+
+        [sw]
+        rw=write
+        bs=128k,128k
+        offset=256k
+        group_reporting
+        numjobs=2
+
+        [rr]
+        rw=randread
+        bs=4k
+        iodepth=4
+        numjobs=2
+        [mixed]
+        stonewall
+        rw=randrw
+        rwmixread=100
+        bs=8k
+    """)
+    theirs = run_fio([str(job)], timeout=60)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    ours = parse_fio_json(capsys.readouterr().out)
+
+    def shape(res):
+        return [(j.name, j.groupid, j.error, j.read.total_ios, j.read.io_bytes, j.write.total_ios, j.write.io_bytes)
+                for j in res.jobs]
+
+    assert shape(ours) == shape(theirs)
+    assert shape(ours) == [("sw", 0, 0, 0, 0, 16, 2 << 20), ("rr", 0, 0, 256, 1 << 20, 0, 0),
+                           ("rr", 0, 0, 256, 1 << 20, 0, 0), ("mixed", 1, 0, 128, 1 << 20, 0, 0)]
