@@ -180,8 +180,8 @@ class File:
             pin, addr, n = _pin_buffer(buf, True)
         if (pos | n) & self._read_mask or addr & self._mem_mask or pos < 0 or self._closed:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
-        return self._reactor.submit(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, queue=self._queue,
-                                    states=self._qstates, io_class=io_class, align=self.disk_read_dma_alignment)
+        return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
+                                       self._qstates, io_class, self.disk_read_dma_alignment)
 
     async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None) -> DmaBuffer:
         """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""
@@ -259,6 +259,9 @@ class File:
         if end > self._pending_end:
             self._pending_end = end
         try:
+            if op == OP_WRITE:
+                return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, self._write_done,
+                                               self._queue, self._qstates, io_class, self.disk_write_dma_alignment)
             return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
                                         on_done=self._write_done, nbytes=None if total < 0 else total,
                                         queue=self._queue, states=self._qstates, io_class=io_class,

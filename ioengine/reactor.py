@@ -20,8 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from .backends import open_backend
-from .backends.base import OP_READ, OP_READV, OP_WRITEV, REC_WORDS
+from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV, REC_WORDS
 from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE
+
+assert (OP_READ, OP_WRITE) == (SCHED_READ, SCHED_WRITE)  # submit_rw indexes class counters by op
 
 from . import poller
 from .buffers import BufferPool
@@ -136,6 +138,38 @@ class Reactor:
                 self._submit_now()
         else:
             self._backlog.append(rec)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
+                  on_done: Callable[[tuple, int], None] | None, queue: Any, states: dict | None,
+                  io_class: IoClass | None, align: int) -> asyncio.Future:
+        """submit() for one plain read or write (OP_READ / OP_WRITE), all positional.
+
+        The per-I/O path of dma_read/dma_write: when the disk is not throttled and the ring has
+        room it does only what such a request needs; anything else goes through submit().
+        """
+        if queue is not None:
+            st = states.get(io_class if io_class is not None else _current_io_class.get())
+            if (st is None or queue._throttling or self._sched_waiting or self._outstanding >= self._capacity
+                    or st._bw is not None or st._iops is not None or self.closed):
+                return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
+                                   io_class, align)
+            st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
+            st.bytes[op] += length
+        elif self._outstanding >= self._capacity or self.closed:
+            return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done)
+        fut = self._create_future()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done)
+        self._outstanding += 1
+        recs = self._recs
+        recs.extend((op | (fd << 8), addr, length, pos, ud))
+        if len(recs) >= self._flush_words or length >= self._alone_bytes:
+            self._submit_now()
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
