@@ -17,7 +17,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ioengine
 from iosched import DiskProperties, dump_io_properties, load_io_properties
@@ -199,13 +199,22 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
           f"p99 {iso['mixed_p99']:.0f} us vs {iso['alone_p99']:.0f} us ({iso['mixed_p99'] / iso['alone_p99']:.1f}x)\n"
           f"    reads achieved/requested {iso['achieved_ratio']:.3f} (goal >= 0.95), "
           f"utilisation {iso['utilisation']:.2f} (goal >= 0.8)", file=out)
-    sched, raw = [], []
-    for _ in range(rounds):  # alternate: scheduled (throttling queue) / raw (no properties)
+    # (c) twice: at the calibrated rate (what a user gets; it cannot beat the calibration, so a
+    # disk momentarily faster than calibrated shows as loss), and with the bucket refilled at
+    # 1.5x (rate_factor) so it rarely binds: the cost of the scheduling machinery itself.
+    loose = dump_io_properties([replace(disk, rate_factor=1.5)])
+    sched, loose_runs, raw = [], [], []
+    for _ in range(rounds):  # alternate: calibrated / loose / unscheduled (no properties)
         sched.append(ioengine.run(_one_class(path, seconds), io_properties=props))
+        loose_runs.append(ioengine.run(_one_class(path, seconds), io_properties=loose))
         raw.append(ioengine.run(_one_class(path, seconds)))
-    results["one_class_ratio"] = statistics.median(sched) / statistics.median(raw)
-    print(f"(c) one class through the scheduler vs unscheduled: {results['one_class_ratio']:.3f} "
-          f"(medians {statistics.median(sched) / seconds:.0f} vs {statistics.median(raw) / seconds:.0f} IOPS; "
-          f"goal >= 0.95)", file=out)
+    m_raw = statistics.median(raw)
+    results["one_class_ratio"] = statistics.median(sched) / m_raw
+    results["one_class_machinery_ratio"] = statistics.median(loose_runs) / m_raw
+    print(f"(c) one class through the scheduler vs unscheduled (goal >= 0.95):\n"
+          f"    at the calibrated rate {results['one_class_ratio']:.3f} "
+          f"({statistics.median(sched) / seconds:.0f} vs {m_raw / seconds:.0f} IOPS); "
+          f"machinery only (rate_factor 1.5) {results['one_class_machinery_ratio']:.3f} "
+          f"({statistics.median(loose_runs) / seconds:.0f} IOPS)", file=out)
     print("(d) scheduler CPU per request on a null device: python -m iosched.bench --null", file=out)
     return results
