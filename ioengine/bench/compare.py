@@ -5,7 +5,7 @@ same file, alternating A B A B … for ``rounds`` rounds; medians are quoted, wi
 Per side and row: IOPS, MB/s, completion-latency percentiles (p50/p99/p99.9) and CPU-µs per I/O.
 
 * ioengine: each I/O is timed with two ``perf_counter_ns`` calls around its ``await`` (streams:
-  from the stream's submission to the completion callback); CPU is the whole process's
+  from the stream's submission to the reaped completion); CPU is the whole process's
   user + sys time (getrusage), so the event loop, the reactor and the benchmark loop all count.
 * fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys.
 * caio (buffered, see :func:`~ioengine.bench.workloads.run_caio_pattern`): like ioengine.

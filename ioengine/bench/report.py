@@ -59,7 +59,7 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
         f"({meta.get('fio') or 'fio'}, ioengine={meta['fio_engine']}, direct=1) on {meta['file']} "
         f"({meta['size'] >> 20} MiB); reactor backend {meta['backend']}; {meta['cpus']} CPUs, "
         f"Linux {meta['kernel']}, {meta['date']}.",
-        f"Latency: ioengine times each I/O around its await (streams: submission to completion callback); "
+        f"Latency: ioengine times each I/O around its await (streams: from submission to the reaped completion); "
         f"fio's is clat. CPU-{us}/IO: ioengine = whole process user+sys; fio = the job's usr+sys. "
         f"Ratios are ioengine / fio (for CPU and latency, lower is better).",
     ]
