@@ -1,0 +1,1 @@
+"""Command-line tools built on ioengine: ``iotune`` (calibrate a disk into io_properties.yaml)."""

@@ -1,0 +1,703 @@
+"""iotune: calibrate a disk into Seastar's io_properties.yaml, measuring through ioengine itself.
+
+    iotune --evaluation-directory /var/lib/data --properties-file io_properties.yaml
+
+Like Seastar's iotune, it lays out a test file in the directory and measures, each with a warm-up
+left out of the figure and sampled every second: sequential write bandwidth (which also lays the file
+out), sequential read bandwidth, random write IOPS and random read IOPS. The random depth comes from
+the device's queue (``/sys/block/<dev>/queue/nr_requests``), the random buffer from its minimum I/O
+size. The test file is removed afterwards, also on Ctrl-C and SIGTERM.
+
+Beyond Seastar: ``--compare-fio`` runs fio on the same patterns in the same run and prints the
+ratios; ``--latency-map`` measures read p95 under a grid of read-IOPS and write-bandwidth loads;
+``--repeat N`` runs the calibration N times and reports each value's coefficient of variation.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import math
+import os
+import re
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Coroutine, Sequence, TypeVar
+
+import ioengine
+from ioengine import OpenFlags, ReactorOptions, add_reactor_arguments, reactor_options_from_args
+from iosched import DiskProperties, dump_io_properties, save_io_properties
+
+from .iotune_device import MEMORY_FILESYSTEMS, DeviceInfo, IotuneError, MountInfo, mount_info, mountpoint_of, scan_device
+from .iotune_measure import (PhaseResult, Workload, detect_physical_block_size, fmt_size, lay_out, measure,
+                             saturation_length)
+from .iotune_report import PHASE_ORDER, Calibration, Reporter, cov, fmt_value
+
+T = TypeVar("T")
+
+#: Default calibration time per disk (s): layout and the four phases, warm-ups included.
+DEFAULT_DURATION = 30.0
+#: Seastar's default sequential buffer size.
+DEFAULT_SEQ_BUFFER = 1 << 20
+#: Seastar caps each shard's random-I/O depth at this.
+MAX_DEPTH_PER_SHARD = 128
+#: The test file: at most this large, and ~this many bytes per second of --duration (so short runs
+#: do not spend their time laying out), and at most half the free space.
+MAX_FILE_SIZE = 1 << 30
+FILE_BYTES_PER_SECOND = 64 << 20
+MIN_FILE_SIZE = 16 << 20
+#: Share of --duration the layout may take at most (the file is cut where it got to).
+LAYOUT_SHARE = 0.2
+#: Warm-up of a phase: this share of its time, within [WARMUP_MIN, WARMUP_MAX] seconds.
+WARMUP_SHARE, WARMUP_MIN, WARMUP_MAX = 0.2, 0.2, 2.0
+#: Exit statuses.
+EXIT_ERROR, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
+TEST_FILE_RE = re.compile(r"^iotune-(\d+)\.(tmp|probe)$")
+
+
+# ----------------------------------------------------------------------------------------------
+# options
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, *, allow_zero: bool = False) -> int:
+    """Bytes from "4096", "4k", "4KiB", "1M", "1MiB" (k/M/G/T are powers of 1024, as in Seastar).
+
+    Must be a multiple of 512 (direct I/O moves whole sectors); 0 only where it means "automatic".
+    """
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected bytes, optionally with a "
+                                          f"k/M/G suffix (powers of 1024), e.g. 4096, 4k, 1M")
+    n = int(m.group(1)) << (10 * " kmgt".index(m.group(2).lower() or " "))
+    if n == 0 and allow_zero:
+        return 0
+    if n <= 0 or n % 512:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: must be a positive multiple of 512 bytes "
+                                         f"(direct I/O moves whole sectors)")
+    return n
+
+
+def _size(text: str) -> int:
+    return parse_size(text)
+
+
+def _size_or_auto(text: str) -> int:
+    return parse_size(text, allow_zero=True)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    return parse
+
+
+def _percent(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid percentage {text!r}") from None
+    if not 0 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 100 (percent), got {text!r}")
+    return v
+
+
+def _grid(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """"25,50,75:0,25,50" → read percentages, write percentages."""
+    try:
+        r, w = text.split(":")
+        reads = tuple(float(x) for x in r.split(",") if x.strip())
+        writes = tuple(float(x) for x in w.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid grid {text!r}: expected READ%,...:WRITE%,... "
+                                         f"e.g. 25,50,75:0,25,50") from None
+    if not reads or not writes or any(not 0 < x <= 200 for x in reads) or any(not 0 <= x <= 200 for x in writes):
+        raise argparse.ArgumentTypeError(f"invalid grid {text!r}: read percentages in (0, 200], write in [0, 200]")
+    return reads, writes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="iotune", allow_abbrev=False,
+        description="Calibrate a disk into Seastar's io_properties.yaml: sequential write and read "
+                    "bandwidth, random write and read IOPS, measured through ioengine (O_DIRECT).",
+        epilog="Exit status: 0 done, 1 error, 2 bad usage, 130 interrupted (Ctrl-C), 143 terminated. "
+               "The test file (iotune-<pid>.tmp in the evaluation directory) is removed on every exit "
+               "but SIGKILL; a later run removes such leftovers.")
+    s = p.add_argument_group("Seastar's options")
+    s.add_argument("--evaluation-directory", action="append", required=True, metavar="DIR",
+                   help="directory to run the evaluation in (repeatable; one evaluation per mount point)")
+    s.add_argument("--properties-file", metavar="PATH",
+                   help="write the io_properties YAML here (without it the YAML is printed)")
+    s.add_argument("--options-file", metavar="PATH",
+                   help="write Seastar's options file here, pointing at --properties-file")
+    s.add_argument("--format", choices=("seastar", "envfile"), default="seastar",
+                   help="options file format: seastar (io-properties-file=PATH) or envfile "
+                        "(SEASTAR_IO=\"--io-properties-file=PATH\"); default seastar")
+    s.add_argument("--duration", type=_positive_float, default=DEFAULT_DURATION, metavar="SECONDS",
+                   help=f"time to calibrate one disk, layout and the four phases with their warm-ups "
+                        f"(default {DEFAULT_DURATION:g}); --saturation, --detect-physical-block-size, "
+                        f"--compare-fio, --latency-map and --repeat add to it")
+    s.add_argument("--smp", type=_count(1), default=1, metavar="N",
+                   help="Seastar's shard count. ioengine has no per-core shards yet: the random-I/O depth "
+                        "is split as Seastar splits it over N shards (each at most 128), and all N groups "
+                        "of workers run concurrently in this one reactor, on one core (default 1)")
+    s.add_argument("--accuracy", type=_percent, default=3.0, metavar="PERCENT",
+                   help="warn when a phase's per-second spread (stdev/mean) exceeds this (default 3; "
+                        "0 always prints the spread)")
+    s.add_argument("--saturation", choices=("read", "write", "both"), default=None,
+                   help="also measure the saturation length(s): the smallest sequential request that alone "
+                        "keeps the disk at full bandwidth (slow: several extra runs)")
+    s.add_argument("--random-read-io-buffer-size", type=_size_or_auto, default=0, metavar="BYTES",
+                   help="random read buffer size (default: the device's minimum I/O size, at least its "
+                        "physical block)")
+    s.add_argument("--random-write-io-buffer-size", type=_size_or_auto, default=0, metavar="BYTES",
+                   help="random write buffer size (default: as for reads)")
+    s.add_argument("--sequential-read-buffer-size", "--sequential_read_buffer_size", type=_size,
+                   default=DEFAULT_SEQ_BUFFER, metavar="BYTES", dest="sequential_read_buffer_size",
+                   help="sequential read buffer size (default 1M)")
+    s.add_argument("--sequential-write-buffer-size", "--sequential_write_buffer_size", type=_size,
+                   default=DEFAULT_SEQ_BUFFER, metavar="BYTES", dest="sequential_write_buffer_size",
+                   help="sequential write buffer size (default 1M)")
+    s.add_argument("--force-io-depth", type=_count(0), default=0, metavar="N",
+                   help="random-I/O depth, exactly (split over --smp shards; no 128 cap); 0: from the "
+                        "device's queue depth (default)")
+    s.add_argument("--detect-physical-block-size", action="store_true",
+                   help="find the physical block size from random-write IOPS at growing sizes and write "
+                        "it to the properties file (sizes below the reported block cannot be issued)")
+    s.add_argument("--fs-check", action="store_true",
+                   help="only check the directories (filesystem, O_DIRECT, free space) and exit")
+    b = p.add_argument_group("beyond Seastar")
+    b.add_argument("--compare-fio", action="store_true",
+                   help="after each phase run fio on the same file and pattern; print both and the ratio")
+    b.add_argument("--latency-map", metavar="PREFIX",
+                   help="measure read p95 over a grid of loads (read IOPS %% x write bandwidth %% of the "
+                        "calibrated maxima); write PREFIX.png (heatmap) and PREFIX.csv")
+    b.add_argument("--latency-map-grid", type=_grid, default=((25.0, 50.0, 75.0), (0.0, 25.0, 50.0)),
+                   metavar="R,..:W,..", help="the map's read and write percentages (default 25,50,75:0,25,50)")
+    b.add_argument("--latency-map-seconds", type=_positive_float, default=2.0, metavar="SECONDS",
+                   help="time per cell of the latency map (default 2)")
+    b.add_argument("--repeat", type=_count(1), default=1, metavar="N",
+                   help="run the calibration N times (one layout); report each value's coefficient of "
+                        "variation and write the medians (default 1)")
+    b.add_argument("--file-size", type=_size, default=None, metavar="BYTES",
+                   help=f"test file size (default: {fmt_size(FILE_BYTES_PER_SECOND)} per second of "
+                        f"--duration, at most {fmt_size(MAX_FILE_SIZE)} and half the free space)")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw a progress bar on stderr (default: when stderr is a terminal)")
+    add_reactor_arguments(p)
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.options_file and not args.properties_file:
+        p.error("--options-file needs --properties-file (the options file points at it)")
+    try:
+        args.reactor_options = reactor_options_from_args(args)
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
+# ----------------------------------------------------------------------------------------------
+# signals: SIGINT is asyncio's (cancel, then KeyboardInterrupt); SIGTERM does the same, via us
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like KeyboardInterrupt, removing the test file."""
+
+
+_terminated = False
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    global _terminated
+    _terminated = True
+    raise Terminated()
+
+
+def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
+    """``ioengine.run(coro)`` with SIGTERM cancelling it cleanly (finally blocks, file close, reactor close)."""
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_term() -> None:
+            global _terminated
+            _terminated = True
+            if task is not None:
+                task.cancel()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, on_term)
+        return await coro
+
+    try:
+        return ioengine.run(guarded(), **options.as_dict())
+    except asyncio.CancelledError:
+        if _terminated:
+            raise Terminated() from None
+        raise
+    finally:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # the loop's close reset it
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGTERM, _raise_terminated)
+        if _terminated:
+            raise Terminated()
+
+
+# ----------------------------------------------------------------------------------------------
+# pre-flight
+
+
+@dataclass(slots=True)
+class Target:
+    """A directory that passed the checks, and what it sits on."""
+
+    directory: str
+    mountpoint: str
+    mount: MountInfo | None
+    device: DeviceInfo
+    avail: int
+
+
+def check_directory(directory: str) -> Target:
+    """Everything that can be known without I/O; raises IotuneError naming the directory and the problem."""
+    d = directory
+    try:
+        st = os.stat(d)
+    except FileNotFoundError:
+        raise IotuneError(f"evaluation directory {d!r} does not exist") from None
+    except OSError as e:
+        raise IotuneError(f"evaluation directory {d!r} cannot be examined: {e.strerror}") from None
+    if not os.path.isdir(d):
+        raise IotuneError(f"evaluation directory {d!r} is not a directory")
+    mi = mount_info(d)
+    if mi is not None and mi.fstype in MEMORY_FILESYSTEMS:
+        raise IotuneError(f"evaluation directory {d!r} is on {mi.fstype} (mounted at {mi.mountpoint}), which "
+                          f"lives in memory: there is no disk under it to calibrate")
+    if mi is not None and mi.read_only:
+        raise IotuneError(f"evaluation directory {d!r} is on a read-only filesystem ({mi.mountpoint} is mounted "
+                          f"read-only): iotune must write a test file there")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise IotuneError(f"evaluation directory {d!r} is not writable by this user: iotune must create a "
+                          f"test file there")
+    vfs = os.statvfs(d)
+    avail = vfs.f_bavail * vfs.f_frsize
+    if avail < 2 * MIN_FILE_SIZE:
+        raise IotuneError(f"evaluation directory {d!r} has only {avail >> 20} MiB free; iotune needs at least "
+                          f"{(2 * MIN_FILE_SIZE) >> 20} MiB for its test file")
+    return Target(d, mountpoint_of(d), mi, scan_device(st.st_dev), avail)
+
+
+async def _probe_direct_io(directory: str, path: str) -> tuple[int, int]:
+    """Create a file with O_DIRECT, write a block and read it back; (read, write) alignment."""
+    try:
+        f = await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE | OpenFlags.EXCLUSIVE)
+    except OSError as e:
+        raise _io_error(directory, "cannot create a test file", e) from None
+    try:
+        if not f.direct:
+            raise IotuneError(f"evaluation directory {directory!r}: the filesystem does not support O_DIRECT "
+                              f"(the file opened buffered): there is no direct I/O to calibrate")
+        n = f.disk_write_dma_alignment
+        buf = f.allocate_buffer(n)
+        buf[:] = os.urandom(n)
+        back = f.allocate_buffer(n)
+        try:
+            await f.dma_write(0, buf)
+            got = await f.dma_read(0, back)
+            if got != n or bytes(back) != bytes(buf):
+                raise IotuneError(f"evaluation directory {directory!r}: a direct write read back differently "
+                                  f"({got} of {n} bytes)")
+        except OSError as e:
+            raise _io_error(directory, "direct I/O failed", e) from None
+        finally:
+            buf.release()
+            back.release()
+        return f.disk_read_dma_alignment, f.disk_write_dma_alignment
+    finally:
+        await f.close()
+
+
+def _io_error(directory: str, what: str, e: OSError) -> IotuneError:
+    why = {errno.EROFS: "the filesystem is read-only", errno.EACCES: "permission denied",
+           errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device",
+           errno.EDQUOT: "disk quota exceeded",
+           errno.EINVAL: "the filesystem refuses O_DIRECT"}.get(e.errno or 0, e.strerror or str(e))
+    return IotuneError(f"evaluation directory {directory!r}: {what}: {why} ({e})")
+
+
+def remove_stale_files(directory: str, rep: Reporter) -> None:
+    """Remove test files left by iotune runs that were killed (SIGKILL) and whose process is gone."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        m = TEST_FILE_RE.match(name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        if os.path.exists(f"/proc/{m.group(1)}"):
+            continue  # that iotune may still be running
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+            rep.warn(f"removed {os.path.join(directory, name)}, left by an iotune that was killed")
+
+
+class TestFile:
+    """The test file's path; removed on leaving the ``with`` block, however it is left."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, directory: str, suffix: str = "tmp") -> None:
+        self.path = os.path.join(directory, f"iotune-{os.getpid()}.{suffix}")
+
+    def __enter__(self) -> TestFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+# ----------------------------------------------------------------------------------------------
+# the calibration
+
+
+@dataclass(slots=True)
+class DiskResult:
+    target: Target
+    file_size: int
+    runs: list[Calibration]
+    properties: DiskProperties
+    saturation: dict[str, int] = field(default_factory=dict)
+    physical_block_size: int | None = None
+    latency_map: Any = None
+
+
+def random_depth(total: int, smp: int, forced: bool) -> int:
+    """Seastar's per-shard split of the device depth (each shard at most 128 unless forced), summed."""
+    depth = 0
+    for shard in range(smp):
+        d = total // smp + (1 if shard < total % smp else 0)
+        depth += d if forced else min(d, MAX_DEPTH_PER_SHARD)
+    return max(depth, 1)
+
+
+def phase_times(remaining: float) -> tuple[float, float]:
+    """(warm-up, measured window) of each of the four phases sharing ``remaining`` seconds."""
+    per = max(remaining, 4 * 2 * WARMUP_MIN) / 4
+    warm = min(max(per * WARMUP_SHARE, WARMUP_MIN), WARMUP_MAX)
+    return warm, per - warm
+
+
+def file_size_for(args: argparse.Namespace, avail: int, bs: int) -> int:
+    if args.file_size:
+        size = args.file_size
+        if size > avail // 2:
+            raise IotuneError(f"--file-size {fmt_size(size)} is more than half the free space ({avail >> 20} MiB)")
+    else:
+        size = min(MAX_FILE_SIZE, max(MIN_FILE_SIZE, int(args.duration * FILE_BYTES_PER_SECOND)), avail // 2)
+    size -= size % bs
+    if size < bs:
+        raise IotuneError(f"the test file ({size} bytes) would be smaller than one sequential buffer ({bs})")
+    return size
+
+
+class _Plan:
+    """The workloads of one disk."""
+
+    def __init__(self, args: argparse.Namespace, dev: DeviceInfo) -> None:
+        forced = args.force_io_depth > 0
+        depth = random_depth(args.force_io_depth or dev.max_iodepth, args.smp, forced)
+        seq_depth = 4 * dev.disks_per_array
+        self.workloads = {
+            "seq_write": Workload("seq_write", args.sequential_write_buffer_size, seq_depth),
+            "seq_read": Workload("seq_read", args.sequential_read_buffer_size, seq_depth),
+            "rand_write": Workload("rand_write", args.random_write_io_buffer_size or dev.minimum_io_size, depth),
+            "rand_read": Workload("rand_read", args.random_read_io_buffer_size or dev.minimum_io_size, depth),
+        }
+        self.depth = depth
+
+
+def _phase_line(wl: Workload, res: PhaseResult, accuracy: float) -> str:
+    what = "bandwidth" if wl.sequential else "IOPS"
+    spread = res.spread * 100
+    note = f" (spread {spread:.1f} %)" if accuracy == 0 or spread > accuracy else ""
+    return f"Measuring {wl.title} {what} ({fmt_size(wl.bs)}, depth {wl.depth}): {fmt_value(wl.phase, res.value)}{note}"
+
+
+def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskResult:
+    opts: ReactorOptions = args.reactor_options
+    dev = target.device
+    plan = _Plan(args, dev)
+    wls = plan.workloads
+    for note in dev.notes:
+        rep.warn(note)
+    for hint in dev.hints():
+        rep.warn(hint)
+    leaf = dev.leaves[0] if dev.leaves else None
+    rep.info(f"Disk {dev.names} ({dev.device}) under {target.directory}: queue depth {dev.max_iodepth}"
+             f"{f' ({leaf.depth_source})' if leaf and len(dev.leaves) == 1 else ''}, minimum I/O size "
+             f"{dev.minimum_io_size}, physical block {dev.physical_block_size}; random depth {plan.depth}"
+             f"{' (forced)' if args.force_io_depth else ''}, mount point {target.mountpoint}")
+    if args.compare_fio:
+        from .iotune_fio import fio_available
+
+        version = fio_available()
+        if version is None:
+            raise IotuneError("--compare-fio: fio is not installed (install the 'fio' package)")
+        rep.info(f"Comparing with {version}")
+    size = file_size_for(args, target.avail, wls["seq_write"].bs)
+    t_begin = time.perf_counter()
+    budget = max(args.duration * LAYOUT_SHARE, 0.2)
+    with TestFile(target.directory) as tf:
+        with rep.task("laying out the test file", budget) as cb:
+            size, took = run_engine(lay_out(tf.path, size, wls["seq_write"].bs, wls["seq_write"].depth, budget,
+                                            progress=cb), opts)
+        if size < MIN_FILE_SIZE:
+            rep.warn(f"only {fmt_size(size)} could be laid out in {took:.1f} s: a slow disk, or --duration too "
+                     f"short; random figures over such a small file may be flattered by caches")
+        rep.info(f"Laid out a {fmt_size(size) if size % (1 << 20) == 0 else f'{size} B'} test file in {took:.1f} s")
+        warm, meas = phase_times(args.duration - (time.perf_counter() - t_begin))
+        runs: list[Calibration] = []
+        for i in range(args.repeat):
+            if args.repeat > 1:
+                rep.info(f"Run {i + 1} of {args.repeat}")
+            runs.append(_one_pass(args, tf.path, size, wls, warm, meas, i + 1, rep))
+        result = DiskResult(target, size, runs, _properties(target, runs))
+        if args.saturation:
+            _saturation(args, tf.path, size, wls, runs, warm, meas, result, rep)
+        if args.detect_physical_block_size:
+            _detect_pbs(args, tf.path, size, plan.depth, dev, result, rep)
+        result.properties = _properties(target, runs, result.saturation, result.physical_block_size)
+        if args.latency_map:
+            from .iotune_latency import latency_map
+
+            result.latency_map = latency_map(args, tf.path, size, wls, result.properties, dev, rep, run_engine)
+    return result
+
+
+def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Workload], warm: float, meas: float,
+              seed: int, rep: Reporter) -> Calibration:
+    opts: ReactorOptions = args.reactor_options
+    cal = Calibration()
+    for ph in PHASE_ORDER:
+        wl = wls[ph]
+        with rep.task(f"{wl.title} ({fmt_size(wl.bs)}, QD{wl.depth})", warm + meas) as cb:
+            res = run_engine(measure(path, wl, size, warm, meas, seed=seed, progress=cb), opts)
+        cal.phases[ph] = res
+        rep.info(_phase_line(wl, res, args.accuracy))
+        if args.accuracy and res.spread * 100 > args.accuracy:
+            rep.warn(f"{wl.title}: the per-second spread is {res.spread * 100:.1f} %, above --accuracy "
+                     f"{args.accuracy:g} %: the disk or the machine is noisy (a longer --duration averages more)")
+        if res.cpu_bound:
+            rep.warn(f"{wl.title}: the event loop used {res.loop_cpu * 100:.0f} % of a core: the figure is "
+                     f"ioengine's ceiling on this CPU, not necessarily the disk's"
+                     + ("" if args.compare_fio else " (--compare-fio shows what fio gets)"))
+        if args.compare_fio:
+            from .iotune_fio import FioError, run_fio_workload
+
+            with rep.task(f"fio: {wl.title}", warm + meas) as cb:
+                try:
+                    fig: object = run_fio_workload(path, size, wl, warm, meas, res.backend, opts.threads)
+                except FioError as e:
+                    fig = str(e).splitlines()[0]
+                    rep.warn(f"fio failed on the {wl.title} phase: {e}")
+            cal.fio[ph] = fig
+            if hasattr(fig, "value"):
+                ratio = res.value / fig.value if fig.value else math.nan  # type: ignore[attr-defined]
+                rep.info(f"  fio: {fmt_value(ph, fig.value)}; ioengine/fio {ratio:.2f}x")  # type: ignore[attr-defined]
+    return cal
+
+
+def _median(runs: list[Calibration], phase: str, attr: str) -> float:
+    return statistics.median(getattr(r.phases[phase], attr) for r in runs)
+
+
+def _properties(target: Target, runs: list[Calibration], saturation: dict[str, int] | None = None,
+                pbs: int | None = None) -> DiskProperties:
+    sat = saturation or {}
+    return DiskProperties(
+        mountpoints=(target.mountpoint,),
+        read_iops=_median(runs, "rand_read", "iops"),
+        read_bandwidth=_median(runs, "seq_read", "bandwidth"),
+        write_iops=_median(runs, "rand_write", "iops"),
+        write_bandwidth=_median(runs, "seq_write", "bandwidth"),
+        read_saturation_length=sat.get("read"),
+        write_saturation_length=sat.get("write"),
+        physical_block_size=pbs,
+    )
+
+
+def _saturation(args: argparse.Namespace, path: str, size: int, wls: dict[str, Workload], runs: list[Calibration],
+                warm: float, meas: float, result: DiskResult, rep: Reporter) -> None:
+    kinds = ("write", "read") if args.saturation == "both" else (args.saturation,)
+    for kind in kinds:
+        ph = f"seq_{kind}"
+        bw = _median(runs, ph, "bandwidth")
+        spread = max(r.phases[ph].spread for r in runs)
+        threshold = bw * (1 - min(spread, 0.5))
+        start = wls[ph].bs // 2
+        min_bs = wls[f"rand_{kind}"].bs
+
+        with rep.task(f"{kind} saturation length", 4 * (warm + meas) / 2):
+            length, steps = run_engine(saturation_length(path, ph, max(start, min_bs), min_bs, threshold, size,
+                                                         warm / 2, meas / 2), args.reactor_options)
+        for s in steps:
+            rep.info(f"  {kind} at depth 1, {fmt_size(s.workload.bs)}: {s.bandwidth / 1e6:,.0f} MB/s "
+                     f"(threshold {threshold / 1e6:,.0f} MB/s)")
+        result.saturation[kind] = length
+        rep.info(f"Measuring {kind} saturation length: {length}")
+
+
+def _detect_pbs(args: argparse.Namespace, path: str, size: int, depth: int, dev: DeviceInfo, result: DiskResult,
+                rep: Reporter) -> None:
+    each = max(args.duration * 0.05, 0.5)
+    pbs, steps, skipped = run_engine(detect_physical_block_size(path, size, depth, min(each * 0.3, 1.0), each),
+                                     args.reactor_options)
+    for s in steps:
+        rep.info(f"  random writes of {s.workload.bs} bytes: {s.iops:,.0f} IOPS")
+    if skipped:
+        rep.info(f"  (not tried: {', '.join(map(str, skipped))} bytes, below the write alignment ioengine uses "
+                 f"for this file, the reported physical block)")
+    reported = dev.physical_block_size
+    if pbs is not None and reported and pbs != reported:
+        rep.warn(f"the detected physical block size {pbs} differs from the reported {reported}: the disk may lie "
+                 f"about it; writing the detected one")
+    result.physical_block_size = pbs
+    rep.info(f"Detected physical block size: {pbs} bytes")
+
+
+# ----------------------------------------------------------------------------------------------
+# output
+
+
+def options_file_text(fmt: str, properties_file: str) -> str:
+    """Seastar's options file: a config-file line (seastar) or a shell/systemd environment file (envfile)."""
+    path = os.path.abspath(properties_file)
+    if fmt == "seastar":
+        return f"io-properties-file={path}\n"
+    return f'SEASTAR_IO="--io-properties-file={path}"\n'
+
+
+def write_outputs(args: argparse.Namespace, disks: list[DiskProperties], rep: Reporter) -> None:
+    if args.properties_file:
+        rep.info(f"Writing result to {args.properties_file}")
+        try:
+            save_io_properties(disks, args.properties_file)
+        except OSError as e:
+            raise IotuneError(f"cannot write the properties file {args.properties_file!r}: {e.strerror or e}; "
+                              f"the values were:\n{dump_io_properties(disks)}") from None
+    else:
+        rep.info("io_properties (no --properties-file given, so not written):\n" + dump_io_properties(disks).rstrip())
+    if args.options_file:
+        rep.info(f"Writing result to {args.options_file}")
+        try:
+            with open(args.options_file, "w", encoding="utf-8") as f:
+                f.write(options_file_text(args.format, args.properties_file))
+        except OSError as e:
+            raise IotuneError(f"cannot write the options file {args.options_file!r}: {e.strerror or e}") from None
+
+
+def _targets(args: argparse.Namespace, rep: Reporter) -> list[Target]:
+    """Check every directory; keep one per mount point (Seastar evaluates each mount point once)."""
+    by_mount: dict[str, Target] = {}
+    for d in args.evaluation_directory:
+        t = check_directory(d)
+        if t.mountpoint in by_mount:
+            rep.info(f"{d} is on {t.mountpoint}, already evaluated in {by_mount[t.mountpoint].directory}")
+            continue
+        by_mount[t.mountpoint] = t
+    return list(by_mount.values())
+
+
+def _run(args: argparse.Namespace, rep: Reporter) -> int:
+    targets = _targets(args, rep)
+    for t in targets:
+        remove_stale_files(t.directory, rep)
+        with TestFile(t.directory, "probe") as probe:
+            ralign, walign = run_engine(_probe_direct_io(t.directory, probe.path), args.reactor_options)
+        fs = f"{t.mount.fstype} on {t.mount.source}" if t.mount else "unknown filesystem"
+        rep.info(f"{t.directory} passed sanity checks ({fs}, {t.avail / 1e9:,.1f} GB free, direct I/O with read "
+                 f"alignment {ralign}, write alignment {walign})")
+    if args.fs_check:
+        return 0
+    results = []
+    t0 = time.perf_counter()
+    with rep.progress_bar():
+        for t in targets:
+            results.append(calibrate(args, t, rep))
+    elapsed = time.perf_counter() - t0
+    for r in results:
+        title = f"{r.target.mountpoint} ({r.target.device.names}), {fmt_size(r.file_size)} test file"
+        rep.summary(title, r.runs, args.compare_fio)
+        if len(r.runs) > 1:
+            parts = []
+            for ph in PHASE_ORDER:
+                c = cov([run.phases[ph].value for run in r.runs])
+                parts.append(f"{ph} {c * 100:.1f} %")
+            rep.info(f"Coefficient of variation over {len(r.runs)} runs: " + ", ".join(parts))
+    rep.info(f"Calibrated in {elapsed:.1f} s")
+    write_outputs(args, [r.properties for r in results], rep)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rep = Reporter(progress=args.progress)
+    global _terminated
+    _terminated = False
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(args, rep)
+    except KeyboardInterrupt:
+        print("iotune: interrupted; the test file was removed", file=sys.stderr, flush=True)
+        return EXIT_SIGINT
+    except Terminated:
+        print("iotune: terminated; the test file was removed", file=sys.stderr, flush=True)
+        return EXIT_SIGTERM
+    except IotuneError as e:
+        print(f"iotune: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except ioengine.BackendUnavailableError as e:
+        print(f"iotune: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except OSError as e:
+        print(f"iotune: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    finally:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
