@@ -34,13 +34,13 @@ from iosched import DiskProperties, dump_io_properties, save_io_properties
 
 from .iotune_device import MEMORY_FILESYSTEMS, DeviceInfo, IotuneError, MountInfo, mount_info, mountpoint_of, scan_device
 from .iotune_measure import (PhaseResult, Workload, detect_physical_block_size, fmt_size, lay_out, measure,
-                             saturation_length)
+                             merge_results, saturation_length)
 from .iotune_report import PHASE_ORDER, Calibration, Reporter, cov, fmt_value
 
 T = TypeVar("T")
 
 #: Default calibration time per disk (s): layout and the four phases, warm-ups included.
-DEFAULT_DURATION = 30.0
+DEFAULT_DURATION = 26.0
 #: Seastar's default sequential buffer size.
 DEFAULT_SEQ_BUFFER = 1 << 20
 #: Seastar caps each shard's random-I/O depth at this.
@@ -508,12 +508,26 @@ def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskRe
 
 def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Workload], warm: float, meas: float,
               seed: int, rep: Reporter) -> Calibration:
+    """The four phases once. With --compare-fio each phase runs A-B-A: ioengine for half the window,
+    fio for the whole window, ioengine for the other half (pooled), so slow drifts of a shared machine
+    weigh on both sides alike; the halves cost one more warm-up per phase."""
     opts: ReactorOptions = args.reactor_options
     cal = Calibration()
     for ph in PHASE_ORDER:
         wl = wls[ph]
-        with rep.task(f"{wl.title} ({fmt_size(wl.bs)}, QD{wl.depth})", warm + meas) as cb:
-            res = run_engine(measure(path, wl, size, warm, meas, seed=seed, progress=cb), opts)
+        label = f"{wl.title} ({fmt_size(wl.bs)}, QD{wl.depth})"
+        if not args.compare_fio:
+            with rep.task(label, warm + meas) as cb:
+                res = run_engine(measure(path, wl, size, warm, meas, seed=seed, progress=cb), opts)
+        else:
+            halves = []
+            for half in (1, 2):
+                with rep.task(f"{label}, half {half}", warm + meas / 2) as cb:
+                    halves.append(run_engine(measure(path, wl, size, warm, meas / 2, seed=seed + 100 * half,
+                                                     progress=cb), opts))
+                if half == 1:
+                    cal.fio[ph] = _fio_phase(path, size, wl, warm, meas, halves[0].backend, opts, rep)
+            res = merge_results(halves)
         cal.phases[ph] = res
         rep.info(_phase_line(wl, res, args.accuracy))
         if args.accuracy and res.spread * 100 > args.accuracy:
@@ -523,20 +537,24 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
             rep.warn(f"{wl.title}: the event loop used {res.loop_cpu * 100:.0f} % of a core: the figure is "
                      f"ioengine's ceiling on this CPU, not necessarily the disk's"
                      + ("" if args.compare_fio else " (--compare-fio shows what fio gets)"))
-        if args.compare_fio:
-            from .iotune_fio import FioError, run_fio_workload
-
-            with rep.task(f"fio: {wl.title}", warm + meas) as cb:
-                try:
-                    fig: object = run_fio_workload(path, size, wl, warm, meas, res.backend, opts.threads)
-                except FioError as e:
-                    fig = str(e).splitlines()[0]
-                    rep.warn(f"fio failed on the {wl.title} phase: {e}")
-            cal.fio[ph] = fig
-            if hasattr(fig, "value"):
-                ratio = res.value / fig.value if fig.value else math.nan  # type: ignore[attr-defined]
-                rep.info(f"  fio: {fmt_value(ph, fig.value)}; ioengine/fio {ratio:.2f}x")  # type: ignore[attr-defined]
+        fig = cal.fio.get(ph)
+        if hasattr(fig, "value"):
+            ratio = res.value / fig.value if fig.value else math.nan  # type: ignore[union-attr]
+            rep.info(f"  fio: {fmt_value(ph, fig.value)}; ioengine/fio {ratio:.2f}x")  # type: ignore[union-attr]
     return cal
+
+
+def _fio_phase(path: str, size: int, wl: Workload, warm: float, meas: float, backend: str, opts: ReactorOptions,
+               rep: Reporter) -> object:
+    """fio's figure for one phase, or the first line of its error."""
+    from .iotune_fio import FioError, run_fio_workload
+
+    with rep.task(f"fio: {wl.title}", warm + meas):
+        try:
+            return run_fio_workload(path, size, wl, warm, meas, backend, opts.threads)
+        except FioError as e:
+            rep.warn(f"fio failed on the {wl.title} phase: {e}")
+            return str(e).splitlines()[0]
 
 
 def _median(runs: list[Calibration], phase: str, attr: str) -> float:

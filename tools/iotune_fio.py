@@ -50,6 +50,8 @@ def fio_args(path: str, size: int, wl: Workload, warmup: float, seconds: float, 
         f"--runtime={max(1, round(seconds * 1000))}ms", f"--ramp_time={max(0, round(warmup * 1000))}ms",
         "--norandommap", "--randrepeat=0", "--fallocate=none", "--group_reporting",
     ]
+    if wl.write:
+        args.append("--end_fsync=1")  # as iotune flushes after its write phases: the next phase starts clean
     if backend == "threads":
         # psync: one I/O per job at a time; the pool's threads are the jobs
         args += ["--ioengine=psync", f"--numjobs={max(1, min(threads, wl.depth))}"]

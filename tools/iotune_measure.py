@@ -117,6 +117,15 @@ class PhaseResult:
         return self.loop_cpu >= CPU_BOUND_SHARE
 
 
+def merge_results(parts: list[PhaseResult]) -> PhaseResult:
+    """Pool windows of the same workload measured apart (their samples, completions and time add up)."""
+    first = parts[0]
+    seconds = sum(p.seconds for p in parts)
+    return PhaseResult(first.workload, sum(p.ios for p in parts), seconds, [x for p in parts for x in p.samples],
+                       first.interval, sum(p.loop_cpu * p.seconds for p in parts) / seconds if seconds else 0.0,
+                       first.backend)
+
+
 #: Above this share of a core on the loop thread a phase is reported as CPU-bound.
 CPU_BOUND_SHARE = 0.90
 
