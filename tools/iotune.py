@@ -682,7 +682,8 @@ def _run(args: argparse.Namespace, rep: Reporter) -> int:
             parts = []
             for ph in PHASE_ORDER:
                 c = cov([run.phases[ph].value for run in r.runs])
-                parts.append(f"{ph} {c * 100:.1f} %")
+                fio = [f.value for f in (run.fio.get(ph) for run in r.runs) if hasattr(f, "value")]
+                parts.append(f"{ph} {c * 100:.1f} %" + (f" (fio {cov(fio) * 100:.1f} %)" if len(fio) > 1 else ""))
             rep.info(f"Coefficient of variation over {len(r.runs)} runs: " + ", ".join(parts))
     rep.info(f"Calibrated in {elapsed:.1f} s")
     write_outputs(args, [r.properties for r in results], rep)

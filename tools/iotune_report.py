@@ -126,6 +126,8 @@ class Reporter:
         t.add_column("loop CPU", justify="right")
         if compared:
             t.add_column("fio" + (" (median)" if many else ""), justify="right")
+            if many:
+                t.add_column("fio CoV", justify="right")
             t.add_column("ratio", justify="right")
         for ph in PHASE_ORDER:
             results = [r.phases[ph] for r in runs if ph in r.phases]
@@ -147,9 +149,13 @@ class Reporter:
                 nums = [f.value for f in figs if hasattr(f, "value")]
                 if nums:
                     fmed = statistics.median(nums)
-                    row += [fmt_value(ph, fmed), f"{med / fmed:.2f}x" if fmed else "-"]
+                    row.append(fmt_value(ph, fmed))
+                    if many:
+                        c = cov(nums)
+                        row.append("-" if math.isnan(c) else f"{c * 100:.1f} %")
+                    row.append(f"{med / fmed:.2f}x" if fmed else "-")
                 else:
                     err = next((str(f) for f in figs if f is not None), "not run")
-                    row += ["failed", err[:40]]
+                    row += ["failed"] + (["-"] if many else []) + [err[:40]]
             t.add_row(*row)
         self._console().print(t)

@@ -189,3 +189,12 @@ def test_stale_test_file_removed(scratch, capsys):
     rc, out, err = run(capsys, "--evaluation-directory", str(scratch), "--fs-check")
     assert rc == 0 and not stale.exists()
     assert "left by an iotune that was killed" in err
+
+
+def test_one_evaluation_per_mount_point(scratch, capsys):
+    a, b = scratch / "a", scratch / "b"
+    a.mkdir()
+    b.mkdir()
+    rc, out, err = run(capsys, "--evaluation-directory", str(a), "--evaluation-directory", str(b), "--fs-check")
+    assert rc == 0, err
+    assert f"{b} is on {mountpoint_of(str(b))}, already evaluated in {a}" in out
