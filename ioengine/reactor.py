@@ -155,10 +155,23 @@ class Reactor:
         """
         if queue is not None:
             st = states.get(io_class if io_class is not None else _current_io_class.get())
-            if (st is None or queue._throttling or self._sched_waiting or self._outstanding >= self._capacity
-                    or st._bw is not None or st._iops is not None or self.closed):
+            if st is None or self.closed:
                 return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
                                    io_class, align)
+            if (queue._throttling or self._sched_waiting or self._outstanding >= self._capacity
+                    or st._bw is not None or st._iops is not None):
+                # Through the disk queue (submit()'s scheduled branch, inlined: per request too).
+                fut = self._create_future()
+                ud = self._next_ud
+                self._next_ud = ud + 1
+                req = queue.queue(st, op, length, (op | (fd << 8), addr, length, pos, ud), self.loop.time(), align)
+                self._sched_waiting += len(req.parts) if req.parts else 1
+                self._busy_queues[queue] = None
+                self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done)
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self.loop.call_soon(self._flush)
+                return fut
             st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
             st.bytes[op] += length
         elif self._outstanding >= self._capacity or self.closed:
