@@ -209,7 +209,8 @@ class Reactor:
             room = self._capacity - self._outstanding
             if room <= 0:
                 break
-            for d in q.dispatch(now, room):
+            batch = q.dispatch(now, room)
+            for d in batch:
                 rec = d.payload
                 if d.request is d:
                     sched[rec[4]] = (q, d, rec[4])
@@ -220,8 +221,8 @@ class Reactor:
                     self._next_ud = pud + 1
                     sched[pud] = (q, d, rec[4])
                     recs.extend((rec[0], rec[1] + off, d.length, rec[3] + off, pud))
-                self._outstanding += 1
-                self._sched_waiting -= 1
+            self._outstanding += len(batch)
+            self._sched_waiting -= len(batch)
             t = q.next_dispatch_time(now)
             if t is None:
                 del self._busy_queues[q]
