@@ -462,7 +462,7 @@ def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskRe
     wls = plan.workloads
     for note in dev.notes:
         rep.warn(note)
-    for hint in dev.hints():
+    for hint in dev.hints(max(args.sequential_read_buffer_size, args.sequential_write_buffer_size)):
         rep.warn(hint)
     leaf = dev.leaves[0] if dev.leaves else None
     rep.info(f"Disk {dev.names} ({dev.device}) under {target.directory}: queue depth {dev.max_iodepth}"

@@ -48,6 +48,7 @@ class LeafDevice:
     nomerges: int | None
     write_cache: str | None
     rotational: bool | None
+    max_segments: int | None = None
 
     @property
     def display(self) -> str:
@@ -89,8 +90,8 @@ class DeviceInfo:
     def names(self) -> str:
         return ",".join(leaf.name for leaf in self.leaves) or self.device
 
-    def hints(self) -> list[str]:
-        """Block-layer settings that can skew a calibration, as warnings (Seastar warns the same)."""
+    def hints(self, sequential_buffer: int = 0) -> list[str]:
+        """Block-layer settings that can skew a calibration, as warnings (Seastar warns the first three)."""
         out = []
         for leaf in self.leaves:
             q = f"{leaf.display}/queue"
@@ -103,6 +104,12 @@ class DeviceInfo:
             if leaf.write_cache == "write back":
                 out.append(f"{leaf.name}: the write cache is 'write back' ({q}/write_cache): writes are "
                            f"acknowledged from the device's cache, so the write figures may not be sustained")
+            page = 4096
+            if leaf.max_segments and sequential_buffer > leaf.max_segments * page:
+                out.append(f"{leaf.name}: a request holds at most {leaf.max_segments} segments ({q}/max_segments), "
+                           f"fewer than the {sequential_buffer // page} pages of a {sequential_buffer >> 10} KiB "
+                           f"buffer: unless its pages happen to be physically contiguous, each sequential request "
+                           f"is split in two, and the bandwidth can swing with the memory layout")
         return out
 
 
@@ -199,6 +206,7 @@ def _leaf(sysfs: str) -> LeafDevice:
         physical_block_size=phys, logical_block_size=logical,
         scheduler=_scheduler(_read(f"{q}/scheduler")), nomerges=_read_int(f"{q}/nomerges"),
         write_cache=_read(f"{q}/write_cache"), rotational=None if rot is None else bool(rot),
+        max_segments=_read_int(f"{q}/max_segments"),
     )
 
 

@@ -193,6 +193,10 @@ def test_hints():
     hints = dev.hints()
     assert len(hints) == 3
     assert "scheduler is 'mq-deadline'" in hints[0] and "nomerges is 0" in hints[1] and "write back" in hints[2]
+    seg = LeafDevice("vdz", "/nonexistent/vdz", 64, None, 4096, 4096, 512, "none", 2, "write through", True, 254)
+    [h] = DeviceInfo("254:0", (seg,), 64, 4096, 4096).hints(1 << 20)
+    assert "at most 254 segments" in h and "256 pages" in h
+    assert DeviceInfo("254:0", (seg,), 64, 4096, 4096).hints(512 << 10) == []
     quiet = LeafDevice("sdz", "/nonexistent/sdz", 64, None, 4096, 4096, 512, "none", 2, "write through", False)
     assert DeviceInfo("8:0", (quiet,), 64, 4096, 4096).hints() == []
 
