@@ -10,8 +10,12 @@ SOURCES := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The newcomer's tour: calibrate the disk under ./.scratch with iotune (short run), then the quick
+# ioengine-vs-fio comparison, with the scheduler reading what iotune wrote.
 demo: $(STAMP)
-	$(PY) -m ioengine.bench demo
+	@mkdir -p .scratch/iotune
+	$(PY) -m tools.iotune --evaluation-directory .scratch/iotune --properties-file .scratch/io_properties.yaml --duration 12
+	$(PY) -m ioengine.bench compare --quick --io-properties-file .scratch/io_properties.yaml
 
 setup: $(STAMP)
 

@@ -740,7 +740,10 @@ def run_fio(
         raise FioError(f"could not start fio {argv[0]!r}: {exc}") from exc
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:  # Ctrl-C, cancellation: fio must not outlive us
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            _stop(proc)
+            raise
         stdout, stderr = _stop(proc)
         raise FioError(
             f"fio did not finish within {timeout} s and was stopped; command: {_cmd(argv)}"
