@@ -7,7 +7,7 @@ import errno
 import os
 from array import array
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
@@ -245,38 +245,63 @@ class File:
 
     async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1,
                      io_class: IoClass | None = None) -> int:
-        if self._size_barrier is not None:
-            await self._wait_barrier()
-        end = pos + (n if total < 0 else total)
-        if self._options.sloppy_size and end > self._sloppy_end:
-            await self._grow_sloppy(end)
+        size = n if total < 0 else total
+        if self._write_must_wait(pos, size):
+            await self._wait_writable(pos, size)
         return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
 
+    def _write_must_wait(self, pos: int, n: int) -> bool:
+        """True when a write of ``n`` bytes at ``pos`` must first await _wait_writable()."""
+        return self._size_barrier is not None or (self._options.sloppy_size and pos + n > self._sloppy_end)
+
+    async def _wait_writable(self, pos: int, n: int) -> None:
+        if self._size_barrier is not None:
+            await self._wait_barrier()
+        if self._options.sloppy_size and pos + n > self._sloppy_end:
+            await self._grow_sloppy(pos + n)
+
     def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
-                      io_class: IoClass | None) -> asyncio.Future[int]:
+                      io_class: IoClass | None,
+                      on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
         end = pos + (n if total < 0 else total)
         self._writes += 1
         if end > self._pending_end:
             self._pending_end = end
+        done = self._write_done if on_done is None else self._write_done_then(on_done)
         try:
             if op == OP_WRITE:
-                return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, self._write_done,
+                return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, done,
                                                self._queue, self._qstates, io_class, self.disk_write_dma_alignment)
             return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
-                                        on_done=self._write_done, nbytes=None if total < 0 else total,
+                                        on_done=done, nbytes=None if total < 0 else total,
                                         queue=self._queue, states=self._qstates, io_class=io_class,
                                         align=self.disk_write_dma_alignment)
         except BaseException:
             self._write_done((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
             raise
 
+    def _write_done_then(self, on_done: Callable[[tuple, int], None]) -> Callable[[tuple, int], None]:
+        write_done = self._write_done
+
+        def done(req: tuple, res: int) -> None:
+            write_done(req, res)
+            on_done(req, res)
+
+        return done
+
     def write_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
         """dma_write without the coroutine when nothing must be awaited first (for streams):
         checks now and returns the reactor's future; otherwise a task running dma_write."""
-        if self._size_barrier is not None or (self._options.sloppy_size and pos + len(buf) > self._sloppy_end):
+        if self._write_must_wait(pos, len(buf)):
             return asyncio.ensure_future(self.dma_write(pos, buf, io_class))
+        return self._issue_write(pos, buf, io_class)
+
+    def _issue_write(self, pos: int, buf: Any, io_class: IoClass | None = None,
+                     on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
+        """Issue a write now; the caller has made sure _write_must_wait() is False. ``on_done(req,
+        result)`` runs at the kernel's completion, even if the returned future was cancelled."""
         pin, addr, n = self._pin_write(pos, buf)
-        return self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
+        return self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class, on_done)
 
     def _write_done(self, req: tuple, res: int) -> None:
         # Runs at the kernel's completion (even if the writer was cancelled), so the logical

@@ -16,6 +16,7 @@ from ._ops import FALLOC_FL_KEEP_SIZE, fallocate
 from .buffers import DmaBuffer
 from .errors import ClosedFileError
 from .file import File
+from .reactor import request_error
 
 log = logging.getLogger("ioengine.fstream")
 
@@ -319,6 +320,30 @@ class FileInputStream:
         await self.close()
 
 
+class _Write:
+    """One background write of an output stream; ``completed`` is the reactor's completion
+    callback, called even if the awaiting task was cancelled."""
+
+    __slots__ = ("pos", "n", "buf", "fut", "res", "error", "waiter")
+
+    def __init__(self, pos: int, buf: DmaBuffer) -> None:
+        self.pos = pos
+        self.n = len(buf)
+        self.buf = buf
+        self.fut: asyncio.Future | None = None
+        self.res: int | None = None
+        self.error: OSError | None = None
+        self.waiter: asyncio.Future | None = None
+
+    def completed(self, req: tuple, res: int) -> None:
+        if res < 0:
+            self.error = request_error(req, -res)
+        self.res = res
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+
 class FileOutputStream:
     """Sequential writer with write-behind; writable again after flush(), unlike Seastar's."""
 
@@ -335,9 +360,9 @@ class FileOutputStream:
         self._mv: memoryview | None = None
         self._fill = 0  # bytes in _buf
         self._pos = offset  # file position of _buf[0]
-        #: (position, length, future, buffer) of each background write, oldest first. The
-        #: buffer goes back to the pool when its entry is settled (the write has completed).
-        self._inflight: collections.deque[tuple[int, int, asyncio.Future, DmaBuffer]] = collections.deque()
+        #: Background writes, oldest first. A buffer goes back to the pool when its entry is
+        #: settled (the write has completed).
+        self._inflight: collections.deque[_Write] = collections.deque()
         self._error: BaseException | None = None
         self._closed = False
         self._prealloc = options.preallocation_size  # 0: off (or turned off by a failure)
@@ -349,7 +374,7 @@ class FileOutputStream:
         if self._closed:
             raise ClosedFileError(f"{op} on a closed output stream of {self._file.path!r}")
         inflight = self._inflight
-        while inflight and inflight[0][2].done():  # background writes already finished
+        while inflight and inflight[0].res is not None:  # background writes already finished
             self._settle(inflight.popleft())
         if self._error is not None:
             raise OSError(getattr(self._error, "errno", None),
@@ -360,17 +385,12 @@ class FileOutputStream:
         return OSError(errno.ENOSPC, f"short write to {self._file.path!r} at position {pos}: "
                                      f"{got} of {want} bytes written", self._file.path)
 
-    def _settle(self, entry: tuple[int, int, asyncio.Future, DmaBuffer]) -> None:
+    def _settle(self, entry: _Write) -> None:
         """Record the outcome of a finished (popped) background write."""
-        pos, n, fut, buf = entry
-        buf.release()
-        if fut.cancelled():
-            err: BaseException | None = OSError(errno.ECANCELED, f"write to {self._file.path!r} at position "
-                                                                 f"{pos} was cancelled", self._file.path)
-        else:
-            err = fut.exception()
-            if err is None and fut.result() != n:
-                err = self._short_write(pos, fut.result(), n)
+        entry.buf.release()
+        err = entry.error
+        if err is None and entry.res != entry.n:
+            err = self._short_write(entry.pos, entry.res, entry.n)
         if err is not None and self._error is None:
             self._error = err
 
@@ -403,17 +423,21 @@ class FileOutputStream:
                 await self._reap_one()
             self._raise_if_failed("write")
         pos = self._pos
+        buf = self._buf
+        file = self._file
+        if file._write_must_wait(pos, len(buf)):  # a size barrier or sloppy-size growth (rare)
+            await file._wait_writable(pos, len(buf))
         if self._prealloc and pos + self._prealloc > self._prealloc_end and self._prealloc_task is None:
             # Less than one step reserved ahead: reserve up to two steps, in the background.
             # Awaiting it here would drain the write-behind window once per step.
             self._prealloc_task = asyncio.ensure_future(self._preallocate(pos, pos + 2 * self._prealloc))
-        buf = self._buf
         self._buf = self._mv = None
         self._fill = 0
         self._pos = pos + len(buf)
         self._tail_written = False
-        fut = self._file.write_future(pos, buf, self._opts.io_class)
-        self._inflight.append((pos, len(buf), fut, buf))
+        entry = _Write(pos, buf)
+        entry.fut = file._issue_write(pos, buf, self._opts.io_class, entry.completed)
+        self._inflight.append(entry)
 
     async def _preallocate(self, pos: int, need: int) -> None:
         """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying."""
@@ -443,22 +467,25 @@ class FileOutputStream:
             await asyncio.shield(task)
 
     async def _reap_one(self) -> None:
-        """Wait for the oldest background write; cancelling the caller never cancels that write."""
+        """Wait for the oldest background write; cancelling the caller never cancels that write.
+
+        The outcome comes from the reactor's completion callback (entry.completed), so the
+        future is awaited directly: a shield would cost two loop turns per buffer. If a
+        cancelled caller took the future down with it, later waits use a fresh waiter.
+        """
         entry = self._inflight[0]
-        fut = entry[2]
-        if not fut.done():
+        if entry.res is None:
+            w = entry.fut if entry.waiter is None else entry.waiter
+            if w.done():  # cancelled along with an earlier caller; the write itself goes on
+                w = entry.waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.shield(fut)
+                await w
             except asyncio.CancelledError:
-                if not fut.done():
+                if entry.res is None:
                     raise  # our caller was cancelled; the write goes on and stays queued
-                if not fut.cancelled():
-                    if self._inflight and self._inflight[0] is entry:
-                        self._settle(self._inflight.popleft())
-                    raise
             except BaseException:
-                pass  # recorded by _settle
-        if self._inflight and self._inflight[0] is entry:
+                pass  # recorded by entry.completed
+        if self._inflight and self._inflight[0] is entry and entry.res is not None:
             self._settle(self._inflight.popleft())
 
     async def _drain(self) -> None:
