@@ -225,6 +225,8 @@ class File:
     async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Write ``buf`` at ``pos``; returns the bytes written."""
         pin, addr, n = self._pin_write(pos, buf)
+        if self._size_barrier is None and not self._options.sloppy_size:  # the common case: no waiting first
+            return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
         return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
 
     def _pin_write(self, pos: int, buf: Any) -> tuple[Any, int, int]:

@@ -86,7 +86,7 @@ def percentile_index(n: int, p: float) -> int:
 
 
 def _timed_file_class(lat: list[int]) -> type[File]:
-    """A File subclass that times the I/Os the streams issue (read_future / write_future),
+    """A File subclass that times the I/Os the streams issue (read_future / _issue_write),
     without touching the streams' code.
 
     Writes are timed from the call to ``_write_done``, which the reactor calls as it reaps the
@@ -109,9 +109,9 @@ def _timed_file_class(lat: list[int]) -> type[File]:
             fut.add_done_callback(lambda _f: append(clock() - t))
             return fut
 
-        def write_future(self, pos: int, buf: Any, io_class: Any = None) -> asyncio.Future[int]:
-            starts[pos] = clock()
-            return File.write_future(self, pos, buf, io_class)
+        def _issue_write(self, pos: int, buf: Any, io_class: Any = None, on_done: Any = None) -> asyncio.Future[int]:
+            starts[pos] = clock()  # the output stream issues its writes here
+            return File._issue_write(self, pos, buf, io_class, on_done)
 
         def _write_done(self, req: tuple, res: int) -> None:
             t = starts.pop(req[4], None)
