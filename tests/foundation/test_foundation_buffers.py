@@ -197,3 +197,41 @@ def test_pooled_buffer_dropped_without_release(run):
         other.release()
 
     run(main())
+
+
+def test_large_buffers_start_on_a_huge_page():
+    b = ioengine.allocate_aligned_buffer(4 << 20, 4096)
+    assert b.address % (2 << 20) == 0
+    b[len(b) - 1] = 7  # the whole allocation is usable
+    assert bytes(b[:16]) == bytes(16)  # and zeroed
+    b.release()
+
+
+def test_pool_cuts_large_blocks_from_shared_arenas():
+    from ioengine.buffers import ARENA_BLOCK_MIN, HUGE_PAGE, BufferPool
+
+    pool = BufferPool(depth=64)
+    bufs = [pool.get(ARENA_BLOCK_MIN * 2) for _ in range(3)]
+    arenas = {b.address // HUGE_PAGE for b in bufs}
+    assert len(arenas) == 1, "blocks of one size class come from the same 2 MiB arena"
+    assert len({b.address for b in bufs}) == 3
+    # The rest of the arena waits in the free list; released blocks come back to it.
+    idle = pool.idle()
+    assert idle == HUGE_PAGE // (ARENA_BLOCK_MIN * 2) - 3
+    for i, b in enumerate(bufs):
+        b[:4] = bytes([i]) * 4
+        b.release()
+    assert pool.idle() == idle + 3
+    again = pool.get(ARENA_BLOCK_MIN * 2)
+    assert again.address // HUGE_PAGE in arenas and bytes(again[:4]) in (bytes([i]) * 4 for i in range(3))
+
+
+def test_arena_depth_is_bounded():
+    from ioengine.buffers import BufferPool
+
+    pool = BufferPool(depth=2)
+    b = pool.get(64 << 10)
+    assert pool.idle() == 2  # not the whole arena: the pool keeps at most depth idle blocks
+    b.release()
+    assert pool.idle() == 2
+    assert len(pool.get(64 << 10)) == 64 << 10
