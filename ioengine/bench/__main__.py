@@ -108,6 +108,9 @@ def _add_compare_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", metavar="FILE", help="write every figure (medians and rounds) as JSON")
     s.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     s.add_argument("--chart", metavar="FILE.png", help="write a bar chart of the ratios to fio (matplotlib)")
+    s.add_argument("--fio-iomem", metavar="KIND", default=None,
+                   help="fio's buffer memory (--iomem), e.g. shmhuge: huge pages like ioengine's pool "
+                        "(reserve them first: echo 16 > /proc/sys/vm/nr_hugepages)")
     add_reactor_arguments(s)
 
 
@@ -142,7 +145,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.file)
     print(f"ioengine vs fio: {len(rows)} row(s) x {rounds} round(s) x {seconds:g} s per side on {path} "
           f"({size >> 20} MiB), reactor backend {options.backend}", flush=True)
-    matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio)
+    matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio, fio_iomem=args.fio_iomem)
     print()
     report.emit(matrix, sys.stdout, json_path=args.json, markdown_path=args.markdown, chart_path=args.chart)
     return 0

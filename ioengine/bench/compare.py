@@ -158,14 +158,19 @@ def fio_direction(pattern: Pattern) -> str:
     return "read" if pattern.rw in ("read", "randread") else "write" if pattern.rw in ("write", "randwrite") else "all"
 
 
-def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions) -> Sample:
-    """One fio run of ``pattern``; json+ so read and write latencies of randrw merge exactly."""
+def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions,
+                 iomem: str | None = None) -> Sample:
+    """One fio run of ``pattern``; json+ so read and write latencies of randrw merge exactly.
+
+    ``iomem``: fio's buffer memory (``--iomem``), e.g. ``shmhuge`` to give fio huge pages as
+    ioengine's pool has (needs ``/proc/sys/vm/nr_hugepages`` reserved); None: fio's default.
+    """
     res = run_fio([
         "--output-format=json+",
         "--name=ioengine-bench", f"--filename={path}", f"--size={size}", "--direct=1",
         f"--ioengine={fio_engine(options.backend)}", "--time_based", f"--runtime={max(1, round(seconds * 1000))}ms",
         "--randrepeat=0", "--norandommap", "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES),
-        *pattern.fio_args(),
+        *([f"--iomem={iomem}"] if iomem else []), *pattern.fio_args(),
     ], timeout=seconds * 10 + 30)
     d = res.total(fio_direction(pattern))
 
@@ -219,7 +224,7 @@ def machine_meta(path: str, size: int, seconds: float, rounds: int, options: Rea
 
 def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int, options: ReactorOptions,
                *, caio: bool = False, progress: TextIO | None | str = "stdout",
-               sides: dict[str, Callable[..., Sample]] | None = None) -> Matrix:
+               sides: dict[str, Callable[..., Sample]] | None = None, fio_iomem: str | None = None) -> Matrix:
     """Run every row: ``rounds`` × (ioengine, fio[, caio]) in that order; collect per-round samples.
 
     ``sides`` replaces the runners (tests); by default the real ioengine / fio / caio runs.
@@ -229,7 +234,7 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
         progress = sys.stdout
     runners = sides or {
         "ioengine": lambda p, s, pat, sec: run_ioengine_side(p, s, pat, sec, options),
-        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options),
+        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, fio_iomem),
         "caio": run_caio_side,
     }
     caio_reason = None
