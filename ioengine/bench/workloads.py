@@ -85,6 +85,35 @@ def percentile_index(n: int, p: float) -> int:
     return min(n - 1, max(0, math.ceil(n * p / 100.0) - 1))
 
 
+class _Timer:
+    """Wall time and CPU time (user + sys of the whole process) of a ``with`` block."""
+
+    __slots__ = ("_r0", "_t0", "elapsed", "cpu")
+
+    def __enter__(self) -> _Timer:
+        self._r0 = resource.getrusage(resource.RUSAGE_SELF)
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.elapsed = time.perf_counter() - self._t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu = (r1.ru_utime - self._r0.ru_utime) + (r1.ru_stime - self._r0.ru_stime)
+
+
+async def _run_workers(worker: Any, n: int, seconds: float) -> _Timer:
+    """Start ``n`` tasks ``worker(i, running)``, stop them after ``seconds``; the timing of it all.
+
+    ``running`` is a one-element list the workers poll (``while running[0]:``)."""
+    running = [True]
+    with _Timer() as t:
+        tasks = [asyncio.create_task(worker(i, running)) for i in range(n)]
+        await asyncio.sleep(seconds)
+        running[0] = False
+        await asyncio.gather(*tasks)
+    return t
+
+
 def _timed_file_class(lat: list[int]) -> type[File]:
     """A File subclass that times the I/Os the streams issue (read_future / _issue_write),
     without touching the streams' code.
@@ -130,41 +159,37 @@ async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float, la
     """
     lat: list[int] = []
     timed = _timed_file_class(lat) if latency else None
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    deadline = t0 + seconds
     total = 0
     ios = 0
-    if pattern.rw == "read":
-        opts = FileInputStreamOptions(buffer_size=pattern.bs, read_ahead=max(0, pattern.iodepth - 1))
-        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
-            if timed is not None:
-                f.__class__ = timed
+    with _Timer() as timer:
+        deadline = time.perf_counter() + seconds
+        if pattern.rw == "read":
+            opts = FileInputStreamOptions(buffer_size=pattern.bs, read_ahead=max(0, pattern.iodepth - 1))
+            async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+                if timed is not None:
+                    f.__class__ = timed
+                while time.perf_counter() < deadline:
+                    async with make_file_input_stream(f, 0, size, opts) as s:
+                        async for chunk in s:
+                            total += len(chunk)
+                            ios += 1
+                            if time.perf_counter() >= deadline:
+                                break
+        else:
+            opts = FileOutputStreamOptions(buffer_size=pattern.bs, write_behind=pattern.iodepth)
+            data = random.Random(0).randbytes(pattern.bs)
             while time.perf_counter() < deadline:
-                async with make_file_input_stream(f, 0, size, opts) as s:
-                    async for chunk in s:
-                        total += len(chunk)
+                f = await ioengine.open_file_dma(path, OpenFlags.WO)
+                if timed is not None:
+                    f.__class__ = timed
+                async with make_file_output_stream(f, opts) as out:
+                    written = 0
+                    while written < size and time.perf_counter() < deadline:
+                        await out.write(data)
+                        written += len(data)
                         ios += 1
-                        if time.perf_counter() >= deadline:
-                            break
-    else:
-        opts = FileOutputStreamOptions(buffer_size=pattern.bs, write_behind=pattern.iodepth)
-        data = random.Random(0).randbytes(pattern.bs)
-        while time.perf_counter() < deadline:
-            f = await ioengine.open_file_dma(path, OpenFlags.WO)
-            if timed is not None:
-                f.__class__ = timed
-            async with make_file_output_stream(f, opts) as out:
-                written = 0
-                while written < size and time.perf_counter() < deadline:
-                    await out.write(data)
-                    written += len(data)
-                    ios += 1
-            total += written
-    elapsed = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    return RunResult(ios, total, elapsed, cpu, lat)
+                total += written
+    return RunResult(ios, total, timer.elapsed, timer.cpu, lat)
 
 
 async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: bool, seed: int) -> RunResult:
@@ -177,12 +202,11 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
         bs = pattern.bs
         nblocks = size // bs
         rng = random.Random(seed)
-        stop = False
         count = 0
         lat: list[int] = []
         seq_next = 0
 
-        async def worker(wid: int) -> None:
+        async def worker(wid: int, running: list[bool]) -> None:
             # One tight loop per pattern: the benchmark's own Python must not hide ioengine's cost.
             nonlocal count, seq_next
             buf = f.allocate_buffer(bs)
@@ -199,24 +223,24 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
                     ops = [read if pattern.rw == "randread" else write]
                     mask_op = 0
                 if latency:
-                    while not stop:
+                    while running[0]:
                         t = clock()
                         await ops[n & mask_op](offs[n & mask], buf)
                         lat.append(clock() - t)
                         n += 1
                 elif mask_op == 0:
                     op = ops[0]
-                    while not stop:
+                    while running[0]:
                         await op(offs[n & mask], buf)
                         n += 1
                 else:
-                    while not stop:
+                    while running[0]:
                         await ops[n & mask_op](offs[n & mask], buf)
                         n += 1
             else:
                 op = read if pattern.rw == "read" else write
                 end = nblocks * bs
-                while not stop:
+                while running[0]:
                     pos = seq_next
                     seq_next = pos + bs if pos + bs < end else 0
                     if latency:
@@ -233,16 +257,8 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
         tables = [([rng.randrange(nblocks) * bs for _ in range(_OFFSET_TABLE)],
                    [rng.randrange(100) < pattern.rwmixread for _ in range(_OFFSET_TABLE)])
                   if pattern.random else None for _ in range(pattern.iodepth)]
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        t0 = time.perf_counter()
-        tasks = [asyncio.create_task(worker(i)) for i in range(pattern.iodepth)]
-        await asyncio.sleep(seconds)
-        stop = True
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        return RunResult(count, count * bs, elapsed, cpu, lat)
+        t = await _run_workers(worker, pattern.iodepth, seconds)
+        return RunResult(count, count * bs, t.elapsed, t.cpu, lat)
     finally:
         await f.close()
 
@@ -346,21 +362,20 @@ async def _run_caio(path: str, size: int, pattern: Pattern, seconds: float, seed
         nblocks = size // bs
         rng = random.Random(seed)
         payload = rng.randbytes(bs)
-        stop = False
         count = 0
         lat: list[int] = []
         tables = [([rng.randrange(nblocks) * bs for _ in range(_OFFSET_TABLE)],
                    [rng.randrange(100) < pattern.rwmixread for _ in range(_OFFSET_TABLE)])
                   for _ in range(pattern.iodepth)]
 
-        async def worker(wid: int) -> None:
+        async def worker(wid: int, running: list[bool]) -> None:
             nonlocal count
             offs, is_read = tables[wid]
             read, write = ctx.read, ctx.write
             mask = _OFFSET_TABLE - 1
             clock = time.perf_counter_ns
             n = 0
-            while not stop:
+            while running[0]:
                 i = n & mask
                 t = clock()
                 if pattern.rw == "randread" or (pattern.rw == "randrw" and is_read[i]):
@@ -371,19 +386,11 @@ async def _run_caio(path: str, size: int, pattern: Pattern, seconds: float, seed
                 n += 1
             count += n
 
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        t0 = time.perf_counter()
-        tasks = [asyncio.create_task(worker(i)) for i in range(pattern.iodepth)]
-        await asyncio.sleep(seconds)
-        stop = True
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - t0
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        t = await _run_workers(worker, pattern.iodepth, seconds)
         close = getattr(ctx, "close", None)
         if close is not None:
             close()
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        return RunResult(count, count * bs, elapsed, cpu, lat)
+        return RunResult(count, count * bs, t.elapsed, t.cpu, lat)
     finally:
         os.close(fd)
 
