@@ -23,8 +23,6 @@ from .backends import open_backend
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV, REC_WORDS
 from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE
 
-assert (OP_READ, OP_WRITE) == (SCHED_READ, SCHED_WRITE)  # submit_rw indexes class counters by op
-
 from . import poller
 from .buffers import BufferPool
 from .disk_queues import DiskQueues
@@ -33,6 +31,7 @@ from .errors import kernel_error
 from .options import ReactorOptions
 
 log = logging.getLogger("ioengine.reactor")
+assert (OP_READ, OP_WRITE) == (SCHED_READ, SCHED_WRITE)  # submit_rw indexes class counters by op
 T = TypeVar("T")
 
 _local = threading.local()
