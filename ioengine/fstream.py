@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import os
 import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -53,8 +54,10 @@ class FileOutputStreamOptions:
     buffer_size: int = 131072
     #: Writes kept in flight while the caller goes on filling the next buffer.
     write_behind: int = 4
-    #: Reserve disk space (fallocate, size unchanged) this far ahead of the write position,
-    #: so the filesystem allocates large extents; 0 turns it off.
+    #: Reserve disk space (fallocate) in steps of this size ahead of the write position, so the
+    #: filesystem allocates large extents and the writes land inside the file; 0 turns it off.
+    #: Between flushes the file may be longer than the data (the reserved part reads as
+    #: zeros); flush() and close() cut it to the exact length.
     preallocation_size: int = 1 << 20
     #: Scheduling class for the writes (None: the current one).
     io_class: Any = None
@@ -357,7 +360,6 @@ class FileOutputStream:
         self._align = align
         self._buffer_size = _round_up(options.buffer_size, align)
         self._buf: DmaBuffer | None = None
-        self._mv: memoryview | None = None
         self._fill = 0  # bytes in _buf
         self._pos = offset  # file position of _buf[0]
         #: Background writes, oldest first. A buffer goes back to the pool when its entry is
@@ -368,6 +370,7 @@ class FileOutputStream:
         self._prealloc = options.preallocation_size  # 0: off (or turned off by a failure)
         self._prealloc_end = offset
         self._prealloc_task: asyncio.Task | None = None  # a background reservation ahead of the writes
+        self._grown = False  # a reservation made the file longer than the data: cut it at flush
         self._tail_written = False  # _buf's partial content is on disk (flush), to be rewritten
 
     def _raise_if_failed(self, op: str) -> None:
@@ -396,20 +399,18 @@ class FileOutputStream:
 
     def _new_buffer(self) -> None:
         self._buf = self._file.allocate_buffer(self._buffer_size)
-        self._mv = memoryview(self._buf)
         self._fill = 0
 
     async def write(self, data: Any) -> None:
         """Append ``data`` (any bytes-like object); small writes are coalesced into buffers."""
         self._raise_if_failed("write")
-        src = memoryview(data).cast("B")
-        n = len(src)
+        n = memoryview(data).nbytes
         done = 0
         while done < n:
             if self._buf is None:
                 self._new_buffer()
             take = min(n - done, self._buffer_size - self._fill)
-            self._mv[self._fill:self._fill + take] = src[done:done + take]
+            self._buf.copy_in(self._fill, data, done, take)
             self._fill += take
             done += take
             if self._fill == self._buffer_size:
@@ -431,7 +432,7 @@ class FileOutputStream:
             # Less than one step reserved ahead: reserve up to two steps, in the background.
             # Awaiting it here would drain the write-behind window once per step.
             self._prealloc_task = asyncio.ensure_future(self._preallocate(pos, pos + 2 * self._prealloc))
-        self._buf = self._mv = None
+        self._buf = None
         self._fill = 0
         self._pos = pos + len(buf)
         self._tail_written = False
@@ -440,25 +441,42 @@ class FileOutputStream:
         self._inflight.append(entry)
 
     async def _preallocate(self, pos: int, need: int) -> None:
-        """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying."""
+        """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying.
+
+        The reservation extends the file's size (fallocate mode 0), so the writes that follow
+        land inside the file: ext4 runs a direct write past the end synchronously, one at a
+        time (measured: a fresh 512 MiB file at write_behind 4 went from ~1.0 to ~1.4 GB/s).
+        Space the file already has is not reserved again: fallocate waits for every direct
+        write in flight on the file, which would drain the write-behind window each step.
+        flush() and close() cut the file back to the bytes written.
+        """
         try:
             step = self._prealloc
             start = max(self._prealloc_end, pos - pos % step)
             end = _round_up(need, step)
             if end <= start:
                 return
-            try:
-                await fallocate(self._file._reactor, self._file.fileno(), FALLOC_FL_KEEP_SIZE, start, end - start,
-                                "preallocate", self._file.path)
-            except OSError as e:
-                log.debug("preallocation for %r stopped: fallocate(%d, %d) failed: %s", self._file.path, start,
-                          end - start, e)
-                self._prealloc = 0
+            size = os.fstat(self._file.fileno()).st_size
+            if end <= size:  # already inside the file
+                self._prealloc_end = max(self._prealloc_end, end)
                 return
-            self._prealloc_end = max(self._prealloc_end, end)
+            if await self._reserve(max(start, size - size % step), end, 0):
+                self._prealloc_end = max(self._prealloc_end, end)
+                self._grown = True
         finally:
             if self._prealloc_task is asyncio.current_task():
                 self._prealloc_task = None
+
+    async def _reserve(self, start: int, end: int, mode: int) -> bool:
+        try:
+            await fallocate(self._file._reactor, self._file.fileno(), mode, start, end - start, "preallocate",
+                            self._file.path)
+        except OSError as e:
+            log.debug("preallocation for %r stopped: fallocate(%d, %d) failed: %s", self._file.path, start,
+                      end - start, e)
+            self._prealloc = 0
+            return False
+        return True
 
     async def _settle_prealloc(self) -> None:
         """Wait for a background reservation (before a truncate, which must see its blocks)."""
@@ -502,29 +520,32 @@ class FileOutputStream:
 
     async def _flush(self, final: bool) -> None:
         self._raise_if_failed("flush")
-        await self._write_tail(final)
+        await self._write_tail()
         await self._drain()
         await self._settle_prealloc()
         self._raise_if_failed("flush")
-        if final and self._fill == 0 and self._prealloc_end > self._pos:
-            # No tail to write (the data ends on a buffer boundary), so nothing truncated yet:
-            # give back the blocks reserved past the end.
-            await self._file.truncate(self._pos)
-            self._prealloc_end = self._pos
+        # The file ends where the data does: not at the padded tail, not at the reservation.
+        end = self._pos + self._fill
+        if self._tail_written or self._grown:
+            await self._file.truncate(end)
+            self._grown = False
+            self._prealloc_end = min(self._prealloc_end, self._pos)
+            if self._prealloc and not final:
+                # ftruncate freed the blocks reserved past the end (ext4): take them back without
+                # growing the file, so later writes still land in large extents.
+                step = self._prealloc
+                await self._reserve(end - end % step, _round_up(end + 1, step), FALLOC_FL_KEEP_SIZE)
         await self._file.flush()
 
-    async def _write_tail(self, final: bool = False) -> None:
+    async def _write_tail(self) -> None:
         if self._buf is None or self._fill == 0:
             return
         padded = _round_up(self._fill, self._align)
-        self._mv[self._fill:padded] = bytes(padded - self._fill)  # never write stale pool bytes
+        self._buf[self._fill:padded] = bytes(padded - self._fill)  # never write stale pool bytes
         await self._drain()  # the tail buffer is reused after this write: nothing may race it
         await self._settle_prealloc()
         self._raise_if_failed("flush")
         pos = self._pos
-        if self._prealloc and pos + padded > self._prealloc_end:
-            await self._preallocate(pos, pos + padded)
-            self._raise_if_failed("flush")
         try:
             got = await self._file.dma_write(pos, self._buf.trim(0, padded), self._opts.io_class)
         except OSError as e:
@@ -534,13 +555,6 @@ class FileOutputStream:
             self._error = self._short_write(pos, got, padded)
             raise self._error
         self._tail_written = True
-        await self._file.truncate(pos + self._fill)
-        # ftruncate frees the blocks reserved past the new end (ext4): reserve them again, so
-        # later writes still land in large extents (not at close: the file ends here).
-        if self._prealloc_end > pos:
-            self._prealloc_end = pos
-        if self._prealloc and not final:
-            await self._preallocate(pos, pos + padded)
 
     async def close(self) -> None:
         """Flush (tail padded, file cut to its length, fdatasync) and close the file."""
@@ -557,7 +571,7 @@ class FileOutputStream:
             self._closed = True
             if self._buf is not None:
                 self._buf.release()
-                self._buf = self._mv = None
+                self._buf = None
             await self._file.close()
 
     async def __aenter__(self) -> FileOutputStream:

@@ -1,12 +1,15 @@
 """DmaBuffer (aligned memory with the buffer protocol) and the per-reactor buffer pool."""
 from __future__ import annotations
 
+import array
 import gc
+import random
 import weakref
 
 import pytest
 
 import ioengine
+from ioengine import DmaBuffer
 
 
 @pytest.mark.parametrize("align", [512, 4096, 8192, 65536, 1 << 21])
@@ -235,3 +238,46 @@ def test_arena_depth_is_bounded():
     b.release()
     assert pool.idle() == 2
     assert len(pool.get(64 << 10)) == 64 << 10
+
+
+@pytest.mark.parametrize("offset, count", [(0, 0), (0, 100), (1, 4096), (3, 65536 + 17), (4096, 128 * 1024 - 4096),
+                                           (0, 256 * 1024)])
+def test_copy_in_exact(offset, count):
+    """Small copies and streamed ones (>= 4 KiB, any destination alignment) land byte-exact,
+    and nothing around them is touched."""
+    src = random.Random(count).randbytes(count + 9)
+    buf = DmaBuffer(256 * 1024 + 4096)
+    buf[:] = b"\xee" * len(buf)
+    buf.copy_in(offset, src, 9, count)
+    assert bytes(buf[offset:offset + count]) == src[9:9 + count]
+    assert bytes(buf[:offset]) == b"\xee" * offset
+    assert bytes(buf[offset + count:]) == b"\xee" * (len(buf) - offset - count)
+
+
+def test_copy_in_takes_any_contiguous_bytes_like():
+    buf = DmaBuffer(8192)
+    for src in (bytearray(b"ab" * 3000), memoryview(b"ab" * 3000), array.array("I", range(1500))):
+        buf.copy_in(0, src, 0, 6000)
+        assert bytes(buf[:6000]) == bytes(src)
+    with pytest.raises(BufferError):
+        buf.copy_in(0, memoryview(b"abcdef")[::2], 0, 3)
+
+
+@pytest.mark.parametrize("args, words", [
+    ((4000, b"x" * 8192, 0, 8192), "outside a DmaBuffer of 8192 bytes"),
+    ((-1, b"x", 0, 1), "outside a DmaBuffer"),
+    ((0, b"x" * 10, 5, 6), "source range [5, 11) is outside a source of 10 bytes"),
+    ((0, b"x" * 10, 0, -1), "outside a DmaBuffer"),
+])
+def test_copy_in_out_of_bounds_is_refused(args, words):
+    buf = DmaBuffer(8192)
+    with pytest.raises(ValueError) as ei:
+        buf.copy_in(*args)
+    assert words in str(ei.value)
+
+
+def test_copy_in_released_buffer():
+    buf = DmaBuffer(4096)
+    buf.release()
+    with pytest.raises(ValueError, match="released"):
+        buf.copy_in(0, b"x", 0, 1)

@@ -181,3 +181,55 @@ def test_close_gives_back_reserved_blocks(run_default, ext4_or_xfs, nbytes):
     assert st.st_size == nbytes
     assert st.st_blocks * 512 <= nbytes + 2 * 4096, f"{st.st_blocks * 512} bytes allocated for {nbytes}"
     assert read_os(path) == payload(3, nbytes)
+
+
+def test_reservation_grows_the_file_until_flush(run_default, ext4_or_xfs):
+    """Reserved space extends the file (so the writes land inside it, not past its end: ext4
+    runs those one at a time); flush() and close() cut it back to the exact length."""
+    path = ext4_or_xfs / "f"
+    bs = 128 * 1024
+    data = payload(7, 5 * bs + 1000)
+
+    async def body():
+        f = await ioengine.open_file_dma(path, CREATE)
+        stream = make_file_output_stream(f, FileOutputStreamOptions(buffer_size=bs, preallocation_size=MiB))
+        await stream.write(data[:3 * bs])
+        await stream._settle_prealloc()
+        grown = os.stat(path).st_size
+        await stream.flush()
+        flushed = os.stat(path).st_size
+        await stream.write(data[3 * bs:])
+        await stream.close()
+        return grown, flushed
+
+    grown, flushed = run_default(body())
+    assert grown >= MiB, f"the reservation should have grown the file to >= 1 MiB, it is {grown}"
+    assert flushed == 3 * 128 * 1024
+    assert read_os(path) == data
+
+
+def test_no_reservation_inside_an_existing_file(run_default, ext4_or_xfs, monkeypatch):
+    """Overwriting space the file already has reserves nothing (fallocate would wait for every
+    write in flight), and an aligned end leaves the rest of the file as it was."""
+    import ioengine.fstream as fstream
+    path = ext4_or_xfs / "f"
+    old = payload(1, 8 * MiB)
+    write_os(path, old)
+    calls = []
+    real = fstream.fallocate
+
+    async def counting(*args):
+        calls.append(args[2:5])
+        return await real(*args)
+
+    monkeypatch.setattr(fstream, "fallocate", counting)
+    new = payload(2, 4 * MiB)
+
+    async def body():
+        f = await ioengine.open_file_dma(path, ioengine.OpenFlags.WO)
+        async with make_file_output_stream(f, FileOutputStreamOptions(preallocation_size=MiB)) as out:
+            await out.write(new)
+
+    run_default(body())
+    assert calls == []
+    assert read_os(path) == new + old[4 * MiB:]
