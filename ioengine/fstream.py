@@ -71,6 +71,10 @@ class FileOutputStreamOptions:
             raise ValueError(f"preallocation_size must be >= 0, got {self.preallocation_size}")
 
 
+#: Full buffers an output stream holds beyond its write-behind window before write() waits.
+_MAX_PENDING = 1
+
+
 def _round_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
@@ -327,9 +331,9 @@ class _Write:
     """One background write of an output stream; ``completed`` is the reactor's completion
     callback, called even if the awaiting task was cancelled."""
 
-    __slots__ = ("pos", "n", "buf", "fut", "res", "error", "waiter")
+    __slots__ = ("pos", "n", "buf", "fut", "res", "error", "waiter", "stream")
 
-    def __init__(self, pos: int, buf: DmaBuffer) -> None:
+    def __init__(self, pos: int, buf: DmaBuffer, stream: FileOutputStream) -> None:
         self.pos = pos
         self.n = len(buf)
         self.buf = buf
@@ -337,11 +341,23 @@ class _Write:
         self.res: int | None = None
         self.error: OSError | None = None
         self.waiter: asyncio.Future | None = None
+        self.stream = stream
 
     def completed(self, req: tuple, res: int) -> None:
         if res < 0:
             self.error = request_error(req, -res)
         self.res = res
+        stream = self.stream
+        stream._active -= 1
+        if res != self.n:
+            stream._halted = True  # nothing more goes out; the error surfaces at the next call
+        elif stream._pending:
+            try:
+                stream._issue_pending()  # the slot goes to the next full buffer at once
+            except Exception as e:  # e.g. the reactor closed: the writer sees it at its next call
+                stream._halted = True
+                if stream._error is None:
+                    stream._error = e
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
@@ -365,6 +381,12 @@ class FileOutputStream:
         #: Background writes, oldest first. A buffer goes back to the pool when its entry is
         #: settled (the write has completed).
         self._inflight: collections.deque[_Write] = collections.deque()
+        self._active = 0  # writes issued and not completed (at most write_behind)
+        #: Full buffers (pos, buf) waiting for a write-behind slot; a completion issues the
+        #: next one from its callback, so the disk is not left short while the writer waits
+        #: to be scheduled.
+        self._pending: collections.deque[tuple[int, DmaBuffer]] = collections.deque()
+        self._halted = False  # a write failed or came up short: issue nothing more
         self._error: BaseException | None = None
         self._closed = False
         self._prealloc = options.preallocation_size  # 0: off (or turned off by a failure)
@@ -417,28 +439,57 @@ class FileOutputStream:
                 await self._issue_full()
 
     async def _issue_full(self) -> None:
-        # Everything that can wait (or be cancelled) happens while the buffer is still ours:
-        # a cancelled write() leaves it full and in place, and the next call issues it.
-        if len(self._inflight) >= self._opts.write_behind:
-            while len(self._inflight) >= self._opts.write_behind:
-                await self._reap_one()
-            self._raise_if_failed("write")
-        pos = self._pos
+        # The full buffer joins the pending ones (it belongs to the stream from here on: a
+        # cancelled write() has still handed its data over). The writer waits only while more
+        # than one full buffer is pending.
         buf = self._buf
-        file = self._file
-        if file._write_must_wait(pos, len(buf)):  # a size barrier or sloppy-size growth (rare)
-            await file._wait_writable(pos, len(buf))
-        if self._prealloc and pos + self._prealloc > self._prealloc_end and self._prealloc_task is None:
-            # Less than one step reserved ahead: reserve up to two steps, in the background.
-            # Awaiting it here would drain the write-behind window once per step.
-            self._prealloc_task = asyncio.ensure_future(self._preallocate(pos, pos + 2 * self._prealloc))
+        pos = self._pos
         self._buf = None
         self._fill = 0
         self._pos = pos + len(buf)
         self._tail_written = False
-        entry = _Write(pos, buf)
-        entry.fut = file._issue_write(pos, buf, self._opts.io_class, entry.completed)
-        self._inflight.append(entry)
+        self._pending.append((pos, buf))
+        self._issue_pending()
+        while len(self._pending) > _MAX_PENDING:
+            await self._make_progress()
+            self._raise_if_failed("write")
+
+    def _issue_pending(self) -> None:
+        """Issue pending buffers while write-behind slots are free (from a completion, too)."""
+        pending = self._pending
+        file = self._file
+        limit = self._opts.write_behind
+        while pending and self._active < limit and not self._halted and self._error is None:
+            pos, buf = pending[0]
+            if file._write_must_wait(pos, len(buf)):  # a size barrier or sloppy-size growth: the task waits
+                return
+            pending.popleft()
+            if self._prealloc and pos + self._prealloc > self._prealloc_end and self._prealloc_task is None:
+                # Less than one step reserved ahead: reserve up to two steps, in the background.
+                # Awaiting it here would drain the write-behind window once per step.
+                self._prealloc_task = asyncio.ensure_future(self._preallocate(pos, pos + 2 * self._prealloc))
+            entry = _Write(pos, buf, self)
+            self._active += 1
+            self._inflight.append(entry)
+            try:
+                entry.fut = file._issue_write(pos, buf, self._opts.io_class, entry.completed)
+            except BaseException:
+                self._inflight.pop()
+                self._active -= 1
+                pending.appendleft((pos, buf))
+                raise
+
+    async def _make_progress(self) -> None:
+        """Wait for the oldest write, or for the file to take the next pending one."""
+        if self._inflight:
+            await self._reap_one()
+        elif self._pending and not self._halted and self._error is None:
+            pos, buf = self._pending[0]
+            await self._file._wait_writable(pos, len(buf))
+            self._issue_pending()
+        else:  # failed: what is pending will never be written
+            while self._pending:
+                self._pending.popleft()[1].release()
 
     async def _preallocate(self, pos: int, need: int) -> None:
         """Advisory: reserve [pos, need) rounded to the preallocation step; on failure, stop trying.
@@ -507,8 +558,8 @@ class FileOutputStream:
             self._settle(self._inflight.popleft())
 
     async def _drain(self) -> None:
-        while self._inflight:
-            await self._reap_one()
+        while self._inflight or self._pending:
+            await self._make_progress()
 
     async def flush(self) -> None:
         """Write what is buffered, wait for write-behind, make it durable (fdatasync).
