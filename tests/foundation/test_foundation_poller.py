@@ -43,11 +43,13 @@ def test_polling_still_sleeps_for_timers_when_idle(run):
     assert run(main(), idle_poll_time_us=1000) >= 0.05
 
 
-def test_polling_off_by_default_leaves_the_selector_alone(run):
+def test_polling_is_on_by_default_and_zero_turns_it_off(run):
     async def main():
         return type(asyncio.get_running_loop()._selector)
 
-    cls = run(main())
+    assert ioengine.ReactorOptions().idle_poll_time_us > 0
+    assert run(main()) is PollingSelector
+    cls = run(main(), idle_poll_time_us=0)
     assert issubclass(cls, selectors.BaseSelector) and cls is not PollingSelector
 
 

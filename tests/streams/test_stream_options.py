@@ -233,3 +233,44 @@ def test_no_reservation_inside_an_existing_file(run_default, ext4_or_xfs, monkey
     run_default(body())
     assert calls == []
     assert read_os(path) == new + old[4 * MiB:]
+
+
+@pytest.mark.parametrize("write_behind", [1, 2, 4])
+def test_write_behind_window_is_used_and_never_exceeded(run_default, scratch, write_behind):
+    """At most write_behind writes are in the kernel at once (completions hand their slot to the
+    next full buffer from the callback), the window does fill, and at most one full buffer
+    waits outside it."""
+    path = scratch / "f"
+    bs = 64 * 1024
+    data = payload(3, 40 * bs + 123)
+    seen = {"now": 0, "max": 0, "pending": 0}
+
+    class Counting(ioengine.File):
+        __slots__ = ()
+
+        def _issue_write(self, pos, buf, io_class=None, on_done=None):
+            seen["now"] += 1
+            seen["max"] = max(seen["max"], seen["now"])
+
+            def done(req, res):
+                seen["now"] -= 1
+                if on_done is not None:
+                    on_done(req, res)
+
+            return super()._issue_write(pos, buf, io_class, done)
+
+    async def body():
+        f = await ioengine.open_file_dma(path, CREATE)
+        f.__class__ = Counting
+        out = make_file_output_stream(f, FileOutputStreamOptions(buffer_size=bs, write_behind=write_behind))
+        step = 5 * bs + 123  # one call fills several buffers without yielding: the window fills
+        for i in range(0, len(data), step):
+            await out.write(data[i:i + step])
+            seen["pending"] = max(seen["pending"], len(out._pending))
+        await out.close()
+
+    run_default(body())
+    assert seen["max"] == write_behind
+    assert seen["pending"] <= 1
+    assert seen["now"] == 0
+    assert read_os(path) == data
