@@ -1,0 +1,16 @@
+"""The real-disk scheduler benchmark runs end to end (tiny durations; figures are not asserted)."""
+import io
+
+from ioengine.bench.sched import ONE_CLASS_LOADS, main_sched
+
+
+def test_sched_benchmark_smoke(scratch):
+    out = io.StringIO()
+    res = main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, out=out)
+    text = out.getvalue()
+    for part in ("(a) shares 4:1", "(b) protected reads", "(c) one class", "(d) scheduler CPU"):
+        assert part in text
+    assert set(res["one_class"]) == {label for label, *_ in ONE_CLASS_LOADS}
+    for r in res["one_class"].values():
+        assert r["calibrated"] > 0 and r["machinery"] > 0 and r["raw_iops"] > 0
+    assert res["one_class_ratio"] == res["one_class"][ONE_CLASS_LOADS[0][0]]["calibrated"]
