@@ -194,7 +194,6 @@ def test_reservation_grows_the_file_until_flush(run_default, ext4_or_xfs):
         f = await ioengine.open_file_dma(path, CREATE)
         stream = make_file_output_stream(f, FileOutputStreamOptions(buffer_size=bs, preallocation_size=MiB))
         await stream.write(data[:3 * bs])
-        await stream._settle_prealloc()
         grown = os.stat(path).st_size
         await stream.flush()
         flushed = os.stat(path).st_size
@@ -274,3 +273,40 @@ def test_write_behind_window_is_used_and_never_exceeded(run_default, scratch, wr
     assert seen["pending"] <= 1
     assert seen["now"] == 0
     assert read_os(path) == data
+
+
+def test_reservations_grow_with_the_file(run_default, ext4_or_xfs, monkeypatch):
+    """A long write makes few reservations (each drains the window), growing with what was
+    written, and the file never runs more than RESERVE_AHEAD_MAX (+ a step) past the data."""
+    import ioengine.fstream as fstream
+    path = ext4_or_xfs / "f"
+    calls = []
+    real = fstream.fallocate
+
+    async def counting(*args):
+        calls.append(args[3:5])  # (offset, length)
+        return await real(*args)
+
+    monkeypatch.setattr(fstream, "fallocate", counting)
+    monkeypatch.setattr(fstream, "RESERVE_AHEAD_MAX", 4 * MiB)
+    chunk = payload(5, 256 * 1024)
+    total = 24 * MiB
+    worst = []
+
+    async def body():
+        f = await ioengine.open_file_dma(path, CREATE)
+        out = make_file_output_stream(f, FileOutputStreamOptions(preallocation_size=MiB))
+        written = 0
+        while written < total:
+            await out.write(chunk)
+            written += len(chunk)
+            worst.append(os.stat(path).st_size - written)
+        await out.close()
+
+    run_default(body())
+    lengths = [n for _, n in calls]
+    assert 3 <= len(calls) <= 10, calls  # 1 MiB steps would take 24
+    assert lengths[1] > lengths[0] and max(lengths) <= 4 * MiB + MiB, calls
+    assert max(worst) <= 4 * MiB + 2 * MiB
+    assert os.path.getsize(path) == total
+    assert read_os(path) == chunk * (total // len(chunk))
