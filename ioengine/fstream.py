@@ -71,8 +71,6 @@ class FileOutputStreamOptions:
             raise ValueError(f"preallocation_size must be >= 0, got {self.preallocation_size}")
 
 
-#: Full buffers an output stream holds beyond its write-behind window before write() waits.
-_MAX_PENDING = 1
 #: How far past the data an output stream's reservation may reach: it grows with what the
 #: stream has written, up to this (the file may be this much longer than the data until flush).
 RESERVE_AHEAD_MAX = 64 << 20
@@ -385,9 +383,9 @@ class FileOutputStream:
         #: settled (the write has completed).
         self._inflight: collections.deque[_Write] = collections.deque()
         self._active = 0  # writes issued and not completed (at most write_behind)
-        #: Full buffers (pos, buf) waiting for a write-behind slot; a completion issues the
-        #: next one from its callback, so the disk is not left short while the writer waits
-        #: to be scheduled.
+        #: Full buffers (pos, buf) waiting for a write-behind slot (at most write_behind); a
+        #: completion issues the next one from its callback, so the disk is not left short
+        #: while the writer waits to be scheduled.
         self._pending: collections.deque[tuple[int, DmaBuffer]] = collections.deque()
         self._halted = False  # a write failed or came up short: issue nothing more
         self._error: BaseException | None = None
@@ -444,7 +442,8 @@ class FileOutputStream:
     async def _issue_full(self) -> None:
         # The full buffer joins the pending ones (it belongs to the stream from here on: a
         # cancelled write() has still handed its data over). The writer waits only while more
-        # than one full buffer is pending.
+        # than write_behind full buffers are pending: completions often come in twos and threes,
+        # and each must find a buffer to issue (with one spare, half of them found none).
         buf = self._buf
         pos = self._pos
         if self._prealloc and pos + len(buf) > self._prealloc_end:
@@ -455,7 +454,7 @@ class FileOutputStream:
         self._tail_written = False
         self._pending.append((pos, buf))
         self._issue_pending()
-        while len(self._pending) > _MAX_PENDING:
+        while len(self._pending) > self._opts.write_behind:
             await self._make_progress()
             self._raise_if_failed("write")
 

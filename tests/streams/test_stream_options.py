@@ -237,8 +237,8 @@ def test_no_reservation_inside_an_existing_file(run_default, ext4_or_xfs, monkey
 @pytest.mark.parametrize("write_behind", [1, 2, 4])
 def test_write_behind_window_is_used_and_never_exceeded(run_default, scratch, write_behind):
     """At most write_behind writes are in the kernel at once (completions hand their slot to the
-    next full buffer from the callback), the window does fill, and at most one full buffer
-    waits outside it."""
+    next full buffer from the callback), the window does fill, and at most write_behind full
+    buffers wait outside it."""
     path = scratch / "f"
     bs = 64 * 1024
     data = payload(3, 40 * bs + 123)
@@ -270,7 +270,7 @@ def test_write_behind_window_is_used_and_never_exceeded(run_default, scratch, wr
 
     run_default(body())
     assert seen["max"] == write_behind
-    assert seen["pending"] <= 1
+    assert seen["pending"] <= write_behind
     assert seen["now"] == 0
     assert read_os(path) == data
 
