@@ -39,6 +39,7 @@ int ie_uring_create(unsigned entries, unsigned flags_mask, struct ie_uring **out
     /* Best first: single issuer + deferred task work (completions run only when we ask, in a
      * batch); then cooperative task work (no IPI per completion); then plain. */
     static const unsigned attempts[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         IORING_SETUP_SUBMIT_ALL,
@@ -239,13 +240,19 @@ int ie_uring_submit(struct ie_uring *r)
     return io_uring_submit(&r->ring);
 }
 
-int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events)
+static int get_events(struct ie_uring *r)
+{
+    int ret = io_uring_get_events(&r->ring);
+    return ret < 0 && ret != -EAGAIN && ret != -EINTR && ret != -EBUSY ? ret : 0;
+}
+
+int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events_too)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
-    if (get_events && (r->defer_taskrun || io_uring_cq_has_overflow(&r->ring))) {
-        int ret = io_uring_get_events(&r->ring);
-        if (ret < 0 && ret != -EAGAIN && ret != -EINTR && ret != -EBUSY)
+    if (get_events_too && (r->defer_taskrun || io_uring_cq_has_overflow(&r->ring))) {
+        int ret = get_events(r);
+        if (ret < 0)
             return ret;
     }
     io_uring_for_each_cqe(&r->ring, head, cqe)
@@ -258,6 +265,30 @@ int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int g
     }
     io_uring_cq_advance(&r->ring, n);
     return (int)n;
+}
+
+int ie_uring_reap_woken(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int max)
+{
+    /* After the eventfd woke us. With deferred task work the kernel signals the eventfd twice
+     * per batch: when the work is queued, and again when running it posts the completions.
+     * Draining before running it leaves the second signal for a spurious wake-up (an extra
+     * eventfd read and io_uring_enter per batch); draining after could swallow the signal of
+     * work queued meanwhile, unless the ring says so (IORING_SQ_TASKRUN, set before that
+     * signal): then it is run too. Without the flag, the safe order. */
+    if (r->defer_taskrun && (r->setup_flags & IORING_SETUP_TASKRUN_FLAG)) {
+        int ret = get_events(r);
+        if (ret < 0)
+            return ret;
+        ie_eventfd_drain(efd);
+        if (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+            ret = get_events(r);
+            if (ret < 0)
+                return ret;
+        }
+        return ie_uring_reap(r, ud, res, max, 0);
+    }
+    ie_eventfd_drain(efd);
+    return ie_uring_reap(r, ud, res, max, 1);
 }
 
 int ie_uring_wait(struct ie_uring *r, unsigned min_complete)

@@ -10,12 +10,13 @@ from .base import REAP_BATCH, REC_WORDS, Backend
 
 _FLAG_NAMES = {
     1 << 8: "COOP_TASKRUN",
+    1 << 9: "TASKRUN_FLAG",
     1 << 7: "SUBMIT_ALL",
     1 << 12: "SINGLE_ISSUER",
     1 << 13: "DEFER_TASKRUN",
 }
 _ALL_FLAGS = 0xFFFFFFFF
-_NO_TASKRUN = ~((1 << 8) | (1 << 12) | (1 << 13)) & 0xFFFFFFFF
+_NO_TASKRUN = ~((1 << 8) | (1 << 9) | (1 << 12) | (1 << 13)) & 0xFFFFFFFF
 
 
 def _unavailable(err: int) -> BackendUnavailableError:
@@ -71,8 +72,7 @@ class UringBackend(Backend):
         return (self._accepted[0] if n else 0), *self._unpack(got)
 
     def reap(self) -> tuple[list[int], list[int]]:
-        lib.ie_eventfd_drain(self.eventfd)
-        got = lib.ie_uring_reap(self.ring, self._ud, self._res, REAP_BATCH, 1)
+        got = lib.ie_uring_reap_woken(self.ring, self.eventfd, self._ud, self._res, REAP_BATCH)
         if got < 0:
             raise OSError(-got, "io_uring_enter(GETEVENTS) failed")
         return self._unpack(got)
