@@ -54,9 +54,10 @@ class FileOutputStreamOptions:
     buffer_size: int = 131072
     #: Writes kept in flight while the caller goes on filling the next buffer.
     write_behind: int = 4
-    #: Reserve disk space (fallocate) in steps of this size ahead of the write position, so the
-    #: filesystem allocates large extents and the writes land inside the file; 0 turns it off.
-    #: Between flushes the file may be longer than the data (the reserved part reads as
+    #: Reserve disk space (fallocate) in multiples of this size ahead of the write position, so
+    #: the filesystem allocates large extents and the writes land inside the file; the stretch
+    #: reserved grows with what the stream has written, up to RESERVE_AHEAD_MAX. 0 turns it
+    #: off. Between flushes the file may be longer than the data (the reserved part reads as
     #: zeros); flush() and close() cut it to the exact length.
     preallocation_size: int = 1 << 20
     #: Scheduling class for the writes (None: the current one).
