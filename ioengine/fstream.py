@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import os
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
