@@ -35,6 +35,7 @@ def metrics() -> list[dict[str, Any]]:
     for i, r in enumerate(sorted(_all_reactors, key=id)):
         if r.closed:
             continue
+        r._commit_grant()  # dispatches under a direct grant are booked at commit
         out.append({"shard": i, "backend": r.backend.describe(), "inflight": r.inflight, "disks": r.disks.metrics()})
     return out
 

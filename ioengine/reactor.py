@@ -39,12 +39,14 @@ _all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 
 
 # An in-flight request is a tuple (hot path: cheaper than an object):
-#   (future, pin, operation name, owner, pos, length, on_done)
+#   (future, pin, operation name, owner, pos, length, on_done, grant)
 # ``owner`` is the File the request belongs to (or a path for metadata ops): error messages
 # name its path, and File.close() waits until no request of its own is left in flight.
 # ``pin`` keeps the buffer (and its export) alive until the kernel's completion; ``on_done``
 # (or None) is called with (request, result) at that completion, even if the awaiter is gone.
-_FUT, _PIN, _OP, _PATH, _POS, _LEN, _ON_DONE = range(7)
+# ``grant`` is the iosched DirectGrant it was dispatched under (its completion is booked
+# there), or None.
+_FUT, _PIN, _OP, _PATH, _POS, _LEN, _ON_DONE, _GRANT = range(8)
 
 
 def request_error(req: tuple, err: int) -> OSError:
@@ -83,6 +85,7 @@ class Reactor:
         #: The disk scheduler: one iosched queue per device.
         self.disks = DiskQueues(self.options, self.loop.time())
         self._sched: dict[int, tuple] = {}  # ud of a dispatched unit -> (queue, dispatch, request ud)
+        self._grant: Any = None  # the open iosched.DirectGrant (committed at each submit)
         self._sched_waiting = 0  # units waiting in the disk queues
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
@@ -110,7 +113,7 @@ class Reactor:
         fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
-        req = (fut, pin, opname, path, pos, length if nbytes is None else nbytes, on_done)
+        req = (fut, pin, opname, path, pos, length if nbytes is None else nbytes, on_done, None)
         rec = (op | (fd << 8) | (flags << 40), addr, length, pos, ud)
         if queue is not None:
             cls = io_class if io_class is not None else _current_io_class.get()
@@ -149,28 +152,36 @@ class Reactor:
                   io_class: IoClass | None, align: int) -> asyncio.Future:
         """submit() for one plain read or write (OP_READ / OP_WRITE), all positional.
 
-        The per-I/O path of dma_read/dma_write: when the disk is not throttled and the ring has
-        room it does only what such a request needs; anything else goes through submit().
+        The per-I/O path of dma_read/dma_write: when nothing waits in the disk queue and the
+        ring has room, a request of a class without limits goes straight to the kernel,
+        under a direct grant of the disk's queue when it throttles (iosched.DirectGrant:
+        the tokens and fairness are booked in one go per loop turn); anything else is
+        queued, or goes through submit().
         """
+        grant = None
         if queue is not None:
             st = states.get(io_class if io_class is not None else _current_io_class.get())
             if st is None or self.closed:
                 return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
                                    io_class, align)
-            if (queue._throttling or self._sched_waiting or self._outstanding >= self._capacity
+            if (self._sched_waiting or self._outstanding >= self._capacity
                     or st._bw is not None or st._iops is not None):
-                # Through the disk queue (submit()'s scheduled branch, inlined: per request too).
-                fut = self._create_future()
-                ud = self._next_ud
-                self._next_ud = ud + 1
-                req = queue.queue(st, op, length, (op | (fd << 8), addr, length, pos, ud), self.loop.time(), align)
-                self._sched_waiting += len(req.parts) if req.parts else 1
-                self._busy_queues[queue] = None
-                self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done)
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self.loop.call_soon(self._flush)
-                return fut
+                return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
+            if queue._throttling:
+                grant = self._grant
+                if grant is None or grant.io_class is not st:
+                    grant = self._open_grant(queue, st)
+                    if grant is None:
+                        return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
+                # DirectGrant.take, inlined (the per-request path)
+                if length == grant.last_length and op == grant.last_direction:
+                    c = grant.last_cost
+                else:
+                    c = grant.cost_of(op, length)
+                if c > grant.budget:
+                    return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
+                grant.budget -= c
+                grant.n += 1
             st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
             st.bytes[op] += length
         elif self._outstanding >= self._capacity or self.closed:
@@ -178,7 +189,7 @@ class Reactor:
         fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
-        self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done)
+        self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done, grant)
         self._outstanding += 1
         recs = self._recs
         recs.extend((op | (fd << 8), addr, length, pos, ud))
@@ -188,6 +199,35 @@ class Reactor:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
         return fut
+
+    def _queue_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
+                  on_done: Callable[[tuple, int], None] | None, queue: Any, st: Any, align: int) -> asyncio.Future:
+        """submit_rw() through the disk queue (submit()'s scheduled branch)."""
+        fut = self._create_future()
+        ud = self._next_ud
+        self._next_ud = ud + 1
+        req = queue.queue(st, op, length, (op | (fd << 8), addr, length, pos, ud), self.loop.time(), align)
+        self._sched_waiting += len(req.parts) if req.parts else 1
+        self._busy_queues[queue] = None
+        self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done, None)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _open_grant(self, queue: Any, st: Any) -> Any:
+        """Commit the open grant (if any) and ask ``queue`` for one for class ``st``."""
+        if self._grant is not None:
+            self._commit_grant()
+        g = self._grant = queue.open_grant(st, self.loop.time())
+        return g
+
+    def _commit_grant(self) -> None:
+        """Book the open grant's dispatches in its queue: before anything else asks the queue."""
+        g = self._grant
+        if g is not None:
+            self._grant = None
+            g.queue.commit_grant(g)
 
     def _queue_request(self, queue: Any, st: Any, direction: int, n: int, rec: tuple, vectored: bool,
                        align: int) -> None:
@@ -248,7 +288,7 @@ class Reactor:
         ret = prep(self._ring, *args, ud)
         if ret < 0:
             raise kernel_error(-ret, opname, path)
-        self._inflight[ud] = (fut, pin, opname, path, 0, -1, on_done)
+        self._inflight[ud] = (fut, pin, opname, path, 0, -1, on_done, None)
         self._in_kernel += 1
         self._outstanding += 1
         if not self._flush_scheduled:
@@ -291,6 +331,8 @@ class Reactor:
         caller. Otherwise a stream that finds its next I/O already done would never suspend,
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
+        if self._grant is not None:
+            self._commit_grant()
         if self._sched_waiting:
             self._dispatch_queues()
         recs = self._recs
@@ -315,6 +357,7 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def _each_queue_of(self, io_class: IoClass, fn: Callable[[Any], None]) -> None:
+        self._commit_grant()  # a class change must see the queue's books up to date
         self.disks.each_queue_of(io_class, fn)
 
     def _on_wakeup(self) -> None:
@@ -338,6 +381,7 @@ class Reactor:
         self._outstanding -= n
         sched = self._sched
         now = self.loop.time() if sched else 0.0
+        grants = None
         for ud, res in zip(uds, results):
             if sched:
                 s = sched.pop(ud, None)
@@ -348,6 +392,14 @@ class Reactor:
                     res = done.result
                     ud = s[2]
             req = inflight.pop(ud)
+            g = req[7]
+            if g is not None:  # booked below, once per grant
+                if not g.reaped:
+                    if grants is None:
+                        grants = [g]
+                    else:
+                        grants.append(g)
+                g.reaped += 1
             if req[6] is not None:
                 req[6](req, res)
             fut = req[0]
@@ -357,6 +409,11 @@ class Reactor:
                 fut.set_result(res)
             else:
                 fut.set_exception(request_error(req, -res))
+        if grants is not None:
+            now = self.loop.time()
+            for g in grants:
+                g.queue.complete_grant(g, g.reaped, now)
+                g.reaped = 0
         if self._backlog:
             self._admit_backlog()
         if not self._flush_scheduled:

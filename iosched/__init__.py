@@ -6,7 +6,7 @@ queue what to submit and when; tests drive it with a simulated disk in virtual t
 
 from .cost import COST_FORMS, DEFAULT_COST_FORM, READ, WRITE, CostModel
 from .fair_queue import FairQueue, IoClassState
-from .io_queue import Dispatch, IoQueue, IoQueueConfig, QueuedRequest, RequestPart, SplitRequest
+from .io_queue import DirectGrant, Dispatch, IoQueue, IoQueueConfig, QueuedRequest, RequestPart, SplitRequest
 from .properties import (
     DiskProperties,
     IoPropertiesError,
@@ -22,5 +22,5 @@ __all__ = [
     "DiskProperties", "IoPropertiesError",
     "load_io_properties", "parse_io_properties", "dump_io_properties", "save_io_properties",
     "TokenBucket", "FlowMonitor", "FairQueue", "IoClassState",
-    "IoQueue", "IoQueueConfig", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch",
+    "IoQueue", "IoQueueConfig", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch", "DirectGrant",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from heapq import heapify
 from math import exp as _exp
 from typing import Any
 
@@ -25,7 +26,7 @@ from .properties import DiskProperties
 from .token_bucket import FlowMonitor, TokenBucket
 
 __all__ = [
-    "IoQueueConfig", "IoQueue", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch",
+    "IoQueueConfig", "IoQueue", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch", "DirectGrant",
     "IoClassState", "READ", "WRITE",
 ]
 
@@ -166,6 +167,80 @@ class RequestPart(QueuedRequest):
 
 
 Dispatch = QueuedRequest
+
+
+class DirectGrant:
+    """Leave for one io class to dispatch requests at once, without queueing them.
+
+    ``IoQueue.open_grant`` hands one out when nothing else waits in the queue: dispatching a
+    lone class's request the moment it arrives is what ``queue`` + ``dispatch`` would do
+    anyway, but per request it is one cost lookup and a subtraction instead of an object
+    and a trip through the fair queue. The grant holds the tokens (and the room in the disk)
+    available when it was opened; ``take`` spends them. ``IoQueue.commit_grant`` then books
+    what was taken as one dispatch at ``at`` (tokens, the class's fairness accumulator,
+    in-disk cost, the flow ratio), and ``IoQueue.complete_grant`` books completions in
+    batches. A caller may inline ``take`` (the engine does, on its per-request path); it
+    must then keep its arithmetic.
+
+    Between open and commit the queue's own state is stale: commit before anything else
+    asks the queue (queue, dispatch, next_dispatch_time, class changes).
+    """
+
+    __slots__ = ("queue", "io_class", "at", "scale", "budget", "opened_with", "n", "committed", "completed", "completed_cost",
+                 "reaped", "last_length", "last_direction", "last_cost", "_cost", "_max_len")
+
+    def __init__(self, queue: IoQueue, io_class: IoClassState, at: float, budget: float, scale: float) -> None:
+        self.queue = queue
+        self.scale = scale  # the flow ratio's cost multiplier when it was opened
+        self.io_class = io_class
+        self.at = at  # the dispatch time of everything taken under the grant
+        self.budget = budget  # unscaled disk-seconds still available
+        self.opened_with = budget
+        self.n = 0  # requests taken
+        self.committed = False
+        self.completed = 0  # requests whose completion was booked
+        self.completed_cost = 0.0
+        self.reaped = 0  # scratch for the caller: completions seen, not yet booked
+        self._cost = queue._cost
+        self._max_len = queue._max_len
+        # one-entry cost cache: a workload mostly repeats one request size
+        self.last_length = -1
+        self.last_direction = -1
+        self.last_cost = 0.0
+
+    @property
+    def spent(self) -> float:
+        """Unscaled cost taken so far."""
+        return self.opened_with - self.budget
+
+    def cost_of(self, direction: int, length: int) -> float:
+        """The cost ``take`` charges (cached); inf for a request that would have to be split."""
+        c = self._cost(direction, length) if length <= self._max_len[direction] else _INF
+        self.last_length = length
+        self.last_direction = direction
+        self.last_cost = c
+        return c
+
+    def take(self, direction: int, length: int) -> bool:
+        """Dispatch one request under the grant if it fits; False: queue it instead."""
+        if self.committed:
+            raise RuntimeError("this grant was committed; open a new one")
+        if length == self.last_length and direction == self.last_direction:
+            c = self.last_cost
+        else:
+            c = self.cost_of(direction, length)
+        if c > self.budget:
+            return False
+        self.budget -= c
+        self.n += 1
+        cls = self.io_class
+        cls.ops[direction] += 1
+        cls.bytes[direction] += length
+        return True
+
+    def __repr__(self) -> str:
+        return (f"DirectGrant({self.io_class.name!r}, at={self.at:g}, taken={self.n}, "
+                f"spent={self.spent:g}, left={self.budget:g}, completed={self.completed})")
 
 _EPS = 1e-12  # disk-seconds: far below any request's cost
 _INF = math.inf
@@ -438,6 +513,95 @@ class IoQueue:
         parent.result = error if error is not None else total
         parent.dispatched_at = parent.parts[0].dispatched_at
         return parent
+
+    # -- direct grants (a lone class skips the queue) ----------------------------------------
+
+    def open_grant(self, io_class: IoClassState, now: float) -> DirectGrant | None:
+        """A grant for ``io_class`` to dispatch at ``now`` without queueing (see DirectGrant).
+
+        None when the class must queue: other requests wait in the queue (fair order
+        decides), the class has a bandwidth or IOPS limit, or no tokens (or no room in the
+        disk) are left.
+        """
+        cls = io_class
+        if cls._owner is not self:
+            raise ValueError(f"io class {cls.name!r} does not belong to this queue (removed, or another disk's)")
+        fq = self._fq
+        if fq._heap or cls.queue or cls._bw is not None or cls._iops is not None:
+            return None
+        self._now = now
+        b = self._bucket
+        if b is None:
+            return DirectGrant(self, cls, now, _INF, 1.0)
+        avail = b.replenish(now)
+        scale = self._flow.scale(now)
+        budget = min(avail, (b.limit - self._in_disk_cost) * scale) if self._bound_in_disk else avail
+        if budget <= 0.0:
+            return None
+        # the grant counts in unscaled cost, as the queue's in-disk bound does
+        return DirectGrant(self, cls, now, budget / scale + _EPS, scale)
+
+    def commit_grant(self, grant: DirectGrant) -> None:
+        """Book what was taken under ``grant`` as one dispatch at ``grant.at``."""
+        if grant.committed:
+            return
+        grant.committed = True
+        n = grant.n
+        if not n:
+            return
+        spent = grant.opened_with - grant.budget
+        now = grant.at
+        cls = grant.io_class
+        fq = self._fq
+        inv = cls._inv_shares
+        acc = cls.accumulated
+        if not cls._active:  # it was idle: no credit beyond the forgiveness (as _activate)
+            floor = fq.vtime - fq.forgiveness * inv
+            if acc < floor:
+                acc = floor
+            cls.activations += 1
+        last = acc + (spent - spent / n) * inv  # the accumulator before the last request
+        if last > fq.vtime:
+            fq.vtime = last
+        cls.accumulated = acc + spent * inv
+        if cls._active:  # in the heap again: work it queued after the grant opened
+            heap = fq._heap
+            for i, e in enumerate(heap):
+                if e[2] is cls:
+                    heap[i] = (cls.accumulated, e[1], cls)
+            heapify(heap)
+        cls.consumption += spent
+        cls.nr_executing += n
+        fq.dispatched_cost += spent
+        self._flow.on_dispatch(spent, now)
+        self._in_disk += n
+        b = self._bucket
+        if b is not None:
+            self._in_disk_cost += spent
+            b.tokens -= spent * grant.scale
+
+    def complete_grant(self, grant: DirectGrant, count: int, now: float) -> None:
+        """Book ``count`` completions of requests taken under ``grant`` (committed)."""
+        if not grant.committed:
+            raise RuntimeError("commit a grant before booking its completions")
+        done = grant.completed + count
+        if done > grant.n:
+            raise ValueError(f"{done} completions booked for a grant of {grant.n} requests")
+        spent = grant.opened_with - grant.budget
+        # Costs of a grant's requests are known only as a sum: completions are charged the
+        # mean, and the last one the rest, so the books balance exactly once all are in.
+        c = spent - grant.completed_cost if done == grant.n else count * spent / grant.n
+        grant.completed = done
+        grant.completed_cost += c
+        cls = grant.io_class
+        n = cls.nr_executing = cls.nr_executing - count
+        cls.total_exec_time += count * (now - grant.at)
+        if not n and cls.nr_queued:
+            cls._activated_at = now
+        self._in_disk -= count
+        if self._bucket is not None:
+            self._in_disk_cost -= c
+        self._flow.on_complete(c, grant.at)
 
     def cancel(self, request: QueuedRequest) -> bool:
         """Remove a request none of whose parts was dispatched; False if too late (or done)."""
