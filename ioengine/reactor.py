@@ -317,6 +317,8 @@ class Reactor:
         self._flush_scheduled = False
         if self.closed:
             return
+        if self._grant is not None:
+            self._commit_grant()
         if self._deferred:
             deferred, self._deferred = self._deferred, []
             for uds, results in deferred:
@@ -331,7 +333,9 @@ class Reactor:
         caller. Otherwise a stream that finds its next I/O already done would never suspend,
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
-        if self._grant is not None:
+        if self._grant is not None and (self._sched_waiting or not inline):
+            # Once per loop turn: an inline submit mid-turn leaves the grant open (its
+            # completions, if they come first, commit it: see _complete).
             self._commit_grant()
         if self._sched_waiting:
             self._dispatch_queues()
@@ -412,6 +416,8 @@ class Reactor:
         if grants is not None:
             now = self.loop.time()
             for g in grants:
+                if g is self._grant:  # its requests went out in an inline submit this turn
+                    self._commit_grant()
                 g.queue.complete_grant(g, g.reaped, now)
                 g.reaped = 0
         if self._backlog:

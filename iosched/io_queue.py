@@ -187,26 +187,22 @@ class DirectGrant:
     """
 
     __slots__ = ("queue", "io_class", "at", "scale", "budget", "opened_with", "n", "committed", "completed", "completed_cost",
-                 "reaped", "last_length", "last_direction", "last_cost", "_cost", "_max_len")
+                 "reaped", "last_length", "last_direction", "last_cost")
 
     def __init__(self, queue: IoQueue, io_class: IoClassState, at: float, budget: float, scale: float) -> None:
         self.queue = queue
-        self.scale = scale  # the flow ratio's cost multiplier when it was opened
         self.io_class = io_class
         self.at = at  # the dispatch time of everything taken under the grant
         self.budget = budget  # unscaled disk-seconds still available
         self.opened_with = budget
+        self.scale = scale  # the flow ratio's cost multiplier when it was opened
         self.n = 0  # requests taken
         self.committed = False
         self.completed = 0  # requests whose completion was booked
         self.completed_cost = 0.0
         self.reaped = 0  # scratch for the caller: completions seen, not yet booked
-        self._cost = queue._cost
-        self._max_len = queue._max_len
-        # one-entry cost cache: a workload mostly repeats one request size
-        self.last_length = -1
-        self.last_direction = -1
-        self.last_cost = 0.0
+        # one-entry cost cache, carried from grant to grant: a workload mostly repeats one size
+        self.last_length, self.last_direction, self.last_cost = queue._grant_cost
 
     @property
     def spent(self) -> float:
@@ -215,10 +211,12 @@ class DirectGrant:
 
     def cost_of(self, direction: int, length: int) -> float:
         """The cost ``take`` charges (cached); inf for a request that would have to be split."""
-        c = self._cost(direction, length) if length <= self._max_len[direction] else _INF
+        q = self.queue
+        c = q._cost(direction, length) if length <= q._max_len[direction] else _INF
         self.last_length = length
         self.last_direction = direction
         self.last_cost = c
+        q._grant_cost = (length, direction, c)
         return c
 
     def take(self, direction: int, length: int) -> bool:
@@ -252,6 +250,7 @@ class IoQueue:
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_now",
+        "_grant_cost",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
@@ -268,6 +267,7 @@ class IoQueue:
         self._bound_in_disk = config.bound_in_disk
         self._now = now
         self._alignment = config.split_alignment
+        self._grant_cost = (-1, -1, 0.0)  # DirectGrant's cost cache (length, direction, cost)
         if props is not None:
             rate = props.rate_factor  # disk-seconds per second
             # Capacity: the latency goal's worth of disk time (costs are not pre-multiplied by

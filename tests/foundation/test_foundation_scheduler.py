@@ -5,6 +5,8 @@ import asyncio
 import os
 import random
 
+import pytest
+
 import ioengine
 from ioengine import OpenFlags
 
@@ -135,3 +137,60 @@ def test_io_properties_file_round_trip_maps_the_file_to_its_disk(scratch, caplog
     bad.write_text("disks:\n  - mountpoint: /\n    read_iops: lots\n")
     with pytest.raises(IoPropertiesError, match="read_iops"):
         ioengine.run(body(), io_properties_file=str(bad))
+
+
+def test_a_lone_class_goes_straight_out_under_grants_and_the_books_balance(scratch, backend):
+    """Nothing else waits: requests skip the queue (no queue delay) yet are all charged, also
+    those whose awaiting task was cancelled, and the disk's books balance once all are in."""
+    path = scratch / "f"
+    path.write_bytes(os.urandom(4 << 20))
+    n_reads = 600
+
+    async def body():
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            r = ioengine.get_reactor()
+
+            async def reader(seed):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(4096)
+                for _ in range(n_reads // 20):
+                    assert await f.dma_read(rnd.randrange(1024) * 4096, buf) == 4096
+
+            await asyncio.gather(*(reader(i) for i in range(20)))
+            victims = [asyncio.ensure_future(f.dma_read(i * 4096, f.allocate_buffer(4096))) for i in range(40)]
+            await asyncio.sleep(0)
+            for v in victims:
+                v.cancel()
+            await r.drain()
+            (q,) = [q for q in r.disks.queues.values() if q.properties is not None]
+            return ioengine.metrics()[0], q.in_disk
+
+    m, in_disk = ioengine.run(body(), backend=backend, io_properties=_props(scratch, read_iops=1_000_000, bw="10G"))
+    (disk,) = [d for d in m["disks"].values() if d["queue"]["throttling"]]
+    cls = disk["classes"]["default"]
+    assert cls["read_ops"] == n_reads + 40
+    assert cls["total_queue_delay"] == 0.0  # none of them waited in the queue
+    assert cls["consumption"] == pytest.approx((n_reads + 40) / 1e6)
+    assert cls["disk_queue_length"] == 0 and in_disk == 0
+    assert disk["queue"]["completed_cost"] == pytest.approx(disk["queue"]["dispatched_cost"])
+
+
+def test_a_throttled_lone_class_queues_what_the_tokens_do_not_cover(scratch, backend):
+    """A calibration far below the disk: the grant runs out and the rest waits its turn."""
+    path = scratch / "f"
+    path.write_bytes(os.urandom(4 << 20))
+
+    async def body():
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            bufs = [f.allocate_buffer(4096) for _ in range(64)]
+            got = await asyncio.gather(*(f.dma_read(i * 4096, b) for i, b in enumerate(bufs)))
+            assert got == [4096] * 64
+            return ioengine.metrics()[0]
+
+    m = ioengine.run(body(), backend=backend, io_properties=_props(scratch, read_iops=2000))
+    (disk,) = [d for d in m["disks"].values() if d["queue"]["throttling"]]
+    cls = disk["classes"]["default"]
+    # 0.75 ms of a 2000 IOPS disk is one read: the bucket is raised to hold 4 (min_requests_in_bucket)
+    assert cls["read_ops"] == 64
+    assert cls["total_queue_delay"] > 0.0
+    assert disk["queue"]["completed_cost"] == pytest.approx(disk["queue"]["dispatched_cost"])
