@@ -85,7 +85,8 @@ class Reactor:
         #: The disk scheduler: one iosched queue per device.
         self.disks = DiskQueues(self.options, self.loop.time())
         self._sched: dict[int, tuple] = {}  # ud of a dispatched unit -> (queue, dispatch, request ud)
-        self._grant: Any = None  # the open iosched.DirectGrant (committed at each submit)
+        self._grant: Any = None  # the open iosched.DirectGrant (committed once per loop turn)
+        self._reaped_grants: list[Any] = []  # grants with completions not yet booked
         self._sched_waiting = 0  # units waiting in the disk queues
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
@@ -229,6 +230,17 @@ class Reactor:
             self._grant = None
             g.queue.commit_grant(g)
 
+    def _settle_grants(self) -> None:
+        """Bring the disk queues' books up to date: commit the open grant, book the completions
+        of grants' requests reaped since the last call."""
+        self._commit_grant()
+        if self._reaped_grants:
+            now = self.loop.time()
+            reaped, self._reaped_grants = self._reaped_grants, []
+            for g in reaped:
+                g.queue.complete_grant(g, g.reaped, now)
+                g.reaped = 0
+
     def _queue_request(self, queue: Any, st: Any, direction: int, n: int, rec: tuple, vectored: bool,
                        align: int) -> None:
         limit = queue.max_request_length[direction]
@@ -317,8 +329,6 @@ class Reactor:
         self._flush_scheduled = False
         if self.closed:
             return
-        if self._grant is not None:
-            self._commit_grant()
         if self._deferred:
             deferred, self._deferred = self._deferred, []
             for uds, results in deferred:
@@ -333,11 +343,8 @@ class Reactor:
         caller. Otherwise a stream that finds its next I/O already done would never suspend,
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
-        if self._grant is not None and (self._sched_waiting or not inline):
-            # Once per loop turn: an inline submit mid-turn leaves the grant open (its
-            # completions, if they come first, commit it: see _complete).
-            self._commit_grant()
         if self._sched_waiting:
+            self._settle_grants()
             self._dispatch_queues()
         recs = self._recs
         staged = len(recs) // REC_WORDS
@@ -359,9 +366,13 @@ class Reactor:
             # The kernel is full: try again next turn (completions will make room).
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+        if not inline and (self._grant is not None or self._reaped_grants):
+            # The grants' books, once per loop turn, after the kernel has the batch: off the
+            # path from a completion to the next submission.
+            self._settle_grants()
 
     def _each_queue_of(self, io_class: IoClass, fn: Callable[[Any], None]) -> None:
-        self._commit_grant()  # a class change must see the queue's books up to date
+        self._settle_grants()  # a class change must see the queue's books up to date
         self.disks.each_queue_of(io_class, fn)
 
     def _on_wakeup(self) -> None:
@@ -385,7 +396,6 @@ class Reactor:
         self._outstanding -= n
         sched = self._sched
         now = self.loop.time() if sched else 0.0
-        grants = None
         for ud, res in zip(uds, results):
             if sched:
                 s = sched.pop(ud, None)
@@ -397,12 +407,9 @@ class Reactor:
                     ud = s[2]
             req = inflight.pop(ud)
             g = req[7]
-            if g is not None:  # booked below, once per grant
+            if g is not None:  # booked by the flush this schedules, once per grant
                 if not g.reaped:
-                    if grants is None:
-                        grants = [g]
-                    else:
-                        grants.append(g)
+                    self._reaped_grants.append(g)
                 g.reaped += 1
             if req[6] is not None:
                 req[6](req, res)
@@ -413,13 +420,6 @@ class Reactor:
                 fut.set_result(res)
             else:
                 fut.set_exception(request_error(req, -res))
-        if grants is not None:
-            now = self.loop.time()
-            for g in grants:
-                if g is self._grant:  # its requests went out in an inline submit this turn
-                    self._commit_grant()
-                g.queue.complete_grant(g, g.reaped, now)
-                g.reaped = 0
         if self._backlog:
             self._admit_backlog()
         if not self._flush_scheduled:

@@ -533,9 +533,18 @@ class IoQueue:
         b = self._bucket
         if b is None:
             return DirectGrant(self, cls, now, _INF, 1.0)
-        avail = b.replenish(now)
+        # TokenBucket.replenish, inlined: a grant is opened once per loop turn
+        dt = now - b.last
+        if dt > 0:
+            t = b.tokens + dt * b.rate
+            b.tokens = t if t < b.limit else b.limit
+            b.last = now
+        budget = b.tokens
         scale = self._flow.scale(now)
-        budget = min(avail, (b.limit - self._in_disk_cost) * scale) if self._bound_in_disk else avail
+        if self._bound_in_disk:
+            room = (b.limit - self._in_disk_cost) * scale
+            if room < budget:
+                budget = room
         if budget <= 0.0:
             return None
         # the grant counts in unscaled cost, as the queue's in-disk bound does
