@@ -22,6 +22,7 @@ from ..options import ReactorOptions, add_reactor_arguments, reactor_options_fro
 from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, Sample, run_fio_side, run_ioengine_side,
                       run_matrix, select_rows)
 from .fio_json import FioError
+from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
 from .jobfile import parse_size
 from .workloads import Pattern, ensure_bench_file
 
@@ -183,13 +184,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="test file size (e.g. 256M)")
     s.add_argument("--seconds", type=float, default=3.0, help="duration of each run")
     s.add_argument("--rounds", type=int, default=3, help="rounds for (a) and (c) (medians are quoted)")
-    s.add_argument("--io-properties-file", default=None, help="calibration to use instead of a built-in one")
+    s.add_argument("--io-properties-file", default=None, help="calibration to use instead of measuring one")
+    s.add_argument("--calibration", choices=CALIBRATIONS, default=DEFAULT_CALIBRATION,
+                   help="without --io-properties-file: iotune (the disk at depth, ~12 s) or builtin (the engine's ceiling)")
     args = p.parse_args(argv)
     try:
         if args.command == "sched":
             from .sched import main_sched
 
-            main_sched(os.path.abspath(args.file), args.size, args.seconds, args.io_properties_file, args.rounds)
+            main_sched(os.path.abspath(args.file), args.size, args.seconds, args.io_properties_file, args.rounds,
+                       calibration=args.calibration)
             return 0
         if args.command in ("compare", "demo"):
             return _run_compare(args)

@@ -1,8 +1,8 @@
 """The disk scheduler on the real disk: shares, isolation, overhead (issue: iosched benchmark).
 
-    python -m ioengine.bench sched [--seconds 3] [--file .scratch/bench.dat]
+    python -m ioengine.bench sched [--seconds 3] [--file .scratch/bench.dat] [--calibration iotune|builtin]
 
-Calibrates the disk with a short built-in measurement (or takes --io-properties-file), then:
+Calibrates the disk with iotune (or a short built-in measurement, or takes --io-properties-file), then:
  (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio;
  (b) a protected class of 4k random reads at 50 % of the calibrated read IOPS (shares 1000)
      against backlogged 128 KiB sequential writes (shares 100) → read p95/p99 against the
@@ -16,7 +16,9 @@ import asyncio
 import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 
@@ -191,18 +193,55 @@ def _run_one_class(path: str, seconds: float, bs: int, depth: int, sequential: b
     return n, time.process_time() - cpu
 
 
-def main_sched(path: str, size: int, seconds: float, properties_file: str | None, rounds: int, out=sys.stdout) -> dict:
+#: How the benchmark calibrates the disk without --io-properties-file: "iotune" runs
+#: tools/iotune (the disk's capacity at depth, ~12 s); "builtin" measures the engine's own
+#: ceiling in a few seconds (below the disk's capacity where the engine is CPU-bound, and a
+#: disk that speeds up after it shows as scheduler loss in (c)).
+CALIBRATIONS = ("iotune", "builtin")
+DEFAULT_CALIBRATION = "iotune"
+IOTUNE_SECONDS = 12
+
+
+def _iotune(path: str, out) -> str | None:
+    """Run iotune in the benchmark file's directory; the io_properties file it wrote, or None."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, props = tempfile.mkstemp(prefix="sched-io_properties-", suffix=".yaml", dir=directory)
+    os.close(fd)
+    cmd = [sys.executable, "-m", "tools.iotune", "--evaluation-directory", directory, "--properties-file", props,
+           "--duration", str(IOTUNE_SECONDS), "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        os.unlink(props)
+        print(f"iotune failed ({done.stderr.strip().splitlines()[-1:]}); using the built-in calibration", file=out)
+        return None
+    return props
+
+
+def main_sched(path: str, size: int, seconds: float, properties_file: str | None, rounds: int, out=sys.stdout,
+               calibration: str = DEFAULT_CALIBRATION) -> dict:
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration {calibration!r}; expected one of {', '.join(CALIBRATIONS)}")
     ensure_bench_file(path, size)
     mountpoint = os.path.dirname(os.path.abspath(path))
-    if properties_file:
-        disk = load_io_properties(properties_file)[0]
+    source = properties_file
+    made = None
+    if source is None and calibration == "iotune":
+        source = made = _iotune(path, out)
+    if source:
+        try:
+            disk = load_io_properties(source)[0]
+        finally:
+            if made is not None:
+                os.unlink(made)
         disk = DiskProperties((mountpoint,), disk.read_iops, disk.read_bandwidth, disk.write_iops, disk.write_bandwidth,
                               disk.read_saturation_length, disk.write_saturation_length)
+        how = f"iotune --duration {IOTUNE_SECONDS}" if made is not None else source
     else:
         cal = ioengine.run(_calibrate(path, min(seconds, 2.0)))
         disk = cal.properties(mountpoint)
+        how = "built-in, ioengine's own ceiling"
     props = dump_io_properties([disk])
-    print(f"calibration (built-in, ioengine's own ceiling):\n{props}", file=out)
+    print(f"calibration ({how}):\n{props}", file=out)
     results: dict = {}
     ratios = [ioengine.run(_shares_test(path, seconds), io_properties=props) for _ in range(rounds)]
     results["shares_ratio"] = statistics.median(ratios)

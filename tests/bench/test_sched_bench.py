@@ -6,7 +6,7 @@ from ioengine.bench.sched import ONE_CLASS_LOADS, main_sched
 
 def test_sched_benchmark_smoke(scratch):
     out = io.StringIO()
-    res = main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, out=out)
+    res = main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, out=out, calibration="builtin")
     text = out.getvalue()
     for part in ("(a) shares 4:1", "(b) protected reads", "(c) one class", "(d) scheduler CPU"):
         assert part in text
@@ -14,3 +14,10 @@ def test_sched_benchmark_smoke(scratch):
     for r in res["one_class"].values():
         assert r["calibrated"] > 0 and r["machinery"] > 0 and r["raw_iops"] > 0
     assert res["one_class_ratio"] == res["one_class"][ONE_CLASS_LOADS[0][0]]["calibrated"]
+
+
+def test_sched_benchmark_refuses_an_unknown_calibration(scratch):
+    import pytest
+
+    with pytest.raises(ValueError, match="iotune, builtin"):
+        main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, calibration="fio")
