@@ -220,8 +220,8 @@ class Reactor:
         """Commit the open grant (if any) and ask ``queue`` for one for class ``st``."""
         if self._grant is not None:
             self._commit_grant()
-        g = self._grant = queue.open_grant(st, self.loop.time())
-        return g
+        self._grant = queue.open_grant(st, self.loop.time())
+        return self._grant
 
     def _commit_grant(self) -> None:
         """Book the open grant's dispatches in its queue: before anything else asks the queue."""

@@ -212,7 +212,9 @@ def _iotune(path: str, out) -> str | None:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         os.unlink(props)
-        print(f"iotune failed ({done.stderr.strip().splitlines()[-1:]}); using the built-in calibration", file=out)
+        lines = done.stderr.strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {done.returncode}"
+        print(f"iotune failed ({reason}); using the built-in calibration", file=out)
         return None
     return props
 
