@@ -23,13 +23,16 @@ import time
 from dataclasses import dataclass, replace
 
 import ioengine
-from iosched import DiskProperties, dump_io_properties, load_io_properties
+from iosched import READ, WRITE, CostModel, DiskProperties, dump_io_properties, load_io_properties
 from ioengine import IoClass, OpenFlags
 
+from .fio_json import FioError, run_fio
 from .workloads import ensure_bench_file
 
 BLOCK = 4096
 WRITE_BS = 128 << 10
+#: (b)'s writer: backlogged 128 KiB sequential writes, this many in flight.
+ISOLATION_WRITE_DEPTH = 8
 
 
 @dataclass(slots=True)
@@ -145,22 +148,52 @@ async def _shares_test(path: str, seconds: float) -> float:
     return a / max(b, 1)
 
 
-async def _isolation_test(path: str, seconds: float, rate: float) -> dict:
+async def _isolation_test(path: str, seconds: float, rate: float, write_depth: int = ISOLATION_WRITE_DEPTH) -> dict:
     reader, writer = IoClass("bench-reader", 1000), IoClass("bench-writer", 100)
     async with await ioengine.open_file_dma(path, OpenFlags.RW) as f:
         alone = await _open_loop_reads(f, rate, seconds, reader)
         before = _consumption()
         t0 = time.perf_counter()
         mixed, _ = await asyncio.gather(_open_loop_reads(f, rate, seconds, reader),
-                                        _saturate(f, seconds, 8, WRITE_BS, True, True, writer))
+                                        _saturate(f, seconds, write_depth, WRITE_BS, True, True, writer))
         elapsed = time.perf_counter() - t0
         used = _consumption() - before
+        nbytes = _written_bytes(writer)
     return {
+        "write_mb_per_s": nbytes / elapsed / 1e6,
         "alone_p95": _pct(alone, 95), "alone_p99": _pct(alone, 99),
         "mixed_p95": _pct(mixed, 95), "mixed_p99": _pct(mixed, 99),
         "achieved_ratio": len(mixed) / (rate * seconds),
         "utilisation": used / elapsed,
     }
+
+
+def _fio_isolation(path: str, size: int, seconds: float, rate: float, disk: DiskProperties) -> dict | None:
+    """(b)'s mix run by fio, unscheduled: what the disk gives that mix, by the same cost model.
+
+    None (and a line saying why) when fio cannot run.
+    """
+    try:
+        res = run_fio([
+            f"--filename={path}", f"--size={size}", "--direct=1", "--ioengine=io_uring", "--time_based",
+            f"--runtime={max(1, round(seconds * 1000))}ms", "--randrepeat=0", "--norandommap",
+            "--name=reads", "--rw=randread", f"--bs={BLOCK}", "--iodepth=64", f"--rate_iops={max(1, round(rate))}",
+            "--name=writes", "--rw=write", f"--bs={WRITE_BS}", f"--iodepth={ISOLATION_WRITE_DEPTH}",
+        ], timeout=seconds * 10 + 30)
+    except FioError as e:
+        return {"error": str(e).splitlines()[0]}
+    reads, writes = res.job("reads").read, res.job("writes").write
+    cost = CostModel(disk).cost
+    return {
+        "achieved_ratio": reads.iops / rate,
+        "utilisation": reads.iops * cost(READ, BLOCK) + writes.iops * cost(WRITE, WRITE_BS),
+        "write_mb_per_s": writes.mb_per_s,
+    }
+
+
+def _written_bytes(io_class: IoClass) -> int:
+    return sum(m["classes"][io_class.name]["write_bytes"] for shard in ioengine.metrics()
+               for m in shard["disks"].values() if io_class.name in m["classes"])
 
 
 def _consumption() -> float:
@@ -250,13 +283,23 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
     print(f"(a) shares 4:1, saturating 4k random reads: ratio {results['shares_ratio']:.2f} "
           f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; goal 4 ± 2 %)", file=out)
     iso = ioengine.run(_isolation_test(path, seconds, disk.read_iops * 0.5), io_properties=props)
+    fio_iso = _fio_isolation(path, size, seconds, disk.read_iops * 0.5, disk)
+    iso["fio"] = fio_iso
     results["isolation"] = iso
     print(f"(b) protected reads at 50 % of {disk.read_iops:.0f} IOPS vs backlogged 128k writes:\n"
           f"    p95 {iso['mixed_p95']:.0f} us vs {iso['alone_p95']:.0f} us alone "
           f"({iso['mixed_p95'] / iso['alone_p95']:.1f}x; goal <= 3x), "
           f"p99 {iso['mixed_p99']:.0f} us vs {iso['alone_p99']:.0f} us ({iso['mixed_p99'] / iso['alone_p99']:.1f}x)\n"
           f"    reads achieved/requested {iso['achieved_ratio']:.3f} (goal >= 0.95), "
-          f"utilisation {iso['utilisation']:.2f} (goal >= 0.8)", file=out)
+          f"utilisation {iso['utilisation']:.2f} (goal >= 0.8), writes {iso['write_mb_per_s']:.0f} MB/s", file=out)
+    if "error" in fio_iso:
+        print(f"    fio on the same mix: not run ({fio_iso['error']})", file=out)
+    else:
+        # What the disk gives this mix with nobody scheduling it, charged by the same cost model:
+        # the utilisation a calibration allows on this disk (a bandwidth calibrated with 1 MiB
+        # requests charges 128 KiB writes less than they take).
+        print(f"    fio on the same mix, unscheduled: reads achieved/requested {fio_iso['achieved_ratio']:.3f}, "
+              f"utilisation {fio_iso['utilisation']:.2f}, writes {fio_iso['write_mb_per_s']:.0f} MB/s", file=out)
     # (c) twice: at the calibrated rate (what a user gets; it cannot beat the calibration, so a
     # disk momentarily faster than calibrated shows as loss), and with the bucket refilled at
     # 1.5x (rate_factor) so it rarely binds: the cost of the scheduling machinery itself.
