@@ -86,6 +86,10 @@ class IoQueueConfig:
     #: bite; the bound keeps "the disk never holds more than the goal" true and queues the
     #: rest in fair order. Off by default (Seastar's rate-only behaviour); ioengine turns it on.
     bound_in_disk: bool = False
+    #: That bound, in units of the bucket's capacity (the latency goal's worth of cost). A
+    #: disk whose latency under a full mixed load exceeds the goal needs more than the goal's
+    #: worth in flight to stay full; the rate still bounds bursts at the goal.
+    in_disk_limit: float = 1.0
     #: Per-class bandwidth/IOPS limits allow a burst of this many milliseconds of their rate.
     limit_burst_ms: float = 10.0
     #: "max" or "additive" (see iosched.cost).
@@ -95,7 +99,7 @@ class IoQueueConfig:
 
     def __post_init__(self) -> None:
         for name in ("latency_goal_ms", "flow_ratio_window", "default_shares", "flow_ratio_threshold",
-                     "flow_ratio_gain", "flow_ratio_prior"):
+                     "flow_ratio_gain", "flow_ratio_prior", "in_disk_limit"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < math.inf):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive number, got {v!r}")
@@ -249,7 +253,7 @@ class IoQueue:
 
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
-        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_now",
+        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_in_disk_limit", "_now",
         "_grant_cost",
     )
 
@@ -277,10 +281,12 @@ class IoQueue:
             min_req = max(cost(READ, config.min_request_size), cost(WRITE, config.min_request_size))
             capacity = max(config.latency_goal_ms / 1000.0 * rate, config.min_requests_in_bucket * min_req)
             self._bucket: TokenBucket | None = TokenBucket(rate, capacity, now)
+            self._in_disk_limit = capacity * config.in_disk_limit
             window = capacity / rate * config.flow_ratio_window  # seconds
             self._max_len = [self._max_length(d, props, capacity) for d in (READ, WRITE)]
         else:
             self._bucket = None
+            self._in_disk_limit = math.inf
             self._max_len = [math.inf, math.inf]
             rate = 1.0
             window = config.latency_goal_ms / 1000.0 * config.flow_ratio_window
@@ -450,7 +456,7 @@ class IoQueue:
             avail = b.tokens
             scale = self._flow.scale(now)
             # (room is in unscaled cost; the fair queue charges scaled cost against the budget)
-            budget = min(avail, (b.limit - self._in_disk_cost) * scale) if self._bound_in_disk else avail
+            budget = min(avail, (self._in_disk_limit - self._in_disk_cost) * scale) if self._bound_in_disk else avail
             if budget <= 0.0:
                 return []
             # _EPS: a bucket refilled to exactly n costs must not miss the n-th to rounding
@@ -542,7 +548,7 @@ class IoQueue:
         budget = b.tokens
         scale = self._flow.scale(now)
         if self._bound_in_disk:
-            room = (b.limit - self._in_disk_cost) * scale
+            room = (self._in_disk_limit - self._in_disk_cost) * scale
             if room < budget:
                 budget = room
         if budget <= 0.0:
@@ -639,7 +645,7 @@ class IoQueue:
             b = self._bucket
             if b is None:
                 return now
-            if self._bound_in_disk and head.cost > b.limit - self._in_disk_cost + _EPS:
+            if self._bound_in_disk and head.cost > self._in_disk_limit - self._in_disk_cost + _EPS:
                 return _INF  # the disk is full: only a completion makes room
             c = head.cost * self._flow.scale(now)
             t2 = b.next_available(c if c < b.limit else b.limit, now)

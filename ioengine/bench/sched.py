@@ -31,6 +31,10 @@ from .workloads import ensure_bench_file
 
 BLOCK = 4096
 WRITE_BS = 128 << 10
+#: (a)'s classes: this many requests outstanding each, so that together they offer more than
+#: the disk may hold (io_in_disk_goals x the latency goal: ~120 4k reads here) and the
+#: scheduler, not the number of tasks, decides who goes next.
+SHARES_DEPTH = 128
 #: (b)'s writer: backlogged 128 KiB sequential writes, this many in flight.
 ISOLATION_WRITE_DEPTH = 8
 
@@ -141,10 +145,8 @@ def _pct(xs: list[int], p: float) -> float:
 async def _shares_test(path: str, seconds: float) -> float:
     hi, lo = IoClass("bench-hi", 400), IoClass("bench-lo", 100)
     async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
-        # Each class offers more requests than the disk holds (the latency goal's worth), so
-        # the scheduler, not the number of tasks, decides who goes next.
-        a, b = await asyncio.gather(_saturate(f, seconds, 64, BLOCK, False, False, hi),
-                                    _saturate(f, seconds, 64, BLOCK, False, False, lo))
+        a, b = await asyncio.gather(_saturate(f, seconds, SHARES_DEPTH, BLOCK, False, False, hi),
+                                    _saturate(f, seconds, SHARES_DEPTH, BLOCK, False, False, lo))
     return a / max(b, 1)
 
 

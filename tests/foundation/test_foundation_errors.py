@@ -291,6 +291,9 @@ def test_reactor_option_errors():
     coro.close()
     with pytest.raises(ValueError):
         ioengine.ReactorOptions(backend="uring")
+    for bad in (0, -1.0, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="io_in_disk_goals must be a positive number"):
+            ioengine.ReactorOptions(io_in_disk_goals=bad)
     with pytest.raises(TypeError):
         ioengine.configure(bogus=1)
 

@@ -414,3 +414,28 @@ def test_bound_in_disk_holds_the_goal_and_queues_the_rest_fairly():
         inflight += nxt
         t += 1e-3
     assert got["a"] / got["b"] == pytest.approx(4.0, rel=0.02)
+
+
+def test_in_disk_limit_scales_the_bound_not_the_bucket():
+    cm = CostModel(DISK)
+    q = IoQueue(DISK, IoQueueConfig(bound_in_disk=True, in_disk_limit=2.0))
+    cls = q.get_class("default")
+    for _ in range(1000):
+        q.queue(cls, READ, 4096, None, 0.0)
+    per_goal = int(q.capacity / cm.cost(READ, 4096) + 1e-9)
+    assert len(q.dispatch(0.0)) == per_goal  # the bucket still holds one goal: the burst
+    assert len(q.dispatch(1.0)) == per_goal  # refilled: the disk may hold a second goal's worth
+    assert q.dispatch(2.0) == []  # and no more until something completes
+    assert q.next_dispatch_time(2.0) == float("inf")
+    # grants respect the same bound
+    q = IoQueue(DISK, IoQueueConfig(bound_in_disk=True, in_disk_limit=2.0))
+    cls = q.get_class("default")
+    for t in (0.0, 1.0):
+        g = q.open_grant(cls, t)
+        assert g.budget == pytest.approx(q.capacity)
+        while g.take(READ, 4096):
+            pass
+        q.commit_grant(g)
+    assert q.open_grant(cls, 2.0) is None
+    with pytest.raises(ValueError, match="in_disk_limit"):
+        IoQueueConfig(in_disk_limit=0)
