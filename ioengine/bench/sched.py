@@ -170,10 +170,10 @@ async def _isolation_test(path: str, seconds: float, rate: float, write_depth: i
     }
 
 
-def _fio_isolation(path: str, size: int, seconds: float, rate: float, disk: DiskProperties) -> dict | None:
+def _fio_isolation(path: str, size: int, seconds: float, rate: float, disk: DiskProperties) -> dict:
     """(b)'s mix run by fio, unscheduled: what the disk gives that mix, by the same cost model.
 
-    None (and a line saying why) when fio cannot run.
+    ``{"error": why}`` when fio cannot run.
     """
     try:
         res = run_fio([
