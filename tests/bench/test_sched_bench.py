@@ -8,12 +8,14 @@ def test_sched_benchmark_smoke(scratch):
     out = io.StringIO()
     res = main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, out=out, calibration="builtin")
     text = out.getvalue()
-    for part in ("(a) shares 4:1", "(b) protected reads", "(c) one class", "(d) scheduler CPU"):
+    for part in ("(a) shares 4:1", "(b) protected reads", "fio on the same mix", "(c) one class", "(d) scheduler CPU"):
         assert part in text
     assert set(res["one_class"]) == {label for label, *_ in ONE_CLASS_LOADS}
     for r in res["one_class"].values():
         assert r["calibrated"] > 0 and r["machinery"] > 0 and r["raw_iops"] > 0
     assert res["one_class_ratio"] == res["one_class"][ONE_CLASS_LOADS[0][0]]["calibrated"]
+    iso = res["isolation"]
+    assert iso["write_mb_per_s"] > 0 and ("error" in iso["fio"] or iso["fio"]["utilisation"] > 0)
 
 
 def test_sched_benchmark_refuses_an_unknown_calibration(scratch):
