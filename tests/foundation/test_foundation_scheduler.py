@@ -194,3 +194,39 @@ def test_a_throttled_lone_class_queues_what_the_tokens_do_not_cover(scratch, bac
     assert cls["read_ops"] == 64
     assert cls["total_queue_delay"] > 0.0
     assert disk["queue"]["completed_cost"] == pytest.approx(disk["queue"]["dispatched_cost"])
+
+
+def test_class_changes_while_a_grant_is_open_keep_the_books(scratch, backend):
+    """Shares, limits and names change under a class that is dispatching under grants."""
+    path = scratch / "f"
+    path.write_bytes(os.urandom(4 << 20))
+    c = ioengine.IoClass("test-grant-changes", 200)
+
+    async def body():
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            done = 0
+
+            async def reader(seed):
+                nonlocal done
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(4096)
+                for _ in range(40):
+                    assert await f.dma_read(rnd.randrange(1024) * 4096, buf, io_class=c) == 4096
+                    done += 1
+
+            tasks = [asyncio.create_task(reader(i)) for i in range(16)]
+            for step in range(6):
+                await asyncio.sleep(0)
+                c.update_shares(100 + step)
+                c.update_iops(50_000 if step % 2 else None)
+            c.rename("test-grant-changed")
+            await asyncio.gather(*tasks)
+            await ioengine.get_reactor().drain()
+            return done, ioengine.metrics()[0]
+
+    done, m = ioengine.run(body(), backend=backend, io_properties=_props(scratch, read_iops=1_000_000, bw="10G"))
+    (disk,) = [d for d in m["disks"].values() if d["queue"]["throttling"]]
+    cls = disk["classes"]["test-grant-changed"]
+    assert done == 16 * 40 and cls["read_ops"] == done
+    assert cls["disk_queue_length"] == 0 and cls["queue_length"] == 0
+    assert disk["queue"]["completed_cost"] == pytest.approx(disk["queue"]["dispatched_cost"])
