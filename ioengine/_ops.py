@@ -81,8 +81,23 @@ class StatData:
         )
 
 
-def _cpath(path: str | os.PathLike[str] | bytes) -> Any:
-    return ffi.new("char[]", os.fsencode(path))
+def check_path(path: Any, opname: str) -> bytes:
+    """``path`` (str, bytes or os.PathLike, as ``os`` takes them) as bytes for the kernel.
+
+    A C string ends at its first NUL: "keep\\0.tmp" would reach the kernel as "keep". Like
+    ``os.open``, refuse it before anything is issued.
+    """
+    try:
+        raw = os.fsencode(path)
+    except TypeError:
+        raise TypeError(f"{opname}: path must be str, bytes or os.PathLike, got {type(path).__name__}") from None
+    if b"\0" in raw:
+        raise ValueError(f"{opname}: embedded null byte in path {os.fsdecode(raw)!r}")
+    return raw
+
+
+def _cpath(path: Any, opname: str) -> Any:
+    return ffi.new("char[]", check_path(path, opname))
 
 
 def _blocking_errno(fn: Any, *args: Any) -> int:
@@ -124,9 +139,10 @@ def _open_blocking(path: Any, flags: int, mode: int, handoff: list) -> int:
 
 
 async def openat(r: Reactor, path: Any, flags: int, mode: int, opname: str = "open") -> int:
+    path = check_path(path, opname)
     spath = os.fsdecode(path)
     if r.kernel_fs_ops:
-        c = _cpath(path)
+        c = _cpath(path, opname)
         fut = r.submit_prepped(lib.ie_uring_prep_openat, (AT_FDCWD, c, flags | os.O_CLOEXEC, mode), c,
                                opname, spath, on_done=_close_if_abandoned)
         try:
@@ -159,20 +175,23 @@ def _statx_blocking(dfd: int, cpath: Any, flags: int, out: Any) -> int:
 
 
 async def statx(r: Reactor, path: Any, fd: int = AT_FDCWD, follow_symlink: bool = True,
-                opname: str = "stat") -> StatData:
+                opname: str = "stat", owner: object = None) -> StatData:
+    """statx(2) of ``path`` (or of ``fd`` when path is None). ``owner`` (a File) makes the
+    call count as that file's until the kernel is done with its descriptor."""
     flags = 0 if follow_symlink else AT_SYMLINK_NOFOLLOW
     if path is None:
         c, flags, spath = ffi.new("char[]", b""), flags | AT_EMPTY_PATH, None
     else:
-        c, spath = _cpath(path), os.fsdecode(path)
+        c, spath = _cpath(path, opname), os.fsdecode(path)
     if r.kernel_fs_ops:
         raw = ffi.gc(lib.ie_statx_buf_new(), lib.ie_statx_buf_free)
-        await r.submit_prepped(lib.ie_uring_prep_statx, (fd, c, flags, STATX_MASK, raw), (c, raw), opname, spath)
+        await r.submit_prepped(lib.ie_uring_prep_statx, (fd, c, flags, STATX_MASK, raw), (c, raw), opname,
+                               spath if owner is None else owner)
         out = ffi.new("struct ie_stat *")
         lib.ie_statx_convert(raw, out)
     else:
         out = ffi.new("struct ie_stat *")
-        res = await r.run_blocking(_statx_blocking, fd, c, flags, out)
+        res = await r.run_blocking(_statx_blocking, fd, c, flags, out, owner=owner)
         if res < 0:
             raise kernel_error(-res, opname, spath)
     return StatData._from_native(out)
@@ -183,9 +202,9 @@ async def fstat(r: Reactor, fd: int, path: str | None) -> StatData:
     return st
 
 
-async def statx_fd(r: Reactor, fd: int, path: str | None, opname: str = "stat") -> StatData:
+async def statx_fd(r: Reactor, fd: int, path: str | None, opname: str = "stat", owner: object = None) -> StatData:
     try:
-        return await statx(r, None, fd=fd, opname=opname)
+        return await statx(r, None, fd=fd, opname=opname, owner=owner)
     except OSError as e:
         raise kernel_error(e.errno or 5, opname, path) from None
 
@@ -195,12 +214,14 @@ async def fallocate(r: Reactor, fd: int, mode: int, pos: int, length: int, opnam
     if r.kernel_fs_ops:
         await r.submit_prepped(lib.ie_uring_prep_fallocate, (fd, mode, pos, length), None, opname, path)
     else:
-        await _checked(r.run_blocking(lib.ie_fallocate, fd, mode, pos, length), opname, path, detail)
+        owner = None if path is None or isinstance(path, str) else path
+        await _checked(r.run_blocking(lib.ie_fallocate, fd, mode, pos, length, owner=owner), opname, path, detail)
 
 
 async def renameat(r: Reactor, old: Any, new: Any) -> None:
+    old, new = check_path(old, "rename"), check_path(new, "rename")
     if r.kernel_fs_ops:
-        co, cn = _cpath(old), _cpath(new)
+        co, cn = _cpath(old, "rename"), _cpath(new, "rename")
         await r.submit_prepped(lib.ie_uring_prep_renameat, (AT_FDCWD, co, AT_FDCWD, cn, 0), (co, cn), "rename",
                                f"{os.fsdecode(old)} -> {os.fsdecode(new)}")
     else:
@@ -210,8 +231,9 @@ async def renameat(r: Reactor, old: Any, new: Any) -> None:
 
 async def unlinkat(r: Reactor, path: Any, directory: bool = False) -> None:
     op = "rmdir" if directory else "unlink"
+    path = check_path(path, op)
     if r.kernel_fs_ops:
-        c = _cpath(path)
+        c = _cpath(path, op)
         await r.submit_prepped(lib.ie_uring_prep_unlinkat, (AT_FDCWD, c, AT_REMOVEDIR if directory else 0), c, op,
                                os.fsdecode(path))
     else:
@@ -220,17 +242,19 @@ async def unlinkat(r: Reactor, path: Any, directory: bool = False) -> None:
 
 
 async def mkdirat(r: Reactor, path: Any, mode: int) -> None:
+    path = check_path(path, "mkdir")
     if r.kernel_fs_ops:
-        c = _cpath(path)
+        c = _cpath(path, "mkdir")
         await r.submit_prepped(lib.ie_uring_prep_mkdirat, (AT_FDCWD, c, mode), c, "mkdir", os.fsdecode(path))
     else:
         await _checked(r.run_blocking(_blocking_errno, os.mkdir, path, mode), "mkdir", path)
 
 
 async def linkat(r: Reactor, old: Any, new: Any) -> None:
+    old, new = check_path(old, "link"), check_path(new, "link")
     where = f"{os.fsdecode(old)} -> {os.fsdecode(new)}"
     if r.kernel_fs_ops:
-        co, cn = _cpath(old), _cpath(new)
+        co, cn = _cpath(old, "link"), _cpath(new, "link")
         await r.submit_prepped(lib.ie_uring_prep_linkat, (AT_FDCWD, co, AT_FDCWD, cn, 0), (co, cn), "link", where)
     else:
         await _checked(r.run_blocking(_blocking_errno, os.link, old, new), "link", where)
@@ -242,7 +266,9 @@ async def fsync(r: Reactor, fd: int, path: str | None, datasync: bool = True) ->
     op = "fdatasync" if datasync else "fsync"
     if r.backend.name == "linux-aio":
         # linux-aio's IOCB_CMD_FDSYNC is refused by ext4/xfs: use the thread pool.
-        await _checked(r.run_blocking(_blocking_errno, os.fdatasync if datasync else os.fsync, fd), op, path)
+        owner = None if path is None or isinstance(path, str) else path
+        await _checked(r.run_blocking(_blocking_errno, os.fdatasync if datasync else os.fsync, fd, owner=owner),
+                       op, path)
     else:
         await r.submit(OP_FSYNC, fd, 0, 0, 0, None, op, path, 1 if datasync else 0, nbytes=-1)
 

@@ -16,7 +16,7 @@ from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
 from .errors import ClosedFileError, ShortReadError, kernel_error
 from .io_class import IoClass
-from .reactor import Reactor, get_reactor
+from .reactor import LEN_LIMIT, POS_LIMIT, Reactor, get_reactor
 
 TMPFS_MAGIC = 0x01021994
 #: Most buffers in one dma_readv/dma_writev (the kernel's UIO_MAXIOV).
@@ -95,7 +95,7 @@ class File:
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
                  "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
                  "_read_mask", "_write_mask", "_mem_mask", "_grow_lock", "_queue", "_qstates",
-                 "__weakref__")
+                 "_busy", "_busy_idle", "_close_task", "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
                  mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
@@ -123,6 +123,11 @@ class File:
         self._sloppy_end = size if sloppy else -1  # sloppy_size: how far the file has been grown ahead
         self._logical_size = size if sloppy else -1  # sloppy_size: the furthest byte written
         self._grow_lock = asyncio.Lock()
+        # Operations admitted before close() began and still in the File's own wait paths
+        # (size barrier, sloppy growth, metadata calls): close() waits for them before the fd goes.
+        self._busy = 0
+        self._busy_idle: asyncio.Future | None = None
+        self._close_task: asyncio.Task | None = None
         #: The disk scheduler queue of the file's device, and its io class states.
         self._queue = queue
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
@@ -152,8 +157,11 @@ class File:
     def _check(self, op: str, pos: int, length: int, addr: int, align: int) -> None:
         if self._closed:
             raise ClosedFileError(f"{op} on closed file {self._path!r}")
-        if pos < 0 or pos % align:
+        check_position(op, pos)
+        if pos % align:
             raise ValueError(f"{op}: position {pos} is not a multiple of {align}, the disk alignment of {self._path!r}")
+        if length >= LEN_LIMIT:
+            raise ValueError(f"{op}: {length} bytes is more than one request can carry (at most {LEN_LIMIT - 1})")
         if length % align:
             raise ValueError(f"{op}: length {length} is not a multiple of {align}, the disk alignment of {self._path!r}")
         if addr % self.memory_dma_alignment:
@@ -178,7 +186,12 @@ class File:
             pin, addr, n = memoryview(buf), buf.address, len(buf)
         else:
             pin, addr, n = _pin_buffer(buf, True)
-        if (pos | n) & self._read_mask or addr & self._mem_mask or pos < 0 or self._closed:
+        try:
+            # pos >> 63 is non-zero for a negative position and one the kernel cannot take.
+            bad = (pos | n) & self._read_mask or addr & self._mem_mask or pos >> 63 or n >> 32 or self._closed
+        except TypeError:
+            bad = True  # not an int: _check says what was expected
+        if bad:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
                                        self._qstates, io_class, self.disk_read_dma_alignment)
@@ -186,8 +199,10 @@ class File:
     async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None) -> DmaBuffer:
         """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""
         self._check_open()
-        if pos < 0 or length < 0:
-            raise ValueError(f"dma_read_bulk: position and length must be >= 0, got {pos}, {length}")
+        check_position("dma_read_bulk", pos)
+        check_length("dma_read_bulk", length)
+        if pos + length > POS_LIMIT:
+            raise ValueError(f"dma_read_bulk: position {pos} + length {length} is past the largest file offset")
         align = self.disk_read_dma_alignment
         start = pos - pos % align
         end = -(-(pos + length) // align) * align
@@ -235,7 +250,11 @@ class File:
             pin, addr, n = memoryview(buf), buf.address, len(buf)
         else:
             pin, addr, n = _pin_buffer(buf, False)
-        if (pos | n) & self._write_mask or addr & self._mem_mask or pos < 0 or self._closed:
+        try:
+            bad = (pos | n) & self._write_mask or addr & self._mem_mask or pos >> 63 or n >> 32 or self._closed
+        except TypeError:
+            bad = True
+        if bad:
             self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
         return pin, addr, n
 
@@ -249,8 +268,27 @@ class File:
                      io_class: IoClass | None = None) -> int:
         size = n if total < 0 else total
         if self._write_must_wait(pos, size):
-            await self._wait_writable(pos, size)
+            # Admitted now: a close() that begins while we wait lets this write land first,
+            # in this file, and only then closes the descriptor.
+            self._admit(opname)
+            try:
+                await self._wait_writable(pos, size)
+                fut = self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+            finally:
+                self._release()
+            return await fut
         return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+
+    def _admit(self, op: str) -> None:
+        """Count an operation that will wait in the File before it reaches the kernel."""
+        if self._closed:
+            raise ClosedFileError(f"{op} on closed file {self._path!r}")
+        self._busy += 1
+
+    def _release(self) -> None:
+        self._busy -= 1
+        if not self._busy and self._busy_idle is not None and not self._busy_idle.done():
+            self._busy_idle.set_result(None)
 
     def _write_must_wait(self, pos: int, n: int) -> bool:
         """True when a write of ``n`` bytes at ``pos`` must first await _wait_writable()."""
@@ -325,7 +363,7 @@ class File:
                 return
             step = self._options.extent_allocation_size_hint or (1 << 20)
             target = -(-end // step) * step
-            await self._reactor.run_blocking(_checked_ftruncate, self._fd, target, self._path)
+            await self._reactor.run_blocking(_checked_ftruncate, self._fd, target, self._path, owner=self)
             self._sloppy_end = target
 
     def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool, align: int) -> tuple[list, array, int]:
@@ -373,39 +411,56 @@ class File:
 
     async def flush(self) -> None:
         """Make written data durable (fdatasync)."""
-        self._check_open()
-        await _ops.fsync(self._reactor, self._fd, self, datasync=True)
+        self._admit("flush")
+        try:
+            await _ops.fsync(self._reactor, self._fd, self, datasync=True)
+        finally:
+            self._release()
 
     async def truncate(self, length: int) -> None:
         """Set the file size; ordered after writes already issued."""
-        if length < 0:
-            raise ValueError(f"truncate: length must be >= 0, got {length}")
-        barrier = await self._exclusive()
+        check_length("truncate", length)
+        if length >= POS_LIMIT:
+            raise ValueError(f"truncate: length {length} is past the largest file size ({POS_LIMIT - 1})")
+        self._admit("truncate")
         try:
-            await self._reactor.run_blocking(_checked_ftruncate, self._fd, length, self._path)
-            if self._sloppy_end >= 0:
-                self._sloppy_end = length
-                self._logical_size = length
+            barrier = await self._exclusive()
+            try:
+                await self._reactor.run_blocking(_checked_ftruncate, self._fd, length, self._path, owner=self)
+                if self._sloppy_end >= 0:
+                    self._sloppy_end = length
+                    self._logical_size = length
+            finally:
+                self._end_exclusive(barrier)
         finally:
-            self._end_exclusive(barrier)
+            self._release()
 
     async def allocate(self, pos: int, length: int) -> None:
         """Reserve disk space for [pos, pos+length) without changing the size (fallocate KEEP_SIZE)."""
-        self._check_open()
-        if pos < 0 or length <= 0:
-            raise ValueError(f"allocate: need pos >= 0 and length > 0, got {pos}, {length}")
-        await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_KEEP_SIZE, pos, length, "allocate", self)
+        await self._fallocate("allocate", _ops.FALLOC_FL_KEEP_SIZE, pos, length)
 
     async def discard(self, pos: int, length: int) -> None:
         """Punch a hole over [pos, pos+length): the range reads as zeros and frees its blocks."""
+        await self._fallocate("discard", _ops.FALLOC_FL_PUNCH_HOLE | _ops.FALLOC_FL_KEEP_SIZE, pos, length)
+
+    async def _fallocate(self, op: str, mode: int, pos: int, length: int) -> None:
         self._check_open()
-        if pos < 0 or length <= 0:
-            raise ValueError(f"discard: need pos >= 0 and length > 0, got {pos}, {length}")
-        await _ops.fallocate(self._reactor, self._fd, _ops.FALLOC_FL_PUNCH_HOLE | _ops.FALLOC_FL_KEEP_SIZE,
-                             pos, length, "discard", self)
+        check_position(op, pos)
+        check_length(op, length)
+        if length == 0 or pos + length > POS_LIMIT:
+            raise ValueError(f"{op}: need length > 0 and pos + length <= {POS_LIMIT}, got {pos}, {length}")
+        self._admit(op)
+        try:
+            await _ops.fallocate(self._reactor, self._fd, mode, pos, length, op, self)
+        finally:
+            self._release()
 
     async def _stat_now(self) -> _ops.StatData:
-        return await _ops.statx_fd(self._reactor, self._fd, self._path)
+        self._admit("stat")
+        try:
+            return await _ops.statx_fd(self._reactor, self._fd, self._path, owner=self)
+        finally:
+            self._release()
 
     async def stat(self) -> _ops.StatData:
         """statx of the open file; ``size`` is the logical size, counting writes still in flight."""
@@ -433,18 +488,33 @@ class File:
         return max(disk_size, pending)
 
     async def close(self) -> None:
-        """Refuse new I/O, wait for this file's requests in flight (reads included, even those
-        whose awaiting task was cancelled), cut a sloppy-size file back, close the fd."""
-        if self._closed:
-            return
-        barrier = await self._exclusive()
-        self._closed = True
+        """Refuse new I/O at once, let what was admitted before finish (writes waiting for the
+        file to grow, truncate, flush, …), wait for this file's requests in flight (reads
+        included, even those whose awaiting task was cancelled), cut a sloppy-size file back,
+        then close the fd. No request is ever issued on a closed descriptor (whose number the
+        next open may reuse).
+
+        The sequence runs to its end even if the caller is cancelled; every close() call
+        waits for that one sequence.
+        """
+        if self._close_task is None:
+            self._closed = True
+            task = self._reactor.loop.create_task(self._close_now())
+            task.add_done_callback(_retrieve)  # the awaiter may be gone: no "never retrieved"
+            self._close_task = task
+        await asyncio.shield(self._close_task)
+
+    async def _close_now(self) -> None:
         try:
+            while self._busy:
+                self._busy_idle = self._reactor.loop.create_future()
+                await self._busy_idle
             await self._reactor.drain_owner(self)
             if self._logical_size >= 0 and self._sloppy_end > self._logical_size:
-                await self._reactor.run_blocking(_checked_ftruncate, self._fd, self._logical_size, self._path)
+                await self._reactor.run_blocking(_checked_ftruncate, self._fd, self._logical_size, self._path,
+                                                 owner=self)
+                await self._reactor.drain_owner(self)
         finally:
-            self._end_exclusive(barrier)
             await _ops.close(self._reactor, self._fd, self._path)
 
     async def __aenter__(self) -> File:
@@ -452,6 +522,27 @@ class File:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def check_position(op: str, pos: object) -> None:
+    """A file position the kernel can take: an int in [0, 2**63)."""
+    if isinstance(pos, bool) or not isinstance(pos, int):
+        raise TypeError(f"{op}: position must be an int, got {type(pos).__name__} {pos!r}")
+    if not 0 <= pos < POS_LIMIT:
+        raise ValueError(f"{op}: position {pos} is outside [0, 2**63), the file offsets the kernel takes")
+
+
+def check_length(op: str, length: object) -> None:
+    """A byte count: an int >= 0."""
+    if isinstance(length, bool) or not isinstance(length, int):
+        raise TypeError(f"{op}: length must be an int, got {type(length).__name__} {length!r}")
+    if length < 0:
+        raise ValueError(f"{op}: length must be >= 0, got {length}")
 
 
 def _iov_addr(iov: array) -> int:
@@ -465,7 +556,7 @@ def _checked_ftruncate(fd: int, length: int, path: str) -> None:
         raise kernel_error(e.errno or errno.EIO, "truncate", path, f"to {length} bytes") from None
 
 
-async def open_file_dma(path: str | os.PathLike[str], flags: int = OpenFlags.RO,
+async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], flags: int = OpenFlags.RO,
                         options: FileOpenOptions | None = None) -> File:
     """Open ``path`` for direct I/O on this thread's reactor.
 
@@ -480,6 +571,7 @@ async def open_file_dma(path: str | os.PathLike[str], flags: int = OpenFlags.RO,
         raise ValueError(f"open_file_dma: unknown flag bits {flags & ~_KNOWN_FLAGS:#o}; use OpenFlags")
     if (flags & _ACCMODE) == _ACCMODE:
         raise ValueError("open_file_dma: flags may hold only one of OpenFlags.RO, WO, RW")
+    path = _ops.check_path(path, "open_file_dma")
     r = get_reactor()
     spath = os.fsdecode(path)
     direct = True

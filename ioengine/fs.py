@@ -10,7 +10,7 @@ from . import _ops
 from .errors import kernel_error
 from .reactor import get_reactor
 
-PathLike = str | os.PathLike[str]
+PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 async def file_stat(path: PathLike, follow_symlink: bool = True) -> _ops.StatData:
@@ -38,7 +38,7 @@ async def remove_file(path: PathLike) -> None:
         await _ops.unlinkat(r, path, directory=True)
     except PermissionError:
         # unlink of a directory gives EISDIR on Linux, but EPERM on some filesystems.
-        if not os.path.isdir(path):
+        if not os.path.isdir(_ops.check_path(path, "remove_file")):
             raise
         await _ops.unlinkat(r, path, directory=True)
 
@@ -78,7 +78,7 @@ async def sync_directory(path: PathLike) -> None:
 
 async def recursive_touch_directory(path: PathLike, permissions: int = 0o755) -> None:
     """mkdir -p, making each directory it creates durable in its parent."""
-    path = os.path.abspath(os.fsdecode(path))
+    path = os.path.abspath(os.fsdecode(_ops.check_path(path, "recursive_touch_directory")))
     missing: list[str] = []
     p = path
     while not await file_exists(p):
@@ -118,7 +118,7 @@ def _scan(path: str) -> list[DirectoryEntry]:
 
 async def list_directory(path: PathLike) -> AsyncIterator[DirectoryEntry]:
     """``async for entry in list_directory(path)``: the entries, read on the thread pool."""
-    spath = os.fsdecode(path)
+    spath = os.fsdecode(_ops.check_path(path, "list_directory"))
     try:
         entries = await get_reactor().run_blocking(_scan, spath)
     except OSError as e:
@@ -132,7 +132,7 @@ def _statvfs(path: str) -> os.statvfs_result:
 
 
 async def _statvfs_checked(path: PathLike, op: str) -> os.statvfs_result:
-    spath = os.fsdecode(path)
+    spath = os.fsdecode(_ops.check_path(path, op))
     try:
         return await get_reactor().run_blocking(_statvfs, spath)
     except OSError as e:

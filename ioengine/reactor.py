@@ -49,6 +49,26 @@ _all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 _FUT, _PIN, _OP, _PATH, _POS, _LEN, _ON_DONE, _GRANT = range(8)
 
 
+#: Positions the kernel takes (loff_t is signed) and the largest count one record carries.
+POS_LIMIT = 1 << 63
+LEN_LIMIT = 1 << 32
+_U64 = 1 << 64
+
+
+def check_record(opname: str, fd: int, addr: int, length: int, pos: int, flags: int = 0) -> None:
+    """Refuse numbers that cannot cross into C as one record, before anything is staged.
+
+    array('Q').extend stops at the first bad word and keeps the ones before it: a record
+    refused half-way would shift every later one (request ids read as addresses).
+    """
+    for name, v, limit in (("position", pos, POS_LIMIT), ("length", length, LEN_LIMIT), ("address", addr, _U64),
+                           ("file descriptor", fd, 1 << 32), ("flags", flags, 1 << 24)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{opname}: {name} must be an int, got {type(v).__name__} {v!r}")
+        if not 0 <= v < limit:
+            raise ValueError(f"{opname}: {name} {v} is outside [0, {limit:#x})")
+
+
 def request_error(req: tuple, err: int) -> OSError:
     detail = f"pos {req[_POS]}, {req[_LEN]} bytes" if req[_LEN] >= 0 else ""
     return kernel_error(err, req[_OP], req[_PATH], detail)
@@ -80,6 +100,7 @@ class Reactor:
         self._deferred: list[tuple[list[int], list[int]]] = []
         self._idle_waiters: list[asyncio.Future] = []
         self._owner_waiters: list[asyncio.Future] = []
+        self._blocking_owners: dict[object, int] = {}  # owner -> its thread-pool calls still running
         self._executor: ThreadPoolExecutor | None = None
         self._ring = getattr(self.backend, "ring", None) if self.backend.kernel_fs_ops else None
         #: The disk scheduler: one iosched queue per device.
@@ -111,6 +132,7 @@ class Reactor:
         """
         if self.closed:
             raise RuntimeError("the reactor is closed")
+        check_record(opname, fd, addr, length, pos, flags)
         fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
@@ -159,7 +181,8 @@ class Reactor:
         the tokens and fairness are booked in one go per loop turn); anything else is
         queued, or goes through submit().
         """
-        grant = None
+        grant = st = None
+        c = 0.0
         if queue is not None:
             st = states.get(io_class if io_class is not None else _current_io_class.get())
             if st is None or self.closed:
@@ -181,19 +204,31 @@ class Reactor:
                     c = grant.cost_of(op, length)
                 if c > grant.budget:
                     return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
-                grant.budget -= c
-                grant.n += 1
-            st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
-            st.bytes[op] += length
         elif self._outstanding >= self._capacity or self.closed:
             return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done)
-        fut = self._create_future()
         ud = self._next_ud
+        recs = self._recs
+        staged = len(recs)
+        try:
+            recs.extend((op | (fd << 8), addr, length, pos, ud))
+        except BaseException:
+            # All or nothing: a number that does not fit leaves no word behind, nothing booked.
+            del recs[staged:]
+            try:
+                check_record(opname, fd, addr, length, pos)
+            except (TypeError, ValueError) as clear:
+                raise clear from None  # says which number, and what was expected
+            raise
         self._next_ud = ud + 1
+        if grant is not None:
+            grant.budget -= c
+            grant.n += 1
+        if st is not None:
+            st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
+            st.bytes[op] += length
+        fut = self._create_future()
         self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done, grant)
         self._outstanding += 1
-        recs = self._recs
-        recs.extend((op | (fd << 8), addr, length, pos, ud))
         if len(recs) >= self._flush_words or length >= self._alone_bytes:
             self._submit_now(inline=True)
         if not self._flush_scheduled:
@@ -204,6 +239,7 @@ class Reactor:
     def _queue_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: Any, st: Any, align: int) -> asyncio.Future:
         """submit_rw() through the disk queue (submit()'s scheduled branch)."""
+        check_record(opname, fd, addr, length, pos)  # the record is staged later, at dispatch
         fut = self._create_future()
         ud = self._next_ud
         self._next_ud = ud + 1
@@ -308,11 +344,43 @@ class Reactor:
             self.loop.call_soon(self._flush)
         return fut
 
-    def run_blocking(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Run a blocking call the kernel cannot do asynchronously on the reactor's thread pool."""
+    def run_blocking(self, fn: Callable[..., T], *args: Any, owner: object = None) -> asyncio.Future[T]:
+        """Run a blocking call the kernel cannot do asynchronously on the reactor's thread pool.
+
+        With ``owner`` (a File), the call counts as that owner's until the thread is done with
+        it, even if the awaiting task was cancelled: drain_owner() waits for it too, so a file
+        descriptor is never closed (and its number reused) under a call still using it.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.options.threads, thread_name_prefix="ioengine-sys")
-        return self.loop.run_in_executor(self._executor, fn, *args)
+        if owner is None:
+            return self.loop.run_in_executor(self._executor, fn, *args)
+        cf = self._executor.submit(fn, *args)
+        counts = self._blocking_owners
+        counts[owner] = counts.get(owner, 0) + 1
+        loop = self.loop
+
+        def finished(_: Any) -> None:  # runs on the worker thread
+            try:
+                loop.call_soon_threadsafe(self._blocking_done, owner)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                pass
+
+        cf.add_done_callback(finished)
+        return asyncio.wrap_future(cf, loop=loop)
+
+    def _blocking_done(self, owner: object) -> None:
+        counts = self._blocking_owners
+        left = counts[owner] - 1
+        if left:
+            counts[owner] = left
+        else:
+            del counts[owner]
+        if self._owner_waiters:
+            for w in self._owner_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self._owner_waiters.clear()
 
     @property
     def kernel_fs_ops(self) -> bool:
@@ -467,7 +535,7 @@ class Reactor:
 
     async def drain_owner(self, owner: object) -> None:
         """Wait until no request owned by ``owner`` is in flight (cancelled awaiters included)."""
-        while any(req[_PATH] is owner for req in self._inflight.values()):
+        while owner in self._blocking_owners or any(req[_PATH] is owner for req in self._inflight.values()):
             w = self.loop.create_future()
             self._owner_waiters.append(w)
             await w
