@@ -77,6 +77,19 @@ class FileOutputStreamOptions:
 RESERVE_AHEAD_MAX = 64 << 20
 
 
+def _check_count(op: str, n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{op}: n must be an int (a byte count), got {type(n).__name__} {n!r}")
+    if n < 0:
+        raise ValueError(f"{op}: n must be >= 0, got {n}")
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    """Mark a finished future's outcome as seen (its error is reported another way)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 def _round_up(n: int, a: int) -> int:
     return -(-n // a) * a
 
@@ -193,8 +206,7 @@ class FileInputStream:
 
     async def read_up_to(self, n: int) -> memoryview:
         """At most ``n`` bytes, without waiting for more than one buffer; empty at the end."""
-        if n < 0:
-            raise ValueError(f"read_up_to: n must be >= 0, got {n}")
+        _check_count("read_up_to", n)
         if n == 0:
             return memoryview(b"")
         chunk = await self.read()
@@ -204,24 +216,40 @@ class FileInputStream:
         return chunk
 
     async def read_exactly(self, n: int) -> memoryview:
-        """Exactly ``n`` bytes, or fewer only at the end of the range."""
-        if n < 0:
-            raise ValueError(f"read_exactly: n must be >= 0, got {n}")
+        """Exactly ``n`` bytes, or fewer only at the end of the range.
+
+        Like asyncio's ``StreamReader.readexactly``, it consumes nothing unless it returns: if
+        the task is cancelled (or a read fails) while it waits for more, the bytes it had
+        gathered go back to the stream, and the next read starts where this one started.
+        """
+        _check_count("read_exactly", n)
         first = await self.read_up_to(n)
         if len(first) == n or len(first) == 0:
             return first  # zero-copy when one buffer holds it all
         out = bytearray(first)
-        while len(out) < n:
-            more = await self.read_up_to(n - len(out))
-            if not more:
-                break
-            out += more
+        try:
+            while len(out) < n:
+                more = await self.read_up_to(n - len(out))
+                if not more:
+                    break
+                out += more
+        except BaseException:
+            self._push_back(out)
+            raise
         return memoryview(out)
+
+    def _push_back(self, data: Any) -> None:
+        """Give back bytes already taken from the stream: the next read returns them first."""
+        if not len(data) or self._closed:
+            return
+        if self._leftover is not None and len(self._leftover):
+            data = bytes(data) + bytes(self._leftover)
+        self._leftover = memoryview(bytes(data))
+        self._line_view = None
 
     async def skip(self, n: int) -> None:
         """Drop the next ``n`` bytes; reads already issued past them are reused, others dropped."""
-        if n < 0:
-            raise ValueError(f"skip: n must be >= 0, got {n}")
+        _check_count("skip", n)
         if self._closed:
             raise ClosedFileError(f"skip on a closed input stream of {self._file.path!r}")
         if self._leftover is not None:
@@ -240,7 +268,7 @@ class FileInputStream:
         wasted = 0
         while self._inflight and self._inflight[0][0] + len(self._inflight[0][1]) <= target:
             _, buf, fut = self._inflight.popleft()
-            fut.cancel()
+            fut.cancel()  # also marks an already-failed read's error as seen (no "never retrieved")
             buf.release()
             wasted += 1
         if self._inflight:
@@ -266,7 +294,7 @@ class FileInputStream:
         self._closed = True
         while self._inflight:
             _, buf, fut = self._inflight.popleft()
-            fut.cancel()
+            fut.cancel()  # also marks an already-failed read's error as seen (no "never retrieved")
             buf.release()
         self._leftover = None
 
@@ -283,22 +311,38 @@ class FileInputStream:
             yield chunk
 
     async def readinto(self, b: Any) -> int:
-        """Fill ``b`` as far as the data goes; returns the byte count (0 at the end)."""
+        """Fill ``b`` as far as the data goes; returns the byte count (0 at the end).
+
+        Consumes nothing unless it returns: if cancelled (or a read fails) part-way, the bytes
+        already copied into ``b`` go back to the stream (``b``'s contents are then undefined).
+        """
         out = memoryview(b).cast("B")
         done = 0
-        while done < len(out):
-            chunk = await self.read_up_to(len(out) - done)
-            if not chunk:
-                break
-            out[done:done + len(chunk)] = chunk
-            done += len(chunk)
+        try:
+            while done < len(out):
+                chunk = await self.read_up_to(len(out) - done)
+                if not chunk:
+                    break
+                out[done:done + len(chunk)] = chunk
+                done += len(chunk)
+        except BaseException:
+            self._push_back(out[:done])
+            raise
         return done
 
     async def readline(self) -> bytes:
-        """The next line including its b"\\n" (the last may lack it); b"" at the end."""
+        """The next line including its b"\\n" (the last may lack it); b"" at the end.
+
+        Consumes nothing unless it returns: if cancelled (or a read fails) while it waits for
+        the rest of a line, the part it had goes back to the stream.
+        """
         parts: list[bytes] = []
         while True:
-            chunk = await self.read()
+            try:
+                chunk = await self.read()
+            except BaseException:
+                self._push_back(b"".join(parts))
+                raise
             if not chunk:
                 return b"".join(parts)
             # One copy per buffer, not per line: the rest of the text goes back as leftover,
@@ -348,6 +392,10 @@ class _Write:
     def completed(self, req: tuple, res: int) -> None:
         if res < 0:
             self.error = request_error(req, -res)
+            if self.fut is not None:
+                # The error is recorded here and surfaces at the writer's next call; the future
+                # (failed just after this callback) may never be awaited: mark it retrieved.
+                self.fut.add_done_callback(_retrieve)
         self.res = res
         stream = self.stream
         stream._active -= 1
@@ -415,6 +463,8 @@ class FileOutputStream:
     def _settle(self, entry: _Write) -> None:
         """Record the outcome of a finished (popped) background write."""
         entry.buf.release()
+        if entry.fut is not None and entry.fut.done():
+            _retrieve(entry.fut)
         err = entry.error
         if err is None and entry.res != entry.n:
             err = self._short_write(entry.pos, entry.res, entry.n)
@@ -426,7 +476,15 @@ class FileOutputStream:
         self._fill = 0
 
     async def write(self, data: Any) -> None:
-        """Append ``data`` (any bytes-like object); small writes are coalesced into buffers."""
+        """Append ``data`` (any bytes-like object); small writes are coalesced into buffers.
+
+        All or nothing under cancellation: a write() that has started is accepted whole. If
+        the task is cancelled while it waits for write-behind room, the rest of ``data`` is
+        still copied into the stream's buffers (beyond write_behind for once; the next call
+        waits for the backlog) and only then is CancelledError raised. So the stream always
+        holds complete writes, in order: the next write follows this one, never a torn part
+        of it. (A write that fails with an error stops the stream: every later call raises.)
+        """
         self._raise_if_failed("write")
         n = memoryview(data).nbytes
         done = 0
@@ -438,7 +496,27 @@ class FileOutputStream:
             self._fill += take
             done += take
             if self._fill == self._buffer_size:
-                await self._issue_full()
+                try:
+                    await self._issue_full()
+                except asyncio.CancelledError:
+                    self._accept_rest(data, done, n)
+                    raise
+
+    def _accept_rest(self, data: Any, done: int, n: int) -> None:
+        """A cancelled write(): take the rest of ``data`` without waiting (see write())."""
+        while True:
+            if self._buf is not None and self._fill == self._buffer_size:
+                self._enqueue_full()  # cancelled before the full buffer was queued
+                if not self._halted and self._error is None:
+                    self._issue_pending()
+            if done >= n:
+                return
+            if self._buf is None:
+                self._new_buffer()
+            take = min(n - done, self._buffer_size - self._fill)
+            self._buf.copy_in(self._fill, data, done, take)
+            self._fill += take
+            done += take
 
     async def _issue_full(self) -> None:
         # The full buffer joins the pending ones (it belongs to the stream from here on: a
@@ -449,15 +527,21 @@ class FileOutputStream:
         pos = self._pos
         if self._prealloc and pos + len(buf) > self._prealloc_end:
             await self._reserve_ahead(pos + len(buf))  # rare: reservations grow with the file
+        self._enqueue_full()
+        self._issue_pending()
+        while len(self._pending) > self._opts.write_behind:
+            await self._make_progress()
+            self._raise_if_failed("write")
+
+    def _enqueue_full(self) -> None:
+        """The full buffer joins the pending ones; a fresh one is taken at the next byte."""
+        buf = self._buf
+        pos = self._pos
         self._buf = None
         self._fill = 0
         self._pos = pos + len(buf)
         self._tail_written = False
         self._pending.append((pos, buf))
-        self._issue_pending()
-        while len(self._pending) > self._opts.write_behind:
-            await self._make_progress()
-            self._raise_if_failed("write")
 
     def _issue_pending(self) -> None:
         """Issue pending buffers while write-behind slots are free (from a completion, too)."""
@@ -517,9 +601,11 @@ class FileOutputStream:
         await self._drain()
         self._raise_if_failed("write")
         start = max(self._prealloc_end, size)
+        # Set first: if the caller is cancelled while fallocate runs, the reservation may still
+        # land, and flush() must then cut the file back to the data.
+        self._grown = True
         if await self._reserve(start - start % step, end, 0):
             self._prealloc_end = end
-            self._grown = True
 
     async def _reserve(self, start: int, end: int, mode: int) -> bool:
         try:
