@@ -17,12 +17,36 @@ from ._ops import FALLOC_FL_KEEP_SIZE, fallocate
 from .buffers import DmaBuffer
 from .errors import ClosedFileError
 from .file import File
+from .io_class import IoClass
 from .reactor import request_error
 
 log = logging.getLogger("ioengine.fstream")
 
 #: Read-ahead never grows past this many buffers when adapting (memory stays bounded).
 MAX_DYNAMIC_READ_AHEAD = 16
+
+
+#: The largest buffer_size a stream takes (1 GiB); larger is surely a mistake.
+MAX_STREAM_BUFFER = 1 << 30
+#: The most buffers a stream keeps in flight (read_ahead, write_behind).
+MAX_STREAM_DEPTH = 1 << 16
+
+
+def _check_int_field(cls: str, name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{cls}.{name} must be an int, got {type(value).__name__} {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{cls}.{name} must be in [{lo}, {hi}], got {value}")
+
+
+def _check_bool_field(cls: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{cls}.{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def _check_io_class_field(cls: str, value: Any) -> None:
+    if value is not None and not isinstance(value, IoClass):
+        raise TypeError(f"{cls}.io_class must be an ioengine.IoClass or None, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +64,11 @@ class FileInputStreamOptions:
     io_class: Any = None
 
     def __post_init__(self) -> None:
-        if self.buffer_size <= 0:
-            raise ValueError(f"buffer_size must be > 0, got {self.buffer_size}")
-        if self.read_ahead < 0:
-            raise ValueError(f"read_ahead must be >= 0, got {self.read_ahead}")
+        # TypeError for a wrong type, ValueError for a value out of range; both name the field.
+        _check_int_field("FileInputStreamOptions", "buffer_size", self.buffer_size, 1, MAX_STREAM_BUFFER)
+        _check_int_field("FileInputStreamOptions", "read_ahead", self.read_ahead, 0, MAX_STREAM_DEPTH)
+        _check_bool_field("FileInputStreamOptions", "dynamic_adjustments", self.dynamic_adjustments)
+        _check_io_class_field("FileInputStreamOptions", self.io_class)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +89,11 @@ class FileOutputStreamOptions:
     io_class: Any = None
 
     def __post_init__(self) -> None:
-        if self.buffer_size <= 0:
-            raise ValueError(f"buffer_size must be > 0, got {self.buffer_size}")
-        if self.write_behind < 1:
-            raise ValueError(f"write_behind must be >= 1, got {self.write_behind}")
-        if self.preallocation_size < 0:
-            raise ValueError(f"preallocation_size must be >= 0, got {self.preallocation_size}")
+        # TypeError for a wrong type, ValueError for a value out of range; both name the field.
+        _check_int_field("FileOutputStreamOptions", "buffer_size", self.buffer_size, 1, MAX_STREAM_BUFFER)
+        _check_int_field("FileOutputStreamOptions", "write_behind", self.write_behind, 1, MAX_STREAM_DEPTH)
+        _check_int_field("FileOutputStreamOptions", "preallocation_size", self.preallocation_size, 0, 1 << 62)
+        _check_io_class_field("FileOutputStreamOptions", self.io_class)
 
 
 #: How far past the data an output stream's reservation may reach: it grows with what the
@@ -82,6 +106,13 @@ def _check_count(op: str, n: Any) -> None:
         raise TypeError(f"{op}: n must be an int (a byte count), got {type(n).__name__} {n!r}")
     if n < 0:
         raise ValueError(f"{op}: n must be >= 0, got {n}")
+
+
+def _check_offset(op: str, offset: Any) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"{op}: offset must be an int, got {type(offset).__name__} {offset!r}")
+    if not 0 <= offset < 1 << 63:
+        raise ValueError(f"{op}: offset {offset} is outside [0, 2**63), the file offsets the kernel takes")
 
 
 def _retrieve(fut: asyncio.Future) -> None:
@@ -98,10 +129,16 @@ class FileInputStream:
     """Sequential reader with read-ahead. ``await read()`` gives the next buffer (empty at the end)."""
 
     def __init__(self, file: File, offset: int, length: int | None, options: FileInputStreamOptions) -> None:
-        if offset < 0:
-            raise ValueError(f"offset must be >= 0, got {offset}")
-        if length is not None and length < 0:
-            raise ValueError(f"length must be >= 0 or None, got {length}")
+        _check_offset("make_file_input_stream", offset)
+        if length is not None:
+            if isinstance(length, bool) or not isinstance(length, int):
+                raise TypeError(f"make_file_input_stream: length must be an int or None, "
+                                f"got {type(length).__name__} {length!r}")
+            if length < 0:
+                raise ValueError(f"make_file_input_stream: length must be >= 0 or None, got {length}")
+        if not isinstance(options, FileInputStreamOptions):
+            raise TypeError(f"make_file_input_stream: options must be a FileInputStreamOptions or None, "
+                            f"got {type(options).__name__}")
         self._file = file
         self._opts = options
         align = file.disk_read_dma_alignment
@@ -417,6 +454,10 @@ class FileOutputStream:
     """Sequential writer with write-behind; writable again after flush(), unlike Seastar's."""
 
     def __init__(self, file: File, options: FileOutputStreamOptions, offset: int = 0) -> None:
+        _check_offset("make_file_output_stream", offset)
+        if not isinstance(options, FileOutputStreamOptions):
+            raise TypeError(f"make_file_output_stream: options must be a FileOutputStreamOptions or None, "
+                            f"got {type(options).__name__}")
         align = file.disk_write_dma_alignment
         if offset % align:
             raise ValueError(f"output stream offset {offset} is not a multiple of {align}, "

@@ -95,8 +95,17 @@ class _FieldError(Exception):
         self.message = message
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to ``limit`` characters (a fuzzed or binary value can be huge)."""
+    try:
+        r = repr(value)
+    except Exception:  # a repr that fails (e.g. an int with too many digits to print)
+        r = f"<{type(value).__name__}>"
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{_short(value)} ({type(value).__name__})"
 
 
 def parse_size(value: Any, *, field: str = "value", integer: bool = False) -> float:
@@ -117,15 +126,15 @@ def parse_size(value: Any, *, field: str = "value", integer: bool = False) -> fl
             raise _FieldError(
                 field,
                 f"expected a positive number with an optional k/M/G/T suffix (powers of 1024), "
-                f"got {value!r}",
+                f"got {_short(value)}",
             )
         text, suffix = m.groups()
         num = float(text) if any(c in text for c in ".eE") else int(text)
         num = num * (1 << _SUFFIX_SHIFT[suffix])
     else:
         raise _FieldError(field, f"expected a positive number, got {_describe(value)}")
-    if not math.isfinite(num) or num <= 0:
-        raise _FieldError(field, f"expected a positive number, got {value!r}")
+    if not _finite(num) or num <= 0:
+        raise _FieldError(field, f"expected a positive number below 2**64, got {_short(value)}")
     if isinstance(num, float) and num.is_integer():
         num = int(num)
     if integer and not isinstance(num, int):
@@ -180,9 +189,17 @@ class DiskProperties:
         return ":".join(self.mountpoints)
 
 
+def _finite(v: float) -> bool:
+    """A number the scheduler can compute with: finite, and an int below 2**64 (math.isfinite
+    would raise OverflowError on a huge int)."""
+    if isinstance(v, int):
+        return v < 1 << 64
+    return math.isfinite(v) and v < 2.0 ** 64
+
+
 def _check_positive_number(name: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-        raise _FieldError(name, f"expected a positive number, got {_describe(v)}")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not _finite(v) or v <= 0:
+        raise _FieldError(name, f"expected a positive number below 2**64, got {_describe(v)}")
 
 
 def _check_mountpoints(mps: tuple[Any, ...]) -> None:
@@ -246,10 +263,16 @@ def _parse_entry(node: Any) -> DiskProperties:
 
 def parse_io_properties(text: str, *, source: str | None = None) -> list[DiskProperties]:
     """Parse the YAML text of an io_properties file into its disks, in file order."""
+    if isinstance(text, (bytes, bytearray)):
+        text = _decode(bytes(text), source)
+    elif not isinstance(text, str):
+        raise TypeError(f"parse_io_properties: text must be str (YAML text), got {type(text).__name__}")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise IoPropertiesError(f"not valid YAML: {e}", source=source) from None
+        raise IoPropertiesError(f"not valid YAML: {_yaml_problem(e)}", source=source) from None
+    except RecursionError:
+        raise IoPropertiesError("not valid YAML here: nested too deeply", source=source) from None
     if not isinstance(doc, dict):
         raise IoPropertiesError(
             f"expected a mapping with a 'disks:' list at the top level, got {_describe(doc)}",
@@ -289,12 +312,37 @@ def parse_io_properties(text: str, *, source: str | None = None) -> list[DiskPro
     return disks
 
 
+def _yaml_problem(e: Exception) -> str:
+    """A YAML error on one line: where (line, column) and what."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None)
+    if problem is None:
+        text = " ".join(str(e).split())
+        return text[:200]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())[:200]
+
+
+def _decode(data: bytes, source: str | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise IoPropertiesError(
+            f"not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start} cannot be decoded "
+            f"(an io_properties file is YAML text)", source=source
+        ) from None
+
+
 def load_io_properties(source: str | os.PathLike[str]) -> list[DiskProperties]:
-    """Load an io_properties.yaml file (path). For YAML text use :func:`parse_io_properties`."""
+    """Load an io_properties.yaml file (path). For YAML text use :func:`parse_io_properties`.
+
+    Raises IoPropertiesError (a ValueError naming the file) for a file that is not UTF-8 YAML
+    text or not a valid io_properties document, OSError if it cannot be read.
+    """
     path = os.fspath(source)
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    return parse_io_properties(text, source=path)
+    with open(path, "rb") as f:
+        data = f.read()
+    return parse_io_properties(_decode(data, str(path)), source=str(path))
 
 
 def _int_out(v: float) -> int:

@@ -30,7 +30,8 @@ from typing import Any, Coroutine, Sequence, TypeVar
 
 import ioengine
 from ioengine import OpenFlags, ReactorOptions, add_reactor_arguments, reactor_options_from_args
-from iosched import DiskProperties, dump_io_properties, save_io_properties
+from ioengine.disk_queues import load_properties
+from iosched import DiskProperties, IoPropertiesError, dump_io_properties, save_io_properties
 
 from .iotune_device import MEMORY_FILESYSTEMS, DeviceInfo, IotuneError, MountInfo, mount_info, mountpoint_of, scan_device
 from .iotune_measure import (PhaseResult, Workload, detect_physical_block_size, fmt_size, lay_out, measure,
@@ -219,7 +220,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.reactor_options = reactor_options_from_args(args)
     except ValueError as e:
         p.error(str(e))
+    check_io_properties(args.reactor_options)
     return args
+
+
+class UsageError(Exception):
+    """A bad option value iotune reports as one line, ``iotune: error: <message>``, exit status 2."""
+
+
+def check_io_properties(options: ReactorOptions) -> None:
+    """Load the reactor's io_properties now, so a bad file is named before anything runs
+    (raises UsageError with the file and the problem on one line)."""
+    try:
+        load_properties(options)
+    except IoPropertiesError as e:
+        raise UsageError(f"bad io properties: {' '.join(str(e).split())}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read the io properties file {options.io_properties_file!r}: "
+                         f"{e.strerror or e}") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -258,11 +276,14 @@ def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
 
     try:
         return ioengine.run(guarded(), **options.as_dict())
+    except IoPropertiesError as e:  # checked at start-up; a file changed since then
+        raise UsageError(f"bad io properties: {' '.join(str(e).split())}") from None
     except asyncio.CancelledError:
         if _terminated:
             raise Terminated() from None
         raise
     finally:
+        coro.close()  # never started if the reactor could not be made: no "never awaited" warning
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # the loop's close reset it
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, _raise_terminated)
@@ -691,7 +712,11 @@ def _run(args: argparse.Namespace, rep: Reporter) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except UsageError as e:
+        print(f"iotune: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     rep = Reporter(progress=args.progress)
     global _terminated
     _terminated = False
@@ -707,6 +732,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IotuneError as e:
         print(f"iotune: error: {e}", file=sys.stderr, flush=True)
         return EXIT_ERROR
+    except UsageError as e:
+        print(f"iotune: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     except ioengine.BackendUnavailableError as e:
         print(f"iotune: error: {e}", file=sys.stderr, flush=True)
         return EXIT_ERROR
