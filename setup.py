@@ -3,5 +3,8 @@ from setuptools import Extension, setup
 
 setup(
     cffi_modules=["native/build_native.py:ffibuilder"],
-    ext_modules=[Extension("ioengine._dmabuf", ["native/dmabuf.c"], extra_compile_args=["-O2"])],
+    ext_modules=[
+        Extension("ioengine._dmabuf", ["native/dmabuf.c"], extra_compile_args=["-O2"]),
+        Extension("ioengine._iopath", ["native/iopath.c"], extra_compile_args=["-O2", "-Wall"]),
+    ],
 )

@@ -19,8 +19,9 @@ from array import array
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from ._iopath import UNIT_FLAG, IoPath
 from .backends import open_backend
-from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV, REC_WORDS
+from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE
 
 from . import poller
@@ -84,17 +85,16 @@ class Reactor:
         log.info("ioengine: reactor using %s", self.backend.describe())
         self.buffers = BufferPool(self.options.buffer_pool_depth, self.options.buffer_pool_max_size)
         self.closed = False
-        self._recs = array("Q")
-        self._inflight: dict[int, tuple] = {}
-        self._backlog: collections.deque[tuple[int, ...]] = collections.deque()
-        self._next_ud = 1
         self._capacity = self.backend.capacity
-        self._outstanding = 0  # staged + in the kernel (bounded by capacity)
-        self._in_kernel = 0
-        self._flush_words = self.options.submit_batch * REC_WORDS
+        self._flush_at = self.options.submit_batch
         self._alone_bytes = self.options.submit_alone_bytes
         # The C Future constructor bound to our loop: skips loop.create_future's Python frame.
         self._create_future = functools.partial(asyncio.Future, loop=self.loop)
+        #: The per-request path (C): staged records and the in-flight requests, whose futures
+        #: it resolves from a batch of completions.
+        self._path = IoPath(self._create_future, request_error, self._grant_reaped)
+        self._rw = self._path.rw
+        self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units
         self._flush_scheduled = False
         #: Completions collected by an inline submit, delivered by the next _flush (a loop callback).
         self._deferred: list[tuple[list[int], list[int]]] = []
@@ -105,21 +105,42 @@ class Reactor:
         self._ring = getattr(self.backend, "ring", None) if self.backend.kernel_fs_ops else None
         #: The disk scheduler: one iosched queue per device.
         self.disks = DiskQueues(self.options, self.loop.time())
-        self._sched: dict[int, tuple] = {}  # ud of a dispatched unit -> (queue, dispatch, request ud)
+        self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
         self._grant: Any = None  # the open iosched.DirectGrant (committed once per loop turn)
         self._reaped_grants: list[Any] = []  # grants with completions not yet booked
         self._sched_waiting = 0  # units waiting in the disk queues
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
-        self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, lambda: self._in_kernel > 0,
+        path = self._path
+        self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, lambda: path.in_kernel > 0,
                                       self._poll_completions)
         _all_reactors.add(self)
 
     # -- submission ------------------------------------------------------------------------
+    #
+    # Every request is registered in the C in-flight table (which owns its future, its buffer
+    # pin and its completion callback) and staged as one record, or several units through a
+    # disk queue; _schedule_flush() makes sure one loop callback hands the batch over.
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _register(self, pos: int, nbytes: int, pin: Any, opname: str, owner: Any,
+                  on_done: Callable[[tuple, int], None] | None) -> tuple[asyncio.Future, int]:
+        if self.closed:
+            raise RuntimeError("the reactor is closed")
+        return self._path.register(pos, nbytes, pin, opname, owner, on_done, None)
+
+    def _staged_enough(self, length: int) -> None:
+        """Submit at once, mid-turn, when the batch is full or the request is large."""
+        if length >= self._alone_bytes or self._path.staged >= self._flush_at:
+            self._submit_now(inline=True)
 
     def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
-               path: str | None, flags: int = 0,
+               path: Any, flags: int = 0,
                on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None,
                queue: Any = None, states: dict | None = None, io_class: IoClass | None = None,
                align: int = 4096) -> asyncio.Future:
@@ -133,41 +154,32 @@ class Reactor:
         if self.closed:
             raise RuntimeError("the reactor is closed")
         check_record(opname, fd, addr, length, pos, flags)
-        fut = self._create_future()
-        ud = self._next_ud
-        self._next_ud = ud + 1
-        req = (fut, pin, opname, path, pos, length if nbytes is None else nbytes, on_done, None)
-        rec = (op | (fd << 8) | (flags << 40), addr, length, pos, ud)
+        n = length if nbytes is None else nbytes
+        word0 = op | (fd << 8) | (flags << 40)
         if queue is not None:
             cls = io_class if io_class is not None else _current_io_class.get()
-            st = states.get(cls)
+            st = states.get(cls) if states is not None else None
             if st is None:
                 st = self.disks.class_state(self, queue, cls)
             direction = SCHED_READ if op == OP_READ or op == OP_READV else SCHED_WRITE
-            n = length if nbytes is None else nbytes
-            if (queue._throttling or self._sched_waiting or self._outstanding >= self._capacity
-                    or st._bw is not None or st._iops is not None):
-                self._queue_request(queue, st, direction, n, rec, op == OP_READV or op == OP_WRITEV, align)
-                self._inflight[ud] = req  # only once queued: a refused request leaves no trace
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self.loop.call_soon(self._flush)
+            if (queue.throttling or self._sched_waiting or self._path.outstanding >= self._capacity
+                    or st.limited):
+                fut, ud = self._path.register(pos, n, pin, opname, path, on_done, None)
+                try:
+                    self._queue_request(queue, st, direction, n, (word0, addr, length, pos, ud),
+                                        op == OP_READV or op == OP_WRITEV, align)
+                except BaseException:
+                    self._path.discard(ud)  # a refused request leaves no trace
+                    raise
+                self._schedule_flush()
                 return fut
             # An unthrottled disk with room in the ring: straight to the kernel, counted.
             st.ops[direction] += 1
             st.bytes[direction] += n
-        self._inflight[ud] = req
-        if self._outstanding < self._capacity:
-            self._outstanding += 1
-            self._recs.extend(rec)
-            if (len(self._recs) >= self._flush_words or length >= self._alone_bytes
-                    or nbytes is not None and nbytes >= self._alone_bytes):
-                self._submit_now(inline=True)
-        else:
-            self._backlog.append(rec)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        fut, ud = self._path.register(pos, n, pin, opname, path, on_done, None)
+        self._path.stage(word0, addr, length, pos, ud)
+        self._staged_enough(n)
+        self._schedule_flush()
         return fut
 
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
@@ -188,10 +200,9 @@ class Reactor:
             if st is None or self.closed:
                 return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
                                    io_class, align)
-            if (self._sched_waiting or self._outstanding >= self._capacity
-                    or st._bw is not None or st._iops is not None):
+            if self._sched_waiting or self._path.outstanding >= self._capacity or st.limited:
                 return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
-            if queue._throttling:
+            if queue.throttling:
                 grant = self._grant
                 if grant is None or grant.io_class is not st:
                     grant = self._open_grant(queue, st)
@@ -204,32 +215,19 @@ class Reactor:
                     c = grant.cost_of(op, length)
                 if c > grant.budget:
                     return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
-        elif self._outstanding >= self._capacity or self.closed:
-            return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done)
-        ud = self._next_ud
-        recs = self._recs
-        staged = len(recs)
-        try:
-            recs.extend((op | (fd << 8), addr, length, pos, ud))
-        except BaseException:
-            # All or nothing: a number that does not fit leaves no word behind, nothing booked.
-            del recs[staged:]
-            try:
-                check_record(opname, fd, addr, length, pos)
-            except (TypeError, ValueError) as clear:
-                raise clear from None  # says which number, and what was expected
-            raise
-        self._next_ud = ud + 1
+        elif self.closed:
+            raise RuntimeError("the reactor is closed")
+        fut = self._rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant)
+        if fut is None:  # a number does not fit its word: nothing was staged; say which
+            check_record(opname, fd, addr, length, pos)
+            raise ValueError(f"{opname}: op {op} is not a request the kernel takes")
         if grant is not None:
             grant.budget -= c
             grant.n += 1
         if st is not None:
             st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
             st.bytes[op] += length
-        fut = self._create_future()
-        self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done, grant)
-        self._outstanding += 1
-        if len(recs) >= self._flush_words or length >= self._alone_bytes:
+        if length >= self._alone_bytes or self._path.staged >= self._flush_at:
             self._submit_now(inline=True)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -240,17 +238,23 @@ class Reactor:
                   on_done: Callable[[tuple, int], None] | None, queue: Any, st: Any, align: int) -> asyncio.Future:
         """submit_rw() through the disk queue (submit()'s scheduled branch)."""
         check_record(opname, fd, addr, length, pos)  # the record is staged later, at dispatch
-        fut = self._create_future()
-        ud = self._next_ud
-        self._next_ud = ud + 1
-        req = queue.queue(st, op, length, (op | (fd << 8), addr, length, pos, ud), self.loop.time(), align)
+        fut, ud = self._register(pos, length, pin, opname, owner, on_done)
+        try:
+            req = queue.queue(st, op, length, (op | (fd << 8), addr, length, pos, ud), self.loop.time(), align)
+        except BaseException:
+            self._path.discard(ud)
+            raise
         self._sched_waiting += len(req.parts) if req.parts else 1
         self._busy_queues[queue] = None
-        self._inflight[ud] = (fut, pin, opname, owner, pos, length, on_done, None)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        self._schedule_flush()
         return fut
+
+    def _grant_reaped(self, grant: Any, n: int) -> None:
+        """C's completion path: ``n`` requests dispatched under ``grant`` completed (booked at
+        the next flush, once per grant)."""
+        if not grant.reaped:
+            self._reaped_grants.append(grant)
+        grant.reaped += n
 
     def _open_grant(self, queue: Any, st: Any) -> Any:
         """Commit the open grant (if any) and ask ``queue`` for one for class ``st``."""
@@ -290,25 +294,23 @@ class Reactor:
     def _dispatch_queues(self) -> None:
         """Move what the disk queues allow (tokens, fairness, ring room) into the staged batch."""
         now = self.loop.time()
-        recs = self._recs
+        path = self._path
         sched = self._sched
         for q in list(self._busy_queues):
-            room = self._capacity - self._outstanding
+            room = self._capacity - path.outstanding
             if room <= 0:
                 break
             batch = q.dispatch(now, room)
             for d in batch:
                 rec = d.payload
+                unit = self._next_unit
+                self._next_unit = unit + 1
+                sched[unit] = (q, d, rec[4])
                 if d.request is d:
-                    sched[rec[4]] = (q, d, rec[4])
-                    recs.extend(rec)
+                    path.stage(rec[0], rec[1], rec[2], rec[3], unit)
                 else:  # a part of a split request: its own record and completion
                     off = d.offset
-                    pud = self._next_ud
-                    self._next_ud = pud + 1
-                    sched[pud] = (q, d, rec[4])
-                    recs.extend((rec[0], rec[1] + off, d.length, rec[3] + off, pud))
-            self._outstanding += len(batch)
+                    path.stage(rec[0], rec[1] + off, d.length, rec[3] + off, unit)
             self._sched_waiting -= len(batch)
             t = q.next_dispatch_time(now)
             if t is None:
@@ -326,22 +328,19 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
-                       path: str | None, on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
+                       path: Any, on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
         """An io_uring metadata op (openat, statx, …): prepare its SQE now, submit this turn."""
-        if self.closed:
-            raise RuntimeError("the reactor is closed")
-        fut = self.loop.create_future()
-        ud = self._next_ud
-        self._next_ud = ud + 1
-        ret = prep(self._ring, *args, ud)
+        fut, ud = self._register(0, -1, pin, opname, path, on_done)
+        try:
+            ret = prep(self._ring, *args, ud)
+        except BaseException:
+            self._path.discard(ud)
+            raise
         if ret < 0:
-            raise kernel_error(-ret, opname, path)
-        self._inflight[ud] = (fut, pin, opname, path, 0, -1, on_done, None)
-        self._in_kernel += 1
-        self._outstanding += 1
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self._path.discard(ud)
+            raise kernel_error(-ret, opname, getattr(path, "path", path))
+        self._path.add_in_kernel(1)
+        self._schedule_flush()
         return fut
 
     def run_blocking(self, fn: Callable[..., T], *args: Any, owner: object = None) -> asyncio.Future[T]:
@@ -414,17 +413,20 @@ class Reactor:
         if self._sched_waiting:
             self._settle_grants()
             self._dispatch_queues()
-        recs = self._recs
-        staged = len(recs) // REC_WORDS
+        path = self._path
+        staged = path.staged
+        n = min(staged, self._capacity - path.in_kernel)  # the rest waits for completions
+        batch = path.batch(n)
         try:
-            accepted, uds, results = self.backend.flush(recs)
+            accepted, uds, results = self.backend.flush(batch)
         except OSError as e:
             # The batch could not be handed over at all: fail it rather than lose it.
+            batch.release()
             self._fail_staged(e.errno or 5)
             return
+        batch.release()
         if accepted:
-            del recs[: accepted * REC_WORDS]
-            self._in_kernel += accepted
+            path.consume(accepted)
         if uds:
             if inline:
                 self._deferred.append((uds, results))
@@ -458,65 +460,41 @@ class Reactor:
         return False
 
     def _complete(self, uds: list[int], results: list[int]) -> None:
-        inflight = self._inflight
-        n = len(uds)
-        self._in_kernel -= n
-        self._outstanding -= n
-        sched = self._sched
-        now = self.loop.time() if sched else 0.0
-        for ud, res in zip(uds, results):
-            if sched:
-                s = sched.pop(ud, None)
-                if s is not None:
-                    done = s[0].complete(s[1], res, now)
-                    if done is None:
-                        continue  # more parts of this request are still in the disk
-                    res = done.result
-                    ud = s[2]
-            req = inflight.pop(ud)
-            g = req[7]
-            if g is not None:  # booked by the flush this schedules, once per grant
-                if not g.reaped:
-                    self._reaped_grants.append(g)
-                g.reaped += 1
-            if req[6] is not None:
-                req[6](req, res)
-            fut = req[0]
-            if fut.done():  # the awaiting task was cancelled; the buffer pin goes only now
-                continue
-            if res >= 0:
-                fut.set_result(res)
-            else:
-                fut.set_exception(request_error(req, -res))
-        if self._backlog:
-            self._admit_backlog()
-        if not self._flush_scheduled:
-            # Queued after the wake-ups just scheduled: the tasks resume, stage their next I/O,
-            # and this flush submits it in the same loop turn.
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-        if self._owner_waiters:
-            for w in self._owner_waiters:
-                if not w.done():
-                    w.set_result(None)
-            self._owner_waiters.clear()
-        if not inflight and self._idle_waiters:
-            for w in self._idle_waiters:
-                if not w.done():
-                    w.set_result(None)
-            self._idle_waiters.clear()
+        try:
+            units = self._path.complete(uds, results)  # resolves the futures, runs on_done callbacks
+            if units:
+                self._complete_units(units)
+        finally:
+            if not self._flush_scheduled:
+                # Queued after the wake-ups just scheduled: the tasks resume, stage their next
+                # I/O, and this flush submits it in the same loop turn.
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+            if self._owner_waiters:
+                for w in self._owner_waiters:
+                    if not w.done():
+                        w.set_result(None)
+                self._owner_waiters.clear()
+            if self._idle_waiters and not self._path.inflight:
+                for w in self._idle_waiters:
+                    if not w.done():
+                        w.set_result(None)
+                self._idle_waiters.clear()
 
-    def _admit_backlog(self) -> None:
-        backlog = self._backlog
-        while self._outstanding < self._capacity and backlog:
-            self._recs.extend(backlog.popleft())
-            self._outstanding += 1
+    def _complete_units(self, units: list[tuple[int, int]]) -> None:
+        """Completions of the disk queues' units: book them; a request whose last part is done
+        is resolved (its result is the queue's sum of the parts)."""
+        now = self.loop.time()
+        sched = self._sched
+        finish = self._path.finish
+        for unit, res in units:
+            q, d, ud = sched.pop(unit)
+            done = q.complete(d, res, now)
+            if done is not None:
+                finish(ud, done.result)
 
     def _fail_staged(self, err: int) -> None:
-        recs = self._recs
-        uds = [recs[i + 4] for i in range(0, len(recs), REC_WORDS)]
-        del recs[:]
-        self._in_kernel += len(uds)
+        uds = self._path.take_staged()
         self._complete(uds, [-err] * len(uds))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -524,18 +502,23 @@ class Reactor:
     @property
     def inflight(self) -> int:
         """Requests issued and not yet completed (including those whose awaiter was cancelled)."""
-        return len(self._inflight)
+        return self._path.inflight
+
+    @property
+    def staged(self) -> int:
+        """Records staged for the next submission (not yet handed to the kernel)."""
+        return self._path.staged
 
     async def drain(self) -> None:
         """Wait until every in-flight request has completed."""
-        if self._inflight:
+        if self._path.inflight:
             w = self.loop.create_future()
             self._idle_waiters.append(w)
             await w
 
     async def drain_owner(self, owner: object) -> None:
         """Wait until no request owned by ``owner`` is in flight (cancelled awaiters included)."""
-        while owner in self._blocking_owners or any(req[_PATH] is owner for req in self._inflight.values()):
+        while owner in self._blocking_owners or self._path.owns(owner):
             w = self.loop.create_future()
             self._owner_waiters.append(w)
             await w
@@ -560,13 +543,13 @@ class Reactor:
                 self.loop.remove_reader(self.backend.eventfd)
         except Exception:  # the loop may be half torn down at interpreter exit
             pass
-        if self._inflight:
+        if self._path.inflight:
             # Abandoned with I/O in flight (the loop went away): block until the kernel is done
             # with every buffer before the ring and the pins go (completions already collected
             # but not yet delivered will not come again).
-            self.backend.wait_all(self._in_kernel - sum(len(uds) for uds, _ in self._deferred))
+            self.backend.wait_all(self._path.in_kernel - sum(len(uds) for uds, _ in self._deferred))
             self._deferred.clear()
-            self._inflight.clear()
+            self._path.drop_all()
         self.backend.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)

@@ -42,7 +42,7 @@ class IoClassState:
     __slots__ = (
         "name", "shares", "_inv_shares", "_id", "_owner",
         "queue", "accumulated", "consumption",
-        "_active", "_throttled_until", "_bw", "_iops",
+        "_active", "_throttled_until", "_bw", "_iops", "limited",
         "nr_queued", "nr_executing", "activations",
         "ops", "bytes", "split_ops", "split_bytes",
         "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
@@ -61,6 +61,9 @@ class IoClassState:
         self._throttled_until = 0.0  # > 0: skipped until then (a per-class limit is in deficit)
         self._bw: TokenBucket | None = None
         self._iops: TokenBucket | None = None
+        #: True while a bandwidth or IOPS limit is set (read-only: set_limit keeps it): such a
+        #: class always goes through the queue, never under a direct grant.
+        self.limited = False
         self.nr_queued = 0  # requests (or parts) waiting in the scheduler
         self.nr_executing = 0  # dispatched, not completed
         self.activations = 0
@@ -172,6 +175,7 @@ class FairQueue:
                 setattr(cls, attr, TokenBucket(rate, burst, now))
             else:
                 tb.update_rate(rate, now, burst)
+        cls.limited = cls._bw is not None or cls._iops is not None
         if cls._throttled_until:
             # what is left of the deficit is paid back at the new rate (or not at all)
             until = 0.0

@@ -253,14 +253,15 @@ class IoQueue:
 
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
-        "_bucket", "_flow", "_throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_in_disk_limit", "_now",
+        "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_in_disk_limit", "_now",
         "_grant_cost",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
         self.config = config
         self.properties = props
-        self._throttling = props is not None
+        #: True when the queue has disk properties and throttles (read-only).
+        self.throttling = props is not None
         self.cost_model = CostModel(props if props is not None else config.nominal_properties, config.cost_form)
         self._cost = self.cost_model.cost
         self._fq = FairQueue(config.forgiveness_ms / 1000.0, config.limit_burst_ms / 1000.0)
@@ -366,7 +367,7 @@ class IoQueue:
     def update_bandwidth(self, name: str, bytes_per_second: float | None, now: float | None = None) -> None:
         """Cap the class at ``bytes_per_second`` (None lifts the cap)."""
         cls = self.get_class(name)
-        min_burst = self._max_len[READ] if self._throttling else self.config.min_request_size
+        min_burst = self._max_len[READ] if self.throttling else self.config.min_request_size
         self._fq.set_limit(cls, "bw", bytes_per_second, self._now if now is None else now, float(min_burst))
 
     def update_iops(self, name: str, iops: float | None, now: float | None = None) -> None:
@@ -715,7 +716,7 @@ class IoQueue:
         return {
             "queue": {
                 "mountpoint": self.properties.mountpoint if self.properties is not None else None,
-                "throttling": self._throttling,
+                "throttling": self.throttling,
                 "queue_length": self.queued,
                 "disk_queue_length": self._in_disk,
                 "dispatched_cost": flow.dispatched,

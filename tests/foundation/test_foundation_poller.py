@@ -70,7 +70,7 @@ def test_large_requests_are_submitted_alone_at_once(run, scratch, alone, staged)
             await f.dma_write(0, buf)
             r = ioengine.get_reactor()
             fut = f.read_future(0, buf)
-            was_staged = len(r._recs) > 0
+            was_staged = r.staged > 0
             assert await fut == 8192
             return was_staged
 

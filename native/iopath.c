@@ -1,0 +1,702 @@
+/*
+ * ioengine._iopath.IoPath: the per-request path of one reactor, in C.
+ *
+ * Mechanism only (the reactor in Python keeps every decision): a staging array of 5-word
+ * records (op|fd<<8|flags<<40, addr, len, pos, user_data) that the backend hands to the kernel,
+ * and a table of in-flight requests, one named struct per request, that holds what must live
+ * until the kernel's completion (the future, the buffer pin) and resolves the futures of a
+ * batch of completions straight from C. The error text is made in Python (error_factory); the
+ * numbers are checked here only as far as "fits in its word", and a request that does not fit
+ * leaves no trace (the caller then asks Python which number was wrong).
+ *
+ * User data: a request's slot index + 1. Records whose user data has IE_UNIT_FLAG set are the
+ * disk scheduler's dispatched units (parts of a queued request): complete() hands those back
+ * to Python, which resolves their request with finish() when the last part is done.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define REC_WORDS 5
+#define IE_UNIT_FLAG ((uint64_t)1 << 62)
+
+typedef struct {
+    PyObject *fut;      /* NULL: the slot is free */
+    PyObject *pin;      /* keeps the buffer (and its export) alive until the completion */
+    PyObject *opname;
+    PyObject *owner;    /* the File (or a path) the request belongs to */
+    PyObject *on_done;  /* called with (request tuple, result) at the completion, or NULL */
+    PyObject *grant;    /* the iosched DirectGrant it was dispatched under, or NULL */
+    int64_t pos;
+    int64_t nbytes;     /* what error messages quote; -1 for ops without a byte count */
+    uint32_t next_free;
+} ie_request;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *future_factory;  /* () -> a future of the reactor's loop */
+    PyObject *error_factory;   /* (request tuple, errno) -> exception */
+    PyObject *grant_reaped;    /* (grant, completions) -> None */
+    ie_request *slots;
+    uint32_t nslots;
+    uint32_t free_head;        /* index + 1 of the first free slot; 0 = none */
+    Py_ssize_t inflight;
+    uint64_t *recs;
+    Py_ssize_t nrec;           /* staged records */
+    Py_ssize_t caprec;
+    Py_ssize_t exports;        /* memoryviews of the records alive: no realloc meanwhile */
+    Py_ssize_t view_n;         /* records the current export shows */
+    Py_ssize_t in_kernel;
+} IoPathObject;
+
+static PyObject *str_set_result, *str_set_exception, *str_done;
+
+/* The first error of a batch, kept while the rest is delivered (PyErr_Fetch: Python 3.11). */
+typedef struct {
+    PyObject *type, *value, *tb;
+} saved_error;
+
+static void keep_error(saved_error *e)
+{
+    if (!PyErr_Occurred())
+        return;
+    if (e->type) {
+        PyErr_Clear();
+        return;
+    }
+    PyErr_Fetch(&e->type, &e->value, &e->tb);
+}
+
+static PyObject *raise_kept(saved_error *e)
+{
+    PyErr_Restore(e->type, e->value, e->tb);
+    e->type = e->value = e->tb = NULL;
+    return NULL;
+}
+
+/* -- slots ------------------------------------------------------------------------------ */
+
+static int grow_slots(IoPathObject *self)
+{
+    uint32_t n = self->nslots ? self->nslots * 2 : 256;
+    ie_request *s = PyMem_Realloc(self->slots, (size_t)n * sizeof(ie_request));
+    if (!s) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(s + self->nslots, 0, (size_t)(n - self->nslots) * sizeof(ie_request));
+    /* new slots onto the free list, lowest index first */
+    for (uint32_t i = n; i > self->nslots; i--) {
+        s[i - 1].next_free = self->free_head;
+        self->free_head = i;
+    }
+    self->slots = s;
+    self->nslots = n;
+    return 0;
+}
+
+/* A new in-flight request; returns its user data, 0 on error (a Python exception is set). */
+static uint64_t take_slot(IoPathObject *self, PyObject *pin, PyObject *opname, PyObject *owner, PyObject *on_done,
+                          PyObject *grant, int64_t pos, int64_t nbytes, PyObject **fut_out)
+{
+    if (!self->free_head && grow_slots(self) < 0)
+        return 0;
+    PyObject *fut = PyObject_CallNoArgs(self->future_factory);
+    if (!fut)
+        return 0;
+    uint32_t idx = self->free_head - 1;
+    ie_request *r = &self->slots[idx];
+    self->free_head = r->next_free;
+    r->fut = fut;
+    Py_INCREF(pin);
+    r->pin = pin;
+    Py_INCREF(opname);
+    r->opname = opname;
+    Py_INCREF(owner);
+    r->owner = owner;
+    r->on_done = on_done == Py_None ? NULL : Py_NewRef(on_done);
+    r->grant = grant == Py_None ? NULL : Py_NewRef(grant);
+    r->pos = pos;
+    r->nbytes = nbytes;
+    self->inflight++;
+    *fut_out = fut;
+    return (uint64_t)idx + 1;
+}
+
+static void clear_slot(IoPathObject *self, uint32_t idx)
+{
+    ie_request *r = &self->slots[idx];
+    PyObject *fut = r->fut, *pin = r->pin, *opname = r->opname, *owner = r->owner, *on_done = r->on_done,
+             *grant = r->grant;
+    memset(r, 0, sizeof(*r));
+    r->next_free = self->free_head;
+    self->free_head = idx + 1;
+    self->inflight--;
+    /* decrefs last: a finaliser may run Python code that stages a new request */
+    Py_XDECREF(fut);
+    Py_XDECREF(pin);
+    Py_XDECREF(opname);
+    Py_XDECREF(owner);
+    Py_XDECREF(on_done);
+    Py_XDECREF(grant);
+}
+
+static PyObject *request_tuple(ie_request *r)
+{
+    return Py_BuildValue("(OOOOLLOO)", r->fut, r->pin ? r->pin : Py_None, r->opname, r->owner, (long long)r->pos,
+                         (long long)r->nbytes, r->on_done ? r->on_done : Py_None, r->grant ? r->grant : Py_None);
+}
+
+/* -- staging ---------------------------------------------------------------------------- */
+
+static int reserve_rec(IoPathObject *self)
+{
+    if (self->nrec < self->caprec)
+        return 0;
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "IoPath: records are exported; cannot grow the staging array");
+        return -1;
+    }
+    Py_ssize_t n = self->caprec ? self->caprec * 2 : 256;
+    uint64_t *p = PyMem_Realloc(self->recs, (size_t)n * REC_WORDS * sizeof(uint64_t));
+    if (!p) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->recs = p;
+    self->caprec = n;
+    return 0;
+}
+
+static inline void put_rec(IoPathObject *self, uint64_t w0, uint64_t addr, uint64_t len, uint64_t pos, uint64_t ud)
+{
+    uint64_t *q = self->recs + self->nrec * REC_WORDS;
+    q[0] = w0;
+    q[1] = addr;
+    q[2] = len;
+    q[3] = pos;
+    q[4] = ud;
+    self->nrec++;
+}
+
+/* An int in [0, limit) (limit 0: the whole uint64 range); -1 when it is not (no exception set). */
+static inline int get_u64(PyObject *o, uint64_t limit, uint64_t *out)
+{
+    if (!PyLong_CheckExact(o) && !(PyLong_Check(o) && !PyBool_Check(o)))
+        return -1;
+    uint64_t v = PyLong_AsUnsignedLongLong(o);
+    if (v == (uint64_t)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (limit && v >= limit)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None when a
+   number does not fit its word (nothing is staged or registered then). */
+static PyObject *IoPath_rw(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "rw() takes 10 arguments");
+        return NULL;
+    }
+    uint64_t op, fd, addr, len, pos;
+    if (get_u64(args[0], 256, &op) || get_u64(args[1], (uint64_t)1 << 32, &fd) || get_u64(args[2], 0, &addr)
+        || get_u64(args[3], (uint64_t)1 << 32, &len) || get_u64(args[4], (uint64_t)1 << 63, &pos))
+        Py_RETURN_NONE;
+    if (reserve_rec(self) < 0)
+        return NULL;
+    PyObject *fut;
+    uint64_t ud = take_slot(self, args[5], args[6], args[7], args[8], args[9], (int64_t)pos, (int64_t)len, &fut);
+    if (!ud)
+        return NULL;
+    put_rec(self, op | (fd << 8), addr, len, pos, ud);
+    return Py_NewRef(fut);
+}
+
+/* register(pos, nbytes, pin, opname, owner, on_done, grant) -> (future, user_data): an
+   in-flight request whose records are staged separately (stage()) or prepared elsewhere. */
+static PyObject *IoPath_register(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "register() takes 7 arguments");
+        return NULL;
+    }
+    long long pos = PyLong_AsLongLong(args[0]);
+    if (pos == -1 && PyErr_Occurred())
+        return NULL;
+    long long nbytes = PyLong_AsLongLong(args[1]);
+    if (nbytes == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *fut;
+    uint64_t ud = take_slot(self, args[2], args[3], args[4], args[5], args[6], pos, nbytes, &fut);
+    if (!ud)
+        return NULL;
+    return Py_BuildValue("(OK)", fut, (unsigned long long)ud);  /* the slot keeps its own reference */
+}
+
+/* stage(word0, addr, length, pos, user_data) -> True, or False when a number does not fit. */
+static PyObject *IoPath_stage(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "stage() takes 5 arguments");
+        return NULL;
+    }
+    uint64_t w0, addr, len, pos, ud;
+    if (get_u64(args[0], 0, &w0) || get_u64(args[1], 0, &addr) || get_u64(args[2], (uint64_t)1 << 32, &len)
+        || get_u64(args[3], (uint64_t)1 << 63, &pos) || get_u64(args[4], 0, &ud))
+        Py_RETURN_FALSE;
+    if (reserve_rec(self) < 0)
+        return NULL;
+    put_rec(self, w0, addr, len, pos, ud);
+    Py_RETURN_TRUE;
+}
+
+/* -- completion ------------------------------------------------------------------------- */
+
+static int flush_grant(IoPathObject *self, PyObject **grant, Py_ssize_t *count)
+{
+    int rc = 0;
+    if (*grant) {
+        PyObject *r = PyObject_CallFunction(self->grant_reaped, "On", *grant, *count);
+        if (!r)
+            rc = -1;
+        Py_XDECREF(r);
+        Py_CLEAR(*grant);
+    }
+    *count = 0;
+    return rc;
+}
+
+/* Resolve request ``idx`` with ``res``; a Python error from a callback is returned to the
+   caller in *first_err (the first one only) so the rest of the batch is still delivered. */
+static void resolve(IoPathObject *self, uint32_t idx, long long res, PyObject **grant, Py_ssize_t *gcount,
+                    saved_error *first_err)
+{
+    ie_request *r = &self->slots[idx];
+    if (r->grant) {
+        if (*grant != r->grant) {
+            if (flush_grant(self, grant, gcount) < 0)
+                keep_error(first_err);
+            *grant = Py_NewRef(r->grant);
+        }
+        (*gcount)++;
+    }
+    PyObject *fut = Py_NewRef(r->fut);
+    PyObject *req = NULL;
+    if (r->on_done || res < 0)
+        req = request_tuple(r);
+    PyObject *on_done = r->on_done ? Py_NewRef(r->on_done) : NULL;
+    clear_slot(self, idx);  /* the pin goes only now that the kernel is done with the buffer */
+    if (on_done && req) {
+        PyObject *o = PyObject_CallFunction(on_done, "OL", req, res);
+        if (!o)
+            keep_error(first_err);
+        Py_XDECREF(o);
+    }
+    Py_XDECREF(on_done);
+    PyObject *d = PyObject_CallMethodNoArgs(fut, str_done);
+    if (d == Py_False) {
+        PyObject *o;
+        if (res >= 0) {
+            PyObject *v = PyLong_FromLongLong(res);
+            o = v ? PyObject_CallMethodOneArg(fut, str_set_result, v) : NULL;
+            Py_XDECREF(v);
+        } else {
+            PyObject *e = req ? PyObject_CallFunction(self->error_factory, "OL", req, -res) : NULL;
+            o = e ? PyObject_CallMethodOneArg(fut, str_set_exception, e) : NULL;
+            Py_XDECREF(e);
+        }
+        if (!o)
+            keep_error(first_err);
+        Py_XDECREF(o);
+    } else if (!d) {
+        keep_error(first_err);
+    }
+    Py_XDECREF(d);
+    Py_XDECREF(req);
+    Py_DECREF(fut);
+}
+
+static int slot_of(IoPathObject *self, uint64_t ud, uint32_t *idx)
+{
+    if (ud == 0 || ud > self->nslots || !self->slots[ud - 1].fut)
+        return -1;
+    *idx = (uint32_t)(ud - 1);
+    return 0;
+}
+
+/* complete(uds, results) -> list of (ud, result) of scheduler units, or None. Both are lists
+   of ints (the backend's batch); every request among them is resolved. */
+static PyObject *IoPath_complete(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_Check(args[0]) || !PyList_Check(args[1])
+        || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "complete() takes two lists of the same length");
+        return NULL;
+    }
+    PyObject *uds = args[0], *results = args[1];
+    Py_ssize_t n = PyList_GET_SIZE(uds);
+    self->in_kernel -= n;
+    PyObject *units = NULL, *grant = NULL;
+    saved_error first_err = {NULL, NULL, NULL};
+    Py_ssize_t gcount = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t ud = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(uds, i));
+        long long res = PyLong_AsLongLong(PyList_GET_ITEM(results, i));
+        if (PyErr_Occurred()) {
+            keep_error(&first_err);
+            continue;
+        }
+        if (ud & IE_UNIT_FLAG) {
+            if (!units && !(units = PyList_New(0)))
+                goto fail;
+            PyObject *t = Py_BuildValue("(KL)", (unsigned long long)ud, res);
+            if (!t || PyList_Append(units, t) < 0) {
+                Py_XDECREF(t);
+                goto fail;
+            }
+            Py_DECREF(t);
+            continue;
+        }
+        uint32_t idx;
+        if (slot_of(self, ud, &idx) < 0)
+            continue;  /* not ours (cannot happen: every staged record is registered first) */
+        resolve(self, idx, res, &grant, &gcount, &first_err);
+    }
+    if (flush_grant(self, &grant, &gcount) < 0)
+        keep_error(&first_err);
+    if (first_err.type) {
+        Py_XDECREF(units);
+        return raise_kept(&first_err);
+    }
+    if (!units)
+        Py_RETURN_NONE;
+    return units;
+fail:
+    Py_XDECREF(units);
+    Py_XDECREF(grant);
+    Py_XDECREF(first_err.type);
+    Py_XDECREF(first_err.value);
+    Py_XDECREF(first_err.tb);
+    return NULL;
+}
+
+/* finish(ud, result): resolve one request (a queued one whose last part completed, or one
+   whose record never reached the kernel). */
+static PyObject *IoPath_finish(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "finish() takes 2 arguments");
+        return NULL;
+    }
+    uint64_t ud = PyLong_AsUnsignedLongLong(args[0]);
+    long long res = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    uint32_t idx;
+    if (slot_of(self, ud, &idx) < 0) {
+        PyErr_Format(PyExc_KeyError, "no request in flight with user data %llu", (unsigned long long)ud);
+        return NULL;
+    }
+    PyObject *grant = NULL;
+    saved_error first_err = {NULL, NULL, NULL};
+    Py_ssize_t gcount = 0;
+    resolve(self, idx, res, &grant, &gcount, &first_err);
+    if (flush_grant(self, &grant, &gcount) < 0)
+        keep_error(&first_err);
+    if (first_err.type)
+        return raise_kept(&first_err);
+    Py_RETURN_NONE;
+}
+
+/* discard(ud): forget a request that never reached the kernel (its queueing or preparation
+   failed); its future is cancelled, so nothing reports an exception nobody retrieved. */
+static PyObject *IoPath_discard(IoPathObject *self, PyObject *arg)
+{
+    uint64_t ud = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    uint32_t idx;
+    if (slot_of(self, ud, &idx) < 0)
+        Py_RETURN_NONE;
+    PyObject *fut = Py_NewRef(self->slots[idx].fut);
+    clear_slot(self, idx);
+    PyObject *o = PyObject_CallMethod(fut, "cancel", NULL);
+    Py_DECREF(fut);
+    if (!o)
+        return NULL;
+    Py_DECREF(o);
+    Py_RETURN_NONE;
+}
+
+/* -- the batch the backend takes -------------------------------------------------------- */
+
+static int IoPath_getbuffer(IoPathObject *self, Py_buffer *view, int flags)
+{
+    if (flags & PyBUF_WRITABLE) {
+        PyErr_SetString(PyExc_BufferError, "IoPath records are read-only");
+        return -1;
+    }
+    Py_ssize_t n = self->view_n;
+    int rc = PyBuffer_FillInfo(view, (PyObject *)self, self->recs ? (void *)self->recs : (void *)"",
+                               n * REC_WORDS * (Py_ssize_t)sizeof(uint64_t), 1, flags);
+    if (rc < 0)
+        return -1;
+    if (flags & PyBUF_FORMAT)
+        view->format = "Q";
+    view->itemsize = sizeof(uint64_t);
+    if (flags & PyBUF_ND) {
+        view->ndim = 1;
+        view->shape = &self->view_n;
+        view->strides = (flags & PyBUF_STRIDES) ? &view->itemsize : NULL;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void IoPath_releasebuffer(IoPathObject *self, Py_buffer *view)
+{
+    self->exports--;
+}
+
+/* batch(n) -> memoryview of the first n staged records (n words x 5), for the backend. */
+static PyObject *IoPath_batch(IoPathObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > self->nrec)
+        n = self->nrec;
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "IoPath: a batch is already out");
+        return NULL;
+    }
+    /* the shape is in words */
+    self->view_n = n * REC_WORDS;
+    return PyMemoryView_FromObject((PyObject *)self);
+}
+
+/* consume(n): the first n staged records went to the kernel. */
+static PyObject *IoPath_consume(IoPathObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > self->nrec) {
+        PyErr_Format(PyExc_ValueError, "consume(%zd) with %zd records staged", n, self->nrec);
+        return NULL;
+    }
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "IoPath: release the batch before consume()");
+        return NULL;
+    }
+    memmove(self->recs, self->recs + n * REC_WORDS, (size_t)(self->nrec - n) * REC_WORDS * sizeof(uint64_t));
+    self->nrec -= n;
+    self->in_kernel += n;
+    Py_RETURN_NONE;
+}
+
+/* take_staged() -> list of the staged records' user data, dropping them (a batch the kernel
+   refused as a whole: the caller completes them with the error). */
+static PyObject *IoPath_take_staged(IoPathObject *self, PyObject *unused)
+{
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "IoPath: release the batch first");
+        return NULL;
+    }
+    PyObject *out = PyList_New(self->nrec);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->nrec; i++) {
+        PyObject *u = PyLong_FromUnsignedLongLong(self->recs[i * REC_WORDS + 4]);
+        if (!u) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, u);
+    }
+    self->in_kernel += self->nrec;  /* complete() takes them off again */
+    self->nrec = 0;
+    return out;
+}
+
+static PyObject *IoPath_add_in_kernel(IoPathObject *self, PyObject *arg)
+{
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    self->in_kernel += n;
+    Py_RETURN_NONE;
+}
+
+/* -- queries and shutdown --------------------------------------------------------------- */
+
+static PyObject *IoPath_owns(IoPathObject *self, PyObject *owner)
+{
+    for (uint32_t i = 0; i < self->nslots; i++)
+        if (self->slots[i].fut && self->slots[i].owner == owner)
+            Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
+/* request(ud) -> the request tuple (future, pin, opname, owner, pos, nbytes, on_done, grant). */
+static PyObject *IoPath_request(IoPathObject *self, PyObject *arg)
+{
+    uint64_t ud = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    uint32_t idx;
+    if (slot_of(self, ud, &idx) < 0) {
+        PyErr_Format(PyExc_KeyError, "no request in flight with user data %llu", (unsigned long long)ud);
+        return NULL;
+    }
+    return request_tuple(&self->slots[idx]);
+}
+
+/* drop_all(): forget every request (the kernel is done with all of them: shutdown). */
+static PyObject *IoPath_drop_all(IoPathObject *self, PyObject *unused)
+{
+    for (uint32_t i = 0; i < self->nslots; i++)
+        if (self->slots[i].fut)
+            clear_slot(self, i);
+    self->nrec = 0;
+    self->in_kernel = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *IoPath_get_inflight(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->inflight); }
+static PyObject *IoPath_get_staged(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->nrec); }
+static PyObject *IoPath_get_in_kernel(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->in_kernel); }
+static PyObject *IoPath_get_outstanding(IoPathObject *self, void *c)
+{
+    return PyLong_FromSsize_t(self->nrec + self->in_kernel);
+}
+
+/* -- type ------------------------------------------------------------------------------- */
+
+static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"future_factory", "error_factory", "grant_reaped", NULL};
+    PyObject *ff, *ef, *gr;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &ff, &ef, &gr))
+        return -1;
+    Py_XSETREF(self->future_factory, Py_NewRef(ff));
+    Py_XSETREF(self->error_factory, Py_NewRef(ef));
+    Py_XSETREF(self->grant_reaped, Py_NewRef(gr));
+    return 0;
+}
+
+static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->future_factory);
+    Py_VISIT(self->error_factory);
+    Py_VISIT(self->grant_reaped);
+    for (uint32_t i = 0; i < self->nslots; i++) {
+        ie_request *r = &self->slots[i];
+        if (r->fut) {
+            Py_VISIT(r->fut);
+            Py_VISIT(r->pin);
+            Py_VISIT(r->opname);
+            Py_VISIT(r->owner);
+            Py_VISIT(r->on_done);
+            Py_VISIT(r->grant);
+        }
+    }
+    return 0;
+}
+
+static int IoPath_clear(IoPathObject *self)
+{
+    /* Only reached when the reactor itself is garbage: its ring is gone by then. */
+    for (uint32_t i = 0; i < self->nslots; i++)
+        if (self->slots[i].fut)
+            clear_slot(self, i);
+    Py_CLEAR(self->future_factory);
+    Py_CLEAR(self->error_factory);
+    Py_CLEAR(self->grant_reaped);
+    return 0;
+}
+
+static void IoPath_dealloc(IoPathObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    IoPath_clear(self);
+    PyMem_Free(self->slots);
+    PyMem_Free(self->recs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef IoPath_methods[] = {
+    {"rw", (PyCFunction)(void (*)(void))IoPath_rw, METH_FASTCALL,
+     "rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None if a number does not fit"},
+    {"register", (PyCFunction)(void (*)(void))IoPath_register, METH_FASTCALL,
+     "register(pos, nbytes, pin, opname, owner, on_done, grant) -> (future, user_data)"},
+    {"stage", (PyCFunction)(void (*)(void))IoPath_stage, METH_FASTCALL,
+     "stage(word0, addr, length, pos, user_data) -> True, or False if a number does not fit"},
+    {"complete", (PyCFunction)(void (*)(void))IoPath_complete, METH_FASTCALL,
+     "complete(uds, results) -> the scheduler units among them as [(ud, result)], or None"},
+    {"finish", (PyCFunction)(void (*)(void))IoPath_finish, METH_FASTCALL, "finish(ud, result): resolve one request"},
+    {"discard", (PyCFunction)IoPath_discard, METH_O, "discard(ud): forget a request that never reached the kernel"},
+    {"batch", (PyCFunction)IoPath_batch, METH_O, "batch(n) -> memoryview of the first n staged records"},
+    {"consume", (PyCFunction)IoPath_consume, METH_O, "consume(n): the first n staged records went to the kernel"},
+    {"take_staged", (PyCFunction)IoPath_take_staged, METH_NOARGS, "drop the staged records, return their user data"},
+    {"add_in_kernel", (PyCFunction)IoPath_add_in_kernel, METH_O, "count requests prepared in the ring directly"},
+    {"owns", (PyCFunction)IoPath_owns, METH_O, "owns(owner) -> True if a request of owner is in flight"},
+    {"request", (PyCFunction)IoPath_request, METH_O, "request(ud) -> the request tuple"},
+    {"drop_all", (PyCFunction)IoPath_drop_all, METH_NOARGS, "forget every request (shutdown)"},
+    {NULL}};
+
+static PyGetSetDef IoPath_getset[] = {
+    {"inflight", (getter)IoPath_get_inflight, NULL, "requests registered and not yet completed", NULL},
+    {"staged", (getter)IoPath_get_staged, NULL, "records staged, not yet handed to the kernel", NULL},
+    {"in_kernel", (getter)IoPath_get_in_kernel, NULL, "records handed to the kernel, not yet completed", NULL},
+    {"outstanding", (getter)IoPath_get_outstanding, NULL, "staged + in_kernel", NULL},
+    {NULL}};
+
+static PyBufferProcs IoPath_as_buffer = {(getbufferproc)IoPath_getbuffer, (releasebufferproc)IoPath_releasebuffer};
+
+static PyTypeObject IoPath_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ioengine._iopath.IoPath",
+    .tp_basicsize = sizeof(IoPathObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The per-request path of one reactor: staging records and the in-flight table.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)IoPath_init,
+    .tp_dealloc = (destructor)IoPath_dealloc,
+    .tp_traverse = (traverseproc)IoPath_traverse,
+    .tp_clear = (inquiry)IoPath_clear,
+    .tp_methods = IoPath_methods,
+    .tp_getset = IoPath_getset,
+    .tp_as_buffer = &IoPath_as_buffer,
+};
+
+static struct PyModuleDef iopath_module = {PyModuleDef_HEAD_INIT, "ioengine._iopath",
+                                           "The reactor's per-request path in C.", -1, NULL};
+
+PyMODINIT_FUNC PyInit__iopath(void)
+{
+    str_set_result = PyUnicode_InternFromString("set_result");
+    str_set_exception = PyUnicode_InternFromString("set_exception");
+    str_done = PyUnicode_InternFromString("done");
+    if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&iopath_module);
+    if (!m)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *uf = PyLong_FromUnsignedLongLong(IE_UNIT_FLAG);
+    if (!uf || PyModule_AddObject(m, "UNIT_FLAG", uf) < 0) {
+        Py_XDECREF(uf);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
