@@ -108,6 +108,10 @@ def _check_count(op: str, n: Any) -> None:
         raise ValueError(f"{op}: n must be >= 0, got {n}")
 
 
+#: The largest file offset (LLONG_MAX): a read must end at or before it.
+_MAX_FILE_POS = (1 << 63) - 1
+
+
 def _check_offset(op: str, offset: Any) -> None:
     if isinstance(offset, bool) or not isinstance(offset, int):
         raise TypeError(f"{op}: offset must be an int, got {type(offset).__name__} {offset!r}")
@@ -167,6 +171,12 @@ class FileInputStream:
             size = self._buffer_size
             if self._end is not None:
                 size = min(size, _round_up(self._end - pos, self._align))
+            room = (_MAX_FILE_POS - pos) // self._align * self._align
+            if size > room:  # the kernel takes no read past the largest offset (EINVAL)
+                size = room
+                if size <= 0:
+                    self._eof = True
+                    break
             buf = file.allocate_buffer(size)
             fut = file.read_future(pos, buf, self._opts.io_class)
             self._inflight.append((pos, buf, fut))

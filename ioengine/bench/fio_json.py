@@ -353,7 +353,21 @@ def parse_fio_json(text: str | bytes) -> FioResult:
     # is not JSON; rewrite such values (only in value position) to what Python accepts.
     text = _NON_FINITE.sub(_fix_non_finite, text)
     doc = _extract_json(text)
-    return _result_from_dict(doc)
+    try:
+        return _result_from_dict(doc)
+    except FioError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError) as exc:
+        # A field of a shape fio never writes (found by fuzzing): one error type for all of them.
+        raise FioOutputError(f"fio JSON has a field of an unexpected shape: {type(exc).__name__}: {exc}") from None
+
+
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
 
 
 _NON_FINITE = re.compile(r"(:\s*|\[\s*|,\s*)(-?)(nan|inf)\b", re.IGNORECASE)
@@ -396,15 +410,16 @@ def _result_from_dict(doc: Mapping[str, Any]) -> FioResult:
         job_dicts = doc["jobs"]
     else:
         # client/server mode (fio --client): per-host jobs plus an "All clients" summary.
-        job_dicts = [j for j in doc.get("client_stats", []) if j.get("jobname") != "All clients"]
+        job_dicts = [j for j in _list(doc.get("client_stats"))
+                     if isinstance(j, Mapping) and j.get("jobname") != "All clients"]
     if not isinstance(job_dicts, list):
         raise FioOutputError(f"fio JSON has a 'jobs' entry that is not a list: {job_dicts!r:.100}")
     return FioResult(
         version=_str_or_none(doc.get("fio version")),
         jobs=[_job_from_dict(j) for j in job_dicts if isinstance(j, Mapping)],
-        disk_util=[_disk_from_dict(d) for d in doc.get("disk_util", []) if isinstance(d, Mapping)],
+        disk_util=[_disk_from_dict(d) for d in _list(doc.get("disk_util")) if isinstance(d, Mapping)],
         timestamp=_int_or_none(doc.get("timestamp")),
-        global_options={str(k): str(v) for k, v in (doc.get("global options") or {}).items()},
+        global_options={str(k): str(v) for k, v in _mapping(doc.get("global options")).items()},
         raw=dict(doc),
     )
 
@@ -429,7 +444,7 @@ def _job_from_dict(d: Mapping[str, Any]) -> FioJob:
         write=dirs["write"],
         trim=dirs["trim"],
         mixed=mixed,
-        options={str(k): str(v) for k, v in (d.get("job options") or {}).items()},
+        options={str(k): str(v) for k, v in _mapping(d.get("job options")).items()},
         description=_str_or_none(d.get("desc")),
         elapsed_s=_int_or_none(d.get("elapsed")),
         raw=dict(d),
