@@ -182,6 +182,11 @@ class File:
 
     def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
         """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
+        if not self._closed:  # the per-I/O path: one C call stages it, or says it is not plain
+            fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
+                                              self, None, self._queue, self._qstates, io_class)
+            if fut is not None:
+                return fut
         if isinstance(buf, _RawBuffer):  # the common case, kept lean: it runs once per I/O
             pin, addr, n = memoryview(buf), buf.address, len(buf)
         else:
@@ -239,6 +244,17 @@ class File:
 
     async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Write ``buf`` at ``pos``; returns the bytes written."""
+        if self._size_barrier is None and not self._options.sloppy_size and not self._closed:
+            # the common case: no waiting first; one C call stages it, or says it is not plain
+            self._writes += 1
+            fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
+                                              "dma_write", self, self._write_done, self._queue, self._qstates, io_class)
+            if fut is not None:
+                end = pos + (len(buf) if type(buf) is DmaBuffer else memoryview(buf).nbytes)
+                if end > self._pending_end:
+                    self._pending_end = end
+                return await fut
+            self._writes -= 1
         pin, addr, n = self._pin_write(pos, buf)
         if self._size_barrier is None and not self._options.sloppy_size:  # the common case: no waiting first
             return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)

@@ -92,8 +92,10 @@ class Reactor:
         self._create_future = functools.partial(asyncio.Future, loop=self.loop)
         #: The per-request path (C): staged records and the in-flight requests, whose futures
         #: it resolves from a batch of completions.
-        self._path = IoPath(self._create_future, request_error, self._grant_reaped)
+        self._path = IoPath(self._create_future, request_error, self._grant_reaped, self._capacity,
+                            self._flush_at, self._alone_bytes)
         self._rw = self._path.rw
+        self._io = self._path.io
         self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units
         self._flush_scheduled = False
         #: Completions collected by an inline submit, delivered by the next _flush (a loop callback).
@@ -136,7 +138,7 @@ class Reactor:
 
     def _staged_enough(self, length: int) -> None:
         """Submit at once, mid-turn, when the batch is full or the request is large."""
-        if length >= self._alone_bytes or self._path.staged >= self._flush_at:
+        if length >= self._alone_bytes or self._path.submit_now:
             self._submit_now(inline=True)
 
     def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
@@ -180,6 +182,41 @@ class Reactor:
         self._path.stage(word0, addr, length, pos, ud)
         self._staged_enough(n)
         self._schedule_flush()
+        return fut
+
+    def submit_buffer(self, op: int, fd: int, buf: Any, pos: Any, disk_mask: int, mem_mask: int, opname: str,
+                      owner: Any, on_done: Callable[[tuple, int], None] | None, queue: Any, states: dict | None,
+                      io_class: IoClass | None) -> asyncio.Future | None:
+        """The per-I/O path of dma_read/dma_write (OP_READ / OP_WRITE) in one C call.
+
+        When nothing waits in the disk queue, the ring has room and the class has no limits,
+        C pins ``buf``, checks ``pos``, the length and the address against the masks, takes
+        the cost from the disk's direct grant when it throttles, and stages the request;
+        returns its future. Returns None when the request is not that plain (a bad number or
+        buffer, or it must queue): nothing has happened then, and the caller takes the
+        general path (submit_rw), which says what is wrong or queues it.
+        """
+        grant = st = None
+        if queue is not None:
+            st = states.get(io_class if io_class is not None else _current_io_class.get())  # type: ignore[union-attr]
+            if st is None or self._sched_waiting or st.limited:
+                return None
+            if queue.throttling:
+                grant = self._grant
+                if grant is None or grant.io_class is not st:
+                    grant = self._open_grant(queue, st)
+                    if grant is None:
+                        return None
+        if self.closed:
+            return None
+        fut = self._io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, st, grant)
+        if not fut:
+            return None
+        if self._path.submit_now:
+            self._submit_now(inline=True)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
         return fut
 
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
@@ -227,7 +264,7 @@ class Reactor:
         if st is not None:
             st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
             st.bytes[op] += length
-        if length >= self._alone_bytes or self._path.staged >= self._flush_at:
+        if self._path.submit_now:
             self._submit_now(inline=True)
         if not self._flush_scheduled:
             self._flush_scheduled = True

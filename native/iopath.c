@@ -31,6 +31,8 @@ typedef struct {
     int64_t pos;
     int64_t nbytes;     /* what error messages quote; -1 for ops without a byte count */
     uint32_t next_free;
+    int has_view;       /* io(): the buffer is pinned by ``view`` (an export), ``pin`` is NULL */
+    Py_buffer view;
 } ie_request;
 
 typedef struct {
@@ -48,9 +50,14 @@ typedef struct {
     Py_ssize_t exports;        /* memoryviews of the records alive: no realloc meanwhile */
     Py_ssize_t view_n;         /* records the current export shows */
     Py_ssize_t in_kernel;
+    Py_ssize_t capacity;       /* io() leaves the request to Python when staged + in_kernel reach it */
+    Py_ssize_t flush_at;       /* staged records that ask for a submission now */
+    uint64_t alone_bytes;      /* a request this large asks for a submission now */
+    int submit_now;
 } IoPathObject;
 
-static PyObject *str_set_result, *str_set_exception, *str_done;
+static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
+    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *int_one;
 
 /* The first error of a batch, kept while the rest is delivered (PyErr_Fetch: Python 3.11). */
 typedef struct {
@@ -109,7 +116,7 @@ static uint64_t take_slot(IoPathObject *self, PyObject *pin, PyObject *opname, P
     ie_request *r = &self->slots[idx];
     self->free_head = r->next_free;
     r->fut = fut;
-    Py_INCREF(pin);
+    Py_XINCREF(pin);
     r->pin = pin;
     Py_INCREF(opname);
     r->opname = opname;
@@ -129,6 +136,8 @@ static void clear_slot(IoPathObject *self, uint32_t idx)
     ie_request *r = &self->slots[idx];
     PyObject *fut = r->fut, *pin = r->pin, *opname = r->opname, *owner = r->owner, *on_done = r->on_done,
              *grant = r->grant;
+    if (r->has_view)
+        PyBuffer_Release(&r->view);  /* the export ends only now: the kernel is done with it */
     memset(r, 0, sizeof(*r));
     r->next_free = self->free_head;
     self->free_head = idx + 1;
@@ -144,7 +153,8 @@ static void clear_slot(IoPathObject *self, uint32_t idx)
 
 static PyObject *request_tuple(ie_request *r)
 {
-    return Py_BuildValue("(OOOOLLOO)", r->fut, r->pin ? r->pin : Py_None, r->opname, r->owner, (long long)r->pos,
+    PyObject *pin = r->pin ? r->pin : (r->has_view && r->view.obj ? r->view.obj : Py_None);
+    return Py_BuildValue("(OOOOLLOO)", r->fut, pin, r->opname, r->owner, (long long)r->pos,
                          (long long)r->nbytes, r->on_done ? r->on_done : Py_None, r->grant ? r->grant : Py_None);
 }
 
@@ -215,6 +225,174 @@ static PyObject *IoPath_rw(IoPathObject *self, PyObject *const *args, Py_ssize_t
     if (!ud)
         return NULL;
     put_rec(self, op | (fd << 8), addr, len, pos, ud);
+    if (len >= self->alone_bytes || self->nrec >= self->flush_at)
+        self->submit_now = 1;
+    return Py_NewRef(fut);
+}
+
+/* DirectGrant.take's arithmetic (iosched/io_queue.py is the reference; a test compares the
+   two on one sequence): 1 taken, 0 it does not fit (queue it), -1 error. ``cls``: the class
+   state whose ops/bytes count the request, or NULL. */
+static int add_to_list_item(PyObject *owner, PyObject *name, long idx, uint64_t v)
+{
+    PyObject *lst = PyObject_GetAttr(owner, name);
+    if (!lst)
+        return -1;
+    int rc = -1;
+    if (PyList_Check(lst) && idx >= 0 && idx < PyList_GET_SIZE(lst)) {
+        PyObject *inc = PyLong_FromUnsignedLongLong(v);
+        PyObject *sum = inc ? PyNumber_Add(PyList_GET_ITEM(lst, idx), inc) : NULL;
+        Py_XDECREF(inc);
+        if (sum)
+            rc = PyList_SetItem(lst, idx, sum);
+    } else {
+        PyErr_SetString(PyExc_TypeError, "class counters must be lists");
+    }
+    Py_DECREF(lst);
+    return rc;
+}
+
+static int grant_take(PyObject *grant, long direction, uint64_t length, PyObject *cls)
+{
+    double c;
+    PyObject *ll = PyObject_GetAttr(grant, str_last_length);
+    PyObject *ld = ll ? PyObject_GetAttr(grant, str_last_direction) : NULL;
+    if (!ld) {
+        Py_XDECREF(ll);
+        return -1;
+    }
+    int same = PyLong_Check(ll) && PyLong_Check(ld) && PyLong_AsUnsignedLongLong(ll) == length
+               && PyLong_AsLong(ld) == direction;
+    PyErr_Clear();
+    Py_DECREF(ll);
+    Py_DECREF(ld);
+    PyObject *co = same ? PyObject_GetAttr(grant, str_last_cost)
+                        : PyObject_CallMethod(grant, "cost_of", "lK", direction, (unsigned long long)length);
+    if (!co)
+        return -1;
+    c = PyFloat_AsDouble(co);
+    Py_DECREF(co);
+    if (c == -1.0 && PyErr_Occurred())
+        return -1;
+    PyObject *bo = PyObject_GetAttr(grant, str_budget);
+    if (!bo)
+        return -1;
+    double budget = PyFloat_AsDouble(bo);
+    Py_DECREF(bo);
+    if (budget == -1.0 && PyErr_Occurred())
+        return -1;
+    if (c > budget)
+        return 0;
+    PyObject *nb = PyFloat_FromDouble(budget - c);
+    if (!nb || PyObject_SetAttr(grant, str_budget, nb) < 0) {
+        Py_XDECREF(nb);
+        return -1;
+    }
+    Py_DECREF(nb);
+    PyObject *n = PyObject_GetAttr(grant, str_n);
+    if (!n)
+        return -1;
+    PyObject *n1 = PyNumber_Add(n, int_one);
+    Py_DECREF(n);
+    if (!n1 || PyObject_SetAttr(grant, str_n, n1) < 0) {
+        Py_XDECREF(n1);
+        return -1;
+    }
+    Py_DECREF(n1);
+    if (cls && (add_to_list_item(cls, str_ops, direction, 1) < 0 || add_to_list_item(cls, str_bytes, direction, length) < 0))
+        return -1;
+    return 1;
+}
+
+/* grant_take(grant) -- module function: DirectGrant.take(direction, length) done by C. */
+static PyObject *mod_grant_take(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "grant_take(grant, direction, length)");
+        return NULL;
+    }
+    long d = PyLong_AsLong(args[1]);
+    unsigned long long len = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *cls = PyObject_GetAttr(args[0], str_io_class);
+    if (!cls)
+        return NULL;
+    int t = grant_take(args[0], d, len, cls);
+    Py_DECREF(cls);
+    if (t < 0)
+        return NULL;
+    return PyBool_FromLong(t);
+}
+
+/* io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, cls, grant): the whole
+   per-request path of one dma_read/dma_write that may go straight to the kernel: pin the
+   buffer (an export, held until the completion), check the position, length and address
+   against the masks, take the request's cost from the direct grant (if any), count it in
+   its class (if any), register it and stage its record. Returns the future; None when any
+   of that is not plain (then nothing happened and Python takes the request, and says what
+   is wrong); False when the grant has no room left (queue it). */
+static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "io() takes 11 arguments");
+        return NULL;
+    }
+    uint64_t op, fd, pos, dmask, mmask;
+    if (get_u64(args[0], 2, &op) || get_u64(args[1], (uint64_t)1 << 32, &fd) || get_u64(args[3], (uint64_t)1 << 63, &pos)
+        || get_u64(args[4], 0, &dmask) || get_u64(args[5], 0, &mmask))
+        Py_RETURN_NONE;
+    if (self->nrec + self->in_kernel >= self->capacity)
+        Py_RETURN_NONE;
+    if (reserve_rec(self) < 0)
+        return NULL;
+    if (!self->free_head && grow_slots(self) < 0)
+        return NULL;
+    uint32_t idx = self->free_head - 1;
+    ie_request *r = &self->slots[idx];
+    /* reads need a writable buffer; a write's may be read-only */
+    if (PyObject_GetBuffer(args[2], &r->view, op == 0 ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    uint64_t addr = (uint64_t)(uintptr_t)r->view.buf, len = (uint64_t)r->view.len;
+    if (((pos | len) & dmask) || (addr & mmask) || len >= ((uint64_t)1 << 32)) {
+        PyBuffer_Release(&r->view);
+        Py_RETURN_NONE;
+    }
+    PyObject *cls = args[9] == Py_None ? NULL : args[9], *grant = args[10];
+    if (grant != Py_None) {
+        int t = grant_take(grant, (long)op, len, NULL);
+        if (t <= 0) {
+            PyBuffer_Release(&r->view);
+            if (t < 0)
+                return NULL;
+            Py_RETURN_FALSE;
+        }
+    }
+    if (cls && (add_to_list_item(cls, str_ops, (long)op, 1) < 0 || add_to_list_item(cls, str_bytes, (long)op, len) < 0)) {
+        PyBuffer_Release(&r->view);
+        return NULL;
+    }
+    PyObject *fut = PyObject_CallNoArgs(self->future_factory);
+    if (!fut) {
+        PyBuffer_Release(&r->view);
+        return NULL;
+    }
+    self->free_head = r->next_free;
+    r->has_view = 1;
+    r->fut = fut;
+    r->pin = NULL;
+    r->opname = Py_NewRef(args[6]);
+    r->owner = Py_NewRef(args[7]);
+    r->on_done = args[8] == Py_None ? NULL : Py_NewRef(args[8]);
+    r->grant = grant == Py_None ? NULL : Py_NewRef(grant);
+    r->pos = (int64_t)pos;
+    r->nbytes = (int64_t)len;
+    self->inflight++;
+    put_rec(self, op | (fd << 8), addr, len, pos, (uint64_t)idx + 1);
+    if (len >= self->alone_bytes || self->nrec >= self->flush_at)
+        self->submit_now = 1;
     return Py_NewRef(fut);
 }
 
@@ -478,6 +656,7 @@ static PyObject *IoPath_batch(IoPathObject *self, PyObject *arg)
     }
     /* the shape is in words */
     self->view_n = n * REC_WORDS;
+    self->submit_now = 0;
     return PyMemoryView_FromObject((PyObject *)self);
 }
 
@@ -572,6 +751,7 @@ static PyObject *IoPath_drop_all(IoPathObject *self, PyObject *unused)
 static PyObject *IoPath_get_inflight(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->inflight); }
 static PyObject *IoPath_get_staged(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->nrec); }
 static PyObject *IoPath_get_in_kernel(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->in_kernel); }
+static PyObject *IoPath_get_submit_now(IoPathObject *self, void *c) { return PyBool_FromLong(self->submit_now); }
 static PyObject *IoPath_get_outstanding(IoPathObject *self, void *c)
 {
     return PyLong_FromSsize_t(self->nrec + self->in_kernel);
@@ -581,10 +761,16 @@ static PyObject *IoPath_get_outstanding(IoPathObject *self, void *c)
 
 static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"future_factory", "error_factory", "grant_reaped", NULL};
+    static char *kwlist[] = {"future_factory", "error_factory", "grant_reaped", "capacity", "flush_at", "alone_bytes",
+                             NULL};
     PyObject *ff, *ef, *gr;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO", kwlist, &ff, &ef, &gr))
+    Py_ssize_t capacity = 256, flush_at = 8;
+    unsigned long long alone = 65536;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|nnK", kwlist, &ff, &ef, &gr, &capacity, &flush_at, &alone))
         return -1;
+    self->capacity = capacity;
+    self->flush_at = flush_at;
+    self->alone_bytes = alone;
     Py_XSETREF(self->future_factory, Py_NewRef(ff));
     Py_XSETREF(self->error_factory, Py_NewRef(ef));
     Py_XSETREF(self->grant_reaped, Py_NewRef(gr));
@@ -605,6 +791,8 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
             Py_VISIT(r->owner);
             Py_VISIT(r->on_done);
             Py_VISIT(r->grant);
+            if (r->has_view)
+                Py_VISIT(r->view.obj);
         }
     }
     return 0;
@@ -634,6 +822,8 @@ static void IoPath_dealloc(IoPathObject *self)
 static PyMethodDef IoPath_methods[] = {
     {"rw", (PyCFunction)(void (*)(void))IoPath_rw, METH_FASTCALL,
      "rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None if a number does not fit"},
+    {"io", (PyCFunction)(void (*)(void))IoPath_io, METH_FASTCALL,
+     "io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, cls, grant) -> future, None or False"},
     {"register", (PyCFunction)(void (*)(void))IoPath_register, METH_FASTCALL,
      "register(pos, nbytes, pin, opname, owner, on_done, grant) -> (future, user_data)"},
     {"stage", (PyCFunction)(void (*)(void))IoPath_stage, METH_FASTCALL,
@@ -656,6 +846,7 @@ static PyGetSetDef IoPath_getset[] = {
     {"staged", (getter)IoPath_get_staged, NULL, "records staged, not yet handed to the kernel", NULL},
     {"in_kernel", (getter)IoPath_get_in_kernel, NULL, "records handed to the kernel, not yet completed", NULL},
     {"outstanding", (getter)IoPath_get_outstanding, NULL, "staged + in_kernel", NULL},
+    {"submit_now", (getter)IoPath_get_submit_now, NULL, "a request staged since the last batch asks for a submission now", NULL},
     {NULL}};
 
 static PyBufferProcs IoPath_as_buffer = {(getbufferproc)IoPath_getbuffer, (releasebufferproc)IoPath_releasebuffer};
@@ -675,14 +866,29 @@ static PyTypeObject IoPath_Type = {
     .tp_as_buffer = &IoPath_as_buffer,
 };
 
+static PyMethodDef module_methods[] = {
+    {"grant_take", (PyCFunction)(void (*)(void))mod_grant_take, METH_FASTCALL,
+     "grant_take(grant, direction, length) -> bool: DirectGrant.take, done by C"},
+    {NULL}};
+
 static struct PyModuleDef iopath_module = {PyModuleDef_HEAD_INIT, "ioengine._iopath",
-                                           "The reactor's per-request path in C.", -1, NULL};
+                                           "The reactor's per-request path in C.", -1, module_methods};
 
 PyMODINIT_FUNC PyInit__iopath(void)
 {
     str_set_result = PyUnicode_InternFromString("set_result");
     str_set_exception = PyUnicode_InternFromString("set_exception");
     str_done = PyUnicode_InternFromString("done");
+    str_last_length = PyUnicode_InternFromString("last_length");
+    str_last_direction = PyUnicode_InternFromString("last_direction");
+    str_last_cost = PyUnicode_InternFromString("last_cost");
+    str_budget = PyUnicode_InternFromString("budget");
+    str_n = PyUnicode_InternFromString("n");
+    str_cost_of = PyUnicode_InternFromString("cost_of");
+    str_io_class = PyUnicode_InternFromString("io_class");
+    str_ops = PyUnicode_InternFromString("ops");
+    str_bytes = PyUnicode_InternFromString("bytes");
+    int_one = PyLong_FromLong(1);
     if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&iopath_module);
