@@ -113,6 +113,7 @@ class Reactor:
         self._sched_waiting = 0  # units waiting in the disk queues
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
+        self._loop_guard: Any = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
         path = self._path
         self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, lambda: path.in_kernel > 0,
@@ -594,6 +595,34 @@ class Reactor:
         if getattr(_local, "reactor", None) is self:
             _local.reactor = None
 
+    def close_with_loop(self) -> None:
+        """Shut this reactor down (ring, eventfd, threads) when its loop shuts down.
+
+        asyncio.run() and asyncio.Runner finalise the loop's async generators before closing
+        it (loop.shutdown_asyncgens, on every loop that follows asyncio's protocol, uvloop
+        included): a started generator held here runs its ``finally`` then. A thread that
+        calls asyncio.run() and uses ioengine so leaves no ring or descriptor behind.
+        """
+        if self._loop_guard is not None:
+            return
+        ref = weakref.ref(self)
+
+        async def guard() -> Any:
+            try:
+                yield
+            finally:
+                r = ref()
+                if r is not None:
+                    r._shutdown()
+
+        g = guard()
+        step = g.asend(None)  # registers it with the running loop (its first-iteration hook)
+        try:
+            step.send(None)  # runs it to its yield
+        except StopIteration:
+            pass
+        self._loop_guard = g
+
     def __repr__(self) -> str:
         return f"<Reactor {self.backend.describe()} inflight={self.inflight}>"
 
@@ -613,6 +642,7 @@ def get_reactor() -> Reactor:
         r._shutdown()  # its loop is gone
     r = Reactor(getattr(_local, "options", None), loop)
     _local.reactor = r
+    r.close_with_loop()
     return r
 
 
@@ -621,7 +651,12 @@ def run(main: Any, **options: Any) -> Any:
 
     A convenience: any running asyncio loop gets a reactor on first use without it.
     """
-    opts = ReactorOptions.from_kwargs(**options)
+    try:
+        opts = ReactorOptions.from_kwargs(**options)
+    except BaseException:
+        if asyncio.iscoroutine(main):
+            main.close()  # never started: no "was never awaited" warning on top of the error
+        raise
 
     async def runner() -> Any:
         try:

@@ -226,3 +226,59 @@ def test_paths_as_str_bytes_and_pathlike(run, scratch):
         assert not await ioengine.file_exists(scratch / "q.dat")
 
     run(main())
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_reactors_close_with_their_loops(backend, scratch, loop_kind):
+    """Threads that each call plain asyncio.run() and use ioengine leave no ring or fd behind."""
+    import threading
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+    p = scratch / "f"
+    p.write_bytes(b"z" * 4096)
+    ioengine.configure(backend=backend)
+    errors: list[BaseException] = []
+
+    async def use():
+        async with await ioengine.open_file_dma(p) as f:
+            assert bytes(await f.dma_read_bulk(0, 3)) == b"zzz"
+
+    def thread_main():
+        try:
+            ioengine.configure(backend=backend)
+            if loop_kind == "uvloop":
+                uvloop.run(use())
+            else:
+                asyncio.run(use())
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    warm = threading.Thread(target=thread_main)  # the loop library's own one-time descriptors
+    warm.start()
+    warm.join()
+    before = _fds()
+    threads = [threading.Thread(target=thread_main) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert _fds() == before
+
+
+def test_run_with_a_bad_option_leaves_no_never_awaited_warning(recwarn):
+    async def main():
+        return 1
+
+    coro = main()
+    with pytest.raises(TypeError, match="unknown reactor option"):
+        ioengine.run(coro, bogus=1)
+    import gc
+    del coro
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
