@@ -93,11 +93,12 @@ class Reactor:
         #: The per-request path (C): staged records and the in-flight requests, whose futures
         #: it resolves from a batch of completions.
         self._path = IoPath(self._create_future, request_error, self._grant_reaped, self._capacity,
-                            self._flush_at, self._alone_bytes)
+                            self._flush_at, self._alone_bytes, self.loop.call_soon, self._flush, self._submit_inline,
+                            _current_io_class)
         self._rw = self._path.rw
-        self._io = self._path.io
+        #: The per-I/O path of dma_read/dma_write, in C (see submit_buffer below for what it decides).
+        self.submit_buffer = self._path.submit
         self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units
-        self._flush_scheduled = False
         #: Completions collected by an inline submit, delivered by the next _flush (a loop callback).
         self._deferred: list[tuple[list[int], list[int]]] = []
         self._idle_waiters: list[asyncio.Future] = []
@@ -108,9 +109,9 @@ class Reactor:
         #: The disk scheduler: one iosched queue per device.
         self.disks = DiskQueues(self.options, self.loop.time())
         self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
-        self._grant: Any = None  # the open iosched.DirectGrant (committed once per loop turn)
+        # The open iosched.DirectGrant (committed once per loop turn) is self._path.grant.
         self._reaped_grants: list[Any] = []  # grants with completions not yet booked
-        self._sched_waiting = 0  # units waiting in the disk queues
+        # The units waiting in the disk queues are counted in self._path.sched_waiting.
         self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
         self._loop_guard: Any = None
@@ -127,8 +128,8 @@ class Reactor:
     # disk queue; _schedule_flush() makes sure one loop callback hands the batch over.
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._path.flush_scheduled:
+            self._path.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def _register(self, pos: int, nbytes: int, pin: Any, opname: str, owner: Any,
@@ -165,7 +166,7 @@ class Reactor:
             if st is None:
                 st = self.disks.class_state(self, queue, cls)
             direction = SCHED_READ if op == OP_READ or op == OP_READV else SCHED_WRITE
-            if (queue.throttling or self._sched_waiting or self._path.outstanding >= self._capacity
+            if (queue.throttling or self._path.sched_waiting or self._path.outstanding >= self._capacity
                     or st.limited):
                 fut, ud = self._path.register(pos, n, pin, opname, path, on_done, None)
                 try:
@@ -185,40 +186,20 @@ class Reactor:
         self._schedule_flush()
         return fut
 
-    def submit_buffer(self, op: int, fd: int, buf: Any, pos: Any, disk_mask: int, mem_mask: int, opname: str,
-                      owner: Any, on_done: Callable[[tuple, int], None] | None, queue: Any, states: dict | None,
-                      io_class: IoClass | None) -> asyncio.Future | None:
-        """The per-I/O path of dma_read/dma_write (OP_READ / OP_WRITE) in one C call.
+    # submit_buffer(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states,
+    # io_class) -> future or None, set in __init__, is C (IoPath.submit): the per-I/O path of
+    # dma_read/dma_write (OP_READ / OP_WRITE). When the reactor is open, nothing waits in the
+    # disk queues, the ring has room and the class (``io_class``, else ``with io_class:``'s)
+    # has a state in ``states`` and no limits, C pins ``buf`` (a buffer export, held until
+    # the completion), checks ``pos``, the length and the address against the masks, takes
+    # the cost from the disk's open direct grant when it throttles, counts the request in its
+    # class and stages it, submitting mid-turn and scheduling the flush like submit_rw. It
+    # returns None when the request is not that plain: nothing has happened then, and the
+    # caller takes the general path (submit_rw), which opens a grant, queues, or says what is
+    # wrong.
 
-        When nothing waits in the disk queue, the ring has room and the class has no limits,
-        C pins ``buf``, checks ``pos``, the length and the address against the masks, takes
-        the cost from the disk's direct grant when it throttles, and stages the request;
-        returns its future. Returns None when the request is not that plain (a bad number or
-        buffer, or it must queue): nothing has happened then, and the caller takes the
-        general path (submit_rw), which says what is wrong or queues it.
-        """
-        grant = st = None
-        if queue is not None:
-            st = states.get(io_class if io_class is not None else _current_io_class.get())  # type: ignore[union-attr]
-            if st is None or self._sched_waiting or st.limited:
-                return None
-            if queue.throttling:
-                grant = self._grant
-                if grant is None or grant.io_class is not st:
-                    grant = self._open_grant(queue, st)
-                    if grant is None:
-                        return None
-        if self.closed:
-            return None
-        fut = self._io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, st, grant)
-        if not fut:
-            return None
-        if self._path.submit_now:
-            self._submit_now(inline=True)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-        return fut
+    def _submit_inline(self) -> None:
+        self._submit_now(inline=True)
 
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: Any, states: dict | None,
@@ -238,10 +219,10 @@ class Reactor:
             if st is None or self.closed:
                 return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
                                    io_class, align)
-            if self._sched_waiting or self._path.outstanding >= self._capacity or st.limited:
+            if self._path.sched_waiting or self._path.outstanding >= self._capacity or st.limited:
                 return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
             if queue.throttling:
-                grant = self._grant
+                grant = self._path.grant
                 if grant is None or grant.io_class is not st:
                     grant = self._open_grant(queue, st)
                     if grant is None:
@@ -267,8 +248,8 @@ class Reactor:
             st.bytes[op] += length
         if self._path.submit_now:
             self._submit_now(inline=True)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._path.flush_scheduled:
+            self._path.flush_scheduled = True
             self.loop.call_soon(self._flush)
         return fut
 
@@ -282,7 +263,7 @@ class Reactor:
         except BaseException:
             self._path.discard(ud)
             raise
-        self._sched_waiting += len(req.parts) if req.parts else 1
+        self._path.sched_waiting += len(req.parts) if req.parts else 1
         self._busy_queues[queue] = None
         self._schedule_flush()
         return fut
@@ -296,16 +277,16 @@ class Reactor:
 
     def _open_grant(self, queue: Any, st: Any) -> Any:
         """Commit the open grant (if any) and ask ``queue`` for one for class ``st``."""
-        if self._grant is not None:
+        if self._path.grant is not None:
             self._commit_grant()
-        self._grant = queue.open_grant(st, self.loop.time())
-        return self._grant
+        g = self._path.grant = queue.open_grant(st, self.loop.time())
+        return g
 
     def _commit_grant(self) -> None:
         """Book the open grant's dispatches in its queue: before anything else asks the queue."""
-        g = self._grant
+        g = self._path.grant
         if g is not None:
-            self._grant = None
+            self._path.grant = None
             g.queue.commit_grant(g)
 
     def _settle_grants(self) -> None:
@@ -326,7 +307,7 @@ class Reactor:
             # An iovec request cannot be cut into parts here: cost it as one unit.
             n = int(limit)
         req = queue.queue(st, direction, n, rec, self.loop.time(), align)
-        self._sched_waiting += len(req.parts) if req.parts else 1
+        self._path.sched_waiting += len(req.parts) if req.parts else 1
         self._busy_queues[queue] = None
 
     def _dispatch_queues(self) -> None:
@@ -349,7 +330,7 @@ class Reactor:
                 else:  # a part of a split request: its own record and completion
                     off = d.offset
                     path.stage(rec[0], rec[1] + off, d.length, rec[3] + off, unit)
-            self._sched_waiting -= len(batch)
+            self._path.sched_waiting -= len(batch)
             t = q.next_dispatch_time(now)
             if t is None:
                 del self._busy_queues[q]
@@ -361,8 +342,8 @@ class Reactor:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
+        if not self._path.flush_scheduled:
+            self._path.flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
@@ -431,7 +412,7 @@ class Reactor:
     # -- the loop turn ---------------------------------------------------------------------
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self._path.flush_scheduled = False
         if self.closed:
             return
         if self._deferred:
@@ -448,7 +429,7 @@ class Reactor:
         caller. Otherwise a stream that finds its next I/O already done would never suspend,
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
-        if self._sched_waiting:
+        if self._path.sched_waiting:
             self._settle_grants()
             self._dispatch_queues()
         path = self._path
@@ -470,11 +451,11 @@ class Reactor:
                 self._deferred.append((uds, results))
             else:
                 self._complete(uds, results)
-        if accepted < staged and not uds and not self._flush_scheduled:
+        if accepted < staged and not uds and not self._path.flush_scheduled:
             # The kernel is full: try again next turn (completions will make room).
-            self._flush_scheduled = True
+            self._path.flush_scheduled = True
             self.loop.call_soon(self._flush)
-        if not inline and (self._grant is not None or self._reaped_grants):
+        if not inline and (self._path.grant is not None or self._reaped_grants):
             # The grants' books, once per loop turn, after the kernel has the batch: off the
             # path from a completion to the next submission.
             self._settle_grants()
@@ -503,10 +484,10 @@ class Reactor:
             if units:
                 self._complete_units(units)
         finally:
-            if not self._flush_scheduled:
+            if not self._path.flush_scheduled:
                 # Queued after the wake-ups just scheduled: the tasks resume, stage their next
                 # I/O, and this flush submits it in the same loop turn.
-                self._flush_scheduled = True
+                self._path.flush_scheduled = True
                 self.loop.call_soon(self._flush)
             if self._owner_waiters:
                 for w in self._owner_waiters:
@@ -572,6 +553,7 @@ class Reactor:
         if self.closed:
             return
         self.closed = True
+        self._path.closed = True
         if self._timer is not None:
             self._timer.cancel()
         if self._unpoll is not None:

@@ -17,6 +17,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <stddef.h>
 
 #define REC_WORDS 5
 #define IE_UNIT_FLAG ((uint64_t)1 << 62)
@@ -54,6 +55,15 @@ typedef struct {
     Py_ssize_t flush_at;       /* staged records that ask for a submission now */
     uint64_t alone_bytes;      /* a request this large asks for a submission now */
     int submit_now;
+    /* The reactor's state submit() reads (Python keeps it current; see reactor.py): */
+    int closed;
+    int flush_scheduled;       /* a loop callback will hand the batch over this turn */
+    Py_ssize_t sched_waiting;  /* units waiting in the disk queues: everything queues behind them */
+    PyObject *grant;           /* the open direct grant, or NULL */
+    PyObject *call_soon;       /* loop.call_soon */
+    PyObject *flush_cb;        /* the reactor's per-turn flush */
+    PyObject *submit_inline;   /* the reactor's mid-turn submission */
+    PyObject *io_class_var;    /* the ContextVar of ``with io_class:`` */
 } IoPathObject;
 
 static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
@@ -394,6 +404,90 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
     if (len >= self->alone_bytes || self->nrec >= self->flush_at)
         self->submit_now = 1;
     return Py_NewRef(fut);
+}
+
+/* submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class):
+   Reactor.submit_buffer: the reactor's decision for the plain case, then io(). The request
+   goes straight to the kernel only when nothing waits in the disk queues, its class has a
+   state in ``states`` and no limits, and (a throttling queue) the open grant is its class's;
+   anything else returns None and Python takes it (opening a grant, queueing, or saying what
+   is wrong). */
+static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "submit() takes 12 arguments");
+        return NULL;
+    }
+    if (self->closed || self->sched_waiting || !self->call_soon || !self->io_class_var)
+        Py_RETURN_NONE;
+    PyObject *queue = args[9], *states = args[10], *io_class = args[11];
+    PyObject *st = Py_None, *grant = Py_None, *cls_key = NULL;
+    if (queue != Py_None) {
+        if (!PyDict_Check(states))
+            Py_RETURN_NONE;
+        if (io_class == Py_None) {
+            if (PyContextVar_Get(self->io_class_var, Py_None, &cls_key) < 0)
+                return NULL;
+        } else {
+            cls_key = Py_NewRef(io_class);
+        }
+        st = PyDict_GetItemWithError(states, cls_key); /* borrowed */
+        Py_DECREF(cls_key);
+        if (!st) {
+            if (PyErr_Occurred())
+                return NULL;
+            Py_RETURN_NONE;
+        }
+        PyObject *lim = PyObject_GetAttrString(st, "limited");
+        if (!lim)
+            return NULL;
+        int limited = PyObject_IsTrue(lim);
+        Py_DECREF(lim);
+        if (limited)
+            Py_RETURN_NONE;
+        PyObject *thr = PyObject_GetAttrString(queue, "throttling");
+        if (!thr)
+            return NULL;
+        int throttling = PyObject_IsTrue(thr);
+        Py_DECREF(thr);
+        if (throttling) {
+            if (!self->grant)
+                Py_RETURN_NONE;
+            PyObject *gc = PyObject_GetAttr(self->grant, str_io_class);
+            if (!gc)
+                return NULL;
+            Py_DECREF(gc);
+            if (gc != st)
+                Py_RETURN_NONE;
+            grant = self->grant;
+        }
+    }
+    PyObject *io_args[11] = {args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], st, grant};
+    PyObject *fut = IoPath_io(self, io_args, 11);
+    if (!fut || fut == Py_None || fut == Py_False) {
+        if (fut == Py_False) {
+            Py_DECREF(fut);
+            Py_RETURN_NONE;
+        }
+        return fut;
+    }
+    if (self->submit_now) {
+        PyObject *r = PyObject_CallNoArgs(self->submit_inline);
+        if (!r)
+            goto fail;  /* the request is staged and registered: the flush below still runs */
+        Py_DECREF(r);
+    }
+    if (!self->flush_scheduled) {
+        PyObject *h = PyObject_CallOneArg(self->call_soon, self->flush_cb);
+        if (!h)
+            goto fail;
+        Py_DECREF(h);
+        self->flush_scheduled = 1;
+    }
+    return fut;
+fail:
+    Py_DECREF(fut);
+    return NULL;
 }
 
 /* register(pos, nbytes, pin, opname, owner, on_done, grant) -> (future, user_data): an
@@ -751,6 +845,33 @@ static PyObject *IoPath_drop_all(IoPathObject *self, PyObject *unused)
 static PyObject *IoPath_get_inflight(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->inflight); }
 static PyObject *IoPath_get_staged(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->nrec); }
 static PyObject *IoPath_get_in_kernel(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->in_kernel); }
+static PyObject *IoPath_get_flag(IoPathObject *self, void *c)
+{
+    return PyBool_FromLong(*(int *)((char *)self + (Py_ssize_t)c));
+}
+static int IoPath_set_flag(IoPathObject *self, PyObject *v, void *c)
+{
+    int t = v ? PyObject_IsTrue(v) : 0;
+    if (t < 0)
+        return -1;
+    *(int *)((char *)self + (Py_ssize_t)c) = t;
+    return 0;
+}
+static PyObject *IoPath_get_sched_waiting(IoPathObject *self, void *c) { return PyLong_FromSsize_t(self->sched_waiting); }
+static int IoPath_set_sched_waiting(IoPathObject *self, PyObject *v, void *c)
+{
+    Py_ssize_t n = v ? PyLong_AsSsize_t(v) : 0;
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    self->sched_waiting = n;
+    return 0;
+}
+static PyObject *IoPath_get_grant(IoPathObject *self, void *c) { return Py_NewRef(self->grant ? self->grant : Py_None); }
+static int IoPath_set_grant(IoPathObject *self, PyObject *v, void *c)
+{
+    Py_XSETREF(self->grant, (v && v != Py_None) ? Py_NewRef(v) : NULL);
+    return 0;
+}
 static PyObject *IoPath_get_submit_now(IoPathObject *self, void *c) { return PyBool_FromLong(self->submit_now); }
 static PyObject *IoPath_get_outstanding(IoPathObject *self, void *c)
 {
@@ -762,12 +883,21 @@ static PyObject *IoPath_get_outstanding(IoPathObject *self, void *c)
 static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"future_factory", "error_factory", "grant_reaped", "capacity", "flush_at", "alone_bytes",
-                             NULL};
-    PyObject *ff, *ef, *gr;
+                             "call_soon", "flush", "submit_inline", "io_class_var", NULL};
+    PyObject *ff, *ef, *gr, *cs = NULL, *fl = NULL, *si = NULL, *cv = NULL;
     Py_ssize_t capacity = 256, flush_at = 8;
     unsigned long long alone = 65536;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|nnK", kwlist, &ff, &ef, &gr, &capacity, &flush_at, &alone))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|nnKOOOO", kwlist, &ff, &ef, &gr, &capacity, &flush_at, &alone,
+                                     &cs, &fl, &si, &cv))
         return -1;
+    if (cv && !PyContextVar_CheckExact(cv)) {
+        PyErr_SetString(PyExc_TypeError, "io_class_var must be a contextvars.ContextVar");
+        return -1;
+    }
+    Py_XSETREF(self->call_soon, Py_XNewRef(cs));
+    Py_XSETREF(self->flush_cb, Py_XNewRef(fl));
+    Py_XSETREF(self->submit_inline, Py_XNewRef(si));
+    Py_XSETREF(self->io_class_var, Py_XNewRef(cv));
     self->capacity = capacity;
     self->flush_at = flush_at;
     self->alone_bytes = alone;
@@ -782,6 +912,11 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->future_factory);
     Py_VISIT(self->error_factory);
     Py_VISIT(self->grant_reaped);
+    Py_VISIT(self->grant);
+    Py_VISIT(self->call_soon);
+    Py_VISIT(self->flush_cb);
+    Py_VISIT(self->submit_inline);
+    Py_VISIT(self->io_class_var);
     for (uint32_t i = 0; i < self->nslots; i++) {
         ie_request *r = &self->slots[i];
         if (r->fut) {
@@ -807,6 +942,11 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->future_factory);
     Py_CLEAR(self->error_factory);
     Py_CLEAR(self->grant_reaped);
+    Py_CLEAR(self->grant);
+    Py_CLEAR(self->call_soon);
+    Py_CLEAR(self->flush_cb);
+    Py_CLEAR(self->submit_inline);
+    Py_CLEAR(self->io_class_var);
     return 0;
 }
 
@@ -822,6 +962,8 @@ static void IoPath_dealloc(IoPathObject *self)
 static PyMethodDef IoPath_methods[] = {
     {"rw", (PyCFunction)(void (*)(void))IoPath_rw, METH_FASTCALL,
      "rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None if a number does not fit"},
+    {"submit", (PyCFunction)(void (*)(void))IoPath_submit, METH_FASTCALL,
+     "submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class) -> future or None"},
     {"io", (PyCFunction)(void (*)(void))IoPath_io, METH_FASTCALL,
      "io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, cls, grant) -> future, None or False"},
     {"register", (PyCFunction)(void (*)(void))IoPath_register, METH_FASTCALL,
@@ -847,6 +989,13 @@ static PyGetSetDef IoPath_getset[] = {
     {"in_kernel", (getter)IoPath_get_in_kernel, NULL, "records handed to the kernel, not yet completed", NULL},
     {"outstanding", (getter)IoPath_get_outstanding, NULL, "staged + in_kernel", NULL},
     {"submit_now", (getter)IoPath_get_submit_now, NULL, "a request staged since the last batch asks for a submission now", NULL},
+    {"closed", (getter)IoPath_get_flag, (setter)IoPath_set_flag, "the reactor is closed: submit() takes nothing",
+     (void *)offsetof(IoPathObject, closed)},
+    {"flush_scheduled", (getter)IoPath_get_flag, (setter)IoPath_set_flag, "a flush callback is scheduled",
+     (void *)offsetof(IoPathObject, flush_scheduled)},
+    {"sched_waiting", (getter)IoPath_get_sched_waiting, (setter)IoPath_set_sched_waiting,
+     "units waiting in the disk queues", NULL},
+    {"grant", (getter)IoPath_get_grant, (setter)IoPath_set_grant, "the open direct grant, or None", NULL},
     {NULL}};
 
 static PyBufferProcs IoPath_as_buffer = {(getbufferproc)IoPath_getbuffer, (releasebufferproc)IoPath_releasebuffer};
