@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -89,8 +90,99 @@ class ReactorOptions:
         return dataclasses.replace(self, **kwargs)
 
 
+@dataclass(frozen=True, slots=True)
+class SmpOptions:
+    """How many shards (one process per core) ``ioengine.run`` starts, and their message rings.
+
+    Passed as keyword arguments of ``ioengine.run`` / ``ioengine.smp.run`` beside the reactor
+    options (every shard's reactor gets the same ReactorOptions).
+    """
+
+    #: Shards: one process (with its own loop and reactor) per core; 1 is the plain
+    #: single-process engine, no extra process. Seastar's --smp.
+    smp: int = 1
+    #: CPUs to pin the shards to, in shard order: "0-3,6" or a sequence of ints. None: the
+    #: CPUs of the process's affinity mask. Seastar's --cpuset.
+    cpuset: str | tuple[int, ...] | None = None
+    #: Bytes of each one-way message ring between two shards (a power of two). A message
+    #: (one pickled call or result) must fit in one ring; a fuller ring only delays its sender.
+    smp_ring_bytes: int = 1 << 20
+    #: How long shards get to stop (their work cancelled, reactors drained and closed) before
+    #: they are killed and the run ends with an error.
+    smp_stop_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
+            raise ValueError(f"smp must be an integer >= 1, got {self.smp!r}")
+        r = self.smp_ring_bytes
+        if isinstance(r, bool) or not isinstance(r, int) or r < 4096 or r & (r - 1):
+            raise ValueError(f"smp_ring_bytes must be a power of two >= 4096, got {r!r}")
+        if not (isinstance(self.smp_stop_timeout_s, (int, float)) and self.smp_stop_timeout_s > 0):
+            raise ValueError(f"smp_stop_timeout_s must be a positive number, got {self.smp_stop_timeout_s!r}")
+        if self.cpuset is not None and not isinstance(self.cpuset, str):
+            object.__setattr__(self, "cpuset", tuple(self.cpuset))
+
+    @classmethod
+    def split_kwargs(cls, kwargs: dict[str, Any]) -> tuple[SmpOptions | None, dict[str, Any]]:
+        """(SmpOptions from the smp keys of ``kwargs`` or None if there are none, the other keys)."""
+        names = {f.name for f in fields(cls)}
+        mine = {k: v for k, v in kwargs.items() if k in names and v is not None}
+        rest = {k: v for k, v in kwargs.items() if k not in names}
+        return (cls(**mine) if mine else None), rest
+
+    def cpus(self) -> list[int]:
+        """The CPU of each shard, in shard order; ValueError if there are fewer than ``smp``."""
+        allowed = sorted(os.sched_getaffinity(0))
+        if self.cpuset is None:
+            cpus, where = allowed, "the CPUs this process may run on"
+        else:
+            cpus, where = parse_cpuset(self.cpuset), f"cpuset {self.cpuset!r}"
+            outside = sorted(set(cpus) - set(allowed))
+            if outside:
+                raise ValueError(f"cpuset {self.cpuset!r} names CPU(s) {outside} this process may not run on "
+                                 f"(allowed: {allowed})")
+        if self.smp > len(cpus):
+            raise ValueError(f"smp={self.smp} needs {self.smp} CPUs, but {where} has only {len(cpus)}: {cpus}")
+        return cpus[: self.smp]
+
+
+def parse_cpuset(spec: str | tuple[int, ...] | list[int]) -> list[int]:
+    """CPUs of a cpuset: "0-3,6" (Linux's list format) or a sequence of ints; order kept, no repeats."""
+    if isinstance(spec, str):
+        cpus: list[int] = []
+        for part in spec.replace(" ", "").split(","):
+            if not part:
+                continue
+            try:
+                lo, _, hi = part.partition("-")
+                a, b = int(lo), int(hi) if hi else int(lo)
+            except ValueError:
+                raise ValueError(f"bad cpuset {spec!r}: expected e.g. \"0-3,6\"") from None
+            if a < 0 or b < a:
+                raise ValueError(f"bad cpuset {spec!r}: range {part!r}")
+            cpus.extend(range(a, b + 1))
+    else:
+        cpus = [int(c) for c in spec]
+    if not cpus:
+        raise ValueError(f"empty cpuset {spec!r}")
+    if len(set(cpus)) != len(cpus):
+        raise ValueError(f"cpuset {spec!r} names a CPU twice")
+    return cpus
+
+
 def add_reactor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add one --reactor-… / --ring-… flag per ReactorOptions field to an argparse parser."""
+    """Add one --reactor-… / --ring-… flag per ReactorOptions field to an argparse parser,
+    and --smp / --cpuset (SmpOptions: read them back with smp_options_from_args)."""
+    smp_group = parser.add_argument_group("shards")
+    defaults = SmpOptions()
+    for flag, kw in (("--smp", dict(dest="smp_smp", type=int, default=defaults.smp,
+                                    help="shards: one process, loop and reactor per core")),
+                     ("--cpuset", dict(dest="smp_cpuset", default=defaults.cpuset,
+                                       help='CPUs to pin the shards to, e.g. "0-3" (default: the process affinity)'))):
+        try:
+            smp_group.add_argument(flag, **kw)
+        except argparse.ArgumentError:
+            pass  # the tool defines its own --smp (read back by smp_options_from_args too)
     group = parser.add_argument_group("reactor")
     for f in fields(ReactorOptions):
         flag = "--" + _flag_name(f.name)
@@ -109,6 +201,12 @@ def add_reactor_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 def reactor_options_from_args(ns: argparse.Namespace) -> ReactorOptions:
     """The ReactorOptions described by flags that add_reactor_arguments() added."""
     return ReactorOptions(**{f.name: getattr(ns, f"reactor_{f.name}") for f in fields(ReactorOptions)})
+
+
+def smp_options_from_args(ns: argparse.Namespace) -> SmpOptions:
+    """The SmpOptions described by the --smp / --cpuset flags that add_reactor_arguments() added."""
+    smp = getattr(ns, "smp_smp", getattr(ns, "smp", SmpOptions().smp))
+    return SmpOptions(smp=smp, cpuset=getattr(ns, "smp_cpuset", getattr(ns, "cpuset", None)))
 
 
 def _flag_name(name: str) -> str:

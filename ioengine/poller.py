@@ -1,13 +1,20 @@
-"""Idle polling: spin on the loop's selector for a while before it sleeps with I/O in flight.
+"""Idle polling: spin on the loop's selector for a while before it sleeps with work in flight.
 
 A thread that sleeps in epoll_wait and is woken by the completion's eventfd pays a scheduler
 wake-up (tens of microseconds on a VM) on every I/O when few are in flight; Seastar's reactor
 polls for ``idle_poll_time_us`` before it sleeps for the same reason. asyncio has no hook for
-this, so the selector of a selector-based loop is wrapped: when the loop would block and the
-reactor has I/O in the kernel, the wrapper alternates between reaping completions straight from
-the ring (the callbacks they schedule make the loop run at once, without the eventfd's round
+this, so the selector of a selector-based loop is wrapped: when the loop would block and a
+source has work in flight, the wrapper alternates between reaping completions straight from
+the source (the callbacks they schedule make the loop run at once, without the eventfd's round
 trip) and a zero-timeout select for the loop's other file descriptors, until one of them gives
 something or the poll time is spent; then it blocks as usual.
+
+Several sources may register with one wrapper (the reactor's ring; the cross-shard message
+rings of ioengine.smp). A source may also ask to be polled on every loop turn (``each_turn``:
+shared-memory rings raise no file descriptor while their consumer is awake) and to be told
+before the loop blocks and after it wakes (``sleep`` / ``awake``: a consumer declares it is
+going to sleep, so producers know to wake it). With the reactor alone the wrapper behaves as
+it always did.
 """
 from __future__ import annotations
 
@@ -19,37 +26,129 @@ from typing import Any, Callable
 log = logging.getLogger("ioengine.reactor")
 
 
-class PollingSelector(selectors.BaseSelector):
-    """Delegates to the loop's own selector; only ``select`` with a non-zero timeout changes."""
+class PollSource:
+    """One thing the wrapper polls; see the module docstring for the hooks."""
 
-    __slots__ = ("_inner", "_poll_ns", "_busy", "_reap")
+    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake")
+
+    def __init__(self, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool],
+                 each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
+                 awake: Callable[[], None] | None = None) -> None:
+        self.poll_ns = max(0, poll_us) * 1000
+        self.busy = busy
+        self.reap = reap  # completes what the source has; True if it found anything
+        self.each_turn = each_turn  # like reap, called on every select (also timeout 0)
+        self.sleep = sleep  # before blocking: True if work arrived meanwhile (then do not block)
+        self.awake = awake  # after blocking
+
+
+class PollingSelector(selectors.BaseSelector):
+    """Delegates to the loop's own selector; only ``select`` changes."""
+
+    __slots__ = ("_inner", "_poll_ns", "_busy", "_reap", "_sources", "_each_turn", "_sleepers")
 
     def __init__(self, inner: selectors.BaseSelector, poll_us: int, busy: Callable[[], bool],
                  reap: Callable[[], bool]) -> None:
         self._inner = inner
-        self._poll_ns = poll_us * 1000
-        self._busy = busy
-        self._reap = reap  # completes what the ring has; True if it found anything
+        self._sources: list[PollSource] = []
+        self.add_source(PollSource(poll_us, busy, reap))
+
+    # -- sources: the hot attributes are recomputed when the set changes ------------------
+
+    def add_source(self, source: PollSource) -> None:
+        self._sources.append(source)
+        self._recompute()
+
+    def remove_source(self, source: PollSource) -> bool:
+        """Forget ``source``; True if none is left (the wrapper may go)."""
+        if source in self._sources:
+            self._sources.remove(source)
+        self._recompute()
+        return not self._sources
+
+    def _recompute(self) -> None:
+        srcs = [s for s in self._sources if s.poll_ns > 0]
+        self._poll_ns = max((s.poll_ns for s in srcs), default=0)
+        if len(srcs) == 1:  # the reactor alone: its own callables, no indirection
+            self._busy, self._reap = srcs[0].busy, srcs[0].reap
+        else:
+            busies = tuple(s.busy for s in srcs)
+            reaps = tuple(s.reap for s in srcs)
+
+            def busy() -> bool:
+                for b in busies:
+                    if b():
+                        return True
+                return False
+
+            def reap() -> bool:
+                got = False
+                for r in reaps:
+                    if r():
+                        got = True
+                return got
+
+            self._busy, self._reap = busy, reap
+        each = tuple(s.each_turn for s in self._sources if s.each_turn is not None)
+        if not each:
+            self._each_turn = None
+        elif len(each) == 1:
+            self._each_turn = each[0]
+        else:
+            def each_turn() -> bool:
+                got = False
+                for e in each:
+                    if e():
+                        got = True
+                return got
+
+            self._each_turn = each_turn
+        self._sleepers = tuple(s for s in self._sources if s.sleep is not None or s.awake is not None)
+
+    # -- select ----------------------------------------------------------------------------
 
     def select(self, timeout: float | None = None) -> list:
         inner = self._inner
-        if timeout == 0 or not self._busy():
+        each = self._each_turn
+        if each is not None and each() and timeout != 0:
+            return inner.select(0)  # callbacks are queued: the loop runs them now
+        if timeout == 0:
+            return inner.select(0)
+        if self._poll_ns and self._busy():
+            clock = time.monotonic_ns
+            budget = self._poll_ns if timeout is None else min(self._poll_ns, int(timeout * 1e9))
+            deadline = clock() + budget
+            reap = self._reap
+            while True:
+                if reap():
+                    return []  # callbacks are queued: the loop runs them now
+                ready = inner.select(0)
+                if ready:
+                    return ready
+                if clock() >= deadline:
+                    break
+            if timeout is not None:
+                timeout = max(0.0, timeout - budget / 1e9)
+        sleepers = self._sleepers
+        if not sleepers:
             return inner.select(timeout)
-        clock = time.monotonic_ns
-        budget = self._poll_ns if timeout is None else min(self._poll_ns, int(timeout * 1e9))
-        deadline = clock() + budget
-        reap = self._reap
-        while True:
-            if reap():
-                return []  # callbacks are queued: the loop runs them now
-            ready = inner.select(0)
-            if ready:
-                return ready
-            if clock() >= deadline:
-                break
-        if timeout is not None:
-            timeout = max(0.0, timeout - budget / 1e9)
-        return inner.select(timeout)
+        declared = []
+        for s in sleepers:
+            if s.sleep is not None:
+                if s.sleep():  # work arrived after the last look: stay up
+                    for d in declared:
+                        if d.awake is not None:
+                            d.awake()
+                    if s.each_turn is not None:
+                        s.each_turn()
+                    return inner.select(0)
+                declared.append(s)
+        try:
+            return inner.select(timeout)
+        finally:
+            for s in sleepers:
+                if s.awake is not None:
+                    s.awake()
 
     # The rest is the inner selector's.
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -74,18 +173,34 @@ class PollingSelector(selectors.BaseSelector):
         return getattr(self._inner, name)
 
 
-def install(loop: Any, poll_us: int, busy: Callable[[], bool],
-            reap: Callable[[], bool]) -> Callable[[], None] | None:
-    """Wrap ``loop``'s selector; returns a function that restores it (None if not possible)."""
+def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool], *,
+            each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
+            awake: Callable[[], None] | None = None) -> Callable[[], None] | None:
+    """Register a poll source with ``loop``'s selector (wrapping it if needed); returns a function
+    that unregisters it, restoring the selector with the last source (None if not possible).
+
+    A source without hooks and with ``poll_us`` <= 0 needs nothing: None.
+    """
     inner = getattr(loop, "_selector", None)
-    if poll_us <= 0 or not isinstance(inner, selectors.BaseSelector) or isinstance(inner, PollingSelector):
-        if poll_us > 0 and not isinstance(inner, PollingSelector):
-            log.info("ioengine: idle_poll_time_us ignored: %s has no selector to wrap", type(loop).__name__)
+    hooks = each_turn is not None or sleep is not None or awake is not None
+    if poll_us <= 0 and not hooks:
         return None
-    loop._selector = PollingSelector(inner, poll_us, busy, reap)
+    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake)
+    if isinstance(inner, PollingSelector):
+        wrapper = inner
+        wrapper.add_source(source)
+        inner = wrapper._inner
+    elif isinstance(inner, selectors.BaseSelector):
+        wrapper = PollingSelector(inner, poll_us, busy, reap)
+        wrapper._sources[0] = source
+        wrapper._recompute()
+        loop._selector = wrapper
+    else:
+        log.info("ioengine: idle polling ignored: %s has no selector to wrap", type(loop).__name__)
+        return None
 
     def restore() -> None:
-        if loop._selector.__class__ is PollingSelector:
+        if wrapper.remove_source(source) and loop._selector is wrapper:
             loop._selector = inner
 
     return restore

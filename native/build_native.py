@@ -11,12 +11,12 @@ ffibuilder = FFI()
 # cffi's parser takes no preprocessor lines: give it the declarations between the include guard.
 _decls = [ln for ln in HEADER.splitlines() if not ln.startswith("#")]
 _decls = "\n".join(_decls)
-ffibuilder.cdef(_decls + "\n#define IE_REC_WORDS 5\n")
+ffibuilder.cdef(_decls + "\n#define IE_REC_WORDS 5\n#define IE_SPSC_HEADER 128\n")
 
 ffibuilder.set_source(
     "ioengine._native",
     '#include "ioengine_native.h"\n',
-    sources=[str((HERE / "ioengine_native.c").relative_to(HERE.parent))],
+    sources=[str((HERE / name).relative_to(HERE.parent)) for name in ("ioengine_native.c", "smp_ring.c")],
     include_dirs=[str(HERE.relative_to(HERE.parent))],
     libraries=["uring", "aio"],
     extra_compile_args=["-O2", "-Wall"],

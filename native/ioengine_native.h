@@ -66,4 +66,12 @@ void ie_statx_convert(const struct statx *s, struct ie_stat *o);
 int ie_statx(int dfd, const char *path, int flags, unsigned mask, struct ie_stat *out);
 int ie_fstatfs(int fd, struct ie_statfs *out);
 unsigned ie_statx_dioalign_flag(void);
+
+/* smp_ring.c: cross-shard SPSC byte rings in shared memory (see there). */
+#define IE_SPSC_HEADER 128
+int ie_spsc_push(void *ring, uint64_t cap, const void *src, uint64_t len, uint32_t *sleeping, int efd);
+int64_t ie_spsc_pop(void *ring, uint64_t cap, void *dst);
+uint64_t ie_spsc_queued(void *ring);
+int ie_shard_sleep(uint32_t *sleeping, void *const *rings, int n);
+void ie_shard_awake(uint32_t *sleeping);
 #endif

@@ -1,0 +1,421 @@
+"""Cross-shard messages: one single-producer/single-consumer ring per ordered pair of shards.
+
+The rings live in one shared memory block (a memfd mapped by every shard). A shard appends
+outgoing messages to a per-destination outbox and writes each outbox into its ring once per
+loop turn (one C call per destination, however many messages); it reads its incoming rings on
+every loop turn and while the loop would otherwise sleep (ioengine.poller), and before it really
+sleeps it raises a flag in shared memory so that the next producer writes its eventfd (C does
+the atomics: native/smp_ring.c).
+
+A message is a 16-byte header (payload length, kind, request id) and a pickle: the header
+stays readable when the pickle does not unpickle on this side, so the caller still gets an
+answer naming what went wrong.
+"""
+from __future__ import annotations
+
+import asyncio
+import mmap
+import os
+import pickle
+import struct
+import traceback
+from typing import Any
+
+from .. import poller
+from .._native import ffi, lib
+
+#: Message kinds.
+CALL, OK, ERR = 0, 1, 2
+_HDR = struct.Struct("<IIQ")  # payload bytes, kind, request id
+HDR_BYTES = _HDR.size
+#: Bytes of shared memory per shard for its flags (one cache line each).
+_CTL_STRIDE = 64
+_PAGE = 4096
+
+
+class ShardError(RuntimeError):
+    """A shard failed as a whole (its process died, or its start-up or stop failed)."""
+
+    def __init__(self, shard: int, message: str, remote_traceback: str | None = None) -> None:
+        text = f"shard {shard}: {message}"
+        if remote_traceback:
+            text += "\n\nshard %d's traceback:\n%s" % (shard, remote_traceback.rstrip())
+        super().__init__(text)
+        self.shard = shard
+        self.remote_traceback = remote_traceback
+
+
+class RemoteError(Exception):
+    """An exception raised on another shard whose type could not be rebuilt here."""
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str, shard: int) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+        self.shard = shard
+
+
+class RemoteTraceback(Exception):
+    """Set as ``__cause__`` of an exception that came from another shard: its traceback there."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text.rstrip()
+
+
+class UnpicklableArgumentError(TypeError):
+    """An argument of a cross-shard call cannot be pickled; raised before anything is sent."""
+
+
+def layout(count: int, ring_bytes: int) -> tuple[int, int, int]:
+    """(offset of the first ring, stride between rings, total bytes) of the shared block."""
+    ctl = -(-count * _CTL_STRIDE // _PAGE) * _PAGE
+    stride = ring_bytes + _PAGE  # the ring's two header cache lines sit in the page before its data
+    return ctl, stride, ctl + count * count * stride
+
+
+def create_shared(count: int, ring_bytes: int) -> int:
+    """A memfd sized for ``count`` shards' rings (zero-filled: every ring empty, every flag down)."""
+    size = layout(count, ring_bytes)[2]
+    fd = os.memfd_create("ioengine-smp", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def describe_unpicklable(what: str, shard: int, fn: Any, args: tuple, kw: dict | None,
+                         error: BaseException) -> UnpicklableArgumentError:
+    """The error for a call that does not pickle: which part (function, position, keyword) fails."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    try:
+        pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        return UnpicklableArgumentError(
+            f"{what} to shard {shard}: the function {name!r} cannot be pickled ({e}); functions and classes "
+            f"cross shards by reference, so they must be defined at module level in an importable module "
+            f"(not lambdas, nested functions or bound methods of unpicklable objects)")
+    for i, a in enumerate(args):
+        try:
+            pickle.dumps(a, pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            return UnpicklableArgumentError(
+                f"{what} {name} on shard {shard}: argument {i} (positional, counting from 0), "
+                f"a {type(a).__name__}, cannot be pickled: {e}. Values cross shards by pickle")
+    for k, v in (kw or {}).items():
+        try:
+            pickle.dumps(v, pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            return UnpicklableArgumentError(
+                f"{what} {name} on shard {shard}: keyword argument {k!r}, a {type(v).__name__}, "
+                f"cannot be pickled: {e}. Values cross shards by pickle")
+    return UnpicklableArgumentError(f"{what} {name} on shard {shard}: the call cannot be pickled: {error}")
+
+
+def error_payload(shard: int, exc: BaseException) -> bytes:
+    """An exception as sent back: its pickle (if it pickles), type name, message, traceback text."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        eb: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        eb = None
+    t = type(exc)
+    return pickle.dumps((eb, f"{t.__module__}.{t.__qualname__}", str(exc), tb, shard), pickle.HIGHEST_PROTOCOL)
+
+
+def rebuild_error(payload: Any) -> BaseException:
+    """The exception for an ERR payload: the same type when it unpickles, else a RemoteError;
+    the remote traceback text as ``remote_traceback`` and as ``__cause__``."""
+    eb, type_name, message, tb, shard = pickle.loads(payload)
+    exc: BaseException | None = None
+    if eb is not None:
+        try:
+            exc = pickle.loads(eb)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(type_name, message, tb, shard)
+    try:
+        exc.remote_traceback = tb  # type: ignore[attr-defined]
+        exc.shard = shard  # type: ignore[attr-defined]
+    except AttributeError:  # a type with __slots__: the cause still carries the text
+        pass
+    exc.__cause__ = RemoteTraceback(f"on shard {shard}:\n{tb}")
+    return exc
+
+
+class Transport:
+    """This shard's end of the rings: sends calls and answers, receives and runs them."""
+
+    __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
+                 "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
+                 "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
+                 "_dead", "__weakref__")
+
+    def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
+                 loop: asyncio.AbstractEventLoop, poll_us: int) -> None:
+        self.shard = shard
+        self.count = count
+        self.loop = loop
+        first, stride, size = layout(count, ring_bytes)
+        self._mm = mmap.mmap(memfd, size)  # MAP_SHARED
+        base = ffi.from_buffer(self._mm)
+        self._base = base
+        self._cap = ring_bytes
+        self._max_payload = ring_bytes - HDR_BYTES
+        ring = lambda src, dst: base + first + (src * count + dst) * stride + _PAGE - lib.IE_SPSC_HEADER  # noqa: E731
+        self._out = [ring(shard, d) if d != shard else ffi.NULL for d in range(count)]
+        self._in = [(s, ring(s, shard)) for s in range(count) if s != shard]
+        self._in_arr = ffi.new("void *[]", [r for _, r in self._in])
+        self._n_in = len(self._in)
+        self._flags = [ffi.cast("uint32_t *", base + d * _CTL_STRIDE) for d in range(count)]
+        self._my_flag = self._flags[shard]
+        self._efds = efds
+        self._outbox = [bytearray() for _ in range(count)]
+        self._dirty: list[int] = []
+        self._flush_scheduled = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._pending: dict[int, tuple[asyncio.Future, int]] = {}
+        self._next_id = 1
+        self._buf = ffi.new("char[]", ring_bytes)
+        self._view = memoryview(ffi.buffer(self._buf))
+        self._tasks: set[asyncio.Task] = set()
+        self._create_future = loop.create_future
+        self.closed = False
+        self._dead: set[int] = set()
+        loop.add_reader(efds[shard], self._on_eventfd)
+        self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self.poll, sleep=self._sleep,
+                                      awake=self._awake)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def call(self, shard: int, fn: Any, args: tuple, kw: dict | None, what: str = "submit_to") -> asyncio.Future:
+        """Send ``fn(*args, **kw)`` to ``shard``; the future resolves to its result."""
+        if shard in self._dead or self.closed:
+            raise ShardError(shard, "is stopped or gone; no more calls can be sent to it")
+        try:
+            data = pickle.dumps((fn, args, kw), pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            raise describe_unpicklable(what, shard, fn, args, kw, e) from e
+        if len(data) > self._max_payload:
+            raise ValueError(f"{what} to shard {shard}: the call pickles to {len(data)} bytes, more than a "
+                             f"cross-shard message may hold ({self._max_payload} bytes: smp_ring_bytes "
+                             f"{self._cap} less a {HDR_BYTES}-byte header); send a file or a path instead, "
+                             f"or raise smp_ring_bytes")
+        rid = self._next_id
+        self._next_id = rid + 1
+        fut = self._create_future()
+        self._pending[rid] = (fut, shard)
+        self._send(shard, CALL, rid, data)
+        return fut
+
+    def _send(self, dest: int, kind: int, rid: int, data: bytes) -> None:
+        ob = self._outbox[dest]
+        if not ob:
+            self._dirty.append(dest)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+        ob += _HDR.pack(len(data), kind, rid)
+        ob += data
+
+    def _flush(self) -> None:
+        """Write every outbox into its ring: one push per destination (waking it if it sleeps)."""
+        self._flush_scheduled = False
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        cap = self._cap
+        for d in dirty:
+            ob = self._outbox[d]
+            rc = lib.ie_spsc_push(self._out[d], cap, ffi.from_buffer(ob), len(ob), self._flags[d], self._efds[d])
+            if rc >= 0:
+                del ob[:]
+            else:
+                self._push_part(d, ob)
+        if self._dirty and self._retry is None and not self.closed:
+            # A ring is full: its consumer is behind. Try again shortly (it frees room as it reads).
+            self._retry = self.loop.call_later(0.0002, self._retry_flush)
+
+    def _push_part(self, d: int, ob: bytearray) -> None:
+        """The ring to ``d`` has not room for the whole outbox: push the whole messages that fit."""
+        room = self._cap - lib.ie_spsc_queued(self._out[d])
+        end = 0
+        while end < len(ob):
+            n = HDR_BYTES + _HDR.unpack_from(ob, end)[0]
+            if end + n > room:
+                break
+            end += n
+        if end:
+            rc = lib.ie_spsc_push(self._out[d], self._cap, ffi.from_buffer(ob), end, self._flags[d], self._efds[d])
+            if rc < 0:
+                raise OSError(-rc, f"cross-shard ring to shard {d}: push of {end} bytes failed")
+            del ob[:end]
+        if ob:
+            self._dirty.append(d)
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self._flush()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def poll(self) -> bool:
+        """Read every incoming ring and handle what came; True if anything did."""
+        got = False
+        buf = self._buf
+        cap = self._cap
+        for src, ring in self._in:
+            n = lib.ie_spsc_pop(ring, cap, buf)
+            if n:
+                got = True
+                self._dispatch(src, n)
+        if got and self._dirty and not self.closed:
+            self._flush()  # answers go out now, not a loop turn later
+        return got
+
+    def _dispatch(self, src: int, n: int) -> None:
+        view = self._view
+        unpack = _HDR.unpack_from
+        loads = pickle.loads
+        pending = self._pending
+        p = 0
+        while p < n:
+            ln, kind, rid = unpack(view, p)
+            p += HDR_BYTES
+            payload = view[p:p + ln]
+            p += ln
+            if kind == CALL:
+                self._run_call(src, rid, payload)
+                continue
+            entry = pending.pop(rid, None)
+            if entry is None:
+                continue
+            fut = entry[0]
+            if fut.done():  # the caller was cancelled
+                continue
+            try:
+                if kind == OK:
+                    fut.set_result(loads(payload))
+                else:
+                    fut.set_exception(rebuild_error(payload))
+            except Exception as e:  # the answer does not unpickle here
+                fut.set_exception(TypeError(f"the answer from shard {src} cannot be unpickled on shard "
+                                            f"{self.shard}: {type(e).__name__}: {e}"))
+
+    def _run_call(self, src: int, rid: int, payload: Any) -> None:
+        try:
+            fn, args, kw = pickle.loads(payload)
+            res = fn(*args, **kw) if kw else fn(*args)
+        except Exception as e:
+            self._send(src, ERR, rid, error_payload(self.shard, e))
+            return
+        if asyncio.iscoroutine(res) or asyncio.isfuture(res):
+            task = self.loop.create_task(self._finish(src, rid, res))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self.answer(src, rid, res)
+
+    async def _finish(self, src: int, rid: int, aw: Any) -> None:
+        try:
+            res = await aw
+        except asyncio.CancelledError as e:
+            if not self.closed:
+                self._send(src, ERR, rid, error_payload(self.shard, e))
+            raise
+        except Exception as e:
+            self._send(src, ERR, rid, error_payload(self.shard, e))
+            return
+        self.answer(src, rid, res)
+
+    def answer(self, dest: int, rid: int, value: Any) -> None:
+        try:
+            data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception as e:
+            err = TypeError(f"the result on shard {self.shard}, a {type(value).__name__}, cannot be pickled "
+                            f"to go back to shard {dest}: {e}")
+            self._send(dest, ERR, rid, error_payload(self.shard, err))
+            return
+        if len(data) > self._max_payload:
+            err = ValueError(f"the result on shard {self.shard} pickles to {len(data)} bytes, more than a "
+                             f"cross-shard message may hold ({self._max_payload} bytes; raise smp_ring_bytes)")
+            self._send(dest, ERR, rid, error_payload(self.shard, err))
+            return
+        self._send(dest, OK, rid, data)
+
+    # -- sleeping --------------------------------------------------------------------------
+
+    def _sleep(self) -> bool:
+        if self._dirty:
+            self._flush()
+        return lib.ie_shard_sleep(self._my_flag, self._in_arr, self._n_in) != 0
+
+    def _awake(self) -> None:
+        lib.ie_shard_awake(self._my_flag)
+
+    def _on_eventfd(self) -> None:
+        try:
+            os.read(self._efds[self.shard], 8)
+        except BlockingIOError:
+            pass
+        self.poll()
+
+    # -- failure and close -----------------------------------------------------------------
+
+    def shard_lost(self, shard: int, error: BaseException) -> None:
+        """``shard`` is gone: its callers get ``error``, and nothing more is sent to it."""
+        self._dead.add(shard)
+        for rid, (fut, dest) in list(self._pending.items()):
+            if dest == shard:
+                del self._pending[rid]
+                if not fut.done():
+                    fut.set_exception(error)
+
+    async def close(self) -> None:
+        """Cancel the calls running here and wait for them; stop reading and writing the rings."""
+        if self.closed:
+            return
+        self._flush()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._unpoll is not None:
+            self._unpoll()
+        try:
+            self.loop.remove_reader(self._efds[self.shard])
+        except Exception:
+            pass
+        err = ShardError(self.shard, "is stopping")
+        for fut, _ in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._pending.clear()
+        del self._view
+        self._base = None
+        self._in_arr = None
+        self._out = []
+        self._in = []
+        try:
+            self._mm.close()
+        except BufferError:  # a cdata still exports it: the mapping goes with the process
+            pass
+
+
+def _always() -> bool:
+    return True
+
+
+__all__ = ["CALL", "ERR", "OK", "RemoteError", "RemoteTraceback", "ShardError", "Transport",
+           "UnpicklableArgumentError", "create_shared", "layout"]
