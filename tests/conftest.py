@@ -7,6 +7,7 @@ checked to be the backend asked for. ``scratch`` is a fresh directory on the loc
 """
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
@@ -24,16 +25,39 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+#: The asyncio loops ioengine supports: the default one and uvloop (when installed).
+LOOPS = ("asyncio", "uvloop")
+
+
+@pytest.fixture(params=LOOPS)
+def loop_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop")
+    return request.param
+
+
 @pytest.fixture
-def run(backend: str):
-    """``run(coro, **reactor_options)`` on a fresh loop + reactor of this test's backend (checked)."""
+def run(backend: str, loop_kind: str):
+    """``run(coro, **reactor_options)`` on a fresh loop (asyncio's or uvloop's) + reactor of this
+    test's backend (both checked)."""
 
     def _run(coro, **options):
         async def checked():
             name = ioengine.get_reactor().backend.name
             assert name == backend, f"asked for backend {backend!r}, the reactor runs {name!r}"
+            loop = type(asyncio.get_running_loop()).__module__
+            assert loop.startswith("uvloop") == (loop_kind == "uvloop"), f"asked for {loop_kind}, runs {loop}"
             return await coro
 
+        if loop_kind == "uvloop":
+            import uvloop
+
+            policy = asyncio.get_event_loop_policy()
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            try:
+                return ioengine.run(checked(), backend=backend, **options)
+            finally:
+                asyncio.set_event_loop_policy(policy)
         return ioengine.run(checked(), backend=backend, **options)
 
     return _run
