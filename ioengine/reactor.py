@@ -1,22 +1,21 @@
 """The reactor: one per thread, attached to the running asyncio loop.
 
-Requests are staged in a flat array and handed to the backend once per loop turn; the backend's
-eventfd, registered with the loop, wakes us when completions arrive. Every in-flight request
-holds a pin on its buffer (a cffi buffer export), so memory the kernel may still write into is
-never freed or reused before its completion, whatever happens to the task that awaited it.
+Requests are staged as records in C (ioengine._iopath) and handed to the backend once per loop
+turn; the backend's eventfd, registered with the loop, wakes us when completions arrive, and C
+resolves their futures in a batch. Every in-flight request holds a pin on its buffer (a buffer
+export), so memory the kernel may still write into is never freed or reused before its
+completion, whatever happens to the task that awaited it.
 """
 from __future__ import annotations
 
 import asyncio
 import atexit
-import collections
 import functools
 import math
 import logging
 import threading
 import time
 import weakref
-from array import array
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
@@ -41,15 +40,15 @@ _local = threading.local()
 _all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 
 
-# An in-flight request is a tuple (hot path: cheaper than an object):
+# An in-flight request is a struct in C (native/iopath.c, ie_request). Python sees it as a
+# tuple only where it must: ``on_done(request, result)`` callbacks and error messages get
 #   (future, pin, operation name, owner, pos, length, on_done, grant)
 # ``owner`` is the File the request belongs to (or a path for metadata ops): error messages
 # name its path, and File.close() waits until no request of its own is left in flight.
 # ``pin`` keeps the buffer (and its export) alive until the kernel's completion; ``on_done``
-# (or None) is called with (request, result) at that completion, even if the awaiter is gone.
-# ``grant`` is the iosched DirectGrant it was dispatched under (its completion is booked
-# there), or None.
-_FUT, _PIN, _OP, _PATH, _POS, _LEN, _ON_DONE, _GRANT = range(8)
+# (or None) is called at that completion, even if the awaiter is gone. ``grant`` is the
+# iosched DirectGrant it was dispatched under (its completion is booked there), or None.
+_OP, _PATH, _POS, _LEN = 2, 3, 4, 5
 
 
 #: What one wake-up from the eventfd costs, roughly (a VM's vCPU halt and resume dominates):
