@@ -1,7 +1,8 @@
 """ioengine-bench: measure ioengine side by side with fio on the same file.
 
     ioengine-bench compare                     # the whole matrix: ioengine vs fio, alternating, medians
-    ioengine-bench compare --quick             # 4 rows, 1.5 s x 3 rounds, 256 MiB (what `make demo` runs)
+    ioengine-bench compare --quick             # 4 rows, 1 s x 3 rounds, 256 MiB (what `make demo` runs)
+    ioengine-bench compare --loops uvloop      # ioengine on uvloop only (default: asyncio and uvloop)
     ioengine-bench compare --rows randread-qd1,read-stream --json r.json --markdown r.md --chart r.png
     ioengine-bench run job.fio [--output-format json]   # a fio job file, run through ioengine
     ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
@@ -19,8 +20,8 @@ import statistics
 import sys
 
 from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args
-from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, Sample, run_fio_side, run_ioengine_side,
-                      run_matrix, select_rows)
+from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, Sample, parse_loops, run_fio_side,
+                      run_ioengine_side, run_matrix, select_rows)
 from .fio_json import FioError
 from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
 from .jobfile import parse_size
@@ -104,6 +105,9 @@ def _add_compare_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--seconds", type=_positive_float, default=None, help="duration of each run (default 3)")
     s.add_argument("--rounds", type=_positive_int, default=None, help="A/B rounds, medians quoted (default 3)")
     s.add_argument("--smp", type=int, default=1, help="shards (cores); only 1 until per-core shards exist")
+    s.add_argument("--loops", default=None, metavar="LOOPS",
+                   help="event loops ioengine runs on, each next to fio, comma-separated from asyncio,uvloop "
+                        "(default: both when uvloop is installed, else asyncio)")
     s.add_argument("--caio", action="store_true",
                    help="add a caio column (buffered I/O; random rows only) when caio is installed")
     s.add_argument("--json", metavar="FILE", help="write every figure (medians and rounds) as JSON")
@@ -128,6 +132,14 @@ def _run_compare(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"ioengine-bench compare: --rows: {e}", file=sys.stderr)
         return 2
+    if args.loops is not None:
+        try:
+            loops = parse_loops(args.loops)[0]
+        except ValueError as e:
+            print(f"ioengine-bench compare: --loops: {e}", file=sys.stderr)
+            return 2
+    else:
+        loops = None  # run_matrix picks both when uvloop imports, and says so when it does not
     seconds = args.seconds if args.seconds is not None else QUICK_SECONDS if quick else 3.0
     rounds = args.rounds if args.rounds is not None else 3
     size = args.size if args.size is not None else QUICK_SIZE if quick else DEFAULT_SIZE
@@ -146,7 +158,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     path = os.path.abspath(args.file)
     print(f"ioengine vs fio: {len(rows)} row(s) x {rounds} round(s) x {seconds:g} s per side on {path} "
           f"({size >> 20} MiB), reactor backend {options.backend}", flush=True)
-    matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio, fio_iomem=args.fio_iomem)
+    matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio, fio_iomem=args.fio_iomem,
+                        loops=loops)
     print()
     report.emit(matrix, sys.stdout, json_path=args.json, markdown_path=args.markdown, chart_path=args.chart)
     return 0

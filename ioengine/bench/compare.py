@@ -1,10 +1,13 @@
 """``ioengine-bench compare``: a matrix of workloads through ioengine and fio on the same file.
 
-Each row runs ioengine and fio (and caio, when asked and installed) for the same duration on the
-same file, alternating A B A B … for ``rounds`` rounds; medians are quoted, with ratios to fio.
-Per side and row: IOPS, MB/s, completion-latency percentiles (p50/p99/p99.9) and CPU-µs per I/O.
+Each row runs ioengine on each event loop asked for (asyncio's default loop and uvloop), fio, and
+caio (when asked and installed) for the same duration on the same file, alternating
+(ioengine, ioengine·uvloop, fio[, caio]) for ``rounds`` rounds; medians are quoted, with ratios to
+fio for every other side. Per side and row: IOPS, MB/s, completion-latency percentiles
+(p50/p99/p99.9) and CPU-µs per I/O.
 
-* ioengine: each I/O is timed with two ``perf_counter_ns`` calls around its ``await`` (streams:
+* ioengine (side "ioengine": asyncio's default loop; side "ioengine-uvloop": the same code under
+  uvloop's loop, checked to be uvloop's while it runs): each I/O is timed with two ``perf_counter_ns`` calls around its ``await`` (streams:
   from the stream's submission to the reaped completion); CPU is the whole process's
   user + sys time (getrusage), so the event loop, the reactor and the benchmark loop all count.
 * fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys.
@@ -26,11 +29,55 @@ from typing import Any, TextIO
 
 from ..options import ReactorOptions
 from .fio_json import fio_version, run_fio
-from .workloads import (CaioUnavailable, Pattern, RunResult, caio_module, ensure_bench_file, run_caio_pattern,
-                        run_pattern)
+from .workloads import (LOOPS, CaioUnavailable, Pattern, RunResult, UvloopUnavailable, caio_module,
+                        ensure_bench_file, run_caio_pattern, run_pattern, uvloop_module)
 
 PERCENTILES = (50.0, 99.0, 99.9)
-SIDES = ("ioengine", "fio", "caio")
+
+#: ioengine's side on each event loop: the JSON key (ASCII) of the side that runs on that loop.
+LOOP_SIDES = {"asyncio": "ioengine", "uvloop": "ioengine-uvloop"}
+SIDES = ("ioengine", "ioengine-uvloop", "fio", "caio")
+#: How each side is shown in the tables and the chart (plain ASCII, and Unicode).
+SIDE_LABELS = {"ioengine": ("ioengine", "ioengine"), "ioengine-uvloop": ("ioengine-uvloop", "ioengine·uvloop"),
+               "fio": ("fio", "fio"), "caio": ("caio", "caio")}
+
+
+def side_label(side: str, unicode: bool = True) -> str:
+    """How ``side`` reads in a table: "ioengine·uvloop" (ASCII: "ioengine-uvloop"), else the key."""
+    return SIDE_LABELS.get(side, (side, side))[1 if unicode else 0]
+
+
+def engine_sides(sides: Sequence[str]) -> list[str]:
+    """The ioengine sides among ``sides`` (one per loop), in LOOPS order."""
+    return [LOOP_SIDES[lp] for lp in LOOPS if LOOP_SIDES[lp] in sides]
+
+
+def parse_loops(text: str | Sequence[str] | None) -> tuple[tuple[str, ...], str | None]:
+    """The loops to run ioengine on, and a note to show when a default had to leave one out.
+
+    None: both loops when uvloop imports, else asyncio's alone (the note says why). Otherwise a
+    comma-separated string or a list of names from LOOPS; ValueError for an unknown name, none at
+    all, or uvloop asked for explicitly but not installed.
+    """
+    if text is None:
+        try:
+            uvloop_module()
+        except UvloopUnavailable as e:
+            return ("asyncio",), f"{e}; ioengine runs on asyncio's default loop only"
+        return tuple(LOOPS), None
+    names = [n.strip() for n in text.split(",")] if isinstance(text, str) else list(text)
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in LOOPS]
+    if unknown:
+        raise ValueError(f"unknown loop(s) {', '.join(unknown)}; known loops: {', '.join(LOOPS)}")
+    if not names:
+        raise ValueError(f"no loop selected; known loops: {', '.join(LOOPS)}")
+    if "uvloop" in names:
+        try:
+            uvloop_module()
+        except UvloopUnavailable as e:
+            raise ValueError(str(e)) from None
+    return tuple(n for n in LOOPS if n in names), None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +115,7 @@ ROWS: dict[str, Row] = {r.name: r for r in (
 
 #: `--quick` (what `make demo` runs): four rows, short runs, a small file.
 QUICK_ROWS = ("randread-qd1", "randread-qd32", "read-stream", "write-stream")
-QUICK_SECONDS = 1.25
+QUICK_SECONDS = 1.0
 QUICK_SIZE = 256 << 20
 
 
@@ -113,6 +160,10 @@ class RowResult:
     def median(self, side: str) -> Sample | None:
         s = self.samples.get(side)
         return median_sample(s) if s else None
+
+    def engine_sides(self) -> list[str]:
+        """The ioengine sides this row ran (one per loop)."""
+        return engine_sides(list(self.samples))
 
     def ratios(self, side: str = "ioengine") -> dict[str, float]:
         """``side`` over fio: throughput (IOPS), CPU per I/O, p50 latency."""
@@ -184,8 +235,8 @@ def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options
 
 
 def run_ioengine_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions,
-                      latency: bool = True) -> Sample:
-    return Sample.from_run(run_pattern(path, pattern, seconds, options, latency=latency, size=size))
+                      latency: bool = True, loop: str = "asyncio") -> Sample:
+    return Sample.from_run(run_pattern(path, pattern, seconds, options, latency=latency, size=size, loop=loop))
 
 
 def run_caio_side(path: str, size: int, pattern: Pattern, seconds: float) -> Sample:
@@ -206,37 +257,57 @@ def select_rows(names: str | Sequence[str] | None) -> list[Row]:
     return [ROWS[n] for n in dict.fromkeys(names)]
 
 
-def machine_meta(path: str, size: int, seconds: float, rounds: int, options: ReactorOptions) -> dict[str, Any]:
+def machine_meta(path: str, size: int, seconds: float, rounds: int, options: ReactorOptions, *,
+                 loops: Sequence[str] = ("asyncio",), notes: Sequence[str] = ()) -> dict[str, Any]:
     from importlib import metadata
 
-    try:
-        version = metadata.version("ioengine")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
+    def version_of(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "ioengine": version, "fio": fio_version(), "python": platform.python_version(),
+        "ioengine": version_of("ioengine") or "unknown", "fio": fio_version(), "python": platform.python_version(),
         "kernel": platform.release(), "cpus": os.cpu_count(), "file": path, "size": size,
         "seconds": seconds, "rounds": rounds, "backend": options.backend,
         "fio_engine": fio_engine(options.backend), "reactor_options": options.as_dict(),
+        "loops": list(loops), "uvloop": version_of("uvloop") if "uvloop" in loops else None,
+        "sides": {LOOP_SIDES[lp]: {"loop": lp} for lp in loops}, "notes": list(notes),
     }
 
 
 def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int, options: ReactorOptions,
                *, caio: bool = False, progress: TextIO | None | str = "stdout",
-               sides: dict[str, Callable[..., Sample]] | None = None, fio_iomem: str | None = None) -> Matrix:
-    """Run every row: ``rounds`` × (ioengine, fio[, caio]) in that order; collect per-round samples.
+               sides: dict[str, Callable[..., Sample]] | None = None, fio_iomem: str | None = None,
+               loops: str | Sequence[str] | None = None) -> Matrix:
+    """Run every row: ``rounds`` × (ioengine, ioengine-uvloop, fio[, caio]) in that order; collect
+    per-round samples.
 
-    ``sides`` replaces the runners (tests); by default the real ioengine / fio / caio runs.
-    Progress lines go to ``progress`` (``"stdout"``: whatever ``sys.stdout`` is; None: nowhere).
+    ``loops``: the event loops ioengine runs on (see :func:`parse_loops`; None: both when uvloop
+    is installed, else asyncio's alone, with a note). ``sides`` replaces the runners (tests); with
+    it, ``loops=None`` means the loops whose ioengine side it has. By default the real ioengine
+    (per loop) / fio / caio runs. Progress lines go to ``progress`` (``"stdout"``: whatever
+    ``sys.stdout`` is; None: nowhere).
     """
     if progress == "stdout":
         progress = sys.stdout
+    notes: list[str] = []
+    if loops is None and sides is not None:
+        loop_list = tuple(lp for lp in LOOPS if LOOP_SIDES[lp] in sides)
+    else:
+        loop_list, note = parse_loops(loops)
+        if note:
+            notes.append(note)
+            _say(progress, f"note: {note}")
     runners = sides or {
-        "ioengine": lambda p, s, pat, sec: run_ioengine_side(p, s, pat, sec, options),
+        **{LOOP_SIDES[lp]: (lambda p, s, pat, sec, lp=lp: run_ioengine_side(p, s, pat, sec, options, loop=lp))
+           for lp in loop_list},
         "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, fio_iomem),
         "caio": run_caio_side,
     }
+    engines = [LOOP_SIDES[lp] for lp in loop_list]
     caio_reason = None
     if caio:
         try:
@@ -247,8 +318,8 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
     ensure_bench_file(path, size)
     results = []
     for row in rows:
-        rr = RowResult(row, {"ioengine": [], "fio": []})
-        order = ["ioengine", "fio"]
+        order = [*engines, "fio"]
+        rr = RowResult(row, {side: [] for side in order})
         if caio:
             if caio_reason is not None:
                 rr.skipped["caio"] = caio_reason
@@ -267,7 +338,7 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
             _say(progress, f"  {row.name} round {i + 1}/{rounds}: " + " | ".join(line))
         results.append(rr)
     ensure_bench_file(path, size)
-    return Matrix(results, machine_meta(path, size, seconds, rounds, options))
+    return Matrix(results, machine_meta(path, size, seconds, rounds, options, loops=loop_list, notes=notes))
 
 
 def _fmt_tp(s: Sample, metric: str) -> str:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any, TextIO
 
-from .compare import Matrix, RowResult, Sample, ratio
+from .compare import LOOP_SIDES, Matrix, RowResult, Sample, engine_sides, ratio, side_label
 
 _NA = "-"
 
@@ -28,25 +28,59 @@ def _x(r: float, sym: str) -> str:
     return _NA if math.isnan(r) else f"{r:.2f}{sym}"
 
 
+def matrix_engines(m: Matrix) -> list[str]:
+    """The ioengine sides (one per loop) any row of ``m`` has, in loop order; at least "ioengine"."""
+    return engine_sides([side for r in m.rows for side in r.samples]) or ["ioengine"]
+
+
+_LOOP_OF = {side: loop for loop, side in LOOP_SIDES.items()}
+
+
+def _loops_note(m: Matrix, engines: list[str], unicode: bool) -> str:
+    """Which loop each ioengine side ran on, e.g. "ioengine = asyncio's default loop; ioengine·uvloop = uvloop 0.21"."""
+    parts = []
+    for e in engines:
+        if _LOOP_OF.get(e) == "uvloop":
+            version = m.meta.get("uvloop")
+            parts.append(f"{side_label(e, unicode)} = the same runs under uvloop{' ' + version if version else ''}")
+        else:
+            parts.append(f"{side_label(e, unicode)} = asyncio's default loop")
+    return "; ".join(parts)
+
+
 def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], list[str]]:
-    """(headers, rows of cells, footnotes) shared by the terminal and Markdown renderers."""
+    """(headers, rows of cells, footnotes) shared by the terminal and Markdown renderers.
+
+    Each figure has one column per ioengine side (one per loop), then fio's, then the ratios to
+    fio; with both loops the ratio headers name the loop, e.g. "IOPS ×fio (uvloop)"."""
     us, x = ("µs", "×") if unicode else ("us", "x")
     caio = any("caio" in r.samples or "caio" in r.skipped for r in m.rows)
-    headers = ["row", "IOPS ioengine", "IOPS fio", f"IOPS {x}fio", "MB/s ioengine", "MB/s fio",
-               f"lat p50/p99/p99.9 {us} ioengine", f"lat p50/p99/p99.9 {us} fio", f"p50 {x}fio",
-               f"CPU-{us}/IO ioengine", f"CPU-{us}/IO fio", f"CPU {x}fio"]
+    engines = matrix_engines(m)
+    label = {e: side_label(e, unicode) for e in engines}
+    tag = {e: f" ({_LOOP_OF.get(e, e)})" if len(engines) > 1 else "" for e in engines}
+    headers = ["row", *(f"IOPS {label[e]}" for e in engines), "IOPS fio", *(f"IOPS {x}fio{tag[e]}" for e in engines),
+               *(f"MB/s {label[e]}" for e in engines), "MB/s fio",
+               *(f"lat p50/p99/p99.9 {us} {label[e]}" for e in engines), f"lat p50/p99/p99.9 {us} fio",
+               *(f"p50 {x}fio{tag[e]}" for e in engines),
+               *(f"CPU-{us}/IO {label[e]}" for e in engines), f"CPU-{us}/IO fio",
+               *(f"CPU {x}fio{tag[e]}" for e in engines)]
     if caio:
         headers += ["IOPS caio", f"caio {x}fio", f"CPU-{us}/IO caio"]
     cells: list[list[str]] = []
     for r in m.rows:
-        a, f = r.median("ioengine"), r.median("fio")
-        rat = r.ratios("ioengine")
+        f = r.median("fio")
+        med = {e: r.median(e) for e in engines}
+        rat = {e: r.ratios(e) for e in engines}
+
+        def each(attr: str, digits: int) -> list[str]:
+            return [_num(getattr(med[e], attr) if med[e] else None, digits) for e in engines]
+
         line = [r.row.title,
-                _num(a.iops if a else None), _num(f.iops if f else None), _x(rat["iops"], x),
-                _num(a.mb_per_s if a else None, 1), _num(f.mb_per_s if f else None, 1),
-                _lat(a), _lat(f), _x(rat["p50_us"], x),
-                _num(a.cpu_us_per_io if a else None, 2), _num(f.cpu_us_per_io if f else None, 2),
-                _x(rat["cpu_us_per_io"], x)]
+                *each("iops", 0), _num(f.iops if f else None), *(_x(rat[e]["iops"], x) for e in engines),
+                *each("mb_per_s", 1), _num(f.mb_per_s if f else None, 1),
+                *(_lat(med[e]) for e in engines), _lat(f), *(_x(rat[e]["p50_us"], x) for e in engines),
+                *each("cpu_us_per_io", 2), _num(f.cpu_us_per_io if f else None, 2),
+                *(_x(rat[e]["cpu_us_per_io"], x) for e in engines)]
         if caio:
             c = r.median("caio")
             crat = r.ratios("caio")
@@ -55,13 +89,16 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
         cells.append(line)
     meta = m.meta
     notes = [
-        f"Medians of {meta['rounds']} rounds of {meta['seconds']:g} s per side, alternating ioengine and fio "
+        f"Medians of {meta['rounds']} rounds of {meta['seconds']:g} s per side, alternating "
+        f"{', '.join(label.values())} and fio "
         f"({meta.get('fio') or 'fio'}, ioengine={meta['fio_engine']}, direct=1) on {meta['file']} "
         f"({meta['size'] >> 20} MiB); reactor backend {meta['backend']}; {meta['cpus']} CPUs, "
         f"Linux {meta['kernel']}, {meta['date']}.",
+        f"Loops: {_loops_note(m, engines, unicode)}.",
         f"Latency: ioengine times each I/O around its await (streams: from submission to the reaped completion); "
         f"fio's is clat. CPU-{us}/IO: ioengine = whole process user+sys; fio = the job's usr+sys. "
-        f"Ratios are ioengine / fio (for CPU and latency, lower is better).",
+        f"Ratios are each ioengine side / fio (for CPU and latency, lower is better).",
+        *meta.get("notes", ()),
     ]
     for r in m.rows:
         if r.row.fio_note:
@@ -73,28 +110,34 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
     return headers, cells, notes
 
 
-def tall(m: Matrix) -> tuple[list[str], list[list[list[str]]], list[str]]:
-    """The terminal layout: per row one line per side and a ratio line (narrow enough for 100
-    columns). Returns (headers, per matrix row its lines of cells, footnotes)."""
+def tall(m: Matrix, *, unicode: bool = False) -> tuple[list[str], list[list[list[str]]], list[str]]:
+    """The terminal layout: per row one line per side (each ioengine loop, fio, caio) and a ratio
+    line per side but fio (narrow enough for 100 columns). Returns (headers, per matrix row its
+    lines of cells, footnotes). ``unicode``: "ioengine·uvloop" rather than "ioengine-uvloop"."""
     _, _, notes = columns(m, unicode=False)
+    if unicode:  # the side names as the lines below spell them
+        ascii_names = {side_label(e, False): side_label(e, True) for e in matrix_engines(m)}
+        for a, u in ascii_names.items():
+            notes = [n.replace(a, u) for n in notes]
     headers = ["row", "", "IOPS", "MB/s", "p50 us", "p99 us", "p99.9 us", "CPU-us/IO"]
     out: list[list[list[str]]] = []
     for r in m.rows:
         lines = []
-        sides = ["ioengine", "fio"] + (["caio"] if "caio" in r.samples or "caio" in r.skipped else [])
+        sides = (r.engine_sides() or ["ioengine"]) + ["fio"] + (
+            ["caio"] if "caio" in r.samples or "caio" in r.skipped else [])
         for side in sides:
             s = r.median(side)
             if s is None:
-                lines.append(["", side, "skipped", "", "", "", "", ""])
+                lines.append(["", side_label(side, unicode), "skipped", "", "", "", "", ""])
                 continue
-            lines.append(["", side, _num(s.iops), _num(s.mb_per_s, 1), *(_num(v, 1 if v < 100 else 0) for v in
+            lines.append(["", side_label(side, unicode), _num(s.iops), _num(s.mb_per_s, 1), *(_num(v, 1 if v < 100 else 0) for v in
                           (s.p50_us, s.p99_us, s.p999_us)), _num(s.cpu_us_per_io, 2)])
         f = r.median("fio")
         for side in sides:
             s = r.median(side)
             if side == "fio" or s is None or f is None:
                 continue
-            lines.append(["", f"{side}/fio", *(_x(ratio(getattr(s, a), getattr(f, a)), "x") for a in
+            lines.append(["", f"{side_label(side, unicode)}/fio", *(_x(ratio(getattr(s, a), getattr(f, a)), "x") for a in
                           ("iops", "mb_per_s", "p50_us", "p99_us", "p999_us", "cpu_us_per_io"))])
         lines[0][0] = r.row.title
         out.append(lines)
@@ -103,15 +146,15 @@ def tall(m: Matrix) -> tuple[list[str], list[list[list[str]]], list[str]]:
 
 def print_table(m: Matrix, out: TextIO = sys.stdout, *, use_rich: bool | None = None) -> None:
     """The matrix as a table: rich's when rich is importable (and ``use_rich`` is not False)."""
-    headers, blocks, notes = tall(m)
     if use_rich is not False:
         try:
             from rich.console import Console
             from rich.table import Table
         except ImportError:
             use_rich = False
+    headers, blocks, notes = tall(m, unicode=use_rich is not False)
     if use_rich is not False:
-        table = Table(title="ioengine vs fio (medians)", title_justify="left")
+        table = Table(title=f"{_title(m)} (medians)", title_justify="left")
         for i, h in enumerate(headers):
             table.add_column(h, justify="left" if i < 2 else "right", no_wrap=i != 0)
         for k, lines in enumerate(blocks):
@@ -135,6 +178,14 @@ def print_table(m: Matrix, out: TextIO = sys.stdout, *, use_rich: bool | None = 
             print(fmt.format(*c), file=out)
     for n in notes:
         print(n, file=out)
+
+
+def _title(m: Matrix) -> str:
+    """"ioengine vs fio", or with both loops "ioengine (asyncio, uvloop) vs fio"."""
+    engines = matrix_engines(m)
+    if engines == ["ioengine"]:
+        return "ioengine vs fio"
+    return f"ioengine ({', '.join(_LOOP_OF.get(e, e) for e in engines)}) vs fio"
 
 
 def markdown(m: Matrix) -> str:
@@ -175,8 +226,9 @@ def write_chart(m: Matrix, path: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = m.rows
-    sides = ["ioengine", "fio"] + (["caio"] if any("caio" in r.samples for r in rows) else [])
-    colors = {"ioengine": "#1f77b4", "fio": "#7f7f7f", "caio": "#ff7f0e"}
+    engines = matrix_engines(m)
+    sides = engines + ["fio"] + (["caio"] if any("caio" in r.samples for r in rows) else [])
+    colors = {"ioengine": "#1f77b4", "ioengine-uvloop": "#2ca02c", "fio": "#7f7f7f", "caio": "#ff7f0e"}
     width = 0.8 / len(sides)
     fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 1.45 * len(rows) + 3), 8.5), sharex=True)
     panels = (("throughput (IOPS or MB/s) relative to fio — higher is better", "iops"),
@@ -192,7 +244,8 @@ def write_chart(m: Matrix, path: str) -> None:
                     v = r.ratios(side)[metric]
                 vals.append(0.0 if math.isnan(v) else v)
             pos = [x + (k - (len(sides) - 1) / 2) * width for x in xs]
-            bars = ax.bar(pos, vals, width, label=side, color=colors[side])
+            name = side_label(side) + (" (asyncio)" if side == "ioengine" and len(engines) > 1 else "")
+            bars = ax.bar(pos, vals, width, label=name, color=colors.get(side))
             for b, v in zip(bars, vals):
                 if v and side != "fio":
                     ax.annotate(f"{v:.2f}×", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
@@ -203,12 +256,16 @@ def write_chart(m: Matrix, path: str) -> None:
         ax.margins(y=0.15)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(loc="upper right", fontsize=8)
-    labels = [f"{r.row.title.replace(', ', chr(10))}\n{_label_value(r, 'ioengine')}\nfio {_label_value(r, 'fio')}"
-              for r in rows]
+    if len(engines) == 1:
+        values = [(e, "") for e in engines]
+    else:
+        values = [(e, _LOOP_OF.get(e, e) + " ") for e in engines]
+    labels = [r.row.title.replace(", ", "\n") + "".join(f"\n{prefix}{_label_value(r, e)}" for e, prefix in values)
+              + f"\nfio {_label_value(r, 'fio')}" for r in rows]
     axes[1].set_xticks(xs)
     axes[1].set_xticklabels(labels, fontsize=7, rotation=0)
     meta = m.meta
-    fig.suptitle(f"ioengine vs fio ({meta['fio_engine']}, direct=1), medians of {meta['rounds']} × "
+    fig.suptitle(f"{_title(m)} ({meta['fio_engine']}, direct=1), medians of {meta['rounds']} × "
                  f"{meta['seconds']:g} s — {meta['date'][:10]}", fontsize=11)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -1,6 +1,6 @@
 """ioengine's side of a benchmark: the same patterns fio runs, driven through the File API.
 
-Each run happens in its own asyncio loop and reactor and reports what fio reports: I/O count,
+Each run happens in its own event loop (asyncio's default one or uvloop's) and reactor and reports what fio reports: I/O count,
 bytes, seconds, CPU seconds of the whole process (user + sys), and optionally latencies.
 """
 from __future__ import annotations
@@ -263,14 +263,68 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
         await f.close()
 
 
+#: The event loops a run can use: asyncio's default loop and uvloop (when installed).
+LOOPS = ("asyncio", "uvloop")
+
+
+class UvloopUnavailable(RuntimeError):
+    """uvloop cannot be imported; the message says how to get it."""
+
+
+def uvloop_module() -> Any:
+    """The uvloop module, or UvloopUnavailable saying how to install it."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise UvloopUnavailable(f"uvloop is not installed ({e}); pip install uvloop "
+                                f"(or 'ioengine[test]') to run ioengine on uvloop too") from None
+    return uvloop
+
+
+def is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.startswith("uvloop")
+
+
+async def _checked_loop(coro: Any, loop: str) -> Any:
+    """Await ``coro`` after checking the running loop is the one asked for (a policy set by someone
+    else, or an ``asyncio.run`` that ignored it, would silently measure the wrong loop)."""
+    running = asyncio.get_running_loop()
+    if is_uvloop(running) != (loop == "uvloop"):
+        coro.close()
+        kind = f"{type(running).__module__}.{type(running).__qualname__}"
+        raise RuntimeError(f"asked to run on the {loop} loop, but the running loop is {kind}")
+    return await coro
+
+
+def run_on_loop(coro: Any, loop: str = "asyncio", **options: Any) -> Any:
+    """``ioengine.run(coro, **options)`` on a fresh loop of kind ``loop``: "asyncio" (the default
+    event loop policy's loop) or "uvloop" (uvloop's policy, set for the run and restored after).
+
+    Raises ValueError for another name and :class:`UvloopUnavailable` when uvloop is missing."""
+    if loop not in LOOPS:
+        coro.close()
+        raise ValueError(f"unknown loop {loop!r}; known loops: {', '.join(LOOPS)}")
+    try:
+        policy = uvloop_module().EventLoopPolicy() if loop == "uvloop" else asyncio.DefaultEventLoopPolicy()
+    except UvloopUnavailable:
+        coro.close()
+        raise
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(policy)
+    try:
+        return ioengine.run(_checked_loop(coro, loop), **options)
+    finally:
+        asyncio.set_event_loop_policy(previous)
+
+
 def run_pattern(path: str, pattern: Pattern, seconds: float, options: ReactorOptions | None = None, *,
-                latency: bool = False, seed: int = 1, size: int | None = None) -> RunResult:
+                latency: bool = False, seed: int = 1, size: int | None = None, loop: str = "asyncio") -> RunResult:
     """Run ``pattern`` on the first ``size`` bytes (default: all) of ``path`` for ``seconds``
-    through ioengine (its own loop and reactor)."""
+    through ioengine (its own loop and reactor); ``loop``: "asyncio" (the default loop) or "uvloop"."""
     if size is None:
         size = os.path.getsize(path)
     opts = options or ReactorOptions()
-    return ioengine.run(_run(path, size, pattern, seconds, latency, seed), **opts.as_dict())
+    return run_on_loop(_run(path, size, pattern, seconds, latency, seed), loop, **opts.as_dict())
 
 
 #: Granule of the benchmark file's layout: files are written in chunks of this size.

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from ioengine import ReactorOptions
+from ioengine.bench import report
 from ioengine.bench.__main__ import compare, main
+from ioengine.bench.compare import run_matrix, select_rows
 from ioengine.bench.workloads import Pattern
 
 pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
@@ -25,6 +27,31 @@ def test_compare_one_row(tmp_path):
     for key in ("iops", "mb_per_s", "cpu_us_per_io"):
         assert summary[key]["ioengine"] > 0 and summary[key]["fio"] > 0
         assert summary[key]["ratio"] > 0
+    shutil.rmtree(d)
+
+
+def test_compare_one_row_on_both_loops():
+    """One real row of the matrix, ioengine on asyncio's loop and on uvloop's, each next to fio."""
+    pytest.importorskip("uvloop")
+    d = Path(__file__).resolve().parents[2] / ".scratch" / f"compare-loops-{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    out = io.StringIO()
+    m = run_matrix(str(d / "bench.dat"), 16 << 20, select_rows("randread-qd32"), 0.5, 1, ReactorOptions(),
+                   loops="asyncio,uvloop", progress=out)
+    assert "round 1/1: ioengine " in out.getvalue() and "| ioengine-uvloop " in out.getvalue()
+    (row,) = m.rows
+    assert list(row.samples) == ["ioengine", "ioengine-uvloop", "fio"]
+    for side in ("ioengine", "ioengine-uvloop", "fio"):
+        s = row.median(side)
+        assert s.iops > 100 and s.cpu_us_per_io > 0 and 0 < s.p50_us <= s.p99_us
+    for side in ("ioengine", "ioengine-uvloop"):
+        assert row.ratios(side)["iops"] > 0
+    assert m.meta["loops"] == ["asyncio", "uvloop"] and m.meta["uvloop"]
+    table = io.StringIO()
+    report.print_table(m, table, use_rich=False)
+    assert "ioengine-uvloop/fio" in table.getvalue() and "ioengine/fio" in table.getvalue()
+    doc = m.to_json()
+    assert set(doc["rows"][0]["ratio_to_fio"]) == {"ioengine", "ioengine-uvloop"}
     shutil.rmtree(d)
 
 
