@@ -153,7 +153,7 @@ class FileInputStream:
         self._next_pos = offset - offset % align  # next read to issue (aligned)
         self._skip_front = offset - self._next_pos  # bytes to drop from the first buffer
         self._inflight: collections.deque[tuple[int, DmaBuffer, asyncio.Future]] = collections.deque()
-        self._eof = False  # a short read was seen: nothing more to issue
+        self._eof = False  # a read found nothing (the end of the file): nothing more to issue
         self._leftover: memoryview | None = None  # part of a buffer not yet handed out
         self._line_view: memoryview | None = None  # readline's leftover (a view of its bytes)
         self._closed = False
@@ -220,16 +220,31 @@ class FileInputStream:
         except BaseException:
             buf.release()
             raise
-        if got < len(buf):
-            self._eof = True  # end of file: whatever was issued after this returns nothing
         start = self._skip_front
         self._skip_front = 0
+        if got < len(buf):
+            if got <= start:
+                self._eof = True  # nothing at or after the wanted position: the end of the file
+            # A short read: the end of the file, or not (a file cut or grown meanwhile, a
+            # filesystem or device that returns short reads). Reads issued beyond it must not be
+            # handed out after it (that would leave a gap): drop them, and go on from where this
+            # one ended. At the true end the next read returns nothing and the stream ends there.
+            self._restart_at(pos + got)
         stop = got if self._end is None else min(got, self._end - pos)
         if stop <= start:
             buf.release()
             return None if self._eof else memoryview(b"")
         self._fill()
         return memoryview(buf.trim(start, stop - start))
+
+    def _restart_at(self, where: int) -> None:
+        """Drop the reads in flight; the next one is issued at ``where`` (file order)."""
+        while self._inflight:
+            _, b, f = self._inflight.popleft()
+            f.cancel()  # also marks an already-failed read's error as seen (no "never retrieved")
+            b.release()
+        self._next_pos = where - where % self._align
+        self._skip_front = where - self._next_pos
 
     def _reissue_front(self, entry: tuple[int, DmaBuffer, asyncio.Future]) -> None:
         pos, buf, _ = entry
