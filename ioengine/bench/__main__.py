@@ -7,6 +7,7 @@
     ioengine-bench run job.fio [--output-format json]   # a fio job file, run through ioengine
     ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
     ioengine-bench sched                       # the disk scheduler on the real disk
+    ioengine-bench smp                         # cross-shard round trips vs a multiprocessing Pipe
 
 (`python -m ioengine.bench ...` is the same.)
 """
@@ -200,8 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--io-properties-file", default=None, help="calibration to use instead of measuring one")
     s.add_argument("--calibration", choices=CALIBRATIONS, default=DEFAULT_CALIBRATION,
                    help="without --io-properties-file: iotune (the disk at depth, ~12 s) or builtin (the engine's ceiling)")
+    s = sub.add_parser("smp", help="cross-shard round trips (latency, rate) vs a multiprocessing Pipe")
+    s.add_argument("--count", type=_positive_int, default=20000, help="single round trips timed per round")
+    s.add_argument("--seconds", type=_positive_float, default=2.0, help="duration of the pipelined run")
+    s.add_argument("--inflight", type=_positive_int, default=200, help="round trips in flight when pipelined")
+    s.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds (medians are quoted)")
+    s.add_argument("--cpuset", default=None, help='the two CPUs, e.g. "0-1" (default: the first two allowed)')
     args = p.parse_args(argv)
     try:
+        if args.command == "smp":
+            from .smp import main_smp
+
+            main_smp(args.count, args.seconds, args.rounds, args.inflight, args.cpuset)
+            return 0
         if args.command == "sched":
             from .sched import main_sched
 

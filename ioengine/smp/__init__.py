@@ -473,20 +473,22 @@ class _Cluster:
         if not self.wake.done():
             self.wake.set_result(None)
 
-    def _on_ctl(self, k: int) -> None:
+    def _on_ctl(self, k: int) -> bool:
+        """Read one control message of shard ``k``; False at the end of the pipe."""
         c = self.conns[k - 1]
         loop = self.transport.loop
         try:
             msg = c.recv()
         except (EOFError, OSError):
             loop.remove_reader(c.fileno())
-            return
+            return False
         if msg[0] == "ready":
             self.ready.add(k)
             if len(self.ready) == self.n - 1 and not self.all_ready.done():
                 self.all_ready.set_result(None)
         elif msg[0] == "failed":
             self.reported[k] = msg[1]
+        return True
 
     def _on_exit(self, k: int) -> None:
         p = self.procs[k - 1]
@@ -494,8 +496,8 @@ class _Cluster:
         loop.remove_reader(p.sentinel)
         c = self.conns[k - 1]
         try:
-            while c.poll(0):  # its last words (a traceback) may still be in the pipe
-                self._on_ctl(k)
+            while c.poll(0) and self._on_ctl(k):  # its last words (a traceback) may still be in the pipe
+                pass
         except (EOFError, OSError):
             pass
         p.join(1.0)

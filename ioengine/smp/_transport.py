@@ -19,14 +19,20 @@ import os
 import pickle
 import struct
 import traceback
+import types
 from typing import Any
 
 from .. import poller
 from .._native import ffi, lib
 
-#: Message kinds.
-CALL, OK, ERR = 0, 1, 2
-_HDR = struct.Struct("<IIQ")  # payload bytes, kind, request id
+#: Message kinds (the low byte of the header's second word; the rest is a function id).
+#: CALL: args pickled, the function by id. CALL_KW: (args, kwargs). CALL_FN: (fn, args, kwargs),
+#: for callables that are not cached by id. DEF: the pickle of function id's function, sent to a
+#: shard once, before the first CALL of it there (a function pickles and unpickles by module and
+#: name, ~1.5 us each way, more than a small call's whole payload).
+CALL, OK, ERR, DEF, CALL_KW, CALL_FN = 0, 1, 2, 3, 4, 5
+_HDR = struct.Struct("<IIQ")  # payload bytes, kind | function id << 8, request id
+_CACHED_TYPES = (types.FunctionType, types.BuiltinFunctionType, type)
 HDR_BYTES = _HDR.size
 #: Bytes of shared memory per shard for its flags (one cache line each).
 _CTL_STRIDE = 64
@@ -155,7 +161,7 @@ class Transport:
     __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
                  "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
-                 "_dead", "__weakref__")
+                 "_dead", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
 
     def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
                  loop: asyncio.AbstractEventLoop, poll_us: int) -> None:
@@ -188,6 +194,10 @@ class Transport:
         self._create_future = loop.create_future
         self.closed = False
         self._dead: set[int] = set()
+        self._fids: dict[Any, int] = {}  # functions sent from here, by id
+        self._fn_pickles: list[bytes] = []
+        self._defined: list[set[int]] = [set() for _ in range(count)]  # ids each shard has been sent
+        self._fns: list[dict[int, Any]] = [{} for _ in range(count)]  # functions received, by sender and id
         loop.add_reader(efds[shard], self._on_eventfd)
         self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self.poll, sleep=self._sleep,
                                       awake=self._awake)
@@ -196,10 +206,21 @@ class Transport:
 
     def call(self, shard: int, fn: Any, args: tuple, kw: dict | None, what: str = "submit_to") -> asyncio.Future:
         """Send ``fn(*args, **kw)`` to ``shard``; the future resolves to its result."""
-        if shard in self._dead or self.closed:
+        if self._dead and shard in self._dead or self.closed:
             raise ShardError(shard, "is stopped or gone; no more calls can be sent to it")
+        fid = self._fids.get(fn) if type(fn) in _CACHED_TYPES else None
         try:
-            data = pickle.dumps((fn, args, kw), pickle.HIGHEST_PROTOCOL)
+            if fid is None and type(fn) in _CACHED_TYPES:
+                fid = self._define(fn)
+            if fid is None:
+                kind = CALL_FN
+                data = pickle.dumps((fn, args, kw), pickle.HIGHEST_PROTOCOL)
+            elif kw:
+                kind = CALL_KW | fid << 8
+                data = pickle.dumps((args, kw), pickle.HIGHEST_PROTOCOL)
+            else:
+                kind = CALL | fid << 8
+                data = pickle.dumps(args, pickle.HIGHEST_PROTOCOL)
         except Exception as e:
             raise describe_unpicklable(what, shard, fn, args, kw, e) from e
         if len(data) > self._max_payload:
@@ -207,12 +228,25 @@ class Transport:
                              f"cross-shard message may hold ({self._max_payload} bytes: smp_ring_bytes "
                              f"{self._cap} less a {HDR_BYTES}-byte header); send a file or a path instead, "
                              f"or raise smp_ring_bytes")
+        if fid is not None and fid not in self._defined[shard]:
+            self._defined[shard].add(fid)
+            self._send(shard, DEF | fid << 8, 0, self._fn_pickles[fid])
         rid = self._next_id
         self._next_id = rid + 1
         fut = self._create_future()
         self._pending[rid] = (fut, shard)
-        self._send(shard, CALL, rid, data)
+        self._send(shard, kind, rid, data)
         return fut
+
+    def _define(self, fn: Any) -> int:
+        """A function's id (its pickle kept, to be sent to each shard once); raises if it does not pickle."""
+        data = pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
+        fid = len(self._fn_pickles)
+        if fid >= 1 << 24:
+            raise RuntimeError("too many distinct functions sent across shards (16M)")
+        self._fn_pickles.append(data)
+        self._fids[fn] = fid
+        return fid
 
     def _send(self, dest: int, kind: int, rid: int, data: bytes) -> None:
         ob = self._outbox[dest]
@@ -291,8 +325,15 @@ class Transport:
             p += HDR_BYTES
             payload = view[p:p + ln]
             p += ln
-            if kind == CALL:
-                self._run_call(src, rid, payload)
+            k = kind & 0xFF
+            if k == CALL:
+                self._run_call(src, rid, self._fns[src][kind >> 8], payload, False)
+                continue
+            if k > ERR:
+                if k == DEF:
+                    self._fns[src][kind >> 8] = _load_function(payload)
+                else:
+                    self._run_call(src, rid, self._fns[src][kind >> 8] if k == CALL_KW else None, payload, True)
                 continue
             entry = pending.pop(rid, None)
             if entry is None:
@@ -309,10 +350,20 @@ class Transport:
                 fut.set_exception(TypeError(f"the answer from shard {src} cannot be unpickled on shard "
                                             f"{self.shard}: {type(e).__name__}: {e}"))
 
-    def _run_call(self, src: int, rid: int, payload: Any) -> None:
+    def _run_call(self, src: int, rid: int, fn: Any, payload: Any, with_kw: bool) -> None:
         try:
-            fn, args, kw = pickle.loads(payload)
-            res = fn(*args, **kw) if kw else fn(*args)
+            if not with_kw:
+                if type(fn) is _Unloadable:
+                    raise fn.error
+                res = fn(*pickle.loads(payload))
+            elif fn is None:
+                fn, args, kw = pickle.loads(payload)
+                res = fn(*args, **kw) if kw else fn(*args)
+            else:
+                if type(fn) is _Unloadable:
+                    raise fn.error
+                args, kw = pickle.loads(payload)
+                res = fn(*args, **kw)
         except Exception as e:
             self._send(src, ERR, rid, error_payload(self.shard, e))
             return
@@ -415,6 +466,24 @@ class Transport:
 
 def _always() -> bool:
     return True
+
+
+class _Unloadable:
+    """Stands for a function that did not unpickle on this shard: calling it raises why."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _load_function(payload: Any) -> Any:
+    try:
+        return pickle.loads(payload)
+    except Exception as e:
+        return _Unloadable(TypeError(f"the function sent cannot be unpickled on this shard: {type(e).__name__}: {e} "
+                                     f"(functions cross shards by module and name: define it at module level "
+                                     f"of a module every shard can import)"))
 
 
 __all__ = ["CALL", "ERR", "OK", "RemoteError", "RemoteTraceback", "ShardError", "Transport",

@@ -1,0 +1,196 @@
+"""ioengine-bench smp: cross-shard round trips, ioengine.smp against a multiprocessing Pipe.
+
+Both sides do the same thing between two processes pinned to two CPUs: shard 0 calls an echo
+function on shard 1 and waits for its answer.
+
+* single: one call at a time; the round trip's p50 / p99 and round trips per second;
+* pipelined: ``--inflight`` calls in flight (as many coroutines, each calling in a loop; the
+  Pipe side keeps as many messages in the pipe), round trips per second.
+
+CPU-µs per round trip (both processes' CPU time over the round trips) is quoted too: it is what
+the figures cost, and it moves less than wall time on a shared machine. Rounds alternate
+(Pipe, ioengine, Pipe, …) and medians are printed.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+from .. import smp as _smp
+from ..options import parse_cpuset
+
+
+@dataclass
+class Sample:
+    p50_us: float
+    p99_us: float
+    single_per_s: float
+    pipelined_per_s: float
+    cpu_us_single: float  # both processes' CPU time per round trip, single
+    cpu_us_pipelined: float
+
+
+def _echo(x: Any) -> Any:
+    return x
+
+
+def _cpu_time() -> float:
+    return time.process_time()
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1000.0
+
+
+# -- ioengine.smp -------------------------------------------------------------------------------
+
+async def _ioengine_side(count: int, seconds: float, inflight: int) -> Sample:
+    submit = _smp.submit_to
+    clock = time.perf_counter_ns
+    for i in range(min(2000, count)):  # warm up both sides (imports, caches, the poller)
+        await submit(1, _echo, i)
+    c0, r0 = time.process_time(), await submit(1, _cpu_time)
+    lat = []
+    t0 = clock()
+    for i in range(count):
+        a = clock()
+        await submit(1, _echo, i)
+        lat.append(clock() - a)
+    wall = (clock() - t0) / 1e9
+    cpu_single = (time.process_time() - c0 + await submit(1, _cpu_time) - r0) / count * 1e6
+    lat.sort()
+    done = 0
+    stop = False
+
+    async def worker() -> None:
+        nonlocal done
+        i = 0
+        while not stop:
+            await submit(1, _echo, i)
+            i += 1
+        done += i
+
+    c0, r0 = time.process_time(), await submit(1, _cpu_time)
+    t0 = clock()
+    tasks = [asyncio.ensure_future(worker()) for _ in range(inflight)]
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.gather(*tasks)
+    pwall = (clock() - t0) / 1e9
+    cpu_pipe = (time.process_time() - c0 + await submit(1, _cpu_time) - r0) / max(1, done) * 1e6
+    return Sample(_percentile(lat, 0.5), _percentile(lat, 0.99), count / wall, done / pwall, cpu_single, cpu_pipe)
+
+
+def measure_ioengine(count: int, seconds: float, inflight: int, cpus: list[int], **reactor_options: Any) -> Sample:
+    return _smp.run(_ioengine_side, count, seconds, inflight, smp=2, cpuset=tuple(cpus), **reactor_options)
+
+
+# -- multiprocessing Pipe -----------------------------------------------------------------------
+
+def _pipe_server(conn: Any, cpu: int) -> None:
+    os.sched_setaffinity(0, {cpu})
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            conn.send(time.process_time())
+            return
+        conn.send(msg)
+
+
+def measure_pipe(count: int, seconds: float, inflight: int, cpus: list[int]) -> Sample:
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    p = ctx.Process(target=_pipe_server, args=(theirs, cpus[1]), name="pipe-echo")
+    p.start()
+    theirs.close()
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    clock = time.perf_counter_ns
+    try:
+        send, recv = mine.send, mine.recv
+        for i in range(min(2000, count)):
+            send(i)
+            recv()
+        c0 = time.process_time()
+        lat = []
+        t0 = clock()
+        for i in range(count):
+            a = clock()
+            send(i)
+            recv()
+            lat.append(clock() - a)
+        wall = (clock() - t0) / 1e9
+        cpu0_single = time.process_time() - c0
+        lat.sort()
+        # Pipelined: keep ``inflight`` messages in the pipes (small ones: they fit its buffer).
+        c1 = time.process_time()
+        t0 = clock()
+        deadline = t0 + int(seconds * 1e9)
+        for i in range(inflight):
+            send(i)
+        done = 0
+        while True:
+            recv()
+            done += 1
+            if clock() >= deadline:
+                break
+            send(done)
+        for _ in range(inflight - 1):
+            recv()
+            done += 1
+        pwall = (clock() - t0) / 1e9
+        cpu0_pipe = time.process_time() - c1
+        send(None)
+        server_cpu = recv()  # the server's CPU time over both phases (a close approximation)
+    finally:
+        os.sched_setaffinity(0, old)
+        p.join(5)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+        mine.close()
+    total = count + done
+    share = server_cpu / total * 1e6  # the server's CPU per message, spread evenly
+    return Sample(_percentile(lat, 0.5), _percentile(lat, 0.99), count / wall, done / pwall,
+                  cpu0_single / count * 1e6 + share, cpu0_pipe / done * 1e6 + share)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def main_smp(count: int = 20000, seconds: float = 2.0, rounds: int = 3, inflight: int = 200,
+             cpuset: str | None = None, out: TextIO = sys.stdout, **reactor_options: Any) -> dict[str, dict[str, float]]:
+    """Alternate Pipe and ioengine rounds; print and return the medians."""
+    cpus = parse_cpuset(cpuset) if cpuset else sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(f"ioengine-bench smp: needs two CPUs, the cpuset has {cpus}")
+    cpus = cpus[:2]
+    print(f"cross-shard round trips between CPUs {cpus[0]} and {cpus[1]}: {count} single, then {inflight} in flight "
+          f"for {seconds:g} s; {rounds} round(s), medians", file=out, flush=True)
+    sides: dict[str, list[Sample]] = {"mp.Pipe": [], "ioengine.smp": []}
+    for r in range(rounds):
+        sides["mp.Pipe"].append(measure_pipe(count, seconds, inflight, cpus))
+        sides["ioengine.smp"].append(measure_ioengine(count, seconds, inflight, cpus, **reactor_options))
+        a, b = sides["mp.Pipe"][-1], sides["ioengine.smp"][-1]
+        print(f"  round {r + 1}: Pipe p50 {a.p50_us:6.1f} us {a.pipelined_per_s:9.0f}/s | "
+              f"ioengine p50 {b.p50_us:6.1f} us {b.pipelined_per_s:9.0f}/s", file=out, flush=True)
+    med = {name: {k: statistics.median(asdict(s)[k] for s in samples) for k in asdict(samples[0])}
+           for name, samples in sides.items()}
+    rows = [("round trip p50 (us)", "p50_us", "{:.1f}"), ("round trip p99 (us)", "p99_us", "{:.1f}"),
+            ("round trips/s, single", "single_per_s", "{:,.0f}"),
+            (f"round trips/s, {inflight} in flight", "pipelined_per_s", "{:,.0f}"),
+            ("CPU-us per round trip, single", "cpu_us_single", "{:.1f}"),
+            (f"CPU-us per round trip, {inflight} in flight", "cpu_us_pipelined", "{:.1f}")]
+    print(f"\n  {'median of ' + str(rounds):<36} {'mp.Pipe':>12} {'ioengine.smp':>13} {'ratio':>7}", file=out)
+    for label, key, fmt in rows:
+        a, b = med["mp.Pipe"][key], med["ioengine.smp"][key]
+        better = (a / b if b else float("nan")) if key in ("p50_us", "p99_us") or key.startswith("cpu") else \
+            (b / a if a else float("nan"))
+        print(f"  {label:<36} {fmt.format(a):>12} {fmt.format(b):>13} {better:>6.2f}x", file=out)
+    print("  (ratio: how many times better ioengine.smp is)", file=out)
+    return med

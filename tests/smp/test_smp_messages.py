@@ -1,0 +1,169 @@
+"""submit_to, invoke_on_all, errors and what may cross shards (smp=2: this machine has two cores)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import ioengine
+from ioengine import smp
+
+import smp_helpers as h
+
+
+def test_shards_are_processes_with_ids():
+    async def main():
+        here = (smp.this_shard_id(), smp.smp_count(), os.getpid())
+        return here, await smp.submit_to(1, h.whoami), await smp.invoke_on_all(h.whoami)
+
+    (s0, n0, pid0), (s1, n1, pid1), everyone = ioengine.run(main, smp=2)
+    assert (s0, n0, s1, n1) == (0, 2, 1, 2)
+    assert pid0 == os.getpid() and pid1 != pid0
+    assert [e[0] for e in everyone] == [0, 1] and everyone[1][2] == pid1
+    assert smp.this_shard_id() == 0 and smp.smp_count() == 1  # outside the run
+
+
+def test_values_coroutines_kwargs_and_local_calls():
+    async def main():
+        big = os.urandom(200_000)
+        return (await smp.submit_to(1, h.add, 1, 2, c=3),
+                await smp.submit_to(1, h.awhoami),
+                await smp.submit_to(0, h.whoami),  # this shard: runs here
+                await smp.submit_to(1, h.echo, big) == big,
+                await smp.submit_to(1, h.echo, {"k": [1, 2.5, None]}),
+                await smp.submit_to(1, h.call_back, 0))  # shard 1 calls shard 0 while shard 0 waits
+
+    added, (shard, pid), local, big_ok, obj, (via, back) = ioengine.run(main, smp=2)
+    assert added == 6 and shard == 1 and pid != os.getpid()
+    assert local[0] == 0 and local[2] == os.getpid()
+    assert big_ok and obj == {"k": [1, 2.5, None]}
+    assert via == 1 and back[0] == 0 and back[2] == os.getpid()
+
+
+def test_remote_exceptions_keep_type_message_and_traceback():
+    async def main():
+        out = []
+        for fn, arg in ((h.raise_key, ("k",)), (h.araise_value, ("bad value",)), (h.raise_unrebuildable, ()),
+                        (h.unpicklable_result, ())):
+            try:
+                await smp.submit_to(1, fn, *arg)
+            except Exception as e:  # noqa: BLE001
+                out.append(e)
+        return out
+
+    key, value, unrebuilt, result = ioengine.run(main, smp=2)
+    assert type(key) is KeyError and "no such key 'k'" in str(key)
+    assert "raise_key" in key.remote_traceback and "Traceback" in key.remote_traceback
+    assert isinstance(key.__cause__, smp.RemoteTraceback) and "raise_key" in str(key.__cause__)
+    assert type(value) is ValueError and str(value) == "bad value" and "araise_value" in value.remote_traceback
+    assert type(unrebuilt) is smp.RemoteError and "Unrebuildable" in str(unrebuilt) and "x-y" in str(unrebuilt)
+    assert "raise_unrebuildable" in unrebuilt.remote_traceback and unrebuilt.shard == 1
+    assert type(result) is TypeError and "cannot be pickled" in str(result)
+
+
+def test_unpicklable_arguments_are_refused_at_the_call_naming_them():
+    async def main():
+        errors = []
+        for call in (lambda: smp.submit_to(1, h.add, 1, lambda: 2),
+                     lambda: smp.submit_to(1, h.add, 1, c=open(os.devnull)),
+                     lambda: smp.submit_to(1, lambda: 1),
+                     lambda: smp.invoke_on_all(h.echo, lambda: 3)):
+            try:
+                aw = call()
+                await aw
+            except TypeError as e:
+                errors.append(str(e))
+        # nothing half-sent: the rings still work
+        return errors, await smp.submit_to(1, h.add, 2, 3)
+
+    errors, ok = ioengine.run(main, smp=2)
+    assert ok == 5
+    assert len(errors) == 4
+    assert "argument 1 (positional" in errors[0] and "function" in errors[0]
+    assert "keyword argument 'c'" in errors[1] and "TextIOWrapper" in errors[1]
+    assert "module level" in errors[2]
+    assert "argument 0 (positional" in errors[3]
+
+
+def test_a_message_larger_than_the_ring_is_a_clear_error():
+    async def main():
+        with pytest.raises(ValueError, match=r"more than a cross-shard message may hold \(65520 bytes.*smp_ring_bytes"):
+            smp.submit_to(1, h.echo, b"x" * 100_000)
+        return await smp.submit_to(1, h.echo, b"y" * 60_000) == b"y" * 60_000
+
+    assert ioengine.run(main, smp=2, smp_ring_bytes=65536)
+
+
+def test_many_calls_in_flight_fill_and_drain_a_small_ring():
+    async def main():
+        import asyncio
+        # 4000 calls of ~1 KiB each: far more than a 64 KiB ring holds at once.
+        res = await asyncio.gather(*(smp.submit_to(1, h.echo, bytes([i % 256]) * 1000) for i in range(4000)))
+        return all(r == bytes([i % 256]) * 1000 for i, r in enumerate(res))
+
+    assert ioengine.run(main, smp=2, smp_ring_bytes=65536)
+
+
+def test_smp_1_is_the_plain_single_process_engine():
+    async def main():
+        s = smp.sharded(h.Counter, 5, "/nonexistent")
+        await s.start()
+        await s.invoke_on(0, "add", 2)
+        value = s.local().value
+        s.local().stop = lambda: None  # the marker directory does not exist
+        await s.stop()
+        return (smp.this_shard_id(), smp.smp_count(), await smp.submit_to(0, h.whoami),
+                await smp.invoke_on_all(h.add, 1, 1), value)
+
+    shard, count, who, everyone, value = ioengine.run(main, smp=1)
+    assert (shard, count, who[2], everyone, value) == (0, 1, os.getpid(), [2], 7)
+    assert not [p for p in _children() if "resource_tracker" not in p[1]]
+
+
+def test_bad_smp_and_cpuset_are_refused_before_anything_starts():
+    async def main():
+        return 1
+
+    ncpu = len(os.sched_getaffinity(0))
+    with pytest.raises(ValueError, match=f"smp={ncpu + 1} needs {ncpu + 1} CPUs"):
+        ioengine.run(main, smp=ncpu + 1)
+    with pytest.raises(ValueError, match="may not run on"):
+        ioengine.run(main, smp=2, cpuset="1000-1001")
+    with pytest.raises(ValueError, match="smp must be an integer >= 1"):
+        ioengine.run(main, smp=0)
+    with pytest.raises(TypeError, match="unknown reactor option"):
+        ioengine.run(main, smp=2, no_such_option=1)
+    assert ioengine.run(main, smp=2, cpuset="0-1") == 1
+
+
+def test_add_reactor_arguments_reads_smp_and_cpuset_back():
+    import argparse
+
+    p = ioengine.add_reactor_arguments(argparse.ArgumentParser())
+    o = ioengine.smp_options_from_args(p.parse_args(["--smp", "2", "--cpuset", "0-1"]))
+    assert (o.smp, o.cpuset, o.cpus()) == (2, "0-1", [0, 1])
+    q = argparse.ArgumentParser()
+    q.add_argument("--smp", type=int, default=1)  # a tool with its own --smp keeps it
+    ioengine.add_reactor_arguments(q)
+    assert ioengine.smp_options_from_args(q.parse_args(["--smp", "2"])).smp == 2
+
+
+def _children() -> list[tuple[int, str]]:
+    """(pid, command line) of this process's living children."""
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            state = stat.rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == me and state != "Z":
+            out.append((int(d), cmd))
+    return out
