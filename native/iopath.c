@@ -39,6 +39,8 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *future_factory;  /* () -> a future of the reactor's loop */
+    PyObject *future_type;     /* with future_kwargs: the same call without the partial's frame */
+    PyObject *future_kwargs;
     PyObject *error_factory;   /* (request tuple, errno) -> exception */
     PyObject *grant_reaped;    /* (grant, completions) -> None */
     ie_request *slots;
@@ -67,7 +69,7 @@ typedef struct {
 } IoPathObject;
 
 static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
-    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *int_one;
+    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *int_one, *str_limited, *str_throttling;
 
 /* The first error of a batch, kept while the rest is delivered (PyErr_Fetch: Python 3.11). */
 typedef struct {
@@ -94,6 +96,13 @@ static PyObject *raise_kept(saved_error *e)
 
 /* -- slots ------------------------------------------------------------------------------ */
 
+static inline PyObject *new_future(IoPathObject *self)
+{
+    if (self->future_type)
+        return PyObject_VectorcallDict(self->future_type, NULL, 0, self->future_kwargs);
+    return PyObject_CallNoArgs(self->future_factory);
+}
+
 static int grow_slots(IoPathObject *self)
 {
     uint32_t n = self->nslots ? self->nslots * 2 : 256;
@@ -119,7 +128,7 @@ static uint64_t take_slot(IoPathObject *self, PyObject *pin, PyObject *opname, P
 {
     if (!self->free_head && grow_slots(self) < 0)
         return 0;
-    PyObject *fut = PyObject_CallNoArgs(self->future_factory);
+    PyObject *fut = new_future(self);
     if (!fut)
         return 0;
     uint32_t idx = self->free_head - 1;
@@ -384,7 +393,7 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
         PyBuffer_Release(&r->view);
         return NULL;
     }
-    PyObject *fut = PyObject_CallNoArgs(self->future_factory);
+    PyObject *fut = new_future(self);
     if (!fut) {
         PyBuffer_Release(&r->view);
         return NULL;
@@ -438,14 +447,14 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
                 return NULL;
             Py_RETURN_NONE;
         }
-        PyObject *lim = PyObject_GetAttrString(st, "limited");
+        PyObject *lim = PyObject_GetAttr(st, str_limited);
         if (!lim)
             return NULL;
         int limited = PyObject_IsTrue(lim);
         Py_DECREF(lim);
         if (limited)
             Py_RETURN_NONE;
-        PyObject *thr = PyObject_GetAttrString(queue, "throttling");
+        PyObject *thr = PyObject_GetAttr(queue, str_throttling);
         if (!thr)
             return NULL;
         int throttling = PyObject_IsTrue(thr);
@@ -902,6 +911,20 @@ static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
     self->flush_at = flush_at;
     self->alone_bytes = alone;
     Py_XSETREF(self->future_factory, Py_NewRef(ff));
+    /* functools.partial(Future, loop=loop): call Future with the keywords straight away */
+    Py_CLEAR(self->future_type);
+    Py_CLEAR(self->future_kwargs);
+    PyObject *func = PyObject_GetAttrString(ff, "func");
+    PyObject *pargs = func ? PyObject_GetAttrString(ff, "args") : NULL;
+    PyObject *pkw = pargs ? PyObject_GetAttrString(ff, "keywords") : NULL;
+    if (pkw && PyTuple_Check(pargs) && PyTuple_GET_SIZE(pargs) == 0 && PyDict_Check(pkw)) {
+        self->future_type = Py_NewRef(func);
+        self->future_kwargs = Py_NewRef(pkw);
+    }
+    PyErr_Clear();
+    Py_XDECREF(func);
+    Py_XDECREF(pargs);
+    Py_XDECREF(pkw);
     Py_XSETREF(self->error_factory, Py_NewRef(ef));
     Py_XSETREF(self->grant_reaped, Py_NewRef(gr));
     return 0;
@@ -912,6 +935,8 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->future_factory);
     Py_VISIT(self->error_factory);
     Py_VISIT(self->grant_reaped);
+    Py_VISIT(self->future_type);
+    Py_VISIT(self->future_kwargs);
     Py_VISIT(self->grant);
     Py_VISIT(self->call_soon);
     Py_VISIT(self->flush_cb);
@@ -942,6 +967,8 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->future_factory);
     Py_CLEAR(self->error_factory);
     Py_CLEAR(self->grant_reaped);
+    Py_CLEAR(self->future_type);
+    Py_CLEAR(self->future_kwargs);
     Py_CLEAR(self->grant);
     Py_CLEAR(self->call_soon);
     Py_CLEAR(self->flush_cb);
@@ -1038,6 +1065,8 @@ PyMODINIT_FUNC PyInit__iopath(void)
     str_ops = PyUnicode_InternFromString("ops");
     str_bytes = PyUnicode_InternFromString("bytes");
     int_one = PyLong_FromLong(1);
+    str_limited = PyUnicode_InternFromString("limited");
+    str_throttling = PyUnicode_InternFromString("throttling");
     if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&iopath_module);
