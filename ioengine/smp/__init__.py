@@ -60,18 +60,18 @@ from .files import FileHandle, file_handle
 T = TypeVar("T")
 
 #: This process's end of the message rings (None: a single shard, or outside a run).
-_transport: Transport | None = None
+_here: Transport | None = None
 
 
 def this_shard_id() -> int:
     """The shard this code runs on (0 outside an smp run)."""
-    t = _transport
+    t = _here
     return 0 if t is None else t.shard
 
 
 def smp_count() -> int:
     """How many shards the run has (1 outside an smp run)."""
-    t = _transport
+    t = _here
     return 1 if t is None else t.count
 
 
@@ -96,7 +96,7 @@ def submit_to(shard: int, fn: Callable[..., Any], /, *args: Any, **kw: Any) -> A
     as ``__cause__``. An argument that does not pickle raises UnpicklableArgumentError (a
     TypeError) now, naming it. On this shard itself, ``fn`` runs here, nothing pickled.
     """
-    t = _transport
+    t = _here
     if t is not None and shard != t.shard and type(shard) is int and 0 <= shard < t.count:
         return t.call(shard, fn, args, kw or None)
     _check_shard(shard)
@@ -111,7 +111,7 @@ async def invoke_on_all(fn: Callable[..., Any], /, *args: Any, **kw: Any) -> lis
 def _to_all(fn: Callable[..., Any], args: tuple, kw: dict, what: str = "submit_to") -> list[Awaitable[Any]]:
     here = this_shard_id()
     out: list[Awaitable[Any]] = []
-    t = _transport
+    t = _here
     # The other shards first: a refused argument is refused before the local coroutine exists.
     for s in range(smp_count()):
         if s != here:
@@ -395,13 +395,13 @@ class _Cluster:
     # -- shard 0's coroutine -----------------------------------------------------------------
 
     async def _shard0(self, main: Any, args: tuple, memfd: int, efds: list[int]) -> Any:
-        global _transport
+        global _here
         loop = asyncio.get_running_loop()
         self.wake = loop.create_future()  # set on a failure or a signal
         t = Transport(0, self.n, memfd, efds, self.sopts.smp_ring_bytes, loop,
                       get_reactor().options.idle_poll_time_us)
         self.transport = t
-        _transport = t
+        _here = t
         handlers = self._install_signals(loop)
         for k, (p, c) in enumerate(zip(self.procs, self.conns), start=1):
             self.exited[k] = loop.create_future()
@@ -438,7 +438,7 @@ class _Cluster:
                         pass
             self._remove_signals(loop, handlers)
             await t.close()
-            _transport = None
+            _here = None
         if self.signum is not None:
             return _Interrupted(self.signum)
         if self.failure is not None:
@@ -578,12 +578,12 @@ def _shard_process(cfg: _ShardConfig, conn: Any) -> None:
 
 
 async def _shard_main(cfg: _ShardConfig, conn: Any) -> None:
-    global _transport
+    global _here
     loop = asyncio.get_running_loop()
     t = Transport(cfg.shard, cfg.count, cfg.memfd, cfg.efds, cfg.ring_bytes, loop,
                   get_reactor().options.idle_poll_time_us)
     os.close(cfg.memfd)  # the mapping stays
-    _transport = t
+    _here = t
     stop = loop.create_future()
 
     def on_ctl() -> None:
@@ -606,7 +606,7 @@ async def _shard_main(cfg: _ShardConfig, conn: Any) -> None:
         except Exception:
             pass
         await t.close()
-        _transport = None
+        _here = None
         _services.clear()
 
 
