@@ -14,6 +14,8 @@ answer naming what went wrong.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import mmap
 import os
 import pickle
@@ -33,6 +35,11 @@ from .._native import ffi, lib
 CALL, OK, ERR, DEF, CALL_KW, CALL_FN = 0, 1, 2, 3, 4, 5
 _HDR = struct.Struct("<IIQ")  # payload bytes, kind | function id << 8, request id
 _CACHED_TYPES = (types.FunctionType, types.BuiltinFunctionType, type)
+_pack = _HDR.pack
+_dumps = pickle.dumps
+_PROTO = pickle.HIGHEST_PROTOCOL
+#: Result types seen not to be awaitable (their answer is sent at once).
+_PLAIN_TYPES: set[type] = {int, float, str, bytes, bool, type(None), tuple, list, dict}
 HDR_BYTES = _HDR.size
 #: Bytes of shared memory per shard for its flags (one cache line each).
 _CTL_STRIDE = 64
@@ -125,7 +132,10 @@ def describe_unpicklable(what: str, shard: int, fn: Any, args: tuple, kw: dict |
 
 def error_payload(shard: int, exc: BaseException) -> bytes:
     """An exception as sent back: its pickle (if it pickles), type name, message, traceback text."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    frames = exc.__traceback__
+    while frames is not None and frames.tb_frame.f_code in _OWN_CODE:
+        frames = frames.tb_next  # the transport's own frames say nothing about the error
+    tb = "".join(traceback.format_exception(type(exc), exc, frames))
     try:
         eb: bytes | None = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
     except Exception:
@@ -191,7 +201,7 @@ class Transport:
         self._buf = ffi.new("char[]", ring_bytes)
         self._view = memoryview(ffi.buffer(self._buf))
         self._tasks: set[asyncio.Task] = set()
-        self._create_future = loop.create_future
+        self._create_future = functools.partial(asyncio.Future, loop=loop)  # C constructor, no Python frame
         self.closed = False
         self._dead: set[int] = set()
         self._fids: dict[Any, int] = {}  # functions sent from here, by id
@@ -206,25 +216,26 @@ class Transport:
 
     def call(self, shard: int, fn: Any, args: tuple, kw: dict | None, what: str = "submit_to") -> asyncio.Future:
         """Send ``fn(*args, **kw)`` to ``shard``; the future resolves to its result."""
-        if self._dead and shard in self._dead or self.closed:
+        if self.closed or self._dead and shard in self._dead:
             raise ShardError(shard, "is stopped or gone; no more calls can be sent to it")
-        fid = self._fids.get(fn) if type(fn) in _CACHED_TYPES else None
         try:
+            fid = self._fids.get(fn) if type(fn) in _CACHED_TYPES else None
             if fid is None and type(fn) in _CACHED_TYPES:
                 fid = self._define(fn)
             if fid is None:
                 kind = CALL_FN
-                data = pickle.dumps((fn, args, kw), pickle.HIGHEST_PROTOCOL)
+                data = _dumps((fn, args, kw), _PROTO)
             elif kw:
                 kind = CALL_KW | fid << 8
-                data = pickle.dumps((args, kw), pickle.HIGHEST_PROTOCOL)
+                data = _dumps((args, kw), _PROTO)
             else:
                 kind = CALL | fid << 8
-                data = pickle.dumps(args, pickle.HIGHEST_PROTOCOL)
+                data = _dumps(args, _PROTO)
         except Exception as e:
             raise describe_unpicklable(what, shard, fn, args, kw, e) from e
-        if len(data) > self._max_payload:
-            raise ValueError(f"{what} to shard {shard}: the call pickles to {len(data)} bytes, more than a "
+        n = len(data)
+        if n > self._max_payload:
+            raise ValueError(f"{what} to shard {shard}: the call pickles to {n} bytes, more than a "
                              f"cross-shard message may hold ({self._max_payload} bytes: smp_ring_bytes "
                              f"{self._cap} less a {HDR_BYTES}-byte header); send a file or a path instead, "
                              f"or raise smp_ring_bytes")
@@ -235,7 +246,15 @@ class Transport:
         self._next_id = rid + 1
         fut = self._create_future()
         self._pending[rid] = (fut, shard)
-        self._send(shard, kind, rid, data)
+        # _send, inlined (the per-call path)
+        ob = self._outbox[shard]
+        if not ob:
+            self._dirty.append(shard)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
+        ob += _pack(n, kind, rid)
+        ob += data
         return fut
 
     def _define(self, fn: Any) -> int:
@@ -319,6 +338,9 @@ class Transport:
         unpack = _HDR.unpack_from
         loads = pickle.loads
         pending = self._pending
+        fns = self._fns[src]
+        plain = _PLAIN_TYPES
+        ob = self._outbox[src]
         p = 0
         while p < n:
             ln, kind, rid = unpack(view, p)
@@ -327,13 +349,33 @@ class Transport:
             p += ln
             k = kind & 0xFF
             if k == CALL:
-                self._run_call(src, rid, self._fns[src][kind >> 8], payload, False)
+                # The common call (a cached function, positional arguments) and its plain
+                # answer, inlined; anything else goes the long way (_run_call).
+                fn = fns[kind >> 8]
+                try:
+                    res = fn(*loads(payload))
+                    if type(res) in plain:
+                        data = _dumps(res, _PROTO)
+                        if len(data) <= self._max_payload:
+                            if not ob:
+                                self._dirty.append(src)
+                            ob += _pack(len(data), OK, rid)
+                            ob += data
+                            continue
+                        self.answer(src, rid, res)
+                        continue
+                except Exception as e:
+                    if type(fn) is _Unloadable:
+                        e = fn.error
+                    self._send(src, ERR, rid, error_payload(self.shard, e))
+                    continue
+                self._handle_result(src, rid, res)
                 continue
             if k > ERR:
                 if k == DEF:
-                    self._fns[src][kind >> 8] = _load_function(payload)
+                    fns[kind >> 8] = _load_function(payload)
                 else:
-                    self._run_call(src, rid, self._fns[src][kind >> 8] if k == CALL_KW else None, payload, True)
+                    self._run_call(src, rid, fns[kind >> 8] if k == CALL_KW else None, payload)
                 continue
             entry = pending.pop(rid, None)
             if entry is None:
@@ -349,14 +391,14 @@ class Transport:
             except Exception as e:  # the answer does not unpickle here
                 fut.set_exception(TypeError(f"the answer from shard {src} cannot be unpickled on shard "
                                             f"{self.shard}: {type(e).__name__}: {e}"))
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
-    def _run_call(self, src: int, rid: int, fn: Any, payload: Any, with_kw: bool) -> None:
+    def _run_call(self, src: int, rid: int, fn: Any, payload: Any) -> None:
+        """A call with keyword arguments, or of a function sent with it."""
         try:
-            if not with_kw:
-                if type(fn) is _Unloadable:
-                    raise fn.error
-                res = fn(*pickle.loads(payload))
-            elif fn is None:
+            if fn is None:
                 fn, args, kw = pickle.loads(payload)
                 res = fn(*args, **kw) if kw else fn(*args)
             else:
@@ -367,11 +409,16 @@ class Transport:
         except Exception as e:
             self._send(src, ERR, rid, error_payload(self.shard, e))
             return
-        if asyncio.iscoroutine(res) or asyncio.isfuture(res):
+        self._handle_result(src, rid, res)
+
+    def _handle_result(self, src: int, rid: int, res: Any) -> None:
+        if inspect.isawaitable(res):
             task = self.loop.create_task(self._finish(src, rid, res))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
+            if len(_PLAIN_TYPES) < 256:
+                _PLAIN_TYPES.add(type(res))  # not awaitable: the next one takes the short path
             self.answer(src, rid, res)
 
     async def _finish(self, src: int, rid: int, aw: Any) -> None:
@@ -462,6 +509,10 @@ class Transport:
             self._mm.close()
         except BufferError:  # a cdata still exports it: the mapping goes with the process
             pass
+
+
+#: Code objects of the transport's frames that call the user's function (left out of tracebacks).
+_OWN_CODE = frozenset({Transport._dispatch.__code__, Transport._run_call.__code__, Transport._finish.__code__})
 
 
 def _always() -> bool:
