@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from heapq import heapify
 from math import exp as _exp
+from math import frexp as _frexp
 from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
@@ -90,6 +91,24 @@ class IoQueueConfig:
     #: disk whose latency under a full mixed load exceeds the goal needs more than the goal's
     #: worth in flight to stay full; the rate still bounds bursts at the goal.
     in_disk_limit: float = 1.0
+    #: Adapt the in-disk bound to the knee (issue 17): with ``bound_in_disk``, lower the bound
+    #: below ``in_disk_limit`` goals while requests come back slower than the fastest seen
+    #: (by more than ``knee_latency_ratio``), raise it while they do not and the bound is what
+    #: holds requests back. Latency here is dispatch to ``complete``/``complete_grant``, so it
+    #: rises when the disk queues *and* when the engine is too busy to reap completions: in
+    #: both regimes the bound settles where throughput stops growing with depth, and what
+    #: is offered beyond it waits in the fair queue, in the order shares decide -- which then
+    #: also decides whose tasks get the engine's CPU. No effect without ``bound_in_disk``.
+    adaptive_in_disk: bool = True
+    #: The mean latency the adaptive bound allows, relative to the least seen for requests of
+    #: the same cost (within a factor of 2): the knee's tolerance for queueing downstream of
+    #: the scheduler (in the disk, or completions waiting for the engine's loop turn).
+    knee_latency_ratio: float = 1.5
+    #: The adaptive bound is updated once per this many milliseconds (with enough samples).
+    knee_period_ms: float = 5.0
+    #: The least latency seen (per cost band) rises by this fraction per period unless seen
+    #: again, so a disk or engine that became slower is learnt within ~100 periods.
+    knee_aging: float = 0.01
     #: Per-class bandwidth/IOPS limits allow a burst of this many milliseconds of their rate.
     limit_burst_ms: float = 10.0
     #: "max" or "additive" (see iosched.cost).
@@ -99,7 +118,7 @@ class IoQueueConfig:
 
     def __post_init__(self) -> None:
         for name in ("latency_goal_ms", "flow_ratio_window", "default_shares", "flow_ratio_threshold",
-                     "flow_ratio_gain", "flow_ratio_prior", "in_disk_limit"):
+                     "flow_ratio_gain", "flow_ratio_prior", "in_disk_limit", "knee_period_ms"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < math.inf):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive number, got {v!r}")
@@ -107,6 +126,10 @@ class IoQueueConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive integer, got {v!r}")
+        if not (isinstance(self.knee_latency_ratio, (int, float)) and 1 < self.knee_latency_ratio < math.inf):
+            raise ValueError(f"IoQueueConfig.knee_latency_ratio must be a number > 1, got {self.knee_latency_ratio!r}")
+        if not (isinstance(self.knee_aging, (int, float)) and 0 <= self.knee_aging < 1):
+            raise ValueError(f"IoQueueConfig.knee_aging must be in [0, 1), got {self.knee_aging!r}")
         if self.forgiveness_ms < 0 or self.limit_burst_ms <= 0 or self.max_cost_scale < 1:
             raise ValueError("IoQueueConfig: forgiveness_ms >= 0, limit_burst_ms > 0 and max_cost_scale >= 1 required")
 
@@ -248,13 +271,85 @@ _EPS = 1e-12  # disk-seconds: far below any request's cost
 _INF = math.inf
 
 
+class _Knee:
+    """The adaptive in-disk bound (``IoQueueConfig.adaptive_in_disk``): a gradient controller.
+
+    Inputs, per completion booked (``complete``, ``complete_grant``): its cost and its latency
+    from dispatch to the booking. Per cost band (a factor of 2) it keeps the least latency
+    seen, ``m``; each period it takes ``G``, the mean of ``m / latency`` over the period's
+    completions (1: nothing queues downstream of the scheduler; 1/2: requests take twice the
+    least), and moves the bound by ``sqrt(G * ratio)`` (at most x2 either way), between a
+    floor of a few minimum-size requests and the static bound. It is raised only when the
+    bound was what held requests back in that period. Equilibrium: mean latency = ``ratio`` x
+    the least, i.e. a little queueing downstream (enough to keep the bottleneck busy), the
+    rest waiting in the fair queue. The least latencies age upwards by ``knee_aging`` per
+    period, so a slower disk or engine is learnt.
+    """
+
+    __slots__ = ("q", "ratio", "period", "aging", "ceiling", "floor", "mins", "g", "n", "next", "hit", "updates")
+
+    def __init__(self, q: IoQueue, config: IoQueueConfig, now: float) -> None:
+        self.q = q
+        self.ratio = config.knee_latency_ratio
+        self.period = config.knee_period_ms / 1000.0
+        self.aging = 1.0 + config.knee_aging
+        self.ceiling = q._in_disk_limit
+        cost = q._cost
+        min_req = max(cost(READ, config.min_request_size), cost(WRITE, config.min_request_size))
+        self.floor = min(self.ceiling, config.min_requests_in_bucket * min_req)
+        self.mins: dict[int, float] = {}
+        self.g = 0.0  # sum of least / latency over the period
+        self.n = 0  # completions in the period
+        self.next = now + self.period
+        self.hit = False  # the bound held something back in this period
+        self.updates = 0
+
+    def sample(self, cost: float, latency: float, count: int, now: float) -> None:
+        if latency > 0.0:
+            e = _frexp(cost)[1]
+            m = self.mins.get(e)
+            if m is None or latency < m:
+                self.mins[e] = m = latency
+            self.g += count * m / latency
+            self.n += count
+        if now >= self.next:
+            self.update(now)
+
+    def update(self, now: float) -> None:
+        self.next = now + self.period
+        n = self.n
+        if n < 16:  # too few to judge: keep collecting
+            return
+        f = self.g / n * self.ratio
+        if f > 1.0 and not self.hit:
+            f = 1.0  # the bound held nothing back: no evidence that more depth helps
+        f = math.sqrt(f)
+        if f < 0.5:
+            f = 0.5
+        q = self.q
+        limit = q._in_disk_limit * f
+        if limit < self.floor:
+            limit = self.floor
+        elif limit > self.ceiling:
+            limit = self.ceiling
+        q._in_disk_limit = limit
+        self.g = 0.0
+        self.n = 0
+        self.hit = False
+        self.updates += 1
+        a = self.aging
+        mins = self.mins
+        for k in mins:
+            mins[k] *= a
+
+
 class IoQueue:
     """One disk's scheduler. ``props=None``: fair ordering only, no throttling, no splitting."""
 
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_in_disk_limit", "_now",
-        "_grant_cost",
+        "_grant_cost", "_knee",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
@@ -299,6 +394,8 @@ class IoQueue:
             max_scale=config.max_cost_scale,
             now=now,
         )
+        #: the adaptive in-disk bound's controller (None when off); it sets _in_disk_limit
+        self._knee = _Knee(self, config, now) if (config.adaptive_in_disk and self._bound_in_disk and props is not None) else None
         self.create_class(config.default_class, config.default_shares)
 
     def _max_length(self, direction: int, props: DiskProperties, capacity: float) -> float:
@@ -457,7 +554,22 @@ class IoQueue:
             avail = b.tokens
             scale = self._flow.scale(now)
             # (room is in unscaled cost; the fair queue charges scaled cost against the budget)
-            budget = min(avail, (self._in_disk_limit - self._in_disk_cost) * scale) if self._bound_in_disk else avail
+            if self._bound_in_disk:
+                room = self._in_disk_limit - self._in_disk_cost
+                knee = self._knee
+                if knee is not None and room < avail:
+                    knee.hit = True
+                    if room > _EPS and self._in_disk_limit < knee.ceiling:
+                        # below the static bound the head may overshoot the adaptive one (by
+                        # one request): a bound under a large request's cost must not stall it
+                        c = fq._heap[0][2].queue[0].cost
+                        if c > room:
+                            room = c
+                budget = room * scale
+                if avail < budget:
+                    budget = avail
+            else:
+                budget = avail
             if budget <= 0.0:
                 return []
             # _EPS: a bucket refilled to exactly n costs must not miss the n-th to rounding
@@ -489,11 +601,23 @@ class IoQueue:
         if not n and cls.nr_queued:
             cls._activated_at = now
         self._in_disk -= 1
+        c = dispatch.cost
         if self._bucket is not None:
-            self._in_disk_cost -= dispatch.cost
+            self._in_disk_cost -= c
+            knee = self._knee
+            if knee is not None:  # _Knee.sample, inlined
+                lat = now - td
+                if lat > 0.0:
+                    e = _frexp(c)[1]
+                    m = knee.mins.get(e)
+                    if m is None or lat < m:
+                        knee.mins[e] = m = lat
+                    knee.g += m / lat
+                    knee.n += 1
+                if now >= knee.next:
+                    knee.update(now)
         # FlowMonitor.on_complete, inlined
         flow = self._flow
-        c = dispatch.cost
         flow.completed += c
         if td != flow._last_td:
             flow._last_td = td
@@ -552,6 +676,8 @@ class IoQueue:
             room = (self._in_disk_limit - self._in_disk_cost) * scale
             if room < budget:
                 budget = room
+                if self._knee is not None:
+                    self._knee.hit = True
         if budget <= 0.0:
             return None
         # the grant counts in unscaled cost, as the queue's in-disk bound does
@@ -617,6 +743,8 @@ class IoQueue:
         self._in_disk -= count
         if self._bucket is not None:
             self._in_disk_cost -= c
+            if self._knee is not None and count:
+                self._knee.sample(spent / grant.n, now - grant.at, count, now)
         self._flow.on_complete(c, grant.at)
 
     def cancel(self, request: QueuedRequest) -> bool:
@@ -646,8 +774,12 @@ class IoQueue:
             b = self._bucket
             if b is None:
                 return now
-            if self._bound_in_disk and head.cost > self._in_disk_limit - self._in_disk_cost + _EPS:
-                return _INF  # the disk is full: only a completion makes room
+            if self._bound_in_disk:
+                room = self._in_disk_limit - self._in_disk_cost
+                if head.cost > room + _EPS:
+                    knee = self._knee
+                    if knee is None or room <= _EPS or self._in_disk_limit >= knee.ceiling:
+                        return _INF  # the disk is full: only a completion makes room
             c = head.cost * self._flow.scale(now)
             t2 = b.next_available(c if c < b.limit else b.limit, now)
             if t2 < t:
@@ -677,6 +809,16 @@ class IoQueue:
     def cost_scale(self) -> float:
         """The back-off multiplier applied to costs (1.0 while the disk keeps up)."""
         return self._flow.scale(self._now) if self._bucket is not None else 1.0
+
+    @property
+    def in_disk_cost(self) -> float:
+        """Unscaled cost (disk-seconds) dispatched and not completed (0 without properties)."""
+        return self._in_disk_cost
+
+    @property
+    def in_disk_bound(self) -> float:
+        """The bound on ``in_disk_cost`` in force now (unscaled disk-seconds; inf if none)."""
+        return self._in_disk_limit if self._bound_in_disk else math.inf
 
     @property
     def queued(self) -> int:

@@ -20,6 +20,19 @@ Time spent in the FIFO is the "queue in disk" the scheduler tries to keep short.
 holds per-class samples from which ``SimResult.report(t0, t1)`` computes achieved
 ops/bytes/cost and latency percentiles in a window.
 
+Two regimes. Without ``engine`` the driver is free: requests are queued, dispatched and
+completed the instant they can be, so only the disk (and the scheduler's tokens) limit
+throughput -- the disk-bound regime. With ``engine=Engine(...)`` one simulated engine core
+drives the disk as ioengine's reactor does, in loop turns: a turn reaps the completions that
+arrived (``cpu_per_completion`` each; the queue is told of them at the turn's start), runs
+the tasks they woke (``cpu_per_request`` each: the task resumes and issues its next request,
+through a direct grant when nothing waits in the queue, else into the queue) and ends with
+one flush (``cpu_per_turn``: commit the grant, dispatch, submit). Everything on the core is
+serialised, and a task issues its next request only once its completion was handled, so a
+disk faster than the engine can be simulated: the engine-bound regime, where nothing has to
+wait for the disk or its tokens and each class gets what its tasks push through the core
+unless the scheduler makes requests wait (issue 17).
+
     python -m iosched.sim        # a small demonstration
 """
 
@@ -36,7 +49,7 @@ from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
 from .io_queue import IoQueue, IoQueueConfig, QueuedRequest
 from .properties import DiskProperties
 
-__all__ = ["SimDisk", "Workload", "ClassReport", "SimResult", "simulate", "scaled_properties"]
+__all__ = ["SimDisk", "Workload", "Engine", "ClassReport", "SimResult", "simulate", "scaled_properties"]
 
 
 def scaled_properties(props: DiskProperties, factor: float) -> DiskProperties:
@@ -142,6 +155,34 @@ class Workload:
     iops_limit: float | None = None
 
 
+@dataclass(frozen=True)
+class Engine:
+    """One simulated engine core (see the module docstring): CPU seconds per request issued,
+    per completion handled and per loop turn, all on one serialised core.
+
+    The defaults are a Python reactor of the kind issue 17 measured (about 8 us per request
+    in all: ~110-120k requests/s at most). ``grants``: a class issues through
+    ``IoQueue.open_grant``/``take`` when nothing waits in the queue, as the reactor does.
+    """
+
+    cpu_per_request: float = 6e-6
+    cpu_per_completion: float = 2e-6
+    cpu_per_turn: float = 4e-6
+    grants: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_per_request", "cpu_per_completion", "cpu_per_turn"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < math.inf):
+                raise ValueError(f"Engine.{name} must be a number >= 0 (seconds), got {v!r}")
+
+    @property
+    def max_rate(self) -> float:
+        """Requests per second the core can drive at most (big turns, no per-turn cost)."""
+        c = self.cpu_per_request + self.cpu_per_completion
+        return math.inf if c == 0 else 1.0 / c
+
+
 @dataclass
 class ClassReport:
     name: str
@@ -182,6 +223,8 @@ class _Samples:
     pt: list[float] = field(default_factory=list)
     in_disk: list[float] = field(default_factory=list)
     disk_wait: list[float] = field(default_factory=list)
+    # engine regime, per completed request: where it spent its cycle (see SimResult.stages)
+    stage: list[tuple[float, float, float, float, float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -192,6 +235,27 @@ class SimResult:
     disk: SimDisk
     dispatches: int  # parts dispatched
     scale_trace: list[tuple[float, float, float]]  # (time, flow ratio, cost scale), per 10 ms
+    #: (time, in-disk bound in unscaled disk-seconds, in-disk cost), per 10 ms
+    bound_trace: list[tuple[float, float, float]] = field(default_factory=list)
+    #: engine regime: fraction of the time the engine core was busy
+    engine_busy: float = math.nan
+
+    def stages(self, t0: float = 0.0, t1: float | None = None) -> dict[str, dict[str, float]]:
+        """Engine regime: per class, the mean seconds a request's cycle spends in each stage
+        (completions in [t0, t1)): ``ready`` (its task waits for the core), ``sched`` (queued
+        in the scheduler), ``staged`` (dispatched or granted, waiting for the turn's submit),
+        ``disk`` (in the disk, its FIFO included), ``reap`` (done, waiting for a turn to reap
+        it), and ``outstanding``: the mean number of requests in the cycle (Little's law)."""
+        t1 = self.duration if t1 is None else t1
+        out = {}
+        for name, smp in self.samples.items():
+            rows = [r for r in smp.stage if t0 <= r[0] < t1]
+            n = len(rows) or 1
+            m = {k: sum(r[i] for r in rows) / n for i, k in enumerate(("ready", "sched", "staged", "disk", "reap"), 1)}
+            m["cycle"] = sum(m.values())
+            m["outstanding"] = len(rows) / (t1 - t0) * m["cycle"]
+            out[name] = m
+        return out
 
     def report(self, t0: float = 0.0, t1: float | None = None) -> dict[str, ClassReport]:
         """Per class, over completions in [t0, t1)."""
@@ -293,14 +357,22 @@ def simulate(
     disk_cost_form: CostForm | None = None,
     seed: int = 0,
     poll_interval: float = 0.0,
+    engine: Engine | Sequence[tuple[float, Engine]] | None = None,
 ) -> SimResult:
     """Run the workloads for ``duration`` virtual seconds.
 
     ``sched_props`` is what the scheduler believes ("same": the disk's real rates; None: no
     properties, fair ordering only). ``poll_interval`` > 0 makes the driver call
     ``dispatch`` only on a poll grid (like a reactor's loop turn) instead of exactly when
-    tokens allow.
+    tokens allow. ``engine``: drive the disk with a simulated engine core (an ``Engine``, or
+    ``[(start, Engine), ...]`` phases to change it mid-run); None: the disk-bound driver.
     """
+    if engine is not None:
+        phases = [(0.0, engine)] if isinstance(engine, Engine) else sorted(engine, key=lambda p: p[0])
+        return _simulate_engine(
+            workloads, phases, disk_props=disk_props, sched_props=sched_props, duration=duration, config=config,
+            parallelism=parallelism, noise=noise, latency=latency, disk_cost_form=disk_cost_form, seed=seed,
+        )
     if sched_props == "same":
         sched_props = disk_props
     q = IoQueue(sched_props, config)  # type: ignore[arg-type]
@@ -328,6 +400,7 @@ def simulate(
     visible: deque[tuple[float, QueuedRequest, float, float]] = deque()
     dispatches = 0
     trace: list[tuple[float, float, float]] = []
+    bound: list[tuple[float, float, float]] = []
     next_trace = 0.0
     pending_starts = sorted((d.w.start, i) for i, d in enumerate(drivers) if not d.w.rate)
     ps = 0
@@ -403,8 +476,203 @@ def simulate(
         wake = math.inf if nt is None else max(nt, now + 1e-9)
         if now >= next_trace:
             trace.append((now, q.flow_ratio, q.cost_scale))
+            bound.append((now, q.in_disk_bound, q.in_disk_cost))
             next_trace = now + 0.01
-    return SimResult(duration, samples, q, disk, dispatches, trace)
+    return SimResult(duration, samples, q, disk, dispatches, trace, bound)
+
+
+class _Task:
+    """Engine regime: one request of a task, from the moment the task is ready to issue it."""
+
+    __slots__ = ("drv", "ready_at", "issued_at", "submitted", "direction", "length", "grant", "dispatched_at",
+                 "cost")
+
+    def __init__(self, drv: _Driver, ready_at: float) -> None:
+        self.drv = drv
+        self.ready_at = ready_at
+        self.issued_at = ready_at
+        self.submitted = 0.0
+        self.grant = None  # the DirectGrant it was taken under, if any
+        self.dispatched_at = 0.0
+
+
+def _simulate_engine(
+    workloads: Sequence[Workload], phases: list[tuple[float, Engine]], *, disk_props: DiskProperties,
+    sched_props: DiskProperties | None | str, duration: float, config: IoQueueConfig, parallelism: int,
+    noise: float, latency: float, disk_cost_form: CostForm | None, seed: int,
+) -> SimResult:
+    """The engine regime of ``simulate`` (see the module docstring)."""
+    if sched_props == "same":
+        sched_props = disk_props
+    q = IoQueue(sched_props, config)  # type: ignore[arg-type]
+    disk = SimDisk(
+        disk_props, parallelism=parallelism, noise=noise, latency=latency,
+        cost_form=disk_cost_form or config.cost_form, seed=seed,
+    )
+    master = random.Random(seed)
+    drivers: list[_Driver] = []
+    samples: dict[str, _Samples] = {}
+    for w in workloads:
+        cls = q.get_class(w.name) if w.name == config.default_class else q.create_class(w.name, w.shares)
+        if w.name == config.default_class:
+            q.set_shares(w.name, w.shares)
+        if w.bandwidth_limit is not None:
+            q.update_bandwidth(w.name, w.bandwidth_limit, 0.0)
+        if w.iops_limit is not None:
+            q.update_iops(w.name, w.iops_limit, 0.0)
+        drivers.append(_Driver(w, cls, random.Random(master.getrandbits(64))))
+        samples[w.name] = _Samples()
+    disk_cost = disk._cost
+    lat_extra = disk.latency
+    visible: deque[tuple[float, object, float, float]] = deque()  # (visible at, unit, submitted, started)
+    ready: deque[_Task] = deque()
+    staged: list = []  # granted requests (_Task) and dispatched units, submitted at the next flush
+    grant = None
+    reaped: dict = {}  # grant -> completions reaped, booked at the flush
+    trace: list[tuple[float, float, float]] = []
+    bound: list[tuple[float, float, float]] = []
+    next_trace = 0.0
+    starts = sorted((d.w.start, i) for i, d in enumerate(drivers) if not d.w.rate)
+    ps = 0
+    phase_i = 0
+    eng = phases[0][1]
+    dispatches = 0
+    busy = 0.0
+    now = 0.0
+    wake = math.inf  # when the queue's tokens allow the next dispatch (the reactor's timer)
+
+    def start_tasks(drv: _Driver, t: float) -> None:
+        for _ in range(drv.w.depth - drv.outstanding):
+            ready.append(_Task(drv, t))
+            drv.outstanding += 1
+
+    while True:
+        while phase_i + 1 < len(phases) and phases[phase_i + 1][0] <= now:
+            phase_i += 1
+            eng = phases[phase_i][1]
+        # Anything to do at `now`? Otherwise the core sleeps until the next event.
+        e = disk.next_event()
+        if e <= now:
+            for end, unit, submitted, started in disk.pop_done(now):
+                visible.append((end + lat_extra, unit, submitted, started))
+        idle = (not ready and not staged and not (visible and visible[0][0] <= now) and wake > now
+                and not (ps < len(starts) and starts[ps][0] <= now)
+                and all(drv.next_arrival > now for drv in drivers))
+        if idle:
+            t = wake
+            if e < t:
+                t = e
+            if visible and visible[0][0] < t:
+                t = visible[0][0]
+            for drv in drivers:
+                if drv.next_arrival < t:
+                    t = drv.next_arrival
+            if ps < len(starts) and starts[ps][0] < t:
+                t = starts[ps][0]
+            if t >= duration or t == math.inf:
+                break
+            if t > now:
+                now = t
+            continue
+        if now >= duration:
+            break
+        # -- one loop turn, starting at `now` ----------------------------------------------
+        t0 = now
+        cpu = 0.0
+        while ps < len(starts) and starts[ps][0] <= t0:
+            start_tasks(drivers[starts[ps][1]], t0)
+            ps += 1
+        for drv in drivers:
+            while drv.next_arrival <= t0:
+                ready.append(_Task(drv, drv.next_arrival))
+                drv.outstanding += 1
+                drv.advance_arrival()
+        # the flush: reap what arrived, book it, dispatch, submit
+        while visible and visible[0][0] <= t0:
+            vis, unit, submitted, started = visible.popleft()
+            cpu += eng.cpu_per_completion
+            if unit.__class__ is _Task:
+                task = unit
+                reaped[task.grant] = reaped.get(task.grant, 0) + 1
+                parent = task
+                dispatched_at = task.dispatched_at
+            else:
+                task = unit.payload
+                dispatched_at = unit.dispatched_at
+                parent = q.complete(unit, unit.length, t0)
+            drv = task.drv
+            smp = samples[drv.w.name]
+            smp.pt.append(t0)
+            smp.in_disk.append(t0 - dispatched_at)
+            smp.disk_wait.append(started - submitted)
+            if parent is None:
+                continue
+            smp.t.append(t0)
+            smp.lat.append(t0 - task.issued_at)
+            smp.nbytes.append(task.length)
+            smp.cost.append(parent.cost)
+            smp.disk_cost.append(disk_cost(task.direction, task.length))
+            smp.stage.append((t0, task.issued_at - task.ready_at, dispatched_at - task.issued_at,
+                              task.submitted - dispatched_at, vis - task.submitted, t0 - vis))
+            drv.outstanding -= 1
+            if not drv.w.rate and t0 < drv.w.stop:
+                ready.append(_Task(drv, t0))
+                drv.outstanding += 1
+        if grant is not None:
+            q.commit_grant(grant)
+            grant = None
+        for g, k in reaped.items():
+            q.complete_grant(g, k, t0)
+        reaped.clear()
+        if q.queued:
+            for part in q.dispatch(t0):
+                staged.append(part)
+                dispatches += 1
+            nt = q.next_dispatch_time(t0)
+            wake = math.inf if nt is None else max(nt, t0 + 1e-9)
+        else:
+            wake = math.inf
+        if staged:
+            ts = t0 + cpu
+            for unit in staged:
+                if unit.__class__ is _Task:
+                    unit.submitted = ts
+                else:
+                    unit.payload.submitted = ts
+                disk.submit(unit, ts)
+            staged.clear()
+        # the tasks woken so far run, each issuing its next request
+        for _ in range(len(ready)):
+            task = ready.popleft()
+            t = t0 + cpu
+            cpu += eng.cpu_per_request
+            drv = task.drv
+            d, size = drv.make()
+            task.issued_at = t
+            task.direction = d
+            task.length = size
+            cls = drv.cls
+            if eng.grants and q.throttling and not cls.limited and not q.queued:
+                if grant is None or grant.io_class is not cls:
+                    if grant is not None:
+                        q.commit_grant(grant)
+                    grant = q.open_grant(cls, t)
+                if grant is not None and grant.take(d, size):
+                    task.grant = grant
+                    task.dispatched_at = grant.at
+                    task.cost = grant.last_cost
+                    staged.append(task)
+                    dispatches += 1
+                    continue
+            q.queue(cls, d, size, task, t)
+        cpu += eng.cpu_per_turn
+        busy += cpu
+        now = t0 + cpu
+        if t0 >= next_trace:
+            trace.append((t0, q.flow_ratio, q.cost_scale))
+            bound.append((t0, q.in_disk_bound, q.in_disk_cost))
+            next_trace = t0 + 0.01
+    return SimResult(duration, samples, q, disk, dispatches, trace, bound, engine_busy=busy / duration)
 
 
 def _demo() -> None:  # pragma: no cover - illustration
