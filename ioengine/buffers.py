@@ -210,6 +210,10 @@ class BufferPool:
         """Idle blocks held (for tests and metrics)."""
         return sum(len(v) for v in self._free.values())
 
+    def idle_bytes(self) -> int:
+        """Bytes held by idle blocks (for tests, metrics and soak runs)."""
+        return sum(len(b) for free in self._free.values() for b in free)
+
     def clear(self) -> None:
         for free in self._free.values():
             for b in free:
