@@ -196,7 +196,8 @@ class Transport:
         self._dirty: list[int] = []
         self._flush_scheduled = False
         self._retry: asyncio.TimerHandle | None = None
-        self._pending: dict[int, tuple[asyncio.Future, int]] = {}
+        #: Calls awaiting an answer, by the shard they went to (their answers come back on its ring).
+        self._pending: list[dict[int, asyncio.Future]] = [{} for _ in range(count)]
         self._next_id = 1
         self._buf = ffi.new("char[]", ring_bytes)
         self._view = memoryview(ffi.buffer(self._buf))
@@ -219,7 +220,10 @@ class Transport:
         if self.closed or self._dead and shard in self._dead:
             raise ShardError(shard, "is stopped or gone; no more calls can be sent to it")
         try:
-            fid = self._fids.get(fn) if type(fn) in _CACHED_TYPES else None
+            fid = self._fids.get(fn)  # only functions and classes are ever put there
+        except TypeError:  # an unhashable callable: it goes with each call
+            fid = None
+        try:
             if fid is None and type(fn) in _CACHED_TYPES:
                 fid = self._define(fn)
             if fid is None:
@@ -245,7 +249,7 @@ class Transport:
         rid = self._next_id
         self._next_id = rid + 1
         fut = self._create_future()
-        self._pending[rid] = (fut, shard)
+        self._pending[shard][rid] = fut
         # _send, inlined (the per-call path)
         ob = self._outbox[shard]
         if not ob:
@@ -337,7 +341,7 @@ class Transport:
         view = self._view
         unpack = _HDR.unpack_from
         loads = pickle.loads
-        pending = self._pending
+        pending = self._pending[src]
         fns = self._fns[src]
         plain = _PLAIN_TYPES
         ob = self._outbox[src]
@@ -377,11 +381,8 @@ class Transport:
                 else:
                     self._run_call(src, rid, fns[kind >> 8] if k == CALL_KW else None, payload)
                 continue
-            entry = pending.pop(rid, None)
-            if entry is None:
-                continue
-            fut = entry[0]
-            if fut.done():  # the caller was cancelled
+            fut = pending.pop(rid, None)
+            if fut is None or fut.done():  # the caller was cancelled
                 continue
             try:
                 if kind == OK:
@@ -470,11 +471,10 @@ class Transport:
     def shard_lost(self, shard: int, error: BaseException) -> None:
         """``shard`` is gone: its callers get ``error``, and nothing more is sent to it."""
         self._dead.add(shard)
-        for rid, (fut, dest) in list(self._pending.items()):
-            if dest == shard:
-                del self._pending[rid]
-                if not fut.done():
-                    fut.set_exception(error)
+        lost, self._pending[shard] = self._pending[shard], {}
+        for fut in lost.values():
+            if not fut.done():
+                fut.set_exception(error)
 
     async def close(self) -> None:
         """Cancel the calls running here and wait for them; stop reading and writing the rings."""
@@ -496,10 +496,11 @@ class Transport:
         except Exception:
             pass
         err = ShardError(self.shard, "is stopping")
-        for fut, _ in self._pending.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self._pending.clear()
+        for pending in self._pending:
+            for fut in pending.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            pending.clear()
         del self._view
         self._base = None
         self._in_arr = None

@@ -1,6 +1,7 @@
 """submit_to, invoke_on_all, errors and what may cross shards (smp=2: this machine has two cores)."""
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -31,9 +32,14 @@ def test_values_coroutines_kwargs_and_local_calls():
                 await smp.submit_to(0, h.whoami),  # this shard: runs here
                 await smp.submit_to(1, h.echo, big) == big,
                 await smp.submit_to(1, h.echo, {"k": [1, 2.5, None]}),
-                await smp.submit_to(1, h.call_back, 0))  # shard 1 calls shard 0 while shard 0 waits
+                await smp.submit_to(1, h.call_back, 0),  # shard 1 calls shard 0 while shard 0 waits
+                # callables that are not plain functions: sent with each call
+                await smp.submit_to(1, functools.partial(h.add, 1), 2),
+                (await smp.submit_to(1, h.Counter, 7, "d")).value,  # a class: the instance comes back
+                await smp.submit_to(1, h.Counter(3, "d").add, 4))  # a bound method of a picklable object
 
-    added, (shard, pid), local, big_ok, obj, (via, back) = ioengine.run(main, smp=2)
+    added, (shard, pid), local, big_ok, obj, (via, back), partial, built, bound = ioengine.run(main, smp=2)
+    assert (partial, built, bound) == (3, 7, 7)
     assert added == 6 and shard == 1 and pid != os.getpid()
     assert local[0] == 0 and local[2] == os.getpid()
     assert big_ok and obj == {"k": [1, 2.5, None]}
