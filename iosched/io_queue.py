@@ -103,12 +103,13 @@ class IoQueueConfig:
     #: The mean latency the adaptive bound allows, relative to the least seen for requests of
     #: the same cost (within a factor of 2): the knee's tolerance for queueing downstream of
     #: the scheduler (in the disk, or completions waiting for the engine's loop turn).
-    knee_latency_ratio: float = 1.5
+    knee_latency_ratio: float = 2.0
     #: The adaptive bound is updated once per this many milliseconds (with enough samples).
     knee_period_ms: float = 5.0
-    #: The least latency seen (per cost band) rises by this fraction per period unless seen
-    #: again, so a disk or engine that became slower is learnt within ~100 periods.
-    knee_aging: float = 0.01
+    #: Every this many milliseconds the adaptive bound spends one period at a quarter of its
+    #: value and learns the least latencies afresh from it (BBR's ProbeRTT): the unloaded
+    #: latency cannot be seen at the depth the bound holds, and the disk or engine may change.
+    knee_probe_ms: float = 250.0
     #: Per-class bandwidth/IOPS limits allow a burst of this many milliseconds of their rate.
     limit_burst_ms: float = 10.0
     #: "max" or "additive" (see iosched.cost).
@@ -118,7 +119,8 @@ class IoQueueConfig:
 
     def __post_init__(self) -> None:
         for name in ("latency_goal_ms", "flow_ratio_window", "default_shares", "flow_ratio_threshold",
-                     "flow_ratio_gain", "flow_ratio_prior", "in_disk_limit", "knee_period_ms"):
+                     "flow_ratio_gain", "flow_ratio_prior", "in_disk_limit", "knee_period_ms",
+                     "knee_probe_ms"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < math.inf):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive number, got {v!r}")
@@ -128,8 +130,6 @@ class IoQueueConfig:
                 raise ValueError(f"IoQueueConfig.{name} must be a positive integer, got {v!r}")
         if not (isinstance(self.knee_latency_ratio, (int, float)) and 1 < self.knee_latency_ratio < math.inf):
             raise ValueError(f"IoQueueConfig.knee_latency_ratio must be a number > 1, got {self.knee_latency_ratio!r}")
-        if not (isinstance(self.knee_aging, (int, float)) and 0 <= self.knee_aging < 1):
-            raise ValueError(f"IoQueueConfig.knee_aging must be in [0, 1), got {self.knee_aging!r}")
         if self.forgiveness_ms < 0 or self.limit_burst_ms <= 0 or self.max_cost_scale < 1:
             raise ValueError("IoQueueConfig: forgiveness_ms >= 0, limit_burst_ms > 0 and max_cost_scale >= 1 required")
 
@@ -275,24 +275,34 @@ class _Knee:
     """The adaptive in-disk bound (``IoQueueConfig.adaptive_in_disk``): a gradient controller.
 
     Inputs, per completion booked (``complete``, ``complete_grant``): its cost and its latency
-    from dispatch to the booking. Per cost band (a factor of 2) it keeps the least latency
-    seen, ``m``; each period it takes ``G``, the mean of ``m / latency`` over the period's
-    completions (1: nothing queues downstream of the scheduler; 1/2: requests take twice the
-    least), and moves the bound by ``sqrt(G * ratio)`` (at most x2 either way), between a
-    floor of a few minimum-size requests and the static bound. It is raised only when the
-    bound was what held requests back in that period. Equilibrium: mean latency = ``ratio`` x
-    the least, i.e. a little queueing downstream (enough to keep the bottleneck busy), the
-    rest waiting in the fair queue. The least latencies age upwards by ``knee_aging`` per
-    period, so a slower disk or engine is learnt.
+    from dispatch to the booking (the caller's ``now``). Per cost band (a factor of 2) it
+    keeps the least latency seen, ``m``; each period it takes ``G``, the mean of
+    ``m / latency`` over the period's completions (1: nothing queues downstream of the
+    scheduler; 1/2: requests take twice the least), and scales the bound by
+    ``sqrt(G * ratio)`` (at most halving it), between a floor of a few minimum-size requests
+    and the static bound. It is raised only when the bound was what held requests back in
+    that period. Equilibrium: mean latency = ``ratio`` x the least, i.e. a little queueing
+    downstream (enough to keep the bottleneck busy), the rest waiting in the fair queue.
+
+    The least latency must be seen at a small depth, which the bound itself may prevent (in
+    an engine-bound loop every completion waits for a loop turn whose length grows with the
+    depth). So, like BBR's ProbeRTT, one period in every ``knee_probe_ms`` runs at a quarter
+    of the bound and the least latencies are learnt afresh from it (the first probe follows
+    periods 1, 4 and 16, while the bound settles): a slower disk or engine is learnt at the
+    next probe.
+
+    While fewer than two classes have work queued or in the disk, shares decide nothing: the
+    static bound applies (a class alone keeps its best batches) and the learnt bound waits.
     """
 
-    __slots__ = ("q", "ratio", "period", "aging", "ceiling", "floor", "mins", "g", "n", "next", "hit", "updates")
+    __slots__ = ("q", "ratio", "period", "probe_every", "ceiling", "floor", "mins", "g", "n", "next", "hit",
+                 "updates", "probing", "saved", "alone")
 
     def __init__(self, q: IoQueue, config: IoQueueConfig, now: float) -> None:
         self.q = q
         self.ratio = config.knee_latency_ratio
         self.period = config.knee_period_ms / 1000.0
-        self.aging = 1.0 + config.knee_aging
+        self.probe_every = max(2, round(config.knee_probe_ms / config.knee_period_ms))
         self.ceiling = q._in_disk_limit
         cost = q._cost
         min_req = max(cost(READ, config.min_request_size), cost(WRITE, config.min_request_size))
@@ -303,6 +313,9 @@ class _Knee:
         self.next = now + self.period
         self.hit = False  # the bound held something back in this period
         self.updates = 0
+        self.probing = False
+        self.saved = self.ceiling  # the bound to return to after a probe, or when not alone
+        self.alone = False  # fewer than two classes busy: the static bound applies
 
     def sample(self, cost: float, latency: float, count: int, now: float) -> None:
         if latency > 0.0:
@@ -317,8 +330,38 @@ class _Knee:
 
     def update(self, now: float) -> None:
         self.next = now + self.period
+        q = self.q
+        if self.probing:  # the probe's period is over: back to the bound it interrupted
+            self.probing = False
+            q._in_disk_limit = self.saved
+            self.g = 0.0
+            self.n = 0
+            self.hit = False
+            return
         n = self.n
         if n < 16:  # too few to judge: keep collecting
+            return
+        busy = 0
+        for c in q._classes.values():
+            if c.nr_queued or c.nr_executing:
+                busy += 1
+        if busy < 2:
+            # Shares decide nothing for a class alone: it gets the static bound (the depth
+            # that batches best); what was learnt is kept for when another class wakes.
+            if not self.alone:
+                self.alone = True
+                self.saved = q._in_disk_limit
+                q._in_disk_limit = self.ceiling
+            self.g = 0.0
+            self.n = 0
+            self.hit = False
+            return
+        if self.alone:
+            self.alone = False
+            q._in_disk_limit = self.saved
+            self.g = 0.0
+            self.n = 0
+            self.hit = False
             return
         f = self.g / n * self.ratio
         if f > 1.0 and not self.hit:
@@ -326,7 +369,6 @@ class _Knee:
         f = math.sqrt(f)
         if f < 0.5:
             f = 0.5
-        q = self.q
         limit = q._in_disk_limit * f
         if limit < self.floor:
             limit = self.floor
@@ -337,10 +379,12 @@ class _Knee:
         self.n = 0
         self.hit = False
         self.updates += 1
-        a = self.aging
-        mins = self.mins
-        for k in mins:
-            mins[k] *= a
+        u = self.updates
+        if u % self.probe_every == 1 or u == 4 or u == 16:  # sooner while the bound settles
+            self.probing = True
+            self.saved = limit
+            self.mins.clear()
+            q._in_disk_limit = self.floor
 
 
 class IoQueue:
