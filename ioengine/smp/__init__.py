@@ -29,7 +29,8 @@ here without pickling. One message (a call or a result) must fit in a ring (SmpO
 Failure and shutdown: SIGINT or SIGTERM to shard 0 cancels ``main``, stops every shard (their
 running calls cancelled, so ``async with`` blocks close their files; their reactors drained and
 closed) and ``run`` raises KeyboardInterrupt (SIGINT) or SystemExit(143) (SIGTERM). Shards
-1..N-1 ignore SIGINT (a terminal's Ctrl-C reaches the whole process group; shard 0 decides).
+1..N-1 ignore SIGINT and SIGTERM (a terminal's Ctrl-C, or a SIGTERM to the process group, reaches
+every process; shard 0 decides).
 A shard that dies, or fails to start, ends the run: ``main`` is cancelled, the other shards
 stopped, and ``run`` raises ShardError naming the shard, how it ended and its traceback. A shard
 cannot outlive shard 0: it is killed (PR_SET_PDEATHSIG) if shard 0's process dies.
@@ -558,7 +559,10 @@ def _set_parent_death_signal() -> None:
 
 def _shard_process(cfg: _ShardConfig, conn: Any) -> None:
     """The entry point of shards 1..N-1 (in a spawned interpreter)."""
+    # Shard 0 decides: a Ctrl-C or a SIGTERM to the whole process group must not kill a shard
+    # before shard 0 has stopped it cleanly (it is killed anyway if shard 0 dies).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _set_parent_death_signal()
     if os.getppid() != cfg.parent_pid:  # shard 0 died before the death signal was armed

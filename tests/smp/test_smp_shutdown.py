@@ -38,7 +38,7 @@ def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
 
 def _start(mode: str, d: Path) -> tuple[subprocess.Popen, int]:
     p = subprocess.Popen([sys.executable, str(CLI), mode, str(d)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, start_new_session=True)  # its own process group, as in a terminal
     line = p.stdout.readline()
     if not line.startswith("READY"):
         p.kill()
@@ -47,10 +47,16 @@ def _start(mode: str, d: Path) -> tuple[subprocess.Popen, int]:
     return p, int(line.split()[1])
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_stops_every_shard_and_closes_their_files(scratch, sig, status):
+@pytest.mark.parametrize("sig, status, group", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
+                                               (signal.SIGINT, 130, True), (signal.SIGTERM, 143, True)],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-to-group", "SIGTERM-to-group"])
+def test_a_signal_stops_every_shard_and_closes_their_files(scratch, sig, status, group):
+    """To shard 0 alone, or to the whole process group (a terminal's Ctrl-C): the same clean stop."""
     p, pid1 = _start("sigint" if sig == signal.SIGINT else "sigterm", scratch)
-    p.send_signal(sig)
+    if group:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
     try:
         out, err = p.communicate(timeout=30)
     except subprocess.TimeoutExpired:
