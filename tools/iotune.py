@@ -241,7 +241,7 @@ def check_io_properties(options: ReactorOptions) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# signals: SIGINT is asyncio's (cancel, then KeyboardInterrupt); SIGTERM does the same, via us
+# signals: SIGINT and SIGTERM cancel the work, then unwind (KeyboardInterrupt / Terminated); see run_engine
 
 
 class Terminated(BaseException):
@@ -257,8 +257,34 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _record_terminated(signum: int, frame: Any) -> None:
+    """SIGTERM while a loop shuts down: recorded; run_engine raises Terminated once it is closed."""
+    global _terminated
+    _terminated = True
+
+
 def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
-    """``ioengine.run(coro)`` with SIGTERM cancelling it cleanly (finally blocks, file close, reactor close)."""
+    """``ioengine.run(coro)`` with SIGTERM cancelling it cleanly (finally blocks, file close, reactor close).
+
+    SIGINT is ours for the whole call, not asyncio's: asyncio's runner puts Python's default
+    handler back at the end of each run, before it closes the loop, so a Ctrl-C then raised
+    KeyboardInterrupt inside the loop's shutdown and left a half-closed loop behind ("Exception
+    ignored in BaseEventLoop.__del__"). Here, while the work runs, the first Ctrl-C cancels it
+    and a second raises KeyboardInterrupt; during set-up and shutdown a Ctrl-C is only recorded,
+    and KeyboardInterrupt is raised once ioengine.run has returned.
+    """
+    state: dict[str, Any] = {"task": None, "loop": None, "sigints": 0}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        state["sigints"] += 1
+        task, loop = state["task"], state["loop"]
+        if task is None or task.done():
+            return  # set-up or shutdown: raised after ioengine.run returns
+        if state["sigints"] == 1:
+            task.cancel()
+            loop.call_soon_threadsafe(lambda: None)  # wake the loop (asyncio's runner does the same)
+            return
+        raise KeyboardInterrupt()
 
     async def guarded() -> T:
         loop = asyncio.get_running_loop()
@@ -272,8 +298,23 @@ def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
 
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGTERM, on_term)
-        return await coro
+        state["loop"], state["task"] = loop, task
+        try:
+            return await coro
+        finally:
+            state["task"] = None
+            # Hand SIGTERM back to a plain Python handler before the loop closes: the loop's
+            # close() shuts its self-pipe before it removes its signal handlers, and a signal
+            # in between would be written to the closed descriptor ("Exception ignored when
+            # trying to write to the signal wakeup fd").
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGTERM)
+                signal.signal(signal.SIGTERM, _record_terminated)
 
+    try:
+        previous_int = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: asyncio's own handling (none) applies
+        previous_int = None
     try:
         return ioengine.run(guarded(), **options.as_dict())
     except IoPropertiesError as e:  # checked at start-up; a file changed since then
@@ -281,14 +322,21 @@ def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
     except asyncio.CancelledError:
         if _terminated:
             raise Terminated() from None
+        if state["sigints"]:
+            raise KeyboardInterrupt() from None
         raise
     finally:
+        if previous_int is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGINT, previous_int)
         coro.close()  # never started if the reactor could not be made: no "never awaited" warning
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # the loop's close reset it
             with contextlib.suppress(ValueError):
                 signal.signal(signal.SIGTERM, _raise_terminated)
         if _terminated:
             raise Terminated()
+        if state["sigints"]:
+            raise KeyboardInterrupt()
 
 
 # ----------------------------------------------------------------------------------------------
