@@ -1,0 +1,40 @@
+"""CPU per 4k random read through ioengine: 32 tasks awaiting dma_read on one file.
+
+    python scripts/cpu_per_io.py [FILE] [reactor_option=value ...]
+    env: N (reads, default 200000), BLOCKS (4 KiB blocks of the file to read, default 16384),
+         LOOP=uvloop, WAKE (override ioengine.reactor.POLL_WAKE_NS, ns)
+
+FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
+CPU path is left. scripts/icount.sh runs it under callgrind.
+"""
+import asyncio, os, sys, time, random, resource
+import ioengine
+import ioengine.reactor
+if os.environ.get('WAKE'): ioengine.reactor.POLL_WAKE_NS = int(os.environ['WAKE'])
+if os.environ.get('LOOP') == 'uvloop':
+    import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+from ioengine import OpenFlags as O
+path = sys.argv[1] if len(sys.argv) > 1 else "/dev/shm/ioe.dat"
+BLOCKS = int(os.environ.get("BLOCKS", "16384"))
+N = int(os.environ.get("N", "200000"))
+async def main():
+    if not os.path.exists(path) or os.path.getsize(path) < 64 << 20:
+        with open(path, "wb") as f: f.write(os.urandom(64 << 20))
+    f = await ioengine.open_file_dma(path, O.RO)
+    done = 0
+    async def worker(seed):
+        nonlocal done
+        rnd = random.Random(seed)
+        b = f.allocate_buffer(4096)
+        while done < N:
+            await f.dma_read(rnd.randrange(BLOCKS) * 4096, b)
+            done += 1
+    r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(32)))
+    t1 = time.perf_counter(); r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(f"{done/(t1-t0):,.0f} IOPS  {cpu/done*1e6:.2f} cpu-us/io (user {(r1.ru_utime-r0.ru_utime)/done*1e6:.2f})")
+    await f.close()
+def conv(v):
+    return {"True": True, "False": False}.get(v, int(v) if v.lstrip("-").isdigit() else v)
+ioengine.run(main(), **{k: conv(v) for k, v in (a.split("=") for a in sys.argv[2:])})

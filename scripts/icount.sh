@@ -1,0 +1,17 @@
+#!/bin/bash
+# Instructions (user space) per 4k read through ioengine, counted by callgrind: the slope between
+# 4,000 and 20,000 reads of scripts/cpu_per_io.py, so start-up does not count. Repeatable on a
+# noisy machine, unlike seconds. Usage: scripts/icount.sh [PYTHONPATH] (LOOP=uvloop for uvloop).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+pp=${1:-$here}
+py=${PYTHON:-$here/.venv/bin/python}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for n in 4000 20000; do
+  PYTHONPATH=$pp N=$n valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$n.out" \
+    "$py" "$here/scripts/cpu_per_io.py" >/dev/null 2>"$tmp/cg.$n.err"
+  grep -o "Collected : [0-9]*" "$tmp/cg.$n.err" | awk '{print $3}' > "$tmp/cg.$n.total"
+done
+a=$(cat "$tmp/cg.4000.total"); b=$(cat "$tmp/cg.20000.total")
+echo "instructions/io: $(( (b - a) / 16000 ))"
