@@ -725,7 +725,7 @@ static int IoPath_getbuffer(IoPathObject *self, Py_buffer *view, int flags)
     }
     Py_ssize_t n = self->view_n;
     int rc = PyBuffer_FillInfo(view, (PyObject *)self, self->recs ? (void *)self->recs : (void *)"",
-                               n * REC_WORDS * (Py_ssize_t)sizeof(uint64_t), 1, flags);
+                               n * (Py_ssize_t)sizeof(uint64_t), 1, flags); /* view_n counts words */
     if (rc < 0)
         return -1;
     if (flags & PyBUF_FORMAT)
