@@ -48,6 +48,12 @@ class ReactorOptions:
     #: full read/write mix ~0.9 ms per request (fio), above the 0.75 ms goal (measured with
     #: `ioengine-bench sched`: (b)'s utilisation 0.52-0.57 at 1, 0.71-0.80 at 2, 0.75-0.76 at 3).
     io_in_disk_goals: float = field(default=2.0, metadata={"help": "most cost a throttled disk holds, in latency goals"})
+    #: Let that bound adapt (iosched's "knee", IoQueueConfig.adaptive_in_disk) while two or more
+    #: classes compete, so shares hold when the engine, not the disk, is the bottleneck. Off by
+    #: default: on this virtio disk, whose latency rises with depth as its throughput does, the
+    #: latency-gradient controller settles at ~9 requests in the disk and two classes got 4:1
+    #: at ~0.7x the throughput they get without it (docs/scheduler.md; `.../shares` experiment).
+    io_adaptive_in_disk: bool = field(default=False, metadata={"help": "adapt the in-disk bound to hold shares (knee)"})
     #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
     buffer_pool_depth: int = field(default=64, metadata={"help": "idle DMA buffers kept per size class"})
     #: Largest buffer size the pool recycles; larger buffers are allocated and freed each time.
