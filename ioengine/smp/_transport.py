@@ -210,8 +210,13 @@ class Transport:
         self._defined: list[set[int]] = [set() for _ in range(count)]  # ids each shard has been sent
         self._fns: list[dict[int, Any]] = [{} for _ in range(count)]  # functions received, by sender and id
         loop.add_reader(efds[shard], self._on_eventfd)
-        self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self.poll, sleep=self._sleep,
+        self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self._turn, sleep=self._sleep,
                                       awake=self._awake)
+        # With the selector hook, outboxes are written when the loop turn's callbacks have all run
+        # (the start of its select): the batch is a whole turn's, and it leaves in the turn the
+        # calls were made. Without it (a loop with no selector to wrap), a callback does it.
+        # "Scheduled" stays True then: nothing else needs to schedule it.
+        self._flush_scheduled = self._unpoll is not None
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -283,7 +288,8 @@ class Transport:
 
     def _flush(self) -> None:
         """Write every outbox into its ring: one push per destination (waking it if it sleeps)."""
-        self._flush_scheduled = False
+        if self._unpoll is None:
+            self._flush_scheduled = False
         dirty = self._dirty
         if not dirty:
             return
@@ -322,6 +328,12 @@ class Transport:
         self._flush()
 
     # -- receiving -------------------------------------------------------------------------
+
+    def _turn(self) -> bool:
+        """Once per loop turn (the selector hook): send what the turn produced, read what came."""
+        if self._dirty:
+            self._flush()
+        return self.poll()
 
     def poll(self) -> bool:
         """Read every incoming ring and handle what came; True if anything did."""
