@@ -217,6 +217,10 @@ class Transport:
         # calls were made. Without it (a loop with no selector to wrap), a callback does it.
         # "Scheduled" stays True then: nothing else needs to schedule it.
         self._flush_scheduled = self._unpoll is not None
+        if self._unpoll is None:
+            # No hook to say when we sleep: stay "asleep" for the producers (every batch they push
+            # writes our eventfd), and read the rings from the eventfd's callback.
+            self._on_eventfd()
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -477,6 +481,10 @@ class Transport:
         except BlockingIOError:
             pass
         self.poll()
+        if self._unpoll is None:
+            # Re-arm: raise the flag, then look once more (a push that saw it down wrote nothing).
+            while lib.ie_shard_sleep(self._my_flag, self._in_arr, self._n_in):
+                self.poll()
 
     # -- failure and close -----------------------------------------------------------------
 

@@ -173,3 +173,21 @@ def _children() -> list[tuple[int, str]]:
         if ppid == me and state != "Z":
             out.append((int(d), cmd))
     return out
+
+
+def test_a_loop_without_a_selector_to_hook_still_gets_its_messages():
+    """uvloop has no selector for the poller to wrap: the rings are then read on eventfd wake-ups."""
+    uvloop = pytest.importorskip("uvloop")
+    import asyncio
+
+    async def main():
+        res = await asyncio.gather(*(smp.submit_to(1, h.echo, i) for i in range(3000)))
+        one = [await smp.submit_to(1, h.add, i, 1) for i in range(200)]
+        return type(asyncio.get_running_loop()).__module__, res == list(range(3000)), one == list(range(1, 201))
+
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        assert ioengine.run(main, smp=2) == ("uvloop", True, True)
+    finally:
+        asyncio.set_event_loop_policy(old)
