@@ -113,6 +113,10 @@ class SmpOptions:
     #: Bytes of each one-way message ring between two shards (a power of two). A message
     #: (one pickled call or result) must fit in one ring; a fuller ring only delays its sender.
     smp_ring_bytes: int = 1 << 20
+    #: An outbox holding this many bytes is written into its ring at once, mid-turn, so that the
+    #: receiving shard starts on it while the sender produces the rest (the reactor's
+    #: submit_batch, for messages); otherwise once per loop turn.
+    smp_batch_bytes: int = 4096
     #: How long shards get to stop (their work cancelled, reactors drained and closed) before
     #: they are killed and the run ends with an error.
     smp_stop_timeout_s: float = 10.0
@@ -123,6 +127,9 @@ class SmpOptions:
         r = self.smp_ring_bytes
         if isinstance(r, bool) or not isinstance(r, int) or r < 4096 or r & (r - 1):
             raise ValueError(f"smp_ring_bytes must be a power of two >= 4096, got {r!r}")
+        b = self.smp_batch_bytes
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ValueError(f"smp_batch_bytes must be an integer >= 1, got {b!r}")
         if not (isinstance(self.smp_stop_timeout_s, (int, float)) and self.smp_stop_timeout_s > 0):
             raise ValueError(f"smp_stop_timeout_s must be a positive number, got {self.smp_stop_timeout_s!r}")
         if self.cpuset is not None and not isinstance(self.cpuset, str):

@@ -305,6 +305,7 @@ class _ShardConfig:
     count: int
     cpu: int
     ring_bytes: int
+    batch_bytes: int
     parent_pid: int
     reactor_options: dict[str, Any]
     memfd: Any  # _Fd in the parent, int in the shard
@@ -374,7 +375,8 @@ class _Cluster:
         try:
             for k in range(1, self.n):
                 mine, theirs = ctx.Pipe(duplex=True)
-                cfg = _ShardConfig(k, self.n, self.cpus[k], self.sopts.smp_ring_bytes, os.getpid(),
+                cfg = _ShardConfig(k, self.n, self.cpus[k], self.sopts.smp_ring_bytes, self.sopts.smp_batch_bytes,
+                                   os.getpid(),
                                    self.ropts.as_dict(), _Fd(memfd), [_Fd(e) for e in efds])
                 p = ctx.Process(target=_shard_process, args=(cfg, theirs), name=f"ioengine-shard-{k}")
                 p.start()
@@ -400,7 +402,7 @@ class _Cluster:
         loop = asyncio.get_running_loop()
         self.wake = loop.create_future()  # set on a failure or a signal
         t = Transport(0, self.n, memfd, efds, self.sopts.smp_ring_bytes, loop,
-                      get_reactor().options.idle_poll_time_us)
+                      get_reactor().options.idle_poll_time_us, self.sopts.smp_batch_bytes)
         self.transport = t
         _here = t
         handlers = self._install_signals(loop)
@@ -585,7 +587,7 @@ async def _shard_main(cfg: _ShardConfig, conn: Any) -> None:
     global _here
     loop = asyncio.get_running_loop()
     t = Transport(cfg.shard, cfg.count, cfg.memfd, cfg.efds, cfg.ring_bytes, loop,
-                  get_reactor().options.idle_poll_time_us)
+                  get_reactor().options.idle_poll_time_us, cfg.batch_bytes)
     os.close(cfg.memfd)  # the mapping stays
     _here = t
     stop = loop.create_future()

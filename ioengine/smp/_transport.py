@@ -171,10 +171,10 @@ class Transport:
     __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
                  "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
-                 "_dead", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
+                 "_dead", "_batch_bytes", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
 
     def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
-                 loop: asyncio.AbstractEventLoop, poll_us: int) -> None:
+                 loop: asyncio.AbstractEventLoop, poll_us: int, batch_bytes: int = 4096) -> None:
         self.shard = shard
         self.count = count
         self.loop = loop
@@ -183,6 +183,7 @@ class Transport:
         base = ffi.from_buffer(self._mm)
         self._base = base
         self._cap = ring_bytes
+        self._batch_bytes = min(batch_bytes, ring_bytes // 2)
         self._max_payload = ring_bytes - HDR_BYTES
         ring = lambda src, dst: base + first + (src * count + dst) * stride + _PAGE - lib.IE_SPSC_HEADER  # noqa: E731
         self._out = [ring(shard, d) if d != shard else ffi.NULL for d in range(count)]
@@ -268,6 +269,8 @@ class Transport:
                 self.loop.call_soon(self._flush)
         ob += _pack(n, kind, rid)
         ob += data
+        if len(ob) >= self._batch_bytes:
+            self._flush_early(shard, ob)
         return fut
 
     def _define(self, fn: Any) -> int:
@@ -289,6 +292,15 @@ class Transport:
                 self.loop.call_soon(self._flush)
         ob += _HDR.pack(len(data), kind, rid)
         ob += data
+        if len(ob) >= self._batch_bytes:
+            self._flush_early(dest, ob)
+
+    def _flush_early(self, d: int, ob: bytearray) -> None:
+        """Write a full outbox now, mid-turn: the receiver starts on it while this shard goes on
+        producing the rest of the turn (else the two shards take turns, each idle while the other
+        works). A full ring leaves it to the turn's flush."""
+        if lib.ie_spsc_push(self._out[d], self._cap, ffi.from_buffer(ob), len(ob), self._flags[d], self._efds[d]) >= 0:
+            del ob[:]
 
     def _flush(self) -> None:
         """Write every outbox into its ring: one push per destination (waking it if it sleeps)."""
@@ -301,6 +313,8 @@ class Transport:
         cap = self._cap
         for d in dirty:
             ob = self._outbox[d]
+            if not ob:  # written early, or listed twice
+                continue
             rc = lib.ie_spsc_push(self._out[d], cap, ffi.from_buffer(ob), len(ob), self._flags[d], self._efds[d])
             if rc >= 0:
                 del ob[:]
@@ -381,6 +395,8 @@ class Transport:
                                 self._dirty.append(src)
                             ob += _pack(len(data), OK, rid)
                             ob += data
+                            if len(ob) >= self._batch_bytes:
+                                self._flush_early(src, ob)
                             continue
                         self.answer(src, rid, res)
                         continue
