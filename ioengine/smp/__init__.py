@@ -265,7 +265,13 @@ def run(main: Any, /, *args: Any, **options: Any) -> Any:
             return _run_one(_main_coro(main, args), **rest)
         finally:
             os.sched_setaffinity(0, old)
-    return _Cluster(sopts, cpus, ropts).run(main, args)
+    coro = _main_coro(main, args)  # a main that is not async is refused before any process starts
+    try:
+        cluster = _Cluster(sopts, cpus, ropts)
+    except BaseException:
+        coro.close()
+        raise
+    return cluster.run(coro)
 
 
 def _main_coro(main: Any, args: tuple) -> Any:
@@ -347,19 +353,24 @@ class _Cluster:
         self.exited: dict[int, asyncio.Future] = {}
         self.ready: set[int] = set()
 
-    def run(self, main: Any, args: tuple) -> Any:
-        memfd = create_shared(self.n, self.sopts.smp_ring_bytes)
+    def run(self, coro: Any) -> Any:
         efds: list[int] = []
         old_affinity = os.sched_getaffinity(0)
+        memfd = -1
         try:
+            memfd = create_shared(self.n, self.sopts.smp_ring_bytes)
             efds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.n)]
             self._start(memfd, efds)
             os.sched_setaffinity(0, {self.cpus[0]})
-            out = _run_one(self._shard0(main, args, memfd, efds), **self.ropts.as_dict())
+            out = _run_one(self._shard0(coro, memfd, efds), **self.ropts.as_dict())
+        except BaseException:
+            coro.close()  # if it never started: no "never awaited" warning on top of the error
+            raise
         finally:
             self._reap_all()
             for fd in [memfd, *efds]:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
             os.sched_setaffinity(0, old_affinity)
         if isinstance(out, _Interrupted):
             if out.signum == signal.SIGINT:
@@ -397,7 +408,7 @@ class _Cluster:
 
     # -- shard 0's coroutine -----------------------------------------------------------------
 
-    async def _shard0(self, main: Any, args: tuple, memfd: int, efds: list[int]) -> Any:
+    async def _shard0(self, coro: Any, memfd: int, efds: list[int]) -> Any:
         global _here
         loop = asyncio.get_running_loop()
         self.wake = loop.create_future()  # set on a failure or a signal
@@ -410,14 +421,12 @@ class _Cluster:
             self.exited[k] = loop.create_future()
             loop.add_reader(p.sentinel, self._on_exit, k)
             loop.add_reader(c.fileno(), self._on_ctl, k)
-        coro = None
         result: Any = None
         main_exc: BaseException | None = None
         try:
             self.all_ready = loop.create_future()
             await asyncio.wait({self.all_ready, self.wake}, return_when=asyncio.FIRST_COMPLETED)
             if not self.wake.done():
-                coro = _main_coro(main, args)
                 task = loop.create_task(coro)
                 await asyncio.wait({task, self.wake}, return_when=asyncio.FIRST_COMPLETED)
                 if not task.done():
@@ -429,8 +438,8 @@ class _Cluster:
                     main_exc = task.exception()
                 else:
                     result = task.result()
-            elif inspect.iscoroutine(main):
-                main.close()  # never started: no "never awaited" warning on top of the error
+            else:
+                coro.close()  # never started: no "never awaited" warning on top of the error
             await self._stop_shards(loop)
         finally:
             for k, (p, c) in enumerate(zip(self.procs, self.conns), start=1):

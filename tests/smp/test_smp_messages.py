@@ -139,7 +139,11 @@ def test_bad_smp_and_cpuset_are_refused_before_anything_starts():
         ioengine.run(main, smp=0)
     with pytest.raises(TypeError, match="unknown reactor option"):
         ioengine.run(main, smp=2, no_such_option=1)
+    with pytest.raises(TypeError, match="main must be an async function or a coroutine"):
+        ioengine.run(h.whoami, smp=2)
+    assert not [c for c in _children() if "resource_tracker" not in c[1]]
     assert ioengine.run(main, smp=2, cpuset="0-1") == 1
+    assert ioengine.run(main(), smp=2) == 1  # a coroutine works too
 
 
 def test_add_reactor_arguments_reads_smp_and_cpuset_back():
