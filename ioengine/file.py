@@ -178,6 +178,11 @@ class File:
 
     async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
+        if not self._closed:  # read_future's fast path, inlined: one frame less per read
+            fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
+                                              self, None, self._queue, self._qstates, io_class)
+            if fut is not None:
+                return await fut
         return await self.read_future(pos, buf, io_class)
 
     def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
