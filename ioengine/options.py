@@ -70,6 +70,17 @@ class ReactorOptions:
                 raise TypeError(f"reactor option {f.name} must be True or False, got {v!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown reactor backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        # The optional ones: None, or what they say.
+        if self.io_properties is not None and not isinstance(self.io_properties, str):
+            raise TypeError(f"reactor option io_properties must be YAML text (str) or None, "
+                            f"got {type(self.io_properties).__name__} {self.io_properties!r}")
+        if self.io_properties_file is not None and not isinstance(self.io_properties_file, (str, os.PathLike)):
+            raise TypeError(f"reactor option io_properties_file must be a path or None, "
+                            f"got {type(self.io_properties_file).__name__} {self.io_properties_file!r}")
+        goal = self.io_latency_goal_ms
+        if goal is not None and (isinstance(goal, bool) or not isinstance(goal, (int, float))
+                                 or not 0 < goal < float("inf")):
+            raise ValueError(f"reactor option io_latency_goal_ms must be a positive number of ms or None, got {goal!r}")
         for name in ("ring_entries", "threads", "submit_batch", "submit_alone_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")

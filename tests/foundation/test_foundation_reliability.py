@@ -282,3 +282,21 @@ def test_run_with_a_bad_option_leaves_no_never_awaited_warning(recwarn):
     del coro
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+@pytest.mark.parametrize("kw, exc, words", [
+    (dict(io_properties=123), TypeError, "io_properties must be YAML text"),
+    (dict(io_properties_file=5), TypeError, "io_properties_file must be a path"),
+    (dict(io_latency_goal_ms="x"), ValueError, "io_latency_goal_ms must be a positive number"),
+    (dict(io_latency_goal_ms=0), ValueError, "io_latency_goal_ms must be a positive number"),
+])
+def test_optional_reactor_options_are_checked_when_made(kw, exc, words):
+    with pytest.raises(exc, match=words):
+        ioengine.ReactorOptions(**kw)
+
+    async def main():
+        return 1
+
+    coro = main()
+    with pytest.raises(exc, match=words):  # and run() says so before it starts anything
+        ioengine.run(coro, **kw)
