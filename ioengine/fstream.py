@@ -510,6 +510,11 @@ class FileOutputStream:
         self._start = offset
         self._grown = False  # a reservation made the file longer than the data: cut it at flush
         self._tail_written = False  # _buf's partial content is on disk (flush), to be rewritten
+        # The turn: write(), flush() and close() from several tasks run one at a time, in call
+        # order (FIFO). _turn_busy: a call holds it; waiters, oldest first, get it handed over.
+        self._durable = offset  # durable_position
+        self._turn_busy = False
+        self._turn_waiters: collections.deque[asyncio.Future] = collections.deque()
 
     def _raise_if_failed(self, op: str) -> None:
         if self._closed:
@@ -537,22 +542,85 @@ class FileOutputStream:
         if err is not None and self._error is None:
             self._error = err
 
+    @property
+    def position(self) -> int:
+        """The file position after the last byte accepted by write() (offset + bytes written)."""
+        return self._pos + self._fill
+
+    @property
+    def durable_position(self) -> int:
+        """The file position up to which the data is durable: what the last completed flush()
+        covered (the starting offset before any)."""
+        return self._durable
+
     def _new_buffer(self) -> None:
         self._buf = self._file.allocate_buffer(self._buffer_size)
         self._fill = 0
 
+    # -- the turn: one write()/flush()/close() at a time, in call order ---------------------
+
+    async def _take_turn(self) -> None:
+        """Wait for the turn (another call holds it); FIFO. Cancelled while waiting: nothing done."""
+        fut = asyncio.get_running_loop().create_future()
+        self._turn_waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self._pass_turn()  # handed the turn just as we were cancelled: pass it on
+            else:
+                try:
+                    self._turn_waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def _pass_turn(self) -> None:
+        """Give the turn to the oldest waiter, or free it."""
+        waiters = self._turn_waiters
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)  # _turn_busy stays True: the turn is the waiter's now
+                return
+        self._turn_busy = False
+
     async def write(self, data: Any) -> None:
         """Append ``data`` (any bytes-like object); small writes are coalesced into buffers.
+
+        Safe from many tasks: concurrent write() calls are serialized in call order, each
+        call's bytes contiguous in the file (a call that must wait for write-behind room holds
+        the turn; later calls queue behind it, FIFO; flush() and close() queue the same way).
+        A call that fits in the current buffer while nobody waits costs no more than a copy.
 
         All or nothing under cancellation: a write() that has started is accepted whole. If
         the task is cancelled while it waits for write-behind room, the rest of ``data`` is
         still copied into the stream's buffers (beyond write_behind for once; the next call
         waits for the backlog) and only then is CancelledError raised. So the stream always
         holds complete writes, in order: the next write follows this one, never a torn part
-        of it. (A write that fails with an error stops the stream: every later call raises.)
+        of it. A call cancelled while it waits for its turn writes nothing. (A write that
+        fails with an error stops the stream: every later call raises.)
         """
-        self._raise_if_failed("write")
         n = memoryview(data).nbytes
+        buf = self._buf
+        if not self._turn_busy and buf is not None and self._fill + n < self._buffer_size and not self._closed \
+                and not self._halted and self._error is None:
+            # The common small write: it fits without filling the buffer, nothing to await.
+            if n:
+                buf.copy_in(self._fill, data, 0, n)
+                self._fill += n
+            return
+        if self._turn_busy:
+            await self._take_turn()
+        else:
+            self._turn_busy = True
+        try:
+            await self._write(data, n)
+        finally:
+            self._pass_turn()
+
+    async def _write(self, data: Any, n: int) -> None:
+        self._raise_if_failed("write")
         done = 0
         while done < n:
             if self._buf is None:
@@ -714,9 +782,17 @@ class FileOutputStream:
         """Write what is buffered, wait for write-behind, make it durable (fdatasync).
 
         The partial tail block is written padded; the file is then cut back to its true
-        length. Later writes go on filling the same buffer and rewrite that block.
+        length. Later writes go on filling the same buffer and rewrite that block. Ordered
+        with write() calls from other tasks: it covers every write() called before it.
         """
-        await self._flush(final=False)
+        if self._turn_busy:
+            await self._take_turn()
+        else:
+            self._turn_busy = True
+        try:
+            await self._flush(final=False)
+        finally:
+            self._pass_turn()
 
     async def _flush(self, final: bool) -> None:
         self._raise_if_failed("flush")
@@ -735,6 +811,8 @@ class FileOutputStream:
                 step = self._prealloc
                 await self._reserve(end - end % step, _round_up(end + 1, step), FALLOC_FL_KEEP_SIZE)
         await self._file.flush()
+        if end > self._durable:
+            self._durable = end
 
     async def _write_tail(self) -> None:
         if self._buf is None or self._fill == 0:
@@ -758,6 +836,13 @@ class FileOutputStream:
         """Flush (tail padded, file cut to its length, fdatasync) and close the file."""
         if self._closed:
             return
+        if self._turn_busy:
+            await self._take_turn()  # after the write() and flush() calls made before it
+            if self._closed:
+                self._pass_turn()
+                return
+        else:
+            self._turn_busy = True
         try:
             if self._error is None:
                 await self._flush(final=True)
@@ -769,6 +854,7 @@ class FileOutputStream:
             if self._buf is not None:
                 self._buf.release()
                 self._buf = None
+            self._pass_turn()  # later callers find the stream closed
             await self._file.close()
 
     async def __aenter__(self) -> FileOutputStream:
