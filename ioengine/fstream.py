@@ -158,6 +158,8 @@ class FileInputStream:
         self._line_view: memoryview | None = None  # readline's leftover (a view of its bytes)
         self._closed = False
         self._waits = 0
+        self._offset = offset
+        self._taken = 0  # bytes taken from the read buffers (handed out or skipped)
 
     # -- reading ahead ---------------------------------------------------------------------
 
@@ -235,6 +237,7 @@ class FileInputStream:
             buf.release()
             return None if self._eof else memoryview(b"")
         self._fill()
+        self._taken += stop - start
         return memoryview(buf.trim(start, stop - start))
 
     def _restart_at(self, where: int) -> None:
@@ -325,6 +328,9 @@ class FileInputStream:
         target = here + n
         if self._end is not None:
             target = min(target, self._end)
+            self._taken += max(0, min(n, self._end - self.position))
+        else:
+            self._taken += n
         # Reads wholly before the target are wasted; drop them (their buffers stay pinned until
         # their completions, then go).
         wasted = 0
@@ -342,6 +348,15 @@ class FileInputStream:
         if wasted and self._opts.dynamic_adjustments and self._buffer_size > self._align * 2:
             # Skips are throwing read data away: smaller buffers waste less.
             self._buffer_size = max(self._align, _round_up(self._buffer_size // 2, self._align))
+
+    @property
+    def position(self) -> int:
+        """The file position of the next byte the stream will return: the starting offset plus
+        the bytes consumed (returned by the read calls, or skipped; a skip past the end of the
+        file counts whole). Bytes a cancelled read_exactly/readinto/readline gave back are not
+        consumed."""
+        left = self._leftover
+        return self._offset + self._taken - (len(left) if left is not None else 0)
 
     def _consumed_pos(self) -> int:
         """File position of the next byte read() would return."""
