@@ -242,7 +242,7 @@ def _iotune(path: str, out) -> str | None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, props = tempfile.mkstemp(prefix="sched-io_properties-", suffix=".yaml", dir=directory)
     os.close(fd)
-    cmd = [sys.executable, "-m", "tools.iotune", "--evaluation-directory", directory, "--properties-file", props,
+    cmd = [sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", directory, "--properties-file", props,
            "--duration", str(IOTUNE_SECONDS), "--no-progress"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:

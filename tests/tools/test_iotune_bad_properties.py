@@ -22,7 +22,7 @@ CASES = {
 
 def _iotune(scratch: Path, *argv: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONWARNINGS="default")  # a "never awaited" warning would show
-    return subprocess.run([sys.executable, "-m", "tools.iotune", "--evaluation-directory", str(scratch), *argv,
+    return subprocess.run([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", str(scratch), *argv,
                            "--fs-check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from iosched import DiskProperties, load_io_properties, save_io_properties
-from tools import iotune
-from tools.iotune_device import LeafDevice, DeviceInfo, mount_info, mountpoint_of, scan_device
-from tools.iotune_measure import Workload, fmt_size
+from ioengine.tools import iotune
+from ioengine.tools.iotune_device import LeafDevice, DeviceInfo, mount_info, mountpoint_of, scan_device
+from ioengine.tools.iotune_measure import Workload, fmt_size
 
 
 def parse(*argv: str):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from iosched import load_io_properties
-from tools import iotune
-from tools.iotune_device import mount_info, mountpoint_of
+from ioengine.tools import iotune
+from ioengine.tools.iotune_device import mount_info, mountpoint_of
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--duration", "2", "--no-progress"]
@@ -144,7 +144,7 @@ def test_read_only_directory(read_only_dir, capsys):
 
 
 def _start(d: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tools.iotune", "--evaluation-directory", str(d),
+    return subprocess.Popen([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", str(d),
                              "--duration", "20", "--no-progress", *extra],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _interrupted_run(d: Path, delay: float) -> tuple[int, str, list]:
-    proc = subprocess.Popen([sys.executable, "-m", "tools.iotune", "--evaluation-directory", str(d),
+    proc = subprocess.Popen([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", str(d),
                              "--properties-file", str(d.parent / f"{d.name}.yaml"), "--duration", "20",
                              "--no-progress"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
