@@ -3,6 +3,7 @@
     ioengine-bench compare                     # the whole matrix: ioengine vs fio, alternating, medians
     ioengine-bench compare --quick             # 4 rows, 1 s x 3 rounds, 256 MiB (what `make demo` runs)
     ioengine-bench compare --loops uvloop      # ioengine on uvloop only (default: asyncio and uvloop)
+    ioengine-bench compare --smp 2             # each row on 2 shards vs fio numjobs=2 (QD per shard / job)
     ioengine-bench compare --rows randread-qd1,read-stream --json r.json --markdown r.md --chart r.png
     ioengine-bench run job.fio [--output-format json]   # a fio job file, run through ioengine
     ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
@@ -20,9 +21,9 @@ import shutil
 import statistics
 import sys
 
-from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args
-from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, Sample, parse_loops, run_fio_side,
-                      run_ioengine_side, run_matrix, select_rows)
+from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args, smp_options_from_args
+from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, CompareSetupError, Sample, parse_loops,
+                      run_fio_side, run_ioengine_side, run_matrix, select_rows)
 from .fio_json import FioError
 from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
 from .jobfile import parse_size
@@ -105,7 +106,9 @@ def _add_compare_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--size", type=_size, default=None, help=f"test file size (default {DEFAULT_SIZE >> 20}M)")
     s.add_argument("--seconds", type=_positive_float, default=None, help="duration of each run (default 3)")
     s.add_argument("--rounds", type=_positive_int, default=None, help="A/B rounds, medians quoted (default 3)")
-    s.add_argument("--smp", type=int, default=1, help="shards (cores); only 1 until per-core shards exist")
+    s.add_argument("--smp", type=_positive_int, default=1,
+                   help="shards (cores): ioengine runs each row on N shards at once, fio numjobs=N on the same "
+                        "file, each at the row's queue depth (stream rows run with --smp 1 only)")
     s.add_argument("--loops", default=None, metavar="LOOPS",
                    help="event loops ioengine runs on, each next to fio, comma-separated from asyncio,uvloop "
                         "(default: both when uvloop is installed, else asyncio)")
@@ -123,15 +126,22 @@ def _add_compare_arguments(s: argparse.ArgumentParser) -> None:
 def _run_compare(args: argparse.Namespace) -> int:
     from . import report
 
-    if args.smp != 1:
-        print(f"ioengine-bench compare: --smp {args.smp}: per-core shards are not implemented yet; "
-              f"only --smp 1 (one reactor on one core) can run", file=sys.stderr)
-        return 2
     quick = args.quick or args.command == "demo"
     try:
         rows = select_rows(args.rows if args.rows is not None else QUICK_ROWS if quick else None)
     except ValueError as e:
         print(f"ioengine-bench compare: --rows: {e}", file=sys.stderr)
+        return 2
+    try:
+        smp_opts = smp_options_from_args(args)
+        smp_opts.cpus()  # enough CPUs for the shards, before any run
+    except ValueError as e:
+        print(f"ioengine-bench compare: --smp {args.smp}: {e}", file=sys.stderr)
+        return 2
+    if args.smp > 1 and not any(r.smp_eligible for r in rows):
+        print(f"ioengine-bench compare: --smp {args.smp}: the stream rows ({', '.join(r.name for r in rows)}) run "
+              f"on one shard only (an output stream's close cuts the file where it ended); pick file-API rows",
+              file=sys.stderr)
         return 2
     if args.loops is not None:
         try:
@@ -157,10 +167,15 @@ def _run_compare(args: argparse.Namespace) -> int:
         return 2
     options = reactor_options_from_args(args)
     path = os.path.abspath(args.file)
+    shards = f", ioengine on {args.smp} shards vs fio numjobs={args.smp}" if args.smp > 1 else ""
     print(f"ioengine vs fio: {len(rows)} row(s) x {rounds} round(s) x {seconds:g} s per side on {path} "
-          f"({size >> 20} MiB), reactor backend {options.backend}", flush=True)
-    matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio, fio_iomem=args.fio_iomem,
-                        loops=loops)
+          f"({size >> 20} MiB), reactor backend {options.backend}{shards}", flush=True)
+    try:
+        matrix = run_matrix(path, size, rows, seconds, rounds, options, caio=args.caio, fio_iomem=args.fio_iomem,
+                            loops=loops, smp=args.smp, cpuset=smp_opts.cpuset)
+    except CompareSetupError as e:
+        print(f"ioengine-bench compare: {e}", file=sys.stderr)
+        return 2
     print()
     report.emit(matrix, sys.stdout, json_path=args.json, markdown_path=args.markdown, chart_path=args.chart)
     return 0

@@ -11,6 +11,14 @@ fio for every other side. Per side and row: IOPS, MB/s, completion-latency perce
   from the stream's submission to the reaped completion); CPU is the whole process's
   user + sys time (getrusage), so the event loop, the reactor and the benchmark loop all count.
 * fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys.
+* ``smp`` > 1 (fio's ``numjobs``): ioengine runs each row on N shards at once in one
+  ``ioengine.run(..., smp=N)`` (:func:`~ioengine.bench.workloads.run_pattern_smp`: each shard opens
+  the file and runs the same pattern, its own seed, at the row's queue depth, all started together);
+  IOPS and bytes are summed, latencies merged, CPU is the sum of every shard process's user + sys.
+  fio runs ``numjobs=N --group_reporting`` on the same file, each job at the row's iodepth; its CPU
+  is all jobs' usr + sys. Random rows: every shard / job over the whole file; sequential file-API
+  rows: each its own contiguous 1/N (fio's ``offset_increment``); stream rows are not run (an
+  output stream's close cuts the file where it ended). uvloop is used only if every shard gets it.
 * caio (buffered, see :func:`~ioengine.bench.workloads.run_caio_pattern`): like ioengine.
 
 The machine is shared and noisy: compare ratios within one run, not absolute numbers across runs.
@@ -30,7 +38,8 @@ from typing import Any, TextIO
 from ..options import ReactorOptions
 from .fio_json import fio_version, run_fio
 from .workloads import (LOOPS, CaioUnavailable, Pattern, RunResult, UvloopUnavailable, caio_module,
-                        ensure_bench_file, run_caio_pattern, run_pattern, uvloop_module)
+                        ensure_bench_file, run_caio_pattern, run_pattern, run_pattern_smp, seq_part_size,
+                        smp_loop_kinds, uvloop_module)
 
 PERCENTILES = (50.0, 99.0, 99.9)
 
@@ -80,6 +89,10 @@ def parse_loops(text: str | Sequence[str] | None) -> tuple[tuple[str, ...], str 
     return tuple(n for n in LOOPS if n in names), None
 
 
+class CompareSetupError(ValueError):
+    """The matrix cannot run as asked (e.g. nothing left to run with smp > 1); says why."""
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One line of the matrix: a pattern, how to name it, and which throughput figure leads."""
@@ -91,6 +104,12 @@ class Row:
     metric: str = "iops"
     #: How fio is told the same queue depth, when it differs from the pattern's (for the notes)
     fio_note: str = ""
+
+    @property
+    def smp_eligible(self) -> bool:
+        """Whether the row runs with smp > 1: not the stream rows (an output stream's close cuts the
+        file where that stream ended; N of them on one file would fight over its length)."""
+        return self.pattern.api == "file"
 
     @property
     def caio_eligible(self) -> bool:
@@ -209,20 +228,41 @@ def fio_direction(pattern: Pattern) -> str:
     return "read" if pattern.rw in ("read", "randread") else "write" if pattern.rw in ("write", "randwrite") else "all"
 
 
+def fio_args(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions,
+             iomem: str | None = None, smp: int = 1) -> list[str]:
+    """fio's command line (without the executable) for one run of ``pattern``.
+
+    ``smp`` > 1: ``numjobs=smp`` with ``group_reporting`` (IOPS, latency histograms and CPU over
+    all jobs), each job at the pattern's iodepth on the same file: over the whole file for random
+    patterns, its own contiguous part for sequential ones (``size`` and ``offset_increment`` =
+    the part, as :func:`~ioengine.bench.workloads.shard_region` splits it for the shards).
+    """
+    region = [f"--size={size}"]
+    jobs: list[str] = []
+    if smp > 1:
+        jobs = [f"--numjobs={smp}", "--group_reporting"]
+        if not pattern.random:
+            part = seq_part_size(pattern, size, smp)
+            region = [f"--size={part}", f"--offset_increment={part}"]
+    return [
+        "--output-format=json+",
+        "--name=ioengine-bench", f"--filename={path}", *region, "--direct=1",
+        f"--ioengine={fio_engine(options.backend)}", "--time_based", f"--runtime={max(1, round(seconds * 1000))}ms",
+        "--randrepeat=0", "--norandommap", "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES),
+        *([f"--iomem={iomem}"] if iomem else []), *pattern.fio_args(), *jobs,
+    ]
+
+
 def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions,
-                 iomem: str | None = None) -> Sample:
-    """One fio run of ``pattern``; json+ so read and write latencies of randrw merge exactly.
+                 iomem: str | None = None, smp: int = 1) -> Sample:
+    """One fio run of ``pattern`` (see :func:`fio_args`); json+ so read and write latencies of
+    randrw, and of the jobs of an smp run, merge exactly.
 
     ``iomem``: fio's buffer memory (``--iomem``), e.g. ``shmhuge`` to give fio huge pages as
     ioengine's pool has (needs ``/proc/sys/vm/nr_hugepages`` reserved); None: fio's default.
+    ``smp``: fio's numjobs (CPU per I/O is then all jobs' usr + sys over all their I/Os).
     """
-    res = run_fio([
-        "--output-format=json+",
-        "--name=ioengine-bench", f"--filename={path}", f"--size={size}", "--direct=1",
-        f"--ioengine={fio_engine(options.backend)}", "--time_based", f"--runtime={max(1, round(seconds * 1000))}ms",
-        "--randrepeat=0", "--norandommap", "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES),
-        *([f"--iomem={iomem}"] if iomem else []), *pattern.fio_args(),
-    ], timeout=seconds * 10 + 30)
+    res = run_fio(fio_args(path, size, pattern, seconds, options, iomem, smp), timeout=seconds * 10 + 30)
     d = res.total(fio_direction(pattern))
 
     def pct(p: float) -> float:
@@ -235,7 +275,11 @@ def run_fio_side(path: str, size: int, pattern: Pattern, seconds: float, options
 
 
 def run_ioengine_side(path: str, size: int, pattern: Pattern, seconds: float, options: ReactorOptions,
-                      latency: bool = True, loop: str = "asyncio") -> Sample:
+                      latency: bool = True, loop: str = "asyncio", smp: int = 1, cpuset: Any = None) -> Sample:
+    """One ioengine run of ``pattern``: in this process (smp=1), or on ``smp`` shards at once."""
+    if smp > 1:
+        return Sample.from_run(run_pattern_smp(path, pattern, seconds, options, smp=smp, cpuset=cpuset,
+                                               latency=latency, size=size, loop=loop))
     return Sample.from_run(run_pattern(path, pattern, seconds, options, latency=latency, size=size, loop=loop))
 
 
@@ -257,8 +301,16 @@ def select_rows(names: str | Sequence[str] | None) -> list[Row]:
     return [ROWS[n] for n in dict.fromkeys(names)]
 
 
+def smp_note(smp: int) -> str:
+    """How an smp run is set up, for the table's notes."""
+    return (f"smp={smp}: ioengine: {smp} shards (processes), QD per shard; fio: numjobs={smp} (group_reporting), "
+            f"iodepth per job; same file. Random rows: each shard / job over the whole file, its own seed; "
+            f"sequential rows: each its own contiguous 1/{smp} of the file (fio offset_increment); "
+            f"stream rows are not run with smp > 1.")
+
+
 def machine_meta(path: str, size: int, seconds: float, rounds: int, options: ReactorOptions, *,
-                 loops: Sequence[str] = ("asyncio",), notes: Sequence[str] = ()) -> dict[str, Any]:
+                 loops: Sequence[str] = ("asyncio",), notes: Sequence[str] = (), smp: int = 1) -> dict[str, Any]:
     from importlib import metadata
 
     def version_of(dist: str) -> str | None:
@@ -275,13 +327,14 @@ def machine_meta(path: str, size: int, seconds: float, rounds: int, options: Rea
         "fio_engine": fio_engine(options.backend), "reactor_options": options.as_dict(),
         "loops": list(loops), "uvloop": version_of("uvloop") if "uvloop" in loops else None,
         "sides": {LOOP_SIDES[lp]: {"loop": lp} for lp in loops}, "notes": list(notes),
+        "smp": smp, "fio_numjobs": smp,
     }
 
 
 def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int, options: ReactorOptions,
                *, caio: bool = False, progress: TextIO | None | str = "stdout",
                sides: dict[str, Callable[..., Sample]] | None = None, fio_iomem: str | None = None,
-               loops: str | Sequence[str] | None = None) -> Matrix:
+               loops: str | Sequence[str] | None = None, smp: int = 1, cpuset: Any = None) -> Matrix:
     """Run every row: ``rounds`` × (ioengine, ioengine-uvloop, fio[, caio]) in that order; collect
     per-round samples.
 
@@ -290,9 +343,15 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
     it, ``loops=None`` means the loops whose ioengine side it has. By default the real ioengine
     (per loop) / fio / caio runs. Progress lines go to ``progress`` (``"stdout"``: whatever
     ``sys.stdout`` is; None: nowhere).
+
+    ``smp`` > 1: ioengine on that many shards against fio's ``numjobs`` (see the module's
+    docstring); stream rows are left out, and so is uvloop when the shards do not all get it
+    (each with a note). caio stays a one-process column.
     """
     if progress == "stdout":
         progress = sys.stdout
+    if isinstance(smp, bool) or not isinstance(smp, int) or smp < 1:
+        raise ValueError(f"smp must be an integer >= 1, got {smp!r}")
     notes: list[str] = []
     if loops is None and sides is not None:
         loop_list = tuple(lp for lp in LOOPS if LOOP_SIDES[lp] in sides)
@@ -301,15 +360,42 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
         if note:
             notes.append(note)
             _say(progress, f"note: {note}")
+    if smp > 1:
+        notes.append(smp_note(smp))
+        left_out = [r.name for r in rows if not r.smp_eligible]
+        if left_out:
+            note = (f"smp={smp}: row(s) {', '.join(left_out)} not run: the stream rows run on one shard only "
+                    f"(an output stream's close cuts the file where it ended)")
+            notes.append(note)
+            _say(progress, f"note: {note}")
+            rows = [r for r in rows if r.smp_eligible]
+        if sides is None and "uvloop" in loop_list:
+            kinds = smp_loop_kinds(smp, "uvloop", options, cpuset)
+            if any(k != "uvloop" for k in kinds):
+                note = (f"smp={smp}: the ioengine-uvloop side is skipped: started on uvloop, the shards run on "
+                        f"{', '.join(f'{k} ({kind})' for k, kind in enumerate(kinds))}; ioengine.smp starts "
+                        f"{'shard 1' if smp == 2 else f'shards 1..{smp - 1}'} as fresh interpreters on "
+                        f"asyncio's default loop")
+                notes.append(note)
+                _say(progress, f"note: {note}")
+                loop_list = tuple(lp for lp in loop_list if lp != "uvloop")
+                if not loop_list:
+                    raise CompareSetupError(note + "; no loop left to run ioengine on (ask for --loops asyncio)")
+    if not rows:
+        raise CompareSetupError(f"no row to run with smp={smp} (the stream rows run on one shard only)")
     runners = sides or {
-        **{LOOP_SIDES[lp]: (lambda p, s, pat, sec, lp=lp: run_ioengine_side(p, s, pat, sec, options, loop=lp))
+        **{LOOP_SIDES[lp]: (lambda p, s, pat, sec, lp=lp: run_ioengine_side(p, s, pat, sec, options, loop=lp,
+                                                                             smp=smp, cpuset=cpuset))
            for lp in loop_list},
-        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, fio_iomem),
+        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, fio_iomem, smp),
         "caio": run_caio_side,
     }
     engines = [LOOP_SIDES[lp] for lp in loop_list]
     caio_reason = None
-    if caio:
+    if caio and smp > 1:
+        caio_reason = f"caio is a one-process column: not run with smp={smp}"
+        _say(progress, f"note: {caio_reason}")
+    elif caio:
         try:
             caio_module()
         except CaioUnavailable as e:
@@ -338,7 +424,8 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
             _say(progress, f"  {row.name} round {i + 1}/{rounds}: " + " | ".join(line))
         results.append(rr)
     ensure_bench_file(path, size)
-    return Matrix(results, machine_meta(path, size, seconds, rounds, options, loops=loop_list, notes=notes))
+    return Matrix(results, machine_meta(path, size, seconds, rounds, options, loops=loop_list, notes=notes,
+                                        smp=smp))
 
 
 def _fmt_tp(s: Sample, metric: str) -> str:

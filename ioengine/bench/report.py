@@ -95,9 +95,9 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
         f"({meta['size'] >> 20} MiB); reactor backend {meta['backend']}; {meta['cpus']} CPUs, "
         f"Linux {meta['kernel']}, {meta['date']}.",
         f"Loops: {_loops_note(m, engines, unicode)}.",
-        f"Latency: ioengine times each I/O around its await (streams: from submission to the reaped completion); "
-        f"fio's is clat. CPU-{us}/IO: ioengine = whole process user+sys; fio = the job's usr+sys. "
-        f"Ratios are each ioengine side / fio (for CPU and latency, lower is better).",
+        "Latency: ioengine times each I/O around its await (streams: from submission to the reaped completion); "
+        "fio's is clat. " + _cpu_note(m, us) + "Ratios are each ioengine side / fio (for CPU and latency, lower is "
+        "better).",
         *meta.get("notes", ()),
     ]
     for r in m.rows:
@@ -180,12 +180,28 @@ def print_table(m: Matrix, out: TextIO = sys.stdout, *, use_rich: bool | None = 
         print(n, file=out)
 
 
+def _cpu_note(m: Matrix, us: str) -> str:
+    n = _smp(m)
+    if n == 1:
+        return f"CPU-{us}/IO: ioengine = whole process user+sys; fio = the job's usr+sys. "
+    return (f"IOPS and MB/s are sums over the {n} shards / jobs, latencies merged. CPU-{us}/IO: ioengine = the sum "
+            f"over shards of each process's user+sys over all I/Os; fio = all jobs' usr+sys over all I/Os. ")
+
+
+def _smp(m: Matrix) -> int:
+    return int(m.meta.get("smp") or 1)
+
+
 def _title(m: Matrix) -> str:
-    """"ioengine vs fio", or with both loops "ioengine (asyncio, uvloop) vs fio"."""
+    """"ioengine vs fio", or with both loops "ioengine (asyncio, uvloop) vs fio"; with smp > 1
+    "ioengine (2 shards) vs fio (numjobs=2)"."""
     engines = matrix_engines(m)
-    if engines == ["ioengine"]:
-        return "ioengine vs fio"
-    return f"ioengine ({', '.join(_LOOP_OF.get(e, e) for e in engines)}) vs fio"
+    n = _smp(m)
+    what = [] if engines == ["ioengine"] else [", ".join(_LOOP_OF.get(e, e) for e in engines)]
+    if n > 1:
+        what.append(f"{n} shards")
+    ours = f"ioengine ({'; '.join(what)})" if what else "ioengine"
+    return f"{ours} vs fio (numjobs={n})" if n > 1 else f"{ours} vs fio"
 
 
 def markdown(m: Matrix) -> str:

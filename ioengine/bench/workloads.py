@@ -5,6 +5,7 @@ bytes, seconds, CPU seconds of the whole process (user + sys), and optionally la
 """
 from __future__ import annotations
 
+import array
 import asyncio
 import math
 import os
@@ -55,6 +56,8 @@ class RunResult:
     seconds: float
     cpu_seconds: float
     latencies_ns: list[int] = field(default_factory=list)
+    #: An smp run's per-shard results (in shard order, without their latencies); empty otherwise.
+    shards: list[RunResult] = field(default_factory=list)
 
     @property
     def iops(self) -> float:
@@ -192,19 +195,33 @@ async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float, la
     return RunResult(ios, total, timer.elapsed, timer.cpu, lat)
 
 
-async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: bool, seed: int) -> RunResult:
+async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: bool, seed: int,
+               region: tuple[int, int] | None = None, ready: Any = None) -> RunResult:
+    """One run of a file-API ``pattern`` (streams: :func:`_run_stream`) over the first ``size``
+    bytes of ``path``, or over ``region`` = (start, length) when given (a shard's part of the file).
+
+    ``ready``: an async callable awaited once the file is open and the offsets drawn, just before
+    the clock starts (the shards' start barrier, see :func:`run_pattern_smp`).
+    """
     if pattern.api == "stream":
+        if region is not None or ready is not None:
+            raise ValueError("the stream rows run on one shard only (no region, no start barrier)")
         return await _run_stream(path, size, pattern, seconds, latency)
     writes = pattern.rw in ("write", "randwrite", "randrw")
     flags = OpenFlags.RW if writes else OpenFlags.RO
     f = await ioengine.open_file_dma(path, flags)
     try:
         bs = pattern.bs
-        nblocks = size // bs
+        start, length = region if region is not None else (0, size)
+        if start % bs:
+            raise ValueError(f"region start {start} is not a multiple of the block size {bs}")
+        nblocks = length // bs
+        if nblocks < 1:
+            raise ValueError(f"region of {length} bytes holds no block of {bs} bytes")
         rng = random.Random(seed)
         count = 0
         lat: list[int] = []
-        seq_next = 0
+        seq_next = start
 
         async def worker(wid: int, running: list[bool]) -> None:
             # One tight loop per pattern: the benchmark's own Python must not hide ioengine's cost.
@@ -239,10 +256,10 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
                         n += 1
             else:
                 op = read if pattern.rw == "read" else write
-                end = nblocks * bs
+                end = start + nblocks * bs
                 while running[0]:
                     pos = seq_next
-                    seq_next = pos + bs if pos + bs < end else 0
+                    seq_next = pos + bs if pos + bs < end else start
                     if latency:
                         t = clock()
                         await op(pos, buf)
@@ -254,9 +271,11 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
             buf.release()
 
         # Drawn before the clock starts: the generator is not what we measure.
-        tables = [([rng.randrange(nblocks) * bs for _ in range(_OFFSET_TABLE)],
+        tables = [([start + rng.randrange(nblocks) * bs for _ in range(_OFFSET_TABLE)],
                    [rng.randrange(100) < pattern.rwmixread for _ in range(_OFFSET_TABLE)])
                   if pattern.random else None for _ in range(pattern.iodepth)]
+        if ready is not None:
+            await ready()
         t = await _run_workers(worker, pattern.iodepth, seconds)
         return RunResult(count, count * bs, t.elapsed, t.cpu, lat)
     finally:
@@ -325,6 +344,186 @@ def run_pattern(path: str, pattern: Pattern, seconds: float, options: ReactorOpt
         size = os.path.getsize(path)
     opts = options or ReactorOptions()
     return run_on_loop(_run(path, size, pattern, seconds, latency, seed), loop, **opts.as_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# The same patterns on N shards (ioengine.smp): fio's numjobs=N.
+
+#: Latencies cross shards in chunks of this many (8 bytes each): a result must fit in a ring.
+_LATENCY_CHUNK = 1 << 15
+#: How far ahead of "now" the shards are told to start: the "go" calls must reach every shard.
+_START_MARGIN_S = 0.02
+
+
+class SmpLoopMismatch(RuntimeError):
+    """A shard runs another kind of event loop than the one asked for."""
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """Each shard's random seed: shard 0 keeps ``seed`` (a one-shard run draws what run_pattern
+    draws), the others get their own offsets."""
+    return seed + 7919 * shard
+
+
+def shard_region(pattern: Pattern, size: int, smp: int, shard: int) -> tuple[int, int] | None:
+    """The part of the file a shard works on: None (the whole file) for random patterns, like fio's
+    numjobs on one filename; for sequential ones shard k's contiguous 1/N of the file, rounded down
+    to the block size, like fio's ``size=size/N offset_increment=size/N``."""
+    if pattern.random or smp == 1:
+        return None
+    part = seq_part_size(pattern, size, smp)
+    return (shard * part, part)
+
+
+def seq_part_size(pattern: Pattern, size: int, smp: int) -> int:
+    """Bytes of each shard's (and fio job's) region in a sequential smp run."""
+    part = size // smp // pattern.bs * pattern.bs
+    if part < pattern.bs:
+        raise ValueError(f"a {size}-byte file split over {smp} shards leaves less than one {pattern.bs}-byte block each")
+    return part
+
+
+def loop_kind() -> str:
+    """"uvloop" or "asyncio": the kind of this thread's running loop."""
+    return "uvloop" if is_uvloop(asyncio.get_running_loop()) else "asyncio"
+
+
+@dataclass(slots=True)
+class _ShardRun:
+    task: asyncio.Task
+    start: asyncio.Future  # set by _shard_go: the monotonic time to start at
+    result: RunResult | None = None
+
+
+#: This shard's prepared runs, by token (module state lives per process, i.e. per shard).
+_shard_runs: dict[int, _ShardRun] = {}
+
+
+async def _shard_prepare(token: int, path: str, size: int, pattern: Pattern, seconds: float, latency: bool,
+                         seed: int, smp: int) -> str:
+    """On every shard: open the file, draw the offsets, then wait at the barrier for ``_shard_go``.
+    Returns once armed, with the kind of loop this shard runs on."""
+    from .. import smp as _smp
+
+    shard = _smp.this_shard_id()
+    loop = asyncio.get_running_loop()
+    armed = loop.create_future()
+    start = loop.create_future()
+
+    async def ready() -> None:
+        armed.set_result(None)
+        delay = await start - time.monotonic()  # CLOCK_MONOTONIC: the same clock on every shard
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    task = loop.create_task(_run(path, size, pattern, seconds, latency, shard_seed(seed, shard),
+                                 shard_region(pattern, size, smp, shard), ready))
+    _shard_runs[token] = _ShardRun(task, start)
+    await asyncio.wait({armed, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # failed before the barrier (e.g. the file does not open)
+        _shard_runs.pop(token, None)
+        task.result()
+    return loop_kind()
+
+
+async def _shard_go(token: int, at: float) -> tuple[RunResult, int]:
+    """Start at monotonic time ``at``; the run's figures (latencies kept here) and their count."""
+    run = _shard_runs[token]
+    run.start.set_result(at)
+    r = run.result = await run.task
+    return RunResult(r.ios, r.bytes, r.seconds, r.cpu_seconds), len(r.latencies_ns)
+
+
+def _shard_latencies(token: int, offset: int) -> bytes:
+    r = _shard_runs[token].result
+    assert r is not None
+    return array.array("q", r.latencies_ns[offset:offset + _LATENCY_CHUNK]).tobytes()
+
+
+async def _shard_forget(token: int) -> None:
+    run = _shard_runs.pop(token, None)
+    if run is not None and not run.task.done():
+        run.task.cancel()
+        await asyncio.wait({run.task})
+
+
+def merge_runs(runs: list[RunResult]) -> RunResult:
+    """The shards' runs as one, as fio's group_reporting adds its jobs: I/Os, bytes and CPU seconds
+    summed, latencies merged; ``seconds`` is such that IOPS (and MB/s) is the sum of the shards'
+    IOPS (MB/s). ``shards`` keeps each run without its latencies."""
+    ios = sum(r.ios for r in runs)
+    rate = sum(r.iops for r in runs)
+    seconds = ios / rate if rate else max((r.seconds for r in runs), default=0.0)
+    lat = [x for r in runs for x in r.latencies_ns]
+    return RunResult(ios, sum(r.bytes for r in runs), seconds, sum(r.cpu_seconds for r in runs), lat,
+                     [RunResult(r.ios, r.bytes, r.seconds, r.cpu_seconds) for r in runs])
+
+
+async def _smp_main(path: str, size: int, pattern: Pattern, seconds: float, latency: bool, seed: int,
+                    loop: str) -> RunResult:
+    """Shard 0: prepare every shard (the barrier), start them together, collect and merge."""
+    from .. import smp as _smp
+
+    n = _smp.smp_count()
+    token = random.getrandbits(62)
+    try:
+        kinds = await _smp.invoke_on_all(_shard_prepare, token, path, size, pattern, seconds, latency, seed, n)
+        wrong = [(k, kind) for k, kind in enumerate(kinds) if kind != loop]
+        if wrong:
+            raise SmpLoopMismatch(f"asked to run on the {loop} loop, but "
+                                  + ", ".join(f"shard {k} runs on {kind}'s" for k, kind in wrong))
+        at = time.monotonic() + _START_MARGIN_S
+        done = await _smp.invoke_on_all(_shard_go, token, at)
+        runs = []
+        for k, (r, nlat) in enumerate(done):
+            lat: list[int] = []
+            for off in range(0, nlat, _LATENCY_CHUNK):
+                lat.extend(array.array("q", await _smp.submit_to(k, _shard_latencies, token, off)))
+            r.latencies_ns = lat
+            runs.append(r)
+        return merge_runs(runs)
+    finally:
+        await _smp.invoke_on_all(_shard_forget, token)
+
+
+def run_pattern_smp(path: str, pattern: Pattern, seconds: float, options: ReactorOptions | None = None, *,
+                    smp: int = 2, cpuset: Any = None, latency: bool = False, seed: int = 1,
+                    size: int | None = None, loop: str = "asyncio") -> RunResult:
+    """Run ``pattern`` on ``smp`` shards at once (one ``ioengine.run(..., smp=smp)``), fio's
+    ``numjobs=smp`` on one file: each shard opens the file itself and runs what
+    :func:`run_pattern` runs, with its own seed (:func:`shard_seed`), at its own ``iodepth``, over
+    the whole file (random patterns) or its own 1/N of it (sequential: :func:`shard_region`).
+
+    The shards start together: every shard first prepares (opens, draws its offsets) and waits;
+    then all are told one start time. CPU is each shard process's user + sys around its run
+    (getrusage inside the shard), summed; see :func:`merge_runs` for the rest. Stream patterns
+    are refused (ValueError): an output stream's close cuts the file where it ends. Raises
+    :class:`SmpLoopMismatch` (before any I/O) when a shard does not run on ``loop``.
+    """
+    if pattern.api == "stream":
+        raise ValueError("stream patterns run on one shard only: an output stream's close truncates the file "
+                         "where that stream ended, which N writers of one file would fight over")
+    if size is None:
+        size = os.path.getsize(path)
+    if not pattern.random:
+        seq_part_size(pattern, size, smp)  # refuse a file too small to split, before any shard starts
+    opts = options or ReactorOptions()
+    return run_on_loop(_smp_main(path, size, pattern, seconds, latency, seed, loop), loop, smp=smp, cpuset=cpuset,
+                       **opts.as_dict())
+
+
+async def _loop_kinds() -> list[str]:
+    from .. import smp as _smp
+
+    return await _smp.invoke_on_all(loop_kind)
+
+
+def smp_loop_kinds(smp: int, loop: str = "asyncio", options: ReactorOptions | None = None,
+                   cpuset: Any = None) -> list[str]:
+    """The kind of loop each of ``smp`` shards gets when the run is started on ``loop``'s (whether
+    ioengine.smp carries uvloop over to the shard processes)."""
+    opts = options or ReactorOptions()
+    return run_on_loop(_loop_kinds(), loop, smp=smp, cpuset=cpuset, **opts.as_dict())
 
 
 #: Granule of the benchmark file's layout: files are written in chunks of this size.

@@ -78,10 +78,14 @@ def test_compare_one_row_end_to_end(scratch: Path, capsys: pytest.CaptureFixture
 # ------------------------------------------------------------------------------- CLI errors
 
 
-def test_smp_other_than_1_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["compare", "--smp", "2"]) == 2
+def test_smp_beyond_the_cpus_or_below_1_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    n = len(os.sched_getaffinity(0)) + 1
+    assert main(["compare", "--smp", str(n), "--rows", "randread-qd1"]) == 2
     err = capsys.readouterr().err
-    assert "--smp 2" in err and "per-core shards are not implemented yet" in err
+    assert f"--smp {n}" in err and f"smp={n} needs {n} CPUs" in err
+    with pytest.raises(SystemExit):
+        main(["compare", "--smp", "0"])
+    assert "must be >= 1" in capsys.readouterr().err
 
 
 def test_missing_fio_is_reported_before_running(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -311,7 +315,8 @@ def test_default_runners_pass_the_loop(monkeypatch: pytest.MonkeyPatch, scratch:
                                        capsys: pytest.CaptureFixture[str]) -> None:
     seen = []
 
-    def fake_ioengine(path, size, pattern, seconds, options, latency=True, loop="asyncio"):
+    def fake_ioengine(path, size, pattern, seconds, options, latency=True, loop="asyncio", smp=1, cpuset=None):
+        assert smp == 1
         seen.append(loop)
         return Sample(1000.0, 4.1, 10.0)
 
