@@ -17,23 +17,51 @@ attached to the running asyncio loop::
 On N cores: ``ioengine.run(main, smp=N)`` runs N shards (processes, each with its own loop and
 reactor) that talk by ``ioengine.submit_to`` (see ioengine.smp).
 """
+from . import smp
 from ._ops import StatData
 from .buffers import DEFAULT_ALIGNMENT, BufferPool, DmaBuffer, allocate_aligned_buffer
 from .errors import BackendUnavailableError, ClosedFileError, ShortReadError
 from .file import File, FileOpenOptions, OpenFlags, open_file_dma
-from .fs import (DirectoryEntry, file_exists, file_size, file_stat, fs_avail, fs_free, link_file, list_directory,
-                 make_directory, recursive_touch_directory, remove_file, rename_file, sync_directory,
-                 touch_directory)
-from .fstream import (FileInputStream, FileInputStreamOptions, FileOutputStream, FileOutputStreamOptions,
-                      make_file_input_stream, make_file_output_stream)
+from .fs import (
+    DirectoryEntry,
+    file_exists,
+    file_size,
+    file_stat,
+    fs_avail,
+    fs_free,
+    link_file,
+    list_directory,
+    make_directory,
+    recursive_touch_directory,
+    remove_file,
+    rename_file,
+    sync_directory,
+    touch_directory,
+)
+from .fstream import (
+    FileInputStream,
+    FileInputStreamOptions,
+    FileOutputStream,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
 from .io_class import IoClass, current_io_class
 from .metrics import metrics, metrics_text
 from .options import ReactorOptions, SmpOptions, add_reactor_arguments, reactor_options_from_args, smp_options_from_args
 from .reactor import Reactor, configure, get_reactor
 from .reactor import run as _run_one_shard
-from . import smp
-from .smp import (FileHandle, RemoteError, ShardError, file_handle, invoke_on_all, sharded, smp_count, submit_to,
-                  this_shard_id)
+from .smp import (
+    FileHandle,
+    RemoteError,
+    ShardError,
+    file_handle,
+    invoke_on_all,
+    sharded,
+    smp_count,
+    submit_to,
+    this_shard_id,
+)
 
 _SMP_KEYS = frozenset(SmpOptions.__dataclass_fields__)
 

@@ -1,6 +1,7 @@
 """Types of ioengine._dmabuf (native/dmabuf.c): aligned memory with the buffer protocol."""
-from typing_extensions import Buffer
 from typing import Self, SupportsIndex, TypeVar, overload
+
+from typing_extensions import Buffer
 
 _B = TypeVar("_B", bound=DmaBuffer)
 

@@ -6,9 +6,9 @@ are typed loosely here and precisely where Python makes them (reactor.py, iosche
 import asyncio
 import contextvars
 from collections.abc import Callable
+from typing import Any, final
 
 from typing_extensions import Buffer
-from typing import Any, final
 
 #: Set in the user data of records that are the disk scheduler's dispatched units.
 UNIT_FLAG: int

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from iosched import DiskProperties, IoClassState, IoQueue, IoQueueConfig, load_io_properties, parse_io_properties
 

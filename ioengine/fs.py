@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 from . import _ops
 from .errors import kernel_error

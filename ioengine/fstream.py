@@ -10,8 +10,9 @@ import collections
 import errno
 import logging
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from ._ops import FALLOC_FL_KEEP_SIZE, fallocate
 from .buffers import DmaBuffer

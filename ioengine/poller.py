@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import selectors
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("ioengine.reactor")
 

@@ -11,24 +11,27 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
-import math
 import logging
+import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
+from iosched import READ as SCHED_READ
+from iosched import WRITE as SCHED_WRITE
+
+from . import poller
 from ._iopath import UNIT_FLAG, IoPath
 from .backends import open_backend
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
-from iosched import READ as SCHED_READ, WRITE as SCHED_WRITE
-
-from . import poller
 from .buffers import BufferPool
 from .disk_queues import DiskQueues
-from .io_class import IoClass, _current as _current_io_class
 from .errors import kernel_error
+from .io_class import IoClass
+from .io_class import _current as _current_io_class
 from .options import ReactorOptions
 from .spinner import Spinner
 

@@ -22,7 +22,8 @@ first, and the real backend is put back once the injector has nothing left in ha
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .backends.base import OP_FSYNC, OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .backends.faults import FaultInjector, FaultRule

@@ -17,7 +17,8 @@ the disk exactly busy.
 
 from __future__ import annotations
 
-from typing import Callable, Final, Literal
+from collections.abc import Callable
+from typing import Final, Literal
 
 from .properties import DiskProperties
 

@@ -41,9 +41,9 @@ from __future__ import annotations
 import math
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
-from typing import Sequence
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
 from .io_queue import IoQueue, IoQueueConfig, QueuedRequest

@@ -7,13 +7,21 @@
 FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
 CPU path is left. scripts/icount.sh runs it under callgrind.
 """
-import asyncio, os, sys, time, random, resource
+import asyncio
+import os
+import random
+import resource
+import sys
+import time
+
 import ioengine
 import ioengine.reactor
+
 if os.environ.get('WAKE'): ioengine.reactor.POLL_WAKE_NS = int(os.environ['WAKE'])
 if os.environ.get('LOOP') == 'uvloop':
     import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 from ioengine import OpenFlags as O
+
 path = sys.argv[1] if len(sys.argv) > 1 else "/dev/shm/ioe.dat"
 BLOCKS = int(os.environ.get("BLOCKS", "16384"))
 N = int(os.environ.get("N", "200000"))

@@ -39,8 +39,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import ioengine  # noqa: E402
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,  # noqa: E402
-                              make_file_output_stream)
+from ioengine.fstream import (  # noqa: E402
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
 
 BACKENDS = ("io_uring", "linux-aio", "threads")
 PAGE = os.sysconf("SC_PAGE_SIZE")

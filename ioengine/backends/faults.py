@@ -34,8 +34,9 @@ import collections
 import errno as _errno
 import random
 from array import array
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Iterable
+from typing import Any
 
 from .._native import lib
 from .base import OP_FSYNC, OP_READ, OP_READV, OP_WRITE, OP_WRITEV, REC_WORDS

@@ -22,11 +22,22 @@ import statistics
 import sys
 
 from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args, smp_options_from_args
-from .compare import (QUICK_ROWS, QUICK_SECONDS, QUICK_SIZE, ROWS, CompareSetupError, Sample, parse_loops,
-                      run_fio_side, run_ioengine_side, run_matrix, select_rows)
+from .compare import (
+    QUICK_ROWS,
+    QUICK_SECONDS,
+    QUICK_SIZE,
+    ROWS,
+    CompareSetupError,
+    Sample,
+    parse_loops,
+    run_fio_side,
+    run_ioengine_side,
+    run_matrix,
+    select_rows,
+)
 from .fio_json import FioError
-from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
 from .jobfile import parse_size
+from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
 from .workloads import Pattern, ensure_bench_file
 
 DEFAULT_FILE = ".scratch/bench.dat"

@@ -37,9 +37,21 @@ from typing import Any, TextIO
 
 from ..options import ReactorOptions
 from .fio_json import fio_version, run_fio
-from .workloads import (LOOPS, CaioUnavailable, Pattern, RunResult, UvloopUnavailable, caio_module,
-                        ensure_bench_file, run_caio_pattern, run_pattern, run_pattern_smp, seq_part_size,
-                        smp_loop_kinds, uvloop_module)
+from .workloads import (
+    LOOPS,
+    CaioUnavailable,
+    Pattern,
+    RunResult,
+    UvloopUnavailable,
+    caio_module,
+    ensure_bench_file,
+    run_caio_pattern,
+    run_pattern,
+    run_pattern_smp,
+    seq_part_size,
+    smp_loop_kinds,
+    uvloop_module,
+)
 
 PERCENTILES = (50.0, 99.0, 99.9)
 

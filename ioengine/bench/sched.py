@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass, replace
 
 import ioengine
-from iosched import READ, WRITE, CostModel, DiskProperties, dump_io_properties, load_io_properties
 from ioengine import IoClass, OpenFlags
+from iosched import READ, WRITE, CostModel, DiskProperties, dump_io_properties, load_io_properties
 
 from .fio_json import FioError, run_fio
 from .workloads import ensure_bench_file

@@ -18,8 +18,12 @@ from typing import Any
 import ioengine
 from ioengine import OpenFlags, ReactorOptions
 from ioengine.file import File
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
 
 #: Offsets are drawn ahead of time so the random generator is not on the measured path.
 _OFFSET_TABLE = 1 << 13

@@ -47,15 +47,23 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing import reduction
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..options import ReactorOptions, SmpOptions
 from ..reactor import get_reactor
 from ..reactor import run as _run_one
-from ._transport import (RemoteError, RemoteTraceback, ShardError, Transport, UnpicklableArgumentError,
-                         create_shared, describe_unpicklable)
+from ._transport import (
+    RemoteError,
+    RemoteTraceback,
+    ShardError,
+    Transport,
+    UnpicklableArgumentError,
+    create_shared,
+    describe_unpicklable,
+)
 from .files import FileHandle, file_handle
 
 T = TypeVar("T")

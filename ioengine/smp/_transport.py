@@ -400,7 +400,7 @@ class Transport:
                             continue
                         self.answer(src, rid, res)
                         continue
-                except Exception as e:
+                except Exception:
                     if type(fn) is _Unloadable:
                         e = fn.error
                     self._send(src, ERR, rid, error_payload(self.shard, e))

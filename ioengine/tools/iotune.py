@@ -25,17 +25,34 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import ioengine
 from ioengine import OpenFlags, ReactorOptions, add_reactor_arguments, reactor_options_from_args
 from ioengine.disk_queues import load_properties
 from iosched import DiskProperties, IoPropertiesError, dump_io_properties, save_io_properties
 
-from .iotune_device import MEMORY_FILESYSTEMS, DeviceInfo, IotuneError, MountInfo, mount_info, mountpoint_of, scan_device
-from .iotune_measure import (PhaseResult, Workload, detect_physical_block_size, fmt_size, lay_out, measure,
-                             merge_results, saturation_length)
+from .iotune_device import (
+    MEMORY_FILESYSTEMS,
+    DeviceInfo,
+    IotuneError,
+    MountInfo,
+    mount_info,
+    mountpoint_of,
+    scan_device,
+)
+from .iotune_measure import (
+    PhaseResult,
+    Workload,
+    detect_physical_block_size,
+    fmt_size,
+    lay_out,
+    measure,
+    merge_results,
+    saturation_length,
+)
 from .iotune_report import PHASE_ORDER, Calibration, Reporter, cov, fmt_value
 
 T = TypeVar("T")

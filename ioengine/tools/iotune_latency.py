@@ -16,8 +16,9 @@ import asyncio
 import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import ioengine
 from ioengine import OpenFlags

@@ -14,8 +14,8 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import ioengine
 from ioengine import OpenFlags

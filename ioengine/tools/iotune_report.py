@@ -9,8 +9,9 @@ import contextlib
 import math
 import statistics
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from .iotune_measure import PhaseResult, fmt_size
 

@@ -13,13 +13,31 @@ from pathlib import Path
 import pytest
 
 from ioengine import ReactorOptions
+from ioengine.bench import compare as compare_mod
 from ioengine.bench import report
 from ioengine.bench.__main__ import main
-from ioengine.bench import compare as compare_mod
-from ioengine.bench.compare import (QUICK_ROWS, QUICK_SECONDS, ROWS, Matrix, RowResult, Sample, machine_meta,
-                                    parse_loops, run_matrix, select_rows)
-from ioengine.bench.workloads import (CaioUnavailable, Pattern, UvloopUnavailable, caio_module, ensure_bench_file,
-                                      run_caio_pattern, run_pattern, uvloop_module)
+from ioengine.bench.compare import (
+    QUICK_ROWS,
+    QUICK_SECONDS,
+    ROWS,
+    Matrix,
+    RowResult,
+    Sample,
+    machine_meta,
+    parse_loops,
+    run_matrix,
+    select_rows,
+)
+from ioengine.bench.workloads import (
+    CaioUnavailable,
+    Pattern,
+    UvloopUnavailable,
+    caio_module,
+    ensure_bench_file,
+    run_caio_pattern,
+    run_pattern,
+    uvloop_module,
+)
 
 needs_fio = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt install fio)")
 

@@ -17,9 +17,20 @@ from ioengine.bench import report
 from ioengine.bench.__main__ import main
 from ioengine.bench.compare import CompareSetupError, Sample, fio_args, run_matrix, select_rows
 from ioengine.bench.fio_json import run_fio as real_run_fio
-from ioengine.bench.workloads import (Pattern, RunResult, SmpLoopMismatch, UvloopUnavailable, ensure_bench_file,
-                                      merge_runs, run_pattern_smp, seq_part_size, shard_region, shard_seed,
-                                      smp_loop_kinds, uvloop_module)
+from ioengine.bench.workloads import (
+    Pattern,
+    RunResult,
+    SmpLoopMismatch,
+    UvloopUnavailable,
+    ensure_bench_file,
+    merge_runs,
+    run_pattern_smp,
+    seq_part_size,
+    shard_region,
+    shard_seed,
+    smp_loop_kinds,
+    uvloop_module,
+)
 
 needs_fio = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt install fio)")
 needs_2_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="smp=2 needs two CPUs")

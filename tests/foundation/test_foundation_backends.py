@@ -16,6 +16,7 @@ import pytest
 
 import ioengine
 from ioengine import OpenFlags as F
+
 from foundation_util import pattern_block, write_pattern_file
 
 IO_URING_MAX_ENTRIES = 32768  # io_uring_setup refuses more with EINVAL

@@ -11,6 +11,7 @@ import pytest
 
 import ioengine
 from ioengine import OpenFlags as F
+
 from foundation_util import pattern_block, write_pattern_file
 
 BS = 4096

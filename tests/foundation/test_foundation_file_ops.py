@@ -14,6 +14,7 @@ import pytest
 
 import ioengine
 from ioengine import OpenFlags as F
+
 from foundation_util import pattern_block, read_file, write_pattern_file
 
 BS = 4096

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import ioengine
-from ioengine import ClosedFileError, FileOpenOptions, OpenFlags as O
+from ioengine import ClosedFileError, FileOpenOptions
+from ioengine import OpenFlags as O
 
 BIG_POSITIONS = [1 << 64, 1 << 63, (1 << 64) + 4096, -(1 << 64), -4096]
 

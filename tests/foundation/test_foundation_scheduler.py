@@ -115,6 +115,7 @@ def test_io_class_validation_and_runtime_changes(scratch):
 
 def test_io_properties_file_round_trip_maps_the_file_to_its_disk(scratch, caplog):
     import pytest
+
     from iosched import DiskProperties, IoPropertiesError, load_io_properties, save_io_properties
 
     disk = DiskProperties((os.path.abspath(scratch), "/nonexistent-mountpoint"), 50000, 500e6, 40000, 400e6)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
 
 anything = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-2**70, max_value=2**70)
             | st.floats() | st.text(max_size=5) | st.binary(max_size=5) | st.lists(st.integers(), max_size=2)

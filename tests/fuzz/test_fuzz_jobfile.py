@@ -1,7 +1,8 @@
 """fio job file parser: a list of JobSpec or JobFileError (a ValueError) for any text."""
 from __future__ import annotations
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ioengine.bench.jobfile import SUPPORTED_OPTIONS, JobFileError, JobSpec, parse_job_text, to_fio_args
 

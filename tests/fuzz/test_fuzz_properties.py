@@ -3,7 +3,8 @@ TypeError only for text that is neither str nor bytes -- for any input."""
 from __future__ import annotations
 
 import yaml
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iosched import DiskProperties, IoPropertiesError, dump_io_properties, load_io_properties, parse_io_properties
 from iosched.properties import parse_size

@@ -17,10 +17,25 @@ import os
 import pytest
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
-from ioengine.testing import (OP_FSYNC, OP_READ, OP_READV, OP_WRITE, OP_WRITEV, FaultInjector, FaultRule, faults,
-                              inject_faults, remove_faults)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+from ioengine.testing import (
+    OP_FSYNC,
+    OP_READ,
+    OP_READV,
+    OP_WRITE,
+    OP_WRITEV,
+    FaultInjector,
+    FaultRule,
+    faults,
+    inject_faults,
+    remove_faults,
+)
+
 from reliability_util import BLOCK, block, numbered, settle, watch_loop
 
 RW = ioengine.OpenFlags.RW

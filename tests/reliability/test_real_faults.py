@@ -29,6 +29,7 @@ import pytest
 
 import ioengine
 from ioengine.fstream import FileOutputStreamOptions, make_file_output_stream
+
 from reliability_util import settle, watch_loop
 
 REPO = Path(__file__).resolve().parents[2]

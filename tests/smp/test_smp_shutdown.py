@@ -9,11 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_smp_messages import _children
 
 import ioengine
 from ioengine import smp
-
-from test_smp_messages import _children
 
 CLI = Path(__file__).with_name("smp_cli.py")
 

@@ -9,9 +9,7 @@ mounting is not allowed).
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest

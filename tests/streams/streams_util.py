@@ -7,8 +7,12 @@ import random
 from pathlib import Path
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
 
 CREATE = ioengine.OpenFlags.RW | ioengine.OpenFlags.CREATE | ioengine.OpenFlags.TRUNCATE
 

@@ -14,8 +14,13 @@ import subprocess
 import pytest
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+
 from streams_util import CREATE, payload, write_os
 
 KIB = 1024

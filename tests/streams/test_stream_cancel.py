@@ -13,8 +13,13 @@ import asyncio
 import pytest
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+
 from streams_util import CREATE, payload, read_os, write_os
 
 KIB = 1024

@@ -8,6 +8,7 @@ import pytest
 
 import ioengine
 from ioengine.fstream import FileOutputStreamOptions, make_file_output_stream
+
 from streams_util import CREATE, read_os
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 import asyncio
 
 import ioengine
-from ioengine.fstream import FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream, make_file_output_stream
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+
 from streams_util import CREATE
 
 MiB = 1 << 20

@@ -7,7 +7,13 @@ import random
 import pytest
 
 import ioengine
-from ioengine.fstream import FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream, make_file_output_stream
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+
 from streams_util import CREATE, payload, read_os, write_os
 
 B = 4096  # buffer size of the skip tests

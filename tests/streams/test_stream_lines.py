@@ -7,8 +7,8 @@ import pytest
 
 import ioengine
 from ioengine.fstream import FileInputStreamOptions, make_file_input_stream
-from streams_util import read_os, write_os
 
+from streams_util import read_os, write_os
 
 _ALPHABET = b"abcdefghij \t\r0123456789"
 _NO_NEWLINE = bytes(_ALPHABET[i % len(_ALPHABET)] for i in range(256))  # byte -> a character, never b"\n"

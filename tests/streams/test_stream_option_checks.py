@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
-from streams_util import CREATE
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
 
 BAD_INPUT = [
     ("buffer_size", "x", TypeError, "int"),

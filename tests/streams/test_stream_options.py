@@ -7,8 +7,13 @@ from pathlib import Path
 import pytest
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+
 from streams_util import CREATE, payload, read_os, write_os
 
 MiB = 1 << 20

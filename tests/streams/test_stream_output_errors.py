@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 
 import pytest
 
 import ioengine
 from ioengine.fstream import FileOutputStreamOptions, make_file_output_stream
+
 from streams_util import CREATE, payload, read_os
 
 NO_PREALLOC = FileOutputStreamOptions(preallocation_size=0)

@@ -4,8 +4,13 @@ from __future__ import annotations
 import random
 
 import ioengine
-from ioengine.fstream import (FileInputStreamOptions, FileOutputStreamOptions, make_file_input_stream,
-                              make_file_output_stream)
+from ioengine.fstream import (
+    FileInputStreamOptions,
+    FileOutputStreamOptions,
+    make_file_input_stream,
+    make_file_output_stream,
+)
+
 from streams_util import CREATE, payload, read_os, write_os
 
 

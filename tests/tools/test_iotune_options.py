@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from iosched import DiskProperties, load_io_properties, save_io_properties
 from ioengine.tools import iotune
-from ioengine.tools.iotune_device import LeafDevice, DeviceInfo, mount_info, mountpoint_of, scan_device
+from ioengine.tools.iotune_device import DeviceInfo, LeafDevice, mount_info, mountpoint_of, scan_device
 from ioengine.tools.iotune_measure import Workload, fmt_size
+from iosched import DiskProperties, load_io_properties, save_io_properties
 
 
 def parse(*argv: str):

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from iosched import load_io_properties
 from ioengine.tools import iotune
 from ioengine.tools.iotune_device import mount_info, mountpoint_of
+from iosched import load_io_properties
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--duration", "2", "--no-progress"]
