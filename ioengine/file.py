@@ -95,7 +95,7 @@ class File:
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
                  "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
                  "_read_mask", "_write_mask", "_mem_mask", "_grow_lock", "_queue", "_qstates",
-                 "_busy", "_busy_idle", "_close_task", "__weakref__")
+                 "_busy", "_busy_idle", "_close_task", "_bounce", "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
                  mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
@@ -128,6 +128,8 @@ class File:
         self._busy = 0
         self._busy_idle: asyncio.Future | None = None
         self._close_task: asyncio.Task | None = None
+        #: Idle bounce buffers of dma_read_bulk(into=...): one per concurrent unaligned read.
+        self._bounce: list[DmaBuffer] = []
         #: The disk scheduler queue of the file's device, and its io class states.
         self._queue = queue
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
@@ -206,13 +208,24 @@ class File:
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
                                        self._qstates, io_class, self.disk_read_dma_alignment)
 
-    async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None) -> DmaBuffer:
-        """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file."""
+    async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,
+                            into: Any = None) -> Any:
+        """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file.
+
+        Without ``into``: returns a new DmaBuffer holding the bytes (release() it when done).
+        With ``into`` (a writable buffer of at least ``length`` bytes, e.g. a DmaBuffer reused
+        from call to call): the bytes land at its start and the byte count is returned; nothing
+        is allocated per call. When ``pos``, ``length`` and a DmaBuffer's address are aligned,
+        the disk reads straight into it; otherwise the aligned span goes through a bounce buffer
+        the file keeps for the next call (one per concurrent read) and the bytes are copied.
+        """
         self._check_open()
         check_position("dma_read_bulk", pos)
         check_length("dma_read_bulk", length)
         if pos + length > POS_LIMIT:
             raise ValueError(f"dma_read_bulk: position {pos} + length {length} is past the largest file offset")
+        if into is not None:
+            return await self._read_bulk_into(pos, length, io_class, into)
         align = self.disk_read_dma_alignment
         start = pos - pos % align
         end = -(-(pos + length) // align) * align
@@ -227,6 +240,69 @@ class File:
         front = pos - start
         view = buf.trim(front, max(0, min(length, got - front)))
         return view
+
+    async def _read_bulk_into(self, pos: int, length: int, io_class: IoClass | None, into: Any) -> int:
+        if isinstance(into, _RawBuffer):
+            size = len(into)
+            direct = not ((pos | length) & self._read_mask or into.address & self._mem_mask)
+        else:
+            try:
+                mv = memoryview(into)
+            except TypeError:
+                raise TypeError(f"dma_read_bulk: into must be a writable bytes-like buffer, "
+                                f"got {type(into).__name__}") from None
+            if mv.readonly:
+                raise TypeError("dma_read_bulk: into must be writable, got a read-only buffer")
+            if not mv.c_contiguous:
+                raise ValueError("dma_read_bulk: into must be C-contiguous")
+            size = mv.nbytes
+            direct = False
+        if size < length:
+            raise ValueError(f"dma_read_bulk: into holds {size} bytes, fewer than the {length} asked")
+        if length == 0:
+            return 0
+        if direct:  # aligned all round: the disk writes into the caller's buffer
+            if size == length:
+                return min(await self.dma_read(pos, into, io_class), length)
+            view = into.trim(0, length)
+            try:
+                return min(await self.dma_read(pos, view, io_class), length)
+            finally:
+                view.release()
+        align = self.disk_read_dma_alignment
+        start = pos - pos % align
+        span = -(-(pos + length) // align) * align - start
+        bounce = self._take_bounce(span)
+        view = bounce.trim(0, span) if len(bounce) != span else bounce
+        try:
+            got = await self.dma_read(start, view, io_class)
+        except BaseException:
+            # The kernel may still be writing into it (a cancelled read): not reused.
+            if view is not bounce:
+                view.release()
+            raise
+        front = pos - start
+        n = max(0, min(length, got - front))
+        if n:
+            if isinstance(into, _RawBuffer):
+                into.copy_in(0, view, front, n)
+            else:
+                memoryview(into).cast("B")[:n] = memoryview(view)[front:front + n]
+        if view is not bounce:
+            view.release()
+        if len(self._bounce) < _BOUNCE_KEEP and len(bounce) <= _BOUNCE_MAX:
+            self._bounce.append(bounce)
+        return n
+
+    def _take_bounce(self, span: int) -> DmaBuffer:
+        idle = self._bounce
+        for i in range(len(idle) - 1, -1, -1):
+            if len(idle[i]) >= span:
+                return idle.pop(i)
+        if idle:
+            idle.pop()  # too small: replaced by the larger one, so the count follows concurrency only
+        return _new_bounce(max(DEFAULT_ALIGNMENT, 1 << (span - 1).bit_length()),
+                           max(self.memory_dma_alignment, DEFAULT_ALIGNMENT))
 
     async def dma_read_exactly(self, pos: int, length: int, io_class: IoClass | None = None) -> DmaBuffer:
         """Like dma_read_bulk, but raises ShortReadError if the file ends before ``pos + length``."""
@@ -536,6 +612,7 @@ class File:
                                                  owner=self)
                 await self._reactor.drain_owner(self)
         finally:
+            self._bounce.clear()
             await _ops.close(self._reactor, self._fd, self._path)
 
     async def __aenter__(self) -> File:
@@ -543,6 +620,16 @@ class File:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+#: Idle bounce buffers a File keeps for dma_read_bulk(into=...), and the largest one kept.
+_BOUNCE_KEEP = 64
+_BOUNCE_MAX = 4 << 20
+
+
+def _new_bounce(size: int, alignment: int) -> DmaBuffer:
+    """A bounce buffer for dma_read_bulk(into=...), owned by its File (not the reactor's pool)."""
+    return DmaBuffer(size, alignment)
 
 
 def _retrieve(task: asyncio.Task) -> None:
