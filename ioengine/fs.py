@@ -63,7 +63,8 @@ async def touch_directory(path: PathLike, permissions: int = 0o755) -> None:
     except FileExistsError:
         st = await file_stat(path)
         if not st.is_directory:
-            raise NotADirectoryError(errno.ENOTDIR, "touch_directory: exists and is not a directory", os.fsdecode(path))
+            raise NotADirectoryError(errno.ENOTDIR, "touch_directory: exists and is not a directory",
+                                     os.fsdecode(path)) from None
 
 
 async def sync_directory(path: PathLike) -> None:

@@ -33,7 +33,8 @@ class ReactorOptions:
     #: --idle-poll-time-us). Waking a sleeping thread costs ~25-30 us on a VM, more than a fast
     #: disk's whole 4k read; polling trades that CPU for latency (measured here: 4k QD1 reads
     #: +45 % IOPS, 128k output stream +10-30 % MB/s). 0 sleeps at once. Seastar's default.
-    idle_poll_time_us: int = field(default=200, metadata={"help": "busy-poll for completions this long before sleeping"})
+    idle_poll_time_us: int = field(default=200,
+                                   metadata={"help": "busy-poll for completions this long before sleeping"})
     #: Worker threads of the "threads" backend and of metadata calls the kernel cannot do async.
     threads: int = field(default=4, metadata={"help": "threads for the thread-pool backend and blocking calls"})
     #: Disk calibration in Seastar's io_properties.yaml format (YAML text, or a file's path).
@@ -47,7 +48,8 @@ class ReactorOptions:
     #: slower than the calibrated disk; more than one goal because this virtio disk keeps a
     #: full read/write mix ~0.9 ms per request (fio), above the 0.75 ms goal (measured with
     #: `ioengine-bench sched`: (b)'s utilisation 0.52-0.57 at 1, 0.71-0.80 at 2, 0.75-0.76 at 3).
-    io_in_disk_goals: float = field(default=2.0, metadata={"help": "most cost a throttled disk holds, in latency goals"})
+    io_in_disk_goals: float = field(default=2.0,
+                                    metadata={"help": "most cost a throttled disk holds, in latency goals"})
     #: Let that bound adapt (iosched's "knee", IoQueueConfig.adaptive_in_disk) while two or more
     #: classes compete, so shares hold when the engine, not the disk, is the bottleneck. Off by
     #: default: on this virtio disk, whose latency rises with depth as its throughput does, the
@@ -86,7 +88,8 @@ class ReactorOptions:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
         if not (isinstance(self.io_in_disk_goals, (int, float)) and not isinstance(self.io_in_disk_goals, bool)
                 and 0 < self.io_in_disk_goals < float("inf")):
-            raise ValueError(f"reactor option io_in_disk_goals must be a positive number, got {self.io_in_disk_goals!r}")
+            raise ValueError("reactor option io_in_disk_goals must be a positive number, "
+                             f"got {self.io_in_disk_goals!r}")
         for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us"):
             if getattr(self, name) < 0:
                 raise ValueError(f"reactor option {name} must be >= 0, got {getattr(self, name)}")

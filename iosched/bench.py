@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not args.null:
         ap.error("only --null is implemented here; the real-disk benchmark runs through ioengine")
-    print(f"iosched null-device benchmark: {args.requests} x 4 KiB reads, batches of {args.batch}, best of {args.repeat}")
+    print(f"iosched null-device benchmark: {args.requests} x 4 KiB reads, batches of {args.batch}, "
+          f"best of {args.repeat}")
     print(f"{'case':34} {'queue':>8} {'dispatch':>9} {'complete':>9} {'total':>8}  (us/request)")
     for classes, throttled in ((1, True), (4, True), (16, True), (1, False), (4, False)):
         best = min(
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             key=lambda r: r["total_us"],
         )
         label = f"{classes} class{'es' if classes > 1 else ''}, {'io_properties' if throttled else 'no properties'}"
-        print(f"{label:34} {best['queue_us']:8.3f} {best['dispatch_us']:9.3f} {best['complete_us']:9.3f} {best['total_us']:8.3f}")
+        print(f"{label:34} {best['queue_us']:8.3f} {best['dispatch_us']:9.3f} {best['complete_us']:9.3f} "
+              f"{best['total_us']:8.3f}")
     # What the engine does for a class alone (nothing else waiting): the per-request take is
     # a method call here; the engine inlines it, so this is an upper bound.
     best = min((run_null_grants(args.requests, args.batch) for _ in range(args.repeat)), key=lambda r: r["total_us"])

@@ -213,8 +213,8 @@ class DirectGrant:
     asks the queue (queue, dispatch, next_dispatch_time, class changes).
     """
 
-    __slots__ = ("queue", "io_class", "at", "scale", "budget", "opened_with", "n", "committed", "completed", "completed_cost",
-                 "reaped", "last_length", "last_direction", "last_cost")
+    __slots__ = ("queue", "io_class", "at", "scale", "budget", "opened_with", "n", "committed", "completed",
+                 "completed_cost", "reaped", "last_length", "last_direction", "last_cost")
 
     def __init__(self, queue: IoQueue, io_class: IoClassState, at: float, budget: float, scale: float) -> None:
         self.queue = queue
@@ -392,7 +392,8 @@ class IoQueue:
 
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
-        "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk", "_in_disk_limit", "_now",
+        "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
+        "_in_disk_limit", "_now",
         "_grant_cost", "_knee",
     )
 
@@ -439,7 +440,8 @@ class IoQueue:
             now=now,
         )
         #: the adaptive in-disk bound's controller (None when off); it sets _in_disk_limit
-        self._knee = _Knee(self, config, now) if (config.adaptive_in_disk and self._bound_in_disk and props is not None) else None
+        adaptive = config.adaptive_in_disk and self._bound_in_disk and props is not None
+        self._knee = _Knee(self, config, now) if adaptive else None
         self.create_class(config.default_class, config.default_shares)
 
     def _max_length(self, direction: int, props: DiskProperties, capacity: float) -> float:
@@ -459,7 +461,8 @@ class IoQueue:
             raise ValueError(f"an io class name must be a non-empty string, got {name!r}")
         if name in self._classes:
             raise ValueError(f"io class {name!r} already exists in the queue of {self._label()}")
-        cls = IoClassState(name, _check_shares(self.config.default_shares if shares is None else shares), self._next_id, self)
+        shares = _check_shares(self.config.default_shares if shares is None else shares)
+        cls = IoClassState(name, shares, self._next_id, self)
         self._next_id += 1
         self._classes[name] = cls
         return cls
@@ -468,7 +471,8 @@ class IoQueue:
         try:
             return self._classes[name]
         except KeyError:
-            raise KeyError(f"no io class {name!r} in the queue of {self._label()}; known: {sorted(self._classes)}") from None
+            raise KeyError(f"no io class {name!r} in the queue of {self._label()}; "
+                           f"known: {sorted(self._classes)}") from None
 
     @property
     def classes(self) -> dict[str, IoClassState]:
@@ -551,7 +555,8 @@ class IoQueue:
             return req
         return self._queue_split(cls, direction, length, payload, now, int(max_len))
 
-    def _queue_split(self, cls: IoClassState, direction: int, length: int, payload: Any, now: float, part_len: int) -> SplitRequest:
+    def _queue_split(self, cls: IoClassState, direction: int, length: int, payload: Any, now: float,
+                     part_len: int) -> SplitRequest:
         cost = self._cost
         parent = SplitRequest(cls, direction, length, payload, 0.0, now)
         parts = []

@@ -299,7 +299,8 @@ def parse_io_properties(text: str, *, source: str | None = None) -> list[DiskPro
         try:
             disk = _parse_entry(node)
         except _FieldError as e:
-            raise IoPropertiesError(e.message, entry=i, mountpoint=mp_hint, field=e.field or None, source=source) from None
+            raise IoPropertiesError(e.message, entry=i, mountpoint=mp_hint, field=e.field or None,
+                                    source=source) from None
         except IoPropertiesError as e:  # from DiskProperties' own checks
             raise IoPropertiesError(e.reason, entry=i, mountpoint=mp_hint, field=e.field, source=source) from None
         for mp in disk.mountpoints:

@@ -23,8 +23,8 @@ def one(i: int, src: str) -> tuple[int, bool]:
     (REPO / ".scratch").mkdir(exist_ok=True)
     d = tempfile.mkdtemp(dir=REPO / ".scratch", prefix="sigint-")
     try:
-        p = subprocess.Popen([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", d, "--duration", "2",
-                              "--no-progress", "--properties-file", d + "/p.yaml"], cwd=src,
+        p = subprocess.Popen([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", d,
+                              "--duration", "2", "--no-progress", "--properties-file", d + "/p.yaml"], cwd=src,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.3, 3.0))
         p.send_signal(signal.SIGINT)

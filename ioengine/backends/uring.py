@@ -21,7 +21,8 @@ _NO_TASKRUN = ~((1 << 8) | (1 << 9) | (1 << 12) | (1 << 13)) & 0xFFFFFFFF
 
 def _unavailable(err: int) -> BackendUnavailableError:
     if err == errno.ENOSYS:
-        why = "io_uring_setup returned ENOSYS: the kernel lacks io_uring or a seccomp filter (container runtime) blocks it"
+        why = ("io_uring_setup returned ENOSYS: the kernel lacks io_uring or a seccomp filter (container runtime)"
+               " blocks it")
     elif err == errno.EPERM:
         try:
             with open("/proc/sys/kernel/io_uring_disabled") as f:

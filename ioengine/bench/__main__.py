@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--rounds", type=int, default=3, help="rounds for (a) and (c) (medians are quoted)")
     s.add_argument("--io-properties-file", default=None, help="calibration to use instead of measuring one")
     s.add_argument("--calibration", choices=CALIBRATIONS, default=DEFAULT_CALIBRATION,
-                   help="without --io-properties-file: iotune (the disk at depth, ~12 s) or builtin (the engine's ceiling)")
+                   help="without --io-properties-file: iotune (the disk at depth, ~12 s) "
+                        "or builtin (the engine's ceiling)")
     s = sub.add_parser("smp", help="cross-shard round trips (latency, rate) vs a multiprocessing Pipe")
     s.add_argument("--count", type=_positive_int, default=20000, help="single round trips timed per round")
     s.add_argument("--seconds", type=_positive_float, default=2.0, help="duration of the pipelined run")

@@ -7,7 +7,8 @@ fio for every other side. Per side and row: IOPS, MB/s, completion-latency perce
 (p50/p99/p99.9) and CPU-µs per I/O.
 
 * ioengine (side "ioengine": asyncio's default loop; side "ioengine-uvloop": the same code under
-  uvloop's loop, checked to be uvloop's while it runs): each I/O is timed with two ``perf_counter_ns`` calls around its ``await`` (streams:
+  uvloop's loop, checked to be uvloop's while it runs): each I/O is timed with two ``perf_counter_ns`` calls
+  around its ``await`` (streams:
   from the stream's submission to the reaped completion); CPU is the whole process's
   user + sys time (getrusage), so the event loop, the reactor and the benchmark loop all count.
 * fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys.

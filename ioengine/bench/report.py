@@ -72,7 +72,7 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
         med = {e: r.median(e) for e in engines}
         rat = {e: r.ratios(e) for e in engines}
 
-        def each(attr: str, digits: int) -> list[str]:
+        def each(attr: str, digits: int, med: dict = med) -> list[str]:
             return [_num(getattr(med[e], attr) if med[e] else None, digits) for e in engines]
 
         line = [r.row.title,
@@ -130,15 +130,17 @@ def tall(m: Matrix, *, unicode: bool = False) -> tuple[list[str], list[list[list
             if s is None:
                 lines.append(["", side_label(side, unicode), "skipped", "", "", "", "", ""])
                 continue
-            lines.append(["", side_label(side, unicode), _num(s.iops), _num(s.mb_per_s, 1), *(_num(v, 1 if v < 100 else 0) for v in
-                          (s.p50_us, s.p99_us, s.p999_us)), _num(s.cpu_us_per_io, 2)])
+            lats = (_num(v, 1 if v < 100 else 0) for v in (s.p50_us, s.p99_us, s.p999_us))
+            lines.append(["", side_label(side, unicode), _num(s.iops), _num(s.mb_per_s, 1), *lats,
+                          _num(s.cpu_us_per_io, 2)])
         f = r.median("fio")
         for side in sides:
             s = r.median(side)
             if side == "fio" or s is None or f is None:
                 continue
-            lines.append(["", f"{side_label(side, unicode)}/fio", *(_x(ratio(getattr(s, a), getattr(f, a)), "x") for a in
-                          ("iops", "mb_per_s", "p50_us", "p99_us", "p999_us", "cpu_us_per_io"))])
+            lines.append(["", f"{side_label(side, unicode)}/fio",
+                          *(_x(ratio(getattr(s, a), getattr(f, a)), "x")
+                            for a in ("iops", "mb_per_s", "p50_us", "p99_us", "p999_us", "cpu_us_per_io"))])
         lines[0][0] = r.row.title
         out.append(lines)
     return headers, out, notes

@@ -694,7 +694,7 @@ def to_text(run: JobsRun) -> str:
     lines.append("")
     entries = entries_of(runs)
     date = datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
-    for g, group in enumerate(runs):
+    for g in range(len(runs)):
         mine = [e for e in entries if e.groupid == g]
         for e in mine:
             lines.append(f"{e.name}: (groupid={e.groupid}, jobs={len(e.clones)}): err={e.error:2d}: "

@@ -242,8 +242,8 @@ def _iotune(path: str, out) -> str | None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, props = tempfile.mkstemp(prefix="sched-io_properties-", suffix=".yaml", dir=directory)
     os.close(fd)
-    cmd = [sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", directory, "--properties-file", props,
-           "--duration", str(IOTUNE_SECONDS), "--no-progress"]
+    cmd = [sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", directory,
+           "--properties-file", props, "--duration", str(IOTUNE_SECONDS), "--no-progress"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         os.unlink(props)

@@ -164,7 +164,8 @@ def measure_pipe(count: int, seconds: float, inflight: int, cpus: list[int]) -> 
 # -- the command --------------------------------------------------------------------------------
 
 def main_smp(count: int = 20000, seconds: float = 2.0, rounds: int = 3, inflight: int = 200,
-             cpuset: str | None = None, out: TextIO | None = None, **reactor_options: Any) -> dict[str, dict[str, float]]:
+             cpuset: str | None = None, out: TextIO | None = None,
+             **reactor_options: Any) -> dict[str, dict[str, float]]:
     """Alternate Pipe and ioengine rounds; print and return the medians."""
     out = out or sys.stdout
     cpus = parse_cpuset(cpuset) if cpuset else sorted(os.sched_getaffinity(0))

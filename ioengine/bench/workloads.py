@@ -1,7 +1,7 @@
 """ioengine's side of a benchmark: the same patterns fio runs, driven through the File API.
 
-Each run happens in its own event loop (asyncio's default one or uvloop's) and reactor and reports what fio reports: I/O count,
-bytes, seconds, CPU seconds of the whole process (user + sys), and optionally latencies.
+Each run happens in its own event loop (asyncio's default one or uvloop's) and reactor and reports what
+fio reports: I/O count, bytes, seconds, CPU seconds of the whole process (user + sys), and optionally latencies.
 """
 from __future__ import annotations
 
@@ -383,7 +383,8 @@ def seq_part_size(pattern: Pattern, size: int, smp: int) -> int:
     """Bytes of each shard's (and fio job's) region in a sequential smp run."""
     part = size // smp // pattern.bs * pattern.bs
     if part < pattern.bs:
-        raise ValueError(f"a {size}-byte file split over {smp} shards leaves less than one {pattern.bs}-byte block each")
+        raise ValueError(f"a {size}-byte file split over {smp} shards leaves less than one "
+                         f"{pattern.bs}-byte block each")
     return part
 
 

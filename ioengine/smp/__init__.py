@@ -450,7 +450,7 @@ class _Cluster:
                 coro.close()  # never started: no "never awaited" warning on top of the error
             await self._stop_shards(loop)
         finally:
-            for k, (p, c) in enumerate(zip(self.procs, self.conns), start=1):
+            for p, c in zip(self.procs, self.conns):
                 for fd in (p.sentinel, c.fileno()):
                     try:
                         loop.remove_reader(fd)

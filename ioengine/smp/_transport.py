@@ -52,7 +52,7 @@ class ShardError(RuntimeError):
     def __init__(self, shard: int, message: str, remote_traceback: str | None = None) -> None:
         text = f"shard {shard}: {message}"
         if remote_traceback:
-            text += "\n\nshard %d's traceback:\n%s" % (shard, remote_traceback.rstrip())
+            text += f"\n\nshard {shard:d}'s traceback:\n{remote_traceback.rstrip()}"
         super().__init__(text)
         self.shard = shard
         self.remote_traceback = remote_traceback

@@ -62,4 +62,5 @@ def file_handle(f: Any) -> FileHandle:
     if fl & os.O_DSYNC == os.O_DSYNC:
         flags |= os.O_DSYNC
     st = os.fstat(fd)
-    return FileHandle(os.path.abspath(os.fspath(f.path)), flags & _KEEP_FLAGS, st.st_dev, st.st_ino, f"/proc/{os.getpid()}/fd/{fd}")
+    return FileHandle(os.path.abspath(os.fspath(f.path)), flags & _KEEP_FLAGS, st.st_dev, st.st_ino,
+                      f"/proc/{os.getpid()}/fd/{fd}")

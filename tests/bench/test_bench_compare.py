@@ -84,7 +84,8 @@ def test_compare_one_row_end_to_end(scratch: Path, capsys: pytest.CaptureFixture
         assert r["iops"] == pytest.approx(row["median"][side]["iops"] / row["median"]["fio"]["iops"])
         assert r["cpu_us_per_io"] > 0 and r["p50_us"] > 0
     md = out["md"].read_text()
-    assert md.startswith("| row | IOPS ioengine | " + ("IOPS ioengine·uvloop | " if _has_uvloop() else "") + "IOPS fio |")
+    uv = "IOPS ioengine·uvloop | " if _has_uvloop() else ""
+    assert md.startswith("| row | IOPS ioengine | " + uv + "IOPS fio |")
     assert "| 4k randread QD32 |" in md
     if _has_uvloop():
         assert "randread-qd32 round 1/1: ioengine " in text and "| ioengine-uvloop " in text

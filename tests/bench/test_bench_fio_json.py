@@ -141,7 +141,7 @@ def test_numjobs_without_group_reporting_sums_jobs() -> None:
     assert total.clat_ns.mean == pytest.approx(expected_mean)
     assert min(a.clat_ns.stddev, b.clat_ns.stddev) * 0.5 <= total.clat_ns.stddev
     with pytest.raises(ValueError, match="group_reporting"):
-        total.clat_ns.p99
+        _ = total.clat_ns.p99
     assert result.cpu_seconds() == pytest.approx(sum(j.cpu_seconds for j in result.jobs))
     with pytest.raises(KeyError, match="no fio job named 'nope'"):
         result.job("nope")

@@ -45,7 +45,7 @@ def test_no_properties_never_throttles_or_splits():
 def test_no_properties_orders_fairly_in_bounded_batches():
     q = IoQueue(None)
     a, b = q.create_class("a", 300), q.create_class("b", 100)
-    for i in range(400):
+    for _ in range(400):
         q.queue(a, READ, 4096, "a", 0.0)
         q.queue(b, READ, 4096, "b", 0.0)
     first = q.dispatch(0.0, max_requests=200)
@@ -169,9 +169,12 @@ def _split_result(part_results):
     q = IoQueue(DISK)
     n = q.max_request_length[READ]
     req = q.queue("default", READ, n * len(part_results), None, 0.0)
-    it = iter(part_results)
     by_offset = {p.offset: r for p, r in zip(req.parts, part_results)}
-    done = drain(q, result=lambda d: by_offset[d.offset](d.length) if callable(by_offset[d.offset]) else by_offset[d.offset])
+    def result(d):
+        r = by_offset[d.offset]
+        return r(d.length) if callable(r) else r
+
+    done = drain(q, result=result)
     assert done == [req]
     return req.result, n
 
@@ -347,7 +350,8 @@ def test_class_limits_throttle_and_release():
     q = IoQueue(None)
     q.create_class("capped", 100)
     q.update_iops("capped", 1000, now=0.0)  # burst: 10 ms of it = 10 requests
-    reqs = [q.queue("capped", READ, 4096, i, 0.0) for i in range(100)]
+    for i in range(100):
+        q.queue("capped", READ, 4096, i, 0.0)
     first = q.dispatch(0.0)
     assert len(first) == 11  # the burst, plus the one that overdraws it
     assert q.get_class("capped").throttled

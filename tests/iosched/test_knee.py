@@ -111,7 +111,7 @@ def test_disk_bound_regime_keeps_isolation_and_utilisation():
         assert r.iops == pytest.approx(0.4 * FAST.read_iops, rel=0.03)
         assert res.utilisation(0.2) > 0.95
         if adaptive:
-            assert r.p95 <= 2.0 * alone.p95 * 5  # noqa: the static bound's own figure, not made worse
+            assert r.p95 <= 2.0 * alone.p95 * 5  # the static bound's own figure, not made worse
             off = _mixed(False).report(0.2)["reads"]
             assert r.p95 <= 1.05 * off.p95
 

@@ -115,7 +115,8 @@ def test_mountpoints_list_and_optional_fields():
 
 def test_float_rates_accepted_and_written_as_integers():
     d = parse_io_properties(
-        "disks:\n- mountpoint: /x\n  read_iops: 1.5e+5\n  read_bandwidth: 1e9\n  write_iops: 100.5\n  write_bandwidth: 7\n"
+        "disks:\n- mountpoint: /x\n  read_iops: 1.5e+5\n  read_bandwidth: 1e9\n"
+        "  write_iops: 100.5\n  write_bandwidth: 7\n"
     )[0]
     assert d.read_iops == 150000 and d.read_bandwidth == 10**9 and d.write_iops == 100.5
     out = yaml.safe_load(dump_io_properties([d]))["disks"][0]

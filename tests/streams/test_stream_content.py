@@ -38,7 +38,8 @@ def test_round_trip(run, scratch, size):
         assert os.stat(path).st_size == size
         assert read_os(path) == data
         for mode in READ_MODES:
-            in_opts = FileInputStreamOptions(buffer_size=rng.choice([4096, 65536, BLOCK]) if size < (1 << 20) else BLOCK,
+            buffer_size = rng.choice([4096, 65536, BLOCK]) if size < (1 << 20) else BLOCK
+            in_opts = FileInputStreamOptions(buffer_size=buffer_size,
                                              read_ahead=rng.choice([0, 1, 4]),
                                              dynamic_adjustments=rng.random() < 0.5)
             got = await read_stream(path, mode, rng, options=in_opts)
