@@ -7,7 +7,8 @@ import errno
 import os
 from array import array
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
@@ -165,7 +166,8 @@ class File:
         if length >= LEN_LIMIT:
             raise ValueError(f"{op}: {length} bytes is more than one request can carry (at most {LEN_LIMIT - 1})")
         if length % align:
-            raise ValueError(f"{op}: length {length} is not a multiple of {align}, the disk alignment of {self._path!r}")
+            raise ValueError(f"{op}: length {length} is not a multiple of {align}, "
+                             f"the disk alignment of {self._path!r}")
         if addr % self.memory_dma_alignment:
             raise ValueError(f"{op}: buffer address {addr:#x} is not a multiple of {self.memory_dma_alignment}, "
                              f"the memory alignment of {self._path!r} (allocate it with File.allocate_buffer)")
@@ -694,7 +696,8 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
         fstype = (await r.run_blocking(_ops.fstatfs_blocking, fd))[0]
         if (await _ops.statx_fd(r, fd, spath)).is_directory:
             await _ops.close(r, fd, spath)
-            raise IsADirectoryError(errno.EISDIR, "open_file_dma failed: it is a directory, not a file", spath)
+            raise IsADirectoryError(errno.EISDIR, "open_file_dma failed: it is a directory, not a file",
+                                    spath) from None
         if fstype != TMPFS_MAGIC:
             await _ops.close(r, fd, spath)
             raise OSError(errno.EINVAL, f"open_file_dma failed: the filesystem of {spath!r} "
