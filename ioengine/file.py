@@ -6,8 +6,8 @@ import enum
 import errno
 import os
 from array import array
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from . import _ops
