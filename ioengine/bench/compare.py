@@ -387,8 +387,8 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
             if any(k != "uvloop" for k in kinds):
                 note = (f"smp={smp}: the ioengine-uvloop side is skipped: started on uvloop, the shards run on "
                         f"{', '.join(f'{k} ({kind})' for k, kind in enumerate(kinds))}; ioengine.smp starts "
-                        f"{'shard 1' if smp == 2 else f'shards 1..{smp - 1}'} as fresh interpreters on "
-                        f"asyncio's default loop")
+                        f"{'shard 1 as a fresh interpreter' if smp == 2 else f'shards 1..{smp - 1} as fresh interpreters'}"
+                        f" on asyncio's default loop")
                 notes.append(note)
                 _say(progress, f"note: {note}")
                 loop_list = tuple(lp for lp in loop_list if lp != "uvloop")
