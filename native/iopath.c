@@ -126,11 +126,14 @@ static int grow_slots(IoPathObject *self)
 static uint64_t take_slot(IoPathObject *self, PyObject *pin, PyObject *opname, PyObject *owner, PyObject *on_done,
                           PyObject *grant, int64_t pos, int64_t nbytes, PyObject **fut_out)
 {
-    if (!self->free_head && grow_slots(self) < 0)
-        return 0;
     PyObject *fut = new_future(self);
     if (!fut)
         return 0;
+    /* only now: making the future may run Python code (a GC pass) that stages requests too */
+    if (!self->free_head && grow_slots(self) < 0) {
+        Py_DECREF(fut);
+        return 0;
+    }
     uint32_t idx = self->free_head - 1;
     ie_request *r = &self->slots[idx];
     self->free_head = r->next_free;
@@ -237,12 +240,16 @@ static PyObject *IoPath_rw(IoPathObject *self, PyObject *const *args, Py_ssize_t
     if (get_u64(args[0], 256, &op) || get_u64(args[1], (uint64_t)1 << 32, &fd) || get_u64(args[2], 0, &addr)
         || get_u64(args[3], (uint64_t)1 << 32, &len) || get_u64(args[4], (uint64_t)1 << 63, &pos))
         Py_RETURN_NONE;
-    if (reserve_rec(self) < 0)
-        return NULL;
     PyObject *fut;
     uint64_t ud = take_slot(self, args[5], args[6], args[7], args[8], args[9], (int64_t)pos, (int64_t)len, &fut);
     if (!ud)
         return NULL;
+    if (reserve_rec(self) < 0) {  /* after the future: see take_slot */
+        PyObject *f = Py_NewRef(fut);
+        clear_slot(self, (uint32_t)(ud - 1));
+        Py_DECREF(f);
+        return NULL;
+    }
     put_rec(self, op | (fd << 8), addr, len, pos, ud);
     if (len >= self->alone_bytes || self->nrec >= self->flush_at)
         self->submit_now = 1;
@@ -363,42 +370,48 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
         Py_RETURN_NONE;
     if (self->nrec + self->in_kernel >= self->capacity)
         Py_RETURN_NONE;
-    if (reserve_rec(self) < 0)
-        return NULL;
-    if (!self->free_head && grow_slots(self) < 0)
-        return NULL;
-    uint32_t idx = self->free_head - 1;
-    ie_request *r = &self->slots[idx];
+    /* Everything that may run Python code (the buffer export, the grant's cost, the class's
+       counters, the future) comes before the slot and the record are taken, so a request
+       staged meanwhile (a GC pass, a property) cannot take them from under us. */
+    Py_buffer view;
     /* reads need a writable buffer; a write's may be read-only */
-    if (PyObject_GetBuffer(args[2], &r->view, op == 0 ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(args[2], &view, op == 0 ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    uint64_t addr = (uint64_t)(uintptr_t)r->view.buf, len = (uint64_t)r->view.len;
+    uint64_t addr = (uint64_t)(uintptr_t)view.buf, len = (uint64_t)view.len;
     if (((pos | len) & dmask) || (addr & mmask) || len >= ((uint64_t)1 << 32)) {
-        PyBuffer_Release(&r->view);
+        PyBuffer_Release(&view);
         Py_RETURN_NONE;
     }
     PyObject *cls = args[9] == Py_None ? NULL : args[9], *grant = args[10];
     if (grant != Py_None) {
         int t = grant_take(grant, (long)op, len, NULL);
         if (t <= 0) {
-            PyBuffer_Release(&r->view);
+            PyBuffer_Release(&view);
             if (t < 0)
                 return NULL;
             Py_RETURN_FALSE;
         }
     }
     if (cls && (add_to_list_item(cls, str_ops, (long)op, 1) < 0 || add_to_list_item(cls, str_bytes, (long)op, len) < 0)) {
-        PyBuffer_Release(&r->view);
+        PyBuffer_Release(&view);
         return NULL;
     }
     PyObject *fut = new_future(self);
     if (!fut) {
-        PyBuffer_Release(&r->view);
+        PyBuffer_Release(&view);
         return NULL;
     }
+    if (reserve_rec(self) < 0 || (!self->free_head && grow_slots(self) < 0)) {
+        PyBuffer_Release(&view);
+        Py_DECREF(fut);
+        return NULL;
+    }
+    uint32_t idx = self->free_head - 1;
+    ie_request *r = &self->slots[idx];
     self->free_head = r->next_free;
+    r->view = view;  /* the export moves into the slot: released at the completion */
     r->has_view = 1;
     r->fut = fut;
     r->pin = NULL;
