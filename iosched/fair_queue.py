@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from heapq import heapify, heappop, heappush, heapreplace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .token_bucket import TokenBucket
 
 if TYPE_CHECKING:
-    from .io_queue import QueuedRequest
+    from .io_queue import IoQueue, QueuedRequest
 
 __all__ = ["IoClassState", "FairQueue"]
 
@@ -48,7 +48,7 @@ class IoClassState:
         "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
     )
 
-    def __init__(self, name: str, shares: float, class_id: int, owner: Any) -> None:
+    def __init__(self, name: str, shares: float, class_id: int, owner: IoQueue | None) -> None:
         self.name = name
         self.shares = shares
         self._inv_shares = 1.0 / shares

@@ -186,11 +186,17 @@ class SplitRequest(QueuedRequest):
 
     __slots__ = ("parts", "_pending")
 
+    parts: list[RequestPart]
+    _pending: int
+
 
 class RequestPart(QueuedRequest):
     """One part of a ``SplitRequest``: ``offset``/``length`` within ``request``."""
 
     __slots__ = ("offset", "request")
+
+    offset: int
+    request: SplitRequest  # a slot here; an unsplit request has a property
 
 
 Dispatch = QueuedRequest
@@ -530,7 +536,7 @@ class IoQueue:
         ``alignment``: parts of a split are multiples of it (default
         ``config.split_alignment``).
         """
-        cls = self._classes[io_class] if type(io_class) is str else io_class
+        cls = self._classes[io_class] if isinstance(io_class, str) else io_class
         if cls._owner is not self:
             raise ValueError(f"io class {cls.name!r} does not belong to this queue (removed, or another disk's)")
         if direction != 0 and direction != 1 or length < 0:  # READ, WRITE
@@ -645,7 +651,7 @@ class IoQueue:
         """
         cls = dispatch.io_class
         n = cls.nr_executing = cls.nr_executing - 1
-        td = dispatch.dispatched_at
+        td: float = dispatch.dispatched_at  # type: ignore[assignment]  # set when it was dispatched
         cls.total_exec_time += now - td
         if not n and cls.nr_queued:
             cls._activated_at = now
@@ -675,7 +681,7 @@ class IoQueue:
         dispatch.result = result
         if dispatch.__class__ is not RequestPart:
             return dispatch
-        parent = dispatch.request
+        parent: SplitRequest = dispatch.request
         parent._pending -= 1
         if parent._pending:
             return None
@@ -683,7 +689,7 @@ class IoQueue:
         short = False
         error = None
         for p in parent.parts:
-            r = p.result
+            r: int = p.result  # type: ignore[assignment]  # every part has completed
             if r < 0:
                 error = r
                 break

@@ -44,9 +44,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from heapq import heappop, heappush
+from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
-from .io_queue import IoQueue, IoQueueConfig, QueuedRequest
+from .fair_queue import IoClassState
+from .io_queue import DirectGrant, IoQueue, IoQueueConfig, QueuedRequest
 from .properties import DiskProperties
 
 __all__ = ["SimDisk", "Workload", "Engine", "ClassReport", "SimResult", "simulate", "scaled_properties"]
@@ -299,13 +301,14 @@ class _Driver:
 
     __slots__ = ("w", "cls", "rng", "sizes", "weights", "fixed_size", "write_frac", "outstanding", "next_arrival")
 
-    def __init__(self, w: Workload, cls, rng: random.Random) -> None:
+    def __init__(self, w: Workload, cls: IoClassState, rng: random.Random) -> None:
         self.w = w
         self.cls = cls
         self.rng = rng
         if isinstance(w.size, int):
             self.fixed_size = w.size
-            self.sizes = self.weights = None
+            self.sizes: list[int] = []  # (unused with a fixed size)
+            self.weights: list[float] = []
         else:
             self.fixed_size = 0
             self.sizes = [s for s, _ in w.size]
@@ -338,7 +341,8 @@ class _Driver:
 
     def advance_arrival(self) -> None:
         w = self.w
-        gap = self.rng.expovariate(w.rate) if w.poisson else 1.0 / w.rate
+        rate: float = w.rate  # type: ignore[assignment]  # only open-loop workloads arrive
+        gap = self.rng.expovariate(rate) if w.poisson else 1.0 / rate
         self.next_arrival += gap
         if self.next_arrival >= w.stop:
             self.next_arrival = math.inf
@@ -443,7 +447,7 @@ def simulate(
             drv = part.payload
             s = samples[drv.w.name]
             s.pt.append(now)
-            s.in_disk.append(now - part.dispatched_at)
+            s.in_disk.append(now - part.dispatched_at)  # type: ignore[operator]  # dispatched
             s.disk_wait.append(started - submitted)
             parent = q.complete(part, part.length, now)
             if parent is not None:
@@ -487,6 +491,11 @@ class _Task:
     __slots__ = ("drv", "ready_at", "issued_at", "submitted", "direction", "length", "grant", "dispatched_at",
                  "cost")
 
+    direction: int
+    length: int
+    cost: float
+    grant: DirectGrant | None
+
     def __init__(self, drv: _Driver, ready_at: float) -> None:
         self.drv = drv
         self.ready_at = ready_at
@@ -524,11 +533,11 @@ def _simulate_engine(
         samples[w.name] = _Samples()
     disk_cost = disk._cost
     lat_extra = disk.latency
-    visible: deque[tuple[float, object, float, float]] = deque()  # (visible at, unit, submitted, started)
+    visible: deque[tuple[float, Any, float, float]] = deque()  # (visible at, unit, submitted, started)
     ready: deque[_Task] = deque()
-    staged: list = []  # granted requests (_Task) and dispatched units, submitted at the next flush
-    grant = None
-    reaped: dict = {}  # grant -> completions reaped, booked at the flush
+    staged: list[Any] = []  # granted requests (_Task) and dispatched units, submitted at the next flush
+    grant: DirectGrant | None = None
+    reaped: dict[DirectGrant, int] = {}  # grant -> completions reaped, booked at the flush
     trace: list[tuple[float, float, float]] = []
     bound: list[tuple[float, float, float]] = []
     next_trace = 0.0
@@ -593,8 +602,8 @@ def _simulate_engine(
             cpu += eng.cpu_per_completion
             if unit.__class__ is _Task:
                 task = unit
-                reaped[task.grant] = reaped.get(task.grant, 0) + 1
-                parent = task
+                reaped[task.grant] = reaped.get(task.grant, 0) + 1  # type: ignore[index,arg-type]  # granted
+                parent: _Task | QueuedRequest | None = task
                 dispatched_at = task.dispatched_at
             else:
                 task = unit.payload
