@@ -324,6 +324,9 @@ class _ShardConfig:
     reactor_options: dict[str, Any]
     memfd: Any  # _Fd in the parent, int in the shard
     efds: list[Any] = field(default_factory=list)
+    #: The event loop policy shard 0 runs under (e.g. uvloop's), None for asyncio's default:
+    #: every shard runs the same kind of loop.
+    loop_policy: type | str | None = None
 
 
 class _Interrupted:
@@ -396,7 +399,7 @@ class _Cluster:
                 mine, theirs = ctx.Pipe(duplex=True)
                 cfg = _ShardConfig(k, self.n, self.cpus[k], self.sopts.smp_ring_bytes, self.sopts.smp_batch_bytes,
                                    os.getpid(),
-                                   self.ropts.as_dict(), _Fd(memfd), [_Fd(e) for e in efds])
+                                   self.ropts.as_dict(), _Fd(memfd), [_Fd(e) for e in efds], _loop_policy())
                 p = ctx.Process(target=_shard_process, args=(cfg, theirs), name=f"ioengine-shard-{k}")
                 p.start()
                 theirs.close()
@@ -535,7 +538,7 @@ class _Cluster:
     # -- signals -------------------------------------------------------------------------------
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[tuple[int, Any]]:
-        installed = []
+        installed: list[tuple[int, Any]] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 previous = signal.getsignal(sig)
@@ -576,6 +579,24 @@ def _set_parent_death_signal() -> None:
         pass
 
 
+def _loop_policy() -> type | str | None:
+    """This process's event loop policy when it is not asyncio's default one: "uvloop" (its
+    policy class is made on the fly and does not pickle), else the class (by reference)."""
+    cls = type(asyncio.get_event_loop_policy())
+    if cls is asyncio.DefaultEventLoopPolicy:
+        return None
+    return "uvloop" if cls.__module__.startswith("uvloop") else cls
+
+
+def _set_loop_policy(policy: type | str) -> None:
+    if policy == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    elif isinstance(policy, type):
+        asyncio.set_event_loop_policy(policy())
+
+
 def _shard_process(cfg: _ShardConfig, conn: Any) -> None:
     """The entry point of shards 1..N-1 (in a spawned interpreter)."""
     # Shard 0 decides: a Ctrl-C or a SIGTERM to the whole process group must not kill a shard
@@ -589,6 +610,8 @@ def _shard_process(cfg: _ShardConfig, conn: Any) -> None:
     code = 0
     try:
         os.sched_setaffinity(0, {cfg.cpu})
+        if cfg.loop_policy is not None:
+            _set_loop_policy(cfg.loop_policy)
         _run_one(_shard_main(cfg, conn), **cfg.reactor_options)
     except BaseException:
         code = 1

@@ -107,3 +107,7 @@ async def hold_file(path: str, marker: str) -> None:
             await asyncio.sleep(60)
     finally:
         Path(marker).write_text("closed" if f.closed else "open")
+
+
+def loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__

@@ -195,3 +195,20 @@ def test_a_loop_without_a_selector_to_hook_still_gets_its_messages():
         assert ioengine.run(main, smp=2) == ("uvloop", True, True)
     finally:
         asyncio.set_event_loop_policy(old)
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_every_shard_runs_the_loop_shard_0_runs(kind):
+    import asyncio
+
+    async def main():
+        return await smp.invoke_on_all(h.loop_module)
+
+    if kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        mods = ioengine.run(main, smp=2)
+    finally:
+        asyncio.set_event_loop_policy(None)
+    assert len(mods) == 2 and all(m.startswith("uvloop") == (kind == "uvloop") for m in mods), mods
