@@ -14,7 +14,16 @@ class BackendUnavailableError(OSError):
 
 
 class ShortReadError(EOFError):
-    """dma_read_exactly found fewer bytes than asked (end of file)."""
+    """dma_read_exactly found fewer bytes than asked (end of file).
+
+    ``partial`` holds the bytes there were and ``expected`` the count asked, as in asyncio's
+    IncompleteReadError (which an input stream's read_exactly raises instead).
+    """
+
+    def __init__(self, message: str, partial: bytes = b"", expected: int | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.expected = expected
 
 
 def kernel_error(err: int, operation: str, path: object, detail: str = "") -> OSError:

@@ -96,7 +96,7 @@ class File:
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
                  "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
                  "_read_mask", "_write_mask", "_mem_mask", "_grow_lock", "_queue", "_qstates",
-                 "_busy", "_busy_idle", "_close_task", "_bounce", "__weakref__")
+                 "_busy", "_busy_idle", "_close_task", "_bounce", "_known_size", "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
                  mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
@@ -131,6 +131,8 @@ class File:
         self._close_task: asyncio.Task | None = None
         #: Idle bounce buffers of dma_read_bulk(into=...): one per concurrent unaligned read.
         self._bounce: list[DmaBuffer] = []
+        #: logical_size: the size at open, grown by this File's completed writes, set by truncate.
+        self._known_size = size
         #: The disk scheduler queue of the file's device, and its io class states.
         self._queue = queue
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
@@ -311,9 +313,10 @@ class File:
         buf = await self.dma_read_bulk(pos, length, io_class)
         if len(buf) < length:
             got = len(buf)
+            partial = bytes(buf)
             buf.release()
             raise ShortReadError(f"dma_read_exactly: {self._path!r} has only {got} of the {length} bytes "
-                                 f"asked at position {pos}")
+                                 f"asked at position {pos}", partial, length)
         return buf
 
     async def dma_readv(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
@@ -445,8 +448,10 @@ class File:
     def _write_done(self, req: tuple, res: int) -> None:
         # Runs at the kernel's completion (even if the writer was cancelled), so the logical
         # size and close()'s wait follow what the disk actually has in flight.
-        if res > 0 and self._logical_size >= 0 and req[4] + res > self._logical_size:
-            self._logical_size = req[4] + res
+        if res > 0 and req[4] + res > self._known_size:
+            self._known_size = req[4] + res
+            if self._logical_size >= 0:
+                self._logical_size = req[4] + res
         self._writes -= 1
         if self._writes == 0:
             self._pending_end = 0
@@ -526,6 +531,7 @@ class File:
             barrier = await self._exclusive()
             try:
                 await self._reactor.run_blocking(_checked_ftruncate, self._fd, length, self._path, owner=self)
+                self._known_size = length
                 if self._sloppy_end >= 0:
                     self._sloppy_end = length
                     self._logical_size = length
@@ -573,8 +579,19 @@ class File:
             st = replace(st, size=logical)
         return st
 
+    @property
+    def logical_size(self) -> int:
+        """The size as this File knows it, without a system call: the size at open, grown by its
+        own writes (those in flight included), set by its truncate(). Changes made through other
+        descriptors or processes are not seen: ``await size()`` asks the kernel."""
+        size = self._logical_size if self._logical_size >= 0 else self._known_size
+        return max(size, self._pending_end)
+
     async def size(self) -> int:
-        """The logical size: what the file will hold once writes in flight land."""
+        """The logical size: what the file will hold once writes in flight land.
+
+        A coroutine (as Seastar's ``file::size()``): ``n = await f.size()``. It asks the kernel
+        (statx); ``logical_size`` is the synchronous view of what this File has done."""
         self._check_open()
         pending = self._pending_end  # writes issued before this call, even if they land meanwhile
         return self._logical_view((await self._stat_now()).size, pending)

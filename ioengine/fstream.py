@@ -133,7 +133,8 @@ def _round_up(n: int, a: int) -> int:
 class FileInputStream:
     """Sequential reader with read-ahead. ``await read()`` gives the next buffer (empty at the end)."""
 
-    def __init__(self, file: File, offset: int, length: int | None, options: FileInputStreamOptions) -> None:
+    def __init__(self, file: File, offset: int, length: int | None, options: FileInputStreamOptions,
+                 close_file: bool = False) -> None:
         _check_offset("make_file_input_stream", offset)
         if length is not None:
             if isinstance(length, bool) or not isinstance(length, int):
@@ -159,6 +160,7 @@ class FileInputStream:
         self._line_view: memoryview | None = None  # readline's leftover (a view of its bytes)
         self._closed = False
         self._waits = 0
+        self._close_file = close_file
         self._offset = offset
         self._taken = 0  # bytes taken from the read buffers (handed out or skipped)
 
@@ -282,23 +284,31 @@ class FileInputStream:
         return chunk
 
     async def read_exactly(self, n: int) -> memoryview:
-        """Exactly ``n`` bytes, or fewer only at the end of the range.
+        """Exactly ``n`` bytes.
 
-        Like asyncio's ``StreamReader.readexactly``, it consumes nothing unless it returns: if
-        the task is cancelled (or a read fails) while it waits for more, the bytes it had
-        gathered go back to the stream, and the next read starts where this one started.
+        Like asyncio's ``StreamReader.readexactly``: if the range ends first, it raises
+        ``asyncio.IncompleteReadError`` whose ``.partial`` holds the bytes there were (consumed:
+        the stream is then at its end; ``.expected`` is ``n``). It consumes nothing unless it
+        returns or reaches the end: if the task is cancelled (or a read fails) while it waits
+        for more, the bytes it had gathered go back to the stream, and the next read starts
+        where this one started. (``File.dma_read_exactly`` raises ``ShortReadError``, also with
+        ``.partial``.)
         """
         _check_count("read_exactly", n)
+        if n == 0:
+            return memoryview(b"")
         first = await self.read_up_to(n)
-        if len(first) == n or len(first) == 0:
+        if len(first) == n:
             return first  # zero-copy when one buffer holds it all
         out = bytearray(first)
         try:
             while len(out) < n:
-                more = await self.read_up_to(n - len(out))
+                more = await self.read_up_to(n - len(out)) if out else memoryview(b"")
                 if not more:
-                    break
+                    raise asyncio.IncompleteReadError(bytes(out), n)
                 out += more
+        except asyncio.IncompleteReadError:
+            raise
         except BaseException:
             self._push_back(out)
             raise
@@ -366,7 +376,8 @@ class FileInputStream:
         return self._next_pos + self._skip_front
 
     async def close(self) -> None:
-        """Stop: read-aheads in flight are abandoned safely (their buffers go at completion)."""
+        """Stop: read-aheads in flight are abandoned safely (their buffers go at completion).
+        The file is closed too if the stream was made with ``close_file=True``."""
         if self._closed:
             return
         self._closed = True
@@ -375,6 +386,8 @@ class FileInputStream:
             fut.cancel()  # also marks an already-failed read's error as seen (no "never retrieved")
             buf.release()
         self._leftover = None
+        if self._close_file:
+            await self._file.close()
 
     # -- Python idioms ---------------------------------------------------------------------
 
@@ -494,7 +507,7 @@ class _Write:
 class FileOutputStream:
     """Sequential writer with write-behind; writable again after flush(), unlike Seastar's."""
 
-    def __init__(self, file: File, options: FileOutputStreamOptions, offset: int = 0) -> None:
+    def __init__(self, file: File, options: FileOutputStreamOptions, offset: int = 0, close_file: bool = True) -> None:
         _check_offset("make_file_output_stream", offset)
         if not isinstance(options, FileOutputStreamOptions):
             raise TypeError(f"make_file_output_stream: options must be a FileOutputStreamOptions or None, "
@@ -529,6 +542,7 @@ class FileOutputStream:
         # The turn: write(), flush() and close() from several tasks run one at a time, in call
         # order (FIFO). _turn_busy: a call holds it; waiters, oldest first, get it handed over.
         self._durable = offset  # durable_position
+        self._close_file = close_file
         self._turn_busy = False
         self._turn_waiters: collections.deque[asyncio.Future] = collections.deque()
 
@@ -849,7 +863,8 @@ class FileOutputStream:
         self._tail_written = True
 
     async def close(self) -> None:
-        """Flush (tail padded, file cut to its length, fdatasync) and close the file."""
+        """Flush (tail padded, file cut to its length, fdatasync) and close the file (unless the
+        stream was made with ``close_file=False``)."""
         if self._closed:
             return
         if self._turn_busy:
@@ -871,7 +886,8 @@ class FileOutputStream:
                 self._buf.release()
                 self._buf = None
             self._pass_turn()  # later callers find the stream closed
-            await self._file.close()
+            if self._close_file:
+                await self._file.close()
 
     async def __aenter__(self) -> FileOutputStream:
         return self
@@ -881,12 +897,33 @@ class FileOutputStream:
 
 
 def make_file_input_stream(file: File, offset: int = 0, length: int | None = None,
-                           options: FileInputStreamOptions | None = None) -> FileInputStream:
-    """A read-ahead input stream over ``file`` from ``offset`` for ``length`` bytes (None: to the end)."""
-    return FileInputStream(file, offset, length, options or FileInputStreamOptions())
+                           options: FileInputStreamOptions | None = None, *,
+                           close_file: bool = False) -> FileInputStream:
+    """A read-ahead input stream over ``file`` from ``offset`` (any byte position) for ``length``
+    bytes (None: to the end of the file). close() closes ``file`` only with ``close_file=True``.
+
+    The memoryviews it returns are views of the stream's read buffers, valid until you drop
+    them: a buffer goes back to the pool only when its last view is released or collected, so
+    keeping a view keeps its buffer (hold ``bytes(view)`` for long-lived data). They stay
+    readable after the stream is closed.
+    """
+    _check_close_file("make_file_input_stream", close_file)
+    return FileInputStream(file, offset, length, options or FileInputStreamOptions(), close_file)
 
 
 def make_file_output_stream(file: File, options: FileOutputStreamOptions | None = None,
-                            offset: int = 0) -> FileOutputStream:
-    """A write-behind output stream writing ``file`` from ``offset``; close() closes the file."""
-    return FileOutputStream(file, options or FileOutputStreamOptions(), offset)
+                            offset: int = 0, *, close_file: bool = True) -> FileOutputStream:
+    """A write-behind output stream writing ``file`` from ``offset``.
+
+    ``offset`` must be a multiple of ``file.disk_write_dma_alignment`` (the stream writes whole
+    blocks: it starts a block, it never reads one back); what the file held from there on is
+    overwritten, and close() cuts the file to the stream's end. close() closes ``file`` too,
+    unless ``close_file=False``.
+    """
+    _check_close_file("make_file_output_stream", close_file)
+    return FileOutputStream(file, options or FileOutputStreamOptions(), offset, close_file)
+
+
+def _check_close_file(op: str, close_file: Any) -> None:
+    if not isinstance(close_file, bool):
+        raise TypeError(f"{op}: close_file must be True or False, got {type(close_file).__name__} {close_file!r}")

@@ -99,7 +99,10 @@ def test_input_stream_offsets_and_lengths(run, scratch):
         check()
         # The streams that were made read what the file holds at that range.
         for offset, length, s in results[:30]:
-            got = bytes(await s.read_exactly(64 << 10))
+            try:
+                got = bytes(await s.read_exactly(64 << 10))
+            except asyncio.IncompleteReadError as e:  # the range ends first: what there was
+                got = e.partial
             want = max(0, min(64 << 10, (64 << 10) - offset, length if length is not None else 1 << 62))
             assert len(got) == want, (offset, length, len(got))
             await s.close()

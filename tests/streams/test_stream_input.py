@@ -43,8 +43,14 @@ async def apply(stream, model: Model, op: str, n: int, where: str) -> None:
         await stream.skip(n)
         model.skip(n)
     elif op == "exactly":
-        got = bytes(await stream.read_exactly(n))
-        assert got == model.take(n), f"{where}: read_exactly({n})"
+        want = model.take(n)
+        if len(want) < n:
+            with pytest.raises(asyncio.IncompleteReadError) as e:
+                await stream.read_exactly(n)
+            got = e.value.partial
+        else:
+            got = bytes(await stream.read_exactly(n))
+        assert got == want, f"{where}: read_exactly({n})"
     elif op == "upto":
         got = bytes(await stream.read_up_to(n))
         want = model.data[model.pos:model.end][:n]
@@ -109,7 +115,9 @@ def test_skip_before_first_read_and_within_leftover(run, scratch):
         await apply(stream, model, "read", 0, "")
         await apply(stream, model, "skip", 100_000, "skip past the length")
         assert len(await stream.read()) == 0
-        assert len(await stream.read_exactly(10)) == 0
+        with pytest.raises(asyncio.IncompleteReadError) as e:
+            await stream.read_exactly(10)
+        assert e.value.partial == b"" and e.value.expected == 10
         await stream.close()
         await f.close()
 
