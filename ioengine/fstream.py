@@ -542,6 +542,8 @@ class FileOutputStream:
         # The turn: write(), flush() and close() from several tasks run one at a time, in call
         # order (FIFO). _turn_busy: a call holds it; waiters, oldest first, get it handed over.
         self._durable = offset  # durable_position
+        self._written_end = offset  # end of the data written out and cut to length by a flush
+        self._sync_running: asyncio.Future | None = None  # the fdatasync in progress (group commit)
         self._close_file = close_file
         self._turn_busy = False
         self._turn_waiters: collections.deque[asyncio.Future] = collections.deque()
@@ -814,17 +816,48 @@ class FileOutputStream:
         The partial tail block is written padded; the file is then cut back to its true
         length. Later writes go on filling the same buffer and rewrite that block. Ordered
         with write() calls from other tasks: it covers every write() called before it.
+
+        Group commit: the writing happens in turn; the fdatasync does not hold the turn, and
+        flushes requested while one is in progress share the next fdatasync.
         """
         if self._turn_busy:
             await self._take_turn()
         else:
             self._turn_busy = True
         try:
-            await self._flush(final=False)
+            end = await self._flush(final=False)
         finally:
             self._pass_turn()
+        await self._sync_to(end)
 
-    async def _flush(self, final: bool) -> None:
+    async def _sync_to(self, end: int) -> None:
+        """Make the data written up to ``end`` durable, sharing fdatasyncs between callers: one
+        that finds a sync in progress waits for it, then the first to find none issues the next
+        one for all (it covers every write completed before it was issued)."""
+        while self._durable < end:
+            running = self._sync_running
+            if running is not None:
+                await asyncio.shield(running)  # its error is raised to each of its waiters
+                continue
+            covers = self._written_end  # written (completed) before this sync is issued
+            fut = self._sync_running = asyncio.get_running_loop().create_future()
+            try:
+                await self._file.flush()
+            except BaseException as e:
+                fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
+                fut.add_done_callback(_retrieve)
+                raise
+            else:
+                fut.set_result(None)
+            finally:
+                self._sync_running = None
+            if covers > self._durable:
+                self._durable = covers
+            if covers < end:  # cannot happen (end was written before), but never loop forever
+                break
+
+    async def _flush(self, final: bool) -> int:
+        """Write the buffered data out and cut the file to its length (no sync); returns the end."""
         self._raise_if_failed("flush")
         await self._write_tail()
         await self._drain()
@@ -840,9 +873,8 @@ class FileOutputStream:
                 # growing the file, so later writes still land in large extents.
                 step = self._prealloc
                 await self._reserve(end - end % step, _round_up(end + 1, step), FALLOC_FL_KEEP_SIZE)
-        await self._file.flush()
-        if end > self._durable:
-            self._durable = end
+        self._written_end = end
+        return end
 
     async def _write_tail(self) -> None:
         if self._buf is None or self._fill == 0:
@@ -876,7 +908,7 @@ class FileOutputStream:
             self._turn_busy = True
         try:
             if self._error is None:
-                await self._flush(final=True)
+                await self._sync_to(await self._flush(final=True))
             else:
                 await self._drain()
                 self._raise_if_failed("close")
