@@ -5,10 +5,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ioengine-installed
 SOURCES := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
 
-.PHONY: test demo bench setup sysdeps clean asan soak
+.PHONY: test lint typecheck demo bench setup sysdeps clean asan soak
 
-test: $(STAMP)
+# ruff (lint) and mypy (types; config in pyproject.toml) first: a finding fails the run before the suite.
+test: lint typecheck
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ioengine iosched tools tests scripts
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 # The newcomer's tour: calibrate the disk under ./.scratch with iotune (short run), then the quick
 # ioengine-vs-fio comparison (the engine alone; `ioengine-bench sched` measures the scheduler).

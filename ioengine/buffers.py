@@ -6,6 +6,7 @@ import ctypes.util
 import mmap
 import operator
 import sys
+from collections.abc import Callable
 
 from ._dmabuf import DmaBuffer as _RawBuffer
 
@@ -27,7 +28,7 @@ class DmaBuffer(_RawBuffer):
     def __init__(self, size: int = 0, alignment: int = DEFAULT_ALIGNMENT) -> None:
         self._pool: BufferPool | None = None
 
-    def trim(self, offset: int, length: int, cls: type | None = None) -> DmaBuffer:
+    def trim(self, offset: int, length: int, cls: type | None = None) -> DmaBuffer:  # type: ignore[override]
         view = super().trim(offset, length, cls)
         view._pool = None
         return view
@@ -63,7 +64,7 @@ def check_buffer_size(op: str, size: object) -> int:
     if isinstance(size, bool):
         raise TypeError(f"{op}: size must be an int (bytes), got a bool {size!r}")
     try:
-        n = operator.index(size)
+        n = operator.index(size)  # type: ignore[arg-type]  # anything else: TypeError, reported below
     except TypeError:
         raise TypeError(f"{op}: size must be an int (bytes), got {type(size).__name__} {size!r}") from None
     if n < 0:
@@ -78,7 +79,7 @@ def check_alignment(op: str, alignment: object) -> int:
     if isinstance(alignment, bool):
         raise TypeError(f"{op}: alignment must be an int (a power of two), got a bool {alignment!r}")
     try:
-        a = operator.index(alignment)
+        a = operator.index(alignment)  # type: ignore[arg-type]  # anything else: TypeError, reported below
     except TypeError:
         raise TypeError(f"{op}: alignment must be an int (a power of two), got {type(alignment).__name__} "
                         f"{alignment!r}") from None
@@ -107,7 +108,7 @@ HUGE_PAGE = 2 << 20
 MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
 
 
-def _libc_madvise():
+def _libc_madvise() -> Callable[[int, int, int], int] | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         fn = libc.madvise

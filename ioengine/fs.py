@@ -124,8 +124,8 @@ async def list_directory(path: PathLike) -> AsyncIterator[DirectoryEntry]:
         entries = await get_reactor().run_blocking(_scan, spath)
     except OSError as e:
         raise kernel_error(e.errno or errno.EIO, "list_directory", spath) from None
-    for e in entries:
-        yield e
+    for entry in entries:
+        yield entry
 
 
 def _statvfs(path: str) -> os.statvfs_result:

@@ -7,7 +7,7 @@ from typing import Any
 from .reactor import _all_reactors
 
 # (field in iosched's class metrics, metric name, type, help, extra labels)
-_CLASS_METRICS = (
+_CLASS_METRICS: tuple[tuple[str, str, str, str, dict[str, str]], ...] = (
     ("read_ops", "ops_total", "counter", "I/O requests dispatched to the disk", {"direction": "read"}),
     ("write_ops", "ops_total", "counter", "I/O requests dispatched to the disk", {"direction": "write"}),
     ("read_bytes", "bytes_total", "counter", "Bytes dispatched to the disk", {"direction": "read"}),

@@ -133,7 +133,7 @@ class PollingSelector(selectors.BaseSelector):
         sleepers = self._sleepers
         if not sleepers:
             return inner.select(timeout)
-        declared = []
+        declared: list[Any] = []
         for s in sleepers:
             if s.sleep is not None:
                 if s.sleep():  # work arrived after the last look: stay up

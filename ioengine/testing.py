@@ -42,7 +42,7 @@ def inject_faults(reactor: Reactor | None = None, rules: Iterable[FaultRule] = (
     if r.closed:
         raise RuntimeError("the reactor is closed")
     inj = FaultInjector(r.backend, rules, seed=seed, call_later=r.loop.call_later)
-    r.backend = inj
+    r.backend = inj  # type: ignore[assignment]  # a Backend in all but name: it wraps one
     return inj
 
 
@@ -90,10 +90,14 @@ class faults:
         remove_faults(self._reactor)
         inj = self.injector
         r = self._reactor
-        if inj is None or r is None or r.backend is not inj:
+        if inj is None or r is None or r.backend is not inj:  # type: ignore[comparison-overlap]
             return
         done = r.loop.create_future()
-        inj.when_empty(lambda: done.done() or done.set_result(None))
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        inj.when_empty(wake)
         await done
 
 

@@ -363,6 +363,7 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
     """
     if progress == "stdout":
         progress = sys.stdout
+    out: TextIO | None = progress  # type: ignore[assignment]  # "stdout" was just replaced
     if isinstance(smp, bool) or not isinstance(smp, int) or smp < 1:
         raise ValueError(f"smp must be an integer >= 1, got {smp!r}")
     notes: list[str] = []
@@ -372,7 +373,7 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
         loop_list, note = parse_loops(loops)
         if note:
             notes.append(note)
-            _say(progress, f"note: {note}")
+            _say(out, f"note: {note}")
     if smp > 1:
         notes.append(smp_note(smp))
         left_out = [r.name for r in rows if not r.smp_eligible]
@@ -380,17 +381,18 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
             note = (f"smp={smp}: row(s) {', '.join(left_out)} not run: the stream rows run on one shard only "
                     f"(an output stream's close cuts the file where it ended)")
             notes.append(note)
-            _say(progress, f"note: {note}")
+            _say(out, f"note: {note}")
             rows = [r for r in rows if r.smp_eligible]
         if sides is None and "uvloop" in loop_list:
             kinds = smp_loop_kinds(smp, "uvloop", options, cpuset)
             if any(k != "uvloop" for k in kinds):
                 note = (f"smp={smp}: the ioengine-uvloop side is skipped: started on uvloop, the shards run on "
                         f"{', '.join(f'{k} ({kind})' for k, kind in enumerate(kinds))}; ioengine.smp starts "
-                        f"{'shard 1 as a fresh interpreter' if smp == 2 else f'shards 1..{smp - 1} as fresh interpreters'}"
-                        f" on asyncio's default loop")
+                        + ("shard 1 as a fresh interpreter" if smp == 2
+                           else f"shards 1..{smp - 1} as fresh interpreters")
+                        + " on asyncio's default loop")
                 notes.append(note)
-                _say(progress, f"note: {note}")
+                _say(out, f"note: {note}")
                 loop_list = tuple(lp for lp in loop_list if lp != "uvloop")
                 if not loop_list:
                     raise CompareSetupError(note + "; no loop left to run ioengine on (ask for --loops asyncio)")
@@ -407,13 +409,13 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
     caio_reason = None
     if caio and smp > 1:
         caio_reason = f"caio is a one-process column: not run with smp={smp}"
-        _say(progress, f"note: {caio_reason}")
+        _say(out, f"note: {caio_reason}")
     elif caio:
         try:
             caio_module()
         except CaioUnavailable as e:
             caio_reason = str(e)
-            _say(progress, f"note: {caio_reason}")
+            _say(out, f"note: {caio_reason}")
     ensure_bench_file(path, size)
     results = []
     for row in rows:
@@ -434,7 +436,7 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
                 s = runners[side](path, size, row.pattern, seconds)
                 rr.samples[side].append(s)
                 line.append(f"{side} {_fmt_tp(s, row.metric)} {s.cpu_us_per_io:.2f} cpu-us/io")
-            _say(progress, f"  {row.name} round {i + 1}/{rounds}: " + " | ".join(line))
+            _say(out, f"  {row.name} round {i + 1}/{rounds}: " + " | ".join(line))
         results.append(rr)
     ensure_bench_file(path, size)
     return Matrix(results, machine_meta(path, size, seconds, rounds, options, loops=loop_list, notes=notes,

@@ -602,7 +602,7 @@ def merge_latency(parts: Sequence[tuple[LatencyStats, int]]) -> LatencyStats:
     mean = sum(s.mean * w for s, w in live) / total
     second_moment = sum((s.stddev**2 + s.mean**2) * w for s, w in live) / total
     stddev = math.sqrt(max(second_moment - mean**2, 0.0))
-    samples = sum(s.samples for s, _ in live) if all(s.samples is not None for s, _ in live) else None
+    samples = sum(s.samples or 0 for s, _ in live) if all(s.samples is not None for s, _ in live) else None
     percentiles: dict[float, float] = {}
     bins: dict[float, int] | None = None
     if all(s.bins for s, _ in live):

@@ -282,8 +282,8 @@ async def _drive(cr: CloneRun, f: Any, start: int, length: int, rng: random.Rand
                     if job.norandommap or n > _MAX_RANDOM_MAP:
                         orders[d] = []
                     else:
-                        orders[d] = list(range(n))
-                        rng.shuffle(orders[d])
+                        order_d = orders[d] = list(range(n))
+                        rng.shuffle(order_d)
                 order = orders[d]
                 if order:
                     blk = order[nxt[d] % len(order)]

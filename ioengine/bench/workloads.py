@@ -183,13 +183,13 @@ async def _run_stream(path: str, size: int, pattern: Pattern, seconds: float, la
                             if time.perf_counter() >= deadline:
                                 break
         else:
-            opts = FileOutputStreamOptions(buffer_size=pattern.bs, write_behind=pattern.iodepth)
+            out_opts = FileOutputStreamOptions(buffer_size=pattern.bs, write_behind=pattern.iodepth)
             data = random.Random(0).randbytes(pattern.bs)
             while time.perf_counter() < deadline:
                 f = await ioengine.open_file_dma(path, OpenFlags.WO)
                 if timed is not None:
                     f.__class__ = timed
-                async with make_file_output_stream(f, opts) as out:
+                async with make_file_output_stream(f, out_opts) as out:
                     written = 0
                     while written < size and time.perf_counter() < deadline:
                         await out.write(data)
@@ -236,7 +236,7 @@ async def _run(path: str, size: int, pattern: Pattern, seconds: float, latency: 
             n = 0
             clock = time.perf_counter_ns
             if pattern.random:
-                offs, is_read = tables[wid]
+                offs, is_read = tables[wid]  # type: ignore[misc]  # a table per worker when random
                 if pattern.rw == "randrw":
                     ops = [read if r else write for r in is_read]
                     mask_op = mask
@@ -297,7 +297,7 @@ class UvloopUnavailable(RuntimeError):
 def uvloop_module() -> Any:
     """The uvloop module, or UvloopUnavailable saying how to install it."""
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
     except ImportError as e:
         raise UvloopUnavailable(f"uvloop is not installed ({e}); pip install uvloop "
                                 f"(or 'ioengine[test]') to run ioengine on uvloop too") from None
@@ -597,7 +597,7 @@ class CaioUnavailable(RuntimeError):
 def caio_module() -> Any:
     """The caio module, or CaioUnavailable explaining that the column is skipped."""
     try:
-        import caio  # type: ignore[import-not-found]
+        import caio
     except ImportError as e:
         raise CaioUnavailable(f"caio is not installed ({e}); the caio column is skipped "
                               f"(pip install caio to get it)") from None

@@ -258,7 +258,7 @@ class Transport:
             self._send(shard, DEF | fid << 8, 0, self._fn_pickles[fid])
         rid = self._next_id
         self._next_id = rid + 1
-        fut = self._create_future()
+        fut: asyncio.Future[Any] = self._create_future()
         self._pending[shard][rid] = fut
         # _send, inlined (the per-call path)
         ob = self._outbox[shard]
@@ -470,7 +470,7 @@ class Transport:
         try:
             data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         except Exception as e:
-            err = TypeError(f"the result on shard {self.shard}, a {type(value).__name__}, cannot be pickled "
+            err: Exception = TypeError(f"the result on shard {self.shard}, a {type(value).__name__}, cannot be pickled "
                             f"to go back to shard {dest}: {e}")
             self._send(dest, ERR, rid, error_payload(self.shard, err))
             return

@@ -625,8 +625,8 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
                      + ("" if args.compare_fio else " (--compare-fio shows what fio gets)"))
         fig = cal.fio.get(ph)
         if hasattr(fig, "value"):
-            ratio = res.value / fig.value if fig.value else math.nan  # type: ignore[union-attr]
-            rep.info(f"  fio: {fmt_value(ph, fig.value)}; ioengine/fio {ratio:.2f}x")  # type: ignore[union-attr]
+            ratio = res.value / fig.value if fig.value else math.nan
+            rep.info(f"  fio: {fmt_value(ph, fig.value)}; ioengine/fio {ratio:.2f}x")
     return cal
 
 

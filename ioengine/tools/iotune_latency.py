@@ -127,7 +127,7 @@ async def _cell(f: ioengine.File, size: int, rd: Workload, wr: Workload, read_ra
 
 async def _map(path: str, size: int, rd: Workload, wr: Workload, props: DiskProperties,
                grid: tuple[tuple[float, ...], tuple[float, ...]], seconds: float, rep: Reporter) -> list[Cell]:
-    cells = []
+    cells: list[Cell] = []
     async with await ioengine.open_file_dma(path, OpenFlags.RW) as f:
         for wp in grid[1]:
             for rp in grid[0]:

@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from .iotune_measure import PhaseResult, fmt_size
 
@@ -47,7 +47,7 @@ class Reporter:
         if progress is None:
             progress = bool(getattr(self.err, "isatty", lambda: False)())
         self._progress_on = progress
-        self._progress = None
+        self._progress: Any = None  # a rich Progress while one is shown
 
     # -- lines -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import ioengine
 from ioengine import File
 from ioengine.fstream import FileOutputStreamOptions, make_file_output_stream
+
 from streams_util import CREATE, read_os
 
 
