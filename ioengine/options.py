@@ -35,6 +35,13 @@ class ReactorOptions:
     #: +45 % IOPS, 128k output stream +10-30 % MB/s). 0 sleeps at once. Seastar's default.
     idle_poll_time_us: int = field(default=200,
                                    metadata={"help": "busy-poll for completions this long before sleeping"})
+    #: With more than one request in the kernel, poll only while completions come at least this
+    #: often (us); with one, always (the disk idles until we resubmit). A wake-up from the
+    #: eventfd costs about this much on a VM, so spinning longer than that per completion buys
+    #: latency with CPU: 128k streams go faster polling always (a large value), at several times
+    #: the CPU per I/O (`ioengine-bench compare --idle-poll-wake-us 1000000` shows both).
+    idle_poll_wake_us: int = field(default=30,
+                                   metadata={"help": "poll at depth only while completions come this often (us)"})
     #: Worker threads of the "threads" backend and of metadata calls the kernel cannot do async.
     threads: int = field(default=4, metadata={"help": "threads for the thread-pool backend and blocking calls"})
     #: Disk calibration in Seastar's io_properties.yaml format (YAML text, or a file's path).
@@ -90,7 +97,7 @@ class ReactorOptions:
                 and 0 < self.io_in_disk_goals < float("inf")):
             raise ValueError("reactor option io_in_disk_goals must be a positive number, "
                              f"got {self.io_in_disk_goals!r}")
-        for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us"):
+        for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us", "idle_poll_wake_us"):
             if getattr(self, name) < 0:
                 raise ValueError(f"reactor option {name} must be >= 0, got {getattr(self, name)}")
 

@@ -54,11 +54,6 @@ _all_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
 _OP, _PATH, _POS, _LEN = 2, 3, 4, 5
 
 
-#: What one wake-up from the eventfd costs, roughly (a VM's vCPU halt and resume dominates):
-#: idle polling goes on with several requests in flight only while completions come at least
-#: this often. Measure with `ioengine-bench compare` (CPU per I/O, with and without polling).
-POLL_WAKE_NS = 30_000
-
 #: Positions the kernel takes (loff_t is signed) and the largest count one record carries.
 POS_LIMIT = 1 << 63
 LEN_LIMIT = 1 << 32
@@ -128,6 +123,7 @@ class Reactor:
         # Idle polling: the selector wrapper on asyncio's loops, a self-requeuing callback on
         # loops without a selector to wrap (uvloop); either polls only while it pays.
         self._gap_ns = 0.0  # expected time between completions (EWMA over ~1 ms windows)
+        self._poll_wake_ns = self.options.idle_poll_wake_us * 1000
         self._rate_t0 = time.monotonic_ns()
         self._rate_n = 0
         self._spinner: Spinner | None = None
@@ -494,11 +490,11 @@ class Reactor:
         """Poll (rather than sleep on the eventfd) while I/O is in flight and polling pays: with
         one request in the kernel the disk idles until we resubmit, so every microsecond of
         wake-up is lost throughput; with more, spinning is worth it only while completions
-        come faster than a wake-up costs (POLL_WAKE_NS), else the CPU spent spinning buys
+        come faster than a wake-up costs (idle_poll_wake_us), else the CPU spent spinning buys
         nothing the queued requests do not already give. `ioengine-bench compare` shows CPU per
         I/O and throughput with it (and with --idle-poll-time-us 0)."""
         n = self._path.in_kernel
-        return n > 0 and (n == 1 or self._gap_ns <= POLL_WAKE_NS)
+        return n > 0 and (n == 1 or self._gap_ns <= self._poll_wake_ns)
 
     def _poll_completions(self) -> bool:
         if self.closed:

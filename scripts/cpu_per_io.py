@@ -2,7 +2,7 @@
 
     python scripts/cpu_per_io.py [FILE] [reactor_option=value ...]
     env: N (reads, default 200000), BLOCKS (4 KiB blocks of the file to read, default 16384),
-         LOOP=uvloop, WAKE (override ioengine.reactor.POLL_WAKE_NS, ns)
+         LOOP=uvloop
 
 FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
 CPU path is left. scripts/icount.sh runs it under callgrind.
@@ -17,7 +17,6 @@ import time
 import ioengine
 import ioengine.reactor
 
-if os.environ.get('WAKE'): ioengine.reactor.POLL_WAKE_NS = int(os.environ['WAKE'])
 if os.environ.get('LOOP') == 'uvloop':
     import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 from ioengine import OpenFlags as O

@@ -106,3 +106,19 @@ def test_a_wake_up_leaves_no_spurious_signal(run, scratch):
     spurious, got = run(main(), idle_poll_time_us=0)
     assert got == [4096] * 64
     assert spurious <= 10, f"{spurious} of 200 reads left the eventfd signalled after their wake-up"
+
+
+def test_poll_wake_option_is_checked_and_used(run, scratch):
+    with pytest.raises(ValueError, match="idle_poll_wake_us must be >= 0"):
+        ioengine.ReactorOptions(idle_poll_wake_us=-1)
+    path = scratch / "f"
+
+    async def main():
+        async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE) as f:
+            b = f.allocate_buffer(4096)
+            await f.dma_write(0, b)
+            for _ in range(20):  # one request in the kernel: polled whatever the option says
+                await f.dma_read(0, b)
+        return ioengine.get_reactor().polled
+
+    assert run(main(), idle_poll_wake_us=0) > 0
