@@ -400,9 +400,8 @@ class Transport:
                             continue
                         self.answer(src, rid, res)
                         continue
-                except Exception:
-                    if type(fn) is _Unloadable:
-                        e = fn.error
+                except Exception as exc:
+                    e = fn.error if type(fn) is _Unloadable else exc
                     self._send(src, ERR, rid, error_payload(self.shard, e))
                     continue
                 self._handle_result(src, rid, res)
