@@ -66,7 +66,7 @@ sysdeps:
 $(STAMP): $(SOURCES)
 	@scripts/ensure-system-deps.sh
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install -q -e '.[test,bench]'
 	@touch $(STAMP)
 
