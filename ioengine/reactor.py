@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from iosched import READ as SCHED_READ
 from iosched import WRITE as SCHED_WRITE
+from iosched import DirectGrant, IoClassState, IoQueue
 
 from . import poller
 from ._iopath import UNIT_FLAG, IoPath
@@ -114,9 +115,9 @@ class Reactor:
         self.disks = DiskQueues(self.options, self.loop.time())
         self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
         # The open iosched.DirectGrant (committed once per loop turn) is self._path.grant.
-        self._reaped_grants: list[Any] = []  # grants with completions not yet booked
+        self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
         # The units waiting in the disk queues are counted in self._path.sched_waiting.
-        self._busy_queues: dict[Any, None] = {}  # queues with units waiting (ordered set)
+        self._busy_queues: dict[IoQueue, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
         self._loop_guard: Any = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
@@ -161,7 +162,8 @@ class Reactor:
     def submit(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str,
                path: Any, flags: int = 0,
                on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None,
-               queue: Any = None, states: dict | None = None, io_class: IoClass | None = None,
+               queue: IoQueue | None = None, states: dict[IoClass | None, IoClassState] | None = None,
+               io_class: IoClass | None = None,
                align: int = 4096) -> asyncio.Future:
         """Queue one read/write/fsync record; the future resolves to the result (bytes or 0).
 
@@ -179,6 +181,7 @@ class Reactor:
             cls = io_class if io_class is not None else _current_io_class.get()
             st = states.get(cls) if states is not None else None
             if st is None:
+                assert cls is not None  # the default class (None) always has its state
                 st = self.disks.class_state(self, queue, cls)
             direction = SCHED_READ if op == OP_READ or op == OP_READV else SCHED_WRITE
             if (queue.throttling or self._path.sched_waiting or self._path.outstanding >= self._capacity
@@ -217,7 +220,8 @@ class Reactor:
         self._submit_now(inline=True)
 
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
-                  on_done: Callable[[tuple, int], None] | None, queue: Any, states: dict | None,
+                  on_done: Callable[[tuple, int], None] | None, queue: IoQueue | None,
+                  states: dict[IoClass | None, IoClassState] | None,
                   io_class: IoClass | None, align: int) -> asyncio.Future:
         """submit() for one plain read or write (OP_READ / OP_WRITE), all positional.
 
@@ -230,7 +234,7 @@ class Reactor:
         grant = st = None
         c = 0.0
         if queue is not None:
-            st = states.get(io_class if io_class is not None else _current_io_class.get())
+            st = states.get(io_class if io_class is not None else _current_io_class.get()) if states else None
             if st is None or self.closed:
                 return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
                                    io_class, align)
@@ -269,7 +273,8 @@ class Reactor:
         return fut
 
     def _queue_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
-                  on_done: Callable[[tuple, int], None] | None, queue: Any, st: Any, align: int) -> asyncio.Future:
+                  on_done: Callable[[tuple, int], None] | None, queue: IoQueue, st: IoClassState,
+                  align: int) -> asyncio.Future:
         """submit_rw() through the disk queue (submit()'s scheduled branch)."""
         check_record(opname, fd, addr, length, pos)  # the record is staged later, at dispatch
         fut, ud = self._register(pos, length, pin, opname, owner, on_done)
@@ -283,14 +288,14 @@ class Reactor:
         self._schedule_flush()
         return fut
 
-    def _grant_reaped(self, grant: Any, n: int) -> None:
+    def _grant_reaped(self, grant: DirectGrant, n: int) -> None:
         """C's completion path: ``n`` requests dispatched under ``grant`` completed (booked at
         the next flush, once per grant)."""
         if not grant.reaped:
             self._reaped_grants.append(grant)
         grant.reaped += n
 
-    def _open_grant(self, queue: Any, st: Any) -> Any:
+    def _open_grant(self, queue: IoQueue, st: IoClassState) -> DirectGrant | None:
         """Commit the open grant (if any) and ask ``queue`` for one for class ``st``."""
         if self._path.grant is not None:
             self._commit_grant()
@@ -315,7 +320,7 @@ class Reactor:
                 g.queue.complete_grant(g, g.reaped, now)
                 g.reaped = 0
 
-    def _queue_request(self, queue: Any, st: Any, direction: int, n: int, rec: tuple, vectored: bool,
+    def _queue_request(self, queue: IoQueue, st: IoClassState, direction: int, n: int, rec: tuple, vectored: bool,
                        align: int) -> None:
         limit = queue.max_request_length[direction]
         if vectored and n > limit:

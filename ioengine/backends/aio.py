@@ -28,7 +28,7 @@ class AioBackend(Backend):
             raise BackendUnavailableError(err, why)
         self.ctx = out[0]
 
-    def flush(self, recs: array) -> tuple[int, list[int], list[int]]:
+    def flush(self, recs: array | memoryview) -> tuple[int, list[int], list[int]]:
         n = len(recs) // REC_WORDS
         done = 0
         failed_uds: list[int] = []

@@ -42,7 +42,7 @@ class Backend(abc.ABC):
         self._res = ffi.new("int32_t[]", REAP_BATCH)
 
     @abc.abstractmethod
-    def flush(self, recs: array) -> tuple[int, list[int], list[int]]:
+    def flush(self, recs: array | memoryview) -> tuple[int, list[int], list[int]]:
         """Submit the staged records; return (records accepted, completed uds, their results).
 
         Records not accepted (the kernel was full) stay the caller's to retry next turn.

@@ -31,7 +31,7 @@ class ThreadsBackend(Backend):
         # can leave completions unseen. The reaper's one read clears any number of signals.
         lib.ie_eventfd_signal(self.eventfd)
 
-    def flush(self, recs: array) -> tuple[int, list[int], list[int]]:
+    def flush(self, recs: array | memoryview) -> tuple[int, list[int], list[int]]:
         n = len(recs) // REC_WORDS
         raw = recs.tobytes()
         step = REC_WORDS * 8

@@ -64,7 +64,7 @@ class UringBackend(Backend):
         flags = [n for bit, n in sorted(_FLAG_NAMES.items()) if self.setup_flags & bit]
         return f"io_uring ({'|'.join(flags) or 'no setup flags'})"
 
-    def flush(self, recs: array) -> tuple[int, list[int], list[int]]:
+    def flush(self, recs: array | memoryview) -> tuple[int, list[int], list[int]]:
         n = len(recs) // REC_WORDS
         ptr = ffi.from_buffer("uint64_t[]", recs) if n else ffi.NULL
         got = lib.ie_uring_flush(self.ring, ptr, n, self._accepted, self._ud, self._res, REAP_BATCH)
