@@ -10,6 +10,8 @@ import contextvars
 import weakref
 from typing import Any
 
+from iosched import check_shares
+
 _current: contextvars.ContextVar[IoClass | None] = contextvars.ContextVar("ioengine_io_class", default=None)
 # The tokens of the open ``with`` blocks, per context (each task has its own), innermost last.
 _open_blocks: contextvars.ContextVar[tuple[contextvars.Token, ...]] = contextvars.ContextVar(
@@ -168,5 +170,4 @@ def _check_name(name: object) -> None:
 
 
 def _check_shares(shares: float) -> None:
-    if not isinstance(shares, (int, float)) or not shares > 0:
-        raise ValueError(f"shares must be a positive number, got {shares!r}")
+    check_shares(shares)  # iosched's rule: a positive finite number (not a bool)

@@ -5,7 +5,7 @@ queue what to submit and when; tests drive it with a simulated disk in virtual t
 """
 
 from .cost import COST_FORMS, DEFAULT_COST_FORM, READ, WRITE, CostModel
-from .fair_queue import FairQueue, IoClassState
+from .fair_queue import FairQueue, IoClassState, check_shares
 from .io_queue import DirectGrant, Dispatch, IoQueue, IoQueueConfig, QueuedRequest, RequestPart, SplitRequest
 from .properties import (
     DiskProperties,
@@ -18,6 +18,7 @@ from .properties import (
 from .token_bucket import FlowMonitor, TokenBucket
 
 __all__ = [
+    "check_shares",
     "READ", "WRITE", "COST_FORMS", "DEFAULT_COST_FORM", "CostModel",
     "DiskProperties", "IoPropertiesError",
     "load_io_properties", "parse_io_properties", "dump_io_properties", "save_io_properties",

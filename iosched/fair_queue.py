@@ -95,7 +95,8 @@ class IoClassState:
         )
 
 
-def _check_shares(shares: float) -> float:
+def check_shares(shares: float) -> float:
+    """``shares`` as a float, or ValueError: the one rule for shares (iosched and the engine)."""
     if isinstance(shares, bool) or not isinstance(shares, (int, float)) or not (0 < shares < math.inf):
         raise ValueError(f"shares must be a positive finite number, got {shares!r}")
     return float(shares)

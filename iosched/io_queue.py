@@ -22,7 +22,7 @@ from math import frexp as _frexp
 from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
-from .fair_queue import FairQueue, IoClassState, _check_shares
+from .fair_queue import FairQueue, IoClassState, check_shares
 from .properties import DiskProperties
 from .token_bucket import FlowMonitor, TokenBucket
 
@@ -467,7 +467,7 @@ class IoQueue:
             raise ValueError(f"an io class name must be a non-empty string, got {name!r}")
         if name in self._classes:
             raise ValueError(f"io class {name!r} already exists in the queue of {self._label()}")
-        shares = _check_shares(self.config.default_shares if shares is None else shares)
+        shares = check_shares(self.config.default_shares if shares is None else shares)
         cls = IoClassState(name, shares, self._next_id, self)
         self._next_id += 1
         self._classes[name] = cls
@@ -513,7 +513,7 @@ class IoQueue:
 
     def set_shares(self, name: str, shares: float) -> None:
         """Change a class's shares; applies to what it dispatches from now on."""
-        self._fq.reshare(self.get_class(name), _check_shares(shares))
+        self._fq.reshare(self.get_class(name), check_shares(shares))
 
     def update_bandwidth(self, name: str, bytes_per_second: float | None, now: float | None = None) -> None:
         """Cap the class at ``bytes_per_second`` (None lifts the cap)."""

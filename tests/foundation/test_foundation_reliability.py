@@ -301,3 +301,10 @@ def test_optional_reactor_options_are_checked_when_made(kw, exc, words):
     coro = main()
     with pytest.raises(exc, match=words):  # and run() says so before it starts anything
         ioengine.run(coro, **kw)
+
+
+@pytest.mark.parametrize("shares", [float("inf"), float("nan"), 0, -1, True, "x"])
+def test_io_class_shares_follow_iosched_rule(shares):
+    """One rule for shares (iosched.check_shares): refused when the class is made, not at its first I/O."""
+    with pytest.raises(ValueError, match="shares must be a positive finite number"):
+        ioengine.IoClass(f"bad-{shares!r}", shares=shares)
