@@ -52,11 +52,12 @@ async def link_file(old_path: PathLike, new_path: PathLike) -> None:
     await _ops.linkat(get_reactor(), old_path, new_path)
 
 
-async def make_directory(path: PathLike, permissions: int = 0o755) -> None:
+async def make_directory(path: PathLike, permissions: int = 0o777) -> None:
+    """mkdir with Seastar's default permissions (0o777; the process umask applies, as for files)."""
     await _ops.mkdirat(get_reactor(), path, permissions)
 
 
-async def touch_directory(path: PathLike, permissions: int = 0o755) -> None:
+async def touch_directory(path: PathLike, permissions: int = 0o777) -> None:
     """Create a directory if it does not exist yet."""
     try:
         await _ops.mkdirat(get_reactor(), path, permissions)
@@ -77,7 +78,7 @@ async def sync_directory(path: PathLike) -> None:
         await _ops.close(r, fd, os.fsdecode(path))
 
 
-async def recursive_touch_directory(path: PathLike, permissions: int = 0o755) -> None:
+async def recursive_touch_directory(path: PathLike, permissions: int = 0o777) -> None:
     """mkdir -p, making each directory it creates durable in its parent."""
     path = os.path.abspath(os.fsdecode(_ops.check_path(path, "recursive_touch_directory")))
     missing: list[str] = []
