@@ -5,8 +5,8 @@ queue what to submit and when; tests drive it with a simulated disk in virtual t
 """
 
 from .cost import COST_FORMS, DEFAULT_COST_FORM, READ, WRITE, CostModel
-from .fair_queue import FairQueue, IoClassState, check_shares
-from .io_queue import DirectGrant, Dispatch, IoQueue, IoQueueConfig, QueuedRequest, RequestPart, SplitRequest
+from .fair_queue import Dispatch, FairQueue, IoClassState, QueuedRequest, RequestPart, SplitRequest, check_shares
+from .io_queue import DirectGrant, IoQueue, IoQueueConfig
 from .properties import (
     DiskProperties,
     IoPropertiesError,

@@ -22,7 +22,7 @@ from math import frexp as _frexp
 from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
-from .fair_queue import FairQueue, IoClassState, check_shares
+from .fair_queue import Dispatch, FairQueue, IoClassState, QueuedRequest, RequestPart, SplitRequest, check_shares
 from .properties import DiskProperties
 from .token_bucket import FlowMonitor, TokenBucket
 
@@ -134,72 +134,6 @@ class IoQueueConfig:
             raise ValueError("IoQueueConfig: forgiveness_ms >= 0, limit_burst_ms > 0 and max_cost_scale >= 1 required")
 
 
-class QueuedRequest:
-    """A request in the queue; also what ``dispatch`` hands out (alias ``Dispatch``).
-
-    A request that was not split is dispatched as itself: ``d.request is d``, offset 0.
-    A split request (``SplitRequest``) has ``parts`` (``RequestPart``), each dispatched
-    with ``part.request`` = the parent and ``offset``/``length`` within it. ``result`` is
-    set on completion (on a split request: the reassembled result).
-    """
-
-    # Few slots and few stores: one of these is made per request on the hot path.
-    __slots__ = ("io_class", "direction", "length", "payload", "cost", "queued_at", "dispatched_at", "result")
-
-    offset = 0  # class-level defaults for the common, unsplit request
-    parts: list[RequestPart] | None = None
-
-    def __init__(
-        self, io_class: IoClassState, direction: int, length: int, payload: Any, cost: float, queued_at: float,
-    ) -> None:
-        self.io_class = io_class
-        self.direction = direction
-        self.length = length
-        self.payload = payload
-        self.cost = cost  # disk-seconds, unscaled
-        self.queued_at = queued_at
-        self.dispatched_at: float | None = None
-        self.result: int | None = None
-
-    @property
-    def request(self) -> QueuedRequest:
-        """The request this dispatch belongs to (itself, unless it is a part)."""
-        return self
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None
-
-    def __repr__(self) -> str:
-        kind = "read" if self.direction == READ else "write"
-        extra = f", parts={len(self.parts)}" if self.parts else ""
-        if self.request is not self:
-            extra += f", part of {id(self.request):#x}"
-        return (
-            f"{type(self).__name__}({self.io_class.name!r}, {kind}, offset={self.offset}, "
-            f"length={self.length}{extra}, result={self.result})"
-        )
-
-
-class SplitRequest(QueuedRequest):
-    """A request longer than the disk takes at once; it is dispatched as its ``parts``."""
-
-    __slots__ = ("parts", "_pending")
-
-    parts: list[RequestPart]
-    _pending: int
-
-
-class RequestPart(QueuedRequest):
-    """One part of a ``SplitRequest``: ``offset``/``length`` within ``request``."""
-
-    __slots__ = ("offset", "request")
-
-    offset: int
-    request: SplitRequest  # a slot here; an unsplit request has a property
-
-
-Dispatch = QueuedRequest
 
 
 class DirectGrant:

@@ -47,8 +47,8 @@ from heapq import heappop, heappush
 from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
-from .fair_queue import IoClassState
-from .io_queue import DirectGrant, IoQueue, IoQueueConfig, QueuedRequest
+from .fair_queue import IoClassState, QueuedRequest
+from .io_queue import DirectGrant, IoQueue, IoQueueConfig
 from .properties import DiskProperties
 
 __all__ = ["SimDisk", "Workload", "Engine", "ClassReport", "SimResult", "simulate", "scaled_properties"]
