@@ -86,7 +86,7 @@ class IoClass:
         _check_shares(shares)
         self._shares = float(shares)
         for r in list(self._reactors):
-            r._each_queue_of(self, lambda q: q.set_shares(self._name, self._shares))
+            r.each_queue_of(self, lambda q: q.set_shares(self._name, self._shares))
 
     def update_bandwidth(self, bytes_per_second: float | None) -> None:
         """Cap the class's bytes per second on each disk (None lifts the cap).
@@ -96,7 +96,7 @@ class IoClass:
             raise ValueError(f"bandwidth limit must be > 0 bytes/s or None, got {bytes_per_second}")
         self._bandwidth = bytes_per_second
         for r in list(self._reactors):
-            r._each_queue_of(self, lambda q: q.update_bandwidth(self._name, bytes_per_second))
+            r.each_queue_of(self, lambda q: q.update_bandwidth(self._name, bytes_per_second))
 
     def update_iops(self, iops: float | None) -> None:
         """Cap the class's requests per second on each disk (None lifts the cap)."""
@@ -104,7 +104,7 @@ class IoClass:
             raise ValueError(f"IOPS limit must be > 0 or None, got {iops}")
         self._iops = iops
         for r in list(self._reactors):
-            r._each_queue_of(self, lambda q: q.update_iops(self._name, iops))
+            r.each_queue_of(self, lambda q: q.update_iops(self._name, iops))
 
     def rename(self, name: str) -> None:
         _check_name(name)
@@ -114,7 +114,7 @@ class IoClass:
         if other is not None and _live(other):
             raise ValueError(f"cannot rename io class {self._name!r} to {name!r}: a class {name!r} exists")
         for r in list(self._reactors):
-            r._each_queue_of(self, lambda q: q.rename_class(self._name, name))
+            r.each_queue_of(self, lambda q: q.rename_class(self._name, name))
         if _by_name.get(self._name) is self:
             del _by_name[self._name]
         self._name = name

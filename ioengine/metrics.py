@@ -35,7 +35,7 @@ def metrics() -> list[dict[str, Any]]:
     for i, r in enumerate(sorted(_all_reactors, key=id)):
         if r.closed:
             continue
-        r._settle_grants()  # what went out under direct grants is booked once per loop turn
+        r.settle_grants()  # what went out under direct grants is booked once per loop turn
         out.append({"shard": i, "backend": r.backend.describe(), "inflight": r.inflight, "disks": r.disks.metrics()})
     return out
 

@@ -309,7 +309,7 @@ class Reactor:
             self._path.grant = None
             g.queue.commit_grant(g)
 
-    def _settle_grants(self) -> None:
+    def settle_grants(self) -> None:
         """Bring the disk queues' books up to date: commit the open grant, book the completions
         of grants' requests reaped since the last call."""
         self._commit_grant()
@@ -450,7 +450,7 @@ class Reactor:
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
         if self._path.sched_waiting:
-            self._settle_grants()
+            self.settle_grants()
             self._dispatch_queues()
         path = self._path
         staged = path.staged
@@ -480,10 +480,12 @@ class Reactor:
         if not inline and (self._path.grant is not None or self._reaped_grants):
             # The grants' books, once per loop turn, after the kernel has the batch: off the
             # path from a completion to the next submission.
-            self._settle_grants()
+            self.settle_grants()
 
-    def _each_queue_of(self, io_class: IoClass, fn: Callable[[Any], None]) -> None:
-        self._settle_grants()  # a class change must see the queue's books up to date
+    def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:
+        """Call ``fn`` on every disk queue ``io_class`` has a state in (its shares, limits or
+        name change), with the queues' books brought up to date first."""
+        self.settle_grants()  # a class change must see the queue's books up to date
         self.disks.each_queue_of(io_class, fn)
 
     def _on_wakeup(self) -> None:
