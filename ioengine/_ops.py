@@ -197,11 +197,6 @@ async def statx(r: Reactor, path: Any, fd: int = AT_FDCWD, follow_symlink: bool 
     return StatData._from_native(out)
 
 
-async def fstat(r: Reactor, fd: int, path: str | None) -> StatData:
-    st = await statx_fd(r, fd, path)
-    return st
-
-
 async def statx_fd(r: Reactor, fd: int, path: str | None, opname: str = "stat", owner: object = None) -> StatData:
     try:
         return await statx(r, None, fd=fd, opname=opname, owner=owner)

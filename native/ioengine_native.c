@@ -80,17 +80,6 @@ int ie_uring_register_eventfd(struct ie_uring *r, int efd)
     return io_uring_register_eventfd(&r->ring, efd);
 }
 
-int ie_uring_register_buffer(struct ie_uring *r, void *addr, size_t len)
-{
-    struct iovec iov = {.iov_base = addr, .iov_len = len};
-    return io_uring_register_buffers(&r->ring, &iov, 1);
-}
-
-int ie_uring_sq_space(struct ie_uring *r)
-{
-    return (int)io_uring_sq_space_left(&r->ring);
-}
-
 static struct io_uring_sqe *get_sqe(struct ie_uring *r)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
@@ -136,9 +125,6 @@ int ie_uring_prep_batch(struct ie_uring *r, const uint64_t *recs, int n)
             break;
         case IE_OP_FSYNC:
             io_uring_prep_fsync(sqe, fd, flags ? IORING_FSYNC_DATASYNC : 0);
-            break;
-        case IE_OP_CANCEL:
-            io_uring_prep_cancel64(sqe, w[1], 0);
             break;
         default:
             return -EINVAL;

@@ -6,7 +6,7 @@
 
 #define IE_REC_WORDS 5
 
-enum ie_op { IE_OP_READ = 0, IE_OP_WRITE = 1, IE_OP_READV = 2, IE_OP_WRITEV = 3, IE_OP_FSYNC = 4, IE_OP_CANCEL = 5 };
+enum ie_op { IE_OP_READ = 0, IE_OP_WRITE = 1, IE_OP_READV = 2, IE_OP_WRITEV = 3, IE_OP_FSYNC = 4 };
 
 struct ie_stat {
     uint32_t mask, blksize, nlink, uid, gid, mode;
@@ -28,8 +28,6 @@ struct statx;
 int ie_uring_create(unsigned entries, unsigned flags_mask, struct ie_uring **out, unsigned *flags_used);
 void ie_uring_destroy(struct ie_uring *r);
 int ie_uring_register_eventfd(struct ie_uring *r, int efd);
-int ie_uring_register_buffer(struct ie_uring *r, void *addr, size_t len);
-int ie_uring_sq_space(struct ie_uring *r);
 int ie_uring_prep_batch(struct ie_uring *r, const uint64_t *recs, int n);
 int ie_uring_prep_openat(struct ie_uring *r, int dfd, const char *path, int flags, unsigned mode, uint64_t ud);
 int ie_uring_prep_close(struct ie_uring *r, int fd, uint64_t ud);

@@ -96,11 +96,6 @@ class UringBackend(Backend):
             lib.ie_eventfd_drain(self.eventfd)
         return self._unpack(got)
 
-    def submit_pending(self) -> tuple[list[int], list[int]]:
-        """Submit SQEs prepared directly (metadata ops) and collect completions."""
-        _, uds, res = self.flush(array("Q"))
-        return uds, res
-
     def wait_all(self, inflight: int) -> list[int]:
         uds: list[int] = []
         while len(uds) < inflight:
