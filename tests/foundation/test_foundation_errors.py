@@ -79,8 +79,8 @@ def test_misaligned_position_length_and_address(run, scratch):
             _assert_refused_before_submission(ei, wa, path)
             with pytest.raises(ValueError):
                 await f.dma_readv(0, [])
-            with pytest.raises(ValueError):
-                await f.dma_writev(0, [good] * 1025)
+            # more buffers than the kernel takes in one call: the part it takes, a short count
+            assert await f.dma_writev(1 << 24, [good] * 1025) == 1024 * BS  # away from the pattern
             assert ioengine.get_reactor().inflight == 0
             # and the file still works
             assert await f.dma_read(0, good) == BS

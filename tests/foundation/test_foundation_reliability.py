@@ -308,3 +308,28 @@ def test_io_class_shares_follow_iosched_rule(shares):
     """One rule for shares (iosched.check_shares): refused when the class is made, not at its first I/O."""
     with pytest.raises(ValueError, match="shares must be a positive finite number"):
         ioengine.IoClass(f"bad-{shares!r}", shares=shares)
+
+
+def test_vectors_beyond_iov_max_do_the_part_the_kernel_takes(run, scratch):
+    """Seastar's behaviour: dma_readv/dma_writev of more than IOV_MAX buffers transfer the first
+    IOV_MAX and return a short count; the caller's loop goes on from there."""
+    from ioengine.file import IOV_MAX
+
+    async def main():
+        f = await ioengine.open_file_dma(scratch / "v", O.RW | O.CREATE)
+        bs = f.disk_write_dma_alignment
+        bufs = [f.allocate_buffer(bs) for _ in range(IOV_MAX + 3)]
+        for i, b in enumerate(bufs):
+            b[:] = bytes([i % 251]) * bs
+        done, pos = 0, 0
+        while done < len(bufs):  # the caller's loop
+            n = await f.dma_writev(pos, bufs[done:])
+            assert n == min(IOV_MAX, len(bufs) - done) * bs
+            done += n // bs
+            pos += n
+        back = [f.allocate_buffer(bs) for _ in range(IOV_MAX + 3)]
+        assert await f.dma_readv(0, back) == IOV_MAX * bs
+        assert all(bytes(back[i]) == bytes([i % 251]) * bs for i in range(IOV_MAX))
+        await f.close()
+
+    run(main())
