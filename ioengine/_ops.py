@@ -213,6 +213,23 @@ async def fallocate(r: Reactor, fd: int, mode: int, pos: int, length: int, opnam
         await _checked(r.run_blocking(lib.ie_fallocate, fd, mode, pos, length, owner=owner), opname, path, detail)
 
 
+async def ftruncate(r: Reactor, fd: int, length: int, path: str, owner: object) -> None:
+    """Set the size of the open file ``fd``: an io_uring op where the kernel has it (Linux 6.9's
+    IORING_OP_FTRUNCATE), else ftruncate(2) on the reactor's thread pool. ``owner`` (the File)
+    keeps the descriptor open until the kernel is done, even if the awaiter is cancelled."""
+    if r.kernel_fs_ops and lib.ie_uring_has_ftruncate(r.ring):
+        await r.submit_prepped(lib.ie_uring_prep_ftruncate, (fd, length), None, "truncate", owner)
+    else:
+        await r.run_blocking(_ftruncate_blocking, fd, length, path, owner=owner)
+
+
+def _ftruncate_blocking(fd: int, length: int, path: str) -> None:
+    try:
+        os.ftruncate(fd, length)
+    except OSError as e:
+        raise kernel_error(e.errno or errno.EIO, "truncate", path, f"to {length} bytes") from None
+
+
 async def renameat(r: Reactor, old: Any, new: Any) -> None:
     old, new = check_path(old, "rename"), check_path(new, "rename")
     if r.kernel_fs_ops:

@@ -15,7 +15,7 @@ from ._dmabuf import DmaBuffer as _RawBuffer
 from ._native import ffi
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
-from .errors import ClosedFileError, ShortReadError, kernel_error
+from .errors import ClosedFileError, ShortReadError
 from .io_class import IoClass
 from .reactor import LEN_LIMIT, POS_LIMIT, Reactor, get_reactor
 
@@ -469,7 +469,7 @@ class File:
                 return
             step = self._options.extent_allocation_size_hint or (1 << 20)
             target = -(-end // step) * step
-            await self._reactor.run_blocking(_checked_ftruncate, self._fd, target, self._path, owner=self)
+            await _ops.ftruncate(self._reactor, self._fd, target, self._path, self)
             self._sloppy_end = target
 
     def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool, align: int) -> tuple[list, array, int]:
@@ -536,7 +536,7 @@ class File:
         try:
             barrier = await self._exclusive()
             try:
-                await self._reactor.run_blocking(_checked_ftruncate, self._fd, length, self._path, owner=self)
+                await _ops.ftruncate(self._reactor, self._fd, length, self._path, self)
                 self._known_size = length
                 if self._sloppy_end >= 0:
                     self._sloppy_end = length
@@ -633,8 +633,7 @@ class File:
                 await self._busy_idle
             await self._reactor.drain_owner(self)
             if self._logical_size >= 0 and self._sloppy_end > self._logical_size:
-                await self._reactor.run_blocking(_checked_ftruncate, self._fd, self._logical_size, self._path,
-                                                 owner=self)
+                await _ops.ftruncate(self._reactor, self._fd, self._logical_size, self._path, self)
                 await self._reactor.drain_owner(self)
         finally:
             self._bounce.clear()
@@ -680,13 +679,6 @@ def check_length(op: str, length: object) -> None:
 
 def _iov_addr(iov: array) -> int:
     return iov.buffer_info()[0]
-
-
-def _checked_ftruncate(fd: int, length: int, path: str) -> None:
-    try:
-        os.ftruncate(fd, length)
-    except OSError as e:
-        raise kernel_error(e.errno or errno.EIO, "truncate", path, f"to {length} bytes") from None
 
 
 async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes], flags: int = OpenFlags.RO,

@@ -32,7 +32,11 @@ struct ie_uring {
     struct io_uring ring;
     unsigned setup_flags;
     int defer_taskrun;
+    int has_ftruncate;  /* IORING_OP_FTRUNCATE (Linux 6.9) is there */
 };
+
+/* Newer than the liburing headers this may build with (2.3): the kernel's number. */
+#define IE_IORING_OP_FTRUNCATE 55
 
 int ie_uring_create(unsigned entries, unsigned flags_mask, struct ie_uring **out, unsigned *flags_used)
 {
@@ -57,6 +61,12 @@ int ie_uring_create(unsigned entries, unsigned flags_mask, struct ie_uring **out
         if (ret == 0) {
             r->setup_flags = f;
             r->defer_taskrun = !!(f & IORING_SETUP_DEFER_TASKRUN);
+            struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
+            if (probe) {
+                r->has_ftruncate = probe->last_op >= IE_IORING_OP_FTRUNCATE
+                                   && io_uring_opcode_supported(probe, IE_IORING_OP_FTRUNCATE);
+                io_uring_free_probe(probe);
+            }
             *out = r;
             *flags_used = f;
             return 0;
@@ -213,6 +223,21 @@ int ie_uring_prep_fallocate(struct ie_uring *r, int fd, int mode, uint64_t off, 
     if (!sqe)
         return -EBUSY;
     io_uring_prep_fallocate(sqe, fd, mode, off, len);
+    io_uring_sqe_set_data64(sqe, ud);
+    return 0;
+}
+
+int ie_uring_has_ftruncate(struct ie_uring *r)
+{
+    return r->has_ftruncate;
+}
+
+int ie_uring_prep_ftruncate(struct ie_uring *r, int fd, uint64_t len, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = get_sqe(r);
+    if (!sqe)
+        return -EBUSY;
+    io_uring_prep_rw(IE_IORING_OP_FTRUNCATE, sqe, fd, NULL, 0, len);
     io_uring_sqe_set_data64(sqe, ud);
     return 0;
 }

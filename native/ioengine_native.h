@@ -40,6 +40,8 @@ int ie_uring_prep_mkdirat(struct ie_uring *r, int dfd, const char *path, unsigne
 int ie_uring_prep_linkat(struct ie_uring *r, int olddfd, const char *oldpath, int newdfd,
                          const char *newpath, int flags, uint64_t ud);
 int ie_uring_prep_fallocate(struct ie_uring *r, int fd, int mode, uint64_t off, uint64_t len, uint64_t ud);
+int ie_uring_has_ftruncate(struct ie_uring *r);
+int ie_uring_prep_ftruncate(struct ie_uring *r, int fd, uint64_t len, uint64_t ud);
 int ie_uring_submit(struct ie_uring *r);
 int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events_too);
 int ie_uring_reap_woken(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int max);

@@ -333,3 +333,25 @@ def test_vectors_beyond_iov_max_do_the_part_the_kernel_takes(run, scratch):
         await f.close()
 
     run(main())
+
+
+def test_truncate_through_the_ring_or_the_pool_names_its_errors(run, scratch):
+    """truncate is an io_uring op where the kernel has it (6.9+), ftruncate on the pool otherwise;
+    either way the size is set and an error names the operation and the path."""
+    p = scratch / "t"
+    p.write_bytes(b"x" * 8192)
+
+    async def main():
+        async with await ioengine.open_file_dma(p, O.RW) as f:
+            await f.truncate(4096)
+            assert await f.size() == 4096
+            await f.truncate(65536)
+            assert await f.size() == 65536
+        async with await ioengine.open_file_dma(p, O.RO) as f:  # not open for writing
+            with pytest.raises(OSError) as ei:
+                await f.truncate(0)
+        return ei.value
+
+    err = run(main())
+    assert "truncate" in str(err) and err.filename == str(p)
+    assert p.stat().st_size == 65536
