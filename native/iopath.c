@@ -485,7 +485,13 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
         }
     }
     PyObject *io_args[11] = {args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], st, grant};
+    /* st is borrowed from ``states`` and grant from self: io() may run Python code (the grant's
+       cost), so hold them for its duration */
+    Py_INCREF(st);
+    Py_INCREF(grant);
     PyObject *fut = IoPath_io(self, io_args, 11);
+    Py_DECREF(st);
+    Py_DECREF(grant);
     if (!fut || fut == Py_None || fut == Py_False) {
         if (fut == Py_False) {
             Py_DECREF(fut);
