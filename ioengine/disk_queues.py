@@ -48,13 +48,27 @@ class DiskQueues:
                 except OSError as e:
                     log.warning("ioengine: io_properties mountpoint %r cannot be used (%s); ignored", mp, e.strerror)
         self.queues: dict[int, IoQueue] = {}
+        self._group: Any = None
         self._states: dict[IoQueue, dict[IoClass | None, IoClassState]] = {}
+
+    def join_group(self, group: Any) -> None:
+        """Share each disk's bucket, in-disk bound and shares with other shards: ``group.disk(dev)``
+        gives this shard's iosched.SharedDisk for a disk (None: it throttles alone)."""
+        if self.queues:
+            raise RuntimeError("join the io group before the first I/O: this reactor already has disk queues")
+        self._group = group
 
     def for_device(self, dev: int, now: float) -> IoQueue:
         q = self.queues.get(dev)
         if q is None:
             props = self._props.get(dev)
-            q = IoQueue(props, self.config, now)
+            shared = None
+            if props is not None and self._group is not None:
+                shared = self._group.disk(dev)
+                if shared is None:
+                    log.warning("ioengine: more disks with io_properties than the shards can share; "
+                                "%d:%d is throttled per shard", os.major(dev), os.minor(dev))
+            q = IoQueue(props, self.config, now, shared)
             self.queues[dev] = q
             self._states[q] = {None: q.get_class(self.config.default_class)}
         return q

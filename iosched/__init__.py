@@ -6,6 +6,7 @@ queue what to submit and when; tests drive it with a simulated disk in virtual t
 
 from .cost import COST_FORMS, DEFAULT_COST_FORM, READ, WRITE, CostModel
 from .fair_queue import Dispatch, FairQueue, IoClassState, QueuedRequest, RequestPart, SplitRequest, check_shares
+from .io_group import GroupDisk, IoGroup, SharedDisk
 from .io_queue import DirectGrant, IoQueue, IoQueueConfig
 from .properties import (
     DiskProperties,
@@ -23,5 +24,6 @@ __all__ = [
     "DiskProperties", "IoPropertiesError",
     "load_io_properties", "parse_io_properties", "dump_io_properties", "save_io_properties",
     "TokenBucket", "FlowMonitor", "FairQueue", "IoClassState",
+    "IoGroup", "GroupDisk", "SharedDisk",
     "IoQueue", "IoQueueConfig", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch", "DirectGrant",
 ]

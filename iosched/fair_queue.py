@@ -292,6 +292,14 @@ class FairQueue:
         self._throttled = keep
         self._next_unthrottle = nxt
 
+    def hold(self, cls: IoClassState, until: float) -> None:
+        """Keep ``cls`` out of dispatch until ``until`` (an io group's fairness across shards:
+        the class is ahead of one backlogged on another shard); a class already held stays so."""
+        if cls._throttled_until:
+            return
+        self._deactivate(cls)
+        self._throttle(cls, until)
+
     @property
     def next_unthrottle(self) -> float:
         return self._next_unthrottle

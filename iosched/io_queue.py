@@ -23,6 +23,7 @@ from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
 from .fair_queue import Dispatch, FairQueue, IoClassState, QueuedRequest, RequestPart, SplitRequest, check_shares
+from .io_group import SharedDisk
 from .properties import DiskProperties
 from .token_bucket import FlowMonitor, TokenBucket
 
@@ -112,6 +113,20 @@ class IoQueueConfig:
     knee_probe_ms: float = 250.0
     #: Per-class bandwidth/IOPS limits allow a burst of this many milliseconds of their rate.
     limit_burst_ms: float = 10.0
+    #: Shards sharing a disk (``IoQueue(shared=...)``, see iosched.io_group): while the disk is
+    #: contended, a class may run this far ahead of the least-served class backlogged on any
+    #: shard, in bucket capacities of its own cost, before it waits (``group_hold`` of them).
+    group_lead: float = 0.5
+    #: ... and may bank at most this much credit (capacities) while it does not use its share.
+    group_forgiveness: float = 4.0
+    #: The disk counts as contended while the tokens, or the room in the disk left by all
+    #: shards, are below this fraction of the bucket's capacity; else nobody waits.
+    group_contended: float = 0.5
+    #: A class counts as backlogged on some shard for this long (capacities of time, i.e.
+    #: latency goals) after a shard last had it waiting.
+    group_window: float = 4.0
+    #: How long a class that is too far ahead waits before it looks again (latency goals).
+    group_hold: float = 0.25
     #: "max" or "additive" (see iosched.cost).
     cost_form: CostForm = DEFAULT_COST_FORM
     #: Costs for ordering when the disk has no io_properties (never throttled).
@@ -334,10 +349,13 @@ class IoQueue:
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
         "_in_disk_limit", "_now",
-        "_grant_cost", "_knee",
+        "_grant_cost", "_knee", "_shared", "_others", "_slots",
     )
 
-    def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0) -> None:
+    def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0,
+                 shared: SharedDisk | None = None) -> None:
+        """``shared``: this disk's state common to several shards' queues (iosched.io_group);
+        only a disk with properties uses it."""
         self.config = config
         self.properties = props
         #: True when the queue has disk properties and throttles (read-only).
@@ -382,6 +400,12 @@ class IoQueue:
         #: the adaptive in-disk bound's controller (None when off); it sets _in_disk_limit
         adaptive = config.adaptive_in_disk and self._bound_in_disk and props is not None
         self._knee = _Knee(self, config, now) if adaptive else None
+        #: the shards' common bucket, in-disk cost and class accumulators (None: this queue's own)
+        self._shared = shared if props is not None else None
+        self._others = 0.0  # other shards' in-disk cost, as of the last sync
+        self._slots: dict[str, int] = {}  # class name -> its slot in the shared state
+        if self._shared is not None and self._bucket is not None:
+            self._shared.bind(self._bucket.rate, self._bucket.limit, now)
         self.create_class(config.default_class, config.default_shares)
 
     def _max_length(self, direction: int, props: DiskProperties, capacity: float) -> float:
@@ -535,16 +559,22 @@ class IoQueue:
         n = max_requests if max_requests is not None else 1 << 62
         b = self._bucket
         before = fq.dispatched_cost
+        sh = self._shared
         if b is not None:
-            b.replenish(now)
+            if sh is None:
+                b.replenish(now)
+                avail = b.tokens
+            else:
+                avail, self._others = sh.sync(now, self._in_disk_cost)
+                if self._hold_leaders(now, avail):
+                    return []
             # The disk never holds more than the latency goal's worth of work: besides the
             # rate (tokens), what is in the disk bounds what may go next. This is what makes
             # shares bite when the disk (or the engine driving it) is faster than calibrated.
-            avail = b.tokens
             scale = self._flow.scale(now)
             # (room is in unscaled cost; the fair queue charges scaled cost against the budget)
             if self._bound_in_disk:
-                room = self._in_disk_limit - self._in_disk_cost
+                room = self._in_disk_limit - self._in_disk_cost - self._others
                 knee = self._knee
                 if knee is not None and room < avail:
                     knee.hit = True
@@ -561,9 +591,17 @@ class IoQueue:
                 budget = avail
             if budget <= 0.0:
                 return []
+            if sh is not None:
+                before_acc = [(e[2], e[2].accumulated) for e in fq._heap]
             # _EPS: a bucket refilled to exactly n costs must not miss the n-th to rounding
             left = fq.dispatch(out, budget + _EPS, scale, b.limit, now, n) - _EPS
-            b.tokens = avail - (budget - left)
+            if sh is None:
+                b.tokens = avail - (budget - left)
+            else:
+                sh.consume(budget - left)
+                for cls, acc in before_acc:
+                    if cls.accumulated != acc:
+                        sh.charge(self._slot(cls), cls.accumulated - acc)
         else:
             fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
         spent = fq.dispatched_cost - before
@@ -634,6 +672,48 @@ class IoQueue:
         parent.dispatched_at = parent.parts[0].dispatched_at
         return parent
 
+    # -- shards sharing the disk (iosched.io_group) ---------------------------------------
+
+    def _slot(self, cls: IoClassState) -> int:
+        slot = self._slots.get(cls.name)
+        if slot is None:
+            assert self._shared is not None
+            slot = self._slots[cls.name] = self._shared.class_slot(cls.name)
+        return slot
+
+    def _too_far_ahead(self, cls: IoClassState, now: float, tokens: float) -> bool:
+        """Mark ``cls`` backlogged in the shared state; True if it must wait: the disk is
+        contended and the class is more than ``group_lead`` ahead of the least-served class
+        backlogged on any shard."""
+        sh = self._shared
+        b = self._bucket
+        assert sh is not None and b is not None
+        cfg = self.config
+        cap = b.limit
+        inv = cls._inv_shares
+        goal = cap / b.rate
+        lead, active = sh.lead(self._slot(cls), now, cfg.group_window * goal, cfg.group_forgiveness * cap * inv)
+        if active < 2 or lead <= cfg.group_lead * cap * inv:
+            return False
+        short = cfg.group_contended * cap
+        return tokens < short or self._in_disk_limit - self._in_disk_cost - self._others < short
+
+    def _hold_leaders(self, now: float, tokens: float) -> bool:
+        """Hold the queued classes that are too far ahead (see ``_too_far_ahead``) for
+        ``group_hold`` latency goals; True if nothing is left to dispatch."""
+        fq = self._fq
+        b = self._bucket
+        assert b is not None
+        hold = []
+        for e in fq._heap:
+            if self._too_far_ahead(e[2], now, tokens):
+                hold.append(e[2])
+        if hold:
+            until = now + self.config.group_hold * b.limit / b.rate
+            for cls in hold:
+                fq.hold(cls, until)
+        return not fq._heap
+
     # -- direct grants (a lone class skips the queue) ----------------------------------------
 
     def open_grant(self, io_class: IoClassState, now: float) -> DirectGrant | None:
@@ -653,16 +733,22 @@ class IoQueue:
         b = self._bucket
         if b is None:
             return DirectGrant(self, cls, now, _INF, 1.0)
-        # TokenBucket.replenish, inlined: a grant is opened once per loop turn
-        dt = now - b.last
-        if dt > 0:
-            t = b.tokens + dt * b.rate
-            b.tokens = t if t < b.limit else b.limit
-            b.last = now
-        budget = b.tokens
+        sh = self._shared
+        if sh is None:
+            # TokenBucket.replenish, inlined: a grant is opened once per loop turn
+            dt = now - b.last
+            if dt > 0:
+                t = b.tokens + dt * b.rate
+                b.tokens = t if t < b.limit else b.limit
+                b.last = now
+            budget = b.tokens
+        else:
+            budget, self._others = sh.sync(now, self._in_disk_cost)
+            if self._too_far_ahead(cls, now, budget):
+                return None
         scale = self._flow.scale(now)
         if self._bound_in_disk:
-            room = (self._in_disk_limit - self._in_disk_cost) * scale
+            room = (self._in_disk_limit - self._in_disk_cost - self._others) * scale
             if room < budget:
                 budget = room
                 if self._knee is not None:
@@ -709,7 +795,12 @@ class IoQueue:
         b = self._bucket
         if b is not None:
             self._in_disk_cost += spent
-            b.tokens -= spent * grant.scale
+            sh = self._shared
+            if sh is None:
+                b.tokens -= spent * grant.scale
+            else:
+                sh.consume(spent * grant.scale)
+                sh.charge(self._slot(cls), spent * inv)
 
     def complete_grant(self, grant: DirectGrant, count: int, now: float) -> None:
         """Book ``count`` completions of requests taken under ``grant`` (committed)."""
@@ -764,13 +855,20 @@ class IoQueue:
             if b is None:
                 return now
             if self._bound_in_disk:
-                room = self._in_disk_limit - self._in_disk_cost
+                room = self._in_disk_limit - self._in_disk_cost - self._others
                 if head.cost > room + _EPS:
                     knee = self._knee
                     if knee is None or room <= _EPS or self._in_disk_limit >= knee.ceiling:
                         return _INF  # the disk is full: only a completion makes room
             c = head.cost * self._flow.scale(now)
-            t2 = b.next_available(c if c < b.limit else b.limit, now)
+            if c > b.limit:
+                c = b.limit
+            sh = self._shared
+            if sh is None:
+                t2 = b.next_available(c, now)
+            else:
+                have = sh.tokens()
+                t2 = now if have >= c else now + (c - have) / b.rate
             if t2 < t:
                 t = t2
         if t == math.inf:
@@ -783,6 +881,18 @@ class IoQueue:
     def capacity(self) -> float:
         """The token bucket's size in disk-seconds (inf without properties)."""
         return self._bucket.limit if self._bucket is not None else math.inf
+
+    @property
+    def tokens(self) -> float:
+        """Tokens in the bucket (shared by the shards with ``shared``; inf without properties)."""
+        if self._bucket is None:
+            return math.inf
+        return self._shared.tokens() if self._shared is not None else self._bucket.tokens
+
+    @property
+    def shared(self) -> bool:
+        """True when the bucket, the in-disk bound and the shares are kept with other shards."""
+        return self._shared is not None
 
     @property
     def max_request_length(self) -> tuple[float, float]:
@@ -848,6 +958,7 @@ class IoQueue:
             "queue": {
                 "mountpoint": self.properties.mountpoint if self.properties is not None else None,
                 "throttling": self.throttling,
+                "shared": self.shared,
                 "queue_length": self.queued,
                 "disk_queue_length": self._in_disk,
                 "dispatched_cost": flow.dispatched,
@@ -855,7 +966,7 @@ class IoQueue:
                 "flow_ratio": self.flow_ratio,
                 "cost_scale": self.cost_scale,
                 "capacity": self.capacity,
-                "tokens": self._bucket.tokens if self._bucket is not None else math.inf,
+                "tokens": self.tokens,
                 "max_read_length": self._max_len[READ],
                 "max_write_length": self._max_len[WRITE],
             },

@@ -48,6 +48,7 @@ from typing import Any
 
 from .cost import DEFAULT_COST_FORM, READ, WRITE, CostForm, CostModel
 from .fair_queue import IoClassState, QueuedRequest
+from .io_group import IoGroup
 from .io_queue import DirectGrant, IoQueue, IoQueueConfig
 from .properties import DiskProperties
 
@@ -299,11 +300,13 @@ class SimResult:
 class _Driver:
     """Per-workload generator state."""
 
-    __slots__ = ("w", "cls", "rng", "sizes", "weights", "fixed_size", "write_frac", "outstanding", "next_arrival")
+    __slots__ = ("w", "cls", "rng", "sizes", "weights", "fixed_size", "write_frac", "outstanding", "next_arrival",
+                 "q")
 
-    def __init__(self, w: Workload, cls: IoClassState, rng: random.Random) -> None:
+    def __init__(self, w: Workload, cls: IoClassState, rng: random.Random, q: IoQueue) -> None:
         self.w = w
         self.cls = cls
+        self.q = q
         self.rng = rng
         if isinstance(w.size, int):
             self.fixed_size = w.size
@@ -362,6 +365,8 @@ def simulate(
     seed: int = 0,
     poll_interval: float = 0.0,
     engine: Engine | Sequence[tuple[float, Engine]] | None = None,
+    shards: Sequence[int] | None = None,
+    shared: bool = True,
 ) -> SimResult:
     """Run the workloads for ``duration`` virtual seconds.
 
@@ -370,7 +375,13 @@ def simulate(
     ``dispatch`` only on a poll grid (like a reactor's loop turn) instead of exactly when
     tokens allow. ``engine``: drive the disk with a simulated engine core (an ``Engine``, or
     ``[(start, Engine), ...]`` phases to change it mid-run); None: the disk-bound driver.
+    ``shards``: the shard of each workload (disk-bound driver only): each shard has its own
+    queue, and with ``shared`` the queues share the disk's bucket, in-disk bound and shares
+    through an ``IoGroup``; without, each shard throttles alone, as if it had the disk to itself.
+    ``SimResult.queue`` is shard 0's queue.
     """
+    if engine is not None and shards is not None:
+        raise ValueError("simulate: shards are simulated with the disk-bound driver only (engine=None)")
     if engine is not None:
         phases = [(0.0, engine)] if isinstance(engine, Engine) else sorted(engine, key=lambda p: p[0])
         return _simulate_engine(
@@ -379,7 +390,13 @@ def simulate(
         )
     if sched_props == "same":
         sched_props = disk_props
-    q = IoQueue(sched_props, config)  # type: ignore[arg-type]
+    if shards is not None and len(shards) != len(workloads):
+        raise ValueError(f"shards names one shard per workload: {len(shards)} for {len(workloads)} workloads")
+    nshards = max(shards) + 1 if shards else 1
+    group = IoGroup(nshards) if shards is not None and shared else None
+    queues = [IoQueue(sched_props, config, 0.0,  # type: ignore[arg-type]
+                      group.disk(0, k) if group is not None else None) for k in range(nshards)]
+    q = queues[0]
     disk = SimDisk(
         disk_props, parallelism=parallelism, noise=noise, latency=latency,
         cost_form=disk_cost_form or config.cost_form, seed=seed,
@@ -387,16 +404,19 @@ def simulate(
     master = random.Random(seed)
     drivers: list[_Driver] = []
     samples: dict[str, _Samples] = {}
-    for w in workloads:
-        cls = q.get_class(w.name) if w.name == config.default_class else q.create_class(w.name, w.shares)
-        if w.name == config.default_class:
-            q.set_shares(w.name, w.shares)
+    for i, w in enumerate(workloads):
+        wq = queues[shards[i]] if shards is not None else q
+        if w.name == config.default_class or w.name in wq.classes:
+            cls = wq.get_class(w.name)
+            wq.set_shares(w.name, w.shares)
+        else:
+            cls = wq.create_class(w.name, w.shares)
         if w.bandwidth_limit is not None:
-            q.update_bandwidth(w.name, w.bandwidth_limit, 0.0)
+            wq.update_bandwidth(w.name, w.bandwidth_limit, 0.0)
         if w.iops_limit is not None:
-            q.update_iops(w.name, w.iops_limit, 0.0)
-        drivers.append(_Driver(w, cls, random.Random(master.getrandbits(64))))
-        samples[w.name] = _Samples()
+            wq.update_iops(w.name, w.iops_limit, 0.0)
+        drivers.append(_Driver(w, cls, random.Random(master.getrandbits(64)), wq))
+        samples.setdefault(w.name, _Samples())
 
     disk_cost = disk._cost
     lat_extra = disk.latency
@@ -415,7 +435,7 @@ def simulate(
         w = drv.w
         while drv.outstanding < w.depth:
             d, size = drv.make()
-            q.queue(drv.cls, d, size, drv, t)
+            drv.q.queue(drv.cls, d, size, drv, t)
             drv.outstanding += 1
 
     while True:
@@ -449,7 +469,7 @@ def simulate(
             s.pt.append(now)
             s.in_disk.append(now - part.dispatched_at)  # type: ignore[operator]  # dispatched
             s.disk_wait.append(started - submitted)
-            parent = q.complete(part, part.length, now)
+            parent = drv.q.complete(part, part.length, now)
             if parent is not None:
                 s.t.append(now)
                 s.lat.append(now - parent.queued_at)
@@ -466,16 +486,20 @@ def simulate(
         for drv in drivers:
             while drv.next_arrival <= now:
                 d, size = drv.make()
-                q.queue(drv.cls, d, size, drv, now)
+                drv.q.queue(drv.cls, d, size, drv, now)
                 drv.outstanding += 1
                 drv.advance_arrival()
                 changed = True
         if not changed:
             continue
-        for part in q.dispatch(now):
-            disk.submit(part, now)
-            dispatches += 1
-        nt = q.next_dispatch_time(now)
+        nt = None
+        for sq in queues:
+            for part in sq.dispatch(now):
+                disk.submit(part, now)
+                dispatches += 1
+            t_q = sq.next_dispatch_time(now)
+            if t_q is not None and (nt is None or t_q < nt):
+                nt = t_q
         # guard against a float rounding leaving the bucket a hair short at the wake-up
         wake = math.inf if nt is None else max(nt, now + 1e-9)
         if now >= next_trace:
@@ -529,7 +553,7 @@ def _simulate_engine(
             q.update_bandwidth(w.name, w.bandwidth_limit, 0.0)
         if w.iops_limit is not None:
             q.update_iops(w.name, w.iops_limit, 0.0)
-        drivers.append(_Driver(w, cls, random.Random(master.getrandbits(64))))
+        drivers.append(_Driver(w, cls, random.Random(master.getrandbits(64)), q))
         samples[w.name] = _Samples()
     disk_cost = disk._cost
     lat_extra = disk.latency

@@ -74,4 +74,18 @@ int64_t ie_spsc_pop(void *ring, uint64_t cap, void *dst);
 uint64_t ie_spsc_queued(void *ring);
 int ie_shard_sleep(uint32_t *sleeping, void *const *rings, int n);
 void ie_shard_awake(uint32_t *sleeping);
+/* io_group.c: one disk's token bucket, in-disk cost and io class accumulators shared by the
+ * shards (see there). */
+#define IE_GROUP_MAX_SHARDS 64
+#define IE_GROUP_MAX_CLASSES 32
+uint64_t ie_group_disk_bytes(void);
+void *ie_group_disk(void *base, int nslots, uint64_t dev);
+double ie_group_sync(void *disk, int shard, int nshards, int64_t now_ns, double rate, double limit,
+                     double mine, double *others);
+double ie_group_tokens(void *disk);
+void ie_group_consume(void *disk, double cost);
+void ie_group_fill(void *disk, double tokens, int64_t now_ns);
+int ie_group_class(void *disk, uint64_t name);
+double ie_group_charge(void *disk, int cls, double per_share);
+double ie_group_lead(void *disk, int cls, int64_t now_ns, int64_t window_ns, double floor_lag, int *active);
 #endif

@@ -63,8 +63,10 @@ from ._transport import (
     UnpicklableArgumentError,
     create_shared,
     describe_unpicklable,
+    layout,
 )
 from .files import FileHandle, file_handle
+from .io_group import ShmIoGroup, group_bytes
 
 T = TypeVar("T")
 
@@ -369,7 +371,7 @@ class _Cluster:
         old_affinity = os.sched_getaffinity(0)
         memfd = -1
         try:
-            memfd = create_shared(self.n, self.sopts.smp_ring_bytes)
+            memfd = create_shared(self.n, self.sopts.smp_ring_bytes, group_bytes())
             efds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(self.n)]
             self._start(memfd, efds)
             os.sched_setaffinity(0, {self.cpus[0]})
@@ -427,6 +429,7 @@ class _Cluster:
                       get_reactor().options.idle_poll_time_us, self.sopts.smp_batch_bytes)
         self.transport = t
         _here = t
+        get_reactor().disks.join_group(ShmIoGroup(memfd, layout(self.n, self.sopts.smp_ring_bytes)[2], 0, self.n))
         handlers = self._install_signals(loop)
         for k, (p, c) in enumerate(zip(self.procs, self.conns), start=1):
             self.exited[k] = loop.create_future()
@@ -628,7 +631,8 @@ async def _shard_main(cfg: _ShardConfig, conn: Any) -> None:
     loop = asyncio.get_running_loop()
     t = Transport(cfg.shard, cfg.count, cfg.memfd, cfg.efds, cfg.ring_bytes, loop,
                   get_reactor().options.idle_poll_time_us, cfg.batch_bytes)
-    os.close(cfg.memfd)  # the mapping stays
+    get_reactor().disks.join_group(ShmIoGroup(cfg.memfd, layout(cfg.count, cfg.ring_bytes)[2], cfg.shard, cfg.count))
+    os.close(cfg.memfd)  # the mappings stay
     _here = t
     stop = loop.create_future()
 

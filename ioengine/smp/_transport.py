@@ -90,9 +90,10 @@ def layout(count: int, ring_bytes: int) -> tuple[int, int, int]:
     return ctl, stride, ctl + count * count * stride
 
 
-def create_shared(count: int, ring_bytes: int) -> int:
-    """A memfd sized for ``count`` shards' rings (zero-filled: every ring empty, every flag down)."""
-    size = layout(count, ring_bytes)[2]
+def create_shared(count: int, ring_bytes: int, extra: int = 0) -> int:
+    """A memfd sized for ``count`` shards' rings and ``extra`` bytes after them (zero-filled:
+    every ring empty, every flag down)."""
+    size = layout(count, ring_bytes)[2] + extra
     fd = os.memfd_create("ioengine-smp", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, size)

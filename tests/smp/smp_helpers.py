@@ -111,3 +111,28 @@ async def hold_file(path: str, marker: str) -> None:
 
 def loop_module() -> str:
     return type(asyncio.get_running_loop()).__module__
+
+
+async def read_blocks_report(path: str, count: int, depth: int) -> dict:
+    """``count`` 4 KiB reads at ``depth``, then this shard's queue metrics for the file's disk."""
+    import time
+
+    async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+        blocks = f.logical_size // 4096
+        left = count
+
+        async def worker(k: int) -> None:
+            nonlocal left
+            buf = f.allocate_buffer(4096)
+            i = k
+            while left > 0:
+                left -= 1
+                await f.dma_read(i * 7919 % blocks * 4096, buf)
+                i += depth
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker(k) for k in range(depth)))
+        t1 = time.monotonic()
+    (disk,) = ioengine.metrics()[0]["disks"].values()
+    q = disk["queue"]
+    return {"shard": smp.this_shard_id(), "shared": q["shared"], "dispatched": q["dispatched_cost"],
+            "capacity": q["capacity"], "t0": t0, "t1": t1, "pid": os.getpid()}
