@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
+import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -83,9 +84,19 @@ class FileOutputStreamOptions:
     #: Reserve disk space (fallocate) in multiples of this size ahead of the write position, so
     #: the filesystem allocates large extents and the writes land inside the file; the stretch
     #: reserved grows with what the stream has written, up to RESERVE_AHEAD_MAX. 0 turns it
-    #: off. Between flushes the file may be longer than the data (the reserved part reads as
-    #: zeros); flush() and close() cut it to the exact length.
+    #: off. Until the first flush the reservation extends the file (the reserved part reads as
+    #: zeros; flush() and close() cut it to the exact length); after a flush, and always with
+    #: trim_on_flush=False, it keeps the file's size (a committing stream never pays to cut it).
     preallocation_size: int = 1 << 20
+    #: What flush() leaves as the file's size. True: the data's exact length (a flush whose
+    #: data ends inside a block writes that block padded with zeros, then truncates the file
+    #: back and re-reserves the space the truncate freed: two more operations per commit).
+    #: False (Seastar's behaviour, the cheap commit: a write and an fdatasync): the file stays
+    #: rounded up to the write alignment until close(), the bytes from ``durable_position`` to
+    #: the end of the block reading as zeros; readers and recovery must expect that padding
+    #: (read up to ``durable_position``, or stop at zeros). close() always cuts the file to
+    #: the data's length.
+    trim_on_flush: bool = True
     #: Scheduling class for the writes (None: the current one).
     io_class: Any = None
 
@@ -94,6 +105,7 @@ class FileOutputStreamOptions:
         _check_int_field("FileOutputStreamOptions", "buffer_size", self.buffer_size, 1, MAX_STREAM_BUFFER)
         _check_int_field("FileOutputStreamOptions", "write_behind", self.write_behind, 1, MAX_STREAM_DEPTH)
         _check_int_field("FileOutputStreamOptions", "preallocation_size", self.preallocation_size, 0, 1 << 62)
+        _check_bool_field("FileOutputStreamOptions", "trim_on_flush", self.trim_on_flush)
         _check_io_class_field("FileOutputStreamOptions", self.io_class)
 
 
@@ -507,13 +519,24 @@ class _Write:
 class FileOutputStream:
     """Sequential writer with write-behind; writable again after flush(), unlike Seastar's."""
 
-    def __init__(self, file: File, options: FileOutputStreamOptions, offset: int = 0, close_file: bool = True) -> None:
+    def __init__(self, file: File, options: FileOutputStreamOptions, offset: int = 0, close_file: bool = True,
+                 append: bool = False) -> None:
         _check_offset("make_file_output_stream", offset)
         if not isinstance(options, FileOutputStreamOptions):
             raise TypeError(f"make_file_output_stream: options must be a FileOutputStreamOptions or None, "
                             f"got {type(options).__name__}")
         align = file.disk_write_dma_alignment
-        if offset % align:
+        start = offset  # where the stream's data starts (append: the file's end)
+        tail = 0  # append: bytes of the file's last, partial block, read back before the first write
+        if append:
+            start = file.logical_size
+            tail = start % align
+            offset = start - tail
+            if tail and fcntl.fcntl(file.fileno(), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                raise ValueError(f"make_file_output_stream(append=True): {file.path!r} ends inside a block "
+                                 f"(size {start}, write alignment {align}); the stream reads that block back "
+                                 f"to rewrite it, but the file is open write-only: open it with OpenFlags.RW")
+        elif offset % align:
             raise ValueError(f"output stream offset {offset} is not a multiple of {align}, "
                              f"the write alignment of {file.path!r}")
         self._file = file
@@ -521,8 +544,9 @@ class FileOutputStream:
         self._align = align
         self._buffer_size = _round_up(options.buffer_size, align)
         self._buf: DmaBuffer | None = None
-        self._fill = 0  # bytes in _buf
+        self._fill = tail  # bytes in _buf (append: in the block still to be read back)
         self._pos = offset  # file position of _buf[0]
+        self._tail_unread = tail > 0  # append: _buf's first _fill bytes are still on disk only
         #: Background writes, oldest first. A buffer goes back to the pool when its entry is
         #: settled (the write has completed).
         self._inflight: collections.deque[_Write] = collections.deque()
@@ -538,11 +562,21 @@ class FileOutputStream:
         self._prealloc_end = offset
         self._start = offset
         self._grown = False  # a reservation made the file longer than the data: cut it at flush
-        self._tail_written = False  # _buf's partial content is on disk (flush), to be rewritten
+        #: Bytes at the front of _buf that a flush has written and that are on disk as they are
+        #: in _buf: the next flush writes from the block holding the first byte after them.
+        self._on_disk = 0
+        #: The furthest a padded tail write has reached (past the data when it ends inside a
+        #: block): the file must be cut back to the data when this is past it.
+        self._padded_end = start
+        #: Reservations keep the file's size (FALLOC_FL_KEEP_SIZE) once a stream that trims at
+        #: flush has flushed: growing the file would cost a truncate at every commit. Until
+        #: then, and always without trim_on_flush, they grow it: writes inside the file are
+        #: much cheaper than writes past its end (see _reserve_ahead).
+        self._keep_size = False
         # The turn: write(), flush() and close() from several tasks run one at a time, in call
         # order (FIFO). _turn_busy: a call holds it; waiters, oldest first, get it handed over.
-        self._durable = offset  # durable_position
-        self._written_end = offset  # end of the data written out and cut to length by a flush
+        self._durable = start  # durable_position
+        self._written_end = start  # end of the data written out and cut to length by a flush
         self._sync_running: asyncio.Future | None = None  # the fdatasync in progress (group commit)
         self._close_file = close_file
         self._turn_busy = False
@@ -653,6 +687,8 @@ class FileOutputStream:
 
     async def _write(self, data: Any, n: int) -> None:
         self._raise_if_failed("write")
+        if self._tail_unread:
+            await self._read_tail()
         done = 0
         while done < n:
             if self._buf is None:
@@ -667,6 +703,28 @@ class FileOutputStream:
                 except asyncio.CancelledError:
                     self._accept_rest(data, done, n)
                     raise
+
+    async def _read_tail(self) -> None:
+        """append: read the file's partial last block back into a fresh buffer, whose first
+        _fill bytes it becomes (later writes go on after them, and the block is rewritten
+        whole). Cancelled or failed: nothing changes, the next write() tries again."""
+        n = self._fill
+        file = self._file
+        size = _round_up(self._align, file.disk_read_dma_alignment)
+        rb = file.allocate_buffer(size)
+        try:  # released even if we are cancelled: freed when the read completes, not before
+            got = await file.dma_read(self._pos, rb, self._opts.io_class)
+            if got < n:
+                raise OSError(errno.EIO, f"append to {file.path!r}: the last block at {self._pos} read back "
+                                         f"{got} of its {n} bytes (was the file cut since the stream was made?)",
+                              file.path)
+            buf = file.allocate_buffer(self._buffer_size)
+            buf.copy_in(0, rb, 0, n)
+        finally:
+            rb.release()
+        self._buf = buf
+        self._on_disk = n  # on disk as in buf: the first flush rewrites this block, padded
+        self._tail_unread = False
 
     def _accept_rest(self, data: Any, done: int, n: int) -> None:
         """A cancelled write(): take the rest of ``data`` without waiting (see write())."""
@@ -706,7 +764,7 @@ class FileOutputStream:
         self._buf = None
         self._fill = 0
         self._pos = pos + len(buf)
-        self._tail_written = False
+        self._on_disk = 0
         self._pending.append((pos, buf))
 
     def _issue_pending(self) -> None:
@@ -767,10 +825,14 @@ class FileOutputStream:
         await self._drain()
         self._raise_if_failed("write")
         start = max(self._prealloc_end, size)
-        # Set first: if the caller is cancelled while fallocate runs, the reservation may still
-        # land, and flush() must then cut the file back to the data.
-        self._grown = True
-        if await self._reserve(start - start % step, end, 0):
+        if self._keep_size:
+            mode = FALLOC_FL_KEEP_SIZE
+        else:
+            mode = 0
+            # Set first: if the caller is cancelled while fallocate runs, the reservation may
+            # still land, and flush() must then cut the file back to the data.
+            self._grown = True
+        if await self._reserve(start - start % step, end, mode):
             self._prealloc_end = end
 
     async def _reserve(self, start: int, end: int, mode: int) -> bool:
@@ -862,37 +924,56 @@ class FileOutputStream:
         await self._write_tail()
         await self._drain()
         self._raise_if_failed("flush")
-        # The file ends where the data does: not at the padded tail, not at the reservation.
         end = self._pos + self._fill
-        if self._tail_written or self._grown:
+        # The file ends where the data does: not at the padded tail, not at the reservation
+        # (with trim_on_flush=False only at close: the padded tail stays until then). A commit
+        # whose data ends on a block boundary needs no truncate. Later reservations keep the
+        # size (see _keep_size).
+        self._keep_size = self._opts.trim_on_flush
+        if (final or self._opts.trim_on_flush) and (self._grown or self._padded_end > end):
             await self._file.truncate(end)
             self._grown = False
+            self._padded_end = end
             self._prealloc_end = min(self._prealloc_end, self._pos)
             if self._prealloc and not final:
                 # ftruncate freed the blocks reserved past the end (ext4): take them back without
                 # growing the file, so later writes still land in large extents.
                 step = self._prealloc
-                await self._reserve(end - end % step, _round_up(end + 1, step), FALLOC_FL_KEEP_SIZE)
+                if await self._reserve(end - end % step, _round_up(end + 1, step), FALLOC_FL_KEEP_SIZE):
+                    self._prealloc_end = _round_up(end + 1, step)
         self._written_end = end
         return end
 
     async def _write_tail(self) -> None:
-        if self._buf is None or self._fill == 0:
-            return
-        padded = _round_up(self._fill, self._align)
-        self._buf[self._fill:padded] = bytes(padded - self._fill)  # never write stale pool bytes
+        """Write the partial buffer padded to a block, from the first block a flush has not
+        written yet (a commit writes what it adds, not the whole buffer again)."""
+        buf = self._buf
+        fill = self._fill
+        if buf is None or fill == self._on_disk:
+            return  # nothing new since the last flush
+        padded = _round_up(fill, self._align)
+        buf[fill:padded] = bytes(padded - fill)  # never write stale pool bytes
         await self._drain()  # the tail buffer is reused after this write: nothing may race it
         self._raise_if_failed("flush")
-        pos = self._pos
+        skip = self._on_disk - self._on_disk % self._align
+        pos = self._pos + skip
+        if self._prealloc and self._pos + padded > self._prealloc_end:
+            # A committing stream reserves too: keeping the size if it trims at flush (no
+            # truncate to pay for the reservation), else growing it (the write lands inside).
+            self._keep_size = self._opts.trim_on_flush
+            await self._reserve_ahead(self._pos + padded)
+            self._raise_if_failed("flush")
         try:
-            got = await self._file.dma_write(pos, self._buf.trim(0, padded), self._opts.io_class)
+            got = await self._file.dma_write(pos, buf.trim(skip, padded - skip), self._opts.io_class)
         except OSError as e:
             self._error = e
             raise
-        if got != padded:
-            self._error = self._short_write(pos, got, padded)
+        if got != padded - skip:
+            self._error = self._short_write(pos, got, padded - skip)
             raise self._error
-        self._tail_written = True
+        self._on_disk = fill
+        if self._pos + padded > self._padded_end:
+            self._padded_end = self._pos + padded
 
     async def close(self) -> None:
         """Flush (tail padded, file cut to its length, fdatasync) and close the file (unless the
@@ -944,16 +1025,32 @@ def make_file_input_stream(file: File, offset: int = 0, length: int | None = Non
 
 
 def make_file_output_stream(file: File, options: FileOutputStreamOptions | None = None,
-                            offset: int = 0, *, close_file: bool = True) -> FileOutputStream:
-    """A write-behind output stream writing ``file`` from ``offset``.
+                            offset: int | None = None, *, close_file: bool = True,
+                            append: bool = False) -> FileOutputStream:
+    """A write-behind output stream writing ``file`` from ``offset`` (default 0), or from its
+    end with ``append=True``.
 
     ``offset`` must be a multiple of ``file.disk_write_dma_alignment`` (the stream writes whole
     blocks: it starts a block, it never reads one back); what the file held from there on is
-    overwritten, and close() cuts the file to the stream's end. close() closes ``file`` too,
-    unless ``close_file=False``.
+    overwritten, and close() cuts the file to the stream's end.
+
+    ``append=True`` continues the file after its last byte (``file.logical_size`` when the
+    stream is made): ``position`` and ``durable_position`` start there. When the file ends
+    inside a block, the first write() reads that block back and the stream rewrites it with
+    the old bytes kept (the file must then be open for reading too, OpenFlags.RW: ValueError
+    otherwise). ``offset`` cannot be given with it.
+
+    close() closes ``file`` too, unless ``close_file=False``.
     """
     _check_close_file("make_file_output_stream", close_file)
-    return FileOutputStream(file, options or FileOutputStreamOptions(), offset, close_file)
+    if not isinstance(append, bool):
+        raise TypeError(f"make_file_output_stream: append must be True or False, "
+                        f"got {type(append).__name__} {append!r}")
+    if append and offset is not None:
+        raise ValueError(f"make_file_output_stream: append=True writes from the end of the file; "
+                         f"offset= cannot be given with it (got offset={offset!r})")
+    return FileOutputStream(file, options or FileOutputStreamOptions(), 0 if offset is None else offset,
+                            close_file, append)
 
 
 def _check_close_file(op: str, close_file: Any) -> None:
