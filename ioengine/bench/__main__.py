@@ -6,6 +6,7 @@
     ioengine-bench compare --smp 2             # each row on 2 shards vs fio numjobs=2 (QD per shard / job)
     ioengine-bench compare --rows randread-qd1,read-stream --json r.json --markdown r.md --chart r.png
     ioengine-bench run job.fio [--output-format json]   # a fio job file, run through ioengine
+    ioengine-bench run --list-options          # the fio options it runs, with fio's meaning
     ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
     ioengine-bench sched                       # the disk scheduler on the real disk
     ioengine-bench smp                         # cross-shard round trips vs a multiprocessing Pipe
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("demo", help="= compare --quick (what `make demo` runs)")
     _add_compare_arguments(s)
     s = sub.add_parser("run", help="run a fio job file through ioengine; fio-like output")
-    s.add_argument("job_file", help="fio job file (INI); see ioengine/bench/jobfile.py for the supported options")
+    s.add_argument("job_file", nargs="?", help="fio job file (INI); --list-options shows the options it may use")
+    s.add_argument("--list-options", action="store_true",
+                   help="print the fio options ioengine runs, with fio's meaning, and exit")
     s.add_argument("--output-format", choices=("normal", "json"), default="normal",
                    help="normal: fio's text summary; json: fio's JSON schema (fields ioengine measures)")
     add_reactor_arguments(s)
@@ -228,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--calibration", choices=CALIBRATIONS, default=DEFAULT_CALIBRATION,
                    help="without --io-properties-file: iotune (the disk at depth, ~12 s) "
                         "or builtin (the engine's ceiling)")
+    s.add_argument("--smp", type=_positive_int, default=1,
+                   help="spread the classes over this many shards (ioengine.bench.sched_smp)")
     s = sub.add_parser("smp", help="cross-shard round trips (latency, rate) vs a multiprocessing Pipe")
     s.add_argument("--count", type=_positive_int, default=20000, help="single round trips timed per round")
     s.add_argument("--seconds", type=_positive_float, default=2.0, help="duration of the pipelined run")
@@ -245,14 +250,15 @@ def main(argv: list[str] | None = None) -> int:
             from .sched import main_sched
 
             main_sched(os.path.abspath(args.file), args.size, args.seconds, args.io_properties_file, args.rounds,
-                       calibration=args.calibration)
+                       calibration=args.calibration, smp=args.smp)
             return 0
         if args.command in ("compare", "demo"):
             return _run_compare(args)
         if args.command == "run":
             from .runjob import main_run
 
-            return main_run(args.job_file, reactor_options_from_args(args), args.output_format)
+            return main_run(args.job_file, reactor_options_from_args(args), args.output_format,
+                            list_options=args.list_options)
         rw = args.command.removeprefix("stream-")
         api = "stream" if args.command.startswith("stream-") else "file"
         compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth, api=api), args.seconds,

@@ -41,10 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "ASYNC_ENGINES",
     "JobFileError",
     "JobSpec",
     "SUPPORTED_OPTIONS",
+    "SYNC_ENGINES",
     "SourceLine",
+    "options_help",
     "parse_job_file",
     "parse_job_text",
     "parse_size",
@@ -91,6 +94,21 @@ class JobFileError(ValueError):
         self.line = line
         self.option = option
         self.detail = message
+        #: Every problem found (this one alone unless :meth:`combine` made it).
+        self.errors: list[JobFileError] = [self]
+
+    @classmethod
+    def combine(cls, errors: Sequence[JobFileError]) -> JobFileError:
+        """One error reporting all of ``errors`` (the first one's attributes, each one's line)."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        unsupported = sum(1 for e in errors if e.option is not None)
+        head = (f"{len(errors)} problems ({unsupported} with options) ioengine cannot run as written:")
+        body = "\n".join(str(e) for e in errors)
+        err = cls(head + "\n" + body, source=first.source, option=first.option)
+        err.line, err.detail, err.errors = first.line, first.detail, list(errors)
+        return err
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,13 +155,77 @@ class JobSpec:
     ramp_time_s: float = 0.0
     numjobs: int = 1
     direct: bool = False
-    ioengine: str | None = None  # fio's engine; recorded for to_fio_args, not used by ioengine
+    ioengine: str | None = None  # one of SYNC_ENGINES or ASYNC_ENGINES (None: fio's default psync)
     group_reporting: bool = False
     stonewall: bool = False
     randrepeat: bool = True
     norandommap: bool = False
     thread: bool = False
     kb_base: int = 1024
+    # -- engine: fio's ioengine decides how many I/Os a job keeps in flight
+    # (the sync family: one; libaio/io_uring/posixaio: iodepth).  None: fio's default, psync.
+    # -- block sizes: (read, write) pairs; bsrange/bssplit override bs when set.
+    bs_range: tuple[tuple[int, int], tuple[int, int]] | None = None
+    bssplit: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] | None = None
+    blockalign: tuple[int, int] | None = None  # None: the minimum block size of the direction
+    # -- random offsets
+    random_distribution: str = "random"  # random, zipf, pareto, normal, zoned, zoned_abs
+    random_params: tuple[float, ...] = ()  # zipf: (theta,), pareto: (h,), normal: (sigma%,)
+    random_zones: tuple[tuple[float, float], ...] = ()  # zoned: (access %, range % or bytes)
+    randseed: int = 0x89  # fio's default seed
+    allrandrepeat: bool = False
+    # -- files
+    filesize: int | None = None  # per file (default: size / nrfiles)
+    nrfiles: int = 1
+    filename_format: str = "$jobname.$jobnum.$filenum"
+    openfiles: int | None = None
+    file_service_type: str = "roundrobin"  # roundrobin, sequential, random
+    file_service_nr: int = 1  # I/Os on one file before switching
+    create_on_open: bool = False
+    unlink: bool = False
+    offset_increment: int = 0
+    # -- how much
+    io_size: int | None = None  # bytes to transfer (default: size)
+    number_ios: int | None = None
+    loops: int = 1
+    # -- pacing: (read, write) bytes/s or IOPS; 0 = no limit
+    rate: tuple[int, int] = (0, 0)
+    rate_iops: tuple[int, int] = (0, 0)
+    rate_min: tuple[int, int] = (0, 0)
+    rate_iops_min: tuple[int, int] = (0, 0)
+    rate_process: str = "linear"  # linear or poisson
+    thinktime_s: float = 0.0
+    thinktime_blocks: int = 1
+    startdelay_s: float = 0.0
+    # -- syncs
+    fsync: int = 0  # fsync after this many writes (0: never)
+    fdatasync: int = 0
+    end_fsync: bool = False
+    fsync_on_close: bool = False
+    # -- write buffer contents
+    zero_buffers: bool = False
+    refill_buffers: bool = False
+    scramble_buffers: bool = True
+    buffer_pattern: bytes | None = None
+    buffer_compress_percentage: int | None = None
+    buffer_compress_chunk: int = 512
+    # -- verify
+    verify: str | None = None  # md5, crc32c, crc32, sha1, sha256, sha512, pattern, meta, null
+    verify_pattern: bytes | None = None
+    verify_fatal: bool = False
+    do_verify: bool = True
+    verify_backlog: int = 0
+    verify_interval: int | None = None
+    # -- logs (file name prefixes) and their averaging period
+    write_bw_log: str | None = None
+    write_lat_log: str | None = None
+    write_iops_log: str | None = None
+    log_avg_msec: int = 0
+    #: option (as written) -> value (as written), for every option set; ``own`` are those set
+    #: in the job's own section (fio's "job options"), the rest came from [global].
+    written: dict[str, str] = field(default_factory=dict)
+    own: set[str] = field(default_factory=set)
+    global_written: dict[str, str] = field(default_factory=dict)
     sources: dict[str, SourceLine] = field(default_factory=dict)
 
     @property
@@ -169,13 +251,48 @@ class JobSpec:
     def does_writes(self) -> bool:
         return self.read_fraction < 1.0
 
-    def file_path(self, clone: int = 0) -> str:
-        """The file this job (clone number ``clone``) uses, as fio would name it.
+    @property
+    def sync_engine(self) -> bool:
+        """A synchronous fio engine (psync, fio's default, included): one I/O in flight."""
+        return self.ioengine is None or self.ioengine in SYNC_ENGINES
 
-        ``filename`` if given (one file shared by all clones), else fio's default
-        ``NAME.CLONE.0``; relative names are placed in ``directory`` (default: cwd).
+    @property
+    def depth(self) -> int:
+        """I/Os in flight per clone: 1 for the sync engines (fio ignores their iodepth)."""
+        return 1 if self.sync_engine else self.iodepth
+
+    def block_sizes(self, d: int) -> tuple[int, int]:
+        """(smallest, largest) block size of direction ``d`` (0 read, 1 write)."""
+        if self.bssplit is not None:
+            sizes = [b for b, _ in self.bssplit[d]]
+            return min(sizes), max(sizes)
+        if self.bs_range is not None:
+            return self.bs_range[d]
+        bs = self.bs if d == 0 else self.bs_write
+        return bs, bs
+
+    def align(self, d: int) -> int:
+        """Random offsets are multiples of this (fio's blockalign; default the minimum bs)."""
+        if self.blockalign is not None:
+            return self.blockalign[d]
+        return self.block_sizes(d)[0]
+
+    def file_paths(self, clone: int = 0) -> list[str]:
+        """Every file clone ``clone`` uses (``nrfiles`` of them), as fio names them."""
+        return [self.file_path(clone, n) for n in range(self.nrfiles)]
+
+    def file_path(self, clone: int = 0, filenum: int = 0) -> str:
+        """The file this job (clone number ``clone``, file ``filenum``) uses, as fio names it.
+
+        ``filename`` if given (one file shared by all clones), else ``filename_format``
+        (fio's default ``$jobname.$jobnum.$filenum``); relative names are placed in
+        ``directory`` (default: cwd).
         """
-        name = self.filename if self.filename is not None else f"{self.name}.{clone}.0"
+        if self.filename is not None:
+            name = self.filename
+        else:
+            name = (self.filename_format.replace("$jobname", self.name)
+                    .replace("$jobnum", str(clone)).replace("$filenum", str(filenum)))
         if os.path.isabs(name) or self.directory is None:
             return name
         return os.path.join(self.directory, name)
@@ -249,6 +366,12 @@ class JobSpec:
             args.append("--group_reporting")
         if self.stonewall:
             args.append("--stonewall")
+        # Everything else as written (sizes in the file's kb_base, which goes first).
+        extra = [(k, v) for k, v in self.written.items()
+                 if _ALIASES.get(k, k) not in _NORMALISED and _OPTIONS.get(_ALIASES.get(k, k), (None,))[0] is not _noop]
+        if extra and self.kb_base != 1024:
+            args.append(f"--kb_base={self.kb_base}")
+        args.extend(f"--{k}={v}" if v else f"--{k}" for k, v in extra)
         return args
 
 
@@ -563,41 +686,402 @@ def _opt_name(spec: JobSpec, value: str | None, src: SourceLine, option: str) ->
     spec.name = _need_value(value, src, option, "a job name")
 
 
-# canonical name -> handler.  Order of insertion is the order shown in error messages.
-_HANDLERS: dict[str, _Handler] = {
-    "name": _opt_name,
-    "description": _str_setter("description"),
-    "rw": _opt_rw,
-    "rwmixread": _opt_rwmixread,
-    "rwmixwrite": _opt_rwmixwrite,
-    "bs": _opt_bs,
-    "iodepth": _opt_iodepth,
-    "size": _opt_size,
-    "offset": _opt_offset,
-    "filename": _opt_filename,
-    "directory": _opt_directory,
-    "runtime": _opt_runtime,
-    "time_based": _flag_setter("time_based", flag=True),
-    "ramp_time": _opt_ramp_time,
-    "numjobs": _opt_numjobs,
-    "direct": _flag_setter("direct", flag=False),
-    "ioengine": _str_setter("ioengine"),
-    "group_reporting": _flag_setter("group_reporting", flag=True),
-    "stonewall": _flag_setter("stonewall", flag=True),
-    "randrepeat": _flag_setter("randrepeat", flag=False),
-    "norandommap": _flag_setter("norandommap", flag=True),
-    "thread": _flag_setter("thread", flag=True),
-    "kb_base": _opt_kb_base,
+#: fio's synchronous engines: one I/O in flight per job whatever iodepth says.
+SYNC_ENGINES = ("sync", "psync", "vsync", "pvsync", "pvsync2")
+#: fio's asynchronous block/file engines: iodepth I/Os in flight.
+ASYNC_ENGINES = ("libaio", "io_uring", "posixaio")
+
+
+def _opt_ioengine(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "an engine such as psync, libaio or io_uring")
+    if v not in SYNC_ENGINES and v not in ASYNC_ENGINES:
+        raise src.error(
+            f"ioengine={v} is not supported: ioengine-bench runs fio's block/file engines only "
+            f"({', '.join(SYNC_ENGINES + ASYNC_ENGINES)}); {v} does other I/O than local reads and writes",
+            option)
+    spec.ioengine = v
+
+
+def _pair(spec: JobSpec, value: str | None, src: SourceLine, option: str,
+          parse: Callable[[str], int], form: str) -> tuple[int, int]:
+    """fio's "R,W" values: one value for both, or per direction (an empty field keeps the default)."""
+    v = _need_value(value, src, option, form)
+    parts = [p.strip() for p in v.split(",")]
+    if len(parts) > 3:
+        raise src.error(f"bad value {v!r} for '{option}': expected at most READ,WRITE,TRIM", option)
+    r = parse(parts[0]) if parts[0] else 0
+    w = parse(parts[1]) if len(parts) > 1 and parts[1] else (0 if len(parts) > 1 else r)
+    return r, w
+
+
+def _sizes_pair(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> tuple[int, int]:
+    return _pair(spec, value, src, option, lambda p: _size_value(spec, p, src, option),
+                 f"a size, or READ,WRITE sizes such as {option}=1m,2m")
+
+
+def _ints_pair(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> tuple[int, int]:
+    def one(p: str) -> int:
+        if not re.fullmatch(r"\d+", p):
+            raise src.error(f"bad value {p!r} for '{option}': expected an integer{_arith_hint(p)}", option)
+        return int(p)
+    return _pair(spec, value, src, option, one, f"a number, or READ,WRITE numbers such as {option}=100,50")
+
+
+def _opt_bsrange(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "MIN-MAX, or READMIN-READMAX,WRITEMIN-WRITEMAX")
+    ranges: list[tuple[int, int]] = []
+    for part in v.split(",")[:2]:
+        lo_s, dash, hi_s = part.partition("-")
+        lo = _size_value(spec, lo_s.strip(), src, option)
+        hi = _size_value(spec, hi_s.strip(), src, option) if dash else lo
+        if lo <= 0 or hi < lo:
+            raise src.error(f"bad value {v!r} for '{option}': expected MIN-MAX with 0 < MIN <= MAX", option)
+        ranges.append((lo, hi))
+    spec.bs_range = (ranges[0], ranges[1] if len(ranges) > 1 else ranges[0])
+    spec.bssplit = None
+
+
+def _opt_bssplit(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "BS/PERCENT:BS/PERCENT..., e.g. 4k/60:64k/40")
+    dirs: list[tuple[tuple[int, int], ...]] = []
+    for part in v.split(",")[:2]:
+        entries: list[tuple[int, int | None]] = []
+        for item in part.split(":"):
+            bs_s, slash, pct_s = item.partition("/")
+            bs = _size_value(spec, bs_s.strip(), src, option)
+            if bs <= 0:
+                raise src.error(f"bad value {v!r} for '{option}': block size must be > 0", option)
+            if slash and pct_s.strip():
+                if not re.fullmatch(r"\d+", pct_s.strip()):
+                    raise src.error(f"bad percentage {pct_s!r} in '{option}': expected an integer 0..100", option)
+                entries.append((bs, int(pct_s)))
+            else:
+                entries.append((bs, None))
+        given = sum(p for _, p in entries if p is not None)
+        unset = [i for i, (_, p) in enumerate(entries) if p is None]
+        if given > 100 or (not unset and given != 100):
+            raise src.error(f"bad value {v!r} for '{option}': the percentages must add up to 100", option)
+        # fio shares what is left equally among the entries without a percentage.
+        share = (100 - given) // len(unset) if unset else 0
+        done = tuple((b, p if p is not None else share) for b, p in entries)
+        dirs.append(tuple(e for e in done if e[1] > 0))
+    spec.bssplit = (dirs[0], dirs[1] if len(dirs) > 1 else dirs[0])
+    spec.bs_range = None
+
+
+def _opt_blockalign(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    r, w = _sizes_pair(spec, value, src, option)
+    spec.blockalign = (r or w, w or r)
+
+
+_DISTRIBUTIONS = {"random": 0, "zipf": 1, "pareto": 1, "normal": 1, "gauss": 1, "zoned": -1, "zoned_abs": -1}
+
+
+def _opt_random_distribution(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "random, zipf:THETA, pareto:H, normal:SIGMA, zoned:A/R:...")
+    kind, _, rest = v.partition(":")
+    if kind not in _DISTRIBUTIONS:
+        raise src.error(f"bad value {v!r} for '{option}': expected random, zipf:THETA, pareto:H, normal:SIGMA "
+                        f"(or gauss), zoned:ACCESS%/RANGE%:... or zoned_abs:ACCESS%/SIZE:...", option)
+    kind = "normal" if kind == "gauss" else kind
+    spec.random_distribution, spec.random_params, spec.random_zones = kind, (), ()
+    if kind == "random":
+        return
+    if kind in ("zoned", "zoned_abs"):
+        zones: list[tuple[float, float]] = []
+        for item in rest.split(","
+                               )[0].split(":"):
+            a_s, slash, r_s = item.partition("/")
+            try:
+                access = float(a_s)
+                rng = float(r_s) if kind == "zoned" else float(_size_value(spec, r_s, src, option))
+            except ValueError:
+                rng, access = -1.0, -1.0
+            if not slash or access < 0 or rng <= 0:
+                raise src.error(f"bad zone {item!r} in '{option}': expected ACCESS%/"
+                                f"{'RANGE%' if kind == 'zoned' else 'SIZE'}", option)
+            zones.append((access, rng))
+        if abs(sum(a for a, _ in zones) - 100) > 1e-9:
+            raise src.error(f"bad value {v!r} for '{option}': the zones' access percentages must add up to 100",
+                            option)
+        if kind == "zoned" and sum(r for _, r in zones) > 100 + 1e-9:
+            raise src.error(f"bad value {v!r} for '{option}': the zones' ranges add up to more than 100%", option)
+        spec.random_zones = tuple(zones)
+        return
+    try:
+        params = tuple(float(x) for x in rest.split(":") if x != "")
+    except ValueError:
+        params = ()
+    if not params:
+        raise src.error(f"{option}={kind} needs its parameter, e.g. {kind}:"
+                        f"{ {'zipf': '1.2', 'pareto': '0.2', 'normal': '10'}[kind] }", option)
+    p = params[0]
+    if (kind == "zipf" and (p <= 0 or p == 1.0)) or (kind == "pareto" and not 0 < p < 1) or \
+            (kind == "normal" and not 0 < p <= 100):
+        bound = {"zipf": "> 0 and not 1", "pareto": "in (0, 1)", "normal": "in (0, 100] (percent)"}[kind]
+        raise src.error(f"bad value {v!r} for '{option}': the {kind} parameter must be {bound}", option)
+    spec.random_params = params[:1]
+
+
+def _opt_randseed(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "an integer")
+    try:
+        spec.randseed = int(v, 0)
+    except ValueError:
+        raise src.error(f"bad value {v!r} for '{option}': expected an integer", option) from None
+
+
+def _opt_filesize(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "a size such as 64m")
+    if "-" in v:
+        raise src.error(f"{option}={v}: a range of file sizes is not supported by ioengine; give one size", option)
+    n = _size_value(spec, v, src, option)
+    if n <= 0:
+        raise src.error(f"bad value {v!r} for '{option}': size must be > 0", option)
+    spec.filesize = n
+
+
+def _opt_file_service_type(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "roundrobin, sequential or random, optionally :N")
+    kind, colon, n = v.partition(":")
+    if kind not in ("roundrobin", "sequential", "random") or (colon and not n.isdigit()):
+        raise src.error(f"bad value {v!r} for '{option}': expected roundrobin, sequential or random, "
+                        f"optionally with :N (I/Os per file before switching); fio's zipf/pareto/normal "
+                        f"file choice is not supported by ioengine", option)
+    spec.file_service_type = kind
+    spec.file_service_nr = int(n) if colon else 1
+
+
+def _opt_rate_process(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "linear or poisson")
+    if v not in ("linear", "poisson"):
+        raise src.error(f"bad value {v!r} for '{option}': expected linear or poisson", option)
+    spec.rate_process = v
+
+
+def _opt_thinktime(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "a time, microseconds by default (e.g. 100, 2ms)")
+    # fio's thinktime is in microseconds unless a unit says otherwise.
+    spec.thinktime_s = parse_time(v) / 1e6 if re.fullmatch(r"\d+", v) else _time_value(v, src, option)
+
+
+def _pattern_value(value: str | None, src: SourceLine, option: str) -> bytes:
+    v = _need_value(value, src, option, "0xHEX, a number, or a \"string\"")
+    out = bytearray()
+    for token in re.findall(r'"[^"]*"|\'[^\']*\'|0[xX][0-9a-fA-F]+|\d+|\S', v):
+        if token[0] in "\"'":
+            out += token[1:-1].encode()
+        elif token.lower().startswith("0x"):
+            h = token[2:]
+            out += bytes.fromhex(h if len(h) % 2 == 0 else "0" + h)
+        elif token.isdigit():
+            n = int(token)
+            out += n.to_bytes(max(1, (n.bit_length() + 7) // 8), "little")
+        else:
+            raise src.error(f"bad value {v!r} for '{option}': expected 0xHEX, a decimal number or a \"string\" "
+                            f"(fio's %o offset format is not supported by ioengine)", option)
+    if not out:
+        raise src.error(f"option '{option}' needs a non-empty pattern", option)
+    return bytes(out)
+
+
+_VERIFY_KINDS = ("md5", "crc32c", "crc32c-intel", "crc32", "sha1", "sha256", "sha512", "pattern", "meta", "null")
+
+
+def _opt_verify(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, ", ".join(_VERIFY_KINDS))
+    if v == "0":
+        spec.verify = None
+        return
+    if v not in _VERIFY_KINDS:
+        raise src.error(f"verify={v} is not supported by ioengine: use one of {', '.join(_VERIFY_KINDS)}", option)
+    spec.verify = "crc32c" if v == "crc32c-intel" else v
+
+
+def _opt_log(attr: str) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        # fio: the option alone uses the job name as the log's prefix ("" here, resolved per job).
+        setattr(spec, attr, value or "")
+    return handler
+
+
+def _int_setter(attr: str, lo: int, hi: int | None = None) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        setattr(spec, attr, _int_value(value, src, option, lo, hi))
+    return handler
+
+
+def _size_setter(attr: str, *, positive: bool = True) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        v = _need_value(value, src, option, "a size such as 4k or 1g")
+        n = _size_value(spec, v, src, option)
+        if positive and n <= 0:
+            raise src.error(f"bad value {v!r} for '{option}': must be > 0", option)
+        setattr(spec, attr, n)
+    return handler
+
+
+def _time_setter(attr: str) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        setattr(spec, attr, _time_value(value, src, option))
+    return handler
+
+
+def _pair_setter(attr: str, sizes: bool) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        setattr(spec, attr, (_sizes_pair if sizes else _ints_pair)(spec, value, src, option))
+    return handler
+
+
+def _pattern_setter(attr: str) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        setattr(spec, attr, _pattern_value(value, src, option))
+    return handler
+
+
+def _opt_buffered(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    spec.direct = not _bool_value(value, src, option, flag=True)
+
+
+def _opt_nrfiles(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    spec.nrfiles = _int_value(value, src, option, 1, 1 << 20)
+
+
+def _noop(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    pass
+
+
+_Opt = tuple[_Handler, str]
+# canonical name -> (handler, fio's meaning and how ioengine runs it).  --list-options prints these.
+_OPTIONS: dict[str, _Opt] = {
+    "name": (_opt_name, "job name (in [global]: accepted and ignored, as fio does; jobs are named by sections)"),
+    "description": (_str_setter("description"), "free text describing the job"),
+    "rw": (_opt_rw, "I/O pattern: read, write, randread, randwrite, rw/readwrite, randrw"),
+    "rwmixread": (_opt_rwmixread, "percent of reads in rw/randrw (default 50)"),
+    "rwmixwrite": (_opt_rwmixwrite, "percent of writes in rw/randrw"),
+    "bs": (_opt_bs, "block size, or READ,WRITE[,TRIM] sizes (default 4k)"),
+    "bsrange": (_opt_bsrange, "block sizes drawn from MIN-MAX (multiples of MIN), per direction READ,WRITE"),
+    "bssplit": (_opt_bssplit, "block size mix BS/PCT:BS/PCT..., per direction READ,WRITE"),
+    "blockalign": (_opt_blockalign, "random offsets aligned to this (default: the minimum block size)"),
+    "iodepth": (_opt_iodepth, "I/Os in flight per job for libaio/io_uring/posixaio (the sync engines: 1)"),
+    "ioengine": (_opt_ioengine, "how fio issues I/O: sync/psync/vsync/pvsync/pvsync2 one at a time; libaio/"
+                                "io_uring/posixaio at iodepth. ioengine carries them all on its reactor"),
+    "size": (_opt_size, "bytes of the job's files to cover (or N% of an existing file)"),
+    "filesize": (_opt_filesize, "size of each file (default size / nrfiles)"),
+    "nrfiles": (_opt_nrfiles, "files per job (default 1)"),
+    "filename_format": (_str_setter("filename_format"), "file names made from $jobname, $jobnum, $filenum"),
+    "openfiles": (_int_setter("openfiles", 1), "files open at once (accepted: ioengine keeps a job's files open)"),
+    "file_service_type": (_opt_file_service_type, "how I/O moves between a job's files: roundrobin (default), "
+                                                  "sequential, random, optionally :N I/Os per switch"),
+    "offset": (_opt_offset, "start of the I/O region in each file (bytes or N%)"),
+    "offset_increment": (_size_setter("offset_increment", positive=False),
+                         "clone N of numjobs starts at offset + N * offset_increment"),
+    "io_size": (_size_setter("io_size"), "bytes to transfer (default size; may loop over the region)"),
+    "number_ios": (_int_setter("number_ios", 1), "stop after this many I/Os"),
+    "loops": (_int_setter("loops", 1), "repeat the job this many times"),
+    "filename": (_opt_filename, "the file (shared by all clones); default from filename_format"),
+    "directory": (_opt_directory, "where relative file names live"),
+    "runtime": (_opt_runtime, "stop after this long (seconds unless a unit is given)"),
+    "time_based": (_flag_setter("time_based", flag=True), "run for runtime even when size is done (loops)"),
+    "ramp_time": (_opt_ramp_time, "run this long before measuring"),
+    "startdelay": (_time_setter("startdelay_s"), "wait this long before the job starts"),
+    "numjobs": (_opt_numjobs, "clones of the job running concurrently"),
+    "direct": (_flag_setter("direct", flag=False), "O_DIRECT; ioengine always does it (direct=0 is refused)"),
+    "buffered": (_opt_buffered, "the opposite of direct; buffered=1 is refused"),
+    "thread": (_flag_setter("thread", flag=True), "threads instead of processes (no difference here: one reactor)"),
+    "group_reporting": (_flag_setter("group_reporting", flag=True), "report a job's clones as one entry"),
+    "stonewall": (_flag_setter("stonewall", flag=True), "wait for the jobs before this one to finish"),
+    "new_group": (_noop, "start a new reporting group (accepted; groups follow stonewall)"),
+    "randrepeat": (_flag_setter("randrepeat", flag=False), "same random offsets in every run (default 1)"),
+    "allrandrepeat": (_flag_setter("allrandrepeat", flag=False), "every random choice repeatable"),
+    "randseed": (_opt_randseed, "the seed of the repeatable random sequences (default 0x89)"),
+    "norandommap": (_flag_setter("norandommap", flag=True), "random offsets may repeat within a pass"),
+    "random_distribution": (_opt_random_distribution, "random (uniform), zipf:THETA, pareto:H, normal:SIGMA%, "
+                                                      "zoned:ACCESS%/RANGE%:..., zoned_abs:ACCESS%/SIZE:..."),
+    "rate": (_pair_setter("rate", True), "cap bandwidth, bytes/s (R,W)"),
+    "rate_iops": (_pair_setter("rate_iops", False), "cap IOPS (R,W)"),
+    "rate_min": (_pair_setter("rate_min", True), "fail the job when bandwidth falls below this (checked each s)"),
+    "rate_iops_min": (_pair_setter("rate_iops_min", False), "fail the job when IOPS fall below this"),
+    "rate_process": (_opt_rate_process, "linear (even spacing) or poisson (exponential gaps)"),
+    "thinktime": (_opt_thinktime, "pause after each I/O (microseconds by default)"),
+    "thinktime_blocks": (_int_setter("thinktime_blocks", 1), "I/Os between thinktime pauses"),
+    "fsync": (_int_setter("fsync", 0), "sync the file after this many writes (ioengine: fdatasync, the same "
+                                       "for a laid-out file)"),
+    "fdatasync": (_int_setter("fdatasync", 0), "fdatasync after this many writes"),
+    "end_fsync": (_flag_setter("end_fsync", flag=False), "sync the files when the job ends"),
+    "fsync_on_close": (_flag_setter("fsync_on_close", flag=False), "sync each file as it is closed"),
+    "create_on_open": (_flag_setter("create_on_open", flag=False), "create files when opened (accepted: ioengine "
+                                                                   "lays them out before the run, as fio's default)"),
+    "unlink": (_flag_setter("unlink", flag=False), "delete the job's files when it ends"),
+    "zero_buffers": (_flag_setter("zero_buffers", flag=True), "write zeros"),
+    "refill_buffers": (_flag_setter("refill_buffers", flag=True), "new random data for every write"),
+    "scramble_buffers": (_flag_setter("scramble_buffers", flag=False), "stamp each write so no two are equal "
+                                                                       "(default 1)"),
+    "buffer_pattern": (_pattern_setter("buffer_pattern"), "fill write buffers with this pattern"),
+    "buffer_compress_percentage": (_int_setter("buffer_compress_percentage", 0, 100),
+                                   "make written data this compressible (that share of each chunk is zeros)"),
+    "buffer_compress_chunk": (_size_setter("buffer_compress_chunk"), "granule of buffer_compress_percentage"),
+    "verify": (_opt_verify, "check written data: write a checksummed header per block, read it back"),
+    "verify_pattern": (_pattern_setter("verify_pattern"), "the pattern of verify=pattern"),
+    "verify_fatal": (_flag_setter("verify_fatal", flag=False), "stop the job at the first mismatch"),
+    "do_verify": (_flag_setter("do_verify", flag=False), "run the verify phase after writing (default 1)"),
+    "verify_backlog": (_int_setter("verify_backlog", 0), "verify after every N writes instead of at the end"),
+    "verify_interval": (_size_setter("verify_interval"), "checksum granule (default: the block size)"),
+    "write_bw_log": (_opt_log("write_bw_log"), "log bandwidth: PREFIX_bw.N.log (fio's format)"),
+    "write_lat_log": (_opt_log("write_lat_log"), "log latencies: PREFIX_lat/_clat/_slat.N.log"),
+    "write_iops_log": (_opt_log("write_iops_log"), "log IOPS: PREFIX_iops.N.log"),
+    "log_avg_msec": (_int_setter("log_avg_msec", 0), "average log entries over this period"),
+    "kb_base": (_opt_kb_base, "1024 (default) or 1000: what k means in sizes"),
 }
+# Options that only change what fio measures or prints, or how it sets up: no-ops here.
+for _name, _meaning in (
+        ("gtod_reduce", "fewer clock reads"), ("disable_lat", "skip total latency"),
+        ("disable_clat", "skip completion latency"), ("disable_slat", "skip submission latency"),
+        ("disable_bw_measurement", "skip bandwidth samples"), ("clat_percentiles", "report clat percentiles"),
+        ("lat_percentiles", "report lat percentiles"), ("slat_percentiles", "report slat percentiles"),
+        ("invalidate", "drop the page cache first (O_DIRECT has none)"),
+        ("allow_file_create", "fio may create files"), ("create_serialize", "lay out files one at a time"),
+        ("fallocate", "preallocate files (ioengine writes them out)"), ("exitall", "end all jobs when one ends"),
+        ("per_job_logs", "one log per clone"), ("log_offset", "offsets in logs (ioengine always writes them)"),
+        ("clocksource", "which clock fio reads"), ("overwrite", "lay out before writing (ioengine always does)")):
+    _OPTIONS[_name] = (_noop, f"{_meaning} (accepted; no difference to ioengine's run)")
 _ALIASES = {
     "readwrite": "rw",
     "blocksize": "bs",
     "wait_for_previous": "stonewall",
+    "timeout": "runtime",
+    "fileoffset": "offset",
+    "blocksize_range": "bsrange",
+    "ba": "blockalign",
+    "nr_files": "nrfiles",
+    "io_limit": "io_size",
+    "ratemin": "rate_min",
+    "allrandrepeat": "allrandrepeat",
+    "random_distribution": "random_distribution",
+    "disable_bw": "disable_bw_measurement",
 }
 #: Every option name ioengine accepts in a job file (fio's aliases included).
-SUPPORTED_OPTIONS: tuple[str, ...] = tuple(sorted([*_HANDLERS, *_ALIASES]))
+SUPPORTED_OPTIONS: tuple[str, ...] = tuple(sorted({*_OPTIONS, *_ALIASES}))
+# Options to_fio_args writes from the parsed values (the rest it passes on as written).
+_NORMALISED = {"name", "description", "rw", "rwmixread", "rwmixwrite", "bs", "iodepth", "ioengine", "direct",
+               "buffered", "numjobs", "size", "offset", "filename", "directory", "runtime", "time_based",
+               "ramp_time", "randrepeat", "norandommap", "thread", "group_reporting", "stonewall", "kb_base"}
 # Which source key an option records under (rwmixwrite is stored as rwmixread).
-_RECORD_AS = {"rwmixwrite": "rwmixread"}
+_RECORD_AS = {"rwmixwrite": "rwmixread", "buffered": "direct"}
+
+
+def options_help() -> str:
+    """The supported options, one a line with fio's meaning (``ioengine-bench run --list-options``)."""
+    aliases: dict[str, list[str]] = {}
+    for a, c in _ALIASES.items():
+        if a != c:
+            aliases.setdefault(c, []).append(a)
+    width = max(len(n) for n in _OPTIONS)
+    lines = []
+    for name in sorted(_OPTIONS):
+        extra = f" (alias: {', '.join(aliases[name])})" if name in aliases else ""
+        lines.append(f"{name:<{width}}  {_OPTIONS[name][1]}{extra}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -659,48 +1143,61 @@ def parse_job_text(
     # starts from a copy of the defaults as they stand at its header.
     defaults = JobSpec(name="global", section=SourceLine(source_name, 0, ""))
     jobs: list[JobSpec] = []
+    errors: list[JobFileError] = []
     for sec in sections:
         if sec.is_global:
-            _apply(defaults, sec, in_global=True)
+            _apply(defaults, sec, in_global=True, errors=errors)
             continue
         job = copy.deepcopy(defaults)
         job.name = sec.name
         job.section = sec.header
-        _apply(job, sec, in_global=False)
-        _check_job(job)
+        _apply(job, sec, in_global=False, errors=errors)
+        errors.extend(_check_job(job))
         jobs.append(job)
+    if errors:
+        raise JobFileError.combine(errors)
     return jobs
 
 
-def _apply(spec: JobSpec, sec: _Section, *, in_global: bool) -> None:
+def _apply(spec: JobSpec, sec: _Section, *, in_global: bool, errors: list[JobFileError]) -> None:
     # fio parses kb_base before the section's other options, whatever its position.
     ordered = sorted(sec.options, key=lambda o: 0 if _ALIASES.get(o[0], o[0]) == "kb_base" else 1)
     for option, value, src in ordered:
         canonical = _ALIASES.get(option, option)
-        handler = _HANDLERS.get(canonical)
-        if handler is None:
-            raise src.error(
-                f"option '{option}' is not supported by ioengine "
-                f"(supported: {', '.join(SUPPORTED_OPTIONS)})",
-                option,
-            )
-        if canonical == "name" and in_global:
-            raise src.error(
-                "option 'name' in [global] is not supported: name the job sections instead",
-                option,
-            )
-        handler(spec, value, src, option)
+        entry = _OPTIONS.get(canonical)
+        try:
+            if entry is None:
+                raise src.error(f"option '{option}' is not supported by ioengine "
+                                f"(`ioengine-bench run --list-options` lists those it runs)", option)
+            if canonical == "name" and in_global:
+                pass  # fio ignores a name in [global]: jobs take their section's name
+            else:
+                entry[0](spec, value, src, option)
+        except JobFileError as e:
+            errors.append(e)  # go on: every problem of the file is reported at once
+            continue
         spec.sources[_RECORD_AS.get(canonical, canonical)] = src
+        spec.written[option] = value if value is not None else ""
+        if in_global:
+            spec.global_written[option] = value if value is not None else ""
+        else:
+            spec.own.add(option)
 
 
-def _check_job(job: JobSpec) -> None:
+def _check_job(job: JobSpec) -> list[JobFileError]:
+    errors = []
     if job.time_based and job.runtime_s is None:
         src = job.sources.get("time_based", job.section)
-        raise src.error(
-            f"job '{job.name}': time_based is set but runtime is not (fio refuses this too); "
-            f"add e.g. runtime=10",
-            "time_based",
-        )
+        errors.append(src.error(f"job '{job.name}': time_based is set but runtime is not (fio refuses this "
+                                f"too); add e.g. runtime=10", "time_based"))
+    if job.filename is not None and job.nrfiles > 1:
+        src = job.sources.get("nrfiles", job.section)
+        errors.append(src.error(f"job '{job.name}': nrfiles={job.nrfiles} with one filename= is not supported "
+                                f"by ioengine; drop filename= (files are named by filename_format)", "nrfiles"))
+    if job.verify == "pattern" and job.verify_pattern is None:
+        src = job.sources.get("verify", job.section)
+        errors.append(src.error(f"job '{job.name}': verify=pattern needs verify_pattern=", "verify"))
+    return errors
 
 
 def _read_lines(

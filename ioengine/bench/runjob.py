@@ -1,32 +1,34 @@
 """``ioengine-bench run JOB.fio``: run a fio job file through ioengine, report the way fio does.
 
-The job file is read by :mod:`ioengine.bench.jobfile` (unsupported options are refused with
-their line).  How the jobs run, following fio:
+The job file is read by :mod:`ioengine.bench.jobfile` (every unsupported option is refused with
+its line, all at once).  How the jobs run, following fio:
 
 * jobs run concurrently in one reactor (one asyncio loop); ``stonewall`` starts a new group that
   waits for the previous one; ``numjobs=N`` makes N concurrent clones of the job;
-* each clone keeps ``iodepth`` I/Os in flight (``iodepth`` coroutines, each awaiting one I/O);
+* the engine decides the depth: fio's synchronous engines (``sync``, ``psync`` — fio's default —
+  ``vsync``, ``pvsync``, ``pvsync2``) keep one I/O in flight per clone whatever ``iodepth`` says;
+  ``libaio``, ``io_uring`` and ``posixaio`` keep ``iodepth`` (that many coroutines, each awaiting
+  one I/O).  The reactor backend (``--reactor-backend``) carries them all;
 * ``time_based`` + ``runtime``: the job runs for ``runtime`` (after ``ramp_time``, whose I/Os are
-  not counted); otherwise it transfers ``size`` bytes (reads + writes) and stops, or stops at
-  ``runtime`` if that comes first;
-* the I/O region is ``[offset, offset + size)`` of the file (percentages resolved against the
-  file's size); random offsets are multiples of the block size; without ``time_based`` a random job
-  visits each block once (fio's random map) unless ``norandommap``; ``randrepeat=0`` seeds from the
-  OS; ``rw``/``randrw`` choose each I/O's direction with ``rwmixread``; reads use ``bs``, writes the
-  second ``bs`` value (``bs=4k,64k``);
-* a missing or short file is laid out first with random data, as fio does;
-* ``direct``: ioengine always does O_DIRECT.  ``direct=0`` written in the file is refused (a
-  buffered run through ioengine does not exist); a file that does not say ``direct`` runs with
-  O_DIRECT and a note on stderr, since fio's default would be buffered;
-* ``ioengine=`` in the file is not used (the reactor backend is ``--reactor-backend``); ``thread``
-  has no meaning here.
+  not counted); otherwise it transfers ``io_size`` (default ``size``) bytes, ``loops`` times, or
+  ``number_ios`` I/Os, and stops, or stops at ``runtime`` if that comes first;
+* random offsets come from a full-cycle generator over the region's blocks, drawn one at a time:
+  every block once per pass (fio's random map) unless ``norandommap`` or a non-uniform
+  ``random_distribution``; nothing is precomputed per I/O, so no job blocks the loop while
+  another job's clock runs (what must be precomputed is, before any clock starts);
+* ``randrepeat=1`` (fio's default): every seed derives from ``randseed``, the job's number and
+  clone through a fixed hash, so every run issues the same offsets and directions;
+* a missing or short file is laid out first with random data, as fio does; a layout that fails
+  (ENOSPC, EFBIG, ...) stops at once and fails the jobs of that file;
+* an I/O error ends that clone with fio's ``err=N`` line; the other jobs go on; exit status 1;
+* ``direct``: ioengine always does O_DIRECT; ``direct=0``/``buffered=1`` are refused, and a file that
+  does not say ``direct`` runs with O_DIRECT and a note on stderr (fio's default is buffered).
 
 Reported: per job (per clone, or per group with ``group_reporting``), per direction: I/Os, bytes,
-bandwidth, IOPS, runtime, completion latency (each I/O timed around its await: min/max/mean/
-stddev, fio's percentile list) and CPU.  CPU is the process's user/sys time over the group,
+bandwidth, IOPS, runtime, completion latency (each I/O timed around its await), bandwidth and
+IOPS samples (fio's 500 ms windows) and CPU.  CPU is the process's user/sys time over the group,
 shared among the group's clones in proportion to their I/O counts (one process runs them all).
-``--output-format json`` writes fio's JSON schema for those fields, so
-:func:`ioengine.bench.fio_json.parse_fio_json` reads it back.
+``--output-format json`` writes fio's JSON schema, so tools that read fio's JSON read ours.
 """
 from __future__ import annotations
 
@@ -34,14 +36,17 @@ import array
 import asyncio
 import datetime
 import errno as _errno
+import hashlib
 import json
 import math
 import os
 import random
-import re
 import resource
+import struct
 import sys
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -49,16 +54,14 @@ import ioengine
 from ioengine import OpenFlags
 
 from ..options import ReactorOptions
-from .jobfile import JobFileError, JobSpec, parse_job_file
+from .jobfile import JobFileError, JobSpec, options_help, parse_job_file
 from .workloads import lay_out, percentile_index
 
 #: fio's default clat percentile list.
 FIO_PERCENTILES = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5, 99.9,
                    99.95, 99.99)
-#: Random offsets drawn per worker for time-based jobs (cycled): the generator is not measured.
-_TABLE = 1 << 13
-#: Largest random map (blocks) drawn as a permutation; beyond it offsets repeat (norandommap).
-_MAX_RANDOM_MAP = 1 << 21
+#: fio's bandwidth / IOPS sampling period (bw_avg_time, iops_avg_time), ms.
+SAMPLE_MS = 500
 _READ, _WRITE = 0, 1
 _DIR_NAMES = ("read", "write")
 
@@ -83,53 +86,444 @@ class CloneRun:
     job: JobSpec
     clone: int
     group: int
-    path: str
+    path: str  # its first file
+    number: int = 1  # fio's thread number (1-based, over the whole file): seeds and log names
+    paths: list[str] = field(default_factory=list)
     #: Completion latencies (ns) of reads and writes: 8 bytes a sample, so long runs stay small.
     lat: tuple[array.array, array.array] = field(default_factory=lambda: (array.array("q"), array.array("q")))
-    start: int = 0  # the I/O region, resolved against the file's size before the run
-    length: int = 0
+    #: Completion times (ns since the clock started) — for the bw/iops samples and the logs.
+    at: tuple[array.array, array.array] = field(default_factory=lambda: (array.array("q"), array.array("q")))
+    #: Offsets and sizes of each I/O, kept only when a log needs them (or the sizes vary).
+    offs: tuple[array.array, array.array] | None = None
+    sizes: tuple[array.array, array.array] | None = None
+    io_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    regions: list[tuple[int, int]] = field(default_factory=list)  # per file: (start, length)
     runtime_ns: int = 0
     error: int = 0
     error_text: str = ""
+    verify_errors: list[str] = field(default_factory=list)
     usr_s: float = 0.0
     sys_s: float = 0.0
     direct: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.paths:
+            self.paths = [self.path]
+
+    @property
+    def start(self) -> int:
+        return self.regions[0][0] if self.regions else 0
+
+    @property
+    def length(self) -> int:
+        return self.regions[0][1] if self.regions else 0
 
     def ios(self, d: int) -> int:
         return len(self.lat[d])
 
     def bytes(self, d: int) -> int:
-        return len(self.lat[d]) * (self.job.bs if d == _READ else self.job.bs_write)
+        return self.io_bytes[d]
 
     @property
     def total_ios(self) -> int:
         return len(self.lat[0]) + len(self.lat[1])
+
+    def fail(self, errno: int, text: str) -> None:
+        if not self.error:  # the first error is the job's (fio stops at it)
+            self.error, self.error_text = errno, text
+
+    def reset_stats(self) -> None:
+        """End of ramp_time: what was done so far does not count."""
+        for arrs in (self.lat, self.at, self.offs, self.sizes):
+            if arrs is not None:
+                for a in arrs:
+                    del a[:]
+        self.io_bytes[:] = [0, 0]
+
+
+# ------------------------------------------------------------------------------------------
+# Seeds: fixed derivations, the same in every process (never hash() of a str, which is salted)
+
+
+def derive_seed(job: JobSpec, number: int, purpose: str) -> int:
+    """The seed of one random stream of clone ``number``: from randseed when randrepeat (every
+    run the same), else from the OS."""
+    kind = purpose.split(":", 1)[0]
+    repeat = job.allrandrepeat or (job.randrepeat if kind in ("offset", "mix", "bs", "file") else False)
+    if not repeat:
+        return int.from_bytes(os.urandom(8), "little")
+    digest = hashlib.blake2b(f"{job.randseed}:{number}:{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+# ------------------------------------------------------------------------------------------
+# Offsets: cheap per I/O, nothing built per block
+
+
+class FullCycle:
+    """Every integer in [0, n) once per pass, in a scrambled order, O(1) memory and time.
+
+    A linear congruential generator modulo the next power of two has full period (Hull–Dobell:
+    c odd, a ≡ 1 mod 4); a bijective mix of its state hides the LCG's regular low bits; values
+    >= n are skipped (under half of all draws).  This is fio's random map without the bitmap.
+    """
+
+    __slots__ = ("n", "_mask", "_a", "_c", "_x", "_shift", "_mul", "_left", "_rng", "_k")
+
+    def __init__(self, n: int, seed: int) -> None:
+        if n < 1:
+            raise ValueError(f"FullCycle needs n >= 1, got {n}")
+        self.n = n
+        self._k = k = max(2, (n - 1).bit_length())
+        self._mask = (1 << k) - 1
+        self._shift = max(1, k // 2)
+        self._rng = random.Random(seed)
+        self._new_pass()
+
+    def _new_pass(self) -> None:
+        # Each pass its own order (fio's map is cleared, its generator goes on).
+        r, k = self._rng, self._k
+        self._a = (r.getrandbits(k) & ~7) | 5  # a ≡ 1 (mod 4), and never 1
+        self._c = r.getrandbits(k) | 1
+        self._x = r.getrandbits(k)
+        self._mul = r.getrandbits(k) | 1  # odd: a bijection modulo 2**k
+        self._left = self.n
+
+    def next(self) -> int:
+        if self._left == 0:
+            self._new_pass()
+        self._left -= 1
+        mask, n = self._mask, self.n
+        x = self._x
+        while True:
+            x = (self._a * x + self._c) & mask
+            y = x ^ (x >> self._shift)
+            y = (y * self._mul) & mask
+            y ^= y >> self._shift
+            if y < n:
+                self._x = x
+                return y
+
+
+def _scatter(v: int, n: int, off: int) -> int:
+    # fio hashes a distribution's rank so hot blocks are spread over the region.
+    return ((v * 0x9E3779B97F4A7C15 + off) & 0xFFFFFFFFFFFFFFFF) % n
+
+
+class BlockPicker:
+    """Next block index in [0, n) for random I/O, by the job's random_distribution."""
+
+    __slots__ = ("n", "next")
+
+    def __init__(self, job: JobSpec, n: int, seed: int) -> None:
+        self.n = n
+        rng = random.Random(seed)
+        dist = job.random_distribution
+        off = rng.getrandbits(32)
+        self.next: Callable[[], int]
+        if dist == "random":
+            if job.norandommap:
+                self.next = lambda: rng.randrange(n)
+            else:
+                self.next = FullCycle(n, seed).next
+        elif dist == "zipf":
+            self.next = _zipf(n, job.random_params[0], rng, off)
+        elif dist == "pareto":
+            h = job.random_params[0]
+            power = math.log(h) / math.log(1.0 - h)
+            self.next = lambda: _scatter(int((n - 1) * rng.random() ** power), n, off)
+        elif dist == "normal":
+            sigma = job.random_params[0] * n / 100.0
+
+            def normal() -> int:
+                v = int(rng.gauss(n / 2.0, sigma))
+                return _scatter(min(n - 1, max(0, v)), n, off)
+            self.next = normal
+        else:  # zoned / zoned_abs: pick the zone by its access share, then uniformly inside it
+            self.next = _zoned(job, n, rng)
+
+
+def _zipf(n: int, theta: float, rng: random.Random, off: int) -> Callable[[], int]:
+    # Gray et al.'s generator, as fio's zipf.c; zeta(n) exactly for the first terms, the rest by
+    # the integral (midpoint rule) so a large region costs nothing before the clock starts.
+    head = min(n, 10000)
+    zetan = math.fsum(i ** -theta for i in range(1, head + 1))
+    if n > head:
+        zetan += ((n + 0.5) ** (1 - theta) - (head + 0.5) ** (1 - theta)) / (1 - theta)
+    zeta2 = 1.0 + 2.0 ** -theta
+    alpha = 1.0 / (1.0 - theta)
+    eta = (1.0 - (2.0 / n) ** (1.0 - theta)) / (1.0 - zeta2 / zetan) if n > 2 else 1.0
+    half = 1.0 + 0.5 ** theta
+
+    def nxt() -> int:
+        u = rng.random()
+        uz = u * zetan
+        if uz < 1.0:
+            v = 0
+        elif uz < half:
+            v = 1
+        else:
+            v = min(n - 1, int(n * (eta * u - eta + 1.0) ** alpha))
+        return _scatter(v, n, off)
+    return nxt
+
+
+def _zoned(job: JobSpec, n: int, rng: random.Random) -> Callable[[], int]:
+    zones: list[tuple[float, int, int]] = []  # (cumulative access, first block, blocks)
+    cum, first = 0.0, 0
+    total_bytes = n  # zoned_abs sizes are converted to blocks by the caller's block size below
+    for access, rng_part in job.random_zones:
+        if job.random_distribution == "zoned":
+            count = max(1, int(n * rng_part / 100.0))
+        else:
+            count = max(1, int(rng_part) // max(1, job.align(0)))
+        count = min(count, max(1, total_bytes - first))
+        cum += access
+        zones.append((cum, min(first, n - 1), count))
+        first += count
+
+    def nxt() -> int:
+        u = rng.random() * 100.0
+        for c, start, count in zones:
+            if u < c:
+                return min(n - 1, start + rng.randrange(count))
+        c, start, count = zones[-1]
+        return min(n - 1, start + rng.randrange(count))
+    return nxt
+
+
+class IoPlan:
+    """What one clone issues next: ``next() -> (direction, file index, offset, length)`` or
+    None when done.  Pure computation (no I/O, no clock): the runner asks it once per I/O."""
+
+    def __init__(self, job: JobSpec, regions: list[tuple[int, int]], number: int, *, time_based: bool) -> None:
+        self.job = job
+        self.regions = regions
+        frac = job.read_fraction
+        self._frac = frac
+        self._mixed = 0.0 < frac < 1.0
+        self._only = _READ if frac > 0 else _WRITE
+        self._mix = random.Random(derive_seed(job, number, "mix"))
+        self._bsrng = random.Random(derive_seed(job, number, "bs"))
+        self._filerng = random.Random(derive_seed(job, number, "file"))
+        self._random = job.is_random
+        total = sum(length for _, length in regions)
+        if time_based:
+            self.left = 1 << 62
+        else:
+            self.left = (job.io_size if job.io_size is not None else total) * job.loops
+        self.ios_left = job.number_ios if job.number_ios is not None else 1 << 62
+        self._bs = [self._bs_chooser(d) for d in (_READ, _WRITE)]
+        # Sequential: one position per file and direction, as fio keeps last_pos per ddir.
+        self._pos = [[start, start] for start, _ in regions]
+        # Random: one picker per file and (block unit) — shared by the directions when they
+        # use the same unit, like fio's one random map per file.
+        self._pickers: list[dict[tuple[int, int], BlockPicker]] = [{} for _ in regions]
+        self._number = number
+        self._file = 0
+        self._file_ios = 0
+        self._nfiles = len(regions)
+
+    def _bs_chooser(self, d: int) -> Callable[[], int]:
+        job = self.job
+        if job.bssplit is not None:
+            split = job.bssplit[d]
+            sizes = [b for b, _ in split]
+            weights = [p for _, p in split]
+            cum = [sum(weights[:i + 1]) for i in range(len(weights))]
+            total = cum[-1]
+            r = self._bsrng
+            if len(sizes) == 1:
+                return lambda: sizes[0]
+            return lambda: sizes[next(i for i, c in enumerate(cum) if r.random() * total < c)]
+        lo, hi = job.block_sizes(d)
+        if lo == hi:
+            return lambda: lo
+        r = self._bsrng
+        steps = hi // lo
+        return lambda: lo * r.randint(1, steps)  # multiples of the minimum, like fio's
+
+    def _picker(self, fi: int, d: int) -> tuple[BlockPicker, int]:
+        unit = self.job.align(d)
+        lo = self.job.block_sizes(d)[0]
+        if self.job.verify:  # writes must not overlap to be checkable: whole largest blocks
+            unit = max(unit, *(self.job.block_sizes(x)[1] for x in (_READ, _WRITE)))
+            lo = unit
+        key = (unit, lo)
+        p = self._pickers[fi].get(key)
+        if p is None:
+            _, length = self.regions[fi]
+            n = max(1, (length - lo) // unit + 1)
+            p = BlockPicker(self.job, n, derive_seed(self.job, self._number, f"offset:{fi}:{unit}:{lo}"))
+            self._pickers[fi][key] = p
+        return p, unit
+
+    def prepare(self) -> None:
+        """Build what the first draws would (zipf's zeta etc.) now, before any clock runs."""
+        for fi in range(self._nfiles):
+            for d in (_READ, _WRITE):
+                if self._random and (d == _READ) == (self._frac > 0) or self._mixed:
+                    self._picker(fi, d)
+
+    def _next_file(self) -> int:
+        if self._nfiles == 1:
+            return 0
+        kind = self.job.file_service_type
+        self._file_ios += 1
+        if self._file_ios > self.job.file_service_nr or kind == "random" and self._file_ios == 1:
+            self._file_ios = 1
+            if kind == "random":
+                self._file = self._filerng.randrange(self._nfiles)
+            elif kind == "roundrobin":
+                self._file = (self._file + 1) % self._nfiles
+        return self._file
+
+    def next(self) -> tuple[int, int, int, int] | None:
+        if self.left <= 0 or self.ios_left <= 0:
+            return None
+        d = (_READ if self._mix.random() < self._frac else _WRITE) if self._mixed else self._only
+        n = self._bs[d]()
+        fi = self._next_file()
+        start, length = self.regions[fi]
+        end = start + length
+        if self._random:
+            picker, unit = self._picker(fi, d)
+            pos = start + picker.next() * unit
+        else:
+            pos = self._pos[fi][d]
+            if pos + self.job.block_sizes(d)[0] > end:
+                pos = start
+                if self.job.file_service_type == "sequential" and self._nfiles > 1:
+                    self._file = (self._file + 1) % self._nfiles
+            self._pos[fi][d] = pos + n
+        if pos + n > end:  # the last block of the region: shorten to what fits (fio does)
+            lo = self.job.block_sizes(d)[0]
+            n = max(lo, (end - pos) // lo * lo)
+        self.left -= n
+        self.ios_left -= 1
+        return d, fi, pos, n
+
+
+# ------------------------------------------------------------------------------------------
+# Verify: a header per block (fio's idea: the block says where it belongs and what it holds)
+
+_MAGIC = 0xACCA_10E0
+_HDR = struct.Struct("<IIQQ")  # magic, length, offset, number of the write
+_SUM_AT = _HDR.size
+_SUM_LEN = 64  # room for the largest digest (sha512)
+_DATA_AT = _SUM_AT + _SUM_LEN
+
+
+def _checksum(kind: str) -> Callable[[bytes | memoryview], bytes]:
+    if kind in ("md5", "sha1", "sha256", "sha512"):
+        return lambda b: hashlib.new(kind, b).digest()
+    if kind == "crc32":
+        return lambda b: zlib.crc32(b).to_bytes(4, "little")
+    if kind == "crc32c":
+        import crc32c  # checked by check_jobs
+
+        return lambda b: crc32c.crc32c(b).to_bytes(4, "little")
+    return lambda b: b""  # meta / null: the header alone
+
+
+class Verifier:
+    """Fills write buffers so they can be checked, and checks what is read back."""
+
+    def __init__(self, job: JobSpec) -> None:
+        self.kind = job.verify or "null"
+        self.pattern = job.verify_pattern or b""
+        self.sum = _checksum(self.kind)
+        self.interval = job.verify_interval
+
+    def _chunks(self, n: int) -> range:
+        step = self.interval or n
+        return range(0, n, step)
+
+    def fill(self, buf: Any, pos: int, n: int, seq: int) -> None:
+        mv = memoryview(buf)[:n]
+        if self.kind == "pattern":
+            reps = -(-n // len(self.pattern))
+            mv[:] = (self.pattern * reps)[:n]
+            return
+        step = self.interval or n
+        for c in self._chunks(n):
+            size = min(step, n - c)
+            if size < _DATA_AT:
+                continue
+            chunk = mv[c:c + size]
+            _HDR.pack_into(chunk, 0, _MAGIC, size, pos + c, seq)
+            digest = self.sum(chunk[_DATA_AT:]).ljust(_SUM_LEN, b"\0")
+            chunk[_SUM_AT:_DATA_AT] = digest
+
+    def check(self, buf: Any, path: str, pos: int, n: int) -> str | None:
+        """None when the block is right, else fio's style of report."""
+        mv = memoryview(buf)[:n]
+        where = f"at file {path} offset {pos}, length {n}"
+        if self.kind == "pattern":
+            reps = -(-n // len(self.pattern))
+            want = (self.pattern * reps)[:n]
+            if bytes(mv) != want:
+                bad = next(i for i in range(n) if mv[i] != want[i])
+                return (f"pattern: verify failed {where}\n    fio: got pattern '{mv[bad]:02x}', wanted "
+                        f"'{want[bad]:02x}'. Bad bits {bin(mv[bad] ^ want[bad]).count('1')}\n"
+                        f"    fio: bad pattern block offset {bad}")
+            return None
+        step = self.interval or n
+        for c in self._chunks(n):
+            size = min(step, n - c)
+            if size < _DATA_AT:
+                continue
+            chunk = mv[c:c + size]
+            magic, length, offset, _ = _HDR.unpack_from(chunk, 0)
+            if magic != _MAGIC:
+                return f"verify: bad magic header {magic:x}, wanted {_MAGIC:x} {where}"
+            if offset != pos + c or length != size:
+                return (f"verify: bad header offset {offset}, wanted {pos + c} {where} "
+                        f"(header length {length}, wanted {size})")
+            want = bytes(chunk[_SUM_AT:_DATA_AT])
+            got = self.sum(chunk[_DATA_AT:]).ljust(_SUM_LEN, b"\0")
+            if got != want:
+                width = len(self.sum(b"")) or _SUM_LEN
+                return (f"{self.kind}: verify failed {where}\n       Expected CRC: {want[:width][::-1].hex()}\n"
+                        f"       Received CRC: {got[:width][::-1].hex()}")
+        return None
 
 
 # ------------------------------------------------------------------------------------------
 # Planning: groups, files, layout
 
 
+SYNC_NOTE = ("note: job(s) {names} use a synchronous engine ({engines}): one I/O in flight per job, "
+             "iodepth ignored (as fio does)")
+
+
 def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
     """Refuse what ioengine cannot run as written; note what it runs differently from fio."""
     undirect = []
-    engines = set()
+    sync_depth: dict[str, str] = {}
     for job in jobs:
         src = job.sources.get("direct")
         if src is not None and not job.direct:
             raise src.error(
-                f"job '{job.name}': direct=0 (buffered I/O) is not supported: ioengine always does O_DIRECT; "
-                f"write direct=1 (or drop the line)", "direct")
+                f"job '{job.name}': direct=0 / buffered=1 (buffered I/O) is not supported: ioengine always does "
+                f"O_DIRECT; write direct=1 (or drop the line)", "direct")
         if src is None:
             undirect.append(job.name)
-        if job.ioengine is not None:
-            engines.add(job.ioengine)
+        if job.sync_engine and job.iodepth > 1:
+            sync_depth[job.name] = job.ioengine or "psync, fio's default"
+        if job.verify == "crc32c":
+            try:
+                import crc32c  # noqa: F401
+            except ImportError:
+                s = job.sources["verify"]
+                raise s.error(f"job '{job.name}': verify=crc32c needs the crc32c package (pip install crc32c); "
+                              f"or use verify=md5, crc32 or sha256", "verify") from None
     if warn is not None and undirect:
         print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(undirect))} do not set direct=1; "
               f"fio would run them buffered, ioengine runs them with O_DIRECT", file=warn)
-    if warn is not None and engines:
-        print(f"note: ioengine={','.join(sorted(engines))} in the job file is not used; the reactor backend "
-              f"(--reactor-backend) carries the I/O", file=warn)
+    if warn is not None and sync_depth:
+        print(SYNC_NOTE.format(names=", ".join(repr(n) for n in sync_depth),
+                               engines=", ".join(sorted(set(sync_depth.values())))), file=warn)
 
 
 def groups_of(jobs: list[JobSpec]) -> list[list[JobSpec]]:
@@ -142,40 +536,59 @@ def groups_of(jobs: list[JobSpec]) -> list[list[JobSpec]]:
     return groups
 
 
+def _file_bytes(job: JobSpec) -> int | None:
+    """Bytes of each of the job's files its region needs (None: as big as the file is)."""
+    if job.filesize is not None:
+        return job.filesize
+    if job.size is not None:
+        return max(1, job.size // job.nrfiles)
+    return None
+
+
+def _clone_offset(job: JobSpec, clone: int) -> int:
+    return (job.offset if job.offset_percent is None else 0) + clone * job.offset_increment
+
+
 def plan_layout(jobs: list[JobSpec]) -> dict[str, int]:
     """path -> bytes the file must hold (0: must exist as it is). Raises RunError for a missing
     file that no job gives a size for."""
     need: dict[str, int] = {}
     for job in jobs:
+        per_file = _file_bytes(job)
         for clone in range(job.numjobs):
-            path = job.file_path(clone)
-            if job.size is not None:
-                end = job.size + (job.offset if job.offset_percent is None else 0)
-            else:
-                end = 0
-            need[path] = max(need.get(path, 0), end)
+            for path in job.file_paths(clone):
+                end = per_file + _clone_offset(job, clone) if per_file is not None else 0
+                need[path] = max(need.get(path, 0), end)
     for path, end in need.items():
         if end == 0 and not os.path.exists(path):
-            names = [j.name for j in jobs if any(j.file_path(c) == path for c in range(j.numjobs))]
+            names = [j.name for j in jobs if any(path in j.file_paths(c) for c in range(j.numjobs))]
             raise RunError(f"job '{names[0]}': {path!r} does not exist and the job sets no size= "
                            f"(a percentage needs an existing file): nothing to lay out")
     return need
 
 
-async def _ensure_files(need: dict[str, int], warn: TextIO | None) -> None:
+async def _ensure_files(need: dict[str, int], warn: TextIO | None) -> dict[str, OSError]:
+    """Lay out what is missing; returns path -> the error that stopped its layout."""
+    failed: dict[str, OSError] = {}
     for path, end in need.items():
+        if os.path.isdir(path):
+            raise RunError(f"{path!r} is a directory; give the job a filename=")
         try:
             have = os.path.getsize(path)
         except FileNotFoundError:
             have = -1
-        if os.path.isdir(path):
-            raise RunError(f"{path!r} is a directory; give the job a filename=")
+        except OSError as e:
+            failed[path] = e
+            continue
         if have < end:
             if warn is not None:
                 print(f"{path}: Laying out IO file (1 file / {_mib(end)})", file=warn)
-            d = os.path.dirname(os.path.abspath(path))
-            os.makedirs(d, exist_ok=True)
-            await lay_out(path, max(have, 0), end)
+            try:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                await lay_out(path, max(have, 0), end)
+            except OSError as e:
+                failed[path] = e
+    return failed
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,28 +596,37 @@ async def _ensure_files(need: dict[str, int], warn: TextIO | None) -> None:
 
 
 async def _preflight(cr: CloneRun) -> None:
-    """Resolve the clone's I/O region and check it against the file before anything runs, so a
-    job that cannot run is refused at once rather than after the jobs before it."""
+    """Resolve the clone's I/O regions and check them against the files before anything runs, so
+    a job that cannot run is refused at once rather than after the jobs before it."""
     job = cr.job
-    async with await ioengine.open_file_dma(cr.path, OpenFlags.RO) as f:
-        file_size = await f.size()
-        ralign, walign = f.disk_read_dma_alignment, f.disk_write_dma_alignment
-    start = job.resolve_offset(file_size)
-    length = max(0, min(job.resolve_size(file_size), file_size - start))
-    for what, bs, align, used in (("bs", job.bs, ralign, job.does_reads),
-                                  ("bs (write)", job.bs_write, walign, job.does_writes)):
-        if not used:
-            continue
-        if bs % align:
-            raise _job_error(job, "bs", f"job '{job.name}': {what}={bs} is not a multiple of {align}, the O_DIRECT "
-                                        f"alignment of {cr.path!r}")
-        if start % align:
-            raise _job_error(job, "offset", f"job '{job.name}': offset={start} is not a multiple of {align}, the "
-                                            f"O_DIRECT alignment of {cr.path!r}")
-        if length < bs:
-            raise _job_error(job, "size", f"job '{job.name}': the I/O region of {cr.path!r} ({length} bytes from "
-                                          f"offset {start}; the file has {file_size}) is smaller than {what}={bs}")
-    cr.start, cr.length = start, length
+    cr.regions = []
+    for path in cr.paths:
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            file_size = await f.size()
+            ralign, walign = f.disk_read_dma_alignment, f.disk_write_dma_alignment
+        start = job.resolve_offset(file_size) + cr.clone * job.offset_increment
+        if job.filesize is not None or job.size is not None:
+            length = _file_bytes(job) or 0
+        else:
+            length = job.resolve_size(file_size)
+        length = max(0, min(length, file_size - start))
+        for d, what, align, used in ((_READ, "bs", ralign, job.does_reads or job.verify is not None),
+                                     (_WRITE, "bs (write)", walign, job.does_writes)):
+            if not used:
+                continue
+            lo, hi = job.block_sizes(d)
+            for bs in {lo, hi, job.align(d)}:
+                if bs % align:
+                    raise _job_error(job, "bs", f"job '{job.name}': {what}={bs} is not a multiple of {align}, "
+                                                f"the O_DIRECT alignment of {path!r}")
+            if start % align:
+                raise _job_error(job, "offset", f"job '{job.name}': offset={start} is not a multiple of {align}, "
+                                                f"the O_DIRECT alignment of {path!r}")
+            if length < lo:
+                raise _job_error(job, "size", f"job '{job.name}': the I/O region of {path!r} ({length} bytes "
+                                              f"from offset {start}; the file has {file_size}) is smaller than "
+                                              f"{what}={lo}")
+        cr.regions.append((start, length))
 
 
 def _job_error(job: JobSpec, option: str, message: str) -> Exception:
@@ -212,189 +634,339 @@ def _job_error(job: JobSpec, option: str, message: str) -> Exception:
     return src.error(message, option) if src is not None else RunError(message)
 
 
-async def _run_clone(cr: CloneRun, seed: int) -> None:
-    try:
-        f = await ioengine.open_file_dma(cr.path, OpenFlags.RW if cr.job.does_writes else OpenFlags.RO)
-    except OSError as e:
-        cr.error, cr.error_text = e.errno or _errno.EIO, str(e)
-        return
-    cr.direct = f.direct
-    bufs: list = []
-    try:
-        await _drive(cr, f, cr.start, cr.length, random.Random(seed), bufs)
-    except OSError as e:
-        cr.error, cr.error_text = e.errno or _errno.EIO, str(e)
-    except ValueError as e:  # an alignment the File refused: report it like the kernel's EINVAL
-        cr.error, cr.error_text = _errno.EINVAL, str(e)
-    finally:
-        for b in bufs:
-            b.release()
-        await f.close()
+def _describe(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, OSError):
+        return e.errno or _errno.EIO, str(e)
+    return _errno.EINVAL, str(e)  # an alignment the File refused: like the kernel's EINVAL
 
 
-async def _drive(cr: CloneRun, f: Any, start: int, length: int, rng: random.Random, bufs: list) -> None:
-    job = cr.job
-    depth = job.iodepth
-    rbs, wbs = job.bs, job.bs_write
-    rlat, wlat = cr.lat
-    frac = job.read_fraction
-    mixed = 0.0 < frac < 1.0
-    time_based = job.time_based
-    # Bytes left to transfer (reads + writes); the timer zeroes it to stop every worker.
-    left = 1 << 62 if time_based else length
-    end = start + length
+class _Pacer:
+    """rate / rate_iops for one direction: when the next I/O may start."""
 
-    def op_tuples() -> tuple[tuple, tuple]:
-        rb = f.allocate_buffer(rbs) if frac > 0 else None
-        wb = f.allocate_buffer(wbs) if frac < 1 else None
+    __slots__ = ("bps", "iops", "poisson", "rng", "next_t")
+
+    def __init__(self, bps: int, iops: int, poisson: bool, seed: int) -> None:
+        self.bps, self.iops, self.poisson = bps, iops, poisson
+        self.rng = random.Random(seed)
+        self.next_t = 0.0
+
+    def delay(self, n: int, now: float) -> float:
+        gap = max(n / self.bps if self.bps else 0.0, 1.0 / self.iops if self.iops else 0.0)
+        if self.poisson:
+            gap = self.rng.expovariate(1.0 / gap)
+        if self.next_t < now - 1.0:  # fell behind by more than a second: do not burst to catch up
+            self.next_t = now
+        t = self.next_t
+        self.next_t += gap
+        return t - now
+
+
+class _Clone:
+    """Runs one clone: its files, buffers and plan are made by :meth:`prepare` (before any
+    clock starts), :meth:`run` does the I/O."""
+
+    def __init__(self, cr: CloneRun, warn: TextIO | None) -> None:
+        self.cr = cr
+        self.job = cr.job
+        self.warn = warn
+        self.files: list[Any] = []
+        self.bufs: list[Any] = []
+        self.plan = IoPlan(cr.job, cr.regions, cr.number, time_based=cr.job.time_based)
+        self.verifier = Verifier(cr.job) if cr.job.verify else None
+        self.written: list[tuple[int, int, int]] = []  # (file, pos, n) awaiting verification
+        self.stop = False
+        self.writes = 0
+        self.seq = 0
+        self.t0 = 0
+        self.buf_rng = random.Random(derive_seed(cr.job, cr.number, "buffers"))
+
+    async def prepare(self) -> bool:
+        job, cr = self.job, self.cr
+        flags = OpenFlags.RW if job.does_writes else OpenFlags.RO
+        try:
+            for path in cr.paths:
+                f = await ioengine.open_file_dma(path, flags)
+                self.files.append(f)
+                cr.direct = cr.direct and f.direct
+        except OSError as e:
+            cr.fail(*_describe(e))
+            return False
+        self.plan.prepare()
+        variable = any(job.block_sizes(d)[0] != job.block_sizes(d)[1] for d in (0, 1))
+        logs = job.write_lat_log is not None or job.write_bw_log is not None or job.write_iops_log is not None
+        if variable or logs:
+            cr.sizes = (array.array("q"), array.array("q"))
+        if logs:
+            cr.offs = (array.array("q"), array.array("q"))
+        return True
+
+    def _buffers(self) -> tuple[Any, Any]:
+        job, f = self.job, self.files[0]
+        rb = f.allocate_buffer(max(job.block_sizes(_READ)[1], job.block_sizes(_WRITE)[1]))
+        wb = f.allocate_buffer(job.block_sizes(_WRITE)[1]) if job.does_writes else None
+        self.bufs.extend(b for b in (rb, wb) if b is not None)
         if wb is not None:
-            wb[:] = rng.randbytes(wbs)  # fio writes random data too
-        bufs.extend(b for b in (rb, wb) if b is not None)
-        return (f.dma_read, rb, rlat, rbs, _READ), (f.dma_write, wb, wlat, wbs, _WRITE)
+            self._fill(wb, len(wb))
+        return rb, wb
 
-    def direction(k: int) -> list[int]:
-        if not mixed:
-            return [_READ if frac > 0 else _WRITE]
-        return [_READ if rng.random() < frac else _WRITE for _ in range(k)]
-
-    workers = []
-    if job.is_random:
-        nblocks = (length // rbs, length // wbs)
-        if time_based:
-            per_worker = [direction(_TABLE) for _ in range(depth)]
-            plans = [[(d, start + rng.randrange(nblocks[d]) * (rbs, wbs)[d]) for d in
-                      (dirs if mixed else dirs * _TABLE)] for dirs in per_worker]
-            cyclic = True
+    def _fill(self, buf: Any, n: int) -> None:
+        job = self.job
+        mv = memoryview(buf)[:n]
+        if job.zero_buffers:
+            mv[:] = bytes(n)
+        elif job.buffer_pattern is not None:
+            p = job.buffer_pattern
+            mv[:] = (p * (-(-n // len(p))))[:n]
         else:
-            # fio's random map: every block once, in random order (per direction), until size bytes.
-            ios: list[tuple[int, int]] = []
-            orders: list[list[int] | None] = [None, None]
-            nxt = [0, 0]
-            budget = length
-            dirs = direction(_TABLE)
-            i = 0
-            cyclic = False
-            while budget > 0:
-                d = dirs[i % len(dirs)]
-                i += 1
-                if orders[d] is None:
-                    n = nblocks[d]
-                    if job.norandommap or n > _MAX_RANDOM_MAP:
-                        orders[d] = []
-                    else:
-                        order_d = orders[d] = list(range(n))
-                        rng.shuffle(order_d)
-                order = orders[d]
-                if order:
-                    blk = order[nxt[d] % len(order)]
-                    nxt[d] += 1
-                else:
-                    blk = rng.randrange(nblocks[d])
-                ios.append((d, start + blk * (rbs, wbs)[d]))
-                budget -= (rbs, wbs)[d]
-                if len(ios) >= _MAX_RANDOM_MAP:  # huge jobs: cycle this many offsets
-                    cyclic = True
-                    break
-            plans = [ios[w::depth] for w in range(depth)]
-        for plan in plans:
-            ops = tuple(op[:4] for op in op_tuples())
-            entries = [(ops[d], pos) for d, pos in plan]
-            if entries:
-                workers.append(_random_worker(entries, cyclic))
-    else:
-        cur = [start, start]  # fio keeps one sequential position per direction
-        dirs = direction(_TABLE)
-        for w in range(depth):
-            ops = op_tuples()
-            table = [ops[d] for d in dirs]
-            workers.append(_seq_worker(table, w, cur, start, end))
+            mv[:] = self.buf_rng.randbytes(n)  # fio writes random data by default
+            pct = job.buffer_compress_percentage
+            if pct:
+                chunk = job.buffer_compress_chunk
+                zeros = chunk * pct // 100
+                for c in range(0, n, chunk):
+                    mv[c:c + min(zeros, n - c)] = bytes(min(zeros, n - c))
 
-    state = _State(left)  # shared by the workers: bytes left; zeroed by the timer or an error
-    ramp = job.ramp_time_s
-    t_start = time.perf_counter_ns()
-    t_meas = t_start
+    def _prepare_write(self, buf: Any, pos: int, n: int) -> None:
+        job = self.job
+        self.seq += 1
+        if job.refill_buffers:
+            self._fill(buf, n)
+        elif job.scramble_buffers and not job.zero_buffers and job.buffer_pattern is None and \
+                not job.buffer_compress_percentage and n >= 16:
+            struct.pack_into("<QQ", buf, 0, pos, self.seq)  # no two writes alike (no dedupe shortcut)
+        if self.verifier is not None:
+            self.verifier.fill(buf, pos, n, self.seq)
 
-    async def timer() -> None:
-        nonlocal t_meas
-        if ramp > 0:
-            await asyncio.sleep(ramp)
-            del rlat[:], wlat[:]
-            t_meas = time.perf_counter_ns()
-        if job.runtime_s is not None:
-            await asyncio.sleep(job.runtime_s)
-            state.left = 0
-
-    tasks = [asyncio.ensure_future(w(state)) for w in workers]
-    tick = asyncio.ensure_future(timer())
-    try:
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-    finally:
-        tick.cancel()
-        state.left = 0
-    t_end = time.perf_counter_ns()
-    if t_meas == t_start and ramp > 0:  # finished inside the ramp: nothing measured
-        del rlat[:], wlat[:]
-        t_meas = t_end
-    cr.runtime_ns = t_end - t_meas
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-
-
-class _State:
-    __slots__ = ("left",)
-
-    def __init__(self, left: int) -> None:
-        self.left = left
-
-
-def _random_worker(entries: list, cyclic: bool):
-    async def run(state: _State) -> None:
-        clock = time.perf_counter_ns
+    async def run(self) -> None:
+        cr, job = self.cr, self.job
         try:
-            while True:
-                for (fn, buf, lat, nb), pos in entries:
-                    if state.left <= 0:
+            if job.startdelay_s:
+                await asyncio.sleep(job.startdelay_s)
+            await self._timed()
+        finally:
+            for b in self.bufs:
+                b.release()
+            for f in self.files:
+                try:
+                    if job.fsync_on_close and job.does_writes and not cr.error:
+                        await f.flush()
+                    await f.close()
+                except OSError as e:
+                    cr.fail(*_describe(e))
+            if job.unlink:
+                for p in cr.paths:
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+                    except OSError as e:
+                        cr.fail(*_describe(e))
+
+    async def _timed(self) -> None:
+        cr, job = self.cr, self.job
+        ramp = job.ramp_time_s
+        self.t0 = t_start = time.perf_counter_ns()
+        t_meas = [t_start]
+        tasks = [asyncio.ensure_future(self._worker(w)) for w in range(job.depth)]
+
+        async def timer() -> None:
+            if ramp > 0:
+                await asyncio.sleep(ramp)
+                cr.reset_stats()
+                t_meas[0] = self.t0 = time.perf_counter_ns()
+            if job.runtime_s is not None:
+                await asyncio.sleep(job.runtime_s)
+                self.stop = True
+
+        side = [asyncio.ensure_future(timer())]
+        if any(job.rate_min) or any(job.rate_iops_min):
+            side.append(asyncio.ensure_future(self._rate_check()))
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for r in results:
+                if isinstance(r, Exception):
+                    cr.fail(*_describe(r))
+                elif isinstance(r, BaseException):
+                    raise r
+            if not cr.error and self.verifier is not None and job.does_writes and job.do_verify:
+                self.stop = False  # the verify phase follows the write phase, even a timed one
+                await self._verify_written(None)
+            if job.end_fsync and job.does_writes and not cr.error:
+                for f in self.files:
+                    await f.flush()
+        except OSError as e:
+            cr.fail(*_describe(e))
+        finally:
+            for t in side:
+                t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+        t_end = time.perf_counter_ns()
+        if t_meas[0] == t_start and ramp > 0:  # finished inside the ramp: nothing measured
+            cr.reset_stats()
+            t_meas[0] = t_end
+        cr.runtime_ns = t_end - t_meas[0]
+
+    async def _rate_check(self) -> None:
+        # fio checks the minimum rate once a second (ratecycle), after ramp_time.
+        cr, job = self.cr, self.job
+        await asyncio.sleep(job.ramp_time_s)
+        last = list(cr.io_bytes)
+        last_ios = [len(cr.lat[0]), len(cr.lat[1])]
+        while True:
+            await asyncio.sleep(1.0)
+            for d in (_READ, _WRITE):
+                got = cr.io_bytes[d] - last[d]
+                got_ios = len(cr.lat[d]) - last_ios[d]
+                if job.rate_min[d] and got < job.rate_min[d]:
+                    cr.fail(_errno.ETIMEDOUT, f"{job.name}: rate_min={job.rate_min[d]}B/s not met, got {got}B/s")
+                    self.stop = True
+                elif job.rate_iops_min[d] and got_ios < job.rate_iops_min[d]:
+                    cr.fail(_errno.ETIMEDOUT, f"{job.name}: rate_iops_min={job.rate_iops_min[d]} not met, "
+                                              f"got {got_ios} IOPS")
+                    self.stop = True
+            last = list(cr.io_bytes)
+            last_ios = [len(cr.lat[0]), len(cr.lat[1])]
+
+    async def _worker(self, w: int) -> None:
+        cr, job, plan = self.cr, self.job, self.plan
+        rb, wb = self._buffers()
+        files = self.files
+        bufs = (rb, wb)
+        full = (len(rb), len(wb) if wb is not None else 0)
+        lat, at, sizes, offs = cr.lat, cr.at, cr.sizes, cr.offs
+        io_bytes = cr.io_bytes
+        clock = time.perf_counter_ns
+        pacers = None
+        if any(job.rate) or any(job.rate_iops):
+            pacers = [_Pacer(job.rate[d], job.rate_iops[d], job.rate_process == "poisson",
+                             derive_seed(job, cr.number, f"rate:{w}:{d}")) if job.rate[d] or job.rate_iops[d]
+                      else None for d in (_READ, _WRITE)]
+        verifier = self.verifier
+        backlog = job.verify_backlog
+        sync_every = job.fsync or job.fdatasync
+        think, think_every = job.thinktime_s, job.thinktime_blocks
+        done = 0
+        while not self.stop:
+            io = plan.next()
+            if io is None:
+                return
+            d, fi, pos, n = io
+            pacer = pacers[d] if pacers is not None else None
+            if pacer is not None:
+                wait = pacer.delay(n, time.perf_counter())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    if self.stop:
                         return
-                    state.left -= nb
+            f = files[fi]
+            buf = bufs[d]
+            if n != full[d]:
+                buf = buf.trim(0, n)
+            try:
+                if d == _WRITE:
+                    self._prepare_write(buf, pos, n)
                     t = clock()
-                    await fn(pos, buf)
-                    lat.append(clock() - t)
-                if not cyclic:
-                    return
-        except BaseException:
-            state.left = 0  # fio stops a job at its first error
-            raise
-    return run
+                    await f.dma_write(pos, buf)
+                else:
+                    t = clock()
+                    await f.dma_read(pos, buf)
+                t2 = clock()
+            except BaseException:
+                self.stop = True  # fio stops a job at its first error
+                raise
+            lat[d].append(t2 - t)
+            at[d].append(t2 - self.t0)
+            io_bytes[d] += n
+            if sizes is not None:
+                sizes[d].append(n)
+            if offs is not None:
+                offs[d].append(pos)
+            if verifier is not None:
+                if d == _READ:
+                    if not job.does_writes:  # a read job checks data written before; a mixed
+                        self._check(buf, fi, pos, n)  # one checks its own writes afterwards
+                elif job.do_verify:
+                    self.written.append((fi, pos, n))
+                    if backlog and len(self.written) >= backlog:
+                        await self._verify_written(rb)
+            if d == _WRITE and sync_every:
+                self.writes += 1
+                if self.writes % sync_every == 0:
+                    await f.flush()
+            done += 1
+            if think and done % think_every == 0:
+                await asyncio.sleep(think)
 
+    def _check(self, buf: Any, fi: int, pos: int, n: int) -> None:
+        assert self.verifier is not None
+        report = self.verifier.check(buf, self.cr.paths[fi], pos, n)
+        if report is None:
+            return
+        cr = self.cr
+        cr.verify_errors.append(report)
+        cr.fail(_errno.EILSEQ, f"verify failed at file {cr.paths[fi]} offset {pos}, length {n}")
+        if self.warn is not None and len(cr.verify_errors) <= _VERIFY_REPORTS:
+            print(report, file=self.warn)
+            if len(cr.verify_errors) == _VERIFY_REPORTS:
+                print(f"{self.job.name}: further verify failures are counted, not shown", file=self.warn)
+        if self.job.verify_fatal:
+            self.stop = True
 
-def _seq_worker(table: list, first: int, cur: list[int], start: int, end: int):
-    mask = len(table) - 1
-    assert len(table) & mask == 0, "the direction table's length must be a power of two"
-
-    async def run(state: _State) -> None:
+    async def _verify_written(self, buf: Any) -> None:
+        """Read back what was written (the verify phase, or a verify_backlog batch into the
+        worker's own read buffer)."""
+        todo, self.written = _latest_writes(self.written), []
+        if buf is None:
+            buf = self.files[0].allocate_buffer(max(self.job.block_sizes(_WRITE)[1], 4096))
+            self.bufs.append(buf)
+        cr = self.cr
         clock = time.perf_counter_ns
-        n = first
-        try:
-            while state.left > 0:
-                fn, buf, lat, nb, d = table[n & mask]
-                n += 1
-                pos = cur[d]
-                nxt = pos + nb
-                cur[d] = nxt if nxt + nb <= end else start
-                state.left -= nb
-                t = clock()
-                await fn(pos, buf)
-                lat.append(clock() - t)
-        except BaseException:
-            state.left = 0
-            raise
-    return run
+        for fi, pos, n in todo:
+            if self.stop and self.job.verify_fatal:
+                return
+            b = buf.trim(0, n) if n != len(buf) else buf
+            t = clock()
+            await self.files[fi].dma_read(pos, b)
+            t2 = clock()
+            cr.lat[_READ].append(t2 - t)  # fio counts verify reads as reads
+            cr.at[_READ].append(t2 - self.t0)
+            cr.io_bytes[_READ] += n
+            if cr.sizes is not None:
+                cr.sizes[_READ].append(n)
+            if cr.offs is not None:
+                cr.offs[_READ].append(pos)
+            self._check(b, fi, pos, n)
 
 
-async def _run_group(clones: list[CloneRun], base_seed: int) -> None:
+#: Verify failures printed per clone (the count is in the report).
+_VERIFY_REPORTS = 10
+
+
+def _latest_writes(written: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The writes whose data is still on disk: of writes that overlap, the later one (only it
+    can be verified; fio keeps the same history)."""
+    latest: dict[tuple[int, int], tuple[int, int]] = {}
+    for order, (fi, pos, n) in enumerate(written):
+        latest[(fi, pos)] = (n, order)
+    items = sorted((fi, pos, n, order) for (fi, pos), (n, order) in latest.items())
+    keep = [True] * len(items)
+    for i, (fi, pos, n, order) in enumerate(items):
+        j = i + 1
+        while j < len(items) and items[j][0] == fi and items[j][1] < pos + n:
+            if items[j][3] > order:
+                keep[i] = False
+            else:
+                keep[j] = False
+            j += 1
+    return [(fi, pos, n) for (fi, pos, n, _), k in zip(items, keep) if k]
+
+
+async def _run_group(clones: list[CloneRun], warn: TextIO | None) -> None:
+    runners = [_Clone(c, warn) for c in clones if not c.error]
+    # Everything a clone needs is made before any clone's clock starts.
+    ready = [r for r in runners if await r.prepare()]
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    ramp = max(c.job.ramp_time_s for c in clones)
+    ramp = max((c.job.ramp_time_s for c in clones), default=0.0)
     snap: list[Any] = [r0]
 
     async def after_ramp() -> None:
@@ -403,14 +975,17 @@ async def _run_group(clones: list[CloneRun], base_seed: int) -> None:
 
     ramp_task = asyncio.ensure_future(after_ramp()) if ramp > 0 else None
     try:
-        results = await asyncio.gather(*(_run_clone(c, _seed(c, base_seed)) for c in clones),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(r.run() for r in ready), return_exceptions=True)
     finally:
         if ramp_task is not None:
             ramp_task.cancel()
+            await asyncio.gather(ramp_task, return_exceptions=True)
     for r in results:
-        if isinstance(r, BaseException):
+        if isinstance(r, BaseException) and not isinstance(r, Exception):
             raise r
+    for runner, r in zip(ready, results):
+        if isinstance(r, Exception):
+            runner.cr.fail(*_describe(r))
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     user, system = r1.ru_utime - snap[0].ru_utime, r1.ru_stime - snap[0].ru_stime
     total = sum(c.total_ios for c in clones)
@@ -419,18 +994,13 @@ async def _run_group(clones: list[CloneRun], base_seed: int) -> None:
         c.usr_s, c.sys_s = user * share, system * share
 
 
-def _seed(c: CloneRun, base: int) -> int:
-    if not c.job.randrepeat:
-        return int.from_bytes(os.urandom(8), "little")
-    return hash((base, c.job.name, c.clone, c.group)) & 0xFFFFFFFF
-
-
 @dataclass(slots=True)
 class JobsRun:
     groups: list[list[CloneRun]]  # one list of clones per stonewall group
     backend: str  # the reactor backend that carried the I/O
     options: ReactorOptions
     started: float  # time.time() at the start
+    jobs: list[JobSpec] = field(default_factory=list)
 
 
 def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
@@ -445,25 +1015,68 @@ def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
     check_jobs(jobs, warn)
     groups = groups_of(jobs)
     need = plan_layout(jobs)
-    runs = [[CloneRun(job, c, g, job.file_path(c)) for job in group for c in range(job.numjobs)]
-            for g, group in enumerate(groups)]
+    runs: list[list[CloneRun]] = []
+    number = 0
+    for g, group in enumerate(groups):
+        runs.append([])
+        for job in group:
+            for c in range(job.numjobs):
+                number += 1
+                paths = job.file_paths(c)
+                runs[-1].append(CloneRun(job, c, g, paths[0], number=number, paths=paths))
     opts = options or ReactorOptions()
 
     async def main() -> str:
-        await _ensure_files(need, warn)
+        failed = await _ensure_files(need, warn)
         for g in runs:
             for c in g:
+                bad = next((failed[p] for p in c.paths if p in failed), None)
+                if bad is not None:
+                    c.fail(*_describe(bad))
+                    continue
                 await _preflight(c)
         for g in runs:
-            await _run_group(g, 0x10E)
+            await _run_group(g, warn)
         return ioengine.get_reactor().backend.name
 
     backend = ioengine.run(main(), **opts.as_dict())
-    return JobsRun(runs, backend, opts, started)
+    return JobsRun(runs, backend, opts, started, jobs)
 
 
 # ------------------------------------------------------------------------------------------
 # Reporting: entries (one per clone, or per group with group_reporting), text and JSON
+
+
+def _window_samples(clones: list[CloneRun], d: int) -> tuple[list[float], list[float]]:
+    """fio's bandwidth (KiB/s) and IOPS samples: one per full SAMPLE_MS window of each clone; a
+    group_reporting entry adds its clones' samples window by window (the group's bandwidth)."""
+    per_window_bytes: dict[int, int] = {}
+    per_window_ios: dict[int, int] = {}
+    step = SAMPLE_MS * 1_000_000
+    for c in clones:
+        full = c.runtime_ns // step
+        sizes = c.sizes[d] if c.sizes is not None else None
+        bs = c.job.block_sizes(d)[0]
+        for i, t in enumerate(c.at[d]):
+            k = t // step
+            if k >= full:
+                continue
+            per_window_ios[k] = per_window_ios.get(k, 0) + 1
+            per_window_bytes[k] = per_window_bytes.get(k, 0) + (sizes[i] if sizes is not None else bs)
+        for k in range(full):
+            per_window_ios.setdefault(k, 0)
+            per_window_bytes.setdefault(k, 0)
+    keys = sorted(per_window_ios)
+    scale = 1000.0 / SAMPLE_MS
+    return ([per_window_bytes[k] * scale / 1024 for k in keys], [per_window_ios[k] * scale for k in keys])
+
+
+def _summary(xs: list[float]) -> tuple[float, float, float, float]:
+    if not xs:
+        return 0.0, 0.0, 0.0, 0.0
+    mean = sum(xs) / len(xs)
+    dev = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return min(xs), max(xs), mean, dev
 
 
 @dataclass(slots=True)
@@ -472,6 +1085,8 @@ class DirReport:
     io_bytes: int
     runtime_ms: int
     lat_sorted: list[int]
+    bw_samples: list[float] = field(default_factory=list)  # KiB/s
+    iops_samples: list[float] = field(default_factory=list)
 
     @property
     def iops(self) -> float:
@@ -519,7 +1134,8 @@ class Entry:
             return self._dirs[d]
         lat = sorted(x for c in self.clones for x in c.lat[d])
         runtime = max((_ms(c.runtime_ns, c.total_ios) for c in self.clones), default=0)
-        rep = DirReport(len(lat), sum(c.bytes(d) for c in self.clones), runtime if lat else 0, lat)
+        bw, iops = _window_samples(self.clones, d) if lat else ([], [])
+        rep = DirReport(len(lat), sum(c.bytes(d) for c in self.clones), runtime if lat else 0, lat, bw, iops)
         self._dirs[d] = rep
         return rep
 
@@ -568,7 +1184,9 @@ def _lat_json(d: DirReport, with_percentiles: bool) -> dict[str, Any]:
     return out
 
 
-def _dir_json(d: DirReport) -> dict[str, Any]:
+def _dir_json(d: DirReport, group_bw_kib: float) -> dict[str, Any]:
+    bmin, bmax, bmean, bdev = _summary(d.bw_samples)
+    imin, imax, imean, idev = _summary(d.iops_samples)
     return {
         "io_bytes": d.io_bytes, "io_kbytes": d.io_bytes // 1024, "bw_bytes": round(d.bw_bytes),
         "bw": round(d.bw_bytes / 1024), "iops": d.iops, "runtime": d.runtime_ms, "total_ios": d.ios,
@@ -578,41 +1196,163 @@ def _dir_json(d: DirReport) -> dict[str, Any]:
         # ioengine times an I/O from the call to the task's resumption: no separate submission
         # latency, so lat equals clat.
         "lat_ns": _lat_json(d, False),
+        "bw_min": round(bmin), "bw_max": round(bmax),
+        "agg_pct": (bmean / group_bw_kib * 100.0) if group_bw_kib else 0.0,
+        "bw_mean": bmean, "bw_dev": bdev, "bw_samples": len(d.bw_samples),
+        "iops_min": round(imin), "iops_max": round(imax), "iops_mean": imean, "iops_stddev": idev,
+        "iops_samples": len(d.iops_samples),
     }
 
 
 _EMPTY_DIR = DirReport(0, 0, 0, [])
+#: fio's latency histogram buckets (upper bounds, in the unit of each key).
+_LAT_BUCKETS = ("2", "4", "10", "20", "50", "100", "250", "500", "750", "1000")
+_MS_BUCKETS = (*_LAT_BUCKETS, "2000", ">=2000")
+_DEPTH_KEYS = ("1", "2", "4", "8", "16", "32", ">=64")
+_SUBMIT_KEYS = ("0", "4", "8", "16", "32", "64", ">=64")
+
+
+def _latency_buckets(lats: list[int]) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """fio's latency_ns / latency_us / latency_ms: percent of I/Os under each bound."""
+    import bisect
+
+    n = len(lats)
+    out: list[dict[str, float]] = []
+    prev_count = 0
+    for scale, keys in ((1, _LAT_BUCKETS), (1000, _LAT_BUCKETS), (1_000_000, _MS_BUCKETS)):
+        d: dict[str, float] = {}
+        for k in keys:
+            if k.startswith(">="):
+                count = n
+            else:
+                count = bisect.bisect_right(lats, int(k) * scale) if n else 0
+            d[k] = (count - prev_count) * 100.0 / n if n else 0.0
+            prev_count = count
+        out.append(d)
+    return out[0], out[1], out[2]
+
+
+def _depth_json(depth: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    # ioengine keeps exactly `depth` I/Os in flight per clone, and each coroutine submits one.
+    level = {k: 0.0 for k in _DEPTH_KEYS}
+    key = ">=64" if depth >= 64 else str(1 << (depth.bit_length() - 1))
+    level[key] = 100.0
+    submit = {k: 0.0 for k in _SUBMIT_KEYS}
+    submit["4"] = 100.0  # fio's "4" bucket holds batches of 1 to 4 I/Os
+    return level, submit, dict(submit)
 
 
 def _job_options(job: JobSpec) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    for name, src in job.sources.items():
-        text = re.split(r"[;#]", src.text, maxsplit=1)[0]
-        key, eq, value = text.partition("=")
-        opts[name] = value.strip() if eq else ""
-    return opts
+    """fio's "job options": what the job's own section set (not [global]'s)."""
+    return {k: v for k, v in job.written.items() if k in job.own}
 
 
 def to_json(run: JobsRun) -> dict[str, Any]:
     """fio's JSON document (``--output-format=json``) for the fields ioengine measures."""
     now = time.time()
     jobs = []
-    for e in entries_of(run.groups):
-        jobs.append({
+    entries = entries_of(run.groups)
+    group_bw: dict[tuple[int, int], float] = {}
+    for e in entries:
+        for d in (_READ, _WRITE):
+            group_bw[(e.groupid, d)] = group_bw.get((e.groupid, d), 0.0) + e.direction(d).bw_bytes / 1024
+    for e in entries:
+        lats = sorted(x for c in e.clones for d in (_READ, _WRITE) for x in c.lat[d])
+        lat_ns, lat_us, lat_ms = _latency_buckets(lats)
+        level, submit, complete = _depth_json(e.job.depth)
+        entry: dict[str, Any] = {
             "jobname": e.name, "groupid": e.groupid, "error": e.error, "eta": 0,
             "elapsed": max(1, round(now - run.started)), "job options": _job_options(e.job),
-            "read": _dir_json(e.direction(_READ)), "write": _dir_json(e.direction(_WRITE)),
-            "trim": _dir_json(_EMPTY_DIR),
+            "read": _dir_json(e.direction(_READ), group_bw[(e.groupid, _READ)]),
+            "write": _dir_json(e.direction(_WRITE), group_bw[(e.groupid, _WRITE)]),
+            "trim": _dir_json(_EMPTY_DIR, 0.0),
+            "sync": {"total_ios": 0, "lat_ns": {"min": 0, "max": 0, "mean": 0.0, "stddev": 0.0, "N": 0}},
             "job_runtime": e.runtime_ms, "usr_cpu": e.usr_cpu, "sys_cpu": e.sys_cpu,
             "ctx": 0, "majf": 0, "minf": 0,
-        })
+            "iodepth_level": level, "iodepth_submit": submit, "iodepth_complete": complete,
+            "latency_ns": lat_ns, "latency_us": lat_us, "latency_ms": lat_ms,
+            "latency_depth": e.job.depth, "latency_target": 0, "latency_percentile": 100.0,
+            "latency_window": 0,
+        }
+        if e.job.description is not None:
+            entry["desc"] = e.job.description
+        jobs.append(entry)
+    glob: dict[str, str] = {}
+    for job in run.jobs:
+        glob.update(job.global_written)
     return {
         "fio version": engine_version(),
         "timestamp": int(now), "timestamp_ms": int(now * 1000), "time": time.ctime(now),
+        "global options": glob,
         "ioengine": {"backend": run.backend, "reactor_options": run.options.as_dict()},
         "jobs": jobs,
         "disk_util": [],
     }
+
+
+# -- fio's log files --------------------------------------------------------------------------
+
+
+def write_logs(run: JobsRun) -> list[str]:
+    """write_bw_log / write_lat_log / write_iops_log in fio's format: ``time (ms), value, data
+    direction (0 read, 1 write), block size, offset`` per line, one file per clone
+    (PREFIX_bw.N.log etc., N fio's job number).  Without log_avg_msec, one line per I/O (bw in
+    KiB/s over that I/O's latency, as fio's per-I/O samples); with it, averages per period."""
+    written: list[str] = []
+    for group in run.groups:
+        for c in group:
+            job = c.job
+            for opt, kinds in ((job.write_lat_log, ("lat", "clat", "slat")), (job.write_bw_log, ("bw",)),
+                               (job.write_iops_log, ("iops",))):
+                if opt is None:
+                    continue
+                prefix = opt or job.name
+                for kind in kinds:
+                    path = f"{prefix}_{kind}.{c.number}.log"
+                    with open(path, "w", encoding="ascii") as f:
+                        f.writelines(_log_lines(c, kind, job.log_avg_msec))
+                    written.append(path)
+    return written
+
+
+def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
+    rows: list[tuple[int, int, int, int, int]] = []  # (time ns, value, ddir, bs, offset)
+    for d in (_READ, _WRITE):
+        sizes = c.sizes[d] if c.sizes is not None else None
+        offs = c.offs[d] if c.offs is not None else None
+        bs = c.job.block_sizes(d)[0]
+        for i, (t, lat) in enumerate(zip(c.at[d], c.lat[d])):
+            n = sizes[i] if sizes is not None else bs
+            if kind in ("lat", "clat"):
+                v = lat
+            elif kind == "slat":
+                v = 0
+            elif kind == "bw":
+                v = round(n * 1e9 / max(lat, 1) / 1024)
+            else:
+                v = 1
+            rows.append((t, v, d, n, offs[i] if offs is not None else 0))
+    rows.sort()
+    if not avg_ms:
+        return [f"{t // 1_000_000}, {v}, {d}, {n}, {o}\n" for t, v, d, n, o in rows]
+    # Averaged: per period and direction, the mean (lat) or the rate over the period (bw, iops).
+    step = avg_ms * 1_000_000
+    acc: dict[tuple[int, int], list[int]] = {}
+    for t, v, d, n, _ in rows:
+        a = acc.setdefault((t // step, d), [0, 0, 0])
+        a[0] += v
+        a[1] += 1
+        a[2] += n
+    out = []
+    for (k, d), (total, count, nbytes) in sorted(acc.items()):
+        if kind in ("lat", "clat", "slat"):
+            v = total // count
+        elif kind == "bw":
+            v = round(nbytes * 1000 / avg_ms / 1024)
+        else:
+            v = round(count * 1000 / avg_ms)
+        out.append(f"{(k + 1) * avg_ms}, {v}, {d}, 0, 0\n")
+    return out
 
 
 # -- fio-like text ---------------------------------------------------------------------------
@@ -685,9 +1425,10 @@ def to_text(run: JobsRun) -> str:
             if j.name in seen:
                 continue
             seen.add(j.name)
-            lines.append(f"{j.name}: (g={c.group}): rw={j.rw}, bs=(R) {j.bs}B-{j.bs}B, (W) {j.bs_write}B-"
-                         f"{j.bs_write}B, (T) {j.bs_write}B-{j.bs_write}B, ioengine=ioengine/{backend}, "
-                         f"iodepth={j.iodepth}")
+            (rlo, rhi), (wlo, whi) = j.block_sizes(_READ), j.block_sizes(_WRITE)
+            engine = j.ioengine or "psync"
+            lines.append(f"{j.name}: (g={c.group}): rw={j.rw}, bs=(R) {rlo}B-{rhi}B, (W) {wlo}B-{whi}B, "
+                         f"(T) {wlo}B-{whi}B, ioengine={engine} (ioengine/{backend}), iodepth={j.depth}")
     nclones = sum(len(g) for g in runs)
     lines.append(engine_version())
     lines.append(f"Starting {nclones} job{'s' if nclones != 1 else ''} in one reactor ({backend})")
@@ -701,7 +1442,7 @@ def to_text(run: JobsRun) -> str:
                          f"pid={os.getpid()}: {date}")
             for c in e.clones:
                 if c.error:
-                    lines.append(f"  error: {c.error_text}")
+                    lines.append(f"  error: err={c.error} ({os.strerror(c.error)}): {c.error_text}")
                 if not c.direct:
                     lines.append(f"  note: {c.path!r} is on a filesystem without O_DIRECT: buffered I/O")
             for d, label in ((_READ, " read"), (_WRITE, "write")):
@@ -711,7 +1452,8 @@ def to_text(run: JobsRun) -> str:
             rts = e.runtime_ms
             lines.append(f"  cpu          : usr={e.usr_cpu:.2f}%, sys={e.sys_cpu:.2f}%, ctx=0, majf=0, minf=0")
             r, w = e.direction(_READ), e.direction(_WRITE)
-            lines.append(f"  IO depths    : {e.job.iodepth}=100.0% (ioengine keeps iodepth I/Os in flight per clone)")
+            lines.append(f"  IO depths    : {e.job.depth}=100.0% (ioengine keeps {e.job.depth} I/O"
+                         f"{'s' if e.job.depth > 1 else ''} in flight per clone)")
             lines.append(f"     issued rwts: total={r.ios},{w.ios},0,0 short=0,0,0,0 dropped=0,0,0,0")
             if rts == 0 and not e.error:
                 lines.append("  (no I/O measured)")
@@ -734,13 +1476,20 @@ def to_text(run: JobsRun) -> str:
     return "\n".join(lines)
 
 
-def main_run(job_file: str, options: ReactorOptions, output_format: str = "normal", out: TextIO | None = None,
-             err: TextIO | None = None) -> int:
-    """The ``run`` command: 0 when every job ran without error, 1 when a job failed (like fio),
-    2 when the job file cannot be run (the message names the file and line).
+def main_run(job_file: str | None, options: ReactorOptions, output_format: str = "normal",
+             out: TextIO | None = None, err: TextIO | None = None, *, list_options: bool = False) -> int:
+    """The ``run`` command: 0 when every job ran without error, 1 when a job failed (like fio: one
+    ``err=N (description)`` line per failing clone on stderr), 2 when the job file cannot be run
+    (the message names every problem with its file and line).
     ``out``/``err`` default to the current sys.stdout / sys.stderr."""
     out = out or sys.stdout
     err = err or sys.stderr
+    if list_options:
+        out.write(options_help() + "\n")
+        return 0
+    if job_file is None:
+        print("ioengine-bench run: give a job file (or --list-options)", file=err)
+        return 2
     try:
         jobs = parse_job_file(job_file)
         if not jobs:
@@ -749,6 +1498,10 @@ def main_run(job_file: str, options: ReactorOptions, output_format: str = "norma
     except (JobFileError, RunError) as e:
         print(f"ioengine-bench run: {e}", file=err)
         return 2
+    try:
+        write_logs(run)
+    except OSError as e:
+        print(f"ioengine-bench run: cannot write a log: {e}", file=err)
     if output_format == "json":
         json.dump(to_json(run), out, indent=2)
         out.write("\n")
@@ -757,5 +1510,6 @@ def main_run(job_file: str, options: ReactorOptions, output_format: str = "norma
         out.write("\n")
     failed = [c for g in run.groups for c in g if c.error]
     for c in failed:
-        print(f"ioengine-bench run: job '{c.job.name}' (clone {c.clone}) failed: {c.error_text}", file=err)
+        print(f"ioengine-bench run: job '{c.job.name}' (clone {c.clone}): err={c.error} "
+              f"({os.strerror(c.error)}): {c.error_text}", file=err)
     return 1 if failed else 0

@@ -1,10 +1,10 @@
 """ioengine-bench run JOB.fio: fio job files through ioengine, fio-like text and fio's JSON schema."""
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import random
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import pytest
 from ioengine.bench.__main__ import main
 from ioengine.bench.fio_json import parse_fio_json
 from ioengine.bench.jobfile import JobFileError, parse_job_text
-from ioengine.bench.runjob import CloneRun, _drive, entries_of, groups_of
+from ioengine.bench.runjob import CloneRun, FullCycle, IoPlan, entries_of, groups_of
 
 TWO_JOBS = """\
     [global]
@@ -83,7 +83,15 @@ def test_run_json_round_trip(scratch: Path, capsys: pytest.CaptureFixture[str]) 
         assert d.lat_ns.mean == c.mean
     assert rr.usr_cpu + rr.sys_cpu > 0 and rr.runtime_ms >= 900
     assert res.cpu_us_per_io() is not None and res.cpu_us_per_io() > 0
-    assert rr.options["rw"] == "randread" and rr.options["size"] == "4m"
+    assert rr.options["rw"] == "randread" and "size" not in rr.options  # fio: the job's own options only
+    doc = json.loads(text)
+    assert doc["global options"]["size"] == "4m"
+    j = doc["jobs"][0]
+    assert j["iodepth_level"]["1"] == 100.0  # no ioengine=: fio's psync, one I/O in flight
+    buckets = sum(j["latency_us"].values()) + sum(j["latency_ns"].values()) + sum(j["latency_ms"].values())
+    assert buckets == pytest.approx(100.0)
+    r = j["read"]
+    assert r["bw_samples"] >= 1 and r["bw_min"] <= r["bw_mean"] <= r["bw_max"] and r["iops_samples"] >= 1
     assert res.total("read").total_ios == rr.read.total_ios
 
 
@@ -125,76 +133,93 @@ def test_size_based_jobs_numjobs_and_groups(scratch: Path, capsys: pytest.Captur
 # ------------------------------------------------------------------------------- how I/O is issued
 
 
-class _FakeFile:
-    """Records (op, pos, len) and completes at once (after one loop turn)."""
-
-    def __init__(self) -> None:
-        self.ops: list[tuple[str, int, int]] = []
-
-    def allocate_buffer(self, n: int) -> bytearray:
-        return bytearray(n)
-
-    async def dma_read(self, pos: int, buf) -> int:
-        self.ops.append(("r", pos, len(buf)))
-        await asyncio.sleep(0)
-        return len(buf)
-
-    async def dma_write(self, pos: int, buf) -> int:
-        self.ops.append(("w", pos, len(buf)))
-        await asyncio.sleep(0)
-        return len(buf)
-
-
-def _drive_fake(text: str, start: int, length: int) -> tuple[CloneRun, _FakeFile]:
+def _plan(text: str, start: int, length: int) -> list[tuple[int, int, int, int]]:
+    """Every I/O a clone of the job would issue (the plan is pure: no file, no clock)."""
     (job,) = parse_job_text(textwrap.dedent(text), "t.fio")
-    cr = CloneRun(job, 0, 0, "x")
-    f = _FakeFile()
-    asyncio.run(_drive(cr, f, start, length, random.Random(1), []))
-    return cr, f
+    plan = IoPlan(job, [(start, length)], 1, time_based=False)
+    out = []
+    while (io := plan.next()) is not None:
+        out.append(io)
+    return out
 
 
 def test_random_map_region_and_block_sizes() -> None:
-    cr, f = _drive_fake("""\
+    ops = _plan("""\
         [j]
         rw=randrw
         rwmixread=70
         bs=4k,16k
         iodepth=4
     """, 1 << 20, 1 << 20)
-    reads = [p for op, p, n in f.ops if op == "r"]
-    writes = [(p, n) for op, p, n in f.ops if op == "w"]
-    assert all(n == 4096 for op, _, n in f.ops if op == "r") and all(n == 16384 for _, n in writes)
+    reads = [p for d, _, p, n in ops if d == 0]
+    writes = [(p, n) for d, _, p, n in ops if d == 1]
+    assert all(n == 4096 for d, _, _, n in ops if d == 0) and all(n == 16384 for _, n in writes)
     assert all((1 << 20) <= p and p + 4096 <= (2 << 20) and p % 4096 == 0 for p in reads)
     assert all((1 << 20) <= p and p + n <= (2 << 20) and p % 16384 == 0 for p, n in writes)
     assert len(set(reads)) == len(reads) and len({p for p, _ in writes}) == len(writes)  # random map: no repeats
     total = 4096 * len(reads) + sum(n for _, n in writes)
-    assert (1 << 20) <= total < (1 << 20) + 4 * 16384
-    assert 0.55 < len(reads) / len(f.ops) < 0.85
-    assert cr.ios(0) == len(reads) and cr.ios(1) == len(writes)
+    assert (1 << 20) <= total < (1 << 20) + 16384
+    assert 0.55 < len(reads) / len(ops) < 0.85
+
+
+def test_random_map_covers_every_block_once_per_pass() -> None:
+    (job,) = parse_job_text("[j]\nrw=randread\nbs=4k\n", "t.fio")
+    plan = IoPlan(job, [(0, 1000 * 4096)], 1, time_based=True)
+    first = [plan.next()[2] for _ in range(1000)]  # type: ignore[index]
+    second = [plan.next()[2] for _ in range(1000)]  # type: ignore[index]
+    assert sorted(first) == sorted(second) == [i * 4096 for i in range(1000)]
+    assert first != second and first != sorted(first)
+    for n in (1, 2, 3, 5, 1 << 12, (1 << 12) + 1):
+        fc = FullCycle(n, 7)
+        assert sorted(fc.next() for _ in range(n)) == list(range(n))
+
+
+def test_norandommap_and_distributions_stay_in_the_region() -> None:
+    for dist in ("norandommap", "random_distribution=zipf:1.2", "random_distribution=pareto:0.2",
+                 "random_distribution=normal:10", "random_distribution=zoned:60/10:30/20:10/70"):
+        ops = _plan(f"[j]\nrw=randread\nbs=4k\n{dist}\n", 8192, 256 * 4096)
+        assert len(ops) == 256 and all(8192 <= p < 8192 + 256 * 4096 and p % 4096 == 0 for _, _, p, _ in ops)
+        if dist != "norandommap":  # skewed: some block comes back
+            assert len({p for _, _, p, _ in ops}) < 256
+
+
+def test_randrepeat_is_the_same_in_another_process() -> None:
+    # hash() of a str differs per process; the seeds must not.
+    code = ("from ioengine.bench.jobfile import parse_job_text; from ioengine.bench.runjob import IoPlan;"
+            "(j,) = parse_job_text('[j]\\nrw=randrw\\nbs=4k\\n', 't');"
+            "p = IoPlan(j, [(0, 1 << 22)], 1, time_based=False);"
+            "print([p.next() for _ in range(50)])")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)}
+    assert len(outs) == 1
+
+
+def test_bssplit_and_bsrange_sizes() -> None:
+    ops = _plan("[j]\nrw=randwrite\nbssplit=4k/75:64k/25\n", 0, 8 << 20)
+    sizes = [n for _, _, _, n in ops]
+    cut = [n for n in sizes if n not in (4096, 65536)]  # at the region's end, cut to fit
+    assert {4096, 65536} <= set(sizes) and len(cut) < 5 and all(n % 4096 == 0 and n < 65536 for n in cut)
+    assert 0.6 < sizes.count(4096) / len(sizes) < 0.9
+    ops = _plan("[j]\nrw=read\nbsrange=4k-16k\n", 0, 1 << 20)
+    assert {n for _, _, _, n in ops} <= {4096, 8192, 12288, 16384} and sum(n for *_, n in ops) >= 1 << 20
 
 
 def test_sequential_job_reads_its_region_once_in_order() -> None:
-    cr, f = _drive_fake("""\
+    ops = _plan("""\
         [j]
         rw=read
         bs=128k
         iodepth=3
     """, 4096, 1 << 20)
-    assert [p for _, p, _ in f.ops] == [4096 + i * (128 << 10) for i in range(8)]
-    assert cr.bytes(0) == 1 << 20 and cr.runtime_ns > 0
+    assert [p for _, _, p, _ in ops] == [4096 + i * (128 << 10) for i in range(8)]
 
 
-def test_time_based_sequential_wraps_around() -> None:
-    cr, f = _drive_fake("""\
-        [j]
-        rw=write
-        bs=64k
-        time_based
-        runtime=100ms
-    """, 0, 256 << 10)
-    pos = [p for _, p, _ in f.ops]
-    assert len(pos) > 8 and set(pos) == {0, 64 << 10, 128 << 10, 192 << 10}
-    assert 80e6 < cr.runtime_ns < 1e9
+def test_io_size_and_loops_wrap_around() -> None:
+    ops = _plan("[j]\nrw=write\nbs=64k\nio_size=512k\nloops=2\n", 0, 256 << 10)
+    pos = [p for _, _, p, _ in ops]
+    assert len(pos) == 16 and set(pos) == {0, 64 << 10, 128 << 10, 192 << 10}
+    ops = _plan("[j]\nrw=randread\nbs=4k\nnumber_ios=7\n", 0, 1 << 20)
+    assert len(ops) == 7
 
 
 # ------------------------------------------------------------------------------- errors
@@ -207,12 +232,14 @@ def test_unsupported_option_exit_2_names_line(scratch: Path, capsys: pytest.Capt
 
         [j]
         rw=randread
-        verify=md5
+        zonemode=zbd
+        ioengine=libhdfs
     """)
     assert main(["run", str(job)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert f"{job}, line 6" in err and "option 'verify' is not supported" in err and "verify=md5" in err
+    assert f"{job}, line 6" in err and "option 'zonemode' is not supported" in err and "zonemode=zbd" in err
+    assert f"{job}, line 7: ioengine=libhdfs is not supported" in err
 
 
 def test_missing_job_file(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
