@@ -673,7 +673,10 @@ class _Clone:
         self.bufs: list[Any] = []
         self.plan = IoPlan(cr.job, cr.regions, cr.number, time_based=cr.job.time_based)
         self.verifier = Verifier(cr.job) if cr.job.verify else None
-        self.written: list[tuple[int, int, int]] = []  # (file, pos, n) awaiting verification
+        self.written: list[tuple[int, int, int, int]] = []  # (file, pos, n, seq) to verify
+        self.last_write: dict[tuple[int, int], int] = {}  # (file, pos) -> seq of its latest write
+        self.wseq = 0
+        self.inflight: set[tuple[int, int]] = set()  # verify jobs: (file, pos) being written or read
         self.stop = False
         self.writes = 0
         self.seq = 0
@@ -862,6 +865,15 @@ class _Clone:
             buf = bufs[d]
             if n != full[d]:
                 buf = buf.trim(0, n)
+            if verifier is not None:
+                # A checkable block is written by one I/O at a time, in the order recorded.
+                while (fi, pos) in self.inflight:
+                    await asyncio.sleep(0)
+                if d == _WRITE and job.do_verify:
+                    self.wseq += 1
+                    self.last_write[(fi, pos)] = self.wseq
+                    self.written.append((fi, pos, n, self.wseq))
+                self.inflight.add((fi, pos))
             try:
                 if d == _WRITE:
                     self._prepare_write(buf, pos, n)
@@ -874,6 +886,9 @@ class _Clone:
             except BaseException:
                 self.stop = True  # fio stops a job at its first error
                 raise
+            finally:
+                if verifier is not None:
+                    self.inflight.discard((fi, pos))
             lat[d].append(t2 - t)
             at[d].append(t2 - self.t0)
             io_bytes[d] += n
@@ -886,7 +901,6 @@ class _Clone:
                     if not job.does_writes:  # a read job checks data written before; a mixed
                         self._check(buf, fi, pos, n)  # one checks its own writes afterwards
                 elif job.do_verify:
-                    self.written.append((fi, pos, n))
                     if backlog and len(self.written) >= backlog:
                         await self._verify_written(rb)
             if d == _WRITE and sync_every:
@@ -921,13 +935,21 @@ class _Clone:
             self.bufs.append(buf)
         cr = self.cr
         clock = time.perf_counter_ns
-        for fi, pos, n in todo:
+        for fi, pos, n, seq in todo:
             if self.stop and self.job.verify_fatal:
                 return
             b = buf.trim(0, n) if n != len(buf) else buf
-            t = clock()
-            await self.files[fi].dma_read(pos, b)
-            t2 = clock()
+            while (fi, pos) in self.inflight:  # a write of it still in flight (verify_backlog)
+                await asyncio.sleep(0)
+            if self.last_write.get((fi, pos)) != seq:
+                continue  # rewritten since: the newer write gets checked
+            self.inflight.add((fi, pos))
+            try:
+                t = clock()
+                await self.files[fi].dma_read(pos, b)
+                t2 = clock()
+            finally:
+                self.inflight.discard((fi, pos))
             cr.lat[_READ].append(t2 - t)  # fio counts verify reads as reads
             cr.at[_READ].append(t2 - self.t0)
             cr.io_bytes[_READ] += n
@@ -942,11 +964,11 @@ class _Clone:
 _VERIFY_REPORTS = 10
 
 
-def _latest_writes(written: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+def _latest_writes(written: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
     """The writes whose data is still on disk: of writes that overlap, the later one (only it
     can be verified; fio keeps the same history)."""
     latest: dict[tuple[int, int], tuple[int, int]] = {}
-    for order, (fi, pos, n) in enumerate(written):
+    for fi, pos, n, order in written:
         latest[(fi, pos)] = (n, order)
     items = sorted((fi, pos, n, order) for (fi, pos), (n, order) in latest.items())
     keep = [True] * len(items)
@@ -958,7 +980,7 @@ def _latest_writes(written: list[tuple[int, int, int]]) -> list[tuple[int, int, 
             else:
                 keep[j] = False
             j += 1
-    return [(fi, pos, n) for (fi, pos, n, _), k in zip(items, keep) if k]
+    return [item for item, k in zip(items, keep) if k]
 
 
 async def _run_group(clones: list[CloneRun], warn: TextIO | None) -> None:

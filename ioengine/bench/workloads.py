@@ -540,6 +540,8 @@ async def lay_out(path: str, start: int, end: int, *, chunk: int = LAYOUT_CHUNK)
     """Write random (incompressible) data over ``[start, end)`` of ``path``, creating it if needed.
 
     ``start`` is rounded down and ``end`` up to 4 KiB (O_DIRECT); 4 writes in flight, then fdatasync.
+    The first failed write (ENOSPC, EFBIG, ...) stops the layout at once: nothing more is issued,
+    the writes in flight are awaited (their errors retrieved), and that first error is raised.
     """
     start -= start % _LAYOUT_ALIGN
     end = -(-end // _LAYOUT_ALIGN) * _LAYOUT_ALIGN
@@ -551,17 +553,27 @@ async def lay_out(path: str, start: int, end: int, *, chunk: int = LAYOUT_CHUNK)
         pos = start
         inflight: set[asyncio.Future] = set()
         i = 0
-        while pos < end:
-            if len(inflight) >= 4:
-                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            n = min(chunk, end - pos)
-            inflight.add(asyncio.ensure_future(f.dma_write(pos, bufs[i % 4].trim(0, n))))
-            pos += n
-            i += 1
-        await asyncio.gather(*inflight)
-        await f.flush()
-        for b in bufs:
-            b.release()
+        failed: BaseException | None = None
+        try:
+            while pos < end and failed is None:
+                if len(inflight) >= 4:
+                    done, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                    errors = [e for e in [d.exception() for d in done] if e is not None]  # all retrieved
+                    failed = errors[0] if errors else None
+                    if failed is not None:
+                        break
+                n = min(chunk, end - pos)
+                inflight.add(asyncio.ensure_future(f.dma_write(pos, bufs[i % 4].trim(0, n))))
+                pos += n
+                i += 1
+            results = await asyncio.gather(*inflight, return_exceptions=True)
+            failed = failed or next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
+            await f.flush()
+        finally:
+            for b in bufs:
+                b.release()
 
 
 def ensure_bench_file(path: str, size: int) -> str:
