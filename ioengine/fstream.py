@@ -482,9 +482,11 @@ class _Write:
 
     __slots__ = ("pos", "n", "buf", "fut", "res", "error", "waiter", "stream")
 
-    def __init__(self, pos: int, buf: DmaBuffer, stream: FileOutputStream) -> None:
-        self.pos = pos
-        self.n = len(buf)
+    def __init__(self, pos: int, buf: DmaBuffer, stream: FileOutputStream, skip: int = 0) -> None:
+        # Writes buf[skip:] at pos + skip (a flush already wrote the first skip bytes); the
+        # whole buffer is released at the end.
+        self.pos = pos + skip
+        self.n = len(buf) - skip
         self.buf = buf
         self.fut: asyncio.Future | None = None
         self.res: int | None = None
@@ -551,10 +553,10 @@ class FileOutputStream:
         #: settled (the write has completed).
         self._inflight: collections.deque[_Write] = collections.deque()
         self._active = 0  # writes issued and not completed (at most write_behind)
-        #: Full buffers (pos, buf) waiting for a write-behind slot (at most write_behind); a
-        #: completion issues the next one from its callback, so the disk is not left short
-        #: while the writer waits to be scheduled.
-        self._pending: collections.deque[tuple[int, DmaBuffer]] = collections.deque()
+        #: Full buffers (pos, buf, bytes a flush already wrote) waiting for a write-behind slot
+        #: (at most write_behind); a completion issues the next one from its callback, so the
+        #: disk is not left short while the writer waits to be scheduled.
+        self._pending: collections.deque[tuple[int, DmaBuffer, int]] = collections.deque()
         self._halted = False  # a write failed or came up short: issue nothing more
         self._error: BaseException | None = None
         self._closed = False
@@ -764,8 +766,11 @@ class FileOutputStream:
         self._buf = None
         self._fill = 0
         self._pos = pos + len(buf)
+        # The blocks a flush already wrote are not written again (a committing stream would
+        # otherwise rewrite most of each buffer once more when it fills).
+        skip = self._on_disk - self._on_disk % self._align
         self._on_disk = 0
-        self._pending.append((pos, buf))
+        self._pending.append((pos, buf, skip))
 
     def _issue_pending(self) -> None:
         """Issue pending buffers while write-behind slots are free (from a completion, too)."""
@@ -773,19 +778,20 @@ class FileOutputStream:
         file = self._file
         limit = self._opts.write_behind
         while pending and self._active < limit and not self._halted and self._error is None:
-            pos, buf = pending[0]
+            pos, buf, skip = pending[0]
             if file._write_must_wait(pos, len(buf)):  # a size barrier or sloppy-size growth: the task waits
                 return
             pending.popleft()
-            entry = _Write(pos, buf, self)
+            entry = _Write(pos, buf, self, skip)
             self._active += 1
             self._inflight.append(entry)
             try:
-                entry.fut = file._issue_write(pos, buf, self._opts.io_class, entry.completed)
+                entry.fut = file._issue_write(entry.pos, buf.trim(skip, entry.n) if skip else buf,
+                                              self._opts.io_class, entry.completed)
             except BaseException:
                 self._inflight.pop()
                 self._active -= 1
-                pending.appendleft((pos, buf))
+                pending.appendleft((pos, buf, skip))
                 raise
 
     async def _make_progress(self) -> None:
@@ -793,7 +799,7 @@ class FileOutputStream:
         if self._inflight:
             await self._reap_one()
         elif self._pending and not self._halted and self._error is None:
-            pos, buf = self._pending[0]
+            pos, buf, _ = self._pending[0]
             await self._file._wait_writable(pos, len(buf))
             self._issue_pending()
         else:  # failed: what is pending will never be written

@@ -17,7 +17,7 @@ from streams_util import CREATE, payload, read_os
 def _count_ops(monkeypatch) -> dict:
     """Count the File calls a stream makes (the real calls still run)."""
     counts = {"truncate": 0, "write_bytes": 0, "writes": 0}
-    real_truncate, real_write = File.truncate, File.dma_write
+    real_truncate, real_write, real_issue = File.truncate, File.dma_write, File._issue_write
 
     async def truncate(self, length):
         counts["truncate"] += 1
@@ -28,28 +28,38 @@ def _count_ops(monkeypatch) -> dict:
         counts["write_bytes"] += len(buf)
         return await real_write(self, pos, buf, io_class)
 
+    def issue_write(self, pos, buf, io_class=None, on_done=None):  # the stream's full buffers
+        counts["writes"] += 1
+        counts["write_bytes"] += len(buf)
+        return real_issue(self, pos, buf, io_class, on_done)
+
     monkeypatch.setattr(File, "truncate", truncate)
+    monkeypatch.setattr(File, "_issue_write", issue_write)
     monkeypatch.setattr(File, "dma_write", dma_write)
     return counts
 
 
 def test_aligned_commits_write_what_they_add_and_never_truncate(run, scratch, monkeypatch):
     """40 KB commits (block multiples) into a 128 KiB buffer: each flush writes its own 40 KB, not
-    the buffer's whole content again, and the file's size is right without a truncate."""
+    the buffer's whole content again (nor does the full buffer's write when the 4th commit fills
+    it), and the file's size is right without a truncate."""
     counts = _count_ops(monkeypatch)
     path = scratch / "f"
-    data = payload(1, 3 * 40960)
+    data = payload(1, 5 * 40960)
 
     async def body():
         f = await ioengine.open_file_dma(path, CREATE)
         out = make_file_output_stream(f)
-        for i in range(3):
+        for i in range(5):
             await out.write(data[i * 40960:(i + 1) * 40960])
             await out.flush()
             assert os.stat(path).st_size == (i + 1) * 40960
-        assert counts == {"truncate": 0, "write_bytes": 3 * 40960, "writes": 3}
+            assert read_os(path) == data[:(i + 1) * 40960]
+        assert counts["truncate"] == 0
+        assert counts["write_bytes"] == 5 * 40960, "every byte written once"
+        writes = counts["writes"]
         await out.flush()  # nothing new: no write
-        assert counts["writes"] == 3
+        assert counts["writes"] == writes
         await out.close()
 
     run(body())
