@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Classify fio's examples/ job files: which run through ``ioengine-bench run`` and which are refused, and why.
+
+    python scripts/fio_examples.py PATH/TO/fio/examples [--out docs/fio-compat.md]
+
+Each example is copied with its files pointed into a temporary directory and made short and small
+(runtime 1 s, at most 16 MiB per file, no start delay or ramp, at most 4 clones) — the workload's
+shape (engine, pattern, block sizes, mix, depth, distribution, verify …) is left as written — then
+run.  Exit status 0 = ran, 1 = ran but a job reported an error, 2 = refused (the reasons are the
+lines ioengine-bench names).  The table goes to ``--out`` as Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+HONOURED = {"", "sync", "psync", "vsync", "pvsync", "pvsync2", "libaio", "io_uring", "posixaio"}
+CAP = 16 << 20
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+@dataclass
+class Result:
+    name: str
+    engines: str
+    status: str  # ran, ran-with-error, refused, timeout
+    why: str
+
+    @property
+    def honourable(self) -> bool:
+        return all(e in HONOURED for e in self.engines.split(",")) if self.engines else True
+
+
+def _bytes(v: str) -> int | None:
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgtp]?)i?b?\s*", v, re.IGNORECASE)
+    return int(m.group(1)) * _UNITS[m.group(2).lower()] if m else None
+
+
+def shrink(text: str, tmp: Path) -> str:
+    """The example, short and small, its files in ``tmp`` (see the module doc)."""
+    out = []
+    # Examples that name a device take its whole size; here the file is new, so it gets one.
+    sized = re.search(r"^\s*(size|filesize|io_size)\s*=", text, re.MULTILINE) is not None
+    for line in text.splitlines():
+        body = re.split(r"[;#]", line, maxsplit=1)[0].strip()
+        key, eq, value = body.partition("=")
+        key = key.strip().lower()
+        value = value.strip()
+        if body.startswith("["):
+            out.append(line)
+            out.append("runtime=1")
+            if not sized:
+                out.append("size=16m")
+            continue
+        if key == "filename" and eq:
+            names = [n for n in re.split(r"(?<!\\):", value) if n]
+            safe = [re.sub(r"[^A-Za-z0-9._-]", "_", n.strip("/")) or "f" for n in names]
+            line = "filename=" + ":".join(str(tmp / s) for s in safe)
+        elif key == "directory" and eq:
+            line = f"directory={tmp}"
+        elif key in ("runtime", "timeout") and eq:
+            line = f"{key}=1"
+        elif key in ("startdelay", "ramp_time") and eq:
+            line = f"{key}=0"
+        elif key in ("size", "filesize", "io_size", "io_limit", "offset_increment", "offset", "fileoffset") and eq:
+            n = _bytes(value)
+            if n is not None and n > CAP:
+                small = "0" if key in ("offset", "fileoffset") else "1m" if key == "offset_increment" else "16m"
+                line = f"{key}={small}"
+        elif key == "numjobs" and eq and value.isdigit() and int(value) > 4:
+            line = "numjobs=4"
+        elif key in ("loops",) and eq:
+            line = "loops=1"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def engines_of(text: str) -> str:
+    found = re.findall(r"^\s*ioengine\s*=\s*([\w:/.-]+)", text, re.MULTILINE)
+    return ",".join(dict.fromkeys(found))
+
+
+def reasons(stderr: str) -> str:
+    why = []
+    for m in re.finditer(r"line \d+: (.*)", stderr):
+        msg = m.group(1)
+        opt = re.match(r"option '([^']+)' is not supported", msg)
+        eng = re.match(r"ioengine=(\S+) is not supported", msg)
+        if opt:
+            why.append(opt.group(1))
+        elif eng:
+            why.append(f"ioengine={eng.group(1)}")
+        else:
+            why.append(re.sub(r"^job '[^']*': ", "", msg).split(" (")[0].split(": ")[0][:70])
+    if not why:
+        last = [ln for ln in stderr.splitlines() if ln.startswith("ioengine-bench run:")]
+        why.append((last[0] if last else stderr.strip()[-120:]).removeprefix("ioengine-bench run: ")[:100])
+    return ", ".join(dict.fromkeys(why))
+
+
+def run_one(path: Path, timeout: float) -> Result:
+    text = path.read_text(errors="replace")
+    engines = engines_of(text)
+    with tempfile.TemporaryDirectory(prefix="fio-example-", dir=".") as d:
+        tmp = Path(d).resolve()
+        job = tmp / path.name
+        job.write_text(shrink(text, tmp))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "ioengine.bench", "run", str(job)], capture_output=True,
+                                  text=True, timeout=timeout, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            return Result(path.name, engines, "timeout", f"still running after {timeout:g} s")
+    if proc.returncode == 0:
+        notes = [ln.removeprefix("note: ") for ln in proc.stderr.splitlines() if ln.startswith("note:")]
+        why = "O_DIRECT where fio would be buffered" if any("buffered" in n for n in notes) else ""
+        return Result(path.name, engines, "ran", why)
+    if proc.returncode == 1:
+        errs = re.findall(r"err=(\d+) \(([^)]*)\)", proc.stderr)
+        return Result(path.name, engines, "ran-with-error",
+                      ", ".join(dict.fromkeys(f"err={n} ({t})" for n, t in errs)) or proc.stderr.strip()[-100:])
+    return Result(path.name, engines, "refused", reasons(proc.stderr))
+
+
+def table(results: list[Result], source: str) -> str:
+    honour = [r for r in results if r.honourable]
+    ran = [r for r in honour if r.status.startswith("ran")]
+    lines = [
+        "# fio's examples through `ioengine-bench run`",
+        "",
+        f"Produced by `python scripts/fio_examples.py {source}` (each example made short and small, its files in a",
+        "temporary directory; see the script). Rerun it after changing `ioengine/bench/`.",
+        "",
+        f"* {len(results)} job files; {len(honour)} use an engine ioengine can honour (sync family, libaio, io_uring,",
+        f"  posixaio, or none given): **{len(ran)} of them run** ({100 * len(ran) / max(1, len(honour)):.0f} %),",
+        f"  {sum(r.status == 'ran' for r in honour)} without errors.",
+        f"* {len(results) - len(honour)} use another engine and are refused naming it "
+        f"({sum(r.status == 'refused' for r in results if not r.honourable)} refused).",
+        "",
+        "| example | engine | result | why |",
+        "|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (not r.honourable, r.status, r.name)):
+        lines.append(f"| {r.name} | {r.engines or '(psync)'} | {r.status} | {r.why.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("examples", type=Path, help="fio's examples/ directory")
+    p.add_argument("--out", default="docs/fio-compat.md", help="Markdown table to write (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per example before it counts as hung")
+    args = p.parse_args(argv)
+    files = sorted(args.examples.glob("*.fio"))
+    if not files:
+        print(f"fio_examples: no *.fio files in {args.examples}", file=sys.stderr)
+        return 2
+    results = []
+    for f in files:
+        r = run_one(f, args.timeout)
+        print(f"{r.name:40} {r.status:15} {r.why}", flush=True)
+        results.append(r)
+    Path(args.out).write_text(table(results, "PATH/TO/fio/examples"))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
