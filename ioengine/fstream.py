@@ -580,6 +580,11 @@ class FileOutputStream:
         self._durable = start  # durable_position
         self._written_end = start  # end of the data written out and cut to length by a flush
         self._sync_running: asyncio.Future | None = None  # the fdatasync in progress (group commit)
+        #: Truncates made by the stream, and how many of them the last completed fdatasync covered.
+        self._meta_changes = 0
+        self._meta_synced = 0
+        #: The file was opened with O_DSYNC: a completed write is durable, no fdatasync needed.
+        self._dsync = bool(fcntl.fcntl(file.fileno(), fcntl.F_GETFL) & os.O_DSYNC)
         self._close_file = close_file
         self._turn_busy = False
         self._turn_waiters: collections.deque[asyncio.Future] = collections.deque()
@@ -901,13 +906,25 @@ class FileOutputStream:
     async def _sync_to(self, end: int) -> None:
         """Make the data written up to ``end`` durable, sharing fdatasyncs between callers: one
         that finds a sync in progress waits for it, then the first to find none issues the next
-        one for all (it covers every write completed before it was issued)."""
-        while self._durable < end:
+        one for all (it covers every write completed before it was issued). A truncate the
+        stream made is made durable too.
+
+        On a file opened with O_DSYNC (OpenFlags.DSYNC) every write is durable when it
+        completes, so no fdatasync is issued unless the stream truncated the file since the
+        last one (O_DSYNC does not cover a truncate)."""
+        while self._durable < end or self._meta_synced != self._meta_changes:
             running = self._sync_running
             if running is not None:
                 await asyncio.shield(running)  # its error is raised to each of its waiters
                 continue
             covers = self._written_end  # written (completed) before this sync is issued
+            meta = self._meta_changes
+            if self._dsync and meta == self._meta_synced:
+                if covers > self._durable:
+                    self._durable = covers
+                if covers < end:  # cannot happen (end was written before), but never loop forever
+                    break
+                continue
             fut = self._sync_running = asyncio.get_running_loop().create_future()
             try:
                 await self._file.flush()
@@ -921,6 +938,8 @@ class FileOutputStream:
                 self._sync_running = None
             if covers > self._durable:
                 self._durable = covers
+            if meta > self._meta_synced:
+                self._meta_synced = meta
             if covers < end:  # cannot happen (end was written before), but never loop forever
                 break
 
@@ -937,6 +956,7 @@ class FileOutputStream:
         # size (see _keep_size).
         self._keep_size = self._opts.trim_on_flush
         if (final or self._opts.trim_on_flush) and (self._grown or self._padded_end > end):
+            self._meta_changes += 1  # before: a cancelled truncate may still land
             await self._file.truncate(end)
             self._grown = False
             self._padded_end = end

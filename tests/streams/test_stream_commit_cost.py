@@ -145,3 +145,38 @@ def test_reader_sees_durable_data_while_not_trimmed(run, scratch):
         await out.close()
 
     run(body())
+
+
+@pytest.mark.parametrize("trim_on_flush", [True, False])
+def test_dsync_file_needs_no_fdatasync(run, scratch, monkeypatch, trim_on_flush):
+    """On a file opened with OpenFlags.DSYNC a completed write is durable: flush() issues no
+    fdatasync, except to make a truncate durable (O_DSYNC does not cover one): at every flush
+    that cut the file (trim_on_flush, data ending inside a block), and at close() without it."""
+    syncs = []
+    real_flush = File.flush
+
+    async def counted_flush(self):
+        syncs.append(None)
+        await real_flush(self)
+
+    monkeypatch.setattr(File, "flush", counted_flush)
+    path = scratch / "f"
+    data = payload(5, 3 * 40960 + 100)
+
+    async def body():
+        f = await ioengine.open_file_dma(path, CREATE | ioengine.OpenFlags.DSYNC)
+        out = make_file_output_stream(f, FileOutputStreamOptions(trim_on_flush=trim_on_flush))
+        for i in range(3):
+            await out.write(data[i * 40960:(i + 1) * 40960])
+            await out.flush()
+            assert out.durable_position == (i + 1) * 40960
+        assert syncs == [], "aligned commits on an O_DSYNC file: no fdatasync"
+        await out.write(data[3 * 40960:])
+        await out.flush()
+        assert out.durable_position == len(data)
+        assert len(syncs) == (1 if trim_on_flush else 0)
+        await out.close()
+        assert len(syncs) == 1, "the truncate is made durable once"
+
+    run(body())
+    assert read_os(path) == data
