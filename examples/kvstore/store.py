@@ -8,9 +8,14 @@ little-endian, the crc covering everything after it. An in-memory index maps eac
 the log, position and length of its newest record.
 
 - Puts append to the newest (active) log through an output stream (``append=True`` when the
-  store reopens). The stream runs with ``trim_on_flush=False``: a commit is one write and one
-  fdatasync, and the log may carry zeros past its last record until it is closed — recovery
-  stops there anyway.
+  store reopens). The log is opened with O_DSYNC and the stream runs with
+  ``trim_on_flush=False``: a commit is one write, no truncate and no fdatasync. The log may
+  carry zeros past its last record until it is closed — recovery stops there anyway.
+- New logs are written full of zeros before they are used (``prezero``; the next one in the
+  background once the active one is half full, in the compaction io class, as Seastar's
+  commitlog preallocates segments): a
+  commit then overwrites blocks the filesystem has already written, with no extent to
+  convert and no size to change, and the O_DSYNC write is all the disk does.
 - ``flush()`` makes every put and delete before it durable (several tasks flushing at once
   share one fdatasync: the stream's group commit). Puts not yet flushed are served from memory.
 - Gets read the whole record with ``File.dma_read_bulk(pos, n, into=buf)`` into a buffer the
@@ -51,6 +56,12 @@ HEADER = struct.Struct("<III")  # crc32, key length, value length
 TOMBSTONE = 0xFFFFFFFF
 MAX_KEY = 1 << 16
 MAX_VALUE = 1 << 24
+#: The active log is opened with O_DSYNC: each write is durable when it completes, so a commit
+#: is one write and no fdatasync (the output stream knows; scripts/commit_latency.py and
+#: bench.py measure it). Set to OpenFlags(0) to commit with write + fdatasync instead.
+LOG_FLAGS = OpenFlags.DSYNC
+#: Zeros written per request when a log is prepared.
+ZERO_CHUNK = 1 << 20
 #: Buffers kept for gets (one per concurrent get); a larger record gets a buffer of its own.
 GET_BUFFER = 64 * 1024
 
@@ -67,6 +78,9 @@ class StoreOptions:
     compaction_shares: int = 100
     #: Output stream buffer (bytes coalesced per write).
     buffer_size: int = 128 * 1024
+    #: Write each new log full of zeros (max_log_size) before it takes puts: commits are then
+    #: plain overwrites (see the module docstring). Costs writing every log twice.
+    prezero: bool = True
 
 
 def encode(key: bytes, value: bytes | None) -> bytes:
@@ -104,6 +118,10 @@ class KVStore:
         self._end = 0  # position after the last record handed to the active stream
         self._rotating: asyncio.Future[None] | None = None
         self._compacting = False
+        self._active_file: File | None = None  # the active log's File (the stream does not close it)
+        self._next_log: asyncio.Task[str] | None = None  # preparing the next log (prezero)
+        #: _append prepares the next log once the active one reaches this (half its size).
+        self._prepare_at = options.max_log_size // 2 if options.prezero else options.max_log_size
         self._bufs: list[DmaBuffer] = []  # idle get buffers
         self._compaction_class = IoClass("kvstore-compaction", shares=options.compaction_shares)
         self.recovered_torn = 0  # bytes cut from the active log's end at open (a torn tail)
@@ -121,7 +139,7 @@ class KVStore:
             await ioengine.make_directory(self.directory)
         names = []
         async for entry in ioengine.list_directory(self.directory):
-            if entry.name.endswith(".compact"):  # a compaction that did not finish
+            if entry.name.endswith((".compact", ".zero")):  # a compaction or log not finished
                 await ioengine.remove_file(os.path.join(self.directory, entry.name))
             elif entry.name.endswith(".log"):
                 names.append(entry.name)
@@ -132,13 +150,14 @@ class KVStore:
         if ids:
             self._active_id = ids[-1]
             path = self._path(self._active_id)
-            f = await ioengine.open_file_dma(path, OpenFlags.RW)
+            f = await ioengine.open_file_dma(path, OpenFlags.RW | LOG_FLAGS)
             size = await f.size()
             if size > valid_end:  # a torn record or zeros past the last record: cut them
                 self.recovered_torn = size - valid_end
                 await f.truncate(valid_end)
                 await f.flush()
-            self._out = make_file_output_stream(f, self._stream_options(), append=True)
+            self._active_file = f
+            self._out = make_file_output_stream(f, self._stream_options(), append=True, close_file=False)
             self._end = valid_end
         else:
             await self._start_log(1)
@@ -166,17 +185,75 @@ class KVStore:
 
     async def _start_log(self, fid: int) -> None:
         path = self._path(fid)
-        f = await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE | OpenFlags.EXCLUSIVE)
+        if self.options.prezero:
+            task, self._next_log = self._next_log, None
+            zeroed = await task if task is not None else await self._zeroed_log(fid)
+            await ioengine.rename_file(zeroed, path)
+            f = await ioengine.open_file_dma(path, OpenFlags.RW | LOG_FLAGS)
+        else:
+            f = await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE | OpenFlags.EXCLUSIVE | LOG_FLAGS)
         await ioengine.sync_directory(self.directory)  # the new log's name is durable too
         self._readers[fid] = await ioengine.open_file_dma(path)
-        self._out = make_file_output_stream(f, self._stream_options())
+        self._active_file = f
+        self._out = make_file_output_stream(f, self._stream_options(), close_file=False)
         self._active_id = fid
         self._end = 0
+        self._prepare_at = self.options.max_log_size // 2 if self.options.prezero else self.options.max_log_size
+
+    def _prepare_next(self) -> None:
+        """Start writing the next log's zeros (once the active log is half full: _append)."""
+        self._prepare_at = self.options.max_log_size
+        if self.options.prezero and self._next_log is None:
+            self._next_log = asyncio.ensure_future(self._zeroed_log(self._active_id + 1))
+
+    async def _zeroed_log(self, fid: int) -> str:
+        """``<fid>.log.zero``: max_log_size bytes of zeros, written (not fallocated: blocks the
+        filesystem has written take overwrites without any metadata change) and synced."""
+        path = self._path(fid, ".zero")
+        f = await ioengine.open_file_dma(path, OpenFlags.WO | OpenFlags.CREATE | OpenFlags.TRUNCATE)
+        try:
+            zero = f.allocate_buffer(ZERO_CHUNK)
+            zero[:] = bytes(ZERO_CHUNK)  # pool memory holds stale bytes
+            size = -(-self.options.max_log_size // ZERO_CHUNK) * ZERO_CHUNK
+            with self._compaction_class:  # background work: the low-share class
+                await asyncio.gather(*(self._zero_range(f, zero, start, size)
+                                       for start in range(0, 4 * ZERO_CHUNK, ZERO_CHUNK)))
+            zero.release()
+            await f.flush()
+        finally:
+            await f.close()
+        return path
+
+    @staticmethod
+    async def _zero_range(f: File, zero: DmaBuffer, start: int, size: int) -> None:
+        for pos in range(start, size, 4 * ZERO_CHUNK):  # four writes in flight
+            await f.dma_write(pos, zero)
+
+    async def _close_active(self) -> None:
+        """Close the active log: flushed, cut to its last record (the stream cuts only its own
+        padding; a prezeroed log is longer), synced."""
+        out, f = self._out, self._active_file
+        self._out = self._active_file = None
+        if out is not None:
+            await out.close()
+        if f is not None:
+            if f.logical_size != self._end:
+                await f.truncate(self._end)
+                await f.flush()
+            await f.close()
 
     async def close(self) -> None:
-        if self._out is not None:
-            await self._out.close()
-            self._out = None
+        zeroed = self._path(self._active_id + 1, ".zero")  # the log being prepared, if any
+        await self._close_active()
+        if self._next_log is not None:
+            task, self._next_log = self._next_log, None
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            if await ioengine.file_exists(zeroed):
+                await ioengine.remove_file(zeroed)
         for f in self._readers.values():
             await f.close()
         self._readers.clear()
@@ -215,8 +292,11 @@ class KVStore:
         else:
             self._index[key] = (fid, pos, len(rec))
         await out.write(rec)
-        if self._end >= self.options.max_log_size and self._rotating is None:
-            await self._rotate()
+        if self._end >= self._prepare_at:
+            if self._end >= self.options.max_log_size and self._rotating is None:
+                await self._rotate()
+            else:
+                self._prepare_next()
 
     async def flush(self) -> None:
         """Make every put and delete made before this call durable."""
@@ -237,9 +317,8 @@ class KVStore:
     async def _rotate(self) -> None:
         self._rotating = asyncio.get_running_loop().create_future()
         try:
-            out, old = self._out, self._active_id
-            assert out is not None
-            await out.close()  # flushed, cut to its last record, synced
+            old = self._active_id
+            await self._close_active()  # flushed, cut to its last record, synced
             await self._start_log(old + 1)
             self._forget_recent(self._active_id, 0)
         finally:
