@@ -886,12 +886,14 @@ class FileOutputStream:
     async def flush(self) -> None:
         """Write what is buffered, wait for write-behind, make it durable (fdatasync).
 
-        The partial tail block is written padded; the file is then cut back to its true
-        length. Later writes go on filling the same buffer and rewrite that block. Ordered
+        Only the blocks written to since the last flush go out; a partial tail block is written
+        padded and the file cut back to its true length (with trim_on_flush=False: at close()
+        only). Later writes go on filling the same buffer and rewrite that block. Ordered
         with write() calls from other tasks: it covers every write() called before it.
 
         Group commit: the writing happens in turn; the fdatasync does not hold the turn, and
-        flushes requested while one is in progress share the next fdatasync.
+        flushes requested while one is in progress share the next fdatasync. On a file opened
+        with O_DSYNC there is no fdatasync unless the file was cut (see _sync_to).
         """
         if self._turn_busy:
             await self._take_turn()

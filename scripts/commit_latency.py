@@ -1,8 +1,9 @@
 """One commit (a 40 KB write + flush) through the output stream, against plain Python
 ``os.write`` + ``os.fsync`` on the same disk: p50/p99 over N commits, alternating rounds.
 
-Two stream rows: the default (``trim_on_flush=True``: the file's size is the data's after each
-flush) and ``trim_on_flush=False`` (Seastar's: the file runs ahead of the data until close).
+Three stream rows: the default (``trim_on_flush=True``: the file's size is the data's after each
+flush), ``trim_on_flush=False`` (Seastar's: the file runs ahead of the data until close), and
+that on a file opened with ``OpenFlags.DSYNC`` (a commit is one write, no fdatasync).
 
     python scripts/commit_latency.py [--n 1000] [--rounds 3] [--size 40960] [--dir .scratch]
 """
@@ -18,10 +19,10 @@ import ioengine
 from ioengine import OpenFlags
 
 
-async def stream_commits(path: str, n: int, size: int, trim: bool = True) -> list[float]:
-    out = ioengine.make_file_output_stream(
-        await ioengine.open_file_dma(path, OpenFlags.WO | OpenFlags.CREATE | OpenFlags.TRUNCATE),
-        ioengine.FileOutputStreamOptions(trim_on_flush=trim))
+async def stream_commits(path: str, n: int, size: int, trim: bool = True, dsync: bool = False) -> list[float]:
+    flags = OpenFlags.WO | OpenFlags.CREATE | OpenFlags.TRUNCATE | (OpenFlags.DSYNC if dsync else 0)
+    out = ioengine.make_file_output_stream(await ioengine.open_file_dma(path, flags),
+                                           ioengine.FileOutputStreamOptions(trim_on_flush=trim))
     data = os.urandom(size)
     lat = []
     for _ in range(n):
@@ -62,11 +63,12 @@ def main() -> None:
     a = ap.parse_args()
     os.makedirs(a.dir, exist_ok=True)
     ps, pp = os.path.join(a.dir, "commit-stream.dat"), os.path.join(a.dir, "commit-plain.dat")
-    rows: dict[str, list[float]] = {"plain": [], "stream": [], "stream-notrim": []}
+    rows: dict[str, list[float]] = {"plain": [], "stream": [], "stream-notrim": [], "stream-notrim-dsync": []}
     for i in range(a.rounds):
         res = {"plain": plain_commits(pp, a.n, a.size),
                "stream": asyncio.run(stream_commits(ps, a.n, a.size, True)),
-               "stream-notrim": asyncio.run(stream_commits(ps, a.n, a.size, False))}
+               "stream-notrim": asyncio.run(stream_commits(ps, a.n, a.size, False)),
+               "stream-notrim-dsync": asyncio.run(stream_commits(ps, a.n, a.size, False, True))}
         base = pct(res["plain"], 50)
         print(f"round {i + 1}: " + " | ".join(
             f"{k} p50 {pct(v, 50):.0f} us p99 {pct(v, 99):.0f} ({pct(v, 50) / base:.2f}x)" for k, v in res.items()),
