@@ -353,6 +353,12 @@ class KVStore:
             else f.allocate_buffer(n)
         try:
             got = await f.dma_read_bulk(pos, n, into=buf)
+        except BaseException:
+            # Cancelled (or failed): the read may still be landing in buf. Never reuse it; its
+            # memory is freed when the read completes, not before.
+            buf.release()
+            raise
+        try:
             view = memoryview(buf)[:n]
             if got != n:
                 raise CorruptRecord(f"{_log_name(fid)} at {pos}: {got} of {n} bytes")
