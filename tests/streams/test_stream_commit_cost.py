@@ -180,3 +180,32 @@ def test_dsync_file_needs_no_fdatasync(run, scratch, monkeypatch, trim_on_flush)
 
     run(body())
     assert read_os(path) == data
+
+
+def test_commits_do_not_leak_pool_buffers(run, scratch, monkeypatch):
+    """A full buffer written from an offset (after a flush) goes back to the pool once written:
+    200 commits filling ~60 buffers take their blocks from the first arena, carving no more."""
+    from ioengine.buffers import BufferPool
+
+    carved = []
+    real_carve = BufferPool._carve
+
+    def counting_carve(self, block_size):
+        carved.append(block_size)
+        return real_carve(self, block_size)
+
+    monkeypatch.setattr(BufferPool, "_carve", counting_carve)
+    path = scratch / "f"
+    data = payload(6, 40960)
+
+    async def body():
+        f = await ioengine.open_file_dma(path, CREATE)
+        out = make_file_output_stream(f, FileOutputStreamOptions(trim_on_flush=False))
+        for _ in range(200):
+            await out.write(data)
+            await out.flush()
+        await out.close()
+
+    run(body())
+    assert len(carved) <= 1, f"arenas carved: {carved}"
+    assert os.path.getsize(path) == 200 * 40960
