@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Classify fio's examples/ job files: which run through ``ioengine-bench run`` and which are refused, and why.
 
-    python scripts/fio_examples.py PATH/TO/fio/examples [--out docs/fio-compat.md]
+    python scripts/fio_examples.py PATH/TO/fio/examples [--out docs/fio-compat.md] [--fio fio]
 
 Each example is copied with its files pointed into a temporary directory and made short and small
 (runtime 1 s, at most 16 MiB per file, no start delay or ramp, at most 4 clones) — the workload's
 shape (engine, pattern, block sizes, mix, depth, distribution, verify …) is left as written — then
 run.  Exit status 0 = ran, 1 = ran but a job reported an error, 2 = refused (the reasons are the
-lines ioengine-bench names).  The table goes to ``--out`` as Markdown.
+lines ioengine-bench names).  A job that does not say ``direct=1`` runs buffered in fio and with
+O_DIRECT in ioengine (which has no buffered I/O): such runs are counted apart ("ran (O_DIRECT)").
+With ``--fio``, fio itself runs the same shrunk file of each honourable example (its own temporary
+directory), so the table shows where fio refuses or fails too.  The table goes to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -28,8 +32,9 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
 class Result:
     name: str
     engines: str
-    status: str  # ran, ran-with-error, refused, timeout
+    status: str  # ran, ran (O_DIRECT), ran-with-error, refused, timeout
     why: str
+    fio: str = ""  # what fio did with the same file (with --fio): ran, err=N, refused, timeout
 
     @property
     def honourable(self) -> bool:
@@ -44,8 +49,9 @@ def _bytes(v: str) -> int | None:
 def shrink(text: str, tmp: Path) -> str:
     """The example, short and small, its files in ``tmp`` (see the module doc)."""
     out = []
-    # Examples that name a device take its whole size; here the file is new, so it gets one.
-    sized = re.search(r"^\s*(size|filesize|io_size)\s*=", text, re.MULTILINE) is not None
+    # Examples that name a device take its whole size; here the file is new, so it gets one
+    # (io_size says how much to transfer, not how big the file is).
+    sized = re.search(r"^\s*(size|filesize)\s*=", text, re.MULTILINE) is not None
     for line in text.splitlines():
         body = re.split(r"[;#]", line, maxsplit=1)[0].strip()
         key, eq, value = body.partition("=")
@@ -103,6 +109,30 @@ def reasons(stderr: str) -> str:
     return ", ".join(dict.fromkeys(why))
 
 
+def run_fio(fio: str, path: Path, timeout: float) -> str:
+    """What fio does with the same shrunk example: ran, err=N (a job failed), refused, timeout."""
+    text = path.read_text(errors="replace")
+    with tempfile.TemporaryDirectory(prefix="fio-example-fio-", dir=".") as d:
+        tmp = Path(d).resolve()
+        job = tmp / path.name
+        job.write_text(shrink(text, tmp))
+        try:
+            proc = subprocess.run([fio, "--output-format=json", str(job)], capture_output=True, text=True,
+                                  timeout=timeout, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            return "timeout"
+    out = proc.stdout[proc.stdout.find("{"):] if "{" in proc.stdout else ""
+    try:
+        doc = json.loads(out) if out else None
+    except ValueError:
+        doc = None
+    if doc is None or not doc.get("jobs"):
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        return "refused: " + (lines[0][:60] if lines else f"exit {proc.returncode}")
+    errs = sorted({j.get("error", 0) for j in doc["jobs"]} - {0})
+    return "ran" if not errs else "err=" + ",".join(map(str, errs))
+
+
 def run_one(path: Path, timeout: float) -> Result:
     text = path.read_text(errors="replace")
     engines = engines_of(text)
@@ -117,8 +147,9 @@ def run_one(path: Path, timeout: float) -> Result:
             return Result(path.name, engines, "timeout", f"still running after {timeout:g} s")
     if proc.returncode == 0:
         notes = [ln.removeprefix("note: ") for ln in proc.stderr.splitlines() if ln.startswith("note:")]
-        why = "O_DIRECT where fio would be buffered" if any("buffered" in n for n in notes) else ""
-        return Result(path.name, engines, "ran", why)
+        if any("buffered" in n for n in notes):
+            return Result(path.name, engines, "ran (O_DIRECT)", "fio would run it buffered (no direct=1)")
+        return Result(path.name, engines, "ran", "")
     if proc.returncode == 1:
         errs = re.findall(r"err=(\d+) \(([^)]*)\)", proc.stderr)
         return Result(path.name, engines, "ran-with-error",
@@ -126,26 +157,36 @@ def run_one(path: Path, timeout: float) -> Result:
     return Result(path.name, engines, "refused", reasons(proc.stderr))
 
 
-def table(results: list[Result], source: str) -> str:
+def table(results: list[Result], source: str, with_fio: bool) -> str:
     honour = [r for r in results if r.honourable]
     ran = [r for r in honour if r.status.startswith("ran")]
+    same = [r for r in honour if r.status == "ran"]
+    odirect = [r for r in honour if r.status == "ran (O_DIRECT)"]
+    n = max(1, len(honour))
     lines = [
         "# fio's examples through `ioengine-bench run`",
         "",
-        f"Produced by `python scripts/fio_examples.py {source}` (each example made short and small, its files in a",
+        f"Produced by `python scripts/fio_examples.py {source}{' --fio fio' if with_fio else ''}` (each example "
+        "made short and small, its files in a",
         "temporary directory; see the script). Rerun it after changing `ioengine/bench/`.",
         "",
         f"* {len(results)} job files; {len(honour)} use an engine ioengine can honour (sync family, libaio, io_uring,",
-        f"  posixaio, or none given): **{len(ran)} of them run** ({100 * len(ran) / max(1, len(honour)):.0f} %),",
-        f"  {sum(r.status == 'ran' for r in honour)} without errors.",
+        f"  posixaio, or none given): **{len(ran)} of them run** ({100 * len(ran) / n:.0f} %):",
+        f"  **{len(same)} as written** ({100 * len(same) / n:.0f} %), {len(odirect)} with O_DIRECT where fio "
+        f"would run them buffered (the file does not say direct=1; ioengine has no buffered I/O),",
+        f"  {sum(r.status == 'ran-with-error' for r in honour)} of them with a job error.",
         f"* {len(results) - len(honour)} use another engine and are refused naming it "
         f"({sum(r.status == 'refused' for r in results if not r.honourable)} refused).",
-        "",
-        "| example | engine | result | why |",
-        "|---|---|---|---|",
     ]
+    if with_fio:
+        fio_fails = [r for r in honour if not r.status.startswith("ran") and r.fio != "ran"]
+        lines.append(f"* Of the {len(honour) - len(ran)} honourable examples ioengine refuses, fio 3.33 refuses or "
+                     f"fails {len(fio_fails)} on this machine too (column fio).")
+    lines += ["", "| example | engine | result | why |" + (" fio |" if with_fio else ""),
+              "|---|---|---|---|" + ("---|" if with_fio else "")]
     for r in sorted(results, key=lambda r: (not r.honourable, r.status, r.name)):
-        lines.append(f"| {r.name} | {r.engines or '(psync)'} | {r.status} | {r.why.replace('|', '/')} |")
+        lines.append(f"| {r.name} | {r.engines or '(psync)'} | {r.status} | {r.why.replace('|', '/')} |"
+                     + (f" {r.fio.replace('|', '/')} |" if with_fio else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -154,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("examples", type=Path, help="fio's examples/ directory")
     p.add_argument("--out", default="docs/fio-compat.md", help="Markdown table to write (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per example before it counts as hung")
+    p.add_argument("--fio", metavar="FIO", help="also run fio (this binary) on each honourable example")
     args = p.parse_args(argv)
     files = sorted(args.examples.glob("*.fio"))
     if not files:
@@ -162,9 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for f in files:
         r = run_one(f, args.timeout)
-        print(f"{r.name:40} {r.status:15} {r.why}", flush=True)
+        if args.fio and r.honourable:
+            r.fio = run_fio(args.fio, f, args.timeout)
+        print(f"{r.name:40} {r.status:15} {r.why}{'  [fio: ' + r.fio + ']' if r.fio else ''}", flush=True)
         results.append(r)
-    Path(args.out).write_text(table(results, "PATH/TO/fio/examples"))
+    Path(args.out).write_text(table(results, "PATH/TO/fio/examples", bool(args.fio)))
     print(f"wrote {args.out}")
     return 0
 

@@ -24,6 +24,10 @@ fio's rules followed here (checked against fio 3.33):
 * ``kb_base`` applies to the whole section whatever its position (fio parses it first).
 * ``bs=R,W[,T]``: an empty field keeps the inherited value; the trim size is accepted and
   ignored (ioengine does not trim).
+* ``rw=...:N``: sequential patterns add N bytes to each next offset (negative: backwards), random
+  ones take a new random offset every N I/Os (``rw_sequencer``).
+* ``threads``, ``block``, ``numruns``, ``dir`` are fio's tiobench profile options: fio accepts them in
+  any job file and they change nothing (``threads=1`` does not mean ``thread``); so here.
 * When both ``rwmixread`` and ``rwmixwrite`` are given, the later one wins.
 
 Jobs in one file run concurrently unless separated by ``stonewall`` (recorded in
@@ -47,6 +51,7 @@ __all__ = [
     "SUPPORTED_OPTIONS",
     "SYNC_ENGINES",
     "SourceLine",
+    "numa_node_ids",
     "options_help",
     "parse_job_file",
     "parse_job_text",
@@ -221,6 +226,47 @@ class JobSpec:
     write_lat_log: str | None = None
     write_iops_log: str | None = None
     log_avg_msec: int = 0
+    # -- offsets: rw=...:N (fio's ddir_seq_add / ddir_seq_nr) and rw_sequencer
+    rw_add: int = 0  # sequential: bytes added to each next offset (negative: backwards)
+    rw_seq_nr: int = 1  # random: a new random offset every N I/Os (the others follow rw_sequencer)
+    rw_sequencer: str = "sequential"  # sequential (continue after the last I/O) or identical (repeat it)
+    # -- zonemode=strided: zonesize bytes of each zonerange, then skip zoneskip
+    zonemode: str = "none"
+    zonesize: int = 0
+    zonerange: int = 0
+    zoneskip: int = 0
+    # -- which jobs end or start with which
+    exitall: bool = False
+    new_group: bool = False  # starts a new reporting group (fio's groupid), like stonewall without waiting
+    exit_what: str = "group"  # group, stonewall, all
+    wait_for: str | None = None
+    # -- flow: weights of jobs sharing a flow_id (fio's token-based flow control)
+    flow: int = 0
+    flow_id: int = 0
+    flow_sleep_s: float = 0.0
+    # -- steady state: (criterion, limit, limit is a percentage of the mean)
+    steadystate: tuple[str, float, bool] | None = None
+    ss_dur_s: float = 0.0
+    ss_ramp_s: float = 0.0
+    ss_interval_s: float = 1.0
+    # -- latency_target: fio's search for the deepest queue meeting a latency percentile
+    latency_target_s: float = 0.0
+    latency_window_s: float = 0.0
+    latency_percentile: float = 100.0
+    latency_run: bool = False
+    # -- dedupe: a share of the writes repeat an earlier buffer
+    dedupe_percentage: int = 0
+    dedupe_mode: str = "repeat"  # repeat or working_set
+    dedupe_working_set_percentage: int = 5
+    dedupe_global: bool = False
+    # -- accepted with what they do here recorded
+    io_submit_mode: str = "inline"
+    numa_cpu_nodes: str | None = None
+    numa_mem_policy: str | None = None
+    random_generator: str = "tausworthe"
+    verify_dump: bool = False
+    verify_async: int = 0
+    fill_device: bool = False
     #: option (as written) -> value (as written), for every option set; ``own`` are those set
     #: in the job's own section (fio's "job options"), the rest came from [global].
     written: dict[str, str] = field(default_factory=dict)
@@ -546,13 +592,24 @@ def _opt_rw(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> N
             f"rw (or readwrite) or randrw",
             option,
         )
-    if colon:
-        raise src.error(
-            f"{option}={v}: the ':{modifier}' offset modifier (rw_sequencer) is not supported "
-            f"by ioengine; remove ':{modifier}'",
-            option,
-        )
     spec.rw = _RW_VALUES[base]
+    spec.rw_add, spec.rw_seq_nr = 0, 1
+    if colon:
+        # fio's offset modifier: sequential jobs add N bytes to every next offset (holes, or
+        # backwards when negative); random jobs take a new random offset every N I/Os only.
+        m = re.fullmatch(r"(-?)(.+)", modifier.strip())
+        assert m is not None
+        try:
+            n = parse_size(m.group(2), spec.kb_base)
+        except ValueError as exc:
+            raise src.error(f"bad offset modifier in {option}={v}: {exc}", option) from None
+        if spec.is_random:
+            if m.group(1) or n < 1:
+                raise src.error(f"bad offset modifier in {option}={v}: a random pattern takes :N, the I/Os "
+                                f"per new random offset (N >= 1)", option)
+            spec.rw_seq_nr = n
+        else:
+            spec.rw_add = -n if m.group(1) else n
 
 
 def _opt_rwmixread(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
@@ -789,18 +846,32 @@ def _opt_random_distribution(spec: JobSpec, value: str | None, src: SourceLine, 
         return
     if kind in ("zoned", "zoned_abs"):
         zones: list[tuple[float, float]] = []
-        for item in rest.split(","
-                               )[0].split(":"):
+        missing = []  # zoned: zones written ACCESS/ (or ACCESS/0) share what the others leave, as in fio
+        for item in rest.split(",")[0].split(":"):
+            if not item:
+                break  # fio stops at an empty entry
             a_s, slash, r_s = item.partition("/")
             try:
                 access = float(a_s)
-                rng = float(r_s) if kind == "zoned" else float(_size_value(spec, r_s, src, option))
+                if kind == "zoned":
+                    rng = float(r_s) if r_s.strip() else 0.0
+                else:
+                    rng = float(_size_value(spec, r_s, src, option))
             except ValueError:
                 rng, access = -1.0, -1.0
-            if not slash or access < 0 or rng <= 0:
+            if kind == "zoned" and slash and rng == 0.0 and access >= 0:
+                missing.append(len(zones))
+            elif not slash or access < 0 or rng <= 0:
                 raise src.error(f"bad zone {item!r} in '{option}': expected ACCESS%/"
                                 f"{'RANGE%' if kind == 'zoned' else 'SIZE'}", option)
-            zones.append((access, rng))
+            zones.append((access, min(rng, 100.0) if kind == "zoned" else rng))
+        if missing:
+            left = max(0.0, 100.0 - sum(r for _, r in zones)) // len(missing)  # fio's integer share
+            for i in missing:
+                zones[i] = (zones[i][0], left)
+            if any(r <= 0 for _, r in zones):
+                raise src.error(f"bad value {v!r} for '{option}': the zones given leave no range for the "
+                                f"zones without one", option)
         if abs(sum(a for a, _ in zones) - 100) > 1e-9:
             raise src.error(f"bad value {v!r} for '{option}': the zones' access percentages must add up to 100",
                             option)
@@ -951,6 +1022,133 @@ def _noop(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> Non
     pass
 
 
+def _choice_setter(attr: str, choices: Sequence[str], aliases: Mapping[str, str] | None = None) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        v = _need_value(value, src, option, " or ".join(choices))
+        v = (aliases or {}).get(v, v)
+        if v not in choices:
+            raise src.error(f"bad value {v!r} for '{option}': expected {', '.join(choices)}", option)
+        setattr(spec, attr, v)
+    return handler
+
+
+def _opt_zonemode(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "none or strided")
+    if v == "zbd":
+        raise src.error(f"{option}=zbd (zoned block devices: sequential-write zones, zone resets) is not "
+                        f"supported by ioengine", option)
+    if v not in ("none", "strided"):
+        raise src.error(f"bad value {v!r} for '{option}': expected none or strided (zbd is not supported)", option)
+    spec.zonemode = v
+
+
+def _opt_zonesize(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    spec.zonesize = _size_value(spec, _need_value(value, src, option, "a size"), src, option)
+    if spec.zonemode == "none" and spec.zonesize:
+        spec.zonemode = "strided"  # fio: a zonesize without zonemode means strided
+
+
+_SS_KINDS = ("iops", "iops_slope", "bw", "bw_slope", "lat", "lat_slope")
+
+
+def _opt_steadystate(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "CRITERION:LIMIT such as iops:2% or bw_slope:0.1%")
+    kind, colon, limit = v.partition(":")
+    if kind not in _SS_KINDS or not colon:
+        raise src.error(f"bad value {v!r} for '{option}': expected CRITERION:LIMIT, CRITERION one of "
+                        f"{', '.join(_SS_KINDS)} (e.g. iops:10%)", option)
+    limit = limit.strip()
+    pct = limit.endswith("%")
+    try:
+        if pct:
+            lim = float(limit[:-1])
+        elif kind.startswith("bw"):
+            lim = float(parse_size(limit, spec.kb_base))  # bytes/s
+        elif kind.startswith("lat"):
+            lim = parse_time(limit if re.search(r"[a-z]", limit) else limit + "us") * 1e9  # ns; fio: us default
+        else:
+            lim = float(limit)
+    except ValueError as exc:
+        raise src.error(f"bad limit in {option}={v}: {exc}", option) from None
+    if lim < 0:
+        raise src.error(f"bad limit in {option}={v}: must be >= 0", option)
+    spec.steadystate = (kind, lim, pct)
+
+
+def _opt_usec_time(attr: str) -> _Handler:
+    # fio's latency_target / latency_window: microseconds unless a unit says otherwise.
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        v = _need_value(value, src, option, "a time, microseconds by default (e.g. 500, 2ms)")
+        setattr(spec, attr, parse_time(v) / 1e6 if re.fullmatch(r"\d+", v) else _time_value(v, src, option))
+    return handler
+
+
+def _opt_latency_percentile(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "a percentage such as 99.9")
+    try:
+        p = float(v.rstrip("%"))
+    except ValueError:
+        p = -1.0
+    if not 0.0 < p <= 100.0:
+        raise src.error(f"bad value {v!r} for '{option}': expected a percentage in (0, 100]", option)
+    spec.latency_percentile = p
+
+
+def _opt_numa(attr: str) -> _Handler:
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        v = _need_value(value, src, option, "a node list such as 0, 0-1 or all" if attr == "numa_cpu_nodes"
+                        else "MODE[:NODES], MODE one of default, prefer, bind, interleave, local")
+        if attr == "numa_mem_policy":
+            mode = v.partition(":")[0]
+            if mode not in ("default", "prefer", "bind", "interleave", "local"):
+                raise src.error(f"bad value {v!r} for '{option}': expected default, prefer, bind, interleave or "
+                                f"local, optionally :NODES", option)
+            nodes = v.partition(":")[2]
+        else:
+            nodes = v
+        if nodes and nodes != "all" and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", nodes):
+            raise src.error(f"bad node list {nodes!r} in '{option}': expected e.g. 0, 0-1, 0,2 or all", option)
+        setattr(spec, attr, v)
+    return handler
+
+
+def numa_node_ids(nodes: str) -> set[int]:
+    """The NUMA node numbers of a fio node list (0, 0-1, 0,2; 'all' and '' are every node: empty set)."""
+    out: set[int] = set()
+    if nodes in ("", "all"):
+        return out
+    for part in nodes.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _opt_exit_what(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "group, stonewall or all")
+    if v not in ("group", "stonewall", "all"):
+        raise src.error(f"bad value {v!r} for '{option}': expected group, stonewall or all", option)
+    spec.exit_what = v
+
+
+def _opt_flow(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    spec.flow = _int_value(value, src, option, 0, 1024)  # fio's FLOW_MAX_WEIGHT
+
+
+def _opt_flow_sleep(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    spec.flow_sleep_s = _int_value(value, src, option, 0, None) / 1e6  # microseconds
+
+
+def _opt_io_submit_mode(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "inline or offload")
+    if v not in ("inline", "offload"):
+        raise src.error(f"bad value {v!r} for '{option}': expected inline or offload", option)
+    spec.io_submit_mode = v
+
+
+_TIOBENCH = "a tiobench profile option: fio accepts it in any job file and it changes nothing without " \
+            "--profile=tiobench (threads=1 does not make threads; that is 'thread')"
+
+
 _Opt = tuple[_Handler, str]
 # canonical name -> (handler, fio's meaning and how ioengine runs it).  --list-options prints these.
 _OPTIONS: dict[str, _Opt] = {
@@ -991,7 +1189,8 @@ _OPTIONS: dict[str, _Opt] = {
     "thread": (_flag_setter("thread", flag=True), "threads instead of processes (no difference here: one reactor)"),
     "group_reporting": (_flag_setter("group_reporting", flag=True), "report a job's clones as one entry"),
     "stonewall": (_flag_setter("stonewall", flag=True), "wait for the jobs before this one to finish"),
-    "new_group": (_noop, "start a new reporting group (accepted; groups follow stonewall)"),
+    "new_group": (_flag_setter("new_group", flag=True), "start a new reporting group (exitall's group; "
+                                                         "reports still follow stonewall)"),
     "randrepeat": (_flag_setter("randrepeat", flag=False), "same random offsets in every run (default 1)"),
     "allrandrepeat": (_flag_setter("allrandrepeat", flag=False), "every random choice repeatable"),
     "randseed": (_opt_randseed, "the seed of the repeatable random sequences (default 0x89)"),
@@ -1032,6 +1231,54 @@ _OPTIONS: dict[str, _Opt] = {
     "write_iops_log": (_opt_log("write_iops_log"), "log IOPS: PREFIX_iops.N.log"),
     "log_avg_msec": (_int_setter("log_avg_msec", 0), "average log entries over this period"),
     "kb_base": (_opt_kb_base, "1024 (default) or 1000: what k means in sizes"),
+    "rw_sequencer": (_choice_setter("rw_sequencer", ("sequential", "identical")),
+                     "with rw=randX:N, the I/Os between random offsets continue sequentially or repeat the offset"),
+    "zonemode": (_opt_zonemode, "none, or strided: zonesize bytes of each zonerange, then skip zoneskip "
+                                "(zoned block devices, zbd, are not supported)"),
+    "zonesize": (_opt_zonesize, "strided: bytes to transfer in a zone before moving on"),
+    "zonerange": (_size_setter("zonerange"), "strided: size of a zone (default zonesize)"),
+    "zoneskip": (_size_setter("zoneskip", positive=False), "strided: bytes skipped after each zone"),
+    "exitall": (_flag_setter("exitall", flag=True), "when one job ends, end the others of its group (exit_what)"),
+    "exit_what": (_opt_exit_what, "which jobs exitall ends: group (default), stonewall (all running), all"),
+    "wait_for": (_str_setter("wait_for"), "start this job when every clone of the named earlier job is done"),
+    "flow_id": (_int_setter("flow_id", 0), "the flow group of this job (default 0)"),
+    "flow": (_opt_flow, "weight in its flow group: jobs of a group issue I/Os in proportion to their weights"),
+    "flow_sleep": (_opt_flow_sleep, "microseconds to wait when over its flow share (default 0: wait for the "
+                                    "others' next I/O)"),
+    "steadystate": (_opt_steadystate, "end the job when steady: iops, bw, lat (max deviation from the mean) "
+                                      "or iops_slope, bw_slope, lat_slope (regression slope) under LIMIT[%]"),
+    "steadystate_duration": (_time_setter("ss_dur_s"), "the rolling window steady state is judged on"),
+    "steadystate_ramp_time": (_time_setter("ss_ramp_s"), "run this long before steady state data is collected"),
+    "steadystate_check_interval": (_time_setter("ss_interval_s"), "one steady state sample per this (default 1 s)"),
+    "latency_target": (_opt_usec_time("latency_target_s"), "find the deepest queue (up to iodepth) whose "
+                                                           "latency_percentile of I/Os complete within this (us)"),
+    "latency_window": (_opt_usec_time("latency_window_s"), "how long each queue depth is tried (us)"),
+    "latency_percentile": (_opt_latency_percentile, "share of I/Os that must meet latency_target (default 100)"),
+    "latency_run": (_flag_setter("latency_run", flag=True), "keep adjusting the depth instead of ending at the "
+                                                            "depth found"),
+    "dedupe_percentage": (_int_setter("dedupe_percentage", 0, 100), "this share of writes repeat an earlier "
+                                                                    "buffer (the rest are unique)"),
+    "dedupe_mode": (_choice_setter("dedupe_mode", ("repeat", "working_set")),
+                    "repeat (the last unique buffer) or working_set (one of the first unique buffers)"),
+    "dedupe_working_set_percentage": (_int_setter("dedupe_working_set_percentage", 0, 100),
+                                      "working_set: its size as a share of the job's size (default 5)"),
+    "dedupe_global": (_flag_setter("dedupe_global", flag=True), "share the dedupe buffers among the jobs that "
+                                                                "set it"),
+    "io_submit_mode": (_opt_io_submit_mode, "inline (default) or offload (fio submits from a pool of threads; "
+                                            "ioengine issues from its reactor either way: same I/O, same pacing)"),
+    "numa_cpu_nodes": (_opt_numa("numa_cpu_nodes"), "run the job on these NUMA nodes' CPUs (ioengine: the "
+                                                    "process is pinned to them; every job shares one reactor)"),
+    "numa_mem_policy": (_opt_numa("numa_mem_policy"), "memory policy MODE[:NODES] (ioengine: checked against the "
+                                                      "machine's nodes; one node: every policy is that node)"),
+    "random_generator": (_choice_setter("random_generator", ("tausworthe", "lfsr", "tausworthe64")),
+                         "fio's generator of random offsets (ioengine: its own full-cycle generator, every "
+                         "block once per pass, as lfsr)"),
+    "verify_dump": (_flag_setter("verify_dump", flag=True), "write the expected and the read data of a failed "
+                                                            "verify to files"),
+    "verify_async": (_int_setter("verify_async", 0), "verify in N threads (accepted: ioengine checks on its "
+                                                     "reactor; the I/O is the same)"),
+    "fill_device": (_flag_setter("fill_device", flag=True), "write until the device or file system is full "
+                                                            "(ENOSPC ends the job without an error)"),
 }
 # Options that only change what fio measures or prints, or how it sets up: no-ops here.
 for _name, _meaning in (
@@ -1041,9 +1288,10 @@ for _name, _meaning in (
         ("lat_percentiles", "report lat percentiles"), ("slat_percentiles", "report slat percentiles"),
         ("invalidate", "drop the page cache first (O_DIRECT has none)"),
         ("allow_file_create", "fio may create files"), ("create_serialize", "lay out files one at a time"),
-        ("fallocate", "preallocate files (ioengine writes them out)"), ("exitall", "end all jobs when one ends"),
+        ("fallocate", "preallocate files (ioengine writes them out)"),
         ("per_job_logs", "one log per clone"), ("log_offset", "offsets in logs (ioengine always writes them)"),
-        ("clocksource", "which clock fio reads"), ("overwrite", "lay out before writing (ioengine always does)")):
+        ("clocksource", "which clock fio reads"), ("overwrite", "lay out before writing (ioengine always does)"),
+        ("threads", _TIOBENCH), ("block", _TIOBENCH), ("numruns", _TIOBENCH), ("dir", _TIOBENCH)):
     _OPTIONS[_name] = (_noop, f"{_meaning} (accepted; no difference to ioengine's run)")
 _ALIASES = {
     "readwrite": "rw",
@@ -1059,6 +1307,11 @@ _ALIASES = {
     "allrandrepeat": "allrandrepeat",
     "random_distribution": "random_distribution",
     "disable_bw": "disable_bw_measurement",
+    "ss": "steadystate",
+    "ss_dur": "steadystate_duration",
+    "ss_ramp": "steadystate_ramp_time",
+    "ss_interval": "steadystate_check_interval",
+    "fill_fs": "fill_device",
 }
 #: Every option name ioengine accepts in a job file (fio's aliases included).
 SUPPORTED_OPTIONS: tuple[str, ...] = tuple(sorted({*_OPTIONS, *_ALIASES}))
@@ -1153,6 +1406,10 @@ def parse_job_text(
         job.section = sec.header
         _apply(job, sec, in_global=False, errors=errors)
         errors.extend(_check_job(job))
+        if job.wait_for is not None and not any(j.name == job.wait_for for j in jobs):
+            src = job.sources.get("wait_for", job.section)
+            errors.append(src.error(f"job '{job.name}': wait_for={job.wait_for} names no job before it (fio "
+                                    f"needs the waitee defined earlier)", "wait_for"))
         jobs.append(job)
     if errors:
         raise JobFileError.combine(errors)
@@ -1194,6 +1451,14 @@ def _check_job(job: JobSpec) -> list[JobFileError]:
         src = job.sources.get("nrfiles", job.section)
         errors.append(src.error(f"job '{job.name}': nrfiles={job.nrfiles} with one filename= is not supported "
                                 f"by ioengine; drop filename= (files are named by filename_format)", "nrfiles"))
+    if job.zonemode == "strided" and not job.zonesize:
+        src = job.sources.get("zonemode", job.section)
+        errors.append(src.error(f"job '{job.name}': zonemode=strided needs zonesize= (fio refuses it too)",
+                                "zonemode"))
+    if job.dedupe_percentage and job.dedupe_mode == "working_set" and (job.size is None or job.nrfiles > 1):
+        src = job.sources.get("dedupe_mode", job.section)
+        errors.append(src.error(f"job '{job.name}': dedupe_mode=working_set needs size= and one file (as in fio)",
+                                "dedupe_mode"))
     if job.verify == "pattern" and job.verify_pattern is None:
         src = job.sources.get("verify", job.section)
         errors.append(src.error(f"job '{job.name}': verify=pattern needs verify_pattern=", "verify"))

@@ -22,7 +22,16 @@ its line, all at once).  How the jobs run, following fio:
   (ENOSPC, EFBIG, ...) stops at once and fails the jobs of that file;
 * an I/O error ends that clone with fio's ``err=N`` line; the other jobs go on; exit status 1;
 * ``direct``: ioengine always does O_DIRECT; ``direct=0``/``buffered=1`` are refused, and a file that
-  does not say ``direct`` runs with O_DIRECT and a note on stderr (fio's default is buffered).
+  does not say ``direct`` runs with O_DIRECT and a note on stderr (fio's default is buffered);
+* offsets as fio's io_u.c computes them, quirks included: ``rw=read:-8k`` / ``rw=write:112k`` (holes,
+  backwards), ``rw=randread:N`` with ``rw_sequencer``, ``zonemode=strided``;
+* between jobs as fio: ``flow`` (a shared counter per flow_id, each job's share of it kept at its
+  share of the weights), ``wait_for``, ``exitall``/``exit_what``;
+* ``latency_target``: fio's depth search (double, bisect, a final window at the depth found, which is
+  what is reported); ``steadystate``: fio's rolling window, the job ends when steady;
+* one rate pacer per clone and direction (all its in-flight I/Os share it); ``rate_min`` checked at
+  completions after fio's 2 s settle, over at least a second (fio's check_min_rate);
+* verify headers carry the write's number and writer, so a block another clone overwrote fails.
 
 Reported: per job (per clone, or per group with ``group_reporting``), per direction: I/Os, bytes,
 bandwidth, IOPS, runtime, completion latency (each I/O timed around its await), bandwidth and
@@ -54,7 +63,7 @@ import ioengine
 from ioengine import OpenFlags
 
 from ..options import ReactorOptions
-from .jobfile import JobFileError, JobSpec, options_help, parse_job_file
+from .jobfile import JobFileError, JobSpec, numa_node_ids, options_help, parse_job_file
 from .workloads import lay_out, percentile_index
 
 #: fio's default clat percentile list.
@@ -98,7 +107,11 @@ class CloneRun:
     sizes: tuple[array.array, array.array] | None = None
     io_bytes: list[int] = field(default_factory=lambda: [0, 0])
     regions: list[tuple[int, int]] = field(default_factory=list)  # per file: (start, length)
+    file_sizes: list[int] = field(default_factory=list)  # per file, at preflight
     runtime_ns: int = 0
+    #: steady state: what the monitor saw (fio's JSON "steadystate"), None without ss=.
+    steady: dict[str, Any] | None = None
+    latency_depth: int = 0  # latency_target: the depth found (0: not used)
     error: int = 0
     error_text: str = ""
     verify_errors: list[str] = field(default_factory=list)
@@ -296,9 +309,22 @@ class IoPlan:
     """What one clone issues next: ``next() -> (direction, file index, offset, length)`` or
     None when done.  Pure computation (no I/O, no clock): the runner asks it once per I/O."""
 
-    def __init__(self, job: JobSpec, regions: list[tuple[int, int]], number: int, *, time_based: bool) -> None:
+    def __init__(self, job: JobSpec, regions: list[tuple[int, int]], number: int, *, time_based: bool,
+                 file_sizes: list[int] | None = None) -> None:
         self.job = job
         self.regions = regions
+        self.time_based = time_based
+        # fio's real_file_size: where rw=...:N offsets wrap (default: the regions' ends).
+        self._sizes = file_sizes if file_sizes is not None else [s + n for s, n in regions]
+        self._last_start = [[-1, -1] for _ in regions]  # per file and direction (rw_sequencer=identical)
+        # fio's td->ddir_seq_nr: I/Os left until a new random offset; the first I/O takes one (fio 3.33
+        # issues rw=randread:4 as random, 3 sequential, random, ...).
+        self._seq_nr_left = 1
+        self._loops_left = job.loops
+        self._strided = job.zonemode == "strided" and len(regions) == 1  # fio: strided needs one file
+        self._zrange = job.zonerange or job.zonesize
+        self._zone_bytes = 0
+        self._zone_start = [s for s, _ in regions]
         frac = job.read_fraction
         self._frac = frac
         self._mixed = 0.0 < frac < 1.0
@@ -311,7 +337,8 @@ class IoPlan:
         if time_based:
             self.left = 1 << 62
         else:
-            self.left = (job.io_size if job.io_size is not None else total) * job.loops
+            self._per_pass = job.io_size if job.io_size is not None else total
+            self.left = self._per_pass * job.loops
         self.ios_left = job.number_ios if job.number_ios is not None else 1 << 62
         self._bs = [self._bs_chooser(d) for d in (_READ, _WRITE)]
         # Sequential: one position per file and direction, as fio keeps last_pos per ddir.
@@ -353,6 +380,8 @@ class IoPlan:
         p = self._pickers[fi].get(key)
         if p is None:
             _, length = self.regions[fi]
+            if self._strided:  # fio draws random offsets inside the current zone
+                length = min(length, self._zrange)
             n = max(1, (length - lo) // unit + 1)
             p = BlockPicker(self.job, n, derive_seed(self.job, self._number, f"offset:{fi}:{unit}:{lo}"))
             self._pickers[fi][key] = p
@@ -378,6 +407,69 @@ class IoPlan:
                 self._file = (self._file + 1) % self._nfiles
         return self._file
 
+    def _zone(self, fi: int, d: int) -> None:
+        """zonemode=strided, as fio's setup_strided_zone_mode: after zonesize bytes, the zone start
+        moves by zonerange + zoneskip (back to the region's start past the file's end)."""
+        job = self.job
+        if self._zone_bytes >= job.zonesize:
+            self._zone_bytes = 0
+            z = self._zone_start[fi] + self._zrange + job.zoneskip
+            if z >= self._sizes[fi]:
+                z = self.regions[fi][0]
+            self._zone_start[fi] = z
+            self._pos[fi][d] = z
+        if self._pos[fi][d] >= self._zone_start[fi] + self._zrange:
+            self._pos[fi][d] = self._zone_start[fi]
+
+    def _seq_offset(self, fi: int, d: int, base: int, length: int) -> int | None:
+        """fio's get_next_seq_offset with rw=...:N bytes (ddir_seq_add): the next offset, or None
+        when it falls past the region (fio ends the pass there; a time_based job starts over)."""
+        # fio's arithmetic kept as it is, quirks included: the relative offset is compared with
+        # the file's absolute size, and a rewind sets the absolute position to a length.
+        add = self.job.rw_add
+        real = self._sizes[fi]
+        last = self._pos[fi][d]
+        if last >= base + length and self.time_based:
+            last = base
+        top = length if real > length else real
+        if last == base and base and add < 0:  # only rewind once the start was reached
+            last = top
+        pos = last - base
+        if pos and add:
+            pos += add
+            if pos < 0 or pos >= real:  # fio's unsigned wrap: backwards to the end, forwards to the start
+                pos = top + add if add < 0 else base  # (fio's quirk: the start is the absolute offset)
+        if pos < 0 or pos >= length:
+            return None
+        return base + pos
+
+    def _sequential(self, fi: int, d: int, base: int, length: int) -> int | None:
+        if self.job.rw_add == 0:
+            pos = self._pos[fi][d]
+            if pos + self.job.block_sizes(d)[0] > base + length:
+                pos = base
+                if self.job.file_service_type == "sequential" and self._nfiles > 1:
+                    self._file = (self._file + 1) % self._nfiles
+            return pos
+        nxt = self._seq_offset(fi, d, base, length)
+        if nxt is None and self.time_based:
+            self._pos[fi][d] = base
+            nxt = self._seq_offset(fi, d, base, length)
+        return nxt
+
+    def _new_pass(self) -> bool:
+        """A pass of a rw=...:N job ran out of offsets before its bytes: fio goes on with the next
+        loop from the start (False: that was the last)."""
+        self._loops_left -= 1
+        if self._loops_left <= 0:
+            self.left = 0
+            return False
+        self.left = self._per_pass * self._loops_left
+        for fi, (start, _) in enumerate(self.regions):
+            self._pos[fi] = [start, start]
+            self._zone_start[fi] = start
+        return True
+
     def next(self) -> tuple[int, int, int, int] | None:
         if self.left <= 0 or self.ios_left <= 0:
             return None
@@ -385,20 +477,43 @@ class IoPlan:
         n = self._bs[d]()
         fi = self._next_file()
         start, length = self.regions[fi]
-        end = start + length
-        if self._random:
-            picker, unit = self._picker(fi, d)
-            pos = start + picker.next() * unit
+        if self._strided:
+            self._zone(fi, d)
+            base = self._zone_start[fi]
+            length = min(self._zrange, start + length - base) if base >= start else self._zrange
         else:
-            pos = self._pos[fi][d]
-            if pos + self.job.block_sizes(d)[0] > end:
-                pos = start
-                if self.job.file_service_type == "sequential" and self._nfiles > 1:
-                    self._file = (self._file + 1) % self._nfiles
-            self._pos[fi][d] = pos + n
+            base = start
+        end = base + length
+        # rw=randX:N: a new random offset every N I/Os only; the others follow rw_sequencer.
+        fresh = True
+        if self.job.rw_seq_nr > 1:
+            self._seq_nr_left -= 1
+            fresh = self._seq_nr_left == 0
+            if fresh:
+                self._seq_nr_left = self.job.rw_seq_nr
+        pos: int | None
+        if self._random and fresh:
+            picker, unit = self._picker(fi, d)
+            pos = base + picker.next() * unit
+        elif self._random and self.job.rw_sequencer == "identical":
+            last = self._last_start[fi][d]
+            pos = last if last >= 0 else base
+        else:
+            pos = self._sequential(fi, d, base, length)
+            if pos is None and self._random:  # fio: no sequential offset left, take a random one
+                picker, unit = self._picker(fi, d)
+                pos = base + picker.next() * unit
+            while pos is None:
+                if not self._new_pass():
+                    return None
+                pos = self._sequential(fi, d, self.regions[fi][0], self.regions[fi][1])
+                end = self.regions[fi][0] + self.regions[fi][1]
         if pos + n > end:  # the last block of the region: shorten to what fits (fio does)
             lo = self.job.block_sizes(d)[0]
             n = max(lo, (end - pos) // lo * lo)
+        self._pos[fi][d] = pos + n
+        self._last_start[fi][d] = pos
+        self._zone_bytes += n
         self.left -= n
         self.ios_left -= 1
         return d, fi, pos, n
@@ -408,7 +523,9 @@ class IoPlan:
 # Verify: a header per block (fio's idea: the block says where it belongs and what it holds)
 
 _MAGIC = 0xACCA_10E0
-_HDR = struct.Struct("<IIQQ")  # magic, length, offset, number of the write
+# magic, length, offset, number of the write, the clone that wrote it (fio's numberio and thread:
+# a block another clone overwrote fails its check, as in fio)
+_HDR = struct.Struct("<IIQQI4x")
 _SUM_AT = _HDR.size
 _SUM_LEN = 64  # room for the largest digest (sha512)
 _DATA_AT = _SUM_AT + _SUM_LEN
@@ -439,7 +556,7 @@ class Verifier:
         step = self.interval or n
         return range(0, n, step)
 
-    def fill(self, buf: Any, pos: int, n: int, seq: int) -> None:
+    def fill(self, buf: Any, pos: int, n: int, seq: int, writer: int = 0) -> None:
         mv = memoryview(buf)[:n]
         if self.kind == "pattern":
             reps = -(-n // len(self.pattern))
@@ -451,12 +568,13 @@ class Verifier:
             if size < _DATA_AT:
                 continue
             chunk = mv[c:c + size]
-            _HDR.pack_into(chunk, 0, _MAGIC, size, pos + c, seq)
+            _HDR.pack_into(chunk, 0, _MAGIC, size, pos + c, seq, writer)
             digest = self.sum(chunk[_DATA_AT:]).ljust(_SUM_LEN, b"\0")
             chunk[_SUM_AT:_DATA_AT] = digest
 
-    def check(self, buf: Any, path: str, pos: int, n: int) -> str | None:
-        """None when the block is right, else fio's style of report."""
+    def check(self, buf: Any, path: str, pos: int, n: int, expect: tuple[int, int] | None = None) -> str | None:
+        """None when the block is right, else fio's style of report. ``expect``: (writer, seq) of
+        the write being checked, when the checker made it (a read-only job cannot know)."""
         mv = memoryview(buf)[:n]
         where = f"at file {path} offset {pos}, length {n}"
         if self.kind == "pattern":
@@ -474,12 +592,15 @@ class Verifier:
             if size < _DATA_AT:
                 continue
             chunk = mv[c:c + size]
-            magic, length, offset, _ = _HDR.unpack_from(chunk, 0)
+            magic, length, offset, seq, writer = _HDR.unpack_from(chunk, 0)
             if magic != _MAGIC:
                 return f"verify: bad magic header {magic:x}, wanted {_MAGIC:x} {where}"
             if offset != pos + c or length != size:
                 return (f"verify: bad header offset {offset}, wanted {pos + c} {where} "
                         f"(header length {length}, wanted {size})")
+            if expect is not None and (writer, seq) != expect:
+                return (f"verify: bad header numberio {seq} of job {writer}, wanted {expect[1]} of job "
+                        f"{expect[0]} {where} (overwritten by another write)")
             want = bytes(chunk[_SUM_AT:_DATA_AT])
             got = self.sum(chunk[_DATA_AT:]).ljust(_SUM_LEN, b"\0")
             if got != want:
@@ -518,12 +639,49 @@ def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
                 s = job.sources["verify"]
                 raise s.error(f"job '{job.name}': verify=crc32c needs the crc32c package (pip install crc32c); "
                               f"or use verify=md5, crc32 or sha256", "verify") from None
+    online = _online_nodes()
+    for job in jobs:
+        for attr in ("numa_cpu_nodes", "numa_mem_policy"):
+            value = getattr(job, attr)
+            if value is None:
+                continue
+            nodes_text = value.partition(":")[2] if attr == "numa_mem_policy" else value
+            nodes = numa_node_ids(nodes_text) or set(online)
+            src = job.sources[attr]
+            missing = sorted(nodes - set(online))
+            if missing:  # fio (libnuma's numa_parse_nodestring) refuses these too
+                raise src.error(f"job '{job.name}': {attr}={value}: NUMA node {missing[0]} is out of range "
+                                f"(this machine has node{'s' if len(online) > 1 else ''} "
+                                f"{', '.join(map(str, online))}); fio refuses it as well", attr)
+            if nodes != set(online):
+                raise src.error(f"job '{job.name}': {attr}={value} places one job on some NUMA nodes; ioengine "
+                                f"runs every job on one reactor and cannot (this machine has nodes "
+                                f"{', '.join(map(str, online))})", attr)
+    numa = [j.name for j in jobs if j.numa_cpu_nodes is not None or j.numa_mem_policy is not None]
+    if warn is not None and numa:
+        print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(numa))} name every NUMA node of this "
+              f"machine ({', '.join(map(str, online))}): their CPUs and memory are the ones ioengine already "
+              f"uses, as with fio", file=warn)
+    offload = [j.name for j in jobs if j.io_submit_mode == "offload"]
+    if warn is not None and offload:
+        print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(offload))} set io_submit_mode=offload: fio "
+              f"submits from a thread pool, ioengine from its reactor; the I/Os, depth and pacing are the same",
+              file=warn)
     if warn is not None and undirect:
         print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(undirect))} do not set direct=1; "
               f"fio would run them buffered, ioengine runs them with O_DIRECT", file=warn)
     if warn is not None and sync_depth:
         print(SYNC_NOTE.format(names=", ".join(repr(n) for n in sync_depth),
                                engines=", ".join(sorted(set(sync_depth.values())))), file=warn)
+
+
+def _online_nodes() -> list[int]:
+    """The machine's online NUMA nodes (one node, 0, where the kernel has no NUMA)."""
+    try:
+        with open("/sys/devices/system/node/online") as f:
+            return sorted(numa_node_ids(f.read().strip())) or [0]
+    except OSError:
+        return [0]
 
 
 def groups_of(jobs: list[JobSpec]) -> list[list[JobSpec]]:
@@ -557,8 +715,11 @@ def plan_layout(jobs: list[JobSpec]) -> dict[str, int]:
         per_file = _file_bytes(job)
         for clone in range(job.numjobs):
             for path in job.file_paths(clone):
-                end = per_file + _clone_offset(job, clone) if per_file is not None else 0
-                need[path] = max(need.get(path, 0), end)
+                if per_file is None and job.fill_device and job.does_writes:
+                    end = -1  # fill_device without a size: an empty file the writes grow (fio's)
+                else:
+                    end = per_file + _clone_offset(job, clone) if per_file is not None else 0
+                need[path] = max(need.get(path, 0), end) if end >= 0 else need.get(path, -1)
     for path, end in need.items():
         if end == 0 and not os.path.exists(path):
             names = [j.name for j in jobs if any(path in j.file_paths(c) for c in range(j.numjobs))]
@@ -580,6 +741,14 @@ async def _ensure_files(need: dict[str, int], warn: TextIO | None) -> dict[str, 
         except OSError as e:
             failed[path] = e
             continue
+        if end < 0:
+            if have < 0:  # fill_device: create it empty; the job's writes fill the file system
+                try:
+                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+                except OSError as e:
+                    failed[path] = e
+            continue
         if have < end:
             if warn is not None:
                 print(f"{path}: Laying out IO file (1 file / {_mib(end)})", file=warn)
@@ -600,6 +769,7 @@ async def _preflight(cr: CloneRun) -> None:
     a job that cannot run is refused at once rather than after the jobs before it."""
     job = cr.job
     cr.regions = []
+    cr.file_sizes = []
     for path in cr.paths:
         async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
             file_size = await f.size()
@@ -609,7 +779,13 @@ async def _preflight(cr: CloneRun) -> None:
             length = _file_bytes(job) or 0
         else:
             length = job.resolve_size(file_size)
-        length = max(0, min(length, file_size - start))
+        if job.fill_device and job.size is None and job.filesize is None:
+            # fio's fill_device: the region is whatever the file system still has room for.
+            st = os.statvfs(path)
+            length = file_size - start + st.f_bavail * st.f_frsize
+        else:
+            length = max(0, min(length, file_size - start))
+        cr.file_sizes.append(max(file_size, start + length))
         for d, what, align, used in ((_READ, "bs", ralign, job.does_reads or job.verify is not None),
                                      (_WRITE, "bs (write)", walign, job.does_writes)):
             if not used:
@@ -641,7 +817,8 @@ def _describe(e: BaseException) -> tuple[int, str]:
 
 
 class _Pacer:
-    """rate / rate_iops for one direction: when the next I/O may start."""
+    """rate / rate_iops for one direction of one clone (shared by its workers, so the clone as a
+    whole keeps the rate): when the next I/O may start."""
 
     __slots__ = ("bps", "iops", "poisson", "rng", "next_t")
 
@@ -661,27 +838,206 @@ class _Pacer:
         return t - now
 
 
+class _Flow:
+    """fio's flow group (flow.c): a shared I/O counter and the weights of the jobs running in it.
+    The counter starts at 1; a job leaving takes its I/Os and weight out, as fio's flow_put."""
+
+    __slots__ = ("counter", "total_weight", "_changed")
+
+    def __init__(self) -> None:
+        self.counter = 1
+        self.total_weight = 0
+        self._changed = asyncio.Event()
+
+    def kick(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+
+class _Dedupe:
+    """fio's dedupe buffers: each write is unique, or (dedupe_percentage of them) a repeat — of the
+    last unique buffer (repeat) or of one of the working set's (working_set). A buffer is named by
+    the seed its bytes are drawn from, so a repeat is the same bytes."""
+
+    def __init__(self, job: JobSpec, seed: int, working_set: int) -> None:
+        self.pct = job.dedupe_percentage
+        self.mode = job.dedupe_mode
+        self.rng = random.Random(seed)
+        self.prev: int | None = None
+        self.ws = [self.rng.getrandbits(64) for _ in range(working_set)] if self.mode == "working_set" else []
+
+    def next_seed(self) -> int:
+        if self.rng.randint(1, 100) <= self.pct:
+            if self.ws:
+                return self.ws[self.rng.randrange(len(self.ws))]
+            if self.prev is not None:
+                return self.prev
+        self.prev = self.rng.getrandbits(64)
+        return self.prev
+
+
+class _LatencyTarget:
+    """fio's latency_target search (io_u.c lat_target_*): start at depth 1; after each
+    latency_window, double the depth (or bisect towards the last failing one) while
+    latency_percentile of the window's I/Os met latency_target, bisect down when they did not; when
+    the depth stops changing, the stats are reset and one more window runs at it, then the job
+    ends (latency_run=1: it keeps adjusting instead)."""
+
+    def __init__(self, job: JobSpec, now: int) -> None:
+        self.target = round(job.latency_target_s * 1e9)
+        self.window = round(job.latency_window_s * 1e9)
+        self.pct = job.latency_percentile
+        self.run = job.latency_run
+        self.iodepth = job.depth
+        self.qd, self.low, self.high = 1, 1, self.iodepth
+        self.stable = 0
+        self.end_run = False
+        self.done = False
+        self.reset = False  # the caller resets the stats (the final window is what is reported)
+        self.quiesce = False  # no new I/O until the in-flight ones are done
+        self.ts, self.ios, self.failed = now, 0, 0
+
+    def new_cycle(self, now: int, ios: int) -> None:
+        self.ts, self.ios, self.failed = now, ios, 0
+
+    def _failed(self, now: int, ios: int) -> bool:
+        if self.qd == 1:
+            return True
+        self.high = self.qd
+        if self.qd == self.low:
+            self.low -= 1
+        self.qd = (self.qd + self.low) // 2
+        self.stable = 0
+        self.quiesce = True
+        self.new_cycle(now, ios)
+        return False
+
+    def _success(self, now: int, ios: int) -> None:
+        qd = self.qd
+        self.low = self.qd
+        if self.qd + 1 == self.high:
+            self.stable += 1
+            if self.stable >= 3:
+                self.high += 1
+                self.stable = 0
+        if self.high != self.iodepth:
+            self.qd = (self.qd + self.high) // 2
+        else:
+            self.qd *= 2
+        self.qd = min(self.qd, self.iodepth)
+        if not self.run and self.qd == qd:
+            if self.end_run:
+                self.done = True
+            else:
+                self.quiesce = True
+                self.end_run = True
+                self.reset = True
+        self.new_cycle(now, ios)
+
+    def completed(self, lat_ns: int, now: int, ios: int) -> bool:
+        """One I/O done (``ios`` so far); True: at depth 1 an I/O missed a 100 % target (fio's
+        lat_fatal, ETIMEDOUT)."""
+        if lat_ns > self.target:
+            if self.pct == 100.0:
+                if self._failed(now, ios):
+                    return True
+            else:
+                self.failed += 1
+        if now - self.ts >= self.window:
+            n = ios - self.ios
+            ok = (n - self.failed) * 100.0 / n if n else 100.0
+            if ok >= self.pct:
+                self._success(now, ios)
+            else:
+                self._failed(now, ios)
+        return False
+
+
+@dataclass(slots=True)
+class _Shared:
+    """What the clones of one run share: flow groups, who is done (wait_for), dedupe state."""
+
+    flows: dict[int, _Flow] = field(default_factory=dict)
+    left: dict[str, int] = field(default_factory=dict)  # job name -> clones not yet done
+    done: dict[str, asyncio.Event] = field(default_factory=dict)
+    dedupe: dict[int, _Dedupe] = field(default_factory=dict)  # dedupe_global: one per run
+    exit_all: bool = False  # exitall with exit_what=all fired: later groups do not run
+
+    def finished(self, name: str) -> None:
+        self.left[name] = self.left.get(name, 1) - 1
+        if self.left[name] <= 0:
+            self.done.setdefault(name, asyncio.Event()).set()
+
+
 class _Clone:
     """Runs one clone: its files, buffers and plan are made by :meth:`prepare` (before any
     clock starts), :meth:`run` does the I/O."""
 
-    def __init__(self, cr: CloneRun, warn: TextIO | None) -> None:
+    def __init__(self, cr: CloneRun, warn: TextIO | None, shared: _Shared | None = None) -> None:
         self.cr = cr
-        self.job = cr.job
+        self.job = job = cr.job
         self.warn = warn
+        self.shared = shared or _Shared()
         self.files: list[Any] = []
         self.bufs: list[Any] = []
-        self.plan = IoPlan(cr.job, cr.regions, cr.number, time_based=cr.job.time_based)
-        self.verifier = Verifier(cr.job) if cr.job.verify else None
+        self.plan = IoPlan(job, cr.regions, cr.number, time_based=job.time_based,
+                           file_sizes=cr.file_sizes or None)
+        self.verifier = Verifier(job) if job.verify else None
         self.written: list[tuple[int, int, int, int]] = []  # (file, pos, n, seq) to verify
         self.last_write: dict[tuple[int, int], int] = {}  # (file, pos) -> seq of its latest write
         self.wseq = 0
         self.inflight: set[tuple[int, int]] = set()  # verify jobs: (file, pos) being written or read
         self.stop = False
+        self._stop_ev = asyncio.Event()
         self.writes = 0
         self.seq = 0
         self.t0 = 0
-        self.buf_rng = random.Random(derive_seed(cr.job, cr.number, "buffers"))
+        self.t_meas = 0  # when the measured part began (after ramp_time, or a latency_target reset)
+        self.buf_rng = random.Random(derive_seed(job, cr.number, "buffers"))
+        self.pacers: list[_Pacer | None] | None = None
+        if any(job.rate) or any(job.rate_iops):
+            self.pacers = [_Pacer(job.rate[d], job.rate_iops[d], job.rate_process == "poisson",
+                                  derive_seed(job, cr.number, f"rate:{d}")) if job.rate[d] or job.rate_iops[d]
+                           else None for d in (_READ, _WRITE)]
+        # rate_min: fio's check_min_rate state per direction (bytes, ios, time of the last check)
+        self._rate_last: list[list[int]] = [[0, 0, 0], [0, 0, 0]]
+        self.n_inflight = 0
+        self._changed = asyncio.Event()
+        self.lat_target: _LatencyTarget | None = None
+        self.ios_done = 0
+        self.flow: _Flow | None = None
+        self.flow_count = 0
+        self.dedupe: _Dedupe | None = None
+        if job.dedupe_percentage:
+            ws = 0
+            if job.dedupe_mode == "working_set":
+                ws = max(1, (job.size or 0) * job.dedupe_working_set_percentage // 100 // job.block_sizes(1)[0])
+            if job.dedupe_global:
+                self.dedupe = self.shared.dedupe.setdefault(0, _Dedupe(job, derive_seed(job, 0, "dedupe"), ws))
+            else:
+                self.dedupe = _Dedupe(job, derive_seed(job, cr.number, "dedupe"), ws)
+
+    def halt(self) -> None:
+        """Stop issuing I/O (runtime, an error, steady state, exitall ...); sleeps end at once."""
+        self.stop = True
+        self._stop_ev.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        """A pause that a halt() ends early (a paced job stops at its runtime, not after its gap)."""
+        if seconds <= 0 or self.stop:
+            await asyncio.sleep(0)
+            return
+        try:
+            await asyncio.wait_for(self._stop_ev.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def _kick(self) -> None:
+        ev, self._changed = self._changed, asyncio.Event()
+        ev.set()
 
     async def prepare(self) -> bool:
         job, cr = self.job, self.cr
@@ -712,7 +1068,7 @@ class _Clone:
             self._fill(wb, len(wb))
         return rb, wb
 
-    def _fill(self, buf: Any, n: int) -> None:
+    def _fill(self, buf: Any, n: int, rng: random.Random | None = None) -> None:
         job = self.job
         mv = memoryview(buf)[:n]
         if job.zero_buffers:
@@ -721,7 +1077,7 @@ class _Clone:
             p = job.buffer_pattern
             mv[:] = (p * (-(-n // len(p))))[:n]
         else:
-            mv[:] = self.buf_rng.randbytes(n)  # fio writes random data by default
+            mv[:] = (rng or self.buf_rng).randbytes(n)  # fio writes random data by default
             pct = job.buffer_compress_percentage
             if pct:
                 chunk = job.buffer_compress_chunk
@@ -729,24 +1085,38 @@ class _Clone:
                 for c in range(0, n, chunk):
                     mv[c:c + min(zeros, n - c)] = bytes(min(zeros, n - c))
 
-    def _prepare_write(self, buf: Any, pos: int, n: int) -> None:
+    def _prepare_write(self, buf: Any, pos: int, n: int, vseq: int = 0) -> None:
         job = self.job
         self.seq += 1
-        if job.refill_buffers:
+        if self.dedupe is not None:
+            # fio turns refill_buffers on with dedupe: each write's bytes come from its seed, so a
+            # repeated seed is a repeated (dedupable) buffer; no stamp that would make it unique.
+            self._fill(buf, n, random.Random(self.dedupe.next_seed()))
+        elif job.refill_buffers:
             self._fill(buf, n)
         elif job.scramble_buffers and not job.zero_buffers and job.buffer_pattern is None and \
                 not job.buffer_compress_percentage and n >= 16:
             struct.pack_into("<QQ", buf, 0, pos, self.seq)  # no two writes alike (no dedupe shortcut)
         if self.verifier is not None:
-            self.verifier.fill(buf, pos, n, self.seq)
+            self.verifier.fill(buf, pos, n, vseq, self.cr.number)
 
     async def run(self) -> None:
         cr, job = self.cr, self.job
         try:
+            if job.wait_for is not None:
+                await self.shared.done.setdefault(job.wait_for, asyncio.Event()).wait()
             if job.startdelay_s:
-                await asyncio.sleep(job.startdelay_s)
-            await self._timed()
+                await self._sleep(job.startdelay_s)
+            if job.flow:
+                self.flow = self.shared.flows.setdefault(job.flow_id, _Flow())
+                self.flow.total_weight += job.flow
+            if not self.stop:
+                await self._timed()
         finally:
+            if self.flow is not None:  # fio's flow_put: this job's share leaves the group
+                self.flow.counter -= self.flow_count
+                self.flow.total_weight -= job.flow
+                self.flow.kick()
             for b in self.bufs:
                 b.release()
             for f in self.files:
@@ -768,22 +1138,21 @@ class _Clone:
     async def _timed(self) -> None:
         cr, job = self.cr, self.job
         ramp = job.ramp_time_s
-        self.t0 = t_start = time.perf_counter_ns()
-        t_meas = [t_start]
+        self.t0 = t_start = self.t_meas = time.perf_counter_ns()
+        if job.latency_target_s:
+            self.lat_target = _LatencyTarget(job, t_start)
         tasks = [asyncio.ensure_future(self._worker(w)) for w in range(job.depth)]
 
         async def timer() -> None:
             if ramp > 0:
                 await asyncio.sleep(ramp)
                 cr.reset_stats()
-                t_meas[0] = self.t0 = time.perf_counter_ns()
+                self.t_meas = self.t0 = time.perf_counter_ns()
             if job.runtime_s is not None:
                 await asyncio.sleep(job.runtime_s)
-                self.stop = True
+                self.halt()
 
         side = [asyncio.ensure_future(timer())]
-        if any(job.rate_min) or any(job.rate_iops_min):
-            side.append(asyncio.ensure_future(self._rate_check()))
         try:
             results = await asyncio.gather(*tasks, return_exceptions=True)
             for r in results:
@@ -804,31 +1173,80 @@ class _Clone:
                 t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
         t_end = time.perf_counter_ns()
-        if t_meas[0] == t_start and ramp > 0:  # finished inside the ramp: nothing measured
+        if self.t_meas == t_start and ramp > 0:  # finished inside the ramp: nothing measured
             cr.reset_stats()
-            t_meas[0] = t_end
-        cr.runtime_ns = t_end - t_meas[0]
+            self.t_meas = t_end
+        cr.runtime_ns = t_end - self.t_meas
+        if self.lat_target is not None:
+            cr.latency_depth = self.lat_target.qd
 
-    async def _rate_check(self) -> None:
-        # fio checks the minimum rate once a second (ratecycle), after ramp_time.
+    def _check_min_rate(self, now: int) -> None:
+        """fio's check_min_rate, at each completion: after a 2 s settle, over at least a ratecycle
+        (1 s) since the last check, the bytes (or I/Os) per second must reach rate_min."""
         cr, job = self.cr, self.job
-        await asyncio.sleep(job.ramp_time_s)
-        last = list(cr.io_bytes)
-        last_ios = [len(cr.lat[0]), len(cr.lat[1])]
-        while True:
-            await asyncio.sleep(1.0)
-            for d in (_READ, _WRITE):
-                got = cr.io_bytes[d] - last[d]
-                got_ios = len(cr.lat[d]) - last_ios[d]
-                if job.rate_min[d] and got < job.rate_min[d]:
-                    cr.fail(_errno.ETIMEDOUT, f"{job.name}: rate_min={job.rate_min[d]}B/s not met, got {got}B/s")
-                    self.stop = True
-                elif job.rate_iops_min[d] and got_ios < job.rate_iops_min[d]:
-                    cr.fail(_errno.ETIMEDOUT, f"{job.name}: rate_iops_min={job.rate_iops_min[d]} not met, "
-                                              f"got {got_ios} IOPS")
-                    self.stop = True
-            last = list(cr.io_bytes)
-            last_ios = [len(cr.lat[0]), len(cr.lat[1])]
+        if now - self.t0 < 2_000_000_000:
+            return
+        for d in (_READ, _WRITE):
+            if not cr.io_bytes[d] or not (job.rate_min[d] or job.rate_iops_min[d]):
+                continue
+            last = self._rate_last[d]
+            nbytes, nios = cr.io_bytes[d], len(cr.lat[d])
+            if last[0] or last[1]:
+                spent_ms = (now - last[2]) // 1_000_000
+                if spent_ms < 1000:
+                    continue
+                if job.rate_min[d]:
+                    got = (nbytes - last[0]) * 1000 // spent_ms
+                    if got < job.rate_min[d]:
+                        cr.fail(_errno.ETIMEDOUT, f"{job.name}: rate_min={job.rate_min[d]}B/s not met, got {got}B/s")
+                        self.halt()
+                        return
+                else:
+                    got = (nios - last[1]) * 1000 // spent_ms
+                    if got < job.rate_iops_min[d]:
+                        cr.fail(_errno.ETIMEDOUT, f"{job.name}: rate_iops_min={job.rate_iops_min[d]} not met, "
+                                                  f"got {got} IOPS")
+                        self.halt()
+                        return
+            last[:] = [nbytes, nios, now]
+
+    async def _depth_gate(self) -> None:
+        """latency_target: issue only while fewer than the depth under test are in flight (and none
+        while the depth changes: fio quiesces)."""
+        lt = self.lat_target
+        assert lt is not None
+        while not self.stop:
+            if lt.quiesce:
+                if self.n_inflight == 0:
+                    lt.quiesce = False
+                    lt.new_cycle(time.perf_counter_ns(), self.ios_done)
+                    if lt.reset:  # fio reports only the final window, at the depth found
+                        lt.reset = False
+                        self.cr.reset_stats()
+                        self.t_meas = self.t0 = time.perf_counter_ns()
+                    continue
+            elif self.n_inflight < lt.qd:
+                return
+            await self._changed.wait()
+
+    async def _flow_gate(self) -> None:
+        """fio's flow_threshold_exceeded: wait while this job's share of its flow group's I/Os is
+        above its share of the weights."""
+        fl, job = self.flow, self.job
+        assert fl is not None
+        while not self.stop:
+            if fl.total_weight and self.flow_count / fl.counter > job.flow / fl.total_weight:
+                if job.flow_sleep_s:
+                    while self.n_inflight and not self.stop:  # fio quiesces before it sleeps
+                        await self._changed.wait()
+                    await self._sleep(job.flow_sleep_s)
+                else:
+                    await fl.changed()
+                continue
+            fl.counter += 1
+            self.flow_count += 1
+            fl.kick()
+            return
 
     async def _worker(self, w: int) -> None:
         cr, job, plan = self.cr, self.job, self.plan
@@ -839,17 +1257,23 @@ class _Clone:
         lat, at, sizes, offs = cr.lat, cr.at, cr.sizes, cr.offs
         io_bytes = cr.io_bytes
         clock = time.perf_counter_ns
-        pacers = None
-        if any(job.rate) or any(job.rate_iops):
-            pacers = [_Pacer(job.rate[d], job.rate_iops[d], job.rate_process == "poisson",
-                             derive_seed(job, cr.number, f"rate:{w}:{d}")) if job.rate[d] or job.rate_iops[d]
-                      else None for d in (_READ, _WRITE)]
+        pacers = self.pacers
         verifier = self.verifier
         backlog = job.verify_backlog
         sync_every = job.fsync or job.fdatasync
         think, think_every = job.thinktime_s, job.thinktime_blocks
+        rate_min = any(job.rate_min) or any(job.rate_iops_min)
+        fill = job.fill_device
         done = 0
         while not self.stop:
+            if self.lat_target is not None:
+                await self._depth_gate()
+                if self.stop:
+                    return
+            if self.flow is not None:
+                await self._flow_gate()
+                if self.stop:
+                    return
             io = plan.next()
             if io is None:
                 return
@@ -858,7 +1282,7 @@ class _Clone:
             if pacer is not None:
                 wait = pacer.delay(n, time.perf_counter())
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
                     if self.stop:
                         return
             f = files[fi]
@@ -869,33 +1293,57 @@ class _Clone:
                 # A checkable block is written by one I/O at a time, in the order recorded.
                 while (fi, pos) in self.inflight:
                     await asyncio.sleep(0)
-                if d == _WRITE and job.do_verify:
+                if d == _WRITE:
                     self.wseq += 1
-                    self.last_write[(fi, pos)] = self.wseq
-                    self.written.append((fi, pos, n, self.wseq))
+                    if job.do_verify:
+                        self.last_write[(fi, pos)] = self.wseq
+                        self.written.append((fi, pos, n, self.wseq))
                 self.inflight.add((fi, pos))
+            self.n_inflight += 1
             try:
                 if d == _WRITE:
-                    self._prepare_write(buf, pos, n)
+                    self._prepare_write(buf, pos, n, self.wseq)
                     t = clock()
                     await f.dma_write(pos, buf)
                 else:
                     t = clock()
                     await f.dma_read(pos, buf)
                 t2 = clock()
+            except OSError as e:
+                self.halt()  # fio stops a job at its first error
+                if fill and e.errno in (_errno.ENOSPC, _errno.EDQUOT):
+                    if verifier is not None and d == _WRITE and job.do_verify:
+                        self.written.pop()  # the failed write left nothing to check
+                    return  # fill_device: a full device is the end of the job, not an error
+                raise
             except BaseException:
-                self.stop = True  # fio stops a job at its first error
+                self.halt()
                 raise
             finally:
+                self.n_inflight -= 1
                 if verifier is not None:
                     self.inflight.discard((fi, pos))
+                self._kick()
             lat[d].append(t2 - t)
             at[d].append(t2 - self.t0)
             io_bytes[d] += n
+            self.ios_done += 1
             if sizes is not None:
                 sizes[d].append(n)
             if offs is not None:
                 offs[d].append(pos)
+            if self.lat_target is not None:
+                lt = self.lat_target
+                if lt.completed(t2 - t, t2, self.ios_done):
+                    cr.fail(_errno.ETIMEDOUT, f"{job.name}: latency of {t2 - t} nsec exceeds latency_target "
+                                              f"({lt.target} nsec) at depth 1")
+                    self.halt()
+                    return
+                if lt.done:
+                    self.halt()
+                    return
+            if rate_min:
+                self._check_min_rate(t2)
             if verifier is not None:
                 if d == _READ:
                     if not job.does_writes:  # a read job checks data written before; a mixed
@@ -909,22 +1357,45 @@ class _Clone:
                     await f.flush()
             done += 1
             if think and done % think_every == 0:
-                await asyncio.sleep(think)
+                await self._sleep(think)
 
-    def _check(self, buf: Any, fi: int, pos: int, n: int) -> None:
+    def _check(self, buf: Any, fi: int, pos: int, n: int, seq: int | None = None) -> None:
         assert self.verifier is not None
-        report = self.verifier.check(buf, self.cr.paths[fi], pos, n)
+        expect = (self.cr.number, seq) if seq is not None else None
+        report = self.verifier.check(buf, self.cr.paths[fi], pos, n, expect)
         if report is None:
             return
         cr = self.cr
         cr.verify_errors.append(report)
         cr.fail(_errno.EILSEQ, f"verify failed at file {cr.paths[fi]} offset {pos}, length {n}")
+        if self.job.verify_dump:
+            report += "\n" + self._dump(buf, fi, pos, n)
         if self.warn is not None and len(cr.verify_errors) <= _VERIFY_REPORTS:
             print(report, file=self.warn)
             if len(cr.verify_errors) == _VERIFY_REPORTS:
                 print(f"{self.job.name}: further verify failures are counted, not shown", file=self.warn)
         if self.job.verify_fatal:
-            self.stop = True
+            self.halt()
+
+    def _dump(self, buf: Any, fi: int, pos: int, n: int) -> str:
+        """verify_dump: the block read (and, for verify=pattern, the one expected) to files named
+        as fio's, FILE.OFFSET.received / .expected, in the current directory."""
+        assert self.verifier is not None
+        base = f"{os.path.basename(self.cr.paths[fi])}.{pos}"
+        out = []
+        try:
+            with open(base + ".received", "wb") as fh:
+                fh.write(bytes(memoryview(buf)[:n]))
+            out.append(f"       {base}.received")
+            if self.verifier.kind == "pattern":
+                p = self.verifier.pattern
+                with open(base + ".expected", "wb") as fh:
+                    fh.write((p * (-(-n // len(p))))[:n])
+                out.append(f"       {base}.expected")
+        except OSError as e:
+            return f"    verify_dump: cannot write {base}.*: {e.strerror or e}"
+        # A checksummed block's expected bytes are not kept (only their digest): received only.
+        return "    verify_dump: wrote\n" + "\n".join(out)
 
     async def _verify_written(self, buf: Any) -> None:
         """Read back what was written (the verify phase, or a verify_backlog batch into the
@@ -957,7 +1428,7 @@ class _Clone:
                 cr.sizes[_READ].append(n)
             if cr.offs is not None:
                 cr.offs[_READ].append(pos)
-            self._check(b, fi, pos, n)
+            self._check(b, fi, pos, n, seq)
 
 
 #: Verify failures printed per clone (the count is in the report).
@@ -983,10 +1454,128 @@ def _latest_writes(written: list[tuple[int, int, int, int]]) -> list[tuple[int, 
     return [item for item, k in zip(items, keep) if k]
 
 
-async def _run_group(clones: list[CloneRun], warn: TextIO | None) -> None:
-    runners = [_Clone(c, warn) for c in clones if not c.error]
+def _ss_units(runners: list[_Clone]) -> list[list[_Clone]]:
+    """Who steady state judges together: with group_reporting, all the group's clones that
+    report together (fio sums the group); else each clone on its own."""
+    units: list[list[_Clone]] = []
+    grouped: list[_Clone] = []
+    for r in runners:
+        if r.job.steadystate is None or not r.job.ss_dur_s:
+            continue
+        if r.job.group_reporting:
+            grouped.append(r)
+        else:
+            units.append([r])
+    if grouped:
+        units.append(grouped)
+    return units
+
+
+async def _steady_state(unit: list[_Clone]) -> None:
+    """fio's steady state (steadystate.c): after ss_ramp and one more interval, one sample per
+    ss_interval (IOPS, bytes/s or mean latency over the interval, summed over the unit); once
+    ss_dur of samples are in, the maximum deviation from the mean (iops, bw, lat) or the
+    least-squares slope (…_slope), as a share of the mean when the limit is a percentage, is
+    compared with the limit; under it, the unit's jobs end (steady state attained)."""
+    job = unit[0].job
+    assert job.steadystate is not None
+    kind, limit, pct = job.steadystate
+    interval = job.ss_interval_s or 1.0
+    n = max(1, int(job.ss_dur_s / interval))
+    window: list[float] = []
+    iops_data: list[float] = []
+    bw_data: list[float] = []
+    result: dict[str, Any] = {"ss": f"{kind}{'%' if pct else ''}", "duration": round(job.ss_dur_s),
+                              "attained": 0, "criterion": 0.0, "limit": limit}
+
+    def totals() -> tuple[int, int, int]:
+        ios = nbytes = lat = 0
+        for r in unit:
+            c = r.cr
+            ios += len(c.lat[0]) + len(c.lat[1])
+            nbytes += c.io_bytes[0] + c.io_bytes[1]
+            lat += sum(c.lat[0]) + sum(c.lat[1]) if kind.startswith("lat") else 0
+        return ios, nbytes, lat
+
+    def publish() -> None:
+        result["data"] = {"iops": list(iops_data[-n:]), "bw": list(bw_data[-n:]),
+                          "iops_mean": sum(iops_data[-n:]) / max(1, len(iops_data[-n:])),
+                          "bw_mean": sum(bw_data[-n:]) / max(1, len(bw_data[-n:]))}
+        for r in unit:
+            r.cr.steady = result
+
+    try:
+        await asyncio.sleep(job.ss_ramp_s + interval)
+        prev, prev_t = totals(), time.perf_counter()
+        while not all(r.stop for r in unit):
+            await asyncio.sleep(interval)
+            cur, now = totals(), time.perf_counter()
+            dt = max(now - prev_t, 1e-9)
+            d_ios, d_bytes, d_lat = (a - b for a, b in zip(cur, prev))
+            if d_ios < 0 or d_bytes < 0:  # stats were reset (ramp_time): start the interval over
+                prev, prev_t = cur, now
+                continue
+            iops, bw = d_ios / dt, d_bytes / dt
+            iops_data.append(iops)
+            bw_data.append(bw)
+            value = iops if kind.startswith("iops") else bw if kind.startswith("bw") else (
+                d_lat / d_ios if d_ios else 0.0)
+            window.append(value)
+            del window[:-n]
+            prev, prev_t = cur, now
+            if len(window) < n:
+                continue
+            mean = sum(window) / n
+            if kind.endswith("_slope"):
+                if n < 2:
+                    continue
+                sx, sxx = n * (n - 1) / 2, (n - 1) * n * (2 * n - 1) / 6
+                sxy = sum(i * y for i, y in enumerate(window))
+                slope = (sxy - sx * sum(window) / n) / (sxx - sx * sx / n)
+                crit = 100.0 * slope / mean if pct and mean else slope
+                result["slope"] = slope
+                crit = abs(crit)
+            else:
+                dev = max(abs(y - mean) for y in window)
+                crit = 100.0 * dev / mean if pct and mean else dev
+                result["max_deviation"] = dev
+            result["criterion"] = crit
+            if crit < limit:
+                result["attained"] = 1
+                for r in unit:
+                    r.halt()
+                return
+    finally:
+        publish()
+
+
+def _reporting_groups(clones: list[CloneRun]) -> dict[int, int]:
+    """fio's group id of each clone (by its number): new_group or stonewall starts one."""
+    out: dict[int, int] = {}
+    gid, last_job = -1, None
+    for c in clones:
+        if c.job is not last_job:
+            if last_job is None or c.job.new_group or c.job.stonewall:
+                gid += 1
+            last_job = c.job
+        out[c.number] = gid
+    return out
+
+
+async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Shared | None = None) -> None:
+    shared = shared or _Shared()
+    runners = [_Clone(c, warn, shared) for c in clones if not c.error]
+    for c in clones:
+        if c.error:
+            shared.finished(c.job.name)
     # Everything a clone needs is made before any clone's clock starts.
-    ready = [r for r in runners if await r.prepare()]
+    ready = []
+    for r in runners:
+        if await r.prepare():
+            ready.append(r)
+        else:
+            shared.finished(r.job.name)
+    rgroup = _reporting_groups(clones)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     ramp = max((c.job.ramp_time_s for c in clones), default=0.0)
     snap: list[Any] = [r0]
@@ -995,19 +1584,35 @@ async def _run_group(clones: list[CloneRun], warn: TextIO | None) -> None:
         await asyncio.sleep(ramp)
         snap[0] = resource.getrusage(resource.RUSAGE_SELF)
 
-    ramp_task = asyncio.ensure_future(after_ramp()) if ramp > 0 else None
+    async def one(r: _Clone) -> None:
+        try:
+            await r.run()
+        finally:
+            shared.finished(r.job.name)
+            if r.job.exitall:
+                # fio's exitall: this job ending ends its group (exit_what=group), every running
+                # job (stonewall), or everything, later groups included (all).
+                what = r.job.exit_what
+                for o in ready:
+                    if what != "group" or rgroup[o.cr.number] == rgroup[r.cr.number]:
+                        o.halt()
+                if what == "all":
+                    shared.exit_all = True
+
+    side = [asyncio.ensure_future(after_ramp())] if ramp > 0 else []
+    side += [asyncio.ensure_future(_steady_state(u)) for u in _ss_units(ready)]
     try:
-        results = await asyncio.gather(*(r.run() for r in ready), return_exceptions=True)
+        results = await asyncio.gather(*(one(r) for r in ready), return_exceptions=True)
     finally:
-        if ramp_task is not None:
-            ramp_task.cancel()
-            await asyncio.gather(ramp_task, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException) and not isinstance(r, Exception):
-            raise r
-    for runner, r in zip(ready, results):
-        if isinstance(r, Exception):
-            runner.cr.fail(*_describe(r))
+        for t in side:
+            t.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+    for res in results:
+        if isinstance(res, BaseException) and not isinstance(res, Exception):
+            raise res
+    for runner, res in zip(ready, results):
+        if isinstance(res, Exception):
+            runner.cr.fail(*_describe(res))
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     user, system = r1.ru_utime - snap[0].ru_utime, r1.ru_stime - snap[0].ru_stime
     total = sum(c.total_ios for c in clones)
@@ -1050,15 +1655,28 @@ def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
 
     async def main() -> str:
         failed = await _ensure_files(need, warn)
+        later: list[CloneRun] = []  # files an earlier group makes: checked when their group starts
         for g in runs:
             for c in g:
                 bad = next((failed[p] for p in c.paths if p in failed), None)
                 if bad is not None:
                     c.fail(*_describe(bad))
-                    continue
-                await _preflight(c)
+                elif all(os.path.exists(p) for p in c.paths):
+                    await _preflight(c)
+                else:
+                    later.append(c)
+        shared = _Shared()
+        for job in jobs:
+            shared.left[job.name] = shared.left.get(job.name, 0) + job.numjobs
         for g in runs:
-            await _run_group(g, warn)
+            if shared.exit_all:  # exitall with exit_what=all: the later groups never start
+                for c in g:
+                    shared.finished(c.job.name)
+                continue
+            for c in g:
+                if c in later:
+                    await _preflight(c)
+            await _run_group(g, warn, shared)
         return ioengine.get_reactor().backend.name
 
     backend = ioengine.run(main(), **opts.as_dict())
@@ -1293,11 +1911,18 @@ def to_json(run: JobsRun) -> dict[str, Any]:
             "ctx": 0, "majf": 0, "minf": 0,
             "iodepth_level": level, "iodepth_submit": submit, "iodepth_complete": complete,
             "latency_ns": lat_ns, "latency_us": lat_us, "latency_ms": lat_ms,
-            "latency_depth": e.job.depth, "latency_target": 0, "latency_percentile": 100.0,
-            "latency_window": 0,
+            # latency_target: the depth the search settled on (fio's latency_depth), target in ns,
+            # window in us, as fio writes them.
+            "latency_depth": max((c.latency_depth for c in e.clones), default=0) or e.job.depth,
+            "latency_target": round(e.job.latency_target_s * 1e9),
+            "latency_percentile": e.job.latency_percentile,
+            "latency_window": round(e.job.latency_window_s * 1e6),
         }
         if e.job.description is not None:
             entry["desc"] = e.job.description
+        steady = next((c.steady for c in e.clones if c.steady is not None), None)
+        if steady is not None:
+            entry["steadystate"] = steady
         jobs.append(entry)
     glob: dict[str, str] = {}
     for job in run.jobs:
@@ -1471,6 +2096,13 @@ def to_text(run: JobsRun) -> str:
                 rep = e.direction(d)
                 if rep.ios or (d == _READ and e.job.does_reads) or (d == _WRITE and e.job.does_writes):
                     _text_direction(rep, label, lines)
+            steady = next((c.steady for c in e.clones if c.steady is not None), None)
+            if steady is not None:  # fio's line: whether the window met the criterion
+                data = steady.get("data", {})
+                lines.append(f"  steadystate  : attained={'yes' if steady['attained'] else 'no'}, "
+                             f"bw={_iec(data.get('bw_mean', 0.0))}B/s, iops={_si(data.get('iops_mean', 0.0))}, "
+                             f"{steady['ss']} criterion={steady['criterion']:.2f}"
+                             f"{'%' if steady['ss'].endswith('%') else ''}")
             rts = e.runtime_ms
             lines.append(f"  cpu          : usr={e.usr_cpu:.2f}%, sys={e.sys_cpu:.2f}%, ctx=0, majf=0, minf=0")
             r, w = e.direction(_READ), e.direction(_WRITE)

@@ -325,18 +325,18 @@ def test_unsupported_option_names_option_file_and_line() -> None:
 
         [job1]
         rw=randread
-        zonemode=zbd
+        fdp=1
         """
     )
     with pytest.raises(JobFileError) as info:
         parse_job_text(text, "mine.fio")
     err = info.value
     msg = str(err)
-    assert msg.startswith("mine.fio, line 7: option 'zonemode' is not supported by ioengine")
-    assert "--list-options" in msg and "zonemode=zbd" in msg
-    assert (err.source, err.line, err.option) == ("mine.fio", 7, "zonemode")
+    assert msg.startswith("mine.fio, line 7: option 'fdp' is not supported by ioengine")
+    assert "--list-options" in msg and "fdp=1" in msg
+    assert (err.source, err.line, err.option) == ("mine.fio", 7, "fdp")
     assert isinstance(err, ValueError)
-    assert "zonemode" not in SUPPORTED_OPTIONS and "verify" in SUPPORTED_OPTIONS
+    assert "fdp" not in SUPPORTED_OPTIONS and "verify" in SUPPORTED_OPTIONS
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -238,7 +238,7 @@ def test_unsupported_option_exit_2_names_line(scratch: Path, capsys: pytest.Capt
     assert main(["run", str(job)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert f"{job}, line 6" in err and "option 'zonemode' is not supported" in err and "zonemode=zbd" in err
+    assert f"{job}, line 6: zonemode=zbd (zoned block devices" in err and "is not supported by ioengine" in err
     assert f"{job}, line 7: ioengine=libhdfs is not supported" in err
 
 
