@@ -22,8 +22,7 @@ fio's rules followed here (checked against fio 3.33):
 * Times (see :func:`parse_time`): seconds by default; ``us``/``usec``, ``ms``/``msec``,
   ``s``/``sec``, ``m``/``min``, ``h``, ``d``.
 * ``kb_base`` applies to the whole section whatever its position (fio parses it first).
-* ``bs=R,W[,T]``: an empty field keeps the inherited value; the trim size is accepted and
-  ignored (ioengine does not trim).
+* ``bs=R,W[,T]``: an empty field keeps the inherited value; the trim size defaults to the write's.
 * ``rw=...:N``: sequential patterns add N bytes to each next offset (negative: backwards), random
   ones take a new random offset every N I/Os (``rw_sequencer``).
 * ``threads``, ``block``, ``numruns``, ``dir`` are fio's tiobench profile options: fio accepts them in
@@ -68,6 +67,10 @@ _RW_VALUES = {
     "rw": "rw",
     "readwrite": "rw",
     "randrw": "randrw",
+    "trim": "trim",
+    "randtrim": "randtrim",
+    "trimwrite": "trimwrite",
+    "randtrimwrite": "randtrimwrite",
 }
 _TRIM_RW = ("trim", "randtrim", "trimwrite", "randtrimwrite")
 
@@ -148,6 +151,7 @@ class JobSpec:
     rwmixread: int = 50  # percent of reads in rw/randrw
     bs: int = 4096  # read block size
     bs_write: int = 4096  # write block size (equals bs unless "bs=R,W")
+    bs_trim: int = 4096  # trim block size ("bs=R,W,T"; else the write size)
     iodepth: int = 1
     size: int | None = None  # bytes per job (fio: per clone)
     size_percent: float | None = None  # size=N% of the file / device
@@ -266,6 +270,11 @@ class JobSpec:
     random_generator: str = "tausworthe"
     verify_dump: bool = False
     verify_async: int = 0
+    # -- errors a job goes on after (fio's continue_on_error + ignore_error): per error type (read,
+    # write — trims count as writes —, verify), the errnos that are not fatal
+    continue_on_error: frozenset[str] = frozenset()
+    ignore_error: tuple[tuple[int, ...] | None, tuple[int, ...] | None, tuple[int, ...] | None] = (None, None, None)
+    error_dump: bool = True
     fill_device: bool = False
     #: option (as written) -> value (as written), for every option set; ``own`` are those set
     #: in the job's own section (fio's "job options"), the rest came from [global].
@@ -295,7 +304,12 @@ class JobSpec:
 
     @property
     def does_writes(self) -> bool:
-        return self.read_fraction < 1.0
+        return self.read_fraction < 1.0 and self.rw not in ("trim", "randtrim")
+
+    @property
+    def does_trims(self) -> bool:
+        """trim/randtrim (trims only), trimwrite/randtrimwrite (each block trimmed, then written)."""
+        return self.rw in _TRIM_RW
 
     @property
     def sync_engine(self) -> bool:
@@ -308,7 +322,11 @@ class JobSpec:
         return 1 if self.sync_engine else self.iodepth
 
     def block_sizes(self, d: int) -> tuple[int, int]:
-        """(smallest, largest) block size of direction ``d`` (0 read, 1 write)."""
+        """(smallest, largest) block size of direction ``d`` (0 read, 1 write, 2 trim)."""
+        if d == 2:
+            if self.bssplit is not None or self.bs_range is not None:
+                return self.block_sizes(1)  # ioengine's bssplit/bsrange take R,W: trims as writes
+            return self.bs_trim, self.bs_trim
         if self.bssplit is not None:
             sizes = [b for b, _ in self.bssplit[d]]
             return min(sizes), max(sizes)
@@ -320,7 +338,7 @@ class JobSpec:
     def align(self, d: int) -> int:
         """Random offsets are multiples of this (fio's blockalign; default the minimum bs)."""
         if self.blockalign is not None:
-            return self.blockalign[d]
+            return self.blockalign[min(d, 1)]
         return self.block_sizes(d)[0]
 
     def file_paths(self, clone: int = 0) -> list[str]:
@@ -583,13 +601,10 @@ def _percent(v: str, src: SourceLine, option: str) -> float | None:
 def _opt_rw(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
     v = _need_value(value, src, option, "read, write, randread, randwrite, rw or randrw")
     base, colon, modifier = v.partition(":")
-    if base in _TRIM_RW:
-        raise src.error(f"{option}={base} is not supported by ioengine (it does not issue trims)",
-                        option)
     if base not in _RW_VALUES:
         raise src.error(
             f"bad value {v!r} for '{option}': expected read, write, randread, randwrite, "
-            f"rw (or readwrite) or randrw",
+            f"rw (or readwrite), randrw, trim, randtrim, trimwrite or randtrimwrite",
             option,
         )
     spec.rw = _RW_VALUES[base]
@@ -598,7 +613,8 @@ def _opt_rw(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> N
         # fio's offset modifier: sequential jobs add N bytes to every next offset (holes, or
         # backwards when negative); random jobs take a new random offset every N I/Os only.
         m = re.fullmatch(r"(-?)(.+)", modifier.strip())
-        assert m is not None
+        if m is None:
+            raise src.error(f"bad offset modifier in {option}={v}: expected {base}:N", option)
         try:
             n = parse_size(m.group(2), spec.kb_base)
         except ValueError as exc:
@@ -647,7 +663,9 @@ def _opt_bs(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> N
         spec.bs = read
     if write is not None:
         spec.bs_write = write
-    # The trim size (third field) is accepted and ignored: ioengine never trims.
+    trim = sizes[2] if len(sizes) > 2 else write
+    if trim is not None:
+        spec.bs_trim = trim
 
 
 def _opt_iodepth(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
@@ -1145,6 +1163,41 @@ def _opt_io_submit_mode(spec: JobSpec, value: str | None, src: SourceLine, optio
     spec.io_submit_mode = v
 
 
+_COE = {"none": (), "0": (), "read": ("read",), "write": ("write",), "io": ("read", "write"),
+        "verify": ("verify",), "all": ("read", "write", "verify"), "1": ("read", "write", "verify")}
+
+
+def _opt_continue_on_error(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "none, read, write, io, verify or all")
+    if v not in _COE:
+        raise src.error(f"bad value {v!r} for '{option}': expected none, read, write, io, verify, all (or 0, 1)",
+                        option)
+    spec.continue_on_error = frozenset(_COE[v])
+
+
+def _opt_ignore_error(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    import errno as errno_mod
+
+    v = _need_value(value, src, option, "READ_ERRORS,WRITE_ERRORS,VERIFY_ERRORS, each E1:E2 (names or numbers)")
+    parts = v.split(",")
+    if len(parts) > 3:
+        raise src.error(f"bad value {v!r} for '{option}': at most three lists (read, write, verify)", option)
+    lists: list[tuple[int, ...] | None] = [None, None, None]
+    for i, part in enumerate(parts):
+        if not part.strip():
+            continue
+        codes = []
+        for name in part.split(":"):
+            name = name.strip()
+            code = int(name) if name.isdigit() else getattr(errno_mod, name, None)
+            if not isinstance(code, int) or code <= 0:
+                raise src.error(f"bad error {name!r} in '{option}': expected an errno name (ENOSPC) or number",
+                                option)
+            codes.append(code)
+        lists[i] = tuple(codes)
+    spec.ignore_error = (lists[0], lists[1], lists[2])
+
+
 _TIOBENCH = "a tiobench profile option: fio accepts it in any job file and it changes nothing without " \
             "--profile=tiobench (threads=1 does not make threads; that is 'thread')"
 
@@ -1154,7 +1207,10 @@ _Opt = tuple[_Handler, str]
 _OPTIONS: dict[str, _Opt] = {
     "name": (_opt_name, "job name (in [global]: accepted and ignored, as fio does; jobs are named by sections)"),
     "description": (_str_setter("description"), "free text describing the job"),
-    "rw": (_opt_rw, "I/O pattern: read, write, randread, randwrite, rw/readwrite, randrw"),
+    "rw": (_opt_rw, "I/O pattern: read, write, randread, randwrite, rw/readwrite, randrw, trim, randtrim, "
+                    "trimwrite, randtrimwrite (trims are fio's BLKDISCARD: block devices only, a file gives "
+                    "err=25 as in fio); :N adds N bytes to sequential offsets or draws a new random one "
+                    "every N I/Os"),
     "rwmixread": (_opt_rwmixread, "percent of reads in rw/randrw (default 50)"),
     "rwmixwrite": (_opt_rwmixwrite, "percent of writes in rw/randrw"),
     "bs": (_opt_bs, "block size, or READ,WRITE[,TRIM] sizes (default 4k)"),
@@ -1277,6 +1333,11 @@ _OPTIONS: dict[str, _Opt] = {
                                                             "verify to files"),
     "verify_async": (_int_setter("verify_async", 0), "verify in N threads (accepted: ioengine checks on its "
                                                      "reactor; the I/O is the same)"),
+    "continue_on_error": (_opt_continue_on_error, "go on after non-fatal errors (EIO, EILSEQ, or ignore_error's) "
+                                                  "of these types: none, read, write (trims too), io, verify, all"),
+    "ignore_error": (_opt_ignore_error, "the errors continue_on_error goes on after, per type: READ,WRITE,VERIFY "
+                                        "lists of E1:E2"),
+    "error_dump": (_flag_setter("error_dump", flag=True), "print every error, non-fatal ones too (default 1)"),
     "fill_device": (_flag_setter("fill_device", flag=True), "write until the device or file system is full "
                                                             "(ENOSPC ends the job without an error)"),
 }
@@ -1459,6 +1520,10 @@ def _check_job(job: JobSpec) -> list[JobFileError]:
         src = job.sources.get("dedupe_mode", job.section)
         errors.append(src.error(f"job '{job.name}': dedupe_mode=working_set needs size= and one file (as in fio)",
                                 "dedupe_mode"))
+    if job.does_trims and job.verify:
+        src = job.sources.get("verify", job.section)
+        errors.append(src.error(f"job '{job.name}': verify with rw={job.rw} is not supported by ioengine "
+                                f"(fio's trim verification)", "verify"))
     if job.verify == "pattern" and job.verify_pattern is None:
         src = job.sources.get("verify", job.section)
         errors.append(src.error(f"job '{job.name}': verify=pattern needs verify_pattern=", "verify"))

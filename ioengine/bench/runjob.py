@@ -45,12 +45,14 @@ import array
 import asyncio
 import datetime
 import errno as _errno
+import fcntl
 import hashlib
 import json
 import math
 import os
 import random
 import resource
+import stat
 import struct
 import sys
 import time
@@ -71,8 +73,9 @@ FIO_PERCENTILES = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.
                    99.95, 99.99)
 #: fio's bandwidth / IOPS sampling period (bw_avg_time, iops_avg_time), ms.
 SAMPLE_MS = 500
-_READ, _WRITE = 0, 1
-_DIR_NAMES = ("read", "write")
+_READ, _WRITE, _TRIM = 0, 1, 2
+_DIRS = (_READ, _WRITE, _TRIM)
+_DIR_NAMES = ("read", "write", "trim")
 
 
 def engine_version() -> str:
@@ -99,13 +102,13 @@ class CloneRun:
     number: int = 1  # fio's thread number (1-based, over the whole file): seeds and log names
     paths: list[str] = field(default_factory=list)
     #: Completion latencies (ns) of reads and writes: 8 bytes a sample, so long runs stay small.
-    lat: tuple[array.array, array.array] = field(default_factory=lambda: (array.array("q"), array.array("q")))
+    lat: tuple[array.array, ...] = field(default_factory=lambda: tuple(array.array("q") for _ in _DIRS))
     #: Completion times (ns since the clock started) — for the bw/iops samples and the logs.
-    at: tuple[array.array, array.array] = field(default_factory=lambda: (array.array("q"), array.array("q")))
+    at: tuple[array.array, ...] = field(default_factory=lambda: tuple(array.array("q") for _ in _DIRS))
     #: Offsets and sizes of each I/O, kept only when a log needs them (or the sizes vary).
-    offs: tuple[array.array, array.array] | None = None
-    sizes: tuple[array.array, array.array] | None = None
-    io_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    offs: tuple[array.array, ...] | None = None
+    sizes: tuple[array.array, ...] | None = None
+    io_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
     regions: list[tuple[int, int]] = field(default_factory=list)  # per file: (start, length)
     file_sizes: list[int] = field(default_factory=list)  # per file, at preflight
     runtime_ns: int = 0
@@ -114,6 +117,7 @@ class CloneRun:
     latency_depth: int = 0  # latency_target: the depth found (0: not used)
     error: int = 0
     error_text: str = ""
+    total_err: int = 0  # errors continue_on_error went on after (and the fatal one, if any)
     verify_errors: list[str] = field(default_factory=list)
     usr_s: float = 0.0
     sys_s: float = 0.0
@@ -139,7 +143,7 @@ class CloneRun:
 
     @property
     def total_ios(self) -> int:
-        return len(self.lat[0]) + len(self.lat[1])
+        return sum(len(a) for a in self.lat)
 
     def fail(self, errno: int, text: str) -> None:
         if not self.error:  # the first error is the job's (fio stops at it)
@@ -151,7 +155,7 @@ class CloneRun:
             if arrs is not None:
                 for a in arrs:
                     del a[:]
-        self.io_bytes[:] = [0, 0]
+        self.io_bytes[:] = [0, 0, 0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -316,7 +320,7 @@ class IoPlan:
         self.time_based = time_based
         # fio's real_file_size: where rw=...:N offsets wrap (default: the regions' ends).
         self._sizes = file_sizes if file_sizes is not None else [s + n for s, n in regions]
-        self._last_start = [[-1, -1] for _ in regions]  # per file and direction (rw_sequencer=identical)
+        self._last_start = [[-1, -1, -1] for _ in regions]  # per file and direction (rw_sequencer=identical)
         # fio's td->ddir_seq_nr: I/Os left until a new random offset; the first I/O takes one (fio 3.33
         # issues rw=randread:4 as random, 3 sequential, random, ...).
         self._seq_nr_left = 1
@@ -328,7 +332,13 @@ class IoPlan:
         frac = job.read_fraction
         self._frac = frac
         self._mixed = 0.0 < frac < 1.0
-        self._only = _READ if frac > 0 else _WRITE
+        self._only = _READ if frac > 0 else _TRIM if job.rw in ("trim", "randtrim") else _WRITE
+        # trimwrite / randtrimwrite: each block trimmed, then the same block written (fio counts
+        # io_size in the writes: as much is trimmed as written).
+        self._trimwrite = job.rw in ("trimwrite", "randtrimwrite")
+        self._pending: tuple[int, int, int] | None = None
+        if self._trimwrite:
+            self._only = _TRIM
         self._mix = random.Random(derive_seed(job, number, "mix"))
         self._bsrng = random.Random(derive_seed(job, number, "bs"))
         self._filerng = random.Random(derive_seed(job, number, "file"))
@@ -340,9 +350,9 @@ class IoPlan:
             self._per_pass = job.io_size if job.io_size is not None else total
             self.left = self._per_pass * job.loops
         self.ios_left = job.number_ios if job.number_ios is not None else 1 << 62
-        self._bs = [self._bs_chooser(d) for d in (_READ, _WRITE)]
+        self._bs = [self._bs_chooser(d) for d in _DIRS]
         # Sequential: one position per file and direction, as fio keeps last_pos per ddir.
-        self._pos = [[start, start] for start, _ in regions]
+        self._pos = [[start, start, start] for start, _ in regions]
         # Random: one picker per file and (block unit) — shared by the directions when they
         # use the same unit, like fio's one random map per file.
         self._pickers: list[dict[tuple[int, int], BlockPicker]] = [{} for _ in regions]
@@ -354,7 +364,7 @@ class IoPlan:
     def _bs_chooser(self, d: int) -> Callable[[], int]:
         job = self.job
         if job.bssplit is not None:
-            split = job.bssplit[d]
+            split = job.bssplit[min(d, _WRITE)]  # trims take the write sizes (block_sizes(2))
             sizes = [b for b, _ in split]
             weights = [p for _, p in split]
             cum = [sum(weights[:i + 1]) for i in range(len(weights))]
@@ -390,8 +400,8 @@ class IoPlan:
     def prepare(self) -> None:
         """Build what the first draws would (zipf's zeta etc.) now, before any clock runs."""
         for fi in range(self._nfiles):
-            for d in (_READ, _WRITE):
-                if self._random and (d == _READ) == (self._frac > 0) or self._mixed:
+            for d in _DIRS:
+                if self._random and (d == self._only or self._mixed and d != _TRIM):
                     self._picker(fi, d)
 
     def _next_file(self) -> int:
@@ -466,11 +476,17 @@ class IoPlan:
             return False
         self.left = self._per_pass * self._loops_left
         for fi, (start, _) in enumerate(self.regions):
-            self._pos[fi] = [start, start]
+            self._pos[fi] = [start, start, start]
             self._zone_start[fi] = start
         return True
 
     def next(self) -> tuple[int, int, int, int] | None:
+        if self._pending is not None:  # trimwrite: the write of the block just trimmed
+            done = self._pending
+            self._pending = None
+            self.left -= done[2]
+            self.ios_left -= 1
+            return _WRITE, *done
         if self.left <= 0 or self.ios_left <= 0:
             return None
         d = (_READ if self._mix.random() < self._frac else _WRITE) if self._mixed else self._only
@@ -514,6 +530,9 @@ class IoPlan:
         self._pos[fi][d] = pos + n
         self._last_start[fi][d] = pos
         self._zone_bytes += n
+        if self._trimwrite:
+            self._pending = (fi, pos, n)
+            return d, fi, pos, n
         self.left -= n
         self.ios_left -= 1
         return d, fi, pos, n
@@ -728,6 +747,22 @@ def plan_layout(jobs: list[JobSpec]) -> dict[str, int]:
     return need
 
 
+def _is_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _device_size(path: str) -> int:
+    """A block device's size (statx, hence File.size(), says 0 for one): the end of it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
+
+
 async def _ensure_files(need: dict[str, int], warn: TextIO | None) -> dict[str, OSError]:
     """Lay out what is missing; returns path -> the error that stopped its layout."""
     failed: dict[str, OSError] = {}
@@ -735,6 +770,8 @@ async def _ensure_files(need: dict[str, int], warn: TextIO | None) -> dict[str, 
         if os.path.isdir(path):
             raise RunError(f"{path!r} is a directory; give the job a filename=")
         try:
+            if _is_device(path):
+                continue  # a device is never laid out (fio's rule): it is as big as it is
             have = os.path.getsize(path)
         except FileNotFoundError:
             have = -1
@@ -773,6 +810,8 @@ async def _preflight(cr: CloneRun) -> None:
     for path in cr.paths:
         async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
             file_size = await f.size()
+            if not file_size and _is_device(path):
+                file_size = _device_size(path)
             ralign, walign = f.disk_read_dma_alignment, f.disk_write_dma_alignment
         start = job.resolve_offset(file_size) + cr.clone * job.offset_increment
         if job.filesize is not None or job.size is not None:
@@ -814,6 +853,13 @@ def _describe(e: BaseException) -> tuple[int, str]:
     if isinstance(e, OSError):
         return e.errno or _errno.EIO, str(e)
     return _errno.EINVAL, str(e)  # an alignment the File refused: like the kernel's EINVAL
+
+
+_BLKDISCARD = 0x1277  # _IO(0x12, 119), linux/fs.h
+
+
+def _blkdiscard(fd: int, pos: int, n: int) -> None:
+    fcntl.ioctl(fd, _BLKDISCARD, struct.pack("QQ", pos, n))
 
 
 class _Pacer:
@@ -1001,9 +1047,9 @@ class _Clone:
         if any(job.rate) or any(job.rate_iops):
             self.pacers = [_Pacer(job.rate[d], job.rate_iops[d], job.rate_process == "poisson",
                                   derive_seed(job, cr.number, f"rate:{d}")) if job.rate[d] or job.rate_iops[d]
-                           else None for d in (_READ, _WRITE)]
+                           else None for d in (_READ, _WRITE)] + [None]  # trims are not paced
         # rate_min: fio's check_min_rate state per direction (bytes, ios, time of the last check)
-        self._rate_last: list[list[int]] = [[0, 0, 0], [0, 0, 0]]
+        self._rate_last: list[list[int]] = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
         self.n_inflight = 0
         self._changed = asyncio.Event()
         self.lat_target: _LatencyTarget | None = None
@@ -1041,7 +1087,7 @@ class _Clone:
 
     async def prepare(self) -> bool:
         job, cr = self.job, self.cr
-        flags = OpenFlags.RW if job.does_writes else OpenFlags.RO
+        flags = OpenFlags.RW if job.does_writes or job.does_trims else OpenFlags.RO
         try:
             for path in cr.paths:
                 f = await ioengine.open_file_dma(path, flags)
@@ -1054,9 +1100,9 @@ class _Clone:
         variable = any(job.block_sizes(d)[0] != job.block_sizes(d)[1] for d in (0, 1))
         logs = job.write_lat_log is not None or job.write_bw_log is not None or job.write_iops_log is not None
         if variable or logs:
-            cr.sizes = (array.array("q"), array.array("q"))
+            cr.sizes = tuple(array.array("q") for _ in _DIRS)
         if logs:
-            cr.offs = (array.array("q"), array.array("q"))
+            cr.offs = tuple(array.array("q") for _ in _DIRS)
         return True
 
     def _buffers(self) -> tuple[Any, Any]:
@@ -1252,8 +1298,9 @@ class _Clone:
         cr, job, plan = self.cr, self.job, self.plan
         rb, wb = self._buffers()
         files = self.files
-        bufs = (rb, wb)
-        full = (len(rb), len(wb) if wb is not None else 0)
+        bufs = (rb, wb, None)
+        full = (len(rb), len(wb) if wb is not None else 0, 0)
+        reactor = ioengine.get_reactor()
         lat, at, sizes, offs = cr.lat, cr.at, cr.sizes, cr.offs
         io_bytes = cr.io_bytes
         clock = time.perf_counter_ns
@@ -1287,7 +1334,7 @@ class _Clone:
                         return
             f = files[fi]
             buf = bufs[d]
-            if n != full[d]:
+            if buf is not None and n != full[d]:
                 buf = buf.trim(0, n)
             if verifier is not None:
                 # A checkable block is written by one I/O at a time, in the order recorded.
@@ -1305,16 +1352,25 @@ class _Clone:
                     self._prepare_write(buf, pos, n, self.wseq)
                     t = clock()
                     await f.dma_write(pos, buf)
-                else:
+                elif d == _READ:
                     t = clock()
                     await f.dma_read(pos, buf)
+                else:
+                    # fio's trim (os_trim): BLKDISCARD, which a regular file refuses with ENOTTY
+                    # (err=25), as it does for fio.
+                    t = clock()
+                    await reactor.run_blocking(_blkdiscard, f.fileno(), pos, n, owner=f)
                 t2 = clock()
             except OSError as e:
+                if self._non_fatal(d, e):
+                    continue  # continue_on_error: counted, the first one is the job's error
                 self.halt()  # fio stops a job at its first error
                 if fill and e.errno in (_errno.ENOSPC, _errno.EDQUOT):
                     if verifier is not None and d == _WRITE and job.do_verify:
                         self.written.pop()  # the failed write left nothing to check
                     return  # fill_device: a full device is the end of the job, not an error
+                if not cr.error:  # the fatal one (the other in-flight I/Os' failures follow from it)
+                    cr.total_err += 1
                 raise
             except BaseException:
                 self.halt()
@@ -1358,6 +1414,24 @@ class _Clone:
             done += 1
             if think and done % think_every == 0:
                 await self._sleep(think)
+
+    def _non_fatal(self, d: int, e: OSError) -> bool:
+        """fio's td_non_fatal_error: continue_on_error names the error's type (EILSEQ: verify; a
+        read: read; writes and trims: write) and the errno is in that type's ignore_error list
+        (default EIO, EILSEQ). Such an error is counted (and dumped), and the job goes on."""
+        job, cr = self.job, self.cr
+        kind = 2 if e.errno == _errno.EILSEQ else 0 if d == _READ else 1
+        if ("read", "write", "verify")[kind] not in job.continue_on_error:
+            return False
+        allowed = job.ignore_error[kind] or (_errno.EIO, _errno.EILSEQ)
+        if e.errno not in allowed:
+            return False
+        cr.total_err += 1
+        cr.fail(*_describe(e))
+        if job.error_dump and self.warn is not None:
+            print(f"{job.name}: non-fatal error err={e.errno} ({os.strerror(e.errno or 0)}) on "
+                  f"{_DIR_NAMES[d]}, going on (continue_on_error)", file=self.warn)
+        return True
 
     def _check(self, buf: Any, fi: int, pos: int, n: int, seq: int | None = None) -> None:
         assert self.verifier is not None
@@ -1844,7 +1918,6 @@ def _dir_json(d: DirReport, group_bw_kib: float) -> dict[str, Any]:
     }
 
 
-_EMPTY_DIR = DirReport(0, 0, 0, [])
 #: fio's latency histogram buckets (upper bounds, in the unit of each key).
 _LAT_BUCKETS = ("2", "4", "10", "20", "50", "100", "250", "500", "750", "1000")
 _MS_BUCKETS = (*_LAT_BUCKETS, "2000", ">=2000")
@@ -1894,10 +1967,10 @@ def to_json(run: JobsRun) -> dict[str, Any]:
     entries = entries_of(run.groups)
     group_bw: dict[tuple[int, int], float] = {}
     for e in entries:
-        for d in (_READ, _WRITE):
+        for d in _DIRS:
             group_bw[(e.groupid, d)] = group_bw.get((e.groupid, d), 0.0) + e.direction(d).bw_bytes / 1024
     for e in entries:
-        lats = sorted(x for c in e.clones for d in (_READ, _WRITE) for x in c.lat[d])
+        lats = sorted(x for c in e.clones for d in _DIRS for x in c.lat[d])
         lat_ns, lat_us, lat_ms = _latency_buckets(lats)
         level, submit, complete = _depth_json(e.job.depth)
         entry: dict[str, Any] = {
@@ -1905,7 +1978,7 @@ def to_json(run: JobsRun) -> dict[str, Any]:
             "elapsed": max(1, round(now - run.started)), "job options": _job_options(e.job),
             "read": _dir_json(e.direction(_READ), group_bw[(e.groupid, _READ)]),
             "write": _dir_json(e.direction(_WRITE), group_bw[(e.groupid, _WRITE)]),
-            "trim": _dir_json(_EMPTY_DIR, 0.0),
+            "trim": _dir_json(e.direction(_TRIM), group_bw[(e.groupid, _TRIM)]),
             "sync": {"total_ios": 0, "lat_ns": {"min": 0, "max": 0, "mean": 0.0, "stddev": 0.0, "N": 0}},
             "job_runtime": e.runtime_ms, "usr_cpu": e.usr_cpu, "sys_cpu": e.sys_cpu,
             "ctx": 0, "majf": 0, "minf": 0,
@@ -1920,6 +1993,9 @@ def to_json(run: JobsRun) -> dict[str, Any]:
         }
         if e.job.description is not None:
             entry["desc"] = e.job.description
+        if e.job.continue_on_error:  # fio adds these two with continue_on_error
+            entry["total_err"] = sum(c.total_err for c in e.clones)
+            entry["first_error"] = e.error
         steady = next((c.steady for c in e.clones if c.steady is not None), None)
         if steady is not None:
             entry["steadystate"] = steady
@@ -1964,7 +2040,7 @@ def write_logs(run: JobsRun) -> list[str]:
 
 def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
     rows: list[tuple[int, int, int, int, int]] = []  # (time ns, value, ddir, bs, offset)
-    for d in (_READ, _WRITE):
+    for d in _DIRS:
         sizes = c.sizes[d] if c.sizes is not None else None
         offs = c.offs[d] if c.offs is not None else None
         bs = c.job.block_sizes(d)[0]
@@ -2072,10 +2148,10 @@ def to_text(run: JobsRun) -> str:
             if j.name in seen:
                 continue
             seen.add(j.name)
-            (rlo, rhi), (wlo, whi) = j.block_sizes(_READ), j.block_sizes(_WRITE)
+            (rlo, rhi), (wlo, whi), (tlo, thi) = (j.block_sizes(d) for d in _DIRS)
             engine = j.ioengine or "psync"
             lines.append(f"{j.name}: (g={c.group}): rw={j.rw}, bs=(R) {rlo}B-{rhi}B, (W) {wlo}B-{whi}B, "
-                         f"(T) {wlo}B-{whi}B, ioengine={engine} (ioengine/{backend}), iodepth={j.depth}")
+                         f"(T) {tlo}B-{thi}B, ioengine={engine} (ioengine/{backend}), iodepth={j.depth}")
     nclones = sum(len(g) for g in runs)
     lines.append(engine_version())
     lines.append(f"Starting {nclones} job{'s' if nclones != 1 else ''} in one reactor ({backend})")
@@ -2092,9 +2168,10 @@ def to_text(run: JobsRun) -> str:
                     lines.append(f"  error: err={c.error} ({os.strerror(c.error)}): {c.error_text}")
                 if not c.direct:
                     lines.append(f"  note: {c.path!r} is on a filesystem without O_DIRECT: buffered I/O")
-            for d, label in ((_READ, " read"), (_WRITE, "write")):
+            for d, label, does in ((_READ, " read", e.job.does_reads), (_WRITE, "write", e.job.does_writes),
+                                   (_TRIM, "  trim", e.job.does_trims)):
                 rep = e.direction(d)
-                if rep.ios or (d == _READ and e.job.does_reads) or (d == _WRITE and e.job.does_writes):
+                if rep.ios or does:
                     _text_direction(rep, label, lines)
             steady = next((c.steady for c in e.clones if c.steady is not None), None)
             if steady is not None:  # fio's line: whether the window met the criterion
@@ -2105,15 +2182,18 @@ def to_text(run: JobsRun) -> str:
                              f"{'%' if steady['ss'].endswith('%') else ''}")
             rts = e.runtime_ms
             lines.append(f"  cpu          : usr={e.usr_cpu:.2f}%, sys={e.sys_cpu:.2f}%, ctx=0, majf=0, minf=0")
-            r, w = e.direction(_READ), e.direction(_WRITE)
+            if e.job.continue_on_error:
+                lines.append(f"  errors       : total={sum(c.total_err for c in e.clones)}, first_error={e.error}"
+                             f"/<{os.strerror(e.error) if e.error else 'Success'}>")
+            r, w, tr = (e.direction(d) for d in _DIRS)
             lines.append(f"  IO depths    : {e.job.depth}=100.0% (ioengine keeps {e.job.depth} I/O"
                          f"{'s' if e.job.depth > 1 else ''} in flight per clone)")
-            lines.append(f"     issued rwts: total={r.ios},{w.ios},0,0 short=0,0,0,0 dropped=0,0,0,0")
+            lines.append(f"     issued rwts: total={r.ios},{w.ios},{tr.ios},0 short=0,0,0,0 dropped=0,0,0,0")
             if rts == 0 and not e.error:
                 lines.append("  (no I/O measured)")
             lines.append("")
         lines.append(f"Run status group {g} (all jobs):")
-        for d, label in ((_READ, "   READ"), (_WRITE, "  WRITE")):
+        for d, label in ((_READ, "   READ"), (_WRITE, "  WRITE"), (_TRIM, "   TRIM")):
             reps = [e.direction(d) for e in mine]
             reps = [x for x in reps if x.ios]
             if not reps:

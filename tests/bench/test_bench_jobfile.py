@@ -340,7 +340,7 @@ def test_unsupported_option_names_option_file_and_line() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    text = "[global]\ncpus_allowed=0\nbs=4k\n[a]\nrw=trim\nzonemode=zbd\n[b]\nioengine=ftruncate\nbs=x\n"
+    text = "[global]\ncpus_allowed=0\nbs=4k\n[a]\nrw=bogus\nzonemode=zbd\n[b]\nioengine=ftruncate\nbs=x\n"
     with pytest.raises(JobFileError) as info:
         parse_job_text(text, "many.fio")
     err = info.value

@@ -210,3 +210,43 @@ def test_numa_nodes_must_be_the_machines(scratch: Path, capsys: pytest.CaptureFi
     assert main(["run", str(job)]) == 2
     err = capsys.readouterr().err
     assert "NUMA node 999 is out of range" in err and "fio refuses it as well" in err and "Traceback" not in err
+
+
+def test_trimwrite_plan_trims_then_writes_each_block() -> None:
+    (job,) = parse_job_text("[j]\nrw=randtrimwrite\nbs=4k\n", "t.fio")
+    plan = IoPlan(job, [(0, 64 * K)], 1, time_based=False)
+    ops = []
+    while (io := plan.next()) is not None:
+        ops.append(io)
+    assert [d for d, *_ in ops] == [2, 1] * 16  # as much trimmed as written (fio's trimwrite)
+    assert all(ops[i][2] == ops[i + 1][2] for i in range(0, 32, 2))
+    assert sorted(p for d, _, p, _ in ops if d == 2) == [i * 4 * K for i in range(16)]
+
+
+def test_trims_on_a_file_fail_as_fios_and_continue_on_error(scratch: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # fio trims with BLKDISCARD, which a regular file refuses (ENOTTY, err=25); so does ioengine.
+    # continue_on_error=write with ignore_error=,ENOTTY goes on after it (trims count as writes).
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        bs=4k
+        size=64k
+        filename={dir}/t.dat
+        ioengine=libaio
+        iodepth=2
+        [stop]
+        rw=randtrim
+        [go-on]
+        stonewall
+        rw=trim
+        continue_on_error=write
+        ignore_error=,ENOTTY
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 1
+    captured = capsys.readouterr()
+    assert "err=25 (Inappropriate ioctl for device)" in captured.err and "Traceback" not in captured.err
+    jobs = {j["jobname"]: j for j in json.loads(captured.out)["jobs"]}
+    assert jobs["stop"]["error"] == 25 and "total_err" not in jobs["stop"]
+    go = jobs["go-on"]
+    assert go["error"] == 25 and go["first_error"] == 25 and go["total_err"] == 16  # every trim tried
