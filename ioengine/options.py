@@ -141,6 +141,11 @@ class SmpOptions:
     #: How long shards get to stop (their work cancelled, reactors drained and closed) before
     #: they are killed and the run ends with an error.
     smp_stop_timeout_s: float = 10.0
+    #: The shards' queues of a disk with io_properties share its token bucket, its in-disk
+    #: bound and the io classes' shares (Seastar's io_group, and shares held across shards:
+    #: iosched.io_group). False: each shard throttles as if it had the disk to itself
+    #: (N shards may then dispatch N times the calibrated capacity); for comparisons.
+    smp_io_group: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.smp, bool) or not isinstance(self.smp, int) or self.smp < 1:
@@ -151,6 +156,8 @@ class SmpOptions:
         b = self.smp_batch_bytes
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ValueError(f"smp_batch_bytes must be an integer >= 1, got {b!r}")
+        if not isinstance(self.smp_io_group, bool):
+            raise ValueError(f"smp_io_group must be True or False, got {self.smp_io_group!r}")
         if not (isinstance(self.smp_stop_timeout_s, (int, float)) and self.smp_stop_timeout_s > 0):
             raise ValueError(f"smp_stop_timeout_s must be a positive number, got {self.smp_stop_timeout_s!r}")
         if self.cpuset is not None and not isinstance(self.cpuset, str):

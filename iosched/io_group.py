@@ -37,6 +37,9 @@ class SharedDisk(Protocol):
     def sync(self, now: float, in_disk: float) -> tuple[float, float]:
         """Replenish to ``now``, publish this shard's in-disk cost; (tokens, other shards' in-disk)."""
 
+    def publish(self, in_disk: float) -> None:
+        """Publish this shard's in-disk cost (after a dispatch: the others see it at once)."""
+
     def tokens(self) -> float:
         """Tokens now (negative in deficit), as of the last replenishment."""
 
@@ -49,9 +52,14 @@ class SharedDisk(Protocol):
     def charge(self, slot: int, per_share: float) -> None:
         """Add ``cost / shares`` of what a class dispatched to its shared accumulator."""
 
+    def mark(self, slot: int, since: float | None) -> None:
+        """The class has requests waiting on this shard (since ``since``), or no longer (None)."""
+
     def lead(self, slot: int, now: float, window: float, floor_lag: float) -> tuple[float, int]:
-        """Mark the class backlogged at ``now``; (how far it is ahead of the least-served class
-        backlogged within ``window`` on any shard, how many such classes)."""
+        """(How far the class is ahead of the least-served other class with requests waiting,
+        marked within ``window``, on any shard: <= 0 if not ahead, 0 if none; how many wait).
+        A class more than ``floor_lag`` behind counts as ``floor_lag`` behind, and this class
+        raises its own accumulator to ``floor_lag`` behind the most-served waiting one."""
 
 
 class IoGroup:
@@ -86,7 +94,7 @@ class _DiskState:
         self.in_disk = [0.0] * shards
         self.names: dict[str, int] = {}
         self.acc: list[float] = []
-        self.busy: list[float] = []
+        self.busy: list[float | None] = []
 
 
 class GroupDisk:
@@ -118,6 +126,9 @@ class GroupDisk:
         s.in_disk[self.shard] = in_disk
         return s.head - s.tail, sum(s.in_disk) - in_disk
 
+    def publish(self, in_disk: float) -> None:
+        self._s.in_disk[self.shard] = in_disk
+
     def tokens(self) -> float:
         return self._s.head - self._s.tail
 
@@ -130,17 +141,21 @@ class GroupDisk:
         if slot is None:
             slot = s.names[name] = len(s.acc)
             s.acc.append(0.0)
-            s.busy.append(-1e300)
+            s.busy.append(None)
         return slot
 
     def charge(self, slot: int, per_share: float) -> None:
         self._s.acc[slot] += per_share
 
+    def mark(self, slot: int, since: float | None) -> None:
+        self._s.busy[slot] = since
+
     def lead(self, slot: int, now: float, window: float, floor_lag: float) -> tuple[float, int]:
         s = self._s
-        s.busy[slot] = now
-        live = [a for a, b in zip(s.acc, s.busy) if now - b <= window]
-        most = max(live)
+        live = [a for i, (a, b) in enumerate(zip(s.acc, s.busy)) if i != slot and b is not None and now - b <= window]
+        if not live:
+            return 0.0, 0
+        most = max(max(live), s.acc[slot])  # the most served, this class included
         if s.acc[slot] < most - floor_lag:  # credit beyond floor_lag is forgiven
             s.acc[slot] = most - floor_lag
         least = min(live)

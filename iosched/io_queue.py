@@ -121,7 +121,7 @@ class IoQueueConfig:
     group_forgiveness: float = 4.0
     #: The disk counts as contended while the tokens, or the room in the disk left by all
     #: shards, are below this fraction of the bucket's capacity; else nobody waits.
-    group_contended: float = 0.5
+    group_contended: float = 1.0
     #: A class counts as backlogged on some shard for this long (capacities of time, i.e.
     #: latency goals) after a shard last had it waiting.
     group_window: float = 4.0
@@ -349,7 +349,7 @@ class IoQueue:
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
         "_in_disk_limit", "_now",
-        "_grant_cost", "_knee", "_shared", "_others", "_slots",
+        "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0,
@@ -403,6 +403,7 @@ class IoQueue:
         #: the shards' common bucket, in-disk cost and class accumulators (None: this queue's own)
         self._shared = shared if props is not None else None
         self._others = 0.0  # other shards' in-disk cost, as of the last sync
+        self._synced = (now, 0.0)  # (time, tokens) of the last sync: what dispatch saw
         self._slots: dict[str, int] = {}  # class name -> its slot in the shared state
         if self._shared is not None and self._bucket is not None:
             self._shared.bind(self._bucket.rate, self._bucket.limit, now)
@@ -566,6 +567,7 @@ class IoQueue:
                 avail = b.tokens
             else:
                 avail, self._others = sh.sync(now, self._in_disk_cost)
+                self._synced = (now, avail)
                 if self._hold_leaders(now, avail):
                     return []
             # The disk never holds more than the latency goal's worth of work: besides the
@@ -590,6 +592,9 @@ class IoQueue:
             else:
                 budget = avail
             if budget <= 0.0:
+                if sh is not None:
+                    for e in fq._heap:
+                        sh.mark(self._slot(e[2]), now)  # waiting for tokens or room
                 return []
             if sh is not None:
                 before_acc = [(e[2], e[2].accumulated) for e in fq._heap]
@@ -600,8 +605,11 @@ class IoQueue:
             else:
                 sh.consume(budget - left)
                 for cls, acc in before_acc:
+                    slot = self._slot(cls)
                     if cls.accumulated != acc:
-                        sh.charge(self._slot(cls), cls.accumulated - acc)
+                        sh.charge(slot, cls.accumulated - acc)
+                    # what still waits holds back the classes ahead of it on the other shards
+                    sh.mark(slot, now if cls.queue else None)
         else:
             fq.dispatch(out, math.inf, 1.0, math.inf, now, n)
         spent = fq.dispatched_cost - before
@@ -612,6 +620,8 @@ class IoQueue:
         if b is not None:
             for d in out:
                 self._in_disk_cost += d.cost
+            if sh is not None and k:
+                sh.publish(self._in_disk_cost)
         return out
 
     def complete(self, dispatch: QueuedRequest, result: int, now: float) -> QueuedRequest | None:
@@ -631,6 +641,8 @@ class IoQueue:
         c = dispatch.cost
         if self._bucket is not None:
             self._in_disk_cost -= c
+            if self._shared is not None:  # the other shards' room grows now, not at our next dispatch
+                self._shared.publish(self._in_disk_cost)
             knee = self._knee
             if knee is not None:  # _Knee.sample, inlined
                 lat = now - td
@@ -682,9 +694,8 @@ class IoQueue:
         return slot
 
     def _too_far_ahead(self, cls: IoClassState, now: float, tokens: float) -> bool:
-        """Mark ``cls`` backlogged in the shared state; True if it must wait: the disk is
-        contended and the class is more than ``group_lead`` ahead of the least-served class
-        backlogged on any shard."""
+        """True if ``cls`` must wait: the disk is contended and the class is more than
+        ``group_lead`` ahead of the least-served class with requests waiting on any shard."""
         sh = self._shared
         b = self._bucket
         assert sh is not None and b is not None
@@ -692,8 +703,8 @@ class IoQueue:
         cap = b.limit
         inv = cls._inv_shares
         goal = cap / b.rate
-        lead, active = sh.lead(self._slot(cls), now, cfg.group_window * goal, cfg.group_forgiveness * cap * inv)
-        if active < 2 or lead <= cfg.group_lead * cap * inv:
+        lead, waiting = sh.lead(self._slot(cls), now, cfg.group_window * goal, cfg.group_forgiveness * cap * inv)
+        if not waiting or lead <= cfg.group_lead * cap * inv:
             return False
         short = cfg.group_contended * cap
         return tokens < short or self._in_disk_limit - self._in_disk_cost - self._others < short
@@ -710,8 +721,11 @@ class IoQueue:
                 hold.append(e[2])
         if hold:
             until = now + self.config.group_hold * b.limit / b.rate
+            sh = self._shared
+            assert sh is not None
             for cls in hold:
                 fq.hold(cls, until)
+                sh.mark(self._slot(cls), now)  # held, it still waits
         return not fq._heap
 
     # -- direct grants (a lone class skips the queue) ----------------------------------------
@@ -744,6 +758,7 @@ class IoQueue:
             budget = b.tokens
         else:
             budget, self._others = sh.sync(now, self._in_disk_cost)
+            self._synced = (now, budget)
             if self._too_far_ahead(cls, now, budget):
                 return None
         scale = self._flow.scale(now)
@@ -800,7 +815,11 @@ class IoQueue:
                 b.tokens -= spent * grant.scale
             else:
                 sh.consume(spent * grant.scale)
-                sh.charge(self._slot(cls), spent * inv)
+                slot = self._slot(cls)
+                sh.charge(slot, spent * inv)
+                if not cls.queue:
+                    sh.mark(slot, None)  # served at once: nothing of it waits
+                sh.publish(self._in_disk_cost)
 
     def complete_grant(self, grant: DirectGrant, count: int, now: float) -> None:
         """Book ``count`` completions of requests taken under ``grant`` (committed)."""
@@ -823,6 +842,8 @@ class IoQueue:
         self._in_disk -= count
         if self._bucket is not None:
             self._in_disk_cost -= c
+            if self._shared is not None:  # the other shards' room grows now, not at our next dispatch
+                self._shared.publish(self._in_disk_cost)
             if self._knee is not None and count:
                 self._knee.sample(spent / grant.n, now - grant.at, count, now)
         self._flow.on_complete(c, grant.at)
@@ -859,6 +880,10 @@ class IoQueue:
                 if head.cost > room + _EPS:
                     knee = self._knee
                     if knee is None or room <= _EPS or self._in_disk_limit >= knee.ceiling:
+                        if self._shared is not None:
+                            # other shards' completions make room too, and they do not wake
+                            # this shard: look again shortly
+                            return now + self.config.group_hold * b.limit / b.rate
                         return _INF  # the disk is full: only a completion makes room
             c = head.cost * self._flow.scale(now)
             if c > b.limit:
@@ -867,8 +892,10 @@ class IoQueue:
             if sh is None:
                 t2 = b.next_available(c, now)
             else:
-                have = sh.tokens()
-                t2 = now if have >= c else now + (c - have) / b.rate
+                # from what dispatch saw (another shard may have replenished since): "now"
+                # must mean that dispatch at now would have sent the head
+                at, have = self._synced
+                t2 = now if have >= c else at + (c - have) / b.rate
             if t2 < t:
                 t = t2
         if t == math.inf:

@@ -106,6 +106,12 @@ double ie_group_sync(void *disk, int shard, int nshards, int64_t now_ns, double 
     return (double)(int64_t)(head - tail) / PS;
 }
 
+void ie_group_publish(void *disk, int shard, double mine)
+{
+    struct ie_group_disk *d = disk;
+    __atomic_store_n(&d->in_disk[shard].v, (uint64_t)to_ps(mine), __ATOMIC_RELEASE);
+}
+
 double ie_group_tokens(void *disk)
 {
     struct ie_group_disk *d = disk;
@@ -153,23 +159,34 @@ double ie_group_charge(void *disk, int cls, double per_share)
     return (double)v / PS;
 }
 
-double ie_group_lead(void *disk, int cls, int64_t now_ns, int64_t window_ns, double floor_lag, int *active)
+void ie_group_mark(void *disk, int cls, int64_t now_ns)
 {
-    /* Marks the class backlogged now and returns how far its accumulator is ahead of the least
-     * one among the classes backlogged within the window (on any shard). No class banks more
-     * than floor_lag of credit: one further behind the leader is raised to floor_lag behind it
-     * (the fair queue's forgiveness, across shards); a lagging class raises itself here, and
-     * counts as raised for the others until it does. active: classes backlogged. */
+    /* now_ns: the class has requests waiting on this shard since then; 0: no longer */
+    struct ie_group_disk *d = disk;
+    __atomic_store_n(&d->classes[cls].busy_ns, now_ns, __ATOMIC_RELEASE);
+}
+
+double ie_group_lead(void *disk, int cls, int64_t now_ns, int64_t window_ns, double floor_lag, int *waiting)
+{
+    /* How far the class's accumulator is ahead of the least one among the other classes that
+     * have requests waiting (marked within the window, on any shard); <= 0 if it is not ahead,
+     * 0 if none waits. No class banks more than floor_lag of credit: one further behind the
+     * most served (this class included) counts as floor_lag behind, and this class raises
+     * itself to floor_lag behind the most served waiting one (the fair queue's forgiveness,
+     * across shards).
+     * waiting: how many other classes wait. */
     struct ie_group_disk *d = disk;
     struct ie_group_class *me = &d->classes[cls];
-    __atomic_store_n(&me->busy_ns, now_ns, __ATOMIC_RELEASE);
     uint64_t mine = __atomic_load_n(&me->acc, __ATOMIC_ACQUIRE);
     int64_t least = 0, most = 0;
     int n = 0;
     for (int i = 0; i < IE_GROUP_MAX_CLASSES; i++) {
         if (__atomic_load_n(&d->classes[i].name, __ATOMIC_ACQUIRE) == 0)
             break;
-        if (now_ns - (int64_t)__atomic_load_n(&d->classes[i].busy_ns, __ATOMIC_ACQUIRE) > window_ns)
+        if (i == cls)
+            continue;
+        int64_t busy = (int64_t)__atomic_load_n(&d->classes[i].busy_ns, __ATOMIC_ACQUIRE);
+        if (busy == 0 || now_ns - busy > window_ns)
             continue;
         int64_t rel = (int64_t)(__atomic_load_n(&d->classes[i].acc, __ATOMIC_ACQUIRE) - mine);
         if (n == 0 || rel < least)
@@ -178,10 +195,14 @@ double ie_group_lead(void *disk, int cls, int64_t now_ns, int64_t window_ns, dou
             most = rel;
         n++;
     }
-    *active = n;
+    *waiting = n;
+    if (n == 0)
+        return 0.0;
+    if (most < 0)
+        most = 0;  /* the most served, this class included */
     int64_t fl = to_ps(floor_lag);
     if (most > fl) {
-        /* we are more than floor_lag behind the leader: forgive the rest (never lower it) */
+        /* we are more than floor_lag behind the most-served: forgive the rest (never lower it) */
         uint64_t want = mine + (uint64_t)(most - fl);
         uint64_t cur = mine;
         while ((int64_t)(want - cur) > 0 &&

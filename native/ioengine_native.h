@@ -82,10 +82,12 @@ uint64_t ie_group_disk_bytes(void);
 void *ie_group_disk(void *base, int nslots, uint64_t dev);
 double ie_group_sync(void *disk, int shard, int nshards, int64_t now_ns, double rate, double limit,
                      double mine, double *others);
+void ie_group_publish(void *disk, int shard, double mine);
 double ie_group_tokens(void *disk);
 void ie_group_consume(void *disk, double cost);
 void ie_group_fill(void *disk, double tokens, int64_t now_ns);
 int ie_group_class(void *disk, uint64_t name);
 double ie_group_charge(void *disk, int cls, double per_share);
-double ie_group_lead(void *disk, int cls, int64_t now_ns, int64_t window_ns, double floor_lag, int *active);
+void ie_group_mark(void *disk, int cls, int64_t now_ns);
+double ie_group_lead(void *disk, int cls, int64_t now_ns, int64_t window_ns, double floor_lag, int *waiting);
 #endif

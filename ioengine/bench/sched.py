@@ -255,7 +255,8 @@ def _iotune(path: str, out) -> str | None:
 
 
 def main_sched(path: str, size: int, seconds: float, properties_file: str | None, rounds: int, out=sys.stdout,
-               calibration: str = DEFAULT_CALIBRATION) -> dict:
+               calibration: str = DEFAULT_CALIBRATION, smp: int = 1) -> dict:
+    """The sections of the module docstring; with ``smp`` > 1 those of ``sched_smp`` instead."""
     if calibration not in CALIBRATIONS:
         raise ValueError(f"unknown calibration {calibration!r}; expected one of {', '.join(CALIBRATIONS)}")
     ensure_bench_file(path, size)
@@ -279,6 +280,10 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
         how = "built-in, ioengine's own ceiling"
     props = dump_io_properties([disk])
     print(f"calibration ({how}):\n{props}", file=out)
+    if smp > 1:
+        from .sched_smp import main_sched_smp
+
+        return main_sched_smp(path, disk, smp, seconds, rounds, out)
     results: dict = {}
     ratios = [ioengine.run(_shares_test(path, seconds), io_properties=props) for _ in range(rounds)]
     results["shares_ratio"] = statistics.median(ratios)

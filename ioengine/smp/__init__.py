@@ -329,6 +329,8 @@ class _ShardConfig:
     #: The event loop policy shard 0 runs under (e.g. uvloop's), None for asyncio's default:
     #: every shard runs the same kind of loop.
     loop_policy: type | str | None = None
+    #: Share the disks' buckets, in-disk bounds and shares with the other shards (smp_io_group).
+    io_group: bool = True
 
 
 class _Interrupted:
@@ -401,7 +403,8 @@ class _Cluster:
                 mine, theirs = ctx.Pipe(duplex=True)
                 cfg = _ShardConfig(k, self.n, self.cpus[k], self.sopts.smp_ring_bytes, self.sopts.smp_batch_bytes,
                                    os.getpid(),
-                                   self.ropts.as_dict(), _Fd(memfd), [_Fd(e) for e in efds], _loop_policy())
+                                   self.ropts.as_dict(), _Fd(memfd), [_Fd(e) for e in efds], _loop_policy(),
+                                   self.sopts.smp_io_group)
                 p = ctx.Process(target=_shard_process, args=(cfg, theirs), name=f"ioengine-shard-{k}")
                 p.start()
                 theirs.close()
@@ -429,7 +432,8 @@ class _Cluster:
                       get_reactor().options.idle_poll_time_us, self.sopts.smp_batch_bytes)
         self.transport = t
         _here = t
-        get_reactor().disks.join_group(ShmIoGroup(memfd, layout(self.n, self.sopts.smp_ring_bytes)[2], 0, self.n))
+        if self.sopts.smp_io_group:
+            get_reactor().disks.join_group(ShmIoGroup(memfd, layout(self.n, self.sopts.smp_ring_bytes)[2], 0, self.n))
         handlers = self._install_signals(loop)
         for k, (p, c) in enumerate(zip(self.procs, self.conns), start=1):
             self.exited[k] = loop.create_future()
@@ -631,7 +635,9 @@ async def _shard_main(cfg: _ShardConfig, conn: Any) -> None:
     loop = asyncio.get_running_loop()
     t = Transport(cfg.shard, cfg.count, cfg.memfd, cfg.efds, cfg.ring_bytes, loop,
                   get_reactor().options.idle_poll_time_us, cfg.batch_bytes)
-    get_reactor().disks.join_group(ShmIoGroup(cfg.memfd, layout(cfg.count, cfg.ring_bytes)[2], cfg.shard, cfg.count))
+    if cfg.io_group:
+        get_reactor().disks.join_group(ShmIoGroup(cfg.memfd, layout(cfg.count, cfg.ring_bytes)[2], cfg.shard,
+                                                  cfg.count))
     os.close(cfg.memfd)  # the mappings stay
     _here = t
     stop = loop.create_future()

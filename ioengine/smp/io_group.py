@@ -63,6 +63,9 @@ class ShmDisk:
                               self._out)
         return t, self._out[0]
 
+    def publish(self, in_disk: float) -> None:
+        lib.ie_group_publish(self._d, self._shard, in_disk)
+
     def tokens(self) -> float:
         return float(lib.ie_group_tokens(self._d))
 
@@ -79,6 +82,9 @@ class ShmDisk:
 
     def charge(self, slot: int, per_share: float) -> None:
         lib.ie_group_charge(self._d, slot, per_share)
+
+    def mark(self, slot: int, since: float | None) -> None:
+        lib.ie_group_mark(self._d, slot, 0 if since is None else max(1, int(since * 1e9)))
 
     def lead(self, slot: int, now: float, window: float, floor_lag: float) -> tuple[float, int]:
         lead = lib.ie_group_lead(self._d, slot, int(now * 1e9), int(window * 1e9), floor_lag, self._act)

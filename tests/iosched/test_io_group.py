@@ -102,14 +102,16 @@ def test_group_disk_lead_and_forgiveness() -> None:
     a, b = d0.class_slot("A"), d1.class_slot("B")
     assert d1.class_slot("A") == a  # one slot per name, on every shard
     d0.charge(a, 5.0)
-    assert d0.lead(a, 1.0, 1.0, 100.0) == (0.0, 1)  # alone: no lead
-    lead, active = d1.lead(b, 1.0, 1.0, 100.0)
-    assert (lead, active) == (0.0, 2)  # B is the least served
-    assert d0.lead(a, 1.0, 1.0, 100.0) == (5.0, 2)
-    assert d0.lead(a, 1.0, 1.0, 2.0) == (2.0, 2)  # B counts as at most 2.0 behind
-    assert d1.lead(b, 1.0, 1.0, 2.0) == (0.0, 2)  # and raises itself to that
-    assert d0.lead(a, 1.0, 1.0, 100.0) == (2.0, 2)
-    assert d0.lead(a, 3.0, 1.0, 100.0) == (0.0, 1)  # B was not backlogged within the window
+    assert d0.lead(a, 1.0, 1.0, 100.0) == (0.0, 0)  # nobody else waits
+    d1.mark(b, 1.0)  # B has requests waiting on shard 1
+    assert d0.lead(a, 1.0, 1.0, 100.0) == (5.0, 1)
+    assert d0.lead(a, 1.0, 1.0, 2.0) == (2.0, 1)  # B counts as at most 2.0 behind
+    d0.mark(a, 1.0)
+    assert d1.lead(b, 1.0, 1.0, 2.0) == (-2.0, 1)  # B raises itself to 2.0 behind A
+    assert d0.lead(a, 1.0, 1.0, 100.0) == (2.0, 1)
+    assert d0.lead(a, 3.0, 1.0, 100.0) == (0.0, 0)  # B's mark is older than the window
+    d1.mark(b, None)  # B no longer waits
+    assert d0.lead(a, 1.0, 1.0, 100.0) == (0.0, 0)
 
 
 def test_queue_with_shared_disk_reports_shared_tokens() -> None:
@@ -124,3 +126,30 @@ def test_queue_with_shared_disk_reports_shared_tokens() -> None:
     assert q1.tokens == pytest.approx(q0.capacity - q0.cost_model.cost(0, 4096))
     assert not IoQueue(None, CFG, 0.0, g.disk(1, 0)).shared  # no properties: nothing to share
     assert isinstance(g.disk(0, 1), GroupDisk)
+
+
+def test_a_shard_held_by_the_others_in_disk_cost_looks_again() -> None:
+    # shard 1 fills the in-disk bound; shard 0's queued request can go only when shard 1's
+    # requests complete, which shard 0 is not told of: it must come back on its own
+    g = IoGroup(2)
+    q0 = IoQueue(PROPS, CFG, 0.0, g.disk(0, 0))
+    q1 = IoQueue(PROPS, CFG, 0.0, g.disk(0, 1))
+    s1 = q1.get_class("default")
+    now = 0.0
+    sent = []
+    while True:
+        now += 1e-3  # tokens refill; only the in-disk bound holds
+        q1.queue(s1, 0, 4096, None, now)
+        got = q1.dispatch(now)
+        if not got:
+            break
+        sent += got
+    s0 = q0.get_class("default")
+    q0.queue(s0, 0, 4096, None, now)
+    assert q0.dispatch(now) == []
+    t = q0.next_dispatch_time(now)
+    assert t is not None and now < t < now + 1e-3
+    for d in sent:
+        q1.complete(d, 4096, t)
+    q1.dispatch(t)  # shard 1 publishes its in-disk cost when it next syncs
+    assert len(q0.dispatch(t)) == 1

@@ -45,9 +45,10 @@ def test_shared_memory_and_reference_agree(shm_group):
     slots = [(d.class_slot("A"), d.class_slot("B")) for d in (ref[0], shm[0])]
     assert slots == [(0, 1), (0, 1)]
     assert shm[1].class_slot("B") == 1  # the same entry from the other shard
-    steps = [("charge", 0, (0, 0.004)), ("lead", 1, (1, 2.0, 0.001, 0.01)), ("lead", 0, (0, 2.0, 0.001, 0.01)),
-             ("lead", 0, (0, 2.0, 0.001, 0.002)), ("lead", 1, (1, 2.0, 0.001, 0.002)),
-             ("charge", 1, (1, 0.001)), ("lead", 0, (0, 2.0005, 0.001, 0.01)), ("lead", 0, (0, 2.5, 0.001, 0.01))]
+    steps = [("charge", 0, (0, 0.004)), ("lead", 0, (0, 2.0, 0.001, 0.01)), ("mark", 1, (1, 2.0)),
+             ("lead", 0, (0, 2.0, 0.001, 0.01)), ("lead", 0, (0, 2.0, 0.001, 0.002)), ("mark", 0, (0, 2.0)),
+             ("lead", 1, (1, 2.0, 0.001, 0.002)), ("charge", 1, (1, 0.001)), ("lead", 0, (0, 2.0005, 0.001, 0.01)),
+             ("lead", 0, (0, 2.5, 0.001, 0.01)), ("mark", 1, (1, None)), ("lead", 0, (0, 2.0, 0.001, 0.01))]
     for name, shard, args in steps:
         a = getattr(ref[shard], name)(*args)
         b = getattr(shm[shard], name)(*args)
