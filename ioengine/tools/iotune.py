@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import ioengine
-from ioengine import OpenFlags, ReactorOptions, add_reactor_arguments, reactor_options_from_args
+from ioengine import OpenFlags, ReactorOptions, SmpOptions, add_reactor_arguments, reactor_options_from_args
 from ioengine.disk_queues import load_properties
 from iosched import DiskProperties, IoPropertiesError, dump_io_properties, save_io_properties
 
@@ -50,6 +50,7 @@ from .iotune_measure import (
     fmt_size,
     lay_out,
     measure,
+    measure_on_shards,
     merge_results,
     saturation_length,
 )
@@ -178,9 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_DURATION:g}); --saturation, --detect-physical-block-size, "
                         f"--compare-fio, --latency-map and --repeat add to it")
     s.add_argument("--smp", type=_count(1), default=1, metavar="N",
-                   help="Seastar's shard count. ioengine has no per-core shards yet: the random-I/O depth "
-                        "is split as Seastar splits it over N shards (each at most 128), and all N groups "
-                        "of workers run concurrently in this one reactor, on one core (default 1)")
+                   help="shards (Seastar's --smp): every phase runs on N shard processes at once, one "
+                        "per core, each with its own reactor; the random-I/O depth is split over them "
+                        "(each at most 128), sequential phases each take their own part of the file "
+                        "(default 1)")
     s.add_argument("--accuracy", type=_percent, default=3.0, metavar="PERCENT",
                    help="warn when a phase's per-second spread (stdev/mean) exceeds this (default 3; "
                         "0 always prints the spread)")
@@ -235,6 +237,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--options-file needs --properties-file (the options file points at it)")
     try:
         args.reactor_options = reactor_options_from_args(args)
+        SmpOptions(smp=args.smp).cpus()  # enough CPUs for the shards, before anything runs
     except ValueError as e:
         p.error(str(e))
     check_io_properties(args.reactor_options)
@@ -280,7 +283,7 @@ def _record_terminated(signum: int, frame: Any) -> None:
     _terminated = True
 
 
-def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
+def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions, smp: int = 1) -> T:
     """``ioengine.run(coro)`` with SIGTERM cancelling it cleanly (finally blocks, file close, reactor close).
 
     SIGINT is ours for the whole call, not asyncio's: asyncio's runner puts Python's default
@@ -333,6 +336,8 @@ def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions) -> T:
     except ValueError:  # not the main thread: asyncio's own handling (none) applies
         previous_int = None
     try:
+        if smp > 1:  # shard 0 runs guarded(); the other shards answer its calls
+            return ioengine.run(guarded(), smp=smp, **options.as_dict())
         return ioengine.run(guarded(), **options.as_dict())
     except IoPropertiesError as e:  # checked at start-up; a file changed since then
         raise UsageError(f"bad io properties: {' '.join(str(e).split())}") from None
@@ -604,13 +609,13 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
         label = f"{wl.title} ({fmt_size(wl.bs)}, QD{wl.depth})"
         if not args.compare_fio:
             with rep.task(label, warm + meas) as cb:
-                res = run_engine(measure(path, wl, size, warm, meas, seed=seed, progress=cb), opts)
+                res = run_engine(_phase(args, path, wl, size, warm, meas, seed, cb), opts, args.smp)
         else:
             halves = []
             for half in (1, 2):
                 with rep.task(f"{label}, half {half}", warm + meas / 2) as cb:
-                    halves.append(run_engine(measure(path, wl, size, warm, meas / 2, seed=seed + 100 * half,
-                                                     progress=cb), opts))
+                    halves.append(run_engine(_phase(args, path, wl, size, warm, meas / 2, seed + 100 * half, cb),
+                                             opts, args.smp))
                 if half == 1:
                     cal.fio[ph] = _fio_phase(path, size, wl, warm, meas, halves[0].backend, opts, rep)
             res = merge_results(halves)
@@ -628,6 +633,14 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
             ratio = res.value / fig.value if fig.value else math.nan
             rep.info(f"  fio: {fmt_value(ph, fig.value)}; ioengine/fio {ratio:.2f}x")
     return cal
+
+
+def _phase(args: argparse.Namespace, path: str, wl: Workload, size: int, warm: float, meas: float, seed: int,
+           cb: Any) -> Coroutine[Any, Any, PhaseResult]:
+    """One phase's measurement: in this reactor, or on --smp shards together."""
+    if args.smp > 1:
+        return measure_on_shards(path, wl, size, warm, meas, args.smp, seed=seed, progress=cb)
+    return measure(path, wl, size, warm, meas, seed=seed, progress=cb)
 
 
 def _fio_phase(path: str, size: int, wl: Workload, warm: float, meas: float, backend: str, opts: ReactorOptions,

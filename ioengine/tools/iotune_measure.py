@@ -14,7 +14,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import ioengine
@@ -183,8 +183,10 @@ async def _sleep_with_progress(tasks: list[asyncio.Task], until: float, t_start:
 
 
 async def closed_loop(f: ioengine.File, wl: Workload, size: int, warmup: float, seconds: float, *,
-                      seed: int = 1, progress: Progress | None = None) -> PhaseResult:
-    """Run ``wl`` on the first ``size`` bytes of the open file ``f``: warm-up, then a sampled window."""
+                      seed: int = 1, progress: Progress | None = None, base: int = 0,
+                      start: float | None = None) -> PhaseResult:
+    """Run ``wl`` on ``size`` bytes of the open file ``f`` from ``base``: warm-up, then a sampled
+    window. ``start``: a time.monotonic() to begin at (shards measuring together)."""
     bs, depth = wl.bs, wl.depth
     align = f.disk_write_dma_alignment if wl.write else f.disk_read_dma_alignment
     if bs % align:
@@ -193,21 +195,23 @@ async def closed_loop(f: ioengine.File, wl: Workload, size: int, warmup: float, 
     nblocks = size // bs
     if nblocks < 1:
         raise IotuneError(f"the test file ({size} bytes) is smaller than one {fmt_size(bs)} buffer")
-    end = nblocks * bs
+    end = base + nblocks * bs
     offs = None if wl.sequential else random_offsets(nblocks, bs, seed)
+    if offs is not None and base:
+        offs = [base + o for o in offs]
     bufs = [f.allocate_buffer(bs) for _ in range(depth)]
     if wl.write:
         _fill_random(bufs, seed)
     stop = False
     done = 0
-    cursor = 0
+    cursor = base
     op = f.write_future if wl.write else f.read_future
 
     async def seq_worker(buf: ioengine.DmaBuffer) -> None:
         nonlocal done, cursor
         while not stop:
             pos = cursor
-            cursor = pos + bs if pos + bs < end else 0
+            cursor = pos + bs if pos + bs < end else base
             await op(pos, buf)
             done += 1
 
@@ -221,6 +225,8 @@ async def closed_loop(f: ioengine.File, wl: Workload, size: int, warmup: float, 
             i += 1
             done += 1
 
+    if start is not None:
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
     clock = time.perf_counter
     t_start = clock()
     if wl.sequential:
@@ -265,13 +271,55 @@ async def _finish(tasks: list[asyncio.Task]) -> None:
 
 
 async def measure(path: str, wl: Workload, size: int, warmup: float, seconds: float, *,
-                  seed: int = 1, progress: Progress | None = None) -> PhaseResult:
+                  seed: int = 1, progress: Progress | None = None, base: int = 0,
+                  start: float | None = None) -> PhaseResult:
     """Open the test file and run one phase; writes end with an fdatasync (not timed, as in Seastar)."""
     async with await ioengine.open_file_dma(path, OpenFlags.RW if wl.write else OpenFlags.RO) as f:
-        res = await closed_loop(f, wl, size, warmup, seconds, seed=seed, progress=progress)
+        res = await closed_loop(f, wl, size, warmup, seconds, seed=seed, progress=progress, base=base, start=start)
         if wl.write:
             await f.flush()
         return res
+
+
+def shard_depths(depth: int, shards: int) -> list[int]:
+    """``depth`` split over ``shards`` as Seastar's iotune splits it (the first ones get the rest)."""
+    return [depth // shards + (1 if k < depth % shards else 0) for k in range(shards)]
+
+
+async def measure_on_shards(path: str, wl: Workload, size: int, warmup: float, seconds: float, shards: int, *,
+                            seed: int = 1, progress: Progress | None = None) -> PhaseResult:
+    """One phase on every shard at once (Seastar's iotune runs its workloads on all shards): the
+    depth split over the shards; random phases each over the whole file, sequential ones each
+    over its own contiguous part. Run on shard 0 of an ``ioengine.run(..., smp=shards)``."""
+    from ioengine import smp
+
+    start = time.monotonic() + 0.1  # every shard has opened the file by then
+    depths = shard_depths(wl.depth, shards)
+    part = size // shards // wl.bs * wl.bs if wl.sequential else size
+    calls: list[Awaitable[PhaseResult]] = []
+    for k, d in enumerate(depths):
+        if d == 0:
+            continue
+        one = Workload(wl.phase, wl.bs, d)
+        base = k * part if wl.sequential else 0
+        if k == 0:
+            calls.append(measure(path, one, part, warmup, seconds, seed=seed, progress=progress, base=base,
+                                 start=start))
+        else:
+            calls.append(smp.submit_to(k, measure, path, one, part, warmup, seconds, seed=seed + k, base=base,
+                                       start=start))
+    return merge_shards(wl, list(await asyncio.gather(*calls)))
+
+
+def merge_shards(wl: Workload, parts: list[PhaseResult]) -> PhaseResult:
+    """The shards' windows of one phase, measured together: completions add up, per sample too;
+    the loop CPU is the busiest shard's."""
+    seconds = statistics.fmean(p.seconds for p in parts)
+    k = min(len(p.samples) for p in parts)
+    samples = [sum(p.samples[i] for p in parts) for i in range(k)]
+    ios = sum(p.ios for p in parts)
+    return PhaseResult(wl, ios, seconds, samples, parts[0].interval, max(p.loop_cpu for p in parts),
+                       parts[0].backend, {"shards": len(parts)})
 
 
 async def lay_out(path: str, size: int, bs: int, depth: int, budget: float, *,

@@ -84,6 +84,7 @@ def test_evaluation_directory_required(capsys):
     (["--format", "json"], "--format: invalid choice"),
     (["--saturation", "sideways"], "--saturation: invalid choice"),
     (["--smp", "0"], "--smp: must be >= 1"),
+    (["--smp", str(len(os.sched_getaffinity(0)) + 1)], "CPUs, but"),
     (["--duration", "0"], "--duration: must be a positive number"),
     (["--duration", "soon"], "--duration: invalid number"),
     (["--accuracy", "101"], "--accuracy: must be between 0 and 100"),
@@ -102,7 +103,7 @@ def test_help_explains_smp(capsys):
         iotune.parse_args(["--help"])
     assert e.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "no per-core shards yet" in out and "one reactor" in out
+    assert "shard processes" in out and "split over them" in out
     for opt in ("--evaluation-directory", "--properties-file", "--options-file", "--format", "--duration",
                 "--accuracy", "--saturation", "--random-read-io-buffer-size", "--random-write-io-buffer-size",
                 "--sequential-read-buffer-size", "--sequential-write-buffer-size", "--force-io-depth",
@@ -155,6 +156,18 @@ def test_random_depth_split_like_seastar():
     assert iotune.random_depth(31, 4, False) == 31  # 8+8+8+7
     assert iotune.random_depth(300, 1, True) == 300  # forced: exactly
     assert iotune.random_depth(2, 4, False) == 2
+
+
+def test_shard_depths_and_merge():
+    from ioengine.tools.iotune_measure import PhaseResult, Workload, merge_shards, shard_depths
+
+    assert shard_depths(9, 2) == [5, 4] and shard_depths(1, 3) == [1, 0, 0] and sum(shard_depths(256, 3)) == 256
+    wl = Workload("rand_read", 4096, 8)
+    parts = [PhaseResult(Workload("rand_read", 4096, 4), 1000, 1.0, [500.0, 500.0], 0.5, 0.4, "io_uring"),
+             PhaseResult(Workload("rand_read", 4096, 4), 3000, 1.02, [1400.0, 1600.0, 9.0], 0.5, 0.7, "io_uring")]
+    m = merge_shards(wl, parts)
+    assert (m.workload, m.ios, m.samples, m.loop_cpu, m.extra) == (wl, 4000, [1900.0, 2100.0], 0.7, {"shards": 2})
+    assert m.seconds == pytest.approx(1.01)
 
 
 def test_phase_times():

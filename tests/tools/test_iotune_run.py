@@ -47,6 +47,20 @@ def test_short_run(scratch, capsys):
     assert list(d.iterdir()) == []  # the test file is gone
 
 
+def test_smp_runs_every_phase_on_every_shard(scratch, capsys):
+    d = scratch / "eval"
+    d.mkdir()
+    props = scratch / "io_properties.yaml"
+    rc, out, err = run(capsys, "--evaluation-directory", str(d), "--properties-file", str(props), "--smp", "2",
+                       "--force-io-depth", "8", *SHORT)
+    assert rc == 0, err
+    [disk] = load_io_properties(props)
+    assert disk.read_iops > 100 and disk.write_iops > 100
+    assert disk.read_bandwidth > 1e6 and disk.write_bandwidth > 1e6
+    assert "4 KiB, depth 8" in out  # the total depth, split 4 + 4 over the shards
+    assert list(d.iterdir()) == []
+
+
 def test_extras(scratch, capsys):
     """--repeat, --saturation, --detect-physical-block-size and a one-row latency map, all short."""
     d = scratch / "eval"
