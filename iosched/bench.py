@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from collections.abc import Callable
 
 from .cost import READ
+from .io_group import IoGroup, SharedDisk
 from .io_queue import DirectGrant, IoQueue
 from .properties import DiskProperties
 
@@ -23,8 +25,10 @@ BENCH_DISK = DiskProperties(("/null",), read_iops=1_000_000, read_bandwidth=8e9,
                             write_iops=500_000, write_bandwidth=4e9)
 
 
-def run_null(requests: int, batch: int, classes: int, throttled: bool) -> dict[str, float]:
-    q = IoQueue(BENCH_DISK if throttled else None)
+def run_null(requests: int, batch: int, classes: int, throttled: bool,
+             shared: SharedDisk | None = None) -> dict[str, float]:
+    """``shared``: the queue shares its bucket and shares with other shards (io_group)."""
+    q = IoQueue(BENCH_DISK if throttled else None, shared=shared)
     states = [q.create_class(f"c{i}", 100 * (i + 1)) for i in range(classes)]
     cost = q.cost_model.cost(READ, 4096)
     now = 0.0
@@ -64,9 +68,9 @@ def run_null(requests: int, batch: int, classes: int, throttled: bool) -> dict[s
     }
 
 
-def run_null_grants(requests: int, batch: int) -> dict[str, float]:
+def run_null_grants(requests: int, batch: int, shared: SharedDisk | None = None) -> dict[str, float]:
     """One class alone through direct grants: open, ``batch`` takes, commit, book completions."""
-    q = IoQueue(BENCH_DISK)
+    q = IoQueue(BENCH_DISK, shared=shared)
     cls = q.get_class(q.config.default_class)
     step = q.cost_model.cost(READ, 4096) * batch
     now = 0.0
@@ -117,7 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     # a method call here; the engine inlines it, so this is an upper bound.
     best = min((run_null_grants(args.requests, args.batch) for _ in range(args.repeat)), key=lambda r: r["total_us"])
     print(f"{'1 class alone, direct grants':34} {'':8} {'':9} {'':9} {best['total_us']:8.3f}")
+    print_shared_rows(args.requests, args.batch, args.repeat, lambda: IoGroup(1).disk(0, 0), "in-process io group")
     return 0
+
+
+def print_shared_rows(requests: int, batch: int, repeat: int, make: Callable[[], SharedDisk], label: str) -> None:
+    """The io group's rows: a queue sharing its disk with other shards (none here: its cost alone)."""
+    for classes in (1, 4):
+        best = min((run_null(requests, batch, classes, True, make()) for _ in range(repeat)),
+                   key=lambda r: r["total_us"])
+        row = f"{classes} class{'es' if classes > 1 else ''}, {label}"
+        print(f"{row:34} {best['queue_us']:8.3f} {best['dispatch_us']:9.3f} {best['complete_us']:9.3f} "
+              f"{best['total_us']:8.3f}")
+    best = min((run_null_grants(requests, batch, make()) for _ in range(repeat)), key=lambda r: r["total_us"])
+    row = f"1 class alone, grants, {label}"
+    print(f"{row:34} {'':8} {'':9} {'':9} {best['total_us']:8.3f}")
 
 
 if __name__ == "__main__":

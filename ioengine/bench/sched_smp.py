@@ -133,3 +133,34 @@ def main_sched_smp(path: str, disk: DiskProperties, n: int, seconds: float, roun
           f"goal 1.0); {n} shards without the io group {med['apart']:.0f} ({med['apart'] / med['one']:.2f}x)",
           file=out)
     return results
+
+
+def main_null(requests: int = 300_000, batch: int = 32, repeat: int = 3) -> None:
+    """iosched's null-device rows (scheduler CPU per request) with the shards' shared-memory disk
+    state (native/io_group.c), beside iosched's own: what sharing a disk costs per request.
+
+        python -m ioengine.bench.sched_smp
+    """
+    import os
+
+    from iosched.bench import main as iosched_main
+    from iosched.bench import print_shared_rows
+
+    from ..smp.io_group import ShmIoGroup, group_bytes
+
+    iosched_main(["--null", "--requests", str(requests), "--batch", str(batch), "--repeat", str(repeat)])
+    fd = os.memfd_create("ioengine-bench-group", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, group_bytes())
+        dev = iter(range(1 << 30))
+
+        def make() -> Any:
+            return ShmIoGroup(fd, 0, 0, 1).disk(next(dev) % 16)
+
+        print_shared_rows(requests, batch, repeat, make, "shared memory (smp)")
+    finally:
+        os.close(fd)
+
+
+if __name__ == "__main__":
+    main_null()
