@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ def _bytes(v: str) -> int | None:
     return int(m.group(1)) * _UNITS[m.group(2).lower()] if m else None
 
 
-def shrink(text: str, tmp: Path) -> str:
+def shrink(text: str, tmp: Path, runtime: int = 1) -> str:
     """The example, short and small, its files in ``tmp`` (see the module doc)."""
     out = []
     # Examples that name a device take its whole size; here the file is new, so it gets one
@@ -59,7 +60,7 @@ def shrink(text: str, tmp: Path) -> str:
         value = value.strip()
         if body.startswith("["):
             out.append(line)
-            out.append("runtime=1")
+            out.append(f"runtime={runtime}")
             if not sized:
                 out.append("size=16m")
             continue
@@ -70,7 +71,7 @@ def shrink(text: str, tmp: Path) -> str:
         elif key == "directory" and eq:
             line = f"directory={tmp}"
         elif key in ("runtime", "timeout") and eq:
-            line = f"{key}=1"
+            line = f"{key}={runtime}"
         elif key in ("startdelay", "ramp_time") and eq:
             line = f"{key}=0"
         elif key in ("size", "filesize", "io_size", "io_limit", "offset_increment", "offset", "fileoffset") and eq:
@@ -88,6 +89,10 @@ def shrink(text: str, tmp: Path) -> str:
 
 def engines_of(text: str) -> str:
     found = re.findall(r"^\s*ioengine\s*=\s*([\w:/.-]+)", text, re.MULTILINE)
+    if not found:
+        # No ioengine= line, but the example's README (its comments) runs it with --ioengine=X
+        # (the xnvme-* examples): it is written for those engines, not for fio's default psync.
+        found = re.findall(r"^\s*[;#].*--ioengine=([\w:/.-]+)", text, re.MULTILINE)
     return ",".join(dict.fromkeys(found))
 
 
@@ -157,6 +162,58 @@ def run_one(path: Path, timeout: float) -> Result:
     return Result(path.name, engines, "refused", reasons(proc.stderr))
 
 
+def _iops(doc: dict, name: str) -> tuple[float, float]:
+    """(IOPS, bytes/s) summed over the jobs and directions of fio's JSON (ours has the same)."""
+    iops = bw = 0.0
+    for j in doc.get("jobs", []):
+        if j.get("error"):
+            raise RuntimeError(f"{name}: job {j.get('jobname')} failed with err={j['error']}")
+        for d in ("read", "write", "trim"):
+            iops += float(j[d]["iops"])
+            bw += float(j[d]["bw_bytes"])
+    return iops, bw
+
+
+def _json_of(cmd: list[str], cwd: Path, timeout: float) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    out = proc.stdout[proc.stdout.find("{"):] if "{" in proc.stdout else ""
+    if not out:
+        raise RuntimeError(f"{' '.join(cmd[:3])}: exit {proc.returncode}: {proc.stderr.strip()[-200:]}")
+    return json.loads(out)
+
+
+def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: int, timeout: float) -> str:
+    """Side by side: each example (shrunk, runtime seconds) through ioengine-bench and fio on the
+    same files, alternating which goes first, ``rounds`` times; the medians and their ratio."""
+    rows = ["| example | ioengine IOPS | fio IOPS | IOPS ratio | ioengine MB/s | fio MB/s | rounds |",
+            "|---|---|---|---|---|---|---|"]
+    for name in names:
+        path = examples / name
+        with tempfile.TemporaryDirectory(prefix="fio-compare-", dir=".") as d:
+            tmp = Path(d).resolve()
+            job = tmp / path.name
+            job.write_text(shrink(path.read_text(errors="replace"), tmp, runtime))
+            ours_cmd = [sys.executable, "-m", "ioengine.bench", "run", "--output-format", "json", str(job)]
+            fio_cmd = [fio, "--output-format=json", str(job)]
+            try:
+                _json_of(ours_cmd, tmp, timeout)  # lays the files out; not counted
+                got: dict[str, list[tuple[float, float]]] = {"ours": [], "fio": []}
+                for r in range(rounds):
+                    order = [("ours", ours_cmd), ("fio", fio_cmd)]
+                    for who, cmd in order if r % 2 == 0 else order[::-1]:
+                        got[who].append(_iops(_json_of(cmd, tmp, timeout), name))
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+                rows.append(f"| {name} | - | - | - | - | - | {str(e)[:80]} |")
+                print(f"{name:40} failed: {e}", flush=True)
+                continue
+        mi, mb = (statistics.median(x[k] for x in got["ours"]) for k in (0, 1))
+        fi, fb = (statistics.median(x[k] for x in got["fio"]) for k in (0, 1))
+        ratio = mi / fi if fi else float("nan")
+        rows.append(f"| {name} | {mi:,.0f} | {fi:,.0f} | {ratio:.2f} | {mb / 1e6:,.1f} | {fb / 1e6:,.1f} | {rounds} |")
+        print(f"{name:40} ioengine {mi:10,.0f} IOPS  fio {fi:10,.0f} IOPS  ratio {ratio:.2f}", flush=True)
+    return "\n".join(rows) + "\n"
+
+
 def table(results: list[Result], source: str, with_fio: bool) -> str:
     honour = [r for r in results if r.honourable]
     ran = [r for r in honour if r.status.startswith("ran")]
@@ -196,7 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="docs/fio-compat.md", help="Markdown table to write (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per example before it counts as hung")
     p.add_argument("--fio", metavar="FIO", help="also run fio (this binary) on each honourable example")
+    p.add_argument("--compare", nargs="+", metavar="EXAMPLE",
+                   help="instead: run these examples side by side with fio (needs --fio) and print a table")
+    p.add_argument("--rounds", type=int, default=3, help="--compare: alternating rounds (default %(default)s)")
+    p.add_argument("--runtime", type=int, default=3, help="--compare: seconds per run (default %(default)s)")
     args = p.parse_args(argv)
+    if args.compare:
+        if not args.fio:
+            p.error("--compare needs --fio")
+        print(compare(args.examples, args.compare, args.fio, args.rounds, args.runtime, args.timeout))
+        return 0
     files = sorted(args.examples.glob("*.fio"))
     if not files:
         print(f"fio_examples: no *.fio files in {args.examples}", file=sys.stderr)

@@ -1056,6 +1056,7 @@ class _Clone:
         self.ios_done = 0
         self.flow: _Flow | None = None
         self.flow_count = 0
+        self._flow_lock = asyncio.Lock()
         self.dedupe: _Dedupe | None = None
         if job.dedupe_percentage:
             ws = 0
@@ -1277,7 +1278,12 @@ class _Clone:
 
     async def _flow_gate(self) -> None:
         """fio's flow_threshold_exceeded: wait while this job's share of its flow group's I/Os is
-        above its share of the weights."""
+        above its share of the weights. One worker checks at a time (fio's job is one thread:
+        one quiesce-and-sleep holds the whole job, not each in-flight slot separately)."""
+        async with self._flow_lock:
+            await self._flow_check()
+
+    async def _flow_check(self) -> None:
         fl, job = self.flow, self.job
         assert fl is not None
         while not self.stop:
