@@ -81,7 +81,7 @@ class DiskQueues:
         states = self._states[queue]
         st = states.get(io_class)
         if st is None:
-            st = states[io_class] = io_class._attach(reactor, queue)
+            st = states[io_class] = io_class.attach(reactor, queue)
         return st
 
     def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:

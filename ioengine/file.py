@@ -440,6 +440,11 @@ class File:
             return asyncio.ensure_future(self.dma_write(pos, buf, io_class))
         return self._issue_write(pos, buf, io_class)
 
+    def sink(self) -> FileSink:
+        """The write side an output stream drives (Seastar's data_sink): writes issued at once
+        with a completion hook, and whether the file lets them go yet. See FileSink."""
+        return FileSink(self)
+
     def _issue_write(self, pos: int, buf: Any, io_class: IoClass | None = None,
                      on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
         """Issue a write now; the caller has made sure _write_must_wait() is False. ``on_done(req,
@@ -644,6 +649,50 @@ class File:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class FileSink:
+    """Seastar's data_sink over a File: what a write-behind stream needs beyond File's public
+    calls (dma_write, flush, truncate, close). Made by ``File.sink()``.
+
+    A stream issues its full buffers from completion callbacks, where it cannot await; so a
+    write is issued in two steps: ``must_wait(pos, n)`` says whether the file lets it go now
+    (no size-changing operation in progress, a sloppy-size file already grown that far), and
+    ``put`` issues it (if not, the stream's task awaits ``wait_writable`` first).
+    """
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: File) -> None:
+        self._file = file
+
+    @property
+    def file(self) -> File:
+        return self._file
+
+    def must_wait(self, pos: int, n: int) -> bool:
+        """True when a write of ``n`` bytes at ``pos`` must await ``wait_writable`` before ``put``."""
+        return self._file._write_must_wait(pos, n)
+
+    async def wait_writable(self, pos: int, n: int) -> None:
+        """Wait until a write of ``n`` bytes at ``pos`` may be put: after a size barrier
+        (truncate, …) in progress, and the growth of a sloppy-size file past ``pos + n``."""
+        await self._file._wait_writable(pos, n)
+
+    def put(self, pos: int, buf: Any, io_class: IoClass | None = None,
+            on_done: Callable[[tuple[Any, ...], int], None] | None = None) -> asyncio.Future[int]:
+        """Issue a write of ``buf`` at ``pos`` now (``must_wait`` must be False); the reactor's
+        future is returned. ``on_done(request, result)`` runs at the kernel's completion, even if
+        the future was cancelled (a stream learns the outcome there, without awaiting)."""
+        return self._file._issue_write(pos, buf, io_class, on_done)
+
+    async def reserve(self, pos: int, length: int, keep_size: bool) -> None:
+        """Reserve disk space for [pos, pos+length) (fallocate), growing the file over it unless
+        ``keep_size``. Advisory for a stream: an OSError means the filesystem will not; the
+        caller decides whether to go on without."""
+        f = self._file
+        mode = _ops.FALLOC_FL_KEEP_SIZE if keep_size else 0
+        await _ops.fallocate(f._reactor, f.fileno(), mode, pos, length, "preallocate", f.path)
 
 
 #: Idle bounce buffers a File keeps for dma_read_bulk(into=...), and the largest one kept.

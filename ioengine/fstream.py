@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._ops import FALLOC_FL_KEEP_SIZE, fallocate
 from .buffers import DmaBuffer
 from .errors import ClosedFileError
 from .file import File
@@ -542,6 +541,7 @@ class FileOutputStream:
             raise ValueError(f"output stream offset {offset} is not a multiple of {align}, "
                              f"the write alignment of {file.path!r}")
         self._file = file
+        self._sink = file.sink()  # issues the write-behind buffers (Seastar's data_sink)
         self._opts = options
         self._align = align
         self._buffer_size = _round_up(options.buffer_size, align)
@@ -780,19 +780,19 @@ class FileOutputStream:
     def _issue_pending(self) -> None:
         """Issue pending buffers while write-behind slots are free (from a completion, too)."""
         pending = self._pending
-        file = self._file
+        sink = self._sink
         limit = self._opts.write_behind
         while pending and self._active < limit and not self._halted and self._error is None:
             pos, buf, skip = pending[0]
-            if file._write_must_wait(pos, len(buf)):  # a size barrier or sloppy-size growth: the task waits
+            if sink.must_wait(pos, len(buf)):  # a size barrier or sloppy-size growth: the task waits
                 return
             pending.popleft()
             entry = _Write(pos, buf, self, skip)
             self._active += 1
             self._inflight.append(entry)
             try:
-                entry.fut = file._issue_write(entry.pos, buf.trim(skip, entry.n) if skip else buf,
-                                              self._opts.io_class, entry.completed)
+                entry.fut = sink.put(entry.pos, buf.trim(skip, entry.n) if skip else buf,
+                                     self._opts.io_class, entry.completed)
             except BaseException:
                 self._inflight.pop()
                 self._active -= 1
@@ -805,7 +805,7 @@ class FileOutputStream:
             await self._reap_one()
         elif self._pending and not self._halted and self._error is None:
             pos, buf, _ = self._pending[0]
-            await self._file._wait_writable(pos, len(buf))
+            await self._sink.wait_writable(pos, len(buf))
             self._issue_pending()
         else:  # failed: what is pending will never be written
             while self._pending:
@@ -836,20 +836,17 @@ class FileOutputStream:
         await self._drain()
         self._raise_if_failed("write")
         start = max(self._prealloc_end, size)
-        if self._keep_size:
-            mode = FALLOC_FL_KEEP_SIZE
-        else:
-            mode = 0
+        keep_size = self._keep_size
+        if not keep_size:
             # Set first: if the caller is cancelled while fallocate runs, the reservation may
             # still land, and flush() must then cut the file back to the data.
             self._grown = True
-        if await self._reserve(start - start % step, end, mode):
+        if await self._reserve(start - start % step, end, keep_size):
             self._prealloc_end = end
 
-    async def _reserve(self, start: int, end: int, mode: int) -> bool:
+    async def _reserve(self, start: int, end: int, keep_size: bool) -> bool:
         try:
-            await fallocate(self._file._reactor, self._file.fileno(), mode, start, end - start, "preallocate",
-                            self._file.path)
+            await self._sink.reserve(start, end - start, keep_size)
         except OSError as e:
             log.debug("preallocation for %r stopped: fallocate(%d, %d) failed: %s", self._file.path, start,
                       end - start, e)
@@ -967,7 +964,7 @@ class FileOutputStream:
                 # ftruncate freed the blocks reserved past the end (ext4): take them back without
                 # growing the file, so later writes still land in large extents.
                 step = self._prealloc
-                if await self._reserve(end - end % step, _round_up(end + 1, step), FALLOC_FL_KEEP_SIZE):
+                if await self._reserve(end - end % step, _round_up(end + 1, step), True):
                     self._prealloc_end = _round_up(end + 1, step)
         self._written_end = end
         return end

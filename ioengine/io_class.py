@@ -10,7 +10,7 @@ import contextvars
 import weakref
 from typing import Any
 
-from iosched import check_shares
+from iosched import IoClassState, IoQueue, check_shares
 
 _current: contextvars.ContextVar[IoClass | None] = contextvars.ContextVar("ioengine_io_class", default=None)
 # The tokens of the open ``with`` blocks, per context (each task has its own), innermost last.
@@ -120,8 +120,10 @@ class IoClass:
         self._name = name
         _by_name[name] = self
 
-    def _attach(self, reactor: Any, queue: Any) -> Any:
-        """This class's state in ``queue`` (a reactor's), created with the current shares and caps."""
+    def attach(self, reactor: Any, queue: IoQueue) -> IoClassState:
+        """This class's state in ``queue`` (a reactor's), created with the current shares and caps;
+        the reactor's disk queues call it at the class's first I/O on that disk. Later changes to
+        the shares and caps reach the queue through ``reactor.each_queue_of``."""
         state = queue.create_class(self._name, self._shares)
         if self._bandwidth is not None:
             queue.update_bandwidth(self._name, self._bandwidth)

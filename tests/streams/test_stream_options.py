@@ -215,18 +215,18 @@ def test_reservation_grows_the_file_until_flush(run_default, ext4_or_xfs):
 def test_no_reservation_inside_an_existing_file(run_default, ext4_or_xfs, monkeypatch):
     """Overwriting space the file already has reserves nothing (fallocate would wait for every
     write in flight), and an aligned end leaves the rest of the file as it was."""
-    import ioengine.fstream as fstream
+    from ioengine.file import FileSink
     path = ext4_or_xfs / "f"
     old = payload(1, 8 * MiB)
     write_os(path, old)
     calls = []
-    real = fstream.fallocate
+    real = FileSink.reserve
 
-    async def counting(*args):
-        calls.append(args[2:5])
-        return await real(*args)
+    async def counting(self, pos, length, keep_size):
+        calls.append((pos, length, keep_size))
+        return await real(self, pos, length, keep_size)
 
-    monkeypatch.setattr(fstream, "fallocate", counting)
+    monkeypatch.setattr(FileSink, "reserve", counting)
     new = payload(2, 4 * MiB)
 
     async def body():
@@ -284,15 +284,16 @@ def test_reservations_grow_with_the_file(run_default, ext4_or_xfs, monkeypatch):
     """A long write makes few reservations (each drains the window), growing with what was
     written, and the file never runs more than RESERVE_AHEAD_MAX (+ a step) past the data."""
     import ioengine.fstream as fstream
+    from ioengine.file import FileSink
     path = ext4_or_xfs / "f"
     calls = []
-    real = fstream.fallocate
+    real = FileSink.reserve
 
-    async def counting(*args):
-        calls.append(args[3:5])  # (offset, length)
-        return await real(*args)
+    async def counting(self, pos, length, keep_size):
+        calls.append((pos, length))
+        return await real(self, pos, length, keep_size)
 
-    monkeypatch.setattr(fstream, "fallocate", counting)
+    monkeypatch.setattr(FileSink, "reserve", counting)
     monkeypatch.setattr(fstream, "RESERVE_AHEAD_MAX", 4 * MiB)
     chunk = payload(5, 256 * 1024)
     total = 24 * MiB
