@@ -35,7 +35,8 @@ class DiskQueues:
         # often slower than the calibrated disk, and rate-only tokens would then never queue
         # anything, leaving shares without effect (see IoQueueConfig.bound_in_disk).
         cfg: dict[str, Any] = {"bound_in_disk": True, "in_disk_limit": float(options.io_in_disk_goals),
-                               "adaptive_in_disk": options.io_adaptive_in_disk}
+                               "adaptive_in_disk": options.io_adaptive_in_disk,
+                               "fair_wait_fraction": options.io_fair_wait_fraction}
         if options.io_latency_goal_ms is not None:
             cfg["latency_goal_ms"] = options.io_latency_goal_ms
         self.config = IoQueueConfig(**cfg)

@@ -63,6 +63,12 @@ class ReactorOptions:
     #: latency-gradient controller settles at ~9 requests in the disk and two classes got 4:1
     #: at ~0.7x the throughput they get without it (docs/scheduler.md; `.../shares` experiment).
     io_adaptive_in_disk: bool = field(default=False, metadata={"help": "adapt the in-disk bound to hold shares (knee)"})
+    #: While two or more io classes have work on a disk, keep this fraction of the requests they
+    #: offer waiting in the fair queue (iosched's IoQueueConfig.fair_wait_fraction): shares then
+    #: decide who goes, and whose tasks get the loop, also when the engine is the bottleneck.
+    io_fair_wait_fraction: float = field(default=0.0,
+                                         metadata={"help": "share of two busy classes' requests kept waiting in "
+                                                           "the fair queue (0: off)"})
     #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
     buffer_pool_depth: int = field(default=64, metadata={"help": "idle DMA buffers kept per size class"})
     #: Largest buffer size the pool recycles; larger buffers are allocated and freed each time.
@@ -93,6 +99,10 @@ class ReactorOptions:
         for name in ("ring_entries", "threads", "submit_batch", "submit_alone_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
+        wf = self.io_fair_wait_fraction
+        if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
+            raise ValueError("reactor option io_fair_wait_fraction must be a number in [0, 1), "
+                             f"got {self.io_fair_wait_fraction!r}")
         if not (isinstance(self.io_in_disk_goals, (int, float)) and not isinstance(self.io_in_disk_goals, bool)
                 and 0 < self.io_in_disk_goals < float("inf")):
             raise ValueError("reactor option io_in_disk_goals must be a positive number, "

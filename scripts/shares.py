@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--file", default=".scratch/bench.dat")
     ap.add_argument("--iops", type=int, required=True)
     ap.add_argument("--adaptive", action="store_true", help="io_adaptive_in_disk=True")
+    ap.add_argument("--wait", type=float, default=0.0, help="io_fair_wait_fraction")
     ap.add_argument("--tasks", type=int, default=32)
     ap.add_argument("--shares", default="400:100")
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -57,8 +58,8 @@ def main() -> None:
     props = (f"disks:\n  - mountpoint: /\n    read_iops: {a.iops}\n    read_bandwidth: 1500000000\n"
              f"    write_iops: {a.iops}\n    write_bandwidth: 1000000000\n")
     r0, r1 = ioengine.run(measure(a.file, (hi, lo), a.tasks, a.seconds), io_properties=props,
-                          io_adaptive_in_disk=a.adaptive)
-    print(f"iops={a.iops} adaptive={a.adaptive} tasks={a.tasks} shares={a.shares}: "
+                          io_adaptive_in_disk=a.adaptive, io_fair_wait_fraction=a.wait)
+    print(f"iops={a.iops} adaptive={a.adaptive} wait={a.wait} tasks={a.tasks} shares={a.shares}: "
           f"{r0:,.0f}/s + {r1:,.0f}/s = {r0 + r1:,.0f}/s, ratio {r0 / max(r1, 1e-9):.2f}")
 
 
