@@ -219,6 +219,7 @@ def table(results: list[Result], source: str, with_fio: bool) -> str:
     ran = [r for r in honour if r.status.startswith("ran")]
     same = [r for r in honour if r.status == "ran"]
     odirect = [r for r in honour if r.status == "ran (O_DIRECT)"]
+    failed = [r for r in honour if r.status == "ran-with-error"]
     n = max(1, len(honour))
     lines = [
         "# fio's examples through `ioengine-bench run`",
@@ -229,9 +230,10 @@ def table(results: list[Result], source: str, with_fio: bool) -> str:
         "",
         f"* {len(results)} job files; {len(honour)} use an engine ioengine can honour (sync family, libaio, io_uring,",
         f"  posixaio, or none given): **{len(ran)} of them run** ({100 * len(ran) / n:.0f} %):",
-        f"  **{len(same)} as written** ({100 * len(same) / n:.0f} %), {len(odirect)} with O_DIRECT where fio "
-        f"would run them buffered (the file does not say direct=1; ioengine has no buffered I/O),",
-        f"  {sum(r.status == 'ran-with-error' for r in honour)} of them with a job error.",
+        f"  **{len(same)} as written** ({100 * len(same) / n:.0f} %), {len(failed)} as written but a job "
+        f"fails{' (' + ', '.join(f'{r.name}: fio {r.fio}' for r in failed) + ')' if with_fio and failed else ''},",
+        f"  {len(odirect)} with O_DIRECT where fio would run them buffered (the file does not say direct=1; "
+        f"ioengine has no buffered I/O).",
         f"* {len(results) - len(honour)} use another engine and are refused naming it "
         f"({sum(r.status == 'refused' for r in results if not r.honourable)} refused).",
     ]
@@ -274,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
             r.fio = run_fio(args.fio, f, args.timeout)
         print(f"{r.name:40} {r.status:15} {r.why}{'  [fio: ' + r.fio + ']' if r.fio else ''}", flush=True)
         results.append(r)
-    Path(args.out).write_text(table(results, "PATH/TO/fio/examples", bool(args.fio)))
+    out = Path(args.out)
+    # Hand-written notes (from a "## Notes" heading on) survive a rerun; the table above is replaced.
+    old = out.read_text() if out.exists() else ""
+    notes = old[old.index("\n## Notes"):] if "\n## Notes" in old else ""
+    out.write_text(table(results, "PATH/TO/fio/examples", bool(args.fio)) + notes)
     print(f"wrote {args.out}")
     return 0
 
