@@ -6,7 +6,7 @@ import enum
 import errno
 import os
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,10 +93,9 @@ class File:
     """An open file for direct (O_DIRECT) I/O. Create with ``await open_file_dma(...)``."""
 
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
-                 "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_writes",
-                 "_pending_end", "_writes_idle", "_size_barrier", "_sloppy_end", "_logical_size",
-                 "_read_mask", "_write_mask", "_mem_mask", "_grow_lock", "_queue", "_qstates",
-                 "_busy", "_busy_idle", "_close_task", "_bounce", "_known_size", "__weakref__")
+                 "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_size", "_on_write",
+                 "_read_mask", "_write_mask", "_mem_mask", "_queue", "_qstates",
+                 "_busy", "_busy_idle", "_close_task", "_bounce", "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
                  mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
@@ -116,14 +115,10 @@ class File:
         self._mem_mask = mem_align - 1
         #: False when the filesystem refused O_DIRECT and the file was opened buffered (tmpfs).
         self.direct = direct
-        self._writes = 0  # dma_write/dma_writev in flight
-        self._pending_end = 0  # furthest end among them
-        self._writes_idle: asyncio.Future | None = None
-        self._size_barrier: asyncio.Future | None = None
-        sloppy = options.sloppy_size
-        self._sloppy_end = size if sloppy else -1  # sloppy_size: how far the file has been grown ahead
-        self._logical_size = size if sloppy else -1  # sloppy_size: the furthest byte written
-        self._grow_lock = asyncio.Lock()
+        #: Writes in flight, the logical size, the size barrier: see SizeTracker.
+        self._size = SizeTracker(size, options, reactor.loop)
+        # The writes' completion callback: the tracker's own, bound once (no File frame per write).
+        self._on_write = self._size.write_done
         # Operations admitted before close() began and still in the File's own wait paths
         # (size barrier, sloppy growth, metadata calls): close() waits for them before the fd goes.
         self._busy = 0
@@ -131,8 +126,6 @@ class File:
         self._close_task: asyncio.Task | None = None
         #: Idle bounce buffers of dma_read_bulk(into=...): one per concurrent unaligned read.
         self._bounce: list[DmaBuffer] = []
-        #: logical_size: the size at open, grown by this File's completed writes, set by truncate.
-        self._known_size = size
         #: The disk scheduler queue of the file's device, and its io class states.
         self._queue = queue
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
@@ -331,19 +324,20 @@ class File:
 
     async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
         """Write ``buf`` at ``pos``; returns the bytes written."""
-        if self._size_barrier is None and not self._options.sloppy_size and not self._closed:
+        size = self._size
+        if size.barrier is None and not size.sloppy and not self._closed:
             # the common case: no waiting first; one C call stages it, or says it is not plain
-            self._writes += 1
+            size.writes += 1
             fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
-                                              "dma_write", self, self._write_done, self._queue, self._qstates, io_class)
+                                              "dma_write", self, self._on_write, self._queue, self._qstates, io_class)
             if fut is not None:
                 end = pos + (len(buf) if type(buf) is DmaBuffer else memoryview(buf).nbytes)
-                if end > self._pending_end:
-                    self._pending_end = end
+                if end > size.pending_end:
+                    size.pending_end = end
                 return await fut
-            self._writes -= 1
+            size.writes -= 1
         pin, addr, n = self._pin_write(pos, buf)
-        if self._size_barrier is None and not self._options.sloppy_size:  # the common case: no waiting first
+        if size.barrier is None and not size.sloppy:  # the common case: no waiting first
             return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
         return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
 
@@ -371,7 +365,7 @@ class File:
     async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1,
                      io_class: IoClass | None = None) -> int:
         size = n if total < 0 else total
-        if self._write_must_wait(pos, size):
+        if self._size.must_wait(pos, size):
             # Admitted now: a close() that begins while we wait lets this write land first,
             # in this file, and only then closes the descriptor.
             self._admit(opname)
@@ -394,24 +388,17 @@ class File:
         if not self._busy and self._busy_idle is not None and not self._busy_idle.done():
             self._busy_idle.set_result(None)
 
-    def _write_must_wait(self, pos: int, n: int) -> bool:
-        """True when a write of ``n`` bytes at ``pos`` must first await _wait_writable()."""
-        return self._size_barrier is not None or (self._options.sloppy_size and pos + n > self._sloppy_end)
-
     async def _wait_writable(self, pos: int, n: int) -> None:
-        if self._size_barrier is not None:
-            await self._wait_barrier()
-        if self._options.sloppy_size and pos + n > self._sloppy_end:
-            await self._grow_sloppy(pos + n)
+        await self._size.wait_writable(pos, n, self._ftruncate)
+
+    async def _ftruncate(self, length: int) -> None:
+        await _ops.ftruncate(self._reactor, self._fd, length, self._path, self)
 
     def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
                       io_class: IoClass | None,
                       on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
-        end = pos + (n if total < 0 else total)
-        self._writes += 1
-        if end > self._pending_end:
-            self._pending_end = end
-        done = self._write_done if on_done is None else self._write_done_then(on_done)
+        self._size.write_issued(pos + (n if total < 0 else total))
+        done = self._on_write if on_done is None else self._write_done_then(on_done)
         try:
             if op == OP_WRITE:
                 return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, done,
@@ -421,11 +408,11 @@ class File:
                                         queue=self._queue, states=self._qstates, io_class=io_class,
                                         align=self.disk_write_dma_alignment)
         except BaseException:
-            self._write_done((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
+            self._on_write((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
             raise
 
     def _write_done_then(self, on_done: Callable[[tuple, int], None]) -> Callable[[tuple, int], None]:
-        write_done = self._write_done
+        write_done = self._write_done  # looked up now: a subclass's hook (see _write_done)
 
         def done(req: tuple, res: int) -> None:
             write_done(req, res)
@@ -436,7 +423,7 @@ class File:
     def write_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
         """dma_write without the coroutine when nothing must be awaited first (for streams):
         checks now and returns the reactor's future; otherwise a task running dma_write."""
-        if self._write_must_wait(pos, len(buf)):
+        if self._size.must_wait(pos, len(buf)):
             return asyncio.ensure_future(self.dma_write(pos, buf, io_class))
         return self._issue_write(pos, buf, io_class)
 
@@ -447,35 +434,16 @@ class File:
 
     def _issue_write(self, pos: int, buf: Any, io_class: IoClass | None = None,
                      on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
-        """Issue a write now; the caller has made sure _write_must_wait() is False. ``on_done(req,
+        """Issue a write now; the caller has made sure _size.must_wait() is False. ``on_done(req,
         result)`` runs at the kernel's completion, even if the returned future was cancelled."""
         pin, addr, n = self._pin_write(pos, buf)
         return self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class, on_done)
 
     def _write_done(self, req: tuple, res: int) -> None:
-        # Runs at the kernel's completion (even if the writer was cancelled), so the logical
-        # size and close()'s wait follow what the disk actually has in flight.
-        if res > 0 and req[4] + res > self._known_size:
-            self._known_size = req[4] + res
-            if self._logical_size >= 0:
-                self._logical_size = req[4] + res
-        self._writes -= 1
-        if self._writes == 0:
-            self._pending_end = 0
-            w = self._writes_idle
-            if w is not None and not w.done():
-                w.set_result(None)
-
-    async def _grow_sloppy(self, end: int) -> None:
-        # Growth is serialised and only ever grows: two ftruncates finishing out of order must
-        # never shrink the file under a write that already landed.
-        async with self._grow_lock:
-            if end <= self._sloppy_end:
-                return
-            step = self._options.extent_allocation_size_hint or (1 << 20)
-            target = -(-end // step) * step
-            await _ops.ftruncate(self._reactor, self._fd, target, self._path, self)
-            self._sloppy_end = target
+        """The completion of a write issued with an ``on_done`` (_issue_write: the output stream's
+        buffers), before ``on_done``: a hook for subclasses (bench's TimedFile times the stream's
+        writes here). Other writes go to the tracker directly, one call less per write."""
+        self._size.write_done(req, res)
 
     def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool, align: int) -> tuple[list, array, int]:
         pins: list[Any] = []
@@ -500,30 +468,6 @@ class File:
 
     # -- size-changing and metadata ops ----------------------------------------------------
 
-    async def _wait_barrier(self) -> None:
-        while self._size_barrier is not None:
-            await asyncio.shield(self._size_barrier)
-
-    async def _exclusive(self) -> asyncio.Future:
-        """Order a size-changing op after the writes already issued and before later ones."""
-        self._check_open()
-        await self._wait_barrier()
-        barrier = self._reactor.loop.create_future()
-        self._size_barrier = barrier
-        try:
-            while self._writes:
-                self._writes_idle = self._reactor.loop.create_future()
-                await self._writes_idle
-        except BaseException:  # cancelled while waiting: later ops must not wait on us forever
-            self._end_exclusive(barrier)
-            raise
-        return barrier
-
-    def _end_exclusive(self, barrier: asyncio.Future) -> None:
-        self._size_barrier = None
-        if not barrier.done():
-            barrier.set_result(None)
-
     async def flush(self) -> None:
         """Make written data durable (fdatasync)."""
         self._admit("flush")
@@ -539,15 +483,13 @@ class File:
             raise ValueError(f"truncate: length {length} is past the largest file size ({POS_LIMIT - 1})")
         self._admit("truncate")
         try:
-            barrier = await self._exclusive()
+            self._check_open()
+            barrier = await self._size.exclusive()
             try:
-                await _ops.ftruncate(self._reactor, self._fd, length, self._path, self)
-                self._known_size = length
-                if self._sloppy_end >= 0:
-                    self._sloppy_end = length
-                    self._logical_size = length
+                await self._ftruncate(length)
+                self._size.truncated(length)
             finally:
-                self._end_exclusive(barrier)
+                self._size.end_exclusive(barrier)
         finally:
             self._release()
 
@@ -581,9 +523,9 @@ class File:
     async def stat(self) -> _ops.StatData:
         """statx of the open file; ``size`` is the logical size, counting writes still in flight."""
         self._check_open()
-        pending = self._pending_end  # writes issued before this call, even if they land meanwhile
+        pending = self._size.pending_end  # writes issued before this call, even if they land meanwhile
         st = await self._stat_now()
-        logical = self._logical_view(st.size, pending)
+        logical = self._size.logical_view(st.size, pending)
         if logical != st.size:
             from dataclasses import replace
 
@@ -595,8 +537,7 @@ class File:
         """The size as this File knows it, without a system call: the size at open, grown by its
         own writes (those in flight included), set by its truncate(). Changes made through other
         descriptors or processes are not seen: ``await size()`` asks the kernel."""
-        size = self._logical_size if self._logical_size >= 0 else self._known_size
-        return max(size, self._pending_end)
+        return self._size.logical_size
 
     async def size(self) -> int:
         """The logical size: what the file will hold once writes in flight land.
@@ -604,15 +545,8 @@ class File:
         A coroutine (as Seastar's ``file::size()``): ``n = await f.size()``. It asks the kernel
         (statx); ``logical_size`` is the synchronous view of what this File has done."""
         self._check_open()
-        pending = self._pending_end  # writes issued before this call, even if they land meanwhile
-        return self._logical_view((await self._stat_now()).size, pending)
-
-    def _logical_view(self, disk_size: int, pending: int) -> int:
-        if self._logical_size >= 0:  # sloppy: the disk size runs ahead on purpose
-            disk_size = self._logical_size
-        if self._options.append_is_unlikely:
-            return disk_size
-        return max(disk_size, pending)
+        pending = self._size.pending_end  # writes issued before this call, even if they land meanwhile
+        return self._size.logical_view((await self._stat_now()).size, pending)
 
     async def close(self) -> None:
         """Refuse new I/O at once, let what was admitted before finish (writes waiting for the
@@ -637,8 +571,9 @@ class File:
                 self._busy_idle = self._reactor.loop.create_future()
                 await self._busy_idle
             await self._reactor.drain_owner(self)
-            if self._logical_size >= 0 and self._sloppy_end > self._logical_size:
-                await _ops.ftruncate(self._reactor, self._fd, self._logical_size, self._path, self)
+            cut = self._size.cut_at_close()
+            if cut is not None:
+                await self._ftruncate(cut)
                 await self._reactor.drain_owner(self)
         finally:
             self._bounce.clear()
@@ -649,6 +584,135 @@ class File:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class SizeTracker:
+    """A File's size bookkeeping, as Seastar's append-challenged file keeps it: the writes in
+    flight and the furthest end among them, the logical size (what the file holds once they
+    land), the size barrier that orders a size-changing operation (truncate) after the writes
+    issued before it and before those issued after it, and a sloppy-size file's growth ahead of
+    its writes. The File issues the system calls; this decides when, and keeps the books.
+    """
+
+    __slots__ = ("writes", "pending_end", "known", "sloppy", "sloppy_end", "logical", "barrier",
+                 "_idle", "_grow_lock", "_step", "_append_unlikely", "_loop")
+
+    def __init__(self, size: int, options: FileOpenOptions, loop: asyncio.AbstractEventLoop) -> None:
+        #: dma_write/dma_writev in flight, and the furthest end among them (0 when none).
+        self.writes = 0
+        self.pending_end = 0
+        #: The size at open, grown by completed writes, set by truncate.
+        self.known = size
+        #: sloppy_size: how far the file has been grown ahead, and the furthest byte written
+        #: (both -1 without sloppy_size).
+        self.sloppy = options.sloppy_size
+        self.sloppy_end = size if self.sloppy else -1
+        self.logical = size if self.sloppy else -1
+        #: Set while a size-changing operation runs: writes wait for it (see exclusive()).
+        self.barrier: asyncio.Future[None] | None = None
+        self._idle: asyncio.Future[None] | None = None  # resolved when the last write in flight lands
+        self._grow_lock = asyncio.Lock()
+        self._step = options.extent_allocation_size_hint or (1 << 20)
+        self._append_unlikely = options.append_is_unlikely
+        self._loop = loop
+
+    @property
+    def logical_size(self) -> int:
+        """The size counting writes in flight (File.logical_size)."""
+        size = self.logical if self.logical >= 0 else self.known
+        return max(size, self.pending_end)
+
+    def logical_view(self, disk_size: int, pending: int) -> int:
+        """The logical size from the kernel's ``disk_size`` and the end of the writes that were in
+        flight when it was asked (``pending``)."""
+        if self.logical >= 0:  # sloppy: the disk size runs ahead on purpose
+            disk_size = self.logical
+        if self._append_unlikely:
+            return disk_size
+        return max(disk_size, pending)
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def must_wait(self, pos: int, n: int) -> bool:
+        """True when a write of ``n`` bytes at ``pos`` must first await wait_writable()."""
+        return self.barrier is not None or (self.sloppy and pos + n > self.sloppy_end)
+
+    async def wait_writable(self, pos: int, n: int, ftruncate: Callable[[int], Awaitable[None]]) -> None:
+        """Wait out a size barrier; grow a sloppy-size file past ``pos + n`` (by ``ftruncate``)."""
+        if self.barrier is not None:
+            await self.wait_barrier()
+        if self.sloppy and pos + n > self.sloppy_end:
+            await self._grow(pos + n, ftruncate)
+
+    def write_issued(self, end: int) -> None:
+        self.writes += 1
+        if end > self.pending_end:
+            self.pending_end = end
+
+    def write_done(self, req: tuple, res: int) -> None:
+        """The reactor's completion callback of a write (``req[4]`` its position), even if the
+        writer was cancelled, so the logical size and the barrier's wait follow what the disk
+        actually has in flight; ``res`` < 0: failed, or never issued."""
+        pos = req[4]
+        if res > 0 and pos + res > self.known:
+            self.known = pos + res
+            if self.logical >= 0:
+                self.logical = pos + res
+        self.writes -= 1
+        if self.writes == 0:
+            self.pending_end = 0
+            w = self._idle
+            if w is not None and not w.done():
+                w.set_result(None)
+
+    async def _grow(self, end: int, ftruncate: Callable[[int], Awaitable[None]]) -> None:
+        # Growth is serialised and only ever grows: two ftruncates finishing out of order must
+        # never shrink the file under a write that already landed.
+        async with self._grow_lock:
+            if end <= self.sloppy_end:
+                return
+            target = -(-end // self._step) * self._step
+            await ftruncate(target)
+            self.sloppy_end = target
+
+    # -- size-changing operations ----------------------------------------------------------
+
+    async def wait_barrier(self) -> None:
+        while self.barrier is not None:
+            await asyncio.shield(self.barrier)
+
+    async def exclusive(self) -> asyncio.Future[None]:
+        """Order a size-changing op after the writes already issued and before later ones: returns
+        the barrier to pass to end_exclusive() once the op is done."""
+        await self.wait_barrier()
+        barrier: asyncio.Future[None] = self._loop.create_future()
+        self.barrier = barrier
+        try:
+            while self.writes:
+                idle = self._idle = self._loop.create_future()
+                await idle
+        except BaseException:  # cancelled while waiting: later ops must not wait on us forever
+            self.end_exclusive(barrier)
+            raise
+        return barrier
+
+    def end_exclusive(self, barrier: asyncio.Future[None]) -> None:
+        self.barrier = None
+        if not barrier.done():
+            barrier.set_result(None)
+
+    def truncated(self, length: int) -> None:
+        """The file was cut or extended to ``length``."""
+        self.known = length
+        if self.sloppy_end >= 0:
+            self.sloppy_end = length
+            self.logical = length
+
+    def cut_at_close(self) -> int | None:
+        """The length a sloppy-size file is cut back to at close (None: nothing to cut)."""
+        if self.logical >= 0 and self.sloppy_end > self.logical:
+            return self.logical
+        return None
 
 
 class FileSink:
@@ -672,7 +736,7 @@ class FileSink:
 
     def must_wait(self, pos: int, n: int) -> bool:
         """True when a write of ``n`` bytes at ``pos`` must await ``wait_writable`` before ``put``."""
-        return self._file._write_must_wait(pos, n)
+        return self._file._size.must_wait(pos, n)
 
     async def wait_writable(self, pos: int, n: int) -> None:
         """Wait until a write of ``n`` bytes at ``pos`` may be put: after a size barrier

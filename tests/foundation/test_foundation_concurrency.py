@@ -370,7 +370,7 @@ def test_cancelled_truncate_does_not_wedge_the_file(run, scratch):
             if not done:
                 late.cancel()
                 # the file is wedged: do not let close() hang the test
-                f._size_barrier = None  # noqa: SLF001  (test clean-up only)
+                f._size.barrier = None  # noqa: SLF001  (test clean-up only)
             assert done, "a write issued after a cancelled truncate() never ran"
             assert await late == BS
             assert await f.size() == 64 * BS  # the cancelled truncate did not happen
