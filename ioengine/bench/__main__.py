@@ -239,8 +239,26 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--inflight", type=_positive_int, default=200, help="round trips in flight when pipelined")
     s.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds (medians are quoted)")
     s.add_argument("--cpuset", default=None, help='the two CPUs, e.g. "0-1" (default: the first two allowed)')
+    s = sub.add_parser("scaling", help="one shard vs N shards at the same total depth, next to fio numjobs=1 / N")
+    s.add_argument("--file", default=DEFAULT_FILE, help="test file (created if missing)")
+    s.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="test file size (e.g. 256M)")
+    s.add_argument("--seconds", type=_positive_float, default=3.0, help="duration of each run")
+    s.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds (medians are quoted)")
+    s.add_argument("--depth", type=_positive_int, default=64, help="total queue depth (split over the shards)")
+    s.add_argument("--smp", type=_positive_int, default=2, help="shards (and fio jobs) of the split runs")
+    s.add_argument("--rows", default="randread,randwrite", help="comma-separated: randread, randwrite")
     args = p.parse_args(argv)
     try:
+        if args.command == "scaling":
+            from .scaling import main_scaling
+
+            try:
+                main_scaling(os.path.abspath(args.file), args.size, args.seconds, args.rounds, args.depth, args.smp,
+                             [r.strip() for r in args.rows.split(",") if r.strip()])
+            except ValueError as e:
+                print(f"ioengine-bench scaling: {e}", file=sys.stderr)
+                return 2
+            return 0
         if args.command == "smp":
             from .smp import main_smp
 
