@@ -9,7 +9,7 @@ import errno
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ._native import ffi, lib
 from .errors import kernel_error
@@ -24,6 +24,18 @@ STATX_BTIME = 0x800
 STATX_MASK = STATX_BASIC_STATS | STATX_BTIME | lib.ie_statx_dioalign_flag()
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
+
+
+class PathOwner(Protocol):
+    """An object that owns a request and names its path (a File): passed where a path is, the
+    error names its path, and the reactor keeps the descriptor open until the kernel is done."""
+
+    @property
+    def path(self) -> str: ...
+
+
+#: Where an error names a path: the path, the File owning the request, or nothing.
+PathOrOwner = str | PathOwner | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +216,7 @@ async def statx_fd(r: Reactor, fd: int, path: str | None, opname: str = "stat", 
         raise kernel_error(e.errno or 5, opname, path) from None
 
 
-async def fallocate(r: Reactor, fd: int, mode: int, pos: int, length: int, opname: str, path: str | None) -> None:
+async def fallocate(r: Reactor, fd: int, mode: int, pos: int, length: int, opname: str, path: PathOrOwner) -> None:
     detail = f"pos {pos}, {length} bytes"
     if r.kernel_fs_ops:
         await r.submit_prepped(lib.ie_uring_prep_fallocate, (fd, mode, pos, length), None, opname, path)
@@ -272,7 +284,7 @@ async def linkat(r: Reactor, old: Any, new: Any) -> None:
         await _checked(r.run_blocking(_blocking_errno, os.link, old, new), "link", where)
 
 
-async def fsync(r: Reactor, fd: int, path: str | None, datasync: bool = True) -> None:
+async def fsync(r: Reactor, fd: int, path: PathOrOwner, datasync: bool = True) -> None:
     from .backends.base import OP_FSYNC
 
     op = "fdatasync" if datasync else "fsync"

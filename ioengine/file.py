@@ -8,7 +8,7 @@ import os
 from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
@@ -18,6 +18,9 @@ from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
 from .errors import ClosedFileError, ShortReadError
 from .io_class import IoClass
 from .reactor import LEN_LIMIT, POS_LIMIT, Reactor, get_reactor
+
+#: A request's completion callback: (the reactor's request tuple, result or -errno).
+Completion = Callable[[tuple[Any, ...], int], None]
 
 TMPFS_MAGIC = 0x01021994
 #: Most buffers in one dma_readv/dma_writev (the kernel's UIO_MAXIOV).
@@ -122,8 +125,8 @@ class File:
         # Operations admitted before close() began and still in the File's own wait paths
         # (size barrier, sloppy growth, metadata calls): close() waits for them before the fd goes.
         self._busy = 0
-        self._busy_idle: asyncio.Future | None = None
-        self._close_task: asyncio.Task | None = None
+        self._busy_idle: asyncio.Future[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
         #: Idle bounce buffers of dma_read_bulk(into=...): one per concurrent unaligned read.
         self._bounce: list[DmaBuffer] = []
         #: The disk scheduler queue of the file's device, and its io class states.
@@ -205,8 +208,16 @@ class File:
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
                                        self._qstates, io_class, self.disk_read_dma_alignment)
 
+    @overload
     async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,
-                            into: Any = None) -> Any:
+                            into: None = None) -> DmaBuffer: ...
+
+    @overload
+    async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,
+                            into: Any) -> int: ...
+
+    async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,
+                            into: Any = None) -> DmaBuffer | int:
         """Read ``length`` bytes from any ``pos``: one aligned read, trimmed; shorter at end of file.
 
         Without ``into``: returns a new DmaBuffer holding the bytes (release() it when done).
@@ -316,9 +327,10 @@ class File:
         """Scatter-read into several buffers from ``pos``; returns the total bytes read (at most
         the first IOV_MAX (1024) buffers are filled per call, as the kernel takes, like Seastar)."""
         pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
-        return await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
-                                          "dma_readv", self, nbytes=total, queue=self._queue,
-                                          states=self._qstates, io_class=io_class)
+        got: int = await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
+                                              "dma_readv", self, nbytes=total, queue=self._queue,
+                                              states=self._qstates, io_class=io_class)
+        return got
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -396,7 +408,7 @@ class File:
 
     def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
                       io_class: IoClass | None,
-                      on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
+                      on_done: Completion | None = None) -> asyncio.Future[int]:
         self._size.write_issued(pos + (n if total < 0 else total))
         done = self._on_write if on_done is None else self._write_done_then(on_done)
         try:
@@ -411,10 +423,10 @@ class File:
             self._on_write((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
             raise
 
-    def _write_done_then(self, on_done: Callable[[tuple, int], None]) -> Callable[[tuple, int], None]:
+    def _write_done_then(self, on_done: Completion) -> Completion:
         write_done = self._write_done  # looked up now: a subclass's hook (see _write_done)
 
-        def done(req: tuple, res: int) -> None:
+        def done(req: tuple[Any, ...], res: int) -> None:
             write_done(req, res)
             on_done(req, res)
 
@@ -433,19 +445,20 @@ class File:
         return FileSink(self)
 
     def _issue_write(self, pos: int, buf: Any, io_class: IoClass | None = None,
-                     on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future[int]:
+                     on_done: Completion | None = None) -> asyncio.Future[int]:
         """Issue a write now; the caller has made sure _size.must_wait() is False. ``on_done(req,
         result)`` runs at the kernel's completion, even if the returned future was cancelled."""
         pin, addr, n = self._pin_write(pos, buf)
         return self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class, on_done)
 
-    def _write_done(self, req: tuple, res: int) -> None:
+    def _write_done(self, req: tuple[Any, ...], res: int) -> None:
         """The completion of a write issued with an ``on_done`` (_issue_write: the output stream's
         buffers), before ``on_done``: a hook for subclasses (bench's TimedFile times the stream's
         writes here). Other writes go to the tracker directly, one call less per write."""
         self._size.write_done(req, res)
 
-    def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool, align: int) -> tuple[list, array, int]:
+    def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool,
+               align: int) -> tuple[list[Any], array[int], int]:
         pins: list[Any] = []
         iov = array("Q")
         total = 0
@@ -649,7 +662,7 @@ class SizeTracker:
         if end > self.pending_end:
             self.pending_end = end
 
-    def write_done(self, req: tuple, res: int) -> None:
+    def write_done(self, req: tuple[Any, ...], res: int) -> None:
         """The reactor's completion callback of a write (``req[4]`` its position), even if the
         writer was cancelled, so the logical size and the barrier's wait follow what the disk
         actually has in flight; ``res`` < 0: failed, or never issued."""
@@ -744,7 +757,7 @@ class FileSink:
         await self._file._wait_writable(pos, n)
 
     def put(self, pos: int, buf: Any, io_class: IoClass | None = None,
-            on_done: Callable[[tuple[Any, ...], int], None] | None = None) -> asyncio.Future[int]:
+            on_done: Completion | None = None) -> asyncio.Future[int]:
         """Issue a write of ``buf`` at ``pos`` now (``must_wait`` must be False); the reactor's
         future is returned. ``on_done(request, result)`` runs at the kernel's completion, even if
         the future was cancelled (a stream learns the outcome there, without awaiting)."""
@@ -769,7 +782,7 @@ def _new_bounce(size: int, alignment: int) -> DmaBuffer:
     return DmaBuffer(size, alignment)
 
 
-def _retrieve(task: asyncio.Task) -> None:
+def _retrieve(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()
 
@@ -790,7 +803,7 @@ def check_length(op: str, length: object) -> None:
         raise ValueError(f"{op}: length must be >= 0, got {length}")
 
 
-def _iov_addr(iov: array) -> int:
+def _iov_addr(iov: array[int]) -> int:
     return iov.buffer_info()[0]
 
 

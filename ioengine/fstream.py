@@ -131,7 +131,7 @@ def _check_offset(op: str, offset: Any) -> None:
         raise ValueError(f"{op}: offset {offset} is outside [0, 2**63), the file offsets the kernel takes")
 
 
-def _retrieve(fut: asyncio.Future) -> None:
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     """Mark a finished future's outcome as seen (its error is reported another way)."""
     if not fut.cancelled():
         fut.exception()
@@ -165,7 +165,7 @@ class FileInputStream:
         self._end = None if length is None else offset + length  # None: up to end of file
         self._next_pos = offset - offset % align  # next read to issue (aligned)
         self._skip_front = offset - self._next_pos  # bytes to drop from the first buffer
-        self._inflight: collections.deque[tuple[int, DmaBuffer, asyncio.Future]] = collections.deque()
+        self._inflight: collections.deque[tuple[int, DmaBuffer, asyncio.Future[int]]] = collections.deque()
         self._eof = False  # a read found nothing (the end of the file): nothing more to issue
         self._leftover: memoryview | None = None  # part of a buffer not yet handed out
         self._line_view: memoryview | None = None  # readline's leftover (a view of its bytes)
@@ -263,7 +263,7 @@ class FileInputStream:
         self._next_pos = where - where % self._align
         self._skip_front = where - self._next_pos
 
-    def _reissue_front(self, entry: tuple[int, DmaBuffer, asyncio.Future]) -> None:
+    def _reissue_front(self, entry: tuple[int, DmaBuffer, asyncio.Future[int]]) -> None:
         pos, buf, _ = entry
         fresh = self._file.allocate_buffer(len(buf))
         buf.release()  # freed when the abandoned read completes, not before
@@ -449,10 +449,11 @@ class FileInputStream:
                 return b"".join(parts)
             # One copy per buffer, not per line: the rest of the text goes back as leftover,
             # a view of the same bytes object, and is searched from where it starts.
-            text = chunk.obj if isinstance(chunk.obj, bytes) and len(chunk.obj) >= len(chunk) else None
-            start = len(text) - len(chunk) if text is not None and chunk is self._line_view else 0
-            if not start:
-                text = bytes(chunk)
+            obj = chunk.obj
+            if chunk is self._line_view and isinstance(obj, bytes) and len(obj) > len(chunk):
+                text, start = obj, len(obj) - len(chunk)
+            else:
+                text, start = bytes(chunk), 0
             i = text.find(b"\n", start)
             if i >= 0:
                 parts.append(text[start:i + 1])
@@ -487,13 +488,13 @@ class _Write:
         self.pos = pos + skip
         self.n = len(buf) - skip
         self.buf = buf
-        self.fut: asyncio.Future | None = None
+        self.fut: asyncio.Future[int] | None = None  # set once issued (sink.put)
         self.res: int | None = None
         self.error: OSError | None = None
-        self.waiter: asyncio.Future | None = None
+        self.waiter: asyncio.Future[None] | None = None
         self.stream = stream
 
-    def completed(self, req: tuple, res: int) -> None:
+    def completed(self, req: tuple[Any, ...], res: int) -> None:
         if res < 0:
             self.error = request_error(req, -res)
             if self.fut is not None:
@@ -579,7 +580,7 @@ class FileOutputStream:
         # order (FIFO). _turn_busy: a call holds it; waiters, oldest first, get it handed over.
         self._durable = start  # durable_position
         self._written_end = start  # end of the data written out and cut to length by a flush
-        self._sync_running: asyncio.Future | None = None  # the fdatasync in progress (group commit)
+        self._sync_running: asyncio.Future[None] | None = None  # the fdatasync in progress (group commit)
         #: Truncates made by the stream, and how many of them the last completed fdatasync covered.
         self._meta_changes = 0
         self._meta_synced = 0
@@ -587,7 +588,7 @@ class FileOutputStream:
         self._dsync = bool(fcntl.fcntl(file.fileno(), fcntl.F_GETFL) & os.O_DSYNC)
         self._close_file = close_file
         self._turn_busy = False
-        self._turn_waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._turn_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def _raise_if_failed(self, op: str) -> None:
         if self._closed:
@@ -610,8 +611,10 @@ class FileOutputStream:
         if entry.fut is not None and entry.fut.done():
             _retrieve(entry.fut)
         err = entry.error
-        if err is None and entry.res != entry.n:
-            err = self._short_write(entry.pos, entry.res, entry.n)
+        res = entry.res
+        if err is None and res != entry.n:
+            assert res is not None  # settled: the write has completed
+            err = self._short_write(entry.pos, res, entry.n)
         if err is not None and self._error is None:
             self._error = err
 
@@ -626,9 +629,10 @@ class FileOutputStream:
         covered (the starting offset before any)."""
         return self._durable
 
-    def _new_buffer(self) -> None:
-        self._buf = self._file.allocate_buffer(self._buffer_size)
+    def _new_buffer(self) -> DmaBuffer:
+        buf = self._buf = self._file.allocate_buffer(self._buffer_size)
         self._fill = 0
+        return buf
 
     # -- the turn: one write()/flush()/close() at a time, in call order ---------------------
 
@@ -698,10 +702,9 @@ class FileOutputStream:
             await self._read_tail()
         done = 0
         while done < n:
-            if self._buf is None:
-                self._new_buffer()
+            buf = self._buf if self._buf is not None else self._new_buffer()
             take = min(n - done, self._buffer_size - self._fill)
-            self._buf.copy_in(self._fill, data, done, take)
+            buf.copy_in(self._fill, data, done, take)
             self._fill += take
             done += take
             if self._fill == self._buffer_size:
@@ -742,10 +745,9 @@ class FileOutputStream:
                     self._issue_pending()
             if done >= n:
                 return
-            if self._buf is None:
-                self._new_buffer()
+            buf = self._buf if self._buf is not None else self._new_buffer()
             take = min(n - done, self._buffer_size - self._fill)
-            self._buf.copy_in(self._fill, data, done, take)
+            buf.copy_in(self._fill, data, done, take)
             self._fill += take
             done += take
 
@@ -755,6 +757,7 @@ class FileOutputStream:
         # than write_behind full buffers are pending: completions often come in twos and threes,
         # and each must find a buffer to issue (with one spare, half of them found none).
         buf = self._buf
+        assert buf is not None  # full: _write and _accept_rest call us with it
         pos = self._pos
         if self._prealloc and pos + len(buf) > self._prealloc_end:
             await self._reserve_ahead(pos + len(buf))  # rare: reservations grow with the file
@@ -767,6 +770,7 @@ class FileOutputStream:
     def _enqueue_full(self) -> None:
         """The full buffer joins the pending ones; a fresh one is taken at the next byte."""
         buf = self._buf
+        assert buf is not None  # full
         pos = self._pos
         self._buf = None
         self._fill = 0
@@ -863,7 +867,8 @@ class FileOutputStream:
         """
         entry = self._inflight[0]
         if entry.res is None:
-            w = entry.fut if entry.waiter is None else entry.waiter
+            w: asyncio.Future[Any] | None = entry.fut if entry.waiter is None else entry.waiter
+            assert w is not None  # an entry in _inflight has been issued
             if w.done():  # cancelled along with an earlier caller; the write itself goes on
                 w = entry.waiter = asyncio.get_running_loop().create_future()
             try:

@@ -14,7 +14,7 @@ from iosched import IoClassState, IoQueue, check_shares
 
 _current: contextvars.ContextVar[IoClass | None] = contextvars.ContextVar("ioengine_io_class", default=None)
 # The tokens of the open ``with`` blocks, per context (each task has its own), innermost last.
-_open_blocks: contextvars.ContextVar[tuple[contextvars.Token, ...]] = contextvars.ContextVar(
+_open_blocks: contextvars.ContextVar[tuple[contextvars.Token[IoClass | None], ...]] = contextvars.ContextVar(
     "ioengine_io_class_blocks", default=())
 
 #: Shares of a class created without any (Seastar's default for a priority class).
@@ -63,7 +63,7 @@ class IoClass:
         self._reactors: weakref.WeakSet[Any] = weakref.WeakSet()
         _by_name[name] = self
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return _restore, (type(self), self._name, self._shares, self._bandwidth, self._iops)
 
     @property
@@ -150,7 +150,7 @@ def current_io_class() -> IoClass | None:
     return _current.get()
 
 
-def _restore(cls: type, name: str, shares: float, bandwidth: float | None, iops: float | None) -> IoClass:
+def _restore(cls: type[IoClass], name: str, shares: float, bandwidth: float | None, iops: float | None) -> IoClass:
     """Unpickle: the class of that name in this process (made, with the caps, if there is none)."""
     c = cls(name, shares)
     if c._bandwidth is None and bandwidth is not None:
