@@ -14,11 +14,13 @@ The file describes each disk's calibrated limits, as written by ``iotune``::
 Numbers may carry a k/K/M/G/T suffix, optionally followed by ``i``, ``iB`` or ``B``
 ("4k", "4KiB", "1G"). As in Seastar's ``parse_memory_size`` (src/util/conversions.cc),
 the suffixes are powers of **1024**: k = K = 2**10, M = 2**20, G = 2**30, T = 2**40, also
-for rates ("100k" IOPS means 102400 IOPS).
+for rates ("100k" IOPS means 102400 IOPS). The same rule reads iotune's size options
+(``parse_size_text``; fio's job files have their own, see ioengine.bench.jobfile).
 
-Where we are more lenient than Seastar (which only takes integers): a plain float
-(``1.5e9``) or a decimal with a suffix (``1.5G``) is accepted on input. We always write
-plain integers, so every file we write loads in Seastar.
+Where we are more lenient than Seastar (which only takes integers and k, K, M, G, T): a
+plain float (``1.5e9``) or a decimal with a suffix (``1.5G``) is accepted on input, and a
+suffix in either case (``1m``). We always write plain integers, so every file we write
+loads in Seastar.
 
 Where we are stricter: an unknown key in a disk entry is an error (Seastar ignores it),
 because a misspelt optional key (``write_saturation_lenght``) would otherwise be dropped
@@ -42,6 +44,7 @@ __all__ = [
     "DiskProperties",
     "IoPropertiesError",
     "parse_size",
+    "parse_size_text",
     "parse_io_properties",
     "load_io_properties",
     "dump_io_properties",
@@ -80,11 +83,34 @@ class IoPropertiesError(ValueError):
         self.source = source
 
 
-# powers of 1024, as Seastar's parse_memory_size
-_SUFFIX_SHIFT = {"": 0, "k": 10, "K": 10, "M": 20, "G": 30, "T": 40}
+# powers of 1024, as Seastar's parse_memory_size; the suffix in either case
+_SUFFIX_SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 _SIZE_RE = re.compile(
-    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*([kKMGT]?)(?:i|iB|B)?\s*$"
+    r"^\s*([0-9]+(?:\.[0-9]*)?(?:e[-+]?[0-9]+)?)\s*([kmgt]?)(?:i|ib|b)?\s*$", re.IGNORECASE
 )
+
+
+def parse_size_text(text: str, *, fraction: bool = True) -> int | float:
+    """A Seastar-style size or count written as text: a number with an optional k/M/G/T suffix
+    (powers of 1024, either case), optionally followed by ``i``, ``iB`` or ``B``: "4096",
+    "4k", "4KiB", "1M", "1.5G". An int when the value is integral, else a float (which may be
+    inf for a huge exponent: the caller bounds it).
+
+    ``fraction=False``: the number must be written as an integer, as Seastar's
+    parse_memory_size takes it ("1.5M" and "1e3" are refused). ValueError if the text is not
+    a size; the caller says which field or option it was.
+    """
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    digits, suffix = m.groups()
+    shift = _SUFFIX_SHIFT[suffix.lower()]
+    if any(c in digits for c in ".eE"):
+        if not fraction:
+            raise ValueError(f"not an integer size: {text!r}")
+        num = float(digits) * (1 << shift)
+        return int(num) if num.is_integer() else num
+    return int(digits) << shift
 
 
 class _FieldError(Exception):
@@ -122,16 +148,14 @@ def parse_size(value: Any, *, field: str = "value", integer: bool = False) -> fl
     elif isinstance(value, float):
         num = value
     elif isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if not m:
+        try:
+            num = parse_size_text(value)
+        except ValueError:
             raise _FieldError(
                 field,
                 f"expected a positive number with an optional k/M/G/T suffix (powers of 1024), "
                 f"got {_short(value)}",
-            )
-        text, suffix = m.groups()
-        num = float(text) if any(c in text for c in ".eE") else int(text)
-        num = num * (1 << _SUFFIX_SHIFT[suffix])
+            ) from None
     else:
         raise _FieldError(field, f"expected a positive number, got {_describe(value)}")
     if not _finite(num) or num <= 0:

@@ -33,6 +33,7 @@ import ioengine
 from ioengine import OpenFlags, ReactorOptions, SmpOptions, add_reactor_arguments, reactor_options_from_args
 from ioengine.disk_queues import load_properties
 from iosched import DiskProperties, IoPropertiesError, dump_io_properties, save_io_properties
+from iosched.properties import parse_size_text
 
 from .iotune_device import (
     MEMORY_FILESYSTEMS,
@@ -81,19 +82,19 @@ TEST_FILE_RE = re.compile(r"^iotune-(\d+)\.(tmp|probe)$")
 # ----------------------------------------------------------------------------------------------
 # options
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
-
-
 def parse_size(text: str, *, allow_zero: bool = False) -> int:
-    """Bytes from "4096", "4k", "4KiB", "1M", "1MiB" (k/M/G/T are powers of 1024, as in Seastar).
+    """Bytes from "4096", "4k", "4KiB", "1M", "1MiB" (k/M/G/T are powers of 1024, as in Seastar):
+    io_properties' rule (iosched.properties.parse_size_text), integers only.
 
     Must be a multiple of 512 (direct I/O moves whole sectors); 0 only where it means "automatic".
     """
-    m = _SIZE_RE.match(text)
-    if not m:
+    try:
+        n = parse_size_text(text, fraction=False)
+    except ValueError:
+        n = None
+    if not isinstance(n, int):
         raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected bytes, optionally with a "
-                                          f"k/M/G suffix (powers of 1024), e.g. 4096, 4k, 1M")
-    n = int(m.group(1)) << (10 * " kmgt".index(m.group(2).lower() or " "))
+                                         f"k/M/G suffix (powers of 1024), e.g. 4096, 4k, 1M")
     if n == 0 and allow_zero:
         return 0
     if n <= 0 or n % 512:

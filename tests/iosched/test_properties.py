@@ -85,7 +85,7 @@ def test_written_file_has_seastar_shape():
     [
         ("4k", 4096), ("4K", 4096), ("4KiB", 4096), ("4kB", 4096), ("4Ki", 4096),
         ("2M", 2 << 20), ("3G", 3 << 30), ("1T", 1 << 40), ("512B", 512), ("512", 512),
-        ("1.5G", int(1.5 * (1 << 30))),
+        ("1.5G", int(1.5 * (1 << 30))), ("1m", 1 << 20), ("4kib", 4096), ("2g", 2 << 30),
     ],
 )
 def test_suffixes_are_powers_of_1024(text, expected):
@@ -208,3 +208,11 @@ def test_dataclass_validates_direct_construction():
         DiskProperties((), 1, 1, 1, 1)
     # a lone string is one mountpoint, not a tuple of characters
     assert DiskProperties("/a", 1, 1, 1, 1).mountpoints == ("/a",)
+
+
+@pytest.mark.parametrize("text", ["1.5M", "1e3", "4q", "", "-1", "k"])
+def test_integer_sizes_refuse_fractions_and_junk(text):
+    from iosched.properties import parse_size_text
+
+    with pytest.raises(ValueError):
+        parse_size_text(text, fraction=False)

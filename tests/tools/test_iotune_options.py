@@ -217,3 +217,12 @@ def test_hints():
 def test_proc_is_not_a_block_device():
     dev = scan_device(os.stat("/proc").st_dev)
     assert dev.leaves == () and dev.max_iodepth == 128 and dev.notes
+
+
+@pytest.mark.parametrize("text", ["4096", "4k", "4K", "4KiB", "4kB", "4Ki", "1M", "1m", "1MiB", "2G", "1T", " 8k "])
+def test_iotune_and_io_properties_read_sizes_alike(text):
+    """One rule for Seastar-style sizes: iotune's options and io_properties.yaml agree."""
+    from iosched.properties import parse_size, parse_size_text
+
+    assert iotune.parse_size(text) == parse_size(text) == parse_size_text(text, fraction=False)
+
