@@ -15,7 +15,7 @@ from iosched import DiskProperties, IoClassState, IoQueue, IoQueueConfig, load_i
 from .io_class import IoClass
 from .options import ReactorOptions
 
-log = logging.getLogger("ioengine.disk_queues")
+log = logging.getLogger(__name__)
 
 
 def load_properties(options: ReactorOptions) -> list[DiskProperties]:

@@ -21,7 +21,7 @@ from .file import File
 from .io_class import IoClass
 from .reactor import request_error
 
-log = logging.getLogger("ioengine.fstream")
+log = logging.getLogger(__name__)
 
 #: Read-ahead never grows past this many buffers when adapting (memory stays bounded).
 MAX_DYNAMIC_READ_AHEAD = 16

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("ioengine.reactor")
+log = logging.getLogger(__name__)
 
 
 class PollSource:

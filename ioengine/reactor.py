@@ -36,7 +36,7 @@ from .io_class import _current as _current_io_class
 from .options import ReactorOptions
 from .spinner import Spinner
 
-log = logging.getLogger("ioengine.reactor")
+log = logging.getLogger(__name__)
 assert (OP_READ, OP_WRITE) == (SCHED_READ, SCHED_WRITE)  # submit_rw indexes class counters by op
 T = TypeVar("T")
 

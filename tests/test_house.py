@@ -196,3 +196,15 @@ def test_the_walk_sees_crossings() -> None:
         ("ioengine/b.py", "A._hook"),
         ("ioengine/b.py", "os._exit"),
     }
+
+
+def test_every_logger_is_named_after_its_module() -> None:
+    """``logging.getLogger(__name__)`` everywhere: a user tunes ioengine.fstream or silences
+    ioengine.poller by the module's own name, and "ioengine" covers them all."""
+    wrong = []
+    for path, src in _sources().items():
+        for n in ast.walk(ast.parse(src, path)):
+            if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "getLogger"
+                    and not (len(n.args) == 1 and isinstance(n.args[0], ast.Name) and n.args[0].id == "__name__")):
+                wrong.append(f"{path}:{n.lineno}: {ast.unparse(n)}")
+    assert not wrong, "loggers not named by __name__:\n" + "\n".join(wrong)

@@ -7,7 +7,7 @@ from ..errors import BackendUnavailableError
 from ..options import ReactorOptions
 from .base import Backend
 
-log = logging.getLogger("ioengine.backends")
+log = logging.getLogger(__name__)
 
 
 def open_backend(options: ReactorOptions) -> Backend:
