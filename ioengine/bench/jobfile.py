@@ -1322,10 +1322,11 @@ _OPTIONS: dict[str, _Opt] = {
                                                                 "set it"),
     "io_submit_mode": (_opt_io_submit_mode, "inline (default) or offload (fio submits from a pool of threads; "
                                             "ioengine issues from its reactor either way: same I/O, same pacing)"),
-    "numa_cpu_nodes": (_opt_numa("numa_cpu_nodes"), "run the job on these NUMA nodes' CPUs (ioengine: the "
-                                                    "process is pinned to them; every job shares one reactor)"),
-    "numa_mem_policy": (_opt_numa("numa_mem_policy"), "memory policy MODE[:NODES] (ioengine: checked against the "
-                                                      "machine's nodes; one node: every policy is that node)"),
+    "numa_cpu_nodes": (_opt_numa("numa_cpu_nodes"), "run the job on these NUMA nodes' CPUs (ioengine: every job "
+                                                    "shares one reactor, so only all of the machine's nodes, "
+                                                    "what it uses anyway; a node it lacks is refused, as by fio)"),
+    "numa_mem_policy": (_opt_numa("numa_mem_policy"), "memory policy MODE[:NODES] (ioengine: only all of the "
+                                                      "machine's nodes, e.g. bind:0 on a one-node machine)"),
     "random_generator": (_choice_setter("random_generator", ("tausworthe", "lfsr", "tausworthe64")),
                          "fio's generator of random offsets (ioengine: its own full-cycle generator, every "
                          "block once per pass, as lfsr)"),

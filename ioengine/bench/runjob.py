@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import datetime
 import errno as _errno
 import fcntl
@@ -1051,7 +1052,11 @@ class _Clone:
         # rate_min: fio's check_min_rate state per direction (bytes, ios, time of the last check)
         self._rate_last: list[list[int]] = [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
         self.n_inflight = 0
-        self._changed = asyncio.Event()
+        self._changed = asyncio.Event()  # set at completions while a flow quiesce waits for them
+        self._quiescing = False
+        self._admitted = 0  # latency_target: I/Os past the depth gate and not yet completed
+        self._plan_done = False
+        self._gate_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.lat_target: _LatencyTarget | None = None
         self.ios_done = 0
         self.flow: _Flow | None = None
@@ -1071,6 +1076,10 @@ class _Clone:
         """Stop issuing I/O (runtime, an error, steady state, exitall ...); sleeps end at once."""
         self.stop = True
         self._stop_ev.set()
+        while self._gate_waiters:
+            fut = self._gate_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
 
     async def _sleep(self, seconds: float) -> None:
         """A pause that a halt() ends early (a paced job stops at its runtime, not after its gap)."""
@@ -1258,23 +1267,35 @@ class _Clone:
             last[:] = [nbytes, nios, now]
 
     async def _depth_gate(self) -> None:
-        """latency_target: issue only while fewer than the depth under test are in flight (and none
-        while the depth changes: fio quiesces)."""
+        """latency_target: issue only while fewer than the depth under test are admitted (and none
+        while the depth changes: fio quiesces). Waiters queue and are woken one per free slot
+        (waking every in-flight slot at each completion cost more than the I/O)."""
         lt = self.lat_target
         assert lt is not None
-        while not self.stop:
-            if lt.quiesce:
-                if self.n_inflight == 0:
-                    lt.quiesce = False
-                    lt.new_cycle(time.perf_counter_ns(), self.ios_done)
-                    if lt.reset:  # fio reports only the final window, at the depth found
-                        lt.reset = False
-                        self.cr.reset_stats()
-                        self.t_meas = self.t0 = time.perf_counter_ns()
-                    continue
-            elif self.n_inflight < lt.qd:
+        while not self.stop and not self._plan_done and (lt.quiesce or self._admitted >= lt.qd):
+            fut = asyncio.get_running_loop().create_future()
+            self._gate_waiters.append(fut)
+            await fut
+        self._admitted += 1
+
+    def _gate_wake(self) -> None:
+        lt = self.lat_target
+        assert lt is not None
+        if lt.quiesce:
+            if self._admitted:
                 return
-            await self._changed.wait()
+            lt.quiesce = False
+            lt.new_cycle(time.perf_counter_ns(), self.ios_done)
+            if lt.reset:  # fio reports only the final window, at the depth found
+                lt.reset = False
+                self.cr.reset_stats()
+                self.t_meas = self.t0 = time.perf_counter_ns()
+        free = len(self._gate_waiters) if self.stop or self._plan_done else lt.qd - self._admitted
+        while free > 0 and self._gate_waiters:
+            fut = self._gate_waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                free -= 1
 
     async def _flow_gate(self) -> None:
         """fio's flow_threshold_exceeded: wait while this job's share of its flow group's I/Os is
@@ -1289,8 +1310,12 @@ class _Clone:
         while not self.stop:
             if fl.total_weight and self.flow_count / fl.counter > job.flow / fl.total_weight:
                 if job.flow_sleep_s:
-                    while self.n_inflight and not self.stop:  # fio quiesces before it sleeps
-                        await self._changed.wait()
+                    self._quiescing = True
+                    try:
+                        while self.n_inflight and not self.stop:  # fio quiesces before it sleeps
+                            await self._changed.wait()
+                    finally:
+                        self._quiescing = False
                     await self._sleep(job.flow_sleep_s)
                 else:
                     await fl.changed()
@@ -1329,6 +1354,9 @@ class _Clone:
                     return
             io = plan.next()
             if io is None:
+                if self._gate_waiters:  # the plan is done: slots waiting at the depth gate end too
+                    self._plan_done = True
+                    self._gate_wake()
                 return
             d, fi, pos, n = io
             pacer = pacers[d] if pacers is not None else None
@@ -1385,7 +1413,11 @@ class _Clone:
                 self.n_inflight -= 1
                 if verifier is not None:
                     self.inflight.discard((fi, pos))
-                self._kick()
+                if self._quiescing:
+                    self._kick()
+                if self.lat_target is not None:
+                    self._admitted -= 1
+                    self._gate_wake()
             lat[d].append(t2 - t)
             at[d].append(t2 - self.t0)
             io_bytes[d] += n
@@ -1404,6 +1436,7 @@ class _Clone:
                 if lt.done:
                     self.halt()
                     return
+                self._gate_wake()  # the depth may have grown
             if rate_min:
                 self._check_min_rate(t2)
             if verifier is not None:

@@ -250,3 +250,24 @@ def test_trims_on_a_file_fail_as_fios_and_continue_on_error(scratch: Path,
     assert jobs["stop"]["error"] == 25 and "total_err" not in jobs["stop"]
     go = jobs["go-on"]
     assert go["error"] == 25 and go["first_error"] == 25 and go["total_err"] == 16  # every trim tried
+
+
+def test_latency_target_job_ends_with_its_plan(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A size-based job under latency_target: slots waiting at the depth gate end with the plan
+    # (they waited for the runtime before: latency-profile.fio took its whole runtime for 4096 I/Os).
+    job = write_job(scratch, """\
+        [j]
+        direct=1
+        bs=4k
+        size=256k
+        rw=randread
+        filename={dir}/l.dat
+        ioengine=libaio
+        iodepth=16
+        runtime=60
+        latency_target=10s
+        latency_window=10s
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    (j,) = json.loads(capsys.readouterr().out)["jobs"]
+    assert j["read"]["total_ios"] == 64 and j["job_runtime"] < 30_000 and j["latency_depth"] == 1
