@@ -8,6 +8,7 @@ checked to be the backend asked for. ``scratch`` is a fresh directory on the loc
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +16,34 @@ from pathlib import Path
 import pytest
 
 import ioengine
+
+#: Fixtures that bring a marker to every test using them: the need is the fixture's.
+FIXTURE_MARKS = {
+    "small_tmpfs": "root",  # mounts a tmpfs (tests/streams)
+    "small_ext4": "root",  # loop-mounts an ext4 image (streams, reliability)
+    "shrinking_loop": "root",  # a loop device shrunk under ext4 (reliability)
+    "ext4_or_xfs": "real_disk",  # checks extents on the scratch directory's own filesystem
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    no_fio = shutil.which("fio") is None
+    not_root = os.geteuid() != 0
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(mark)
+        # Tests that skip themselves without fio are fio tests (files whose owners keep their
+        # own skipif: they carry the marker too).
+        if any(m.name == "skipif" and "fio is not installed" in str(m.kwargs.get("reason", ""))
+               for m in item.iter_markers()):
+            item.add_marker("fio")
+        if no_fio and item.get_closest_marker("fio") is not None:
+            item.add_marker(pytest.mark.skip(reason="fio is not installed (apt install fio)"))
+        if not_root and item.get_closest_marker("root") is not None:
+            item.add_marker(pytest.mark.skip(reason="needs root"))
+
 
 BACKENDS = ("io_uring", "linux-aio", "threads")
 SCRATCH = Path(__file__).resolve().parents[1] / ".scratch"

@@ -5,7 +5,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import sys
 import types
 from pathlib import Path
@@ -39,7 +38,7 @@ from ioengine.bench.workloads import (
     uvloop_module,
 )
 
-needs_fio = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt install fio)")
+needs_fio = pytest.mark.fio  # skipped without fio (tests/conftest.py)
 
 
 def _has_uvloop() -> bool:
@@ -57,6 +56,8 @@ needs_uvloop = pytest.mark.skipif(not _has_uvloop(), reason="uvloop is not insta
 
 
 @needs_fio
+@pytest.mark.slow
+@pytest.mark.real_disk
 def test_compare_one_row_end_to_end(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = {k: scratch / f"r.{k}" for k in ("json", "md", "png")}
     rc = main(["compare", "--rows", "randread-qd32", "--seconds", "1", "--rounds", "1", "--size", "16M",

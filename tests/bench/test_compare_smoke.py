@@ -12,7 +12,7 @@ from ioengine.bench.__main__ import compare, main
 from ioengine.bench.compare import run_matrix, select_rows
 from ioengine.bench.workloads import Pattern
 
-pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+pytestmark = [pytest.mark.fio, pytest.mark.real_disk, pytest.mark.slow]  # ioengine and fio on the scratch disk
 
 
 def test_compare_one_row(tmp_path):

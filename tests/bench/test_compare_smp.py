@@ -5,7 +5,6 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from ioengine.bench.workloads import (
     uvloop_module,
 )
 
-needs_fio = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt install fio)")
+needs_fio = pytest.mark.fio  # skipped without fio (tests/conftest.py)
 needs_2_cpus = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="smp=2 needs two CPUs")
 
 SMP_NOTE = "ioengine: 2 shards (processes), QD per shard; fio: numjobs=2"
@@ -51,6 +50,8 @@ def _has_uvloop() -> bool:
 
 @needs_fio
 @needs_2_cpus
+@pytest.mark.slow
+@pytest.mark.real_disk
 def test_compare_smp2_end_to_end(scratch: Path, monkeypatch: pytest.MonkeyPatch,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     """One short row on 2 real shards and fio numjobs=2: the JSON says smp=2, fio got numjobs=2."""

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import io
-import shutil
 
 import pytest
 
 from ioengine.bench.__main__ import main
 from ioengine.bench.scaling import main_scaling
 
-pytestmark = pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+pytestmark = [pytest.mark.fio, pytest.mark.real_disk, pytest.mark.slow]  # ioengine and fio on the scratch disk
 
 
 def test_scaling_smoke(scratch):

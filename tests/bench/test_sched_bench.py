@@ -1,9 +1,13 @@
 """The real-disk scheduler benchmark runs end to end (tiny durations; figures are not asserted)."""
 import io
 
+import pytest
+
 from ioengine.bench.sched import ONE_CLASS_LOADS, main_sched
 
 
+@pytest.mark.slow
+@pytest.mark.real_disk
 def test_sched_benchmark_smoke(scratch):
     out = io.StringIO()
     res = main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, out=out, calibration="builtin")

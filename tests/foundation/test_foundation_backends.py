@@ -100,6 +100,7 @@ def test_explicit_backend_that_cannot_start_raises():
     assert _backend_name(backend="io_uring") == "io_uring"
 
 
+@pytest.mark.root
 def test_io_uring_disabled_sysctl_falls_back_to_linux_aio(caplog):
     sysctl = "/proc/sys/kernel/io_uring_disabled"
     if os.geteuid() != 0:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -42,11 +43,13 @@ def _parse(text):
 
 @given(documents, st.sampled_from(["", "fio: warning {x}\n", "note\n"]),
        st.sampled_from(["", "\ntrailing", "\n{"]))
+@pytest.mark.slow
 def test_structured_documents(doc, before, after):
     _parse(before + json.dumps(doc, indent=1) + after)
 
 
 @given(documents)
+@pytest.mark.slow
 def test_non_finite_and_bytes(doc):
     text = json.dumps(doc).replace("0.0", "nan").replace("1.0", "-inf")
     _parse(text.encode())

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 O = ioengine.OpenFlags
 MIB = 1 << 20
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount, losetup)")
+pytestmark = pytest.mark.root  # mount, losetup: skipped otherwise (tests/conftest.py)
 
 
 @pytest.fixture

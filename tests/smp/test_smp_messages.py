@@ -70,8 +70,9 @@ def test_remote_exceptions_keep_type_message_and_traceback():
 def test_unpicklable_arguments_are_refused_at_the_call_naming_them():
     async def main():
         errors = []
+        unpicklable = open(os.devnull)  # closed below (warnings are errors: ResourceWarning)
         for call in (lambda: smp.submit_to(1, h.add, 1, lambda: 2),
-                     lambda: smp.submit_to(1, h.add, 1, c=open(os.devnull)),
+                     lambda: smp.submit_to(1, h.add, 1, c=unpicklable),
                      lambda: smp.submit_to(1, lambda: 1),
                      lambda: smp.invoke_on_all(h.echo, lambda: 3)):
             try:
@@ -79,6 +80,7 @@ def test_unpicklable_arguments_are_refused_at_the_call_naming_them():
                 await aw
             except TypeError as e:
                 errors.append(str(e))
+        unpicklable.close()
         # nothing half-sent: the rings still work
         return errors, await smp.submit_to(1, h.add, 2, 3)
 

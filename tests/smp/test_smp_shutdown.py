@@ -120,4 +120,6 @@ def test_parent_killed_leaves_no_shard_behind(scratch):
     p, pid1 = _start("sigint", scratch)
     p.kill()  # no chance to stop anything: the shards must die with it
     p.wait()
+    p.stdout.close()  # not communicate(): a shard that survived would hold the pipes open
+    p.stderr.close()
     assert _wait_gone(pid1)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ import pytest
 from ioengine.tools import iotune
 from ioengine.tools.iotune_device import mount_info, mountpoint_of
 from iosched import load_io_properties
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_disk]  # whole iotune runs on the scratch disk
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["--duration", "2", "--no-progress"]
@@ -83,7 +84,7 @@ def test_extras(scratch, capsys):
     assert list(d.iterdir()) == []
 
 
-@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed")
+@pytest.mark.fio
 def test_compare_fio(scratch, capsys):
     d = scratch / "eval"
     d.mkdir()

@@ -11,6 +11,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_disk]  # whole iotune runs on the scratch disk
+
 REPO = Path(__file__).resolve().parents[2]
 
 
