@@ -186,6 +186,13 @@ class DiskProperties:
     physical_block_size: int | None = None  # override for disks that lie about it
     duplex: bool | None = None  # None: not stated in the file
     rate_factor: float = 1.0
+    #: IOPS measured at several request sizes (ioengine's iotune; not in Seastar's files):
+    #: ((length, iops), ...) by length. With them, a request's cost is 1/iops at its size,
+    #: interpolated between the sizes measured, instead of the two-point model from the
+    #: iops and bandwidth above (seastar#2771: a 128 KiB write is charged a fraction of the
+    #: disk time it takes when the bandwidth was measured with 1 MiB requests).
+    read_iops_by_size: tuple[tuple[int, float], ...] | None = None
+    write_iops_by_size: tuple[tuple[int, float], ...] | None = None
 
     def __post_init__(self) -> None:
         mps = self.mountpoints
@@ -203,6 +210,10 @@ class DiskProperties:
                     raise _FieldError(name, f"expected a positive integer or None, got {_describe(v)}")
             if self.duplex is not None and not isinstance(self.duplex, bool):
                 raise _FieldError("duplex", f"expected true or false, got {_describe(self.duplex)}")
+            for name in ("read_iops_by_size", "write_iops_by_size"):
+                v = getattr(self, name)
+                if v is not None:
+                    object.__setattr__(self, name, _check_iops_by_size(name, v))
         except _FieldError as e:
             raise IoPropertiesError(
                 e.message, field=e.field, mountpoint=":".join(map(str, self.mountpoints)) or None
@@ -235,10 +246,30 @@ def _check_mountpoints(mps: tuple[Any, ...]) -> None:
             raise _FieldError("mountpoints", f"expected a non-empty path string, got {_describe(mp)}")
 
 
+def _check_iops_by_size(name: str, v: Any) -> tuple[tuple[int, float], ...]:
+    """((length, iops), ...) sorted by length, from a mapping or pairs; each length a positive
+    integer (k/M suffixes allowed), each iops a positive number, at least two sizes."""
+    items = list(v.items()) if isinstance(v, dict) else v
+    if not isinstance(items, (list, tuple)) or len(items) < 2:
+        raise _FieldError(name, f"expected a mapping of request size to IOPS with at least two sizes, got "
+                                f"{_describe(v)}")
+    out: dict[int, float] = {}
+    for pair in items:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise _FieldError(name, f"expected (size, iops) pairs, got {_describe(pair)}")
+        length = parse_size(pair[0], field=name, integer=True)
+        iops = parse_size(pair[1], field=name)
+        if length in out:
+            raise _FieldError(name, f"request size {length} is given twice")
+        out[int(length)] = float(iops)
+    return tuple(sorted(out.items()))
+
+
 _REQUIRED = ("read_iops", "read_bandwidth", "write_iops", "write_bandwidth")
 _OPTIONAL_LENGTHS = ("read_saturation_length", "write_saturation_length", "physical_block_size")
+_BY_SIZE = ("read_iops_by_size", "write_iops_by_size")
 _KNOWN_KEYS = frozenset(
-    ("mountpoint", "mountpoints", *_REQUIRED, *_OPTIONAL_LENGTHS, "duplex", "rate_factor")
+    ("mountpoint", "mountpoints", *_REQUIRED, *_OPTIONAL_LENGTHS, "duplex", "rate_factor", *_BY_SIZE)
 )
 
 
@@ -283,6 +314,9 @@ def _parse_entry(node: Any) -> DiskProperties:
                 raise _FieldError("rate_factor", f"expected a positive number, got {rf!r}") from None
         _check_positive_number("rate_factor", rf)
         kw["rate_factor"] = float(rf)
+    for name in _BY_SIZE:
+        if node.get(name) is not None:
+            kw[name] = _check_iops_by_size(name, node[name])
     return DiskProperties(**kw)
 
 
@@ -397,6 +431,10 @@ def dump_io_properties(disks: Iterable[DiskProperties]) -> str:
             e["duplex"] = d.duplex
         if d.rate_factor != 1.0:
             e["rate_factor"] = float(d.rate_factor)
+        for name in _BY_SIZE:
+            table = getattr(d, name)
+            if table is not None:
+                e[name] = {int(length): _int_out(iops) for length, iops in table}
         out.append(e)
     return yaml.safe_dump({"disks": out}, sort_keys=False, default_flow_style=False)
 

@@ -42,7 +42,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from heapq import heappop, heappush
 from typing import Any
 
@@ -57,13 +57,14 @@ __all__ = ["SimDisk", "Workload", "Engine", "ClassReport", "SimResult", "simulat
 
 def scaled_properties(props: DiskProperties, factor: float) -> DiskProperties:
     """The same disk with every rate multiplied by ``factor`` (mis-calibration studies)."""
-    return DiskProperties(
-        mountpoints=props.mountpoints,
+    def table(t: tuple[tuple[int, float], ...] | None) -> tuple[tuple[int, float], ...] | None:
+        return None if t is None else tuple((n, iops * factor) for n, iops in t)
+
+    return replace(
+        props,
         read_iops=props.read_iops * factor, read_bandwidth=props.read_bandwidth * factor,
         write_iops=props.write_iops * factor, write_bandwidth=props.write_bandwidth * factor,
-        read_saturation_length=props.read_saturation_length,
-        write_saturation_length=props.write_saturation_length,
-        physical_block_size=props.physical_block_size, duplex=props.duplex, rate_factor=props.rate_factor,
+        read_iops_by_size=table(props.read_iops_by_size), write_iops_by_size=table(props.write_iops_by_size),
     )
 
 

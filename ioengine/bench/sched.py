@@ -271,8 +271,8 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
         finally:
             if made is not None:
                 os.unlink(made)
-        disk = DiskProperties((mountpoint,), disk.read_iops, disk.read_bandwidth, disk.write_iops, disk.write_bandwidth,
-                              disk.read_saturation_length, disk.write_saturation_length)
+        # the calibration's own numbers (per-size IOPS too), for the benchmark file's mount point
+        disk = replace(disk, mountpoints=(mountpoint,), physical_block_size=None, duplex=None, rate_factor=1.0)
         how = f"iotune --duration {IOTUNE_SECONDS}" if made is not None else source
     else:
         cal = ioengine.run(_calibrate(path, min(seconds, 2.0)))

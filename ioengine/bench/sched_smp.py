@@ -21,12 +21,12 @@ import asyncio
 import statistics
 import sys
 import time
-from dataclasses import replace
 from typing import Any, TextIO
 
 import ioengine
 from ioengine import IoClass, OpenFlags, smp
 from iosched import DiskProperties, dump_io_properties
+from iosched.sim import scaled_properties
 
 #: Outstanding requests per class in (a).
 SHARES_DEPTHS = (32, 128)
@@ -78,8 +78,7 @@ def main_sched_smp(path: str, disk: DiskProperties, n: int, seconds: float, roun
     from .sched import BLOCK, ISOLATION_WRITE_DEPTH, WRITE_BS
 
     props = dump_io_properties([disk])
-    half_disk = replace(disk, read_iops=disk.read_iops / 2, read_bandwidth=disk.read_bandwidth / 2,
-                        write_iops=disk.write_iops / 2, write_bandwidth=disk.write_bandwidth / 2)
+    half_disk = scaled_properties(disk, 0.5)
     half = dump_io_properties([half_disk])
     results: dict[str, Any] = {"smp": n}
 

@@ -61,6 +61,8 @@ T = TypeVar("T")
 
 #: Default calibration time per disk (s): layout and the four phases, warm-ups included.
 DEFAULT_DURATION = 26.0
+#: --cost-sizes: request sizes whose IOPS iotune also measures (the scheduler's per-size costs).
+DEFAULT_COST_SIZES = (128 << 10,)
 #: Seastar's default sequential buffer size.
 DEFAULT_SEQ_BUFFER = 1 << 20
 #: Seastar caps each shard's random-I/O depth at this.
@@ -109,6 +111,13 @@ def _size(text: str) -> int:
 
 def _size_or_auto(text: str) -> int:
     return parse_size(text, allow_zero=True)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated sizes ("128k,256k"); "none" or "" for none."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    return tuple(sorted({parse_size(t.strip()) for t in text.split(",") if t.strip()}))
 
 
 def _positive_float(text: str) -> float:
@@ -187,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accuracy", type=_percent, default=3.0, metavar="PERCENT",
                    help="warn when a phase's per-second spread (stdev/mean) exceeds this (default 3; "
                         "0 always prints the spread)")
+    s.add_argument("--cost-sizes", type=_sizes, default=DEFAULT_COST_SIZES, metavar="SIZES",
+                   help="also measure sequential IOPS at these request sizes (comma-separated; 'none': "
+                        "skip), written as read/write_iops_by_size so the scheduler charges each size what "
+                        "it costs, not what the 4k IOPS and 1M bandwidth imply (ioengine's keys: Seastar "
+                        "does not read them); default 128k")
     s.add_argument("--saturation", choices=("read", "write", "both"), default=None,
                    help="also measure the saturation length(s): the smallest sequential request that alone "
                         "keeps the disk at full bandwidth (slow: several extra runs)")
@@ -493,6 +507,8 @@ class DiskResult:
     saturation: dict[str, int] = field(default_factory=dict)
     physical_block_size: int | None = None
     latency_map: Any = None
+    #: "read"/"write" -> {request size: IOPS} (--cost-sizes)
+    by_size: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def random_depth(total: int, smp: int, forced: bool) -> int:
@@ -586,11 +602,14 @@ def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskRe
                 rep.info(f"Run {i + 1} of {args.repeat}")
             runs.append(_one_pass(args, tf.path, size, wls, warm, meas, i + 1, rep))
         result = DiskResult(target, size, runs, _properties(target, runs))
+        if args.cost_sizes:
+            _cost_sizes(args, tf.path, size, wls, runs, warm, meas, result, rep)
         if args.saturation:
             _saturation(args, tf.path, size, wls, runs, warm, meas, result, rep)
         if args.detect_physical_block_size:
             _detect_pbs(args, tf.path, size, plan.depth, dev, result, rep)
-        result.properties = _properties(target, runs, result.saturation, result.physical_block_size)
+        result.properties = _properties(target, runs, result.saturation, result.physical_block_size,
+                                        result.by_size)
         if args.latency_map:
             from .iotune_latency import latency_map
 
@@ -662,8 +681,14 @@ def _median(runs: list[Calibration], phase: str, attr: str) -> float:
 
 
 def _properties(target: Target, runs: list[Calibration], saturation: dict[str, int] | None = None,
-                pbs: int | None = None) -> DiskProperties:
+                pbs: int | None = None, by_size: dict[str, dict[int, float]] | None = None) -> DiskProperties:
     sat = saturation or {}
+    sizes = by_size or {}
+
+    def table(kind: str) -> tuple[tuple[int, float], ...] | None:
+        t = sizes.get(kind)
+        return tuple(sorted(t.items())) if t and len(t) >= 2 else None
+
     return DiskProperties(
         mountpoints=(target.mountpoint,),
         read_iops=_median(runs, "rand_read", "iops"),
@@ -673,7 +698,27 @@ def _properties(target: Target, runs: list[Calibration], saturation: dict[str, i
         read_saturation_length=sat.get("read"),
         write_saturation_length=sat.get("write"),
         physical_block_size=pbs,
+        read_iops_by_size=table("read"),
+        write_iops_by_size=table("write"),
     )
+
+
+def _cost_sizes(args: argparse.Namespace, path: str, size: int, wls: dict[str, Workload], runs: list[Calibration],
+                warm: float, meas: float, result: DiskResult, rep: Reporter) -> None:
+    """IOPS at each --cost-sizes size (sequential, at the sequential depth), beside the random
+    phase's (its buffer size) and the sequential phase's (its bandwidth over its buffer size)."""
+    for kind in ("write", "read"):
+        seq, rnd = wls[f"seq_{kind}"], wls[f"rand_{kind}"]
+        table = {rnd.bs: _median(runs, rnd.phase, "iops"), seq.bs: _median(runs, seq.phase, "bandwidth") / seq.bs}
+        for n in args.cost_sizes:
+            if n in table:
+                continue
+            wl = Workload(seq.phase, n, seq.depth)
+            with rep.task(f"{kind} IOPS at {fmt_size(n)}", warm + meas) as cb:
+                res = run_engine(_phase(args, path, wl, size, warm, meas, 1, cb), args.reactor_options, args.smp)
+            table[n] = res.iops
+            rep.info(f"Measuring sequential {kind} IOPS at {fmt_size(n)} (depth {wl.depth}): {res.iops:,.0f}")
+        result.by_size[kind] = table
 
 
 def _saturation(args: argparse.Namespace, path: str, size: int, wls: dict[str, Workload], runs: list[Calibration],

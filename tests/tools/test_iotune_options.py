@@ -84,6 +84,7 @@ def test_evaluation_directory_required(capsys):
     (["--format", "json"], "--format: invalid choice"),
     (["--saturation", "sideways"], "--saturation: invalid choice"),
     (["--smp", "0"], "--smp: must be >= 1"),
+    (["--cost-sizes", "100"], "multiple of 512"),
     (["--smp", str(len(os.sched_getaffinity(0)) + 1)], "CPUs, but"),
     (["--duration", "0"], "--duration: must be a positive number"),
     (["--duration", "soon"], "--duration: invalid number"),
@@ -168,6 +169,13 @@ def test_shard_depths_and_merge():
     m = merge_shards(wl, parts)
     assert (m.workload, m.ios, m.samples, m.loop_cpu, m.extra) == (wl, 4000, [1900.0, 2100.0], 0.7, {"shards": 2})
     assert m.seconds == pytest.approx(1.01)
+
+
+def test_cost_sizes_option():
+    assert iotune.parse_args(["--evaluation-directory", "/tmp"]).cost_sizes == (128 << 10,)
+    a = iotune.parse_args(["--evaluation-directory", "/tmp", "--cost-sizes", "256k,64k,64k"])
+    assert a.cost_sizes == (64 << 10, 256 << 10)
+    assert iotune.parse_args(["--evaluation-directory", "/tmp", "--cost-sizes", "none"]).cost_sizes == ()
 
 
 def test_phase_times():

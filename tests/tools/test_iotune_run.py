@@ -41,6 +41,10 @@ def test_short_run(scratch, capsys):
     assert disk.read_iops > 100 and disk.write_iops > 100
     assert disk.read_bandwidth > 1e6 and disk.write_bandwidth > 1e6
     assert disk.read_iops < 1e8 and disk.read_bandwidth < 1e12  # plausible, not garbage
+    # --cost-sizes (default 128k): IOPS at 4k (random), 128k and 1M (sequential), per direction
+    for table in (disk.read_iops_by_size, disk.write_iops_by_size):
+        assert table is not None and [n for n, _ in table] == [4096, 128 << 10, 1 << 20]
+        assert all(iops > 0 for _, iops in table)
     assert opts.read_text() == f'SEASTAR_IO="--io-properties-file={props}"\n'
     for phrase in ("passed sanity checks", "sequential write bandwidth", "sequential read bandwidth",
                    "random write IOPS", "random read IOPS", "loop CPU"):
