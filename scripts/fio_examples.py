@@ -47,7 +47,7 @@ def _bytes(v: str) -> int | None:
     return int(m.group(1)) * _UNITS[m.group(2).lower()] if m else None
 
 
-def shrink(text: str, tmp: Path, runtime: int = 1) -> str:
+def shrink(text: str, tmp: Path, runtime: int = 1, time_based: bool = False) -> str:
     """The example, short and small, its files in ``tmp`` (see the module doc)."""
     out = []
     # Examples that name a device take its whole size; here the file is new, so it gets one
@@ -61,6 +61,8 @@ def shrink(text: str, tmp: Path, runtime: int = 1) -> str:
         if body.startswith("["):
             out.append(line)
             out.append(f"runtime={runtime}")
+            if time_based:
+                out.append("time_based=1")
             if not sized:
                 out.append("size=16m")
             continue
@@ -183,8 +185,9 @@ def _json_of(cmd: list[str], cwd: Path, timeout: float) -> dict:
 
 
 def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: int, timeout: float) -> str:
-    """Side by side: each example (shrunk, runtime seconds) through ioengine-bench and fio on the
-    same files, alternating which goes first, ``rounds`` times; the medians and their ratio."""
+    """Side by side: each example (shrunk, made time_based for ``runtime`` seconds) through
+    ioengine-bench and fio on the same files, alternating which goes first, ``rounds`` times; the
+    medians and their ratio."""
     rows = ["| example | ioengine IOPS | fio IOPS | IOPS ratio | ioengine MB/s | fio MB/s | rounds |",
             "|---|---|---|---|---|---|---|"]
     for name in names:
@@ -192,7 +195,9 @@ def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: in
         with tempfile.TemporaryDirectory(prefix="fio-compare-", dir=".") as d:
             tmp = Path(d).resolve()
             job = tmp / path.name
-            job.write_text(shrink(path.read_text(errors="replace"), tmp, runtime))
+            # time_based: every job runs the whole runtime (a 16 MiB region read once takes tens of
+            # milliseconds: too short to compare rates)
+            job.write_text(shrink(path.read_text(errors="replace"), tmp, runtime, time_based=True))
             ours_cmd = [sys.executable, "-m", "ioengine.bench", "run", "--output-format", "json", str(job)]
             fio_cmd = [fio, "--output-format=json", str(job)]
             try:
