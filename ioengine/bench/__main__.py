@@ -275,8 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from .runjob import main_run
 
+            try:
+                smp_opts = smp_options_from_args(args)
+                smp_opts.cpus()  # enough CPUs for the shards, before anything runs
+            except ValueError as e:
+                print(f"ioengine-bench run: --smp {getattr(args, 'smp_smp', '?')}: {e}", file=sys.stderr)
+                return 2
             return main_run(args.job_file, reactor_options_from_args(args), args.output_format,
-                            list_options=args.list_options)
+                            list_options=args.list_options, smp=smp_opts)
         rw = args.command.removeprefix("stream-")
         api = "stream" if args.command.startswith("stream-") else "file"
         compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth, api=api), args.seconds,

@@ -48,14 +48,18 @@ import datetime
 import errno as _errno
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
+import pickle
 import random
 import resource
+import shutil
 import stat
 import struct
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -65,7 +69,7 @@ from typing import Any, TextIO
 import ioengine
 from ioengine import OpenFlags
 
-from ..options import ReactorOptions
+from ..options import ReactorOptions, SmpOptions
 from .jobfile import JobFileError, JobSpec, numa_node_ids, options_help, parse_job_file
 from .workloads import lay_out, percentile_index
 
@@ -116,6 +120,7 @@ class CloneRun:
     #: steady state: what the monitor saw (fio's JSON "steadystate"), None without ss=.
     steady: dict[str, Any] | None = None
     latency_depth: int = 0  # latency_target: the depth found (0: not used)
+    shard: int = 0  # the shard that ran it (--smp)
     error: int = 0
     error_text: str = ""
     total_err: int = 0  # errors continue_on_error went on after (and the fatal one, if any)
@@ -1675,13 +1680,71 @@ def _reporting_groups(clones: list[CloneRun]) -> dict[int, int]:
     return out
 
 
-async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Shared | None = None) -> None:
+def _pinned(j: JobSpec, waited: set[str]) -> bool:
+    """Whether the job shares state with other jobs, so runs on shard 0 with them."""
+    return bool(j.flow or j.wait_for is not None or j.name in waited or j.exitall or j.dedupe_global
+                or (j.steadystate is not None and j.group_reporting))
+
+
+def _placement(clones: list[CloneRun], shards: int) -> dict[int, int]:
+    """Which shard runs each clone (by number): round robin over the shards, except clones whose
+    jobs share state with other jobs (flow, wait_for either way, exitall, a group's steady state,
+    dedupe_global), which stay on shard 0 with the jobs they share it with."""
+    waited = {c.job.wait_for for c in clones if c.job.wait_for is not None}
+    out: dict[int, int] = {}
+    i = 0
+    for c in clones:
+        if shards <= 1 or _pinned(c.job, waited):
+            out[c.number] = 0
+        else:
+            out[c.number] = i % shards
+            i += 1
+    return out
+
+
+async def _rusage() -> tuple[float, float]:
+    """This shard's process CPU so far (user, system): a group's CPU is the shards' deltas."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+async def _remote_clone(cr: CloneRun, out_dir: str) -> str:
+    """Run one clone on this shard (its files opened here); the clone's record and its notes go
+    to a file in ``out_dir`` (a result may be larger than a cross-shard message), whose path is
+    returned."""
+    from .. import smp as _smp
+
+    notes = io.StringIO()
+    runner = _Clone(cr, notes, _Shared())
+    side = [asyncio.ensure_future(_steady_state(u)) for u in _ss_units([runner])]
+    try:
+        if await runner.prepare():
+            await runner.run()
+    except Exception as e:  # an error of this clone, as on shard 0
+        cr.fail(*_describe(e))
+    finally:
+        for t in side:
+            t.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
+    cr.shard = _smp.this_shard_id()
+    path = os.path.join(out_dir, f"clone-{cr.number}.pickle")
+    with open(path, "wb") as f:
+        pickle.dump((cr, notes.getvalue()), f)
+    return path
+
+
+async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Shared | None = None,
+                     shards: int = 1) -> None:
+    from .. import smp as _smp
+
     shared = shared or _Shared()
-    runners = [_Clone(c, warn, shared) for c in clones if not c.error]
+    place = _placement(clones, shards)
+    runners = [_Clone(c, warn, shared) for c in clones if not c.error and place[c.number] == 0]
+    remote = [c for c in clones if not c.error and place[c.number] != 0]
     for c in clones:
         if c.error:
             shared.finished(c.job.name)
-    # Everything a clone needs is made before any clone's clock starts.
+    # Everything a clone needs is made before any clone's clock starts (on its own shard: there).
     ready = []
     for r in runners:
         if await r.prepare():
@@ -1689,6 +1752,8 @@ async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Share
         else:
             shared.finished(r.job.name)
     rgroup = _reporting_groups(clones)
+    out_dir = tempfile.mkdtemp(prefix="ioengine-bench-run-") if remote else None
+    shards_before = await _smp.invoke_on_all(_rusage) if shards > 1 else None
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     ramp = max((c.job.ramp_time_s for c in clones), default=0.0)
     snap: list[Any] = [r0]
@@ -1712,14 +1777,33 @@ async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Share
                 if what == "all":
                     shared.exit_all = True
 
+    async def elsewhere(c: CloneRun) -> None:
+        assert out_dir is not None
+        try:
+            path = await _smp.submit_to(place[c.number], _remote_clone, c, out_dir)
+            with open(path, "rb") as f:
+                got, notes = pickle.load(f)
+            for name in CloneRun.__dataclass_fields__:
+                if name != "job":  # the job stays this process's object (reports group by it)
+                    setattr(c, name, getattr(got, name))
+            if notes and warn is not None:
+                warn.write(notes)
+        except Exception as e:
+            c.fail(*_describe(e))
+        finally:
+            shared.finished(c.job.name)
+
     side = [asyncio.ensure_future(after_ramp())] if ramp > 0 else []
     side += [asyncio.ensure_future(_steady_state(u)) for u in _ss_units(ready)]
     try:
-        results = await asyncio.gather(*(one(r) for r in ready), return_exceptions=True)
+        results = await asyncio.gather(*(one(r) for r in ready), *(elsewhere(c) for c in remote),
+                                       return_exceptions=True)
     finally:
         for t in side:
             t.cancel()
         await asyncio.gather(*side, return_exceptions=True)
+        if out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     for res in results:
         if isinstance(res, BaseException) and not isinstance(res, Exception):
             raise res
@@ -1728,6 +1812,11 @@ async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Share
             runner.cr.fail(*_describe(res))
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     user, system = r1.ru_utime - snap[0].ru_utime, r1.ru_stime - snap[0].ru_stime
+    if shards_before is not None:
+        # Every shard's CPU over the group (ramp_time included on shards 1..N-1).
+        after = await _smp.invoke_on_all(_rusage)
+        user += sum(a[0] - b[0] for a, b in zip(after[1:], shards_before[1:]))
+        system += sum(a[1] - b[1] for a, b in zip(after[1:], shards_before[1:]))
     total = sum(c.total_ios for c in clones)
     for c in clones:
         share = c.total_ios / total if total else 1.0 / len(clones)
@@ -1741,16 +1830,20 @@ class JobsRun:
     options: ReactorOptions
     started: float  # time.time() at the start
     jobs: list[JobSpec] = field(default_factory=list)
+    shards: int = 1
 
 
 def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
-             warn: TextIO | None = None) -> JobsRun:
+             warn: TextIO | None = None, smp: SmpOptions | None = None) -> JobsRun:
     """Run parsed jobs through ioengine.
 
     Raises :class:`JobFileError` / :class:`RunError` for what cannot run (before any job starts);
     I/O errors are recorded per clone (``error``, ``error_text``), as fio does.  Notes (layout,
-    options run differently from fio) go to ``warn`` (None: nowhere).
+    options run differently from fio) go to ``warn`` (None: nowhere).  ``smp`` with more than one
+    shard spreads the clones over the shards (fio runs a process per clone): see
+    :func:`_placement` for the ones that stay on shard 0.
     """
+    shards = smp.smp if smp is not None else 1
     started = time.time()
     check_jobs(jobs, warn)
     groups = groups_of(jobs)
@@ -1789,11 +1882,22 @@ def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
             for c in g:
                 if c in later:
                     await _preflight(c)
-            await _run_group(g, warn, shared)
+            await _run_group(g, warn, shared, shards)
         return ioengine.get_reactor().backend.name
 
-    backend = ioengine.run(main(), **opts.as_dict())
-    return JobsRun(runs, backend, opts, started, jobs)
+    kw: dict[str, Any] = dict(opts.as_dict())
+    if shards > 1:
+        assert smp is not None
+        kw.update(smp=shards, cpuset=smp.cpuset)
+        if warn is not None:
+            waited = {j.wait_for for j in jobs if j.wait_for is not None}
+            pinned = [j.name for j in jobs if _pinned(j, waited)]
+            if pinned:
+                print(f"note: job(s) {', '.join(repr(n) for n in pinned)} share state with other jobs (flow, "
+                      f"wait_for, exitall, a group's steady state, dedupe_global): they run on shard 0",
+                      file=warn)
+    backend = ioengine.run(main(), **kw)
+    return JobsRun(runs, backend, opts, started, jobs, shards)
 
 
 # ------------------------------------------------------------------------------------------
@@ -2193,7 +2297,8 @@ def to_text(run: JobsRun) -> str:
                          f"(T) {tlo}B-{thi}B, ioengine={engine} (ioengine/{backend}), iodepth={j.depth}")
     nclones = sum(len(g) for g in runs)
     lines.append(engine_version())
-    lines.append(f"Starting {nclones} job{'s' if nclones != 1 else ''} in one reactor ({backend})")
+    where = f"on {run.shards} shards" if run.shards > 1 else "in one reactor"
+    lines.append(f"Starting {nclones} job{'s' if nclones != 1 else ''} {where} ({backend})")
     lines.append("")
     entries = entries_of(runs)
     date = datetime.datetime.now().strftime("%a %b %d %H:%M:%S %Y")
@@ -2250,7 +2355,8 @@ def to_text(run: JobsRun) -> str:
 
 
 def main_run(job_file: str | None, options: ReactorOptions, output_format: str = "normal",
-             out: TextIO | None = None, err: TextIO | None = None, *, list_options: bool = False) -> int:
+             out: TextIO | None = None, err: TextIO | None = None, *, list_options: bool = False,
+             smp: SmpOptions | None = None) -> int:
     """The ``run`` command: 0 when every job ran without error, 1 when a job failed (like fio: one
     ``err=N (description)`` line per failing clone on stderr), 2 when the job file cannot be run
     (the message names every problem with its file and line).
@@ -2267,7 +2373,7 @@ def main_run(job_file: str | None, options: ReactorOptions, output_format: str =
         jobs = parse_job_file(job_file)
         if not jobs:
             raise RunError(f"{job_file}: no jobs (only [global] sections?)")
-        run = run_jobs(jobs, options, warn=err)
+        run = run_jobs(jobs, options, warn=err, smp=smp)
     except (JobFileError, RunError) as e:
         print(f"ioengine-bench run: {e}", file=err)
         return 2

@@ -271,3 +271,37 @@ def test_latency_target_job_ends_with_its_plan(scratch: Path, capsys: pytest.Cap
     assert main(["run", str(job), "--output-format", "json"]) == 0
     (j,) = json.loads(capsys.readouterr().out)["jobs"]
     assert j["read"]["total_ios"] == 64 and j["job_runtime"] < 30_000 and j["latency_depth"] == 1
+
+
+def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
+    # --smp 2: clones run on both shards (fio runs a process per clone); a job sharing state with
+    # others (here dedupe_global) stays on shard 0.
+    from ioengine.bench.jobfile import parse_job_file
+    from ioengine.bench.runjob import run_jobs
+    from ioengine.options import SmpOptions
+
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        bs=4k
+        size=256k
+        filename={dir}/s.dat
+        ioengine=libaio
+        iodepth=2
+        [spread]
+        rw=randread
+        numjobs=2
+        time_based
+        runtime=300ms
+        [pinned]
+        rw=write
+        filename={dir}/d.dat
+        dedupe_percentage=50
+        dedupe_global=1
+    """)
+    run = run_jobs(parse_job_file(job), smp=SmpOptions(smp=2))
+    clones = [c for g in run.groups for c in g]
+    spread = [c for c in clones if c.job.name == "spread"]
+    assert sorted(c.shard for c in spread) == [0, 1] and all(c.total_ios > 10 and not c.error for c in spread)
+    (pinned,) = [c for c in clones if c.job.name == "pinned"]
+    assert pinned.shard == 0 and pinned.total_ios == 64 and run.shards == 2
