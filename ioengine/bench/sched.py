@@ -13,6 +13,7 @@ Calibrates the disk with iotune (or a short built-in measurement, or takes --io-
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import statistics
@@ -25,6 +26,7 @@ from dataclasses import dataclass, replace
 import ioengine
 from ioengine import IoClass, OpenFlags
 from iosched import READ, WRITE, CostModel, DiskProperties, dump_io_properties, load_io_properties
+from iosched.sim import scaled_properties
 
 from .fio_json import FioError, run_fio
 from .workloads import ensure_bench_file
@@ -142,12 +144,50 @@ def _pct(xs: list[int], p: float) -> float:
     return s[min(len(s) - 1, int(len(s) * p / 100))] / 1000 if s else float("nan")
 
 
-async def _shares_test(path: str, seconds: float) -> float:
-    hi, lo = IoClass("bench-hi", 400), IoClass("bench-lo", 100)
+async def _shares_test(path: str, seconds: float, depth: int = SHARES_DEPTH, shares: tuple[int, int] = (400, 100),
+                       window: float = 0.2) -> list[tuple[int, int]]:
+    """Two classes of saturating 4k random reads, ``depth`` workers each; the reads each class
+    completed in every ``window`` of the run (after the first, a warm-up)."""
+    hi, lo = IoClass(f"bench-hi-{shares[0]}", shares[0]), IoClass(f"bench-lo-{shares[1]}", shares[1])
+    counts = [0, 0]
+    stop = False
     async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
-        a, b = await asyncio.gather(_saturate(f, seconds, SHARES_DEPTH, BLOCK, False, False, hi),
-                                    _saturate(f, seconds, SHARES_DEPTH, BLOCK, False, False, lo))
-    return a / max(b, 1)
+        nblocks = (await f.size()) // BLOCK
+
+        async def worker(k: int, io_class: IoClass, seed: int) -> None:
+            rnd = random.Random(seed)
+            buf = f.allocate_buffer(BLOCK)
+            while not stop:
+                await f.dma_read(rnd.randrange(nblocks) * BLOCK, buf, io_class)
+                counts[k] += 1
+            buf.release()
+
+        tasks = [asyncio.create_task(worker(k, c, k * 10_000 + i)) for k, c in enumerate((hi, lo))
+                 for i in range(depth)]
+        windows = []
+        prev = (0, 0)
+        for i in range(max(2, round(seconds / window))):
+            await asyncio.sleep(window)
+            now = (counts[0], counts[1])
+            if i:
+                windows.append((now[0] - prev[0], now[1] - prev[1]))
+            prev = now
+        stop = True
+        await asyncio.gather(*tasks)
+    return windows
+
+
+def _ratio(windows: list[tuple[int, int]]) -> float:
+    return sum(w[0] for w in windows) / max(1, sum(w[1] for w in windows))
+
+
+def _small_share(windows: list[tuple[int, int]], shares: tuple[int, int]) -> tuple[float, float]:
+    """The small class's share of each window over its entitlement: (median, 1st percentile)."""
+    want = shares[1] / (shares[0] + shares[1])
+    got = sorted(w[1] / (w[0] + w[1]) / want for w in windows if w[0] + w[1])
+    if not got:
+        return math.nan, math.nan
+    return statistics.median(got), got[int(len(got) * 0.01)]
 
 
 async def _isolation_test(path: str, seconds: float, rate: float, write_depth: int = ISOLATION_WRITE_DEPTH) -> dict:
@@ -285,10 +325,24 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
 
         return main_sched_smp(path, disk, smp, seconds, rounds, out)
     results: dict = {}
-    ratios = [ioengine.run(_shares_test(path, seconds), io_properties=props) for _ in range(rounds)]
-    results["shares_ratio"] = statistics.median(ratios)
-    print(f"(a) shares 4:1, saturating 4k random reads: ratio {results['shares_ratio']:.2f} "
-          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}; goal 4 ± 2 %)", file=out)
+    half = dump_io_properties([scaled_properties(disk, 0.5)])
+    print("(a) shares 4:1, saturating 4k random reads, two classes (goal 4 ± 5 %):", file=out)
+    results["shares"] = {}
+    for label, depth, p in ((f"{SHARES_DEPTH} per class, calibrated", SHARES_DEPTH, props),
+                            (f"{SHARES_DEPTH} per class, disk at half", SHARES_DEPTH, half),
+                            ("32 per class, calibrated", 32, props), ("32 per class, disk at half", 32, half)):
+        ratios = [_ratio(ioengine.run(_shares_test(path, seconds, depth), io_properties=p)) for _ in range(rounds)]
+        results["shares"][label] = statistics.median(ratios)
+        print(f"    {label}: {statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})",
+              file=out)
+    results["shares_ratio"] = results["shares"][f"{SHARES_DEPTH} per class, calibrated"]
+    small = (990, 10)
+    shares_1pc = [_small_share(ioengine.run(_shares_test(path, seconds, 32, small), io_properties=half), small)
+                  for _ in range(rounds)]
+    med, p1 = statistics.median(s[0] for s in shares_1pc), statistics.median(s[1] for s in shares_1pc)
+    results["one_percent"] = {"median": med, "p1": p1}
+    print(f"    1 % of the shares (10 vs 990, 32 each, disk at half): the small class got {med:.2f}x its entitlement "
+          f"(median of 200 ms windows; 1st percentile {p1:.2f}x; goal 0.8-1.25x, >= 0.5)", file=out)
     iso = ioengine.run(_isolation_test(path, seconds, disk.read_iops * 0.5), io_properties=props)
     fio_iso = _fio_isolation(path, size, seconds, disk.read_iops * 0.5, disk)
     iso["fio"] = fio_iso

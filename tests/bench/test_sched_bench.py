@@ -18,6 +18,8 @@ def test_sched_benchmark_smoke(scratch):
     for r in res["one_class"].values():
         assert r["calibrated"] > 0 and r["machinery"] > 0 and r["raw_iops"] > 0
     assert res["one_class_ratio"] == res["one_class"][ONE_CLASS_LOADS[0][0]]["calibrated"]
+    assert len(res["shares"]) == 4 and all(r > 0 for r in res["shares"].values())
+    assert "1 % of the shares" in text and res["one_percent"]["median"] >= 0
     iso = res["isolation"]
     assert iso["write_mb_per_s"] > 0 and ("error" in iso["fio"] or iso["fio"]["utilisation"] > 0)
 
@@ -27,3 +29,23 @@ def test_sched_benchmark_refuses_an_unknown_calibration(scratch):
 
     with pytest.raises(ValueError, match="iotune, builtin"):
         main_sched(str(scratch / "bench.dat"), 16 << 20, 0.2, None, 1, calibration="fio")
+
+
+@pytest.mark.slow
+@pytest.mark.real_disk
+def test_sched_benchmark_on_two_shards(scratch):
+    from ioengine.bench.sched_smp import main_sched_smp
+    from iosched import DiskProperties
+
+    path = scratch / "bench.dat"
+    with open(path, "wb") as fh:
+        fh.write(bytes(16 << 20))
+    disk = DiskProperties((str(scratch),), 20_000, 200e6, 20_000, 200e6,
+                          write_iops_by_size=((4096, 20_000), (1 << 20, 200)))
+    out = io.StringIO()
+    res = main_sched_smp(str(path), disk, 2, 0.2, 1, out)
+    text = out.getvalue()
+    for part in ("(a) shares 4:1 across shards", "no io group", "(b) reads at 50 %", "(e) one disk, 2 shards"):
+        assert part in text
+    assert all(r > 0 for r in res["shares"].values())
+    assert res["one_disk"]["one_shard_iops"] > 0 and res["one_disk"]["group_iops"] > 0
