@@ -3,7 +3,9 @@
     python -m ioengine.bench sched [--seconds 3] [--file .scratch/bench.dat] [--calibration iotune|builtin]
 
 Calibrates the disk with iotune (or a short built-in measurement, or takes --io-properties-file), then:
- (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio;
+ (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio, with 128 and
+     32 workers per class, at the calibration and with the disk described at half of it; and a
+     class with 1 % of the shares (10 vs 990) → its share of 200 ms windows over its entitlement;
  (b) a protected class of 4k random reads at 50 % of the calibrated read IOPS (shares 1000)
      against backlogged 128 KiB sequential writes (shares 100) → read p95/p99 against the
      reads alone, achieved/requested IOPS, and the disk's utilisation by the cost model;
