@@ -3,10 +3,11 @@
  * No policy lives here: no retries, no scheduling, no error text. Every function returns
  * 0 / a count, or -errno; Python turns that into exceptions.
  *
- * A batch record is five uint64 words (see IE_REC_WORDS):
+ * A batch record is five uint64 words (see IE_REC_WORDS), read by rec_decode() only:
  *   w0 = op | fd << 8 | flags << 40      w1 = buffer address (or iovec array address)
- *   w2 = length (or iovec count) | fixed buffer index << 32 (index + 1, 0 = not fixed)
- *   w3 = file offset                     w4 = user_data handed back on completion
+ *   w2 = length (or iovec count)         w3 = file offset
+ *   w4 = user_data handed back on completion
+ * (ioengine/_iopath, native/iopath.c, writes them.)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +25,30 @@
 #include <unistd.h>
 
 #include "ioengine_native.h"
+
+/* One record, decoded: every backend reads records through this one function. */
+struct ie_rec {
+    unsigned op;      /* enum ie_op */
+    int fd;
+    unsigned flags;   /* IE_OP_FSYNC: 1 = fdatasync */
+    void *addr;       /* buffer, or the iovec array of READV/WRITEV */
+    uint32_t len;     /* bytes, or the iovec count */
+    uint64_t off;
+    uint64_t ud;
+};
+
+static inline struct ie_rec rec_decode(const uint64_t *w)
+{
+    struct ie_rec r;
+    r.op = (unsigned)(w[0] & 0xff);
+    r.fd = (int)(uint32_t)((w[0] >> 8) & 0xffffffffu);
+    r.flags = (unsigned)(w[0] >> 40);
+    r.addr = (void *)(uintptr_t)w[1];
+    r.len = (uint32_t)(w[2] & 0xffffffffu);
+    r.off = w[3];
+    r.ud = w[4];
+    return r;
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* io_uring                                                                                    */
@@ -104,42 +129,30 @@ static struct io_uring_sqe *get_sqe(struct ie_uring *r)
 int ie_uring_prep_batch(struct ie_uring *r, const uint64_t *recs, int n)
 {
     for (int i = 0; i < n; i++) {
-        const uint64_t *w = recs + (size_t)i * IE_REC_WORDS;
+        struct ie_rec q = rec_decode(recs + (size_t)i * IE_REC_WORDS);
         struct io_uring_sqe *sqe = get_sqe(r);
         if (!sqe)
             return i;
-        unsigned op = (unsigned)(w[0] & 0xff);
-        int fd = (int)(uint32_t)((w[0] >> 8) & 0xffffffffu);
-        unsigned flags = (unsigned)(w[0] >> 40);
-        void *addr = (void *)(uintptr_t)w[1];
-        unsigned len = (unsigned)(w[2] & 0xffffffffu);
-        int fixed = (int)(w[2] >> 32) - 1;
-        switch (op) {
+        switch (q.op) {
         case IE_OP_READ:
-            if (fixed >= 0)
-                io_uring_prep_read_fixed(sqe, fd, addr, len, w[3], fixed);
-            else
-                io_uring_prep_read(sqe, fd, addr, len, w[3]);
+            io_uring_prep_read(sqe, q.fd, q.addr, q.len, q.off);
             break;
         case IE_OP_WRITE:
-            if (fixed >= 0)
-                io_uring_prep_write_fixed(sqe, fd, addr, len, w[3], fixed);
-            else
-                io_uring_prep_write(sqe, fd, addr, len, w[3]);
+            io_uring_prep_write(sqe, q.fd, q.addr, q.len, q.off);
             break;
         case IE_OP_READV:
-            io_uring_prep_readv(sqe, fd, (const struct iovec *)addr, len, w[3]);
+            io_uring_prep_readv(sqe, q.fd, (const struct iovec *)q.addr, q.len, q.off);
             break;
         case IE_OP_WRITEV:
-            io_uring_prep_writev(sqe, fd, (const struct iovec *)addr, len, w[3]);
+            io_uring_prep_writev(sqe, q.fd, (const struct iovec *)q.addr, q.len, q.off);
             break;
         case IE_OP_FSYNC:
-            io_uring_prep_fsync(sqe, fd, flags ? IORING_FSYNC_DATASYNC : 0);
+            io_uring_prep_fsync(sqe, q.fd, q.flags ? IORING_FSYNC_DATASYNC : 0);
             break;
         default:
             return -EINVAL;
         }
-        io_uring_sqe_set_data64(sqe, w[4]);
+        io_uring_sqe_set_data64(sqe, q.ud);
     }
     return n;
 }
@@ -312,10 +325,28 @@ int ie_uring_wait(struct ie_uring *r, unsigned min_complete)
 /* ------------------------------------------------------------------------------------------ */
 /* linux-aio                                                                                   */
 
+/* The iocbs are kept, not allocated per request: a free list refilled by the completions,
+ * grown a slab at a time when a batch finds it empty (at most as many as were ever in flight
+ * at once), all freed with the context. */
+#define IE_AIO_SLAB 64
+#define IE_AIO_EVENTS 128  /* io_events read per io_getevents call (on the stack) */
+
+struct ie_iocb {
+    struct iocb cb;  /* first: the kernel hands back &cb (io_event.obj) */
+    struct ie_iocb *next;
+};
+
+struct ie_aio_slab {
+    struct ie_aio_slab *next;
+    struct ie_iocb cbs[IE_AIO_SLAB];
+};
+
 struct ie_aio {
     io_context_t ctx;
     int efd;
     unsigned nr;
+    struct ie_iocb *free;
+    struct ie_aio_slab *slabs;
 };
 
 int ie_aio_create(unsigned nr, int efd, struct ie_aio **out)
@@ -336,8 +367,37 @@ int ie_aio_create(unsigned nr, int efd, struct ie_aio **out)
 
 void ie_aio_destroy(struct ie_aio *a)
 {
-    io_destroy(a->ctx);
+    io_destroy(a->ctx);  /* waits for the requests still in flight: their iocbs are free after */
+    for (struct ie_aio_slab *s = a->slabs, *next; s; s = next) {
+        next = s->next;
+        free(s);
+    }
     free(a);
+}
+
+static struct ie_iocb *aio_get(struct ie_aio *a)
+{
+    if (!a->free) {
+        struct ie_aio_slab *s = malloc(sizeof(*s));
+        if (!s)
+            return NULL;
+        s->next = a->slabs;
+        a->slabs = s;
+        for (int i = 0; i < IE_AIO_SLAB; i++) {
+            s->cbs[i].next = a->free;
+            a->free = &s->cbs[i];
+        }
+    }
+    struct ie_iocb *c = a->free;
+    a->free = c->next;
+    return c;
+}
+
+static void aio_put(struct ie_aio *a, struct iocb *cb)
+{
+    struct ie_iocb *c = (struct ie_iocb *)cb;
+    c->next = a->free;
+    a->free = c;
 }
 
 int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n)
@@ -347,37 +407,34 @@ int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n)
     while (done < n) {
         int chunk = n - done < 64 ? n - done : 64;
         for (int i = 0; i < chunk; i++) {
-            const uint64_t *w = recs + (size_t)(done + i) * IE_REC_WORDS;
-            struct iocb *cb = malloc(sizeof(*cb));
-            if (!cb) {
+            struct ie_rec q = rec_decode(recs + (size_t)(done + i) * IE_REC_WORDS);
+            struct ie_iocb *c = aio_get(a);
+            if (!c) {
                 for (int j = 0; j < i; j++)
-                    free(ptrs[j]);
+                    aio_put(a, ptrs[j]);
                 return done ? done : -ENOMEM;
             }
-            unsigned op = (unsigned)(w[0] & 0xff);
-            int fd = (int)(uint32_t)((w[0] >> 8) & 0xffffffffu);
-            void *addr = (void *)(uintptr_t)w[1];
-            size_t len = (size_t)(w[2] & 0xffffffffu);
-            switch (op) {
+            struct iocb *cb = &c->cb;
+            switch (q.op) {
             case IE_OP_READ:
-                io_prep_pread(cb, fd, addr, len, (long long)w[3]);
+                io_prep_pread(cb, q.fd, q.addr, q.len, (long long)q.off);
                 break;
             case IE_OP_WRITE:
-                io_prep_pwrite(cb, fd, addr, len, (long long)w[3]);
+                io_prep_pwrite(cb, q.fd, q.addr, q.len, (long long)q.off);
                 break;
             case IE_OP_READV:
-                io_prep_preadv(cb, fd, (const struct iovec *)addr, (int)len, (long long)w[3]);
+                io_prep_preadv(cb, q.fd, (const struct iovec *)q.addr, (int)q.len, (long long)q.off);
                 break;
             case IE_OP_WRITEV:
-                io_prep_pwritev(cb, fd, (const struct iovec *)addr, (int)len, (long long)w[3]);
+                io_prep_pwritev(cb, q.fd, (const struct iovec *)q.addr, (int)q.len, (long long)q.off);
                 break;
             default:
-                free(cb);
+                aio_put(a, cb);
                 for (int j = 0; j < i; j++)
-                    free(ptrs[j]);
+                    aio_put(a, ptrs[j]);
                 return done ? done : -EINVAL;
             }
-            cb->data = (void *)(uintptr_t)w[4];
+            cb->data = (void *)(uintptr_t)q.ud;
             if (a->efd >= 0)
                 io_set_eventfd(cb, a->efd);
             ptrs[i] = cb;
@@ -385,7 +442,7 @@ int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n)
         int ret = io_submit(a->ctx, chunk, ptrs);
         int accepted = ret > 0 ? ret : 0;
         for (int j = accepted; j < chunk; j++)
-            free(ptrs[j]);
+            aio_put(a, ptrs[j]);
         done += accepted;
         if (ret < 0)
             return done ? done : ret;
@@ -395,40 +452,43 @@ int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n)
     return done;
 }
 
-int ie_aio_reap(struct ie_aio *a, uint64_t *ud, int32_t *res, int max)
+/* Up to ``max`` completions into ud/res, waiting until at least ``min_nr`` have come (0: none,
+ * what is ready); read IE_AIO_EVENTS at a time, so ``max`` may be any size. */
+static int aio_get_events(struct ie_aio *a, int min_nr, uint64_t *ud, int32_t *res, int max)
 {
-    struct io_event evs[128];
+    struct io_event evs[IE_AIO_EVENTS];
     struct timespec zero = {0, 0};
     int total = 0;
     while (total < max) {
-        int want = max - total < 128 ? max - total : 128;
-        int got = io_getevents(a->ctx, 0, want, evs, &zero);
+        int want = max - total < IE_AIO_EVENTS ? max - total : IE_AIO_EVENTS;
+        int need = min_nr - total;
+        if (need < 0)
+            need = 0;
+        if (need > want)
+            need = want;
+        int got = io_getevents(a->ctx, need, want, evs, need ? NULL : &zero);
         if (got < 0)
             return total ? total : got;
         for (int i = 0; i < got; i++) {
             ud[total + i] = (uint64_t)(uintptr_t)evs[i].data;
             res[total + i] = (int32_t)(long)evs[i].res;
-            free(evs[i].obj);
+            aio_put(a, evs[i].obj);
         }
         total += got;
-        if (got < want)
+        if (got < want && total >= min_nr)
             break;
     }
     return total;
 }
 
+int ie_aio_reap(struct ie_aio *a, uint64_t *ud, int32_t *res, int max)
+{
+    return aio_get_events(a, 0, ud, res, max);
+}
+
 int ie_aio_wait(struct ie_aio *a, int min_nr, uint64_t *ud, int32_t *res, int max)
 {
-    struct io_event evs[128];
-    if (max > 128)
-        max = 128;
-    int got = io_getevents(a->ctx, min_nr, max, evs, NULL);
-    for (int i = 0; i < got; i++) {
-        ud[i] = (uint64_t)(uintptr_t)evs[i].data;
-        res[i] = (int32_t)(long)evs[i].res;
-        free(evs[i].obj);
-    }
-    return got;
+    return aio_get_events(a, min_nr < max ? min_nr : max, ud, res, max);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -544,28 +604,24 @@ int ie_eventfd_signal(int fd)
 int64_t ie_rw_sync(const uint64_t *rec)
 {
     /* The thread-pool backend's worker: one blocking call (cffi drops the GIL around it). */
-    unsigned op = (unsigned)(rec[0] & 0xff);
-    int fd = (int)(uint32_t)((rec[0] >> 8) & 0xffffffffu);
-    unsigned flags = (unsigned)(rec[0] >> 40);
-    void *addr = (void *)(uintptr_t)rec[1];
-    size_t len = (size_t)(rec[2] & 0xffffffffu);
-    off_t off = (off_t)rec[3];
+    struct ie_rec q = rec_decode(rec);
+    off_t off = (off_t)q.off;
     ssize_t ret;
-    switch (op) {
+    switch (q.op) {
     case IE_OP_READ:
-        ret = pread(fd, addr, len, off);
+        ret = pread(q.fd, q.addr, q.len, off);
         break;
     case IE_OP_WRITE:
-        ret = pwrite(fd, addr, len, off);
+        ret = pwrite(q.fd, q.addr, q.len, off);
         break;
     case IE_OP_READV:
-        ret = preadv(fd, (const struct iovec *)addr, (int)len, off);
+        ret = preadv(q.fd, (const struct iovec *)q.addr, (int)q.len, off);
         break;
     case IE_OP_WRITEV:
-        ret = pwritev(fd, (const struct iovec *)addr, (int)len, off);
+        ret = pwritev(q.fd, (const struct iovec *)q.addr, (int)q.len, off);
         break;
     case IE_OP_FSYNC:
-        ret = flags ? fdatasync(fd) : fsync(fd);
+        ret = q.flags ? fdatasync(q.fd) : fsync(q.fd);
         break;
     default:
         return -EINVAL;
