@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.ioengine-installed
-SOURCES := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.py)
+SOURCES := pyproject.toml setup.py $(wildcard native/*.c native/*.h native/*.cdef native/*.py)
 
 .PHONY: test lint typecheck demo bench setup sysdeps clean asan soak
 
