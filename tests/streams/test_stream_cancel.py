@@ -94,11 +94,10 @@ def _input_file(scratch, n=1 << 20):
 async def _cancel_once_consumed(task: asyncio.Task, stream, past: int) -> None:
     """Cancel ``task`` once the stream has handed out more than ``past`` bytes (and the task still
     waits for more); fails the test if the task finished first."""
-    for _ in range(10_000):
-        if task.done():
-            break
-        if stream._consumed_pos() > past:
-            break
+    # a guard against a hang, not a timing: on a loaded machine (the threads backend's reads
+    # wait for a pool thread) 10,000 loop turns were not always enough for the first read
+    give_up = asyncio.get_running_loop().time() + 60
+    while not task.done() and stream._consumed_pos() <= past and asyncio.get_running_loop().time() < give_up:
         await asyncio.sleep(0)
     assert not task.done(), "the read finished before it could be cancelled"
     assert stream._consumed_pos() > past
