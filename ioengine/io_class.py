@@ -10,15 +10,16 @@ import contextvars
 import weakref
 from typing import Any
 
-from iosched import IoClassState, IoQueue, check_shares
+from iosched import IoClassState, IoQueue, IoQueueConfig, check_shares
 
 _current: contextvars.ContextVar[IoClass | None] = contextvars.ContextVar("ioengine_io_class", default=None)
 # The tokens of the open ``with`` blocks, per context (each task has its own), innermost last.
 _open_blocks: contextvars.ContextVar[tuple[contextvars.Token[IoClass | None], ...]] = contextvars.ContextVar(
     "ioengine_io_class_blocks", default=())
 
-#: Shares of a class created without any (Seastar's default for a priority class).
-DEFAULT_SHARES = 1000.0
+#: Shares of a class created without any: iosched's (IoQueueConfig.default_shares, Seastar's
+#: default for a priority class), so a class and a disk queue's default class agree.
+DEFAULT_SHARES = IoQueueConfig().default_shares
 
 
 #: The live classes by name: a name means one class (a disk queue holds one state per name).
