@@ -8,14 +8,45 @@ checked to be the backend asked for. ``scratch`` is a fresh directory on the loc
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import ioengine
+
+
+class _NeverRetrieved(logging.Handler):
+    """What asyncio logs about a future or task whose exception nobody retrieved: an error the
+    engine lost. Logged when the object is freed, so it may surface in the next test; any test
+    that sees one fails (the reliability suite's ``reports`` fixture looks closer)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "never retrieved" in msg:
+            self.messages.append(msg)
+
+
+_never_retrieved = _NeverRetrieved()
+logging.getLogger("asyncio").addHandler(_never_retrieved)
+
+
+@pytest.fixture(autouse=True)
+def _no_exception_left_unretrieved() -> Iterator[None]:
+    seen = len(_never_retrieved.messages)
+    yield
+    new = _never_retrieved.messages[seen:]
+    if new:
+        pytest.fail(f"asyncio logged {len(new)} unretrieved exception(s), e.g.: {new[0][:300]}")
+
 
 #: Fixtures that bring a marker to every test using them: the need is the fixture's.
 FIXTURE_MARKS = {
