@@ -184,7 +184,8 @@ def _json_of(cmd: list[str], cwd: Path, timeout: float) -> dict:
     return json.loads(out)
 
 
-def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: int, timeout: float) -> str:
+def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: int, timeout: float,
+            extra: list[str] | None = None) -> str:
     """Side by side: each example (shrunk, made time_based for ``runtime`` seconds) through
     ioengine-bench and fio on the same files, alternating which goes first, ``rounds`` times; the
     medians and their ratio."""
@@ -198,7 +199,8 @@ def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: in
             # time_based: every job runs the whole runtime (a 16 MiB region read once takes tens of
             # milliseconds: too short to compare rates)
             job.write_text(shrink(path.read_text(errors="replace"), tmp, runtime, time_based=True))
-            ours_cmd = [sys.executable, "-m", "ioengine.bench", "run", "--output-format", "json", str(job)]
+            ours_cmd = [sys.executable, "-m", "ioengine.bench", "run", "--output-format", "json", *(extra or []),
+                        str(job)]
             fio_cmd = [fio, "--output-format=json", str(job)]
             try:
                 _json_of(ours_cmd, tmp, timeout)  # lays the files out; not counted
@@ -264,11 +266,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: run these examples side by side with fio (needs --fio) and print a table")
     p.add_argument("--rounds", type=int, default=3, help="--compare: alternating rounds (default %(default)s)")
     p.add_argument("--runtime", type=int, default=3, help="--compare: seconds per run (default %(default)s)")
+    p.add_argument("--ioengine-args", default="", help="--compare: more arguments of ioengine-bench run, "
+                                                        "e.g. '--smp 2'")
     args = p.parse_args(argv)
     if args.compare:
         if not args.fio:
             p.error("--compare needs --fio")
-        print(compare(args.examples, args.compare, args.fio, args.rounds, args.runtime, args.timeout))
+        print(compare(args.examples, args.compare, args.fio, args.rounds, args.runtime, args.timeout,
+                      args.ioengine_args.split()))
         return 0
     files = sorted(args.examples.glob("*.fio"))
     if not files:
