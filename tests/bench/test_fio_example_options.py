@@ -305,3 +305,31 @@ def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
     assert sorted(c.shard for c in spread) == [0, 1] and all(c.total_ios > 10 and not c.error for c in spread)
     (pinned,) = [c for c in clones if c.job.name == "pinned"]
     assert pinned.shard == 0 and pinned.total_ios == 64 and run.shards == 2
+
+
+def test_new_group_starts_a_reporting_group_as_fio(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # exitwhat.fio's shape: new_group makes its own groupid (and group_reporting entry) without
+    # waiting; stonewall starts the next; group_reporting merges a groupid's jobs (fio 3.33 did so).
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        bs=4k
+        size=64k
+        filename={dir}/g.dat
+        group_reporting
+        number_ios=5
+        [a]
+        rw=read
+        [b]
+        new_group
+        rw=randread
+        numjobs=2
+        [c]
+        stonewall
+        rw=read
+        [d]
+        rw=randread
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    got = [(j["jobname"], j["groupid"], j["read"]["total_ios"]) for j in json.loads(capsys.readouterr().out)["jobs"]]
+    assert got == [("a", 0, 5), ("b", 1, 10), ("c", 2, 10)]
