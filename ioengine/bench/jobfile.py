@@ -1375,6 +1375,18 @@ _ALIASES = {
     "ss_interval": "steadystate_check_interval",
     "fill_fs": "fill_device",
 }
+_PRIO = ("per-request I/O priorities need the priority in each request (io_uring's sqe->ioprio, libaio's "
+         "aio_reqprio), which ioengine's submit path does not carry; an IoClass is the scheduler's share, not "
+         "the kernel's priority")
+_ZBD = "zoned block devices (zonemode=zbd) are not supported"
+#: Options ioengine refuses for a reason worth saying (the rest: "not supported").
+_REFUSED_WHY = {
+    **dict.fromkeys(("prio", "prioclass", "prio_percentage", "cmdprio", "cmdprio_class", "cmdprio_percentage",
+                     "cmdprio_bssplit", "cmdprio_hint", "log_prio", "priohint"), _PRIO),
+    **dict.fromkeys(("max_open_zones", "job_max_open_zones", "zone_reset_threshold", "zone_reset_frequency",
+                     "read_beyond_wp", "zonecapacity", "ignore_zone_limits", "recover_zbd_write_error"), _ZBD),
+    "atomic": "atomic writes (RWF_ATOMIC) are not available through ioengine",
+}
 #: Every option name ioengine accepts in a job file (fio's aliases included).
 SUPPORTED_OPTIONS: tuple[str, ...] = tuple(sorted({*_OPTIONS, *_ALIASES}))
 # Options to_fio_args writes from the parsed values (the rest it passes on as written).
@@ -1486,8 +1498,10 @@ def _apply(spec: JobSpec, sec: _Section, *, in_global: bool, errors: list[JobFil
         entry = _OPTIONS.get(canonical)
         try:
             if entry is None:
-                raise src.error(f"option '{option}' is not supported by ioengine "
-                                f"(`ioengine-bench run --list-options` lists those it runs)", option)
+                why = _REFUSED_WHY.get(canonical)
+                raise src.error(f"option '{option}' is not supported by ioengine"
+                                + (f": {why}" if why else "")
+                                + " (`ioengine-bench run --list-options` lists those it runs)", option)
             if canonical == "name" and in_global:
                 pass  # fio ignores a name in [global]: jobs take their section's name
             else:

@@ -506,3 +506,11 @@ def test_job_file_and_to_fio_args_run_identically_in_fio(tmp_path: Path) -> None
             assert a.write.total_ios == spec.size // spec.bs_write
         else:
             assert a.read.total_ios == spec.size // spec.bs
+
+
+def test_refusals_say_why_when_there_is_a_reason() -> None:
+    with pytest.raises(JobFileError) as info:
+        parse_job_text("[j]\nprioclass=3\nmax_open_zones=4\n", "p.fio")
+    msg = str(info.value)
+    assert "option 'prioclass' is not supported by ioengine: per-request I/O priorities" in msg
+    assert "option 'max_open_zones' is not supported by ioengine: zoned block devices" in msg
