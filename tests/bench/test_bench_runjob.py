@@ -82,7 +82,8 @@ def test_run_json_round_trip(scratch: Path, capsys: pytest.CaptureFixture[str]) 
         assert c.min <= c.mean <= c.max
         assert d.lat_ns.mean == c.mean
     assert rr.usr_cpu + rr.sys_cpu > 0 and rr.runtime_ms >= 900
-    assert res.cpu_us_per_io() is not None and res.cpu_us_per_io() > 0
+    cpu = res.cpu_us_per_io()
+    assert cpu is not None and cpu > 0
     assert rr.options["rw"] == "randread" and "size" not in rr.options  # fio: the job's own options only
     doc = json.loads(text)
     assert doc["global options"]["size"] == "4m"
