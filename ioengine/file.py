@@ -453,8 +453,8 @@ class File:
 
     def _write_done(self, req: tuple[Any, ...], res: int) -> None:
         """The completion of a write issued with an ``on_done`` (_issue_write: the output stream's
-        buffers), before ``on_done``: a hook for subclasses (bench's TimedFile times the stream's
-        writes here). Other writes go to the tracker directly, one call less per write."""
+        buffers), before ``on_done``. Other writes go to the tracker directly, one call less per
+        write."""
         self._size.write_done(req, res)
 
     def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool,

@@ -39,11 +39,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ioengine/backends/threads.py", "self._pool._max_workers"):
         "describe() reports the pool's size, which ThreadPoolExecutor keeps only privately "
         "(could keep its own count instead)",
-    ("ioengine/bench/workloads.py", "File._issue_write"):
-        "TimedFile, a File subclass, extends File's write hooks to time the stream's writes "
-        "(could wrap File.sink()'s put and its on_done instead)",
-    ("ioengine/bench/workloads.py", "File._write_done"):
-        "as above: the completion half of the write hook",
 }
 
 _ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")

@@ -17,7 +17,7 @@ from typing import Any
 
 import ioengine
 from ioengine import OpenFlags, ReactorOptions
-from ioengine.file import File
+from ioengine.file import File, FileSink
 from ioengine.fstream import (
     FileInputStreamOptions,
     FileOutputStreamOptions,
@@ -122,10 +122,10 @@ async def _run_workers(worker: Any, n: int, seconds: float) -> _Timer:
 
 
 def _timed_file_class(lat: list[int]) -> type[File]:
-    """A File subclass that times the I/Os the streams issue (read_future / _issue_write),
+    """A File subclass that times the I/Os the streams issue (read_future / its sink's put),
     without touching the streams' code.
 
-    Writes are timed from the call to ``_write_done``, which the reactor calls as it reaps the
+    Writes are timed from ``put`` to its ``on_done``, which the reactor calls as it reaps the
     completion. A done-callback would not do for them: the output stream settles writes whose
     future is already done without suspending, so while it keeps finding them done it does not
     yield to the loop and callbacks wait (measured: up to ~50 ms). Reads have no such hook and are
@@ -134,7 +134,19 @@ def _timed_file_class(lat: list[int]) -> type[File]:
     """
     clock = time.perf_counter_ns
     append = lat.append
-    starts: dict[int, int] = {}
+
+    class TimedSink(FileSink):
+        __slots__ = ()
+
+        def put(self, pos: int, buf: Any, io_class: Any = None, on_done: Any = None) -> asyncio.Future[int]:
+            t = clock()  # the output stream issues its writes here
+
+            def done(req: tuple, res: int) -> None:
+                append(clock() - t)
+                if on_done is not None:
+                    on_done(req, res)
+
+            return FileSink.put(self, pos, buf, io_class, done)
 
     class TimedFile(File):
         __slots__ = ()
@@ -145,15 +157,8 @@ def _timed_file_class(lat: list[int]) -> type[File]:
             fut.add_done_callback(lambda _f: append(clock() - t))
             return fut
 
-        def _issue_write(self, pos: int, buf: Any, io_class: Any = None, on_done: Any = None) -> asyncio.Future[int]:
-            starts[pos] = clock()  # the output stream issues its writes here
-            return File._issue_write(self, pos, buf, io_class, on_done)
-
-        def _write_done(self, req: tuple, res: int) -> None:
-            t = starts.pop(req[4], None)
-            if t is not None and req[0] is not None:
-                append(clock() - t)
-            File._write_done(self, req, res)
+        def sink(self) -> FileSink:
+            return TimedSink(self)
 
     return TimedFile
 
