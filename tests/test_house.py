@@ -36,9 +36,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "as above: a loop without a selector (uvloop) is detected this way",
     ("ioengine/smp/__init__.py", "os._exit"):
         "os._exit is public API (exit without cleanup, in a forked shard); the underscore is historical",
-    ("ioengine/backends/threads.py", "self._pool._max_workers"):
-        "describe() reports the pool's size, which ThreadPoolExecutor keeps only privately "
-        "(could keep its own count instead)",
 }
 
 _ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")

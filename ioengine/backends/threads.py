@@ -16,12 +16,13 @@ class ThreadsBackend(Backend):
     def __init__(self, entries: int, threads: int) -> None:
         super().__init__(capacity=entries)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ioengine-io")
+        self._workers = threads
         self._done: collections.deque[tuple[int, int]] = collections.deque()
         self._outstanding = 0
         self._cv = threading.Condition()
 
     def describe(self) -> str:
-        return f"threads ({self._pool._max_workers} workers)"
+        return f"threads ({self._workers} workers)"
 
     def _work(self, rec: bytes) -> None:
         buf = ffi.from_buffer("uint64_t[]", rec)
