@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import threading
 from dataclasses import dataclass
@@ -36,6 +37,20 @@ class PathOwner(Protocol):
 
 #: Where an error names a path: the path, the File owning the request, or nothing.
 PathOrOwner = str | PathOwner | None
+
+
+#: ioctl(2) request of the size of a block device in bytes (linux/fs.h: _IOR(0x12, 114, size_t)).
+BLKGETSIZE64 = 0x80081272
+
+
+def block_device_size(fd: int, path: object) -> int:
+    """The size of the block device open on ``fd``, in bytes (an ioctl: it does not block)."""
+    buf = bytearray(8)
+    try:
+        fcntl.ioctl(fd, BLKGETSIZE64, buf)
+    except OSError as e:
+        raise kernel_error(e.errno or 0, "ioctl(BLKGETSIZE64)", path) from None
+    return int.from_bytes(buf, "little")
 
 
 @dataclass(frozen=True, slots=True)

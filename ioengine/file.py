@@ -5,6 +5,7 @@ import asyncio
 import enum
 import errno
 import os
+import stat
 from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -556,10 +557,14 @@ class File:
         """The logical size: what the file will hold once writes in flight land.
 
         A coroutine (as Seastar's ``file::size()``): ``n = await f.size()``. It asks the kernel
-        (statx); ``logical_size`` is the synchronous view of what this File has done."""
+        (statx; for a block device, whose statx size is 0, the BLKGETSIZE64 ioctl, as Seastar
+        does); ``logical_size`` is the synchronous view of what this File has done."""
         self._check_open()
         pending = self._size.pending_end  # writes issued before this call, even if they land meanwhile
-        return self._size.logical_view((await self._stat_now()).size, pending)
+        st = await self._stat_now()
+        if stat.S_ISBLK(st.mode):
+            return _ops.block_device_size(self._fd, self._path)
+        return self._size.logical_view(st.size, pending)
 
     async def close(self) -> None:
         """Refuse new I/O at once, let what was admitted before finish (writes waiting for the
