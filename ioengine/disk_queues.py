@@ -36,7 +36,8 @@ class DiskQueues:
         # anything, leaving shares without effect (see IoQueueConfig.bound_in_disk).
         cfg: dict[str, Any] = {"bound_in_disk": True, "in_disk_limit": float(options.io_in_disk_goals),
                                "adaptive_in_disk": options.io_adaptive_in_disk,
-                               "fair_wait_fraction": options.io_fair_wait_fraction}
+                               "fair_wait_fraction": options.io_fair_wait_fraction,
+                               "dispatch_slice": options.io_dispatch_slice}
         if options.io_latency_goal_ms is not None:
             cfg["latency_goal_ms"] = options.io_latency_goal_ms
         self.config = IoQueueConfig(**cfg)

@@ -66,6 +66,14 @@ class ReactorOptions:
     #: While two or more io classes have work on a disk, keep this fraction of the requests they
     #: offer waiting in the fair queue (iosched's IoQueueConfig.fair_wait_fraction): shares then
     #: decide who goes, and whose tasks get the loop, also when the engine is the bottleneck.
+    #: Each dispatch from a throttled disk's queue hands out at most this fraction of the token
+    #: bucket (iosched's IoQueueConfig.dispatch_slice), the rest on the next loop turns: after a
+    #: stall, the classes whose tasks requeue in between keep their share of the burst instead
+    #: of a class with few shares taking it. It costs throughput where very many requests wait
+    #: (two classes of 128 each at the calibrated rate: ~15 %); docs/scheduler.md has both
+    #: sides, `ioengine-bench sched` (a) measures them. 0: no slicing.
+    io_dispatch_slice: float = field(default=0.25,
+                                     metadata={"help": "most of the token bucket one dispatch hands out (0: all)"})
     io_fair_wait_fraction: float = field(default=0.0,
                                          metadata={"help": "share of two busy classes' requests kept waiting in "
                                                            "the fair queue (0: off)"})
@@ -99,6 +107,9 @@ class ReactorOptions:
         for name in ("ring_entries", "threads", "submit_batch", "submit_alone_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
+        ds = self.io_dispatch_slice
+        if not (isinstance(ds, (int, float)) and not isinstance(ds, bool) and 0 <= ds <= 1):
+            raise ValueError(f"reactor option io_dispatch_slice must be a number in [0, 1], got {ds!r}")
         wf = self.io_fair_wait_fraction
         if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
             raise ValueError("reactor option io_fair_wait_fraction must be a number in [0, 1), "

@@ -354,6 +354,11 @@ class Reactor:
             t = q.next_dispatch_time(now)
             if t is None:
                 del self._busy_queues[q]
+            elif t <= now and batch and self._capacity > path.outstanding and not path.flush_scheduled:
+                # more may go at once (the queue hands out slices: ReactorOptions.io_dispatch_slice):
+                # on the next loop turn, after the tasks this turn woke have queued theirs
+                path.flush_scheduled = True
+                self.loop.call_soon(self._flush)
             elif now < t < math.inf and (self._timer is None or t < self._timer.when()):
                 # Tokens hold it back: come back when they will allow the next request.
                 if self._timer is not None:

@@ -121,6 +121,14 @@ class IoQueueConfig:
     #: (issue 17). It costs throughput only where the disk needs more than (1 - this) of what
     #: is offered to run at full speed. 0: off (Seastar's behaviour).
     fair_wait_fraction: float = 0.0
+    #: Each ``dispatch`` hands out at most this fraction of the bucket's capacity (0: all that
+    #: the tokens and the in-disk room allow). After a stall the bucket holds a burst's worth of
+    #: tokens; handed out at once, whatever the best class has queued goes first and the rest
+    #: goes to whoever has the most queued, usually a class with few shares (issue 17: a 1 %
+    #: class got many times its entitlement). In slices, one per engine loop turn, the tasks
+    #: that completions woke requeue between slices and keep their share.
+    #: ``next_dispatch_time`` says "now" while a slice is all that held requests back.
+    dispatch_slice: float = 0.0
     #: Shards sharing a disk (``IoQueue(shared=...)``, see iosched.io_group): while the disk is
     #: contended, a class may run this far ahead of the least-served class backlogged on any
     #: shard, in bucket capacities of its own cost, before it waits (``group_hold`` of them).
@@ -153,6 +161,9 @@ class IoQueueConfig:
                 raise ValueError(f"IoQueueConfig.{name} must be a positive integer, got {v!r}")
         if not (isinstance(self.knee_latency_ratio, (int, float)) and 1 < self.knee_latency_ratio < math.inf):
             raise ValueError(f"IoQueueConfig.knee_latency_ratio must be a number > 1, got {self.knee_latency_ratio!r}")
+        if not (isinstance(self.dispatch_slice, (int, float)) and not isinstance(self.dispatch_slice, bool)
+                and 0 <= self.dispatch_slice <= 1):
+            raise ValueError(f"IoQueueConfig.dispatch_slice must be in [0, 1], got {self.dispatch_slice!r}")
         if not (isinstance(self.fair_wait_fraction, (int, float)) and 0 <= self.fair_wait_fraction < 1):
             raise ValueError(f"IoQueueConfig.fair_wait_fraction must be in [0, 1), got {self.fair_wait_fraction!r}")
         if self.forgiveness_ms < 0 or self.limit_burst_ms <= 0 or self.max_cost_scale < 1:
@@ -608,6 +619,13 @@ class IoQueue:
                     budget = avail
             else:
                 budget = avail
+            sl = self.config.dispatch_slice
+            if sl and budget > sl * b.limit:
+                # a slice, but never less than the next request: one larger than a slice must
+                # still go (its cost is capped at the bucket's size)
+                head = fq._heap[0][2].queue[0].cost * scale
+                cut = sl * b.limit
+                budget = cut if cut >= head else min(budget, head if head < b.limit else b.limit)
             if budget <= 0.0:
                 if sh is not None:
                     for e in fq._heap:

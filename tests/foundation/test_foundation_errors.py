@@ -295,6 +295,9 @@ def test_reactor_option_errors():
     for bad in (0, -1.0, float("inf"), "2", True):
         with pytest.raises(ValueError, match="io_in_disk_goals must be a positive number"):
             ioengine.ReactorOptions(io_in_disk_goals=bad)
+    for bad in (-0.1, 1.5, "0.5", True):
+        with pytest.raises(ValueError, match="io_dispatch_slice must be a number"):
+            ioengine.ReactorOptions(io_dispatch_slice=bad)
     for bad in (-0.1, 1.0, "0.5", True):
         with pytest.raises(ValueError, match="io_fair_wait_fraction must be a number"):
             ioengine.ReactorOptions(io_fair_wait_fraction=bad)

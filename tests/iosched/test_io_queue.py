@@ -443,3 +443,40 @@ def test_in_disk_limit_scales_the_bound_not_the_bucket():
     assert q.open_grant(cls, 2.0) is None
     with pytest.raises(ValueError, match="in_disk_limit"):
         IoQueueConfig(in_disk_limit=0)
+
+
+def test_dispatch_slice_hands_out_a_slice_of_the_bucket_per_call():
+    from iosched import READ, DiskProperties, IoQueue, IoQueueConfig
+
+    disk = DiskProperties(("/d",), read_iops=100_000, read_bandwidth=1 << 30, write_iops=100_000,
+                          write_bandwidth=1 << 30)
+    q = IoQueue(disk, IoQueueConfig(dispatch_slice=0.25), 0.0)
+    st = q.get_class("default")
+    for _ in range(200):
+        q.queue(st, READ, 4096, None, 0.0)
+    cost = q.cost_model.cost(READ, 4096)
+    per_call = int(0.25 * q.capacity / cost + 1e-9)
+    got = q.dispatch(0.0)
+    assert len(got) == per_call  # not the whole bucket (4x as many)
+    assert q.next_dispatch_time(0.0) == 0.0  # more may go at once: the caller comes back
+    total = len(got)
+    while True:
+        more = q.dispatch(0.0)
+        if not more:
+            break
+        total += len(more)
+    assert total == int(q.capacity / cost + 1e-9)  # the bucket's tokens, all of them, in slices
+    with pytest.raises(ValueError, match="dispatch_slice"):
+        IoQueueConfig(dispatch_slice=1.5)
+
+
+def test_dispatch_slice_never_holds_back_a_request_larger_than_a_slice():
+    from iosched import WRITE, DiskProperties, IoQueue, IoQueueConfig
+
+    disk = DiskProperties(("/d",), read_iops=100_000, read_bandwidth=100 << 20, write_iops=100_000,
+                          write_bandwidth=100 << 20)
+    q = IoQueue(disk, IoQueueConfig(dispatch_slice=0.1), 0.0)
+    n = int(q.max_request_length[WRITE])  # the largest unsplit write: it costs most of the bucket
+    assert q.cost_model.cost(WRITE, n) > 0.1 * q.capacity
+    q.queue(q.get_class("default"), WRITE, n, None, 0.0)
+    assert len(q.dispatch(0.0)) == 1
