@@ -77,6 +77,14 @@ class ReactorOptions:
     io_fair_wait_fraction: float = field(default=0.0,
                                          metadata={"help": "share of two busy classes' requests kept waiting in "
                                                            "the fair queue (0: off)"})
+    #: The loop's time shared by io class (iosched.WakeupQueue): while completions of two or more
+    #: classes wait to wake their tasks, one loop turn wakes at most this many, the class that
+    #: has had the least for its shares first; the rest wake on the next turns. When the
+    #: engine, not the disk, is the bottleneck nothing waits in the disk's fair queue, and
+    #: this is what shares the engine (Seastar's CPU scheduling groups, for I/O-driven tasks).
+    #: A class alone is never held. 0: every completion wakes its task in the turn that reaps it.
+    io_wakeup_budget: int = field(default=0, metadata={"help": "wake-ups per loop turn while io classes "
+                                                               "compete for the loop (0: off)"})
     #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
     buffer_pool_depth: int = field(default=64, metadata={"help": "idle DMA buffers kept per size class"})
     #: Largest buffer size the pool recycles; larger buffers are allocated and freed each time.
@@ -107,6 +115,8 @@ class ReactorOptions:
         for name in ("ring_entries", "threads", "submit_batch", "submit_alone_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"reactor option {name} must be >= 1, got {getattr(self, name)}")
+        if self.io_wakeup_budget < 0:
+            raise ValueError(f"reactor option io_wakeup_budget must be >= 0 (0: off), got {self.io_wakeup_budget}")
         ds = self.io_dispatch_slice
         if not (isinstance(ds, (int, float)) and not isinstance(ds, bool) and 0 <= ds <= 1):
             raise ValueError(f"reactor option io_dispatch_slice must be a number in [0, 1], got {ds!r}")

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from iosched import READ as SCHED_READ
 from iosched import WRITE as SCHED_WRITE
-from iosched import DirectGrant, IoClassState, IoQueue
+from iosched import DirectGrant, IoClassState, IoQueue, WakeupQueue
 
 from . import poller
 from ._iopath import UNIT_FLAG, IoPath
@@ -106,6 +106,13 @@ class Reactor:
         self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units
         #: Completions collected by an inline submit, delivered by the next _flush (a loop callback).
         self._deferred: list[tuple[list[int], list[int]]] = []
+        #: Completions waiting for their wake-up while io classes compete for the loop
+        #: (ReactorOptions.io_wakeup_budget), and whether a loop turn will wake more.
+        budget = self.options.io_wakeup_budget
+        self._wakeups: WakeupQueue | None = WakeupQueue(budget) if budget else None
+        self._wake_scheduled = False
+        #: Completions that waited a loop turn for their wake-up (summed over turns).
+        self.held_wakeups = 0
         self._idle_waiters: list[asyncio.Future] = []
         self._owner_waiters: list[asyncio.Future] = []
         self._blocking_owners: dict[object, int] = {}  # owner -> its thread-pool calls still running
@@ -445,6 +452,40 @@ class Reactor:
             for uds, results in deferred:
                 self._complete(uds, results)
         self._submit_now()
+        wq = self._wakeups
+        if wq is not None and wq.pending and not self._wake_scheduled:
+            # Scheduled from a callback, it runs on the next loop turn: after this turn's
+            # woken tasks, and after the completions reaped meanwhile joined the competition.
+            self._wake_scheduled = True
+            self.loop.call_soon(self._wake_more)
+
+    def _wake_more(self) -> None:
+        self._wake_scheduled = False
+        if not self.closed:
+            self._complete([], [])
+
+    def _share_wakeups(self, wq: WakeupQueue, uds: list[int], results: list[int]) -> tuple[list[int], list[int]]:
+        """The completions to deliver this turn: those of requests without an io class (and the
+        disk queues' units: the fair queue already ordered them) at once; the others through
+        ``wq``, which holds back a class that had more than its shares while others wait."""
+        now_u: list[int] = []
+        now_r: list[int] = []
+        if uds:
+            push = wq.push
+            for ud, res, st in zip(uds, results, self._path.classes(uds)):
+                if st is None:
+                    now_u.append(ud)
+                    now_r.append(res)
+                else:
+                    push(st, st.shares, (ud, res))
+        if wq.pending:
+            woken: list[tuple[int, int]] = []
+            wq.take(woken)
+            for ud, res in woken:
+                now_u.append(ud)
+                now_r.append(res)
+            self.held_wakeups += wq.pending
+        return now_u, now_r
 
     def _submit_now(self, inline: bool = False) -> None:
         """Hand the staged records to the kernel, collecting what has completed meanwhile.
@@ -527,6 +568,14 @@ class Reactor:
         return "callback" if self._spinner is not None else None
 
     def _complete(self, uds: list[int], results: list[int]) -> None:
+        wq = self._wakeups
+        if wq is not None:
+            uds, results = self._share_wakeups(wq, uds, results)
+            if not uds:
+                if wq.pending and not self._path.flush_scheduled:
+                    self._path.flush_scheduled = True  # its end schedules the next wake-ups
+                    self.loop.call_soon(self._flush)
+                return
         self._rate_n += len(uds)
         now = time.monotonic_ns()
         if now - self._rate_t0 >= 1_000_000:  # the completion rate, over ~1 ms windows
@@ -623,7 +672,10 @@ class Reactor:
             # Abandoned with I/O in flight (the loop went away): block until the kernel is done
             # with every buffer before the ring and the pins go (completions already collected
             # but not yet delivered will not come again).
-            self.backend.wait_all(self._path.in_kernel - sum(len(uds) for uds, _ in self._deferred))
+            held = sum(len(uds) for uds, _ in self._deferred)
+            if self._wakeups is not None:
+                held += self._wakeups.pending
+            self.backend.wait_all(self._path.in_kernel - held)
             self._deferred.clear()
             self._path.drop_all()
         self.backend.close()

@@ -17,6 +17,7 @@ from .properties import (
     save_io_properties,
 )
 from .token_bucket import FlowMonitor, TokenBucket
+from .wakeup_queue import WakeupQueue
 
 __all__ = [
     "check_shares",
@@ -26,4 +27,5 @@ __all__ = [
     "TokenBucket", "FlowMonitor", "FairQueue", "IoClassState",
     "IoGroup", "GroupDisk", "SharedDisk",
     "IoQueue", "IoQueueConfig", "QueuedRequest", "SplitRequest", "RequestPart", "Dispatch", "DirectGrant",
+    "WakeupQueue",
 ]

@@ -51,6 +51,7 @@ from .fair_queue import IoClassState, QueuedRequest
 from .io_group import IoGroup
 from .io_queue import DirectGrant, IoQueue, IoQueueConfig
 from .properties import DiskProperties
+from .wakeup_queue import WakeupQueue
 
 __all__ = ["SimDisk", "Workload", "Engine", "ClassReport", "SimResult", "simulate", "scaled_properties"]
 
@@ -173,12 +174,18 @@ class Engine:
     cpu_per_completion: float = 2e-6
     cpu_per_turn: float = 4e-6
     grants: bool = True
+    #: Wake-ups per loop turn while two or more classes have completions waiting, shared by
+    #: the classes' shares (iosched.WakeupQueue; the reactor's io_wakeup_budget). 0: every
+    #: completion wakes its task in the turn that reaps it.
+    wakeup_budget: int = 0
 
     def __post_init__(self) -> None:
         for name in ("cpu_per_request", "cpu_per_completion", "cpu_per_turn"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 <= v < math.inf):
                 raise ValueError(f"Engine.{name} must be a number >= 0 (seconds), got {v!r}")
+        if not (isinstance(self.wakeup_budget, int) and self.wakeup_budget >= 0):
+            raise ValueError(f"Engine.wakeup_budget must be an int >= 0, got {self.wakeup_budget!r}")
 
     @property
     def max_rate(self) -> float:
@@ -574,6 +581,8 @@ def _simulate_engine(
     busy = 0.0
     now = 0.0
     wake = math.inf  # when the queue's tokens allow the next dispatch (the reactor's timer)
+    wq: WakeupQueue | None = None  # completions waiting for their wake-up (Engine.wakeup_budget)
+    woken: list[_Task] = []
 
     def start_tasks(drv: _Driver, t: float) -> None:
         for _ in range(drv.w.depth - drv.outstanding):
@@ -590,6 +599,7 @@ def _simulate_engine(
             for end, unit, submitted, started in disk.pop_done(now):
                 visible.append((end + lat_extra, unit, submitted, started))
         idle = (not ready and not staged and not (visible and visible[0][0] <= now) and wake > now
+                and not (wq is not None and wq.pending)
                 and not (ps < len(starts) and starts[ps][0] <= now)
                 and all(drv.next_arrival > now for drv in drivers))
         if idle:
@@ -613,6 +623,10 @@ def _simulate_engine(
         # -- one loop turn, starting at `now` ----------------------------------------------
         t0 = now
         cpu = 0.0
+        if eng.wakeup_budget and wq is None:
+            wq = WakeupQueue(eng.wakeup_budget)
+        if wq is not None:
+            wq.budget = eng.wakeup_budget or 1 << 30  # a phase without it: what waits goes now
         while ps < len(starts) and starts[ps][0] <= t0:
             start_tasks(drivers[starts[ps][1]], t0)
             ps += 1
@@ -650,7 +664,10 @@ def _simulate_engine(
                               task.submitted - dispatched_at, vis - task.submitted, t0 - vis))
             drv.outstanding -= 1
             if not drv.w.rate and t0 < drv.w.stop:
-                ready.append(_Task(drv, t0))
+                if wq is not None:
+                    wq.push(drv.cls, drv.cls.shares, _Task(drv, t0))
+                else:
+                    ready.append(_Task(drv, t0))
                 drv.outstanding += 1
         if grant is not None:
             q.commit_grant(grant)
@@ -676,6 +693,10 @@ def _simulate_engine(
                 disk.submit(unit, ts)
             staged.clear()
         # the tasks woken so far run, each issuing its next request
+        if wq is not None and wq.pending:
+            wq.take(woken)
+            ready.extend(woken)
+            woken.clear()
         for _ in range(len(ready)):
             task = ready.popleft()
             t = t0 + cpu

@@ -29,6 +29,7 @@ typedef struct {
     PyObject *owner;    /* the File (or a path) the request belongs to */
     PyObject *on_done;  /* called with (request tuple, result) at the completion, or NULL */
     PyObject *grant;    /* the iosched DirectGrant it was dispatched under, or NULL */
+    PyObject *cls;      /* the io class state it was counted in (io()), or NULL */
     int64_t pos;
     int64_t nbytes;     /* what error messages quote; -1 for ops without a byte count */
     uint32_t next_free;
@@ -157,7 +158,7 @@ static void clear_slot(IoPathObject *self, uint32_t idx)
 {
     ie_request *r = &self->slots[idx];
     PyObject *fut = r->fut, *pin = r->pin, *opname = r->opname, *owner = r->owner, *on_done = r->on_done,
-             *grant = r->grant;
+             *grant = r->grant, *cls = r->cls;
     if (r->has_view)
         PyBuffer_Release(&r->view);  /* the export ends only now: the kernel is done with it */
     memset(r, 0, sizeof(*r));
@@ -171,6 +172,7 @@ static void clear_slot(IoPathObject *self, uint32_t idx)
     Py_XDECREF(owner);
     Py_XDECREF(on_done);
     Py_XDECREF(grant);
+    Py_XDECREF(cls);
 }
 
 static PyObject *request_tuple(ie_request *r)
@@ -419,6 +421,7 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
     r->owner = Py_NewRef(args[7]);
     r->on_done = args[8] == Py_None ? NULL : Py_NewRef(args[8]);
     r->grant = grant == Py_None ? NULL : Py_NewRef(grant);
+    r->cls = cls ? Py_NewRef(cls) : NULL;
     r->pos = (int64_t)pos;
     r->nbytes = (int64_t)len;
     self->inflight++;
@@ -860,6 +863,41 @@ static PyObject *IoPath_request(IoPathObject *self, PyObject *arg)
 }
 
 /* drop_all(): forget every request (the kernel is done with all of them: shutdown). */
+/* classes(uds) -> list: per user data, the io class state the request runs in (its class's
+   state from io(), else its grant's), or None (a scheduler unit, a request without a class).
+   The reactor shares wake-ups between classes by it (iosched.WakeupQueue). */
+static PyObject *IoPath_classes(IoPathObject *self, PyObject *uds)
+{
+    if (!PyList_Check(uds)) {
+        PyErr_SetString(PyExc_TypeError, "classes() takes a list of user data");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(uds);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t ud = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(uds, i));
+        if (ud == (uint64_t)-1 && PyErr_Occurred()) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        uint32_t idx;
+        PyObject *c = NULL;
+        if (!(ud & IE_UNIT_FLAG) && slot_of(self, ud, &idx) == 0) {
+            ie_request *r = &self->slots[idx];
+            if (r->cls)
+                c = Py_NewRef(r->cls);
+            else if (r->grant && !(c = PyObject_GetAttr(r->grant, str_io_class))) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(out, i, c ? c : Py_NewRef(Py_None));
+    }
+    return out;
+}
+
 static PyObject *IoPath_drop_all(IoPathObject *self, PyObject *unused)
 {
     for (uint32_t i = 0; i < self->nslots; i++)
@@ -1026,6 +1064,7 @@ static PyMethodDef IoPath_methods[] = {
     {"add_in_kernel", (PyCFunction)IoPath_add_in_kernel, METH_O, "count requests prepared in the ring directly"},
     {"owns", (PyCFunction)IoPath_owns, METH_O, "owns(owner) -> True if a request of owner is in flight"},
     {"request", (PyCFunction)IoPath_request, METH_O, "request(ud) -> the request tuple"},
+    {"classes", (PyCFunction)IoPath_classes, METH_O, "classes(uds) -> the io class state of each request, or None"},
     {"drop_all", (PyCFunction)IoPath_drop_all, METH_NOARGS, "forget every request (shutdown)"},
     {NULL}};
 
