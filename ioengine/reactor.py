@@ -468,11 +468,20 @@ class Reactor:
         """The completions to deliver this turn: those of requests without an io class (and the
         disk queues' units: the fair queue already ordered them) at once; the others through
         ``wq``, which holds back a class that had more than its shares while others wait."""
+        if uds and not wq.pending:
+            classes = self._path.classes(uds)
+            st = classes[0]
+            if classes.count(st) == len(classes):  # one class (or none) and nothing waits: all go
+                if st is not None:
+                    wq.charge(st, st.shares, len(uds))
+                return uds, results
+        else:
+            classes = self._path.classes(uds) if uds else []
         now_u: list[int] = []
         now_r: list[int] = []
         if uds:
             push = wq.push
-            for ud, res, st in zip(uds, results, self._path.classes(uds)):
+            for ud, res, st in zip(uds, results, classes):
                 if st is None:
                     now_u.append(ud)
                     now_r.append(res)

@@ -69,6 +69,15 @@ class WakeupQueue:
         c.items.append(item)
         self.pending += 1
 
+    def charge(self, key: Hashable, shares: float, n: int) -> None:
+        """Book ``n`` wake-ups of class ``key`` that went at once (nothing else was waiting):
+        the same books as pushing and taking them."""
+        c = self._classes.get(key)
+        if c is None:
+            c = self._classes[key] = _Class(shares, 0.0)
+        c.shares = shares
+        c.vtime += n / shares
+
     def take(self, out: list[Any]) -> None:
         """Append to ``out`` what this turn wakes: everything when one class waits, else up to
         ``budget`` items, least virtual time first."""

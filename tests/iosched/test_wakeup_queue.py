@@ -97,3 +97,21 @@ def test_disk_bound_shares_are_unchanged():
         got = run(two(), budget, sched_props=half)
         assert got["hi"] / got["lo"] == pytest.approx(4.0, rel=0.02)
         assert got["hi"] + got["lo"] == pytest.approx(half.read_iops, rel=0.02)
+
+
+def test_charge_books_what_went_at_once_like_push_and_take():
+    a, b = WakeupQueue(3), WakeupQueue(3)
+    for i in range(7):
+        a.push("x", 200, i)
+    taken(a)
+    b.charge("x", 200, 7)
+    for q in (a, b):
+        q.push("y", 100, "y0")
+        taken(q)  # y alone: 0.01 of virtual time, x has 0.035
+        for i in range(6):
+            q.push("y", 100, ("y", i))
+        for i in range(6):
+            q.push("x", 200, ("x", i))
+    first = taken(b)
+    assert first == taken(a)
+    assert [k for k, _ in first] == ["y", "y", "y"]  # x's wake-ups that went at once count
