@@ -83,7 +83,9 @@ class ReactorOptions:
     #: engine, not the disk, is the bottleneck nothing waits in the disk's fair queue, and
     #: this is what shares the engine (Seastar's CPU scheduling groups, for I/O-driven tasks).
     #: A class alone is never held. 0: every completion wakes its task in the turn that reaps it.
-    io_wakeup_budget: int = field(default=0, metadata={"help": "wake-ups per loop turn while io classes "
+    #: Smaller holds shares closer and costs more loop turns (docs/scheduler.md has both sides;
+    #: `python scripts/shares.py --iops N --wakeup-budget B` measures them on a disk).
+    io_wakeup_budget: int = field(default=4, metadata={"help": "wake-ups per loop turn while io classes "
                                                                "compete for the loop (0: off)"})
     #: Idle buffers kept per size class by the per-reactor DMA buffer pool.
     buffer_pool_depth: int = field(default=64, metadata={"help": "idle DMA buffers kept per size class"})

@@ -468,15 +468,17 @@ class Reactor:
         """The completions to deliver this turn: those of requests without an io class (and the
         disk queues' units: the fair queue already ordered them) at once; the others through
         ``wq``, which holds back a class that had more than its shares while others wait."""
-        if uds and not wq.pending:
-            classes = self._path.classes(uds)
-            st = classes[0]
-            if classes.count(st) == len(classes):  # one class (or none) and nothing waits: all go
-                if st is not None:
-                    wq.charge(st, st.shares, len(uds))
+        classes = self._path.classes(uds)  # the batch's one class (or None), else a list
+        if type(classes) is not list:
+            if classes is None:
+                if not wq.pending:
+                    return uds, results
+                classes = [None] * len(uds)
+            elif not wq.pending:  # one class and nothing waits: all go
+                wq.charge(classes, classes.shares, len(uds))
                 return uds, results
-        else:
-            classes = self._path.classes(uds) if uds else []
+            else:
+                classes = [classes] * len(uds)
         now_u: list[int] = []
         now_r: list[int] = []
         if uds:

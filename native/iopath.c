@@ -863,9 +863,33 @@ static PyObject *IoPath_request(IoPathObject *self, PyObject *arg)
 }
 
 /* drop_all(): forget every request (the kernel is done with all of them: shutdown). */
-/* classes(uds) -> list: per user data, the io class state the request runs in (its class's
-   state from io(), else its grant's), or None (a scheduler unit, a request without a class).
-   The reactor shares wake-ups between classes by it (iosched.WakeupQueue). */
+/* classes(uds) -> the io class state every request of the batch runs in when they share one
+   (None when none has a class), else a list of it per user data. A request's class is the
+   state it was counted in (io()), else its grant's; None for a scheduler unit or a request
+   without a class. The reactor shares wake-ups between classes by it (iosched.WakeupQueue);
+   a batch of one class, the common case, costs no list. */
+static PyObject *slot_class(IoPathObject *self, PyObject *item, int *err)
+{
+    uint64_t ud = PyLong_AsUnsignedLongLong(item);
+    if (ud == (uint64_t)-1 && PyErr_Occurred()) {
+        *err = 1;
+        return NULL;
+    }
+    uint32_t idx;
+    if ((ud & IE_UNIT_FLAG) || slot_of(self, ud, &idx) < 0)
+        return Py_NewRef(Py_None);
+    ie_request *r = &self->slots[idx];
+    if (r->cls)
+        return Py_NewRef(r->cls);
+    if (r->grant) {
+        PyObject *c = PyObject_GetAttr(r->grant, str_io_class);
+        if (!c)
+            *err = 1;
+        return c;
+    }
+    return Py_NewRef(Py_None);
+}
+
 static PyObject *IoPath_classes(IoPathObject *self, PyObject *uds)
 {
     if (!PyList_Check(uds)) {
@@ -873,27 +897,44 @@ static PyObject *IoPath_classes(IoPathObject *self, PyObject *uds)
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(uds);
-    PyObject *out = PyList_New(n);
-    if (!out)
+    int err = 0;
+    if (n == 0)
+        return Py_NewRef(Py_None);
+    PyObject *first = slot_class(self, PyList_GET_ITEM(uds, 0), &err);
+    if (err)
         return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t ud = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(uds, i));
-        if (ud == (uint64_t)-1 && PyErr_Occurred()) {
+    Py_ssize_t i = 1;
+    PyObject *c = NULL;
+    for (; i < n; i++) {
+        c = slot_class(self, PyList_GET_ITEM(uds, i), &err);
+        if (err) {
+            Py_DECREF(first);
+            return NULL;
+        }
+        if (c != first)
+            break;
+        Py_DECREF(c);
+        c = NULL;
+    }
+    if (i == n)
+        return first;
+    PyObject *out = PyList_New(n);
+    if (!out) {
+        Py_DECREF(first);
+        Py_DECREF(c);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < i; k++)
+        PyList_SET_ITEM(out, k, Py_NewRef(first));
+    Py_DECREF(first);
+    PyList_SET_ITEM(out, i, c);  /* steals */
+    for (Py_ssize_t k = i + 1; k < n; k++) {
+        PyObject *o = slot_class(self, PyList_GET_ITEM(uds, k), &err);
+        if (err) {
             Py_DECREF(out);
             return NULL;
         }
-        uint32_t idx;
-        PyObject *c = NULL;
-        if (!(ud & IE_UNIT_FLAG) && slot_of(self, ud, &idx) == 0) {
-            ie_request *r = &self->slots[idx];
-            if (r->cls)
-                c = Py_NewRef(r->cls);
-            else if (r->grant && !(c = PyObject_GetAttr(r->grant, str_io_class))) {
-                Py_DECREF(out);
-                return NULL;
-            }
-        }
-        PyList_SET_ITEM(out, i, c ? c : Py_NewRef(Py_None));
+        PyList_SET_ITEM(out, k, o);
     }
     return out;
 }
@@ -1064,7 +1105,8 @@ static PyMethodDef IoPath_methods[] = {
     {"add_in_kernel", (PyCFunction)IoPath_add_in_kernel, METH_O, "count requests prepared in the ring directly"},
     {"owns", (PyCFunction)IoPath_owns, METH_O, "owns(owner) -> True if a request of owner is in flight"},
     {"request", (PyCFunction)IoPath_request, METH_O, "request(ud) -> the request tuple"},
-    {"classes", (PyCFunction)IoPath_classes, METH_O, "classes(uds) -> the io class state of each request, or None"},
+    {"classes", (PyCFunction)IoPath_classes, METH_O,
+     "classes(uds) -> the io class state the batch's requests share (or None), else a list of each one's"},
     {"drop_all", (PyCFunction)IoPath_drop_all, METH_NOARGS, "forget every request (shutdown)"},
     {NULL}};
 
