@@ -60,6 +60,12 @@ class FileOpenOptions:
     create_permissions: int = 0o666
     #: The caller promises not to write past the end: skip the append bookkeeping.
     append_is_unlikely: bool = False
+    #: Open without O_DIRECT: I/O goes through the page cache (``File.direct`` is False) and any
+    #: memory address, position and length is accepted (alignments 1). Not Seastar's (it is
+    #: O_DIRECT only): for workloads that mean the page cache, e.g. fio's ``direct=0``. Reads and
+    #: writes still go through the reactor's backend; io_uring and the thread pool do them
+    #: asynchronously, linux-aio performs buffered I/O synchronously inside io_submit.
+    buffered: bool = False
 
 
 def _sysfs_block_sizes(major: int, minor: int) -> tuple[int, int] | None:
@@ -117,7 +123,7 @@ class File:
         self._read_mask = read_align - 1
         self._write_mask = write_align - 1
         self._mem_mask = mem_align - 1
-        #: False when the filesystem refused O_DIRECT and the file was opened buffered (tmpfs).
+        #: False when opened buffered: FileOpenOptions.buffered, or a filesystem that refused O_DIRECT (tmpfs).
         self.direct = direct
         #: Writes in flight, the logical size, the size barrier: see SizeTracker.
         self._size = SizeTracker(size, options, reactor.loop)
@@ -816,12 +822,16 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
                         options: FileOpenOptions | None = None) -> File:
     """Open ``path`` for direct I/O on this thread's reactor.
 
-    On a filesystem that refuses O_DIRECT, tmpfs is opened buffered (``file.direct`` is False);
-    any other such filesystem is an error.
+    On a filesystem that refuses O_DIRECT, tmpfs is opened buffered (``file.direct`` is False,
+    the alignments stay those of direct I/O); any other such filesystem is an error.
+    ``FileOpenOptions(buffered=True)`` opens without O_DIRECT on any filesystem (alignments 1).
     """
     options = options or FileOpenOptions()
     if not isinstance(options, FileOpenOptions):
         raise TypeError(f"options must be a FileOpenOptions, got {type(options).__name__}")
+    if not isinstance(options.buffered, bool):  # a truthy string would silently drop O_DIRECT
+        raise TypeError(f"FileOpenOptions.buffered must be a bool, got {type(options.buffered).__name__} "
+                        f"{options.buffered!r}")
     flags = int(flags)
     if flags & ~_KNOWN_FLAGS:
         raise ValueError(f"open_file_dma: unknown flag bits {flags & ~_KNOWN_FLAGS:#o}; use OpenFlags")
@@ -830,11 +840,12 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
     path = _ops.check_path(path, "open_file_dma")
     r = get_reactor()
     spath = os.fsdecode(path)
-    direct = True
+    direct = not options.buffered
     try:
-        fd = await _ops.openat(r, path, flags | os.O_DIRECT, options.create_permissions, "open_file_dma")
+        fd = await _ops.openat(r, path, flags | (os.O_DIRECT if direct else 0), options.create_permissions,
+                               "open_file_dma")
     except OSError as e:
-        if e.errno != errno.EINVAL:
+        if e.errno != errno.EINVAL or not direct:
             raise
         # EINVAL with O_DIRECT: the filesystem does not do direct I/O. tmpfs is fine buffered
         # (it is memory anyway); anything else would silently lose the point of DMA.
@@ -851,7 +862,10 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
         direct = False
     try:
         st = await _ops.statx_fd(r, fd, spath)
-        mem, read, write = _alignments(st, direct)
+        if options.buffered and st.is_directory:  # O_DIRECT refuses a directory; a plain open does not
+            raise IsADirectoryError(errno.EISDIR, "open_file_dma failed: it is a directory, not a file", spath)
+        # The page cache takes any address, offset and length.
+        mem, read, write = (1, 1, 1) if options.buffered else _alignments(st, direct)
         queue = r.disks.for_device(st.device_id, r.loop.time())
         return File(fd, spath, r, options, direct, mem, read, write, st.size, queue)
     except BaseException:
