@@ -115,3 +115,44 @@ def test_bad_input_is_refused_before_the_kernel(run, scratch):
 
     run(main())
     assert os.path.getsize(path) == 100
+
+
+def test_writes_aligned_to_the_logical_block(run, scratch):
+    """FileOpenOptions(align_writes_to_logical_block=True): O_DIRECT writes at the read alignment
+    (the logical block), which the kernel accepts; the default stays at the physical block."""
+    path = scratch / "lb"
+    logical = FileOpenOptions(align_writes_to_logical_block=True)
+
+    async def main():
+        async with await ioengine.open_file_dma(path, F.RW | F.CREATE) as f:
+            physical = f.disk_write_dma_alignment
+        async with await ioengine.open_file_dma(path, F.RW, logical) as f:
+            assert f.direct
+            ra = f.disk_read_dma_alignment
+            assert f.disk_write_dma_alignment == ra <= physical
+            expected = bytearray(8 * physical)
+            for i, pos in enumerate(range(ra, 8 * physical - ra, 3 * ra)):
+                buf = f.allocate_buffer(ra)
+                buf[:] = bytes([i + 1]) * ra
+                assert await f.dma_write(pos, buf) == ra
+                expected[pos:pos + ra] = bytes([i + 1]) * ra
+            await f.truncate(len(expected))
+            if ra > 1:
+                with pytest.raises(ValueError, match=f"not a multiple of {ra}"):
+                    await f.dma_write(ra // 2, f.allocate_buffer(ra))
+        return bytes(expected)
+
+    expected = run(main())
+    assert read_file(path) == expected
+
+
+@pytest.mark.parametrize("backend", ["io_uring"])
+@pytest.mark.parametrize("loop_kind", ["asyncio"])
+def test_logical_block_option_must_be_a_bool(run, scratch):
+    async def main():
+        with pytest.raises(TypeError, match="align_writes_to_logical_block must be a bool"):
+            await ioengine.open_file_dma(scratch / "x", F.RW | F.CREATE,
+                                         FileOpenOptions(align_writes_to_logical_block=1))  # type: ignore[arg-type]
+
+    run(main())
+    assert not (scratch / "x").exists()
