@@ -163,7 +163,8 @@ class JobSpec:
     time_based: bool = False
     ramp_time_s: float = 0.0
     numjobs: int = 1
-    direct: bool = False
+    direct: bool = False  # fio's default: buffered, through the page cache
+    invalidate: bool = True  # drop the file's cached pages before a buffered job starts (fio's default)
     ioengine: str | None = None  # one of SYNC_ENGINES or ASYNC_ENGINES (None: fio's default psync)
     group_reporting: bool = False
     stonewall: bool = False
@@ -1240,8 +1241,11 @@ _OPTIONS: dict[str, _Opt] = {
     "ramp_time": (_opt_ramp_time, "run this long before measuring"),
     "startdelay": (_time_setter("startdelay_s"), "wait this long before the job starts"),
     "numjobs": (_opt_numjobs, "clones of the job running concurrently"),
-    "direct": (_flag_setter("direct", flag=False), "O_DIRECT; ioengine always does it (direct=0 is refused)"),
-    "buffered": (_opt_buffered, "the opposite of direct; buffered=1 is refused"),
+    "direct": (_flag_setter("direct", flag=False), "O_DIRECT I/O (default 0: buffered, through the page cache, "
+                                                  "as fio)"),
+    "buffered": (_opt_buffered, "the opposite of direct (default 1)"),
+    "invalidate": (_flag_setter("invalidate", flag=True), "drop the files' cached pages (POSIX_FADV_DONTNEED) "
+                                                          "before a buffered job starts (default 1)"),
     "thread": (_flag_setter("thread", flag=True), "threads instead of processes (no difference here: one reactor)"),
     "group_reporting": (_flag_setter("group_reporting", flag=True), "report a job's clones as one entry"),
     "stonewall": (_flag_setter("stonewall", flag=True), "wait for the jobs before this one to finish"),
@@ -1348,7 +1352,6 @@ for _name, _meaning in (
         ("disable_clat", "skip completion latency"), ("disable_slat", "skip submission latency"),
         ("disable_bw_measurement", "skip bandwidth samples"), ("clat_percentiles", "report clat percentiles"),
         ("lat_percentiles", "report lat percentiles"), ("slat_percentiles", "report slat percentiles"),
-        ("invalidate", "drop the page cache first (O_DIRECT has none)"),
         ("allow_file_create", "fio may create files"), ("create_serialize", "lay out files one at a time"),
         ("fallocate", "preallocate files (ioengine writes them out)"),
         ("per_job_logs", "one log per clone"), ("log_offset", "offsets in logs (ioengine always writes them)"),

@@ -21,8 +21,11 @@ its line, all at once).  How the jobs run, following fio:
 * a missing or short file is laid out first with random data, as fio does; a layout that fails
   (ENOSPC, EFBIG, ...) stops at once and fails the jobs of that file;
 * an I/O error ends that clone with fio's ``err=N`` line; the other jobs go on; exit status 1;
-* ``direct``: ioengine always does O_DIRECT; ``direct=0``/``buffered=1`` are refused, and a file that
-  does not say ``direct`` runs with O_DIRECT and a note on stderr (fio's default is buffered);
+* ``direct=1`` runs with O_DIRECT, its writes aligned to the logical block as the kernel takes them
+  (fio's ``bs=512`` on a 512e disk); otherwise (fio's default, ``direct=0``, ``buffered=1``) the
+  files are opened without O_DIRECT (``FileOpenOptions(buffered=True)``): any block size and
+  offset, through the page cache, which ``invalidate=1`` (fio's default) drops for the job's
+  region before it starts;
 * offsets as fio's io_u.c computes them, quirks included: ``rw=read:-8k`` / ``rw=write:112k`` (holes,
   backwards), ``rw=randread:N`` with ``rw_sequencer``, ``zonemode=strided``;
 * between jobs as fio: ``flow`` (a shared counter per flow_id, each job's share of it kept at its
@@ -645,16 +648,8 @@ SYNC_NOTE = ("note: job(s) {names} use a synchronous engine ({engines}): one I/O
 
 def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
     """Refuse what ioengine cannot run as written; note what it runs differently from fio."""
-    undirect = []
     sync_depth: dict[str, str] = {}
     for job in jobs:
-        src = job.sources.get("direct")
-        if src is not None and not job.direct:
-            raise src.error(
-                f"job '{job.name}': direct=0 / buffered=1 (buffered I/O) is not supported: ioengine always does "
-                f"O_DIRECT; write direct=1 (or drop the line)", "direct")
-        if src is None:
-            undirect.append(job.name)
         if job.sync_engine and job.iodepth > 1:
             sync_depth[job.name] = job.ioengine or "psync, fio's default"
         if job.verify == "crc32c":
@@ -692,9 +687,6 @@ def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
         print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(offload))} set io_submit_mode=offload: fio "
               f"submits from a thread pool, ioengine from its reactor; the I/Os, depth and pacing are the same",
               file=warn)
-    if warn is not None and undirect:
-        print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(undirect))} do not set direct=1; "
-              f"fio would run them buffered, ioengine runs them with O_DIRECT", file=warn)
     if warn is not None and sync_depth:
         print(SYNC_NOTE.format(names=", ".join(repr(n) for n in sync_depth),
                                engines=", ".join(sorted(set(sync_depth.values())))), file=warn)
@@ -814,7 +806,7 @@ async def _preflight(cr: CloneRun) -> None:
     cr.regions = []
     cr.file_sizes = []
     for path in cr.paths:
-        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+        async with await ioengine.open_file_dma(path, OpenFlags.RO, open_options(job)) as f:
             file_size = await f.size()
             if not file_size and _is_device(path):
                 file_size = _device_size(path)
@@ -839,15 +831,31 @@ async def _preflight(cr: CloneRun) -> None:
             for bs in {lo, hi, job.align(d)}:
                 if bs % align:
                     raise _job_error(job, "bs", f"job '{job.name}': {what}={bs} is not a multiple of {align}, "
-                                                f"the O_DIRECT alignment of {path!r}")
+                                                f"the O_DIRECT alignment of {path!r} (direct=0 runs buffered)")
             if start % align:
                 raise _job_error(job, "offset", f"job '{job.name}': offset={start} is not a multiple of {align}, "
-                                                f"the O_DIRECT alignment of {path!r}")
+                                                f"the O_DIRECT alignment of {path!r} (direct=0 runs buffered)")
             if length < lo:
                 raise _job_error(job, "size", f"job '{job.name}': the I/O region of {path!r} ({length} bytes "
                                               f"from offset {start}; the file has {file_size}) is smaller than "
                                               f"{what}={lo}")
         cr.regions.append((start, length))
+
+
+def open_options(job: JobSpec) -> ioengine.FileOpenOptions:
+    """How a job's files are opened, as fio opens them: O_DIRECT with direct=1, writes then as small
+    as the kernel takes (the logical block); otherwise through the page cache."""
+    if job.direct:
+        return ioengine.FileOpenOptions(align_writes_to_logical_block=True)
+    return ioengine.FileOpenOptions(buffered=True)
+
+
+def _invalidate(fd: int, start: int, length: int, path: str) -> None:
+    """fio's invalidate=1: drop the region's clean cached pages, so a buffered job starts cold."""
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except OSError as e:
+        raise OSError(e.errno, f"posix_fadvise(DONTNEED) failed: {os.strerror(e.errno or 0)}", path) from None
 
 
 def _job_error(job: JobSpec, option: str, message: str) -> Exception:
@@ -1117,10 +1125,14 @@ class _Clone:
         job, cr = self.job, self.cr
         flags = OpenFlags.RW if job.does_writes or job.does_trims else OpenFlags.RO
         try:
-            for path in cr.paths:
-                f = await ioengine.open_file_dma(path, flags)
+            options = open_options(job)
+            for i, path in enumerate(cr.paths):
+                f = await ioengine.open_file_dma(path, flags, options)
                 self.files.append(f)
                 cr.direct = cr.direct and f.direct
+                if not job.direct and job.invalidate and i < len(cr.regions):
+                    start, length = cr.regions[i]
+                    await ioengine.get_reactor().run_blocking(_invalidate, f.fileno(), start, length, path, owner=f)
         except OSError as e:
             cr.fail(*_describe(e))
             return False
@@ -2313,7 +2325,7 @@ def to_text(run: JobsRun) -> str:
             for c in e.clones:
                 if c.error:
                     lines.append(f"  error: err={c.error} ({os.strerror(c.error)}): {c.error_text}")
-                if not c.direct:
+                if c.job.direct and not c.direct:
                     lines.append(f"  note: {c.path!r} is on a filesystem without O_DIRECT: buffered I/O")
             for d, label, does in ((_READ, " read", e.job.does_reads), (_WRITE, "write", e.job.does_writes),
                                    (_TRIM, "  trim", e.job.does_trims)):
