@@ -18,6 +18,7 @@ from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
 from .errors import ClosedFileError, ShortReadError
 from .io_class import IoClass
+from .ioprio import check_ioprio
 from .reactor import LEN_LIMIT, POS_LIMIT, Reactor, get_reactor
 
 #: A request's completion callback: (the reactor's request tuple, result or -errno).
@@ -190,18 +191,21 @@ class File:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
-        """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
-        if not self._closed:  # read_future's fast path, inlined: one frame less per read
+    async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None, *, ioprio: int = 0) -> int:
+        """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file).
+
+        ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
+        if not self._closed and not ioprio:  # read_future's fast path, inlined: one frame less per read
             fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:
                 return await fut
-        return await self.read_future(pos, buf, io_class)
+        return await self.read_future(pos, buf, io_class, ioprio=ioprio)
 
-    def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
+    def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None, *,
+                    ioprio: int = 0) -> asyncio.Future[int]:
         """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
-        if not self._closed:  # the per-I/O path: one C call stages it, or says it is not plain
+        if not self._closed and not ioprio:  # the per-I/O path: one C call stages it, or says it is not plain
             fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:
@@ -217,8 +221,10 @@ class File:
             bad = True  # not an int: _check says what was expected
         if bad:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
+        if ioprio:
+            check_ioprio("dma_read", ioprio)
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
-                                       self._qstates, io_class, self.disk_read_dma_alignment)
+                                       self._qstates, io_class, self.disk_read_dma_alignment, ioprio)
 
     @overload
     async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,
@@ -335,21 +341,25 @@ class File:
                                  f"asked at position {pos}", partial, length)
         return buf
 
-    async def dma_readv(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
+    async def dma_readv(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None, *,
+                        ioprio: int = 0) -> int:
         """Scatter-read into several buffers from ``pos``; returns the total bytes read (at most
         the first IOV_MAX (1024) buffers are filled per call, as the kernel takes, like Seastar)."""
+        check_ioprio("dma_readv", ioprio)
         pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
         got: int = await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
-                                              "dma_readv", self, nbytes=total, queue=self._queue,
+                                              "dma_readv", self, ioprio, nbytes=total, queue=self._queue,
                                               states=self._qstates, io_class=io_class)
         return got
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
-        """Write ``buf`` at ``pos``; returns the bytes written."""
+    async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None, *, ioprio: int = 0) -> int:
+        """Write ``buf`` at ``pos``; returns the bytes written.
+
+        ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
         size = self._size
-        if size.barrier is None and not size.sloppy and not self._closed:
+        if size.barrier is None and not size.sloppy and not self._closed and not ioprio:
             # the common case: no waiting first; one C call stages it, or says it is not plain
             size.writes += 1
             fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
@@ -361,9 +371,11 @@ class File:
                 return await fut
             size.writes -= 1
         pin, addr, n = self._pin_write(pos, buf)
+        if ioprio:
+            check_ioprio("dma_write", ioprio)
         if size.barrier is None and not size.sloppy:  # the common case: no waiting first
-            return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
-        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
+            return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class, ioprio=ioprio)
+        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class, ioprio=ioprio)
 
     def _pin_write(self, pos: int, buf: Any) -> tuple[Any, int, int]:
         """(pin, address, length) of a write's buffer, every alignment checked."""
@@ -379,15 +391,17 @@ class File:
             self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
         return pin, addr, n
 
-    async def dma_writev(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
+    async def dma_writev(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None, *,
+                         ioprio: int = 0) -> int:
         """Gather-write several buffers at ``pos``; returns the total bytes written (at most the
         first IOV_MAX (1024) buffers per call, a short count beyond, like Seastar)."""
+        check_ioprio("dma_writev", ioprio)
         pins, iov, total = self._iovec("dma_writev", pos, bufs, False, self.disk_write_dma_alignment)
         return await self._write(OP_WRITEV, _iov_addr(iov), len(pins), pos, (pins, iov), "dma_writev", total,
-                                 io_class)
+                                 io_class, ioprio)
 
     async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1,
-                     io_class: IoClass | None = None) -> int:
+                     io_class: IoClass | None = None, ioprio: int = 0) -> int:
         size = n if total < 0 else total
         if self._size.must_wait(pos, size):
             # Admitted now: a close() that begins while we wait lets this write land first,
@@ -395,11 +409,11 @@ class File:
             self._admit(opname)
             try:
                 await self._wait_writable(pos, size)
-                fut = self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+                fut = self._submit_write(op, addr, n, pos, pin, opname, total, io_class, ioprio=ioprio)
             finally:
                 self._release()
             return await fut
-        return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+        return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class, ioprio=ioprio)
 
     def _admit(self, op: str) -> None:
         """Count an operation that will wait in the File before it reaches the kernel."""
@@ -420,14 +434,15 @@ class File:
 
     def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
                       io_class: IoClass | None,
-                      on_done: Completion | None = None) -> asyncio.Future[int]:
+                      on_done: Completion | None = None, ioprio: int = 0) -> asyncio.Future[int]:
         self._size.write_issued(pos + (n if total < 0 else total))
         done = self._on_write if on_done is None else self._write_done_then(on_done)
         try:
             if op == OP_WRITE:
                 return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, done,
-                                               self._queue, self._qstates, io_class, self.disk_write_dma_alignment)
-            return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
+                                               self._queue, self._qstates, io_class, self.disk_write_dma_alignment,
+                                               ioprio)
+            return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self, ioprio,
                                         on_done=done, nbytes=None if total < 0 else total,
                                         queue=self._queue, states=self._qstates, io_class=io_class,
                                         align=self.disk_write_dma_alignment)
