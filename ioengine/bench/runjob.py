@@ -71,6 +71,7 @@ from typing import Any, TextIO
 
 import ioengine
 from ioengine import OpenFlags
+from ioengine.ioprio import IoPrioClass, ioprio_class
 
 from ..options import ReactorOptions, SmpOptions
 from .jobfile import JobFileError, JobSpec, numa_node_ids, options_help, parse_job_file
@@ -116,6 +117,8 @@ class CloneRun:
     #: Offsets and sizes of each I/O, kept only when a log needs them (or the sizes vary).
     offs: tuple[array.array, ...] | None = None
     sizes: tuple[array.array, ...] | None = None
+    #: The ioprio of each I/O, kept only when a log needs it and the job sets priorities.
+    prios: tuple[array.array, ...] | None = None
     io_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
     regions: list[tuple[int, int]] = field(default_factory=list)  # per file: (start, length)
     file_sizes: list[int] = field(default_factory=list)  # per file, at preflight
@@ -160,7 +163,7 @@ class CloneRun:
 
     def reset_stats(self) -> None:
         """End of ramp_time: what was done so far does not count."""
-        for arrs in (self.lat, self.at, self.offs, self.sizes):
+        for arrs in (self.lat, self.at, self.offs, self.sizes, self.prios):
             if arrs is not None:
                 for a in arrs:
                     del a[:]
@@ -642,6 +645,9 @@ class Verifier:
 # Planning: groups, files, layout
 
 
+#: fio's engine options (libaio, io_uring) that pick a priority per request.
+_CMDPRIO_OPTIONS = ("cmdprio_percentage", "cmdprio_bssplit", "cmdprio_class", "cmdprio", "cmdprio_hint")
+
 SYNC_NOTE = ("note: job(s) {names} use a synchronous engine ({engines}): one I/O in flight per job, "
              "iodepth ignored (as fio does)")
 
@@ -650,6 +656,15 @@ def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
     """Refuse what ioengine cannot run as written; note what it runs differently from fio."""
     sync_depth: dict[str, str] = {}
     for job in jobs:
+        cmdprio = [o for o in _CMDPRIO_OPTIONS if o in job.sources]
+        if cmdprio and job.ioengine not in ("libaio", "io_uring"):
+            raise job.sources[cmdprio[0]].error(
+                f"job '{job.name}': {cmdprio[0]} is an option of fio's libaio and io_uring engines, not of "
+                f"ioengine={job.ioengine or 'psync'}; fio refuses it there too", cmdprio[0])
+        if "cmdprio_percentage" in job.sources and job.cmdprio_bssplit is not None:
+            raise job.sources["cmdprio_bssplit"].error(
+                f"job '{job.name}': cmdprio_percentage and cmdprio_bssplit are mutually exclusive (as in fio)",
+                "cmdprio_bssplit")
         if job.sync_engine and job.iodepth > 1:
             sync_depth[job.name] = job.ioengine or "psync, fio's default"
         if job.verify == "crc32c":
@@ -1037,6 +1052,29 @@ class _Shared:
             self.done.setdefault(name, asyncio.Event()).set()
 
 
+class _Priorities:
+    """The kernel priority of each request of one clone, as fio's cmdprio.c picks it: the job's
+    default (prio/prioclass/priohint), or for cmdprio_percentage / cmdprio_bssplit's share of
+    the requests (per direction, per block size) the cmdprio one."""
+
+    __slots__ = ("default", "tables", "rng")
+
+    def __init__(self, job: JobSpec, number: int) -> None:
+        self.default = job.ioprio
+        self.tables: tuple[list[tuple[int, int, int]], ...] = (
+            job.cmdprio_table(_READ), job.cmdprio_table(_WRITE), [])
+        self.rng = random.Random(derive_seed(job, number, "prio"))
+
+    def of(self, d: int, n: int) -> int:
+        table = self.tables[d]
+        if table:
+            draw = self.rng.randrange(100)
+            for bs, cum, prio in table:
+                if (bs == 0 or bs == n) and draw < cum:
+                    return prio
+        return self.default
+
+
 class _Clone:
     """Runs one clone: its files, buffers and plan are made by :meth:`prepare` (before any
     clock starts), :meth:`run` does the I/O."""
@@ -1062,6 +1100,7 @@ class _Clone:
         self.t0 = 0
         self.t_meas = 0  # when the measured part began (after ramp_time, or a latency_target reset)
         self.buf_rng = random.Random(derive_seed(job, cr.number, "buffers"))
+        self.prio = _Priorities(job, cr.number) if job.ioprio or job.uses_cmdprio else None
         self.pacers: list[_Pacer | None] | None = None
         if any(job.rate) or any(job.rate_iops):
             self.pacers = [_Pacer(job.rate[d], job.rate_iops[d], job.rate_process == "poisson",
@@ -1143,6 +1182,8 @@ class _Clone:
             cr.sizes = tuple(array.array("q") for _ in _DIRS)
         if logs:
             cr.offs = tuple(array.array("q") for _ in _DIRS)
+            if self.prio is not None:
+                cr.prios = tuple(array.array("q") for _ in _DIRS)
         return True
 
     def _buffers(self) -> tuple[Any, Any]:
@@ -1362,7 +1403,9 @@ class _Clone:
         bufs = (rb, wb, None)
         full = (len(rb), len(wb) if wb is not None else 0, 0)
         reactor = ioengine.get_reactor()
-        lat, at, sizes, offs = cr.lat, cr.at, cr.sizes, cr.offs
+        lat, at, sizes, offs, prios = cr.lat, cr.at, cr.sizes, cr.offs, cr.prios
+        prio_of = self.prio.of if self.prio is not None else None
+        ioprio = 0
         io_bytes = cr.io_bytes
         clock = time.perf_counter_ns
         pacers = self.pacers
@@ -1400,6 +1443,8 @@ class _Clone:
             buf = bufs[d]
             if buf is not None and n != full[d]:
                 buf = buf.trim(0, n)
+            if prio_of is not None:
+                ioprio = prio_of(d, n)
             if verifier is not None:
                 # A checkable block is written by one I/O at a time, in the order recorded.
                 while (fi, pos) in self.inflight:
@@ -1415,10 +1460,10 @@ class _Clone:
                 if d == _WRITE:
                     self._prepare_write(buf, pos, n, self.wseq)
                     t = clock()
-                    await f.dma_write(pos, buf)
+                    await (f.dma_write(pos, buf, ioprio=ioprio) if ioprio else f.dma_write(pos, buf))
                 elif d == _READ:
                     t = clock()
-                    await f.dma_read(pos, buf)
+                    await (f.dma_read(pos, buf, ioprio=ioprio) if ioprio else f.dma_read(pos, buf))
                 else:
                     # fio's trim (os_trim): BLKDISCARD, which a regular file refuses with ENOTTY
                     # (err=25), as it does for fio.
@@ -1456,6 +1501,8 @@ class _Clone:
                 sizes[d].append(n)
             if offs is not None:
                 offs[d].append(pos)
+            if prios is not None:
+                prios[d].append(ioprio)
             if self.lat_target is not None:
                 lt = self.lat_target
                 if lt.completed(t2 - t, t2, self.ios_done):
@@ -1560,7 +1607,7 @@ class _Clone:
             self.inflight.add((fi, pos))
             try:
                 t = clock()
-                await self.files[fi].dma_read(pos, b)
+                await self.files[fi].dma_read(pos, b, ioprio=self.prio.default if self.prio is not None else 0)
                 t2 = clock()
             finally:
                 self.inflight.discard((fi, pos))
@@ -1571,6 +1618,8 @@ class _Clone:
                 cr.sizes[_READ].append(n)
             if cr.offs is not None:
                 cr.offs[_READ].append(pos)
+            if cr.prios is not None:
+                cr.prios[_READ].append(self.prio.default if self.prio is not None else 0)
             self._check(b, fi, pos, n, seq)
 
 
@@ -2176,7 +2225,9 @@ def to_json(run: JobsRun) -> dict[str, Any]:
 
 def write_logs(run: JobsRun) -> list[str]:
     """write_bw_log / write_lat_log / write_iops_log in fio's format: ``time (ms), value, data
-    direction (0 read, 1 write), block size, offset`` per line, one file per clone
+    direction (0 read, 1 write), block size, [offset (log_offset),] priority`` per line (the
+    priority: the request's ioprio as 0x.... with log_prio, else 1 for the RT class, 0 for the
+    others), one file per clone
     (PREFIX_bw.N.log etc., N fio's job number).  Without log_avg_msec, one line per I/O (bw in
     KiB/s over that I/O's latency, as fio's per-I/O samples); with it, averages per period."""
     written: list[str] = []
@@ -2197,10 +2248,13 @@ def write_logs(run: JobsRun) -> list[str]:
 
 
 def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
-    rows: list[tuple[int, int, int, int, int]] = []  # (time ns, value, ddir, bs, offset)
+    rows: list[tuple[int, int, int, int, int, int]] = []  # (time ns, value, ddir, bs, offset, ioprio)
+    job = c.job
+    default_prio = job.ioprio
     for d in _DIRS:
         sizes = c.sizes[d] if c.sizes is not None else None
         offs = c.offs[d] if c.offs is not None else None
+        prios = c.prios[d] if c.prios is not None else None
         bs = c.job.block_sizes(d)[0]
         for i, (t, lat) in enumerate(zip(c.at[d], c.lat[d])):
             n = sizes[i] if sizes is not None else bs
@@ -2212,14 +2266,16 @@ def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
                 v = round(n * 1e9 / max(lat, 1) / 1024)
             else:
                 v = 1
-            rows.append((t, v, d, n, offs[i] if offs is not None else 0))
+            rows.append((t, v, d, n, offs[i] if offs is not None else 0,
+                         prios[i] if prios is not None else default_prio))
     rows.sort()
     if not avg_ms:
-        return [f"{t // 1_000_000}, {v}, {d}, {n}, {o}\n" for t, v, d, n, o in rows]
+        return [f"{t // 1_000_000}, {v}, {d}, {n}, {f'{o}, ' if job.log_offset else ''}{_log_prio(job, p)}\n"
+                for t, v, d, n, o, p in rows]
     # Averaged: per period and direction, the mean (lat) or the rate over the period (bw, iops).
     step = avg_ms * 1_000_000
     acc: dict[tuple[int, int], list[int]] = {}
-    for t, v, d, n, _ in rows:
+    for t, v, d, n, _, _ in rows:
         a = acc.setdefault((t // step, d), [0, 0, 0])
         a[0] += v
         a[1] += 1
@@ -2232,8 +2288,16 @@ def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
             v = round(nbytes * 1000 / avg_ms / 1024)
         else:
             v = round(count * 1000 / avg_ms)
-        out.append(f"{(k + 1) * avg_ms}, {v}, {d}, 0, 0\n")
+        # fio's averaged samples carry no offset or priority (zeros)
+        out.append(f"{(k + 1) * avg_ms}, {v}, {d}, 0, {'0, ' if job.log_offset else ''}{_log_prio(job, 0)}\n")
     return out
+
+
+def _log_prio(job: JobSpec, ioprio: int) -> str:
+    """fio's priority column: the ioprio value with log_prio, else whether it is of the RT class."""
+    if job.log_prio:
+        return f"0x{ioprio:04x}"
+    return "1" if ioprio_class(ioprio) == IoPrioClass.RT else "0"
 
 
 # -- fio-like text ---------------------------------------------------------------------------
