@@ -26,6 +26,11 @@ its line, all at once).  How the jobs run, following fio:
   files are opened without O_DIRECT (``FileOpenOptions(buffered=True)``): any block size and
   offset, through the page cache, which ``invalidate=1`` (fio's default) drops for the job's
   region before it starts;
+* the kernel's I/O priority per request (io_uring's sqe->ioprio, libaio's aio_reqprio): the job's
+  ``prio``/``prioclass``/``priohint`` for every request, ``cmdprio_percentage`` / ``cmdprio_bssplit``
+  (libaio, io_uring) choosing another for a share of them, as fio's cmdprio.c; fio runs a job in its
+  own process and can set its priority, ioengine runs every job on one reactor, so each request
+  carries it;
 * offsets as fio's io_u.c computes them, quirks included: ``rw=read:-8k`` / ``rw=write:112k`` (holes,
   backwards), ``rw=randread:N`` with ``rw_sequencer``, ``zonemode=strided``;
 * between jobs as fio: ``flow`` (a shared counter per flow_id, each job's share of it kept at its
