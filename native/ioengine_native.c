@@ -7,6 +7,7 @@
  *   w0 = op | fd << 8 | flags << 40      w1 = buffer address (or iovec array address)
  *   w2 = length (or iovec count)         w3 = file offset
  *   w4 = user_data handed back on completion
+ * flags: for IE_OP_FSYNC 1 = fdatasync; for reads and writes the request's ioprio (0: none).
  * (ioengine/_iopath, native/iopath.c, writes them.)
  */
 #define _GNU_SOURCE
