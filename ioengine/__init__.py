@@ -47,6 +47,7 @@ from .fstream import (
     make_file_output_stream,
 )
 from .io_class import IoClass, current_io_class
+from .ioprio import IoPrioClass, ioprio_value
 from .metrics import metrics, metrics_text
 from .options import ReactorOptions, SmpOptions, add_reactor_arguments, reactor_options_from_args, smp_options_from_args
 from .reactor import Reactor, configure, get_reactor
@@ -81,7 +82,8 @@ def run(main, /, *args, **options):
 __all__ = [
     "BackendUnavailableError", "BufferPool", "ClosedFileError", "DEFAULT_ALIGNMENT", "DirectoryEntry", "DmaBuffer",
     "File", "FileHandle", "FileInputStream", "FileInputStreamOptions", "FileOpenOptions", "FileOutputStream",
-    "FileOutputStreamOptions", "IoClass", "current_io_class", "make_file_input_stream", "make_file_output_stream",
+    "FileOutputStreamOptions", "IoClass", "IoPrioClass", "current_io_class", "ioprio_value",
+    "make_file_input_stream", "make_file_output_stream",
     "metrics", "metrics_text", "OpenFlags", "Reactor", "ReactorOptions", "ShortReadError", "StatData",
     "add_reactor_arguments", "allocate_aligned_buffer", "configure", "file_exists", "file_size", "file_stat",
     "fs_avail", "fs_free", "get_reactor", "link_file", "list_directory", "make_directory", "open_file_dma",

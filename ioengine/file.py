@@ -18,6 +18,7 @@ from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
 from .errors import ClosedFileError, ShortReadError
 from .io_class import IoClass
+from .ioprio import check_ioprio
 from .reactor import LEN_LIMIT, POS_LIMIT, Reactor, get_reactor
 
 #: A request's completion callback: (the reactor's request tuple, result or -errno).
@@ -60,6 +61,17 @@ class FileOpenOptions:
     create_permissions: int = 0o666
     #: The caller promises not to write past the end: skip the append bookkeeping.
     append_is_unlikely: bool = False
+    #: Open without O_DIRECT: I/O goes through the page cache (``File.direct`` is False) and any
+    #: memory address, position and length is accepted (alignments 1). Not Seastar's (it is
+    #: O_DIRECT only): for workloads that mean the page cache, e.g. fio's ``direct=0``. Reads and
+    #: writes still go through the reactor's backend; io_uring and the thread pool do them
+    #: asynchronously, linux-aio performs buffered I/O synchronously inside io_submit.
+    buffered: bool = False
+    #: Let writes be aligned to the logical block (what O_DIRECT accepts, as reads) instead of the
+    #: physical one: ``disk_write_dma_alignment`` becomes ``disk_read_dma_alignment``. Smaller
+    #: writes then make the device read-modify-write its physical block: for workloads that ask
+    #: for them (fio's ``bs=512`` on a 512e disk), not for speed.
+    align_writes_to_logical_block: bool = False
 
 
 def _sysfs_block_sizes(major: int, minor: int) -> tuple[int, int] | None:
@@ -117,7 +129,7 @@ class File:
         self._read_mask = read_align - 1
         self._write_mask = write_align - 1
         self._mem_mask = mem_align - 1
-        #: False when the filesystem refused O_DIRECT and the file was opened buffered (tmpfs).
+        #: False when opened buffered: FileOpenOptions.buffered, or a filesystem that refused O_DIRECT (tmpfs).
         self.direct = direct
         #: Writes in flight, the logical size, the size barrier: see SizeTracker.
         self._size = SizeTracker(size, options, reactor.loop)
@@ -179,18 +191,21 @@ class File:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
-        """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file)."""
-        if not self._closed:  # read_future's fast path, inlined: one frame less per read
+    async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None, *, ioprio: int = 0) -> int:
+        """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file).
+
+        ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
+        if not self._closed and not ioprio:  # read_future's fast path, inlined: one frame less per read
             fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:
                 return await fut
-        return await self.read_future(pos, buf, io_class)
+        return await self.read_future(pos, buf, io_class, ioprio=ioprio)
 
-    def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
+    def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None, *,
+                    ioprio: int = 0) -> asyncio.Future[int]:
         """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
-        if not self._closed:  # the per-I/O path: one C call stages it, or says it is not plain
+        if not self._closed and not ioprio:  # the per-I/O path: one C call stages it, or says it is not plain
             fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:
@@ -206,8 +221,10 @@ class File:
             bad = True  # not an int: _check says what was expected
         if bad:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
+        if ioprio:
+            check_ioprio("dma_read", ioprio)
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
-                                       self._qstates, io_class, self.disk_read_dma_alignment)
+                                       self._qstates, io_class, self.disk_read_dma_alignment, ioprio)
 
     @overload
     async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,
@@ -324,21 +341,25 @@ class File:
                                  f"asked at position {pos}", partial, length)
         return buf
 
-    async def dma_readv(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
+    async def dma_readv(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None, *,
+                        ioprio: int = 0) -> int:
         """Scatter-read into several buffers from ``pos``; returns the total bytes read (at most
         the first IOV_MAX (1024) buffers are filled per call, as the kernel takes, like Seastar)."""
+        check_ioprio("dma_readv", ioprio)
         pins, iov, total = self._iovec("dma_readv", pos, bufs, True, self.disk_read_dma_alignment)
         got: int = await self._reactor.submit(OP_READV, self._fd, _iov_addr(iov), len(pins), pos, (pins, iov),
-                                              "dma_readv", self, nbytes=total, queue=self._queue,
+                                              "dma_readv", self, ioprio, nbytes=total, queue=self._queue,
                                               states=self._qstates, io_class=io_class)
         return got
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None) -> int:
-        """Write ``buf`` at ``pos``; returns the bytes written."""
+    async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None, *, ioprio: int = 0) -> int:
+        """Write ``buf`` at ``pos``; returns the bytes written.
+
+        ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
         size = self._size
-        if size.barrier is None and not size.sloppy and not self._closed:
+        if size.barrier is None and not size.sloppy and not self._closed and not ioprio:
             # the common case: no waiting first; one C call stages it, or says it is not plain
             size.writes += 1
             fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
@@ -350,9 +371,11 @@ class File:
                 return await fut
             size.writes -= 1
         pin, addr, n = self._pin_write(pos, buf)
+        if ioprio:
+            check_ioprio("dma_write", ioprio)
         if size.barrier is None and not size.sloppy:  # the common case: no waiting first
-            return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class)
-        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class)
+            return await self._submit_write(OP_WRITE, addr, n, pos, pin, "dma_write", -1, io_class, ioprio=ioprio)
+        return await self._write(OP_WRITE, addr, n, pos, pin, "dma_write", io_class=io_class, ioprio=ioprio)
 
     def _pin_write(self, pos: int, buf: Any) -> tuple[Any, int, int]:
         """(pin, address, length) of a write's buffer, every alignment checked."""
@@ -368,15 +391,17 @@ class File:
             self._check("dma_write", pos, n, addr, self.disk_write_dma_alignment)
         return pin, addr, n
 
-    async def dma_writev(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None) -> int:
+    async def dma_writev(self, pos: int, bufs: Iterable[Any], io_class: IoClass | None = None, *,
+                         ioprio: int = 0) -> int:
         """Gather-write several buffers at ``pos``; returns the total bytes written (at most the
         first IOV_MAX (1024) buffers per call, a short count beyond, like Seastar)."""
+        check_ioprio("dma_writev", ioprio)
         pins, iov, total = self._iovec("dma_writev", pos, bufs, False, self.disk_write_dma_alignment)
         return await self._write(OP_WRITEV, _iov_addr(iov), len(pins), pos, (pins, iov), "dma_writev", total,
-                                 io_class)
+                                 io_class, ioprio)
 
     async def _write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int = -1,
-                     io_class: IoClass | None = None) -> int:
+                     io_class: IoClass | None = None, ioprio: int = 0) -> int:
         size = n if total < 0 else total
         if self._size.must_wait(pos, size):
             # Admitted now: a close() that begins while we wait lets this write land first,
@@ -384,11 +409,11 @@ class File:
             self._admit(opname)
             try:
                 await self._wait_writable(pos, size)
-                fut = self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+                fut = self._submit_write(op, addr, n, pos, pin, opname, total, io_class, ioprio=ioprio)
             finally:
                 self._release()
             return await fut
-        return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class)
+        return await self._submit_write(op, addr, n, pos, pin, opname, total, io_class, ioprio=ioprio)
 
     def _admit(self, op: str) -> None:
         """Count an operation that will wait in the File before it reaches the kernel."""
@@ -409,14 +434,15 @@ class File:
 
     def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
                       io_class: IoClass | None,
-                      on_done: Completion | None = None) -> asyncio.Future[int]:
+                      on_done: Completion | None = None, ioprio: int = 0) -> asyncio.Future[int]:
         self._size.write_issued(pos + (n if total < 0 else total))
         done = self._on_write if on_done is None else self._write_done_then(on_done)
         try:
             if op == OP_WRITE:
                 return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, done,
-                                               self._queue, self._qstates, io_class, self.disk_write_dma_alignment)
-            return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self,
+                                               self._queue, self._qstates, io_class, self.disk_write_dma_alignment,
+                                               ioprio)
+            return self._reactor.submit(op, self._fd, addr, n, pos, pin, opname, self, ioprio,
                                         on_done=done, nbytes=None if total < 0 else total,
                                         queue=self._queue, states=self._qstates, io_class=io_class,
                                         align=self.disk_write_dma_alignment)
@@ -816,12 +842,17 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
                         options: FileOpenOptions | None = None) -> File:
     """Open ``path`` for direct I/O on this thread's reactor.
 
-    On a filesystem that refuses O_DIRECT, tmpfs is opened buffered (``file.direct`` is False);
-    any other such filesystem is an error.
+    On a filesystem that refuses O_DIRECT, tmpfs is opened buffered (``file.direct`` is False,
+    the alignments stay those of direct I/O); any other such filesystem is an error.
+    ``FileOpenOptions(buffered=True)`` opens without O_DIRECT on any filesystem (alignments 1).
     """
     options = options or FileOpenOptions()
     if not isinstance(options, FileOpenOptions):
         raise TypeError(f"options must be a FileOpenOptions, got {type(options).__name__}")
+    for name in ("buffered", "align_writes_to_logical_block"):  # a truthy string would silently change them
+        value = getattr(options, name)
+        if not isinstance(value, bool):
+            raise TypeError(f"FileOpenOptions.{name} must be a bool, got {type(value).__name__} {value!r}")
     flags = int(flags)
     if flags & ~_KNOWN_FLAGS:
         raise ValueError(f"open_file_dma: unknown flag bits {flags & ~_KNOWN_FLAGS:#o}; use OpenFlags")
@@ -830,11 +861,12 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
     path = _ops.check_path(path, "open_file_dma")
     r = get_reactor()
     spath = os.fsdecode(path)
-    direct = True
+    direct = not options.buffered
     try:
-        fd = await _ops.openat(r, path, flags | os.O_DIRECT, options.create_permissions, "open_file_dma")
+        fd = await _ops.openat(r, path, flags | (os.O_DIRECT if direct else 0), options.create_permissions,
+                               "open_file_dma")
     except OSError as e:
-        if e.errno != errno.EINVAL:
+        if e.errno != errno.EINVAL or not direct:
             raise
         # EINVAL with O_DIRECT: the filesystem does not do direct I/O. tmpfs is fine buffered
         # (it is memory anyway); anything else would silently lose the point of DMA.
@@ -851,7 +883,12 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
         direct = False
     try:
         st = await _ops.statx_fd(r, fd, spath)
-        mem, read, write = _alignments(st, direct)
+        if options.buffered and st.is_directory:  # O_DIRECT refuses a directory; a plain open does not
+            raise IsADirectoryError(errno.EISDIR, "open_file_dma failed: it is a directory, not a file", spath)
+        # The page cache takes any address, offset and length.
+        mem, read, write = (1, 1, 1) if options.buffered else _alignments(st, direct)
+        if options.align_writes_to_logical_block:
+            write = read
         queue = r.disks.for_device(st.device_id, r.loop.time())
         return File(fd, spath, r, options, direct, mem, read, write, st.size, queue)
     except BaseException:

@@ -229,8 +229,9 @@ class Reactor:
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: IoQueue | None,
                   states: dict[IoClass | None, IoClassState] | None,
-                  io_class: IoClass | None, align: int) -> asyncio.Future:
-        """submit() for one plain read or write (OP_READ / OP_WRITE), all positional.
+                  io_class: IoClass | None, align: int, ioprio: int = 0) -> asyncio.Future:
+        """submit() for one plain read or write (OP_READ / OP_WRITE), all positional; ``ioprio``
+        the kernel's priority of the request (0: none; the record's flags).
 
         The per-I/O path of dma_read/dma_write: when nothing waits in the disk queue and the
         ring has room, a request of a class without limits goes straight to the kernel,
@@ -243,26 +244,30 @@ class Reactor:
         if queue is not None:
             st = states.get(io_class if io_class is not None else _current_io_class.get()) if states else None
             if st is None or self.closed:
-                return self.submit(op, fd, addr, length, pos, pin, opname, owner, 0, on_done, None, queue, states,
-                                   io_class, align)
+                return self.submit(op, fd, addr, length, pos, pin, opname, owner, ioprio, on_done, None, queue,
+                                   states, io_class, align)
             if self._path.sched_waiting or self._path.outstanding >= self._capacity or st.limited:
-                return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
+                return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align, ioprio)
             if queue.throttling:
                 grant = self._path.grant
                 if grant is None or grant.io_class is not st:
                     grant = self._open_grant(queue, st)
                     if grant is None:
-                        return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
+                        return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align,
+                                              ioprio)
                 # DirectGrant.take, inlined (the per-request path)
                 if length == grant.last_length and op == grant.last_direction:
                     c = grant.last_cost
                 else:
                     c = grant.cost_of(op, length)
                 if c > grant.budget:
-                    return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align)
+                    return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align,
+                                          ioprio)
         elif self.closed:
             raise RuntimeError("the reactor is closed")
-        fut = self._rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant)
+        # the priority rides in word 0's flags (bit 40 on), which C keeps from ``op``
+        fut = self._rw(op | (ioprio << 40) if ioprio else op, fd, addr, length, pos, pin, opname, owner, on_done,
+                       grant)
         if fut is None:  # a number does not fit its word: nothing was staged; say which
             check_record(opname, fd, addr, length, pos)
             raise ValueError(f"{opname}: op {op} is not a request the kernel takes")
@@ -281,12 +286,13 @@ class Reactor:
 
     def _queue_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: IoQueue, st: IoClassState,
-                  align: int) -> asyncio.Future:
+                  align: int, ioprio: int = 0) -> asyncio.Future:
         """submit_rw() through the disk queue (submit()'s scheduled branch)."""
         check_record(opname, fd, addr, length, pos)  # the record is staged later, at dispatch
         fut, ud = self._register(pos, length, pin, opname, owner, on_done)
         try:
-            req = queue.queue(st, op, length, (op | (fd << 8), addr, length, pos, ud), self.loop.time(), align)
+            req = queue.queue(st, op, length, (op | (fd << 8) | (ioprio << 40), addr, length, pos, ud),
+                              self.loop.time(), align)
         except BaseException:
             self._path.discard(ud)
             raise

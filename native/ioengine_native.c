@@ -7,6 +7,7 @@
  *   w0 = op | fd << 8 | flags << 40      w1 = buffer address (or iovec array address)
  *   w2 = length (or iovec count)         w3 = file offset
  *   w4 = user_data handed back on completion
+ * flags: for IE_OP_FSYNC 1 = fdatasync; for reads and writes the request's ioprio (0: none).
  * (ioengine/_iopath, native/iopath.c, writes them.)
  */
 #define _GNU_SOURCE
@@ -26,11 +27,15 @@
 
 #include "ioengine_native.h"
 
+#ifndef IOCB_FLAG_IOPRIO  /* linux/aio_abi.h's; libaio.h does not name it */
+#define IOCB_FLAG_IOPRIO (1 << 1)
+#endif
+
 /* One record, decoded: every backend reads records through this one function. */
 struct ie_rec {
     unsigned op;      /* enum ie_op */
     int fd;
-    unsigned flags;   /* IE_OP_FSYNC: 1 = fdatasync */
+    unsigned flags;   /* IE_OP_FSYNC: 1 = fdatasync; reads and writes: the kernel's ioprio (0: none) */
     void *addr;       /* buffer, or the iovec array of READV/WRITEV */
     uint32_t len;     /* bytes, or the iovec count */
     uint64_t off;
@@ -152,6 +157,8 @@ int ie_uring_prep_batch(struct ie_uring *r, const uint64_t *recs, int n)
         default:
             return -EINVAL;
         }
+        if (q.op != IE_OP_FSYNC)
+            sqe->ioprio = (uint16_t)q.flags;  /* the prep helpers zero it: 0 is "none" */
         io_uring_sqe_set_data64(sqe, q.ud);
     }
     return n;
@@ -435,6 +442,10 @@ int ie_aio_submit_batch(struct ie_aio *a, const uint64_t *recs, int n)
                 return done ? done : -EINVAL;
             }
             cb->data = (void *)(uintptr_t)q.ud;
+            if (q.flags) {  /* a per-request priority (Linux 5.0+) */
+                cb->aio_reqprio = (short)(uint16_t)q.flags;
+                cb->u.c.flags |= IOCB_FLAG_IOPRIO;
+            }
             if (a->efd >= 0)
                 io_set_eventfd(cb, a->efd);
             ptrs[i] = cb;
@@ -601,12 +612,22 @@ int ie_eventfd_signal(int fd)
     return write(fd, &one, sizeof(one)) < 0 ? -errno : 0;
 }
 
+/* The worker thread's own I/O priority (ioprio_set applies to the calling thread), as last set:
+   a request's priority costs a system call only when it differs from the one before. */
+static __thread unsigned thread_ioprio;
+
 int64_t ie_rw_sync(const uint64_t *rec)
 {
     /* The thread-pool backend's worker: one blocking call (cffi drops the GIL around it). */
     struct ie_rec q = rec_decode(rec);
     off_t off = (off_t)q.off;
     ssize_t ret;
+    if (q.op != IE_OP_FSYNC && q.flags != thread_ioprio) {
+        /* IOPRIO_WHO_PROCESS (1), who 0: this thread */
+        if (syscall(SYS_ioprio_set, 1, 0, (int)q.flags) < 0)
+            return -errno;
+        thread_ioprio = q.flags;
+    }
     switch (q.op) {
     case IE_OP_READ:
         ret = pread(q.fd, q.addr, q.len, off);

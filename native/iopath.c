@@ -231,7 +231,8 @@ static inline int get_u64(PyObject *o, uint64_t limit, uint64_t *out)
 }
 
 /* rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None when a
-   number does not fit its word (nothing is staged or registered then). */
+   number does not fit its word (nothing is staged or registered then). ``op`` may carry the
+   record's flags (the request's ioprio) from bit 40, where word 0 keeps them. */
 static PyObject *IoPath_rw(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 10) {
@@ -239,8 +240,9 @@ static PyObject *IoPath_rw(IoPathObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     uint64_t op, fd, addr, len, pos;
-    if (get_u64(args[0], 256, &op) || get_u64(args[1], (uint64_t)1 << 32, &fd) || get_u64(args[2], 0, &addr)
-        || get_u64(args[3], (uint64_t)1 << 32, &len) || get_u64(args[4], (uint64_t)1 << 63, &pos))
+    if (get_u64(args[0], 0, &op) || (op & 0xffffffff00u) || get_u64(args[1], (uint64_t)1 << 32, &fd)
+        || get_u64(args[2], 0, &addr) || get_u64(args[3], (uint64_t)1 << 32, &len)
+        || get_u64(args[4], (uint64_t)1 << 63, &pos))
         Py_RETURN_NONE;
     PyObject *fut;
     uint64_t ud = take_slot(self, args[5], args[6], args[7], args[8], args[9], (int64_t)pos, (int64_t)len, &fut);

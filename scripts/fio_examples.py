@@ -7,8 +7,7 @@ Each example is copied with its files pointed into a temporary directory and mad
 (runtime 1 s, at most 16 MiB per file, no start delay or ramp, at most 4 clones) — the workload's
 shape (engine, pattern, block sizes, mix, depth, distribution, verify …) is left as written — then
 run.  Exit status 0 = ran, 1 = ran but a job reported an error, 2 = refused (the reasons are the
-lines ioengine-bench names).  A job that does not say ``direct=1`` runs buffered in fio and with
-O_DIRECT in ioengine (which has no buffered I/O): such runs are counted apart ("ran (O_DIRECT)").
+lines ioengine-bench names).  A job that does not say ``direct=1`` runs buffered, as in fio.
 With ``--fio``, fio itself runs the same shrunk file of each honourable example (its own temporary
 directory), so the table shows where fio refuses or fails too.  The table goes to ``--out``.
 """
@@ -33,7 +32,7 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
 class Result:
     name: str
     engines: str
-    status: str  # ran, ran (O_DIRECT), ran-with-error, refused, timeout
+    status: str  # ran, ran-with-error, refused, timeout
     why: str
     fio: str = ""  # what fio did with the same file (with --fio): ran, err=N, refused, timeout
 
@@ -153,9 +152,6 @@ def run_one(path: Path, timeout: float) -> Result:
         except subprocess.TimeoutExpired:
             return Result(path.name, engines, "timeout", f"still running after {timeout:g} s")
     if proc.returncode == 0:
-        notes = [ln.removeprefix("note: ") for ln in proc.stderr.splitlines() if ln.startswith("note:")]
-        if any("buffered" in n for n in notes):
-            return Result(path.name, engines, "ran (O_DIRECT)", "fio would run it buffered (no direct=1)")
         return Result(path.name, engines, "ran", "")
     if proc.returncode == 1:
         errs = re.findall(r"err=(\d+) \(([^)]*)\)", proc.stderr)
@@ -225,7 +221,6 @@ def table(results: list[Result], source: str, with_fio: bool) -> str:
     honour = [r for r in results if r.honourable]
     ran = [r for r in honour if r.status.startswith("ran")]
     same = [r for r in honour if r.status == "ran"]
-    odirect = [r for r in honour if r.status == "ran (O_DIRECT)"]
     failed = [r for r in honour if r.status == "ran-with-error"]
     n = max(1, len(honour))
     lines = [
@@ -238,9 +233,7 @@ def table(results: list[Result], source: str, with_fio: bool) -> str:
         f"* {len(results)} job files; {len(honour)} use an engine ioengine can honour (sync family, libaio, io_uring,",
         f"  posixaio, or none given): **{len(ran)} of them run** ({100 * len(ran) / n:.0f} %):",
         f"  **{len(same)} as written** ({100 * len(same) / n:.0f} %), {len(failed)} as written but a job "
-        f"fails{' (' + ', '.join(f'{r.name}: fio {r.fio}' for r in failed) + ')' if with_fio and failed else ''},",
-        f"  {len(odirect)} with O_DIRECT where fio would run them buffered (the file does not say direct=1; "
-        f"ioengine has no buffered I/O).",
+        f"fails{' (' + ', '.join(f'{r.name}: fio {r.fio}' for r in failed) + ')' if with_fio and failed else ''}.",
         f"* {len(results) - len(honour)} use another engine and are refused naming it "
         f"({sum(r.status == 'refused' for r in results if not r.honourable)} refused).",
     ]

@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..ioprio import IoPrioClass, ioprio_value
+
 __all__ = [
     "ASYNC_ENGINES",
     "JobFileError",
@@ -163,7 +165,8 @@ class JobSpec:
     time_based: bool = False
     ramp_time_s: float = 0.0
     numjobs: int = 1
-    direct: bool = False
+    direct: bool = False  # fio's default: buffered, through the page cache
+    invalidate: bool = True  # drop the file's cached pages before a buffered job starts (fio's default)
     ioengine: str | None = None  # one of SYNC_ENGINES or ASYNC_ENGINES (None: fio's default psync)
     group_reporting: bool = False
     stonewall: bool = False
@@ -230,6 +233,20 @@ class JobSpec:
     write_lat_log: str | None = None
     write_iops_log: str | None = None
     log_avg_msec: int = 0
+    log_offset: bool = False  # an offset column before the priority (fio's log format)
+    log_prio: bool = False  # the priority column: the ioprio value (0x....), else 1 for RT and 0 otherwise
+    # -- the kernel's I/O priority (ioprio(7)) of the job's requests: prio/prioclass/priohint are the
+    # default of every request; cmdprio_* (libaio, io_uring) give some requests another one.
+    # Per direction: (read, write).
+    prio: int | None = None
+    prioclass: int | None = None
+    priohint: int | None = None
+    cmdprio_percentage: tuple[int, int] = (0, 0)
+    cmdprio_class: tuple[int, int] = (1, 1)  # fio's default: the highest class, RT
+    cmdprio: tuple[int, int] = (0, 0)
+    cmdprio_hint: tuple[int, int] = (0, 0)
+    #: per direction: (bs, percent, class, level, hint) entries; None fields: cmdprio_class/cmdprio/cmdprio_hint
+    cmdprio_bssplit: tuple[tuple[tuple[int, int, int | None, int | None, int | None], ...], ...] | None = None
     # -- offsets: rw=...:N (fio's ddir_seq_add / ddir_seq_nr) and rw_sequencer
     rw_add: int = 0  # sequential: bytes added to each next offset (negative: backwards)
     rw_seq_nr: int = 1  # random: a new random offset every N I/Os (the others follow rw_sequencer)
@@ -334,6 +351,38 @@ class JobSpec:
             return self.bs_range[d]
         bs = self.bs if d == 0 else self.bs_write
         return bs, bs
+
+    @property
+    def ioprio(self) -> int:
+        """The default ioprio of the job's requests (fio's td->ioprio; 0: none). As fio's
+        ioprio_set: a level or hint without a class is in the best-effort class."""
+        if self.prio is None and self.prioclass is None and self.priohint is None:
+            return 0
+        return ioprio_value(self.prioclass or IoPrioClass.BE, self.prio or 0, self.priohint or 0)
+
+    @property
+    def uses_cmdprio(self) -> bool:
+        return self.cmdprio_bssplit is not None or any(self.cmdprio_percentage)
+
+    def cmdprio_table(self, d: int) -> list[tuple[int, int, int]]:
+        """Direction ``d``'s cmdprio choices as (block size or 0 for any, cumulative percent,
+        ioprio): a request of that size takes the first entry whose cumulative percent is above
+        a draw in 0..99, else the job's default (fio's cmdprio.c)."""
+        d = min(d, 1)
+        dflt = (self.cmdprio_class[d], self.cmdprio[d], self.cmdprio_hint[d])
+        if self.cmdprio_bssplit is None:
+            pct = self.cmdprio_percentage[d]
+            return [(0, pct, ioprio_value(*dflt))] if pct else []
+        table: list[tuple[int, int, int]] = []
+        cum: dict[int, int] = {}
+        for bs, pct, cls, level, hint in self.cmdprio_bssplit[d]:
+            if not pct:
+                continue
+            cum[bs] = cum.get(bs, 0) + pct
+            table.append((bs, cum[bs], ioprio_value(dflt[0] if cls is None else cls,
+                                                    dflt[1] if level is None else level,
+                                                    dflt[2] if hint is None else hint)))
+        return table
 
     def align(self, d: int) -> int:
         """Random offsets are multiples of this (fio's blockalign; default the minimum bs)."""
@@ -802,6 +851,49 @@ def _ints_pair(spec: JobSpec, value: str | None, src: SourceLine, option: str) -
     return _pair(spec, value, src, option, one, f"a number, or READ,WRITE numbers such as {option}=100,50")
 
 
+def _int_pair(lo: int, hi: int) -> Callable[[JobSpec, str | None, SourceLine, str], tuple[int, int]]:
+    def parse(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> tuple[int, int]:
+        def one(p: str) -> int:
+            return _int_value(p, src, option, lo, hi)
+        return _pair(spec, value, src, option, one,
+                     f"an integer in {lo}..{hi}, or READ,WRITE such as {option}={lo},{hi}")
+    return parse
+
+
+def _int_pair_setter(attr: str, lo: int, hi: int) -> _Handler:
+    parse = _int_pair(lo, hi)
+
+    def handler(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+        setattr(spec, attr, parse(spec, value, src, option))
+    return handler
+
+
+def _opt_cmdprio_bssplit(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
+    v = _need_value(value, src, option, "BS/PERCENT[/CLASS/LEVEL[/HINT]]:..., per direction READ,WRITE")
+    dirs: list[tuple[tuple[int, int, int | None, int | None, int | None], ...]] = []
+    for part in v.split(",")[:2]:
+        entries = []
+        for item in part.split(":"):
+            fields = [f.strip() for f in item.split("/")]
+            if len(fields) not in (2, 4, 5):
+                raise src.error(f"bad value {item!r} for '{option}': expected BS/PERCENT or "
+                                f"BS/PERCENT/CLASS/LEVEL[/HINT]", option)
+            bs = _size_value(spec, fields[0], src, option)
+            pct = _int_value(fields[1], src, option, 0, 100)
+            cls = _int_value(fields[2], src, option, 0, 3) if len(fields) > 2 else None
+            level = _int_value(fields[3], src, option, 0, 7) if len(fields) > 3 else None
+            hint = _int_value(fields[4], src, option, 0, 1023) if len(fields) > 4 else None
+            entries.append((bs, pct, cls, level, hint))
+        total: dict[int, int] = {}
+        for bs, pct, *_ in entries:
+            total[bs] = total.get(bs, 0) + pct
+            if total[bs] > 100:
+                raise src.error(f"bad value {part!r} for '{option}': the percentages of bs={bs} add up to more "
+                                f"than 100", option)
+        dirs.append(tuple(entries))
+    spec.cmdprio_bssplit = (dirs[0], dirs[1] if len(dirs) > 1 else dirs[0])
+
+
 def _opt_bsrange(spec: JobSpec, value: str | None, src: SourceLine, option: str) -> None:
     v = _need_value(value, src, option, "MIN-MAX, or READMIN-READMAX,WRITEMIN-WRITEMAX")
     ranges: list[tuple[int, int]] = []
@@ -1240,8 +1332,11 @@ _OPTIONS: dict[str, _Opt] = {
     "ramp_time": (_opt_ramp_time, "run this long before measuring"),
     "startdelay": (_time_setter("startdelay_s"), "wait this long before the job starts"),
     "numjobs": (_opt_numjobs, "clones of the job running concurrently"),
-    "direct": (_flag_setter("direct", flag=False), "O_DIRECT; ioengine always does it (direct=0 is refused)"),
-    "buffered": (_opt_buffered, "the opposite of direct; buffered=1 is refused"),
+    "direct": (_flag_setter("direct", flag=False), "O_DIRECT I/O (default 0: buffered, through the page cache, "
+                                                  "as fio)"),
+    "buffered": (_opt_buffered, "the opposite of direct (default 1)"),
+    "invalidate": (_flag_setter("invalidate", flag=True), "drop the files' cached pages (POSIX_FADV_DONTNEED) "
+                                                          "before a buffered job starts (default 1)"),
     "thread": (_flag_setter("thread", flag=True), "threads instead of processes (no difference here: one reactor)"),
     "group_reporting": (_flag_setter("group_reporting", flag=True), "report a job's clones as one entry"),
     "stonewall": (_flag_setter("stonewall", flag=True), "wait for the jobs before this one to finish"),
@@ -1286,6 +1381,21 @@ _OPTIONS: dict[str, _Opt] = {
     "write_lat_log": (_opt_log("write_lat_log"), "log latencies: PREFIX_lat/_clat/_slat.N.log"),
     "write_iops_log": (_opt_log("write_iops_log"), "log IOPS: PREFIX_iops.N.log"),
     "log_avg_msec": (_int_setter("log_avg_msec", 0), "average log entries over this period"),
+    "log_offset": (_flag_setter("log_offset", flag=True), "an offset column in the logs, before the priority"),
+    "log_prio": (_flag_setter("log_prio", flag=True), "the logs' priority column is the request's ioprio (0x....), "
+                                                      "else 1 for the RT class and 0 otherwise"),
+    "prio": (_int_setter("prio", 0, 7), "the I/O priority level (0 highest .. 7) of the job's requests; class BE "
+                                        "unless prioclass says"),
+    "prioclass": (_int_setter("prioclass", 0, 3), "the I/O priority class of the job's requests: 1 RT, 2 BE, 3 idle"),
+    "priohint": (_int_setter("priohint", 0, 1023), "the I/O priority hint (command duration limit descriptor)"),
+    "cmdprio_percentage": (_int_pair_setter("cmdprio_percentage", 0, 100),
+                           "percent of the requests, per direction READ,WRITE, that get cmdprio_class/cmdprio "
+                           "(libaio, io_uring)"),
+    "cmdprio_class": (_int_pair_setter("cmdprio_class", 1, 3), "the class of the cmdprio requests (default 1, RT)"),
+    "cmdprio": (_int_pair_setter("cmdprio", 0, 7), "the level of the cmdprio requests (default 0)"),
+    "cmdprio_hint": (_int_pair_setter("cmdprio_hint", 0, 1023), "the hint of the cmdprio requests (default 0)"),
+    "cmdprio_bssplit": (_opt_cmdprio_bssplit, "per block size, the percent of requests with a priority: "
+                                              "BS/PERCENT[/CLASS/LEVEL[/HINT]]:..., per direction READ,WRITE"),
     "kb_base": (_opt_kb_base, "1024 (default) or 1000: what k means in sizes"),
     "rw_sequencer": (_choice_setter("rw_sequencer", ("sequential", "identical")),
                      "with rw=randX:N, the I/Os between random offsets continue sequentially or repeat the offset"),
@@ -1348,10 +1458,9 @@ for _name, _meaning in (
         ("disable_clat", "skip completion latency"), ("disable_slat", "skip submission latency"),
         ("disable_bw_measurement", "skip bandwidth samples"), ("clat_percentiles", "report clat percentiles"),
         ("lat_percentiles", "report lat percentiles"), ("slat_percentiles", "report slat percentiles"),
-        ("invalidate", "drop the page cache first (O_DIRECT has none)"),
         ("allow_file_create", "fio may create files"), ("create_serialize", "lay out files one at a time"),
         ("fallocate", "preallocate files (ioengine writes them out)"),
-        ("per_job_logs", "one log per clone"), ("log_offset", "offsets in logs (ioengine always writes them)"),
+        ("per_job_logs", "one log per clone"),
         ("clocksource", "which clock fio reads"), ("overwrite", "lay out before writing (ioengine always does)"),
         ("threads", _TIOBENCH), ("block", _TIOBENCH), ("numruns", _TIOBENCH), ("dir", _TIOBENCH)):
     _OPTIONS[_name] = (_noop, f"{_meaning} (accepted; no difference to ioengine's run)")
@@ -1375,14 +1484,11 @@ _ALIASES = {
     "ss_interval": "steadystate_check_interval",
     "fill_fs": "fill_device",
 }
-_PRIO = ("per-request I/O priorities need the priority in each request (io_uring's sqe->ioprio, libaio's "
-         "aio_reqprio), which ioengine's submit path does not carry; an IoClass is the scheduler's share, not "
-         "the kernel's priority")
+_PRIO = "fio's libaio and io_uring engines call it cmdprio_percentage"
 _ZBD = "zoned block devices (zonemode=zbd) are not supported"
 #: Options ioengine refuses for a reason worth saying (the rest: "not supported").
 _REFUSED_WHY = {
-    **dict.fromkeys(("prio", "prioclass", "prio_percentage", "cmdprio", "cmdprio_class", "cmdprio_percentage",
-                     "cmdprio_bssplit", "cmdprio_hint", "log_prio", "priohint"), _PRIO),
+    "prio_percentage": _PRIO,
     **dict.fromkeys(("max_open_zones", "job_max_open_zones", "zone_reset_threshold", "zone_reset_frequency",
                      "read_beyond_wp", "zonecapacity", "ignore_zone_limits", "recover_zbd_write_error"), _ZBD),
     "atomic": "atomic writes (RWF_ATOMIC) are not available through ioengine",

@@ -21,8 +21,16 @@ its line, all at once).  How the jobs run, following fio:
 * a missing or short file is laid out first with random data, as fio does; a layout that fails
   (ENOSPC, EFBIG, ...) stops at once and fails the jobs of that file;
 * an I/O error ends that clone with fio's ``err=N`` line; the other jobs go on; exit status 1;
-* ``direct``: ioengine always does O_DIRECT; ``direct=0``/``buffered=1`` are refused, and a file that
-  does not say ``direct`` runs with O_DIRECT and a note on stderr (fio's default is buffered);
+* ``direct=1`` runs with O_DIRECT, its writes aligned to the logical block as the kernel takes them
+  (fio's ``bs=512`` on a 512e disk); otherwise (fio's default, ``direct=0``, ``buffered=1``) the
+  files are opened without O_DIRECT (``FileOpenOptions(buffered=True)``): any block size and
+  offset, through the page cache, which ``invalidate=1`` (fio's default) drops for the job's
+  region before it starts;
+* the kernel's I/O priority per request (io_uring's sqe->ioprio, libaio's aio_reqprio): the job's
+  ``prio``/``prioclass``/``priohint`` for every request, ``cmdprio_percentage`` / ``cmdprio_bssplit``
+  (libaio, io_uring) choosing another for a share of them, as fio's cmdprio.c; fio runs a job in its
+  own process and can set its priority, ioengine runs every job on one reactor, so each request
+  carries it;
 * offsets as fio's io_u.c computes them, quirks included: ``rw=read:-8k`` / ``rw=write:112k`` (holes,
   backwards), ``rw=randread:N`` with ``rw_sequencer``, ``zonemode=strided``;
 * between jobs as fio: ``flow`` (a shared counter per flow_id, each job's share of it kept at its
@@ -68,6 +76,7 @@ from typing import Any, TextIO
 
 import ioengine
 from ioengine import OpenFlags
+from ioengine.ioprio import IoPrioClass, ioprio_class
 
 from ..options import ReactorOptions, SmpOptions
 from .jobfile import JobFileError, JobSpec, numa_node_ids, options_help, parse_job_file
@@ -113,6 +122,8 @@ class CloneRun:
     #: Offsets and sizes of each I/O, kept only when a log needs them (or the sizes vary).
     offs: tuple[array.array, ...] | None = None
     sizes: tuple[array.array, ...] | None = None
+    #: The ioprio of each I/O, kept only when a log needs it and the job sets priorities.
+    prios: tuple[array.array, ...] | None = None
     io_bytes: list[int] = field(default_factory=lambda: [0, 0, 0])
     regions: list[tuple[int, int]] = field(default_factory=list)  # per file: (start, length)
     file_sizes: list[int] = field(default_factory=list)  # per file, at preflight
@@ -157,7 +168,7 @@ class CloneRun:
 
     def reset_stats(self) -> None:
         """End of ramp_time: what was done so far does not count."""
-        for arrs in (self.lat, self.at, self.offs, self.sizes):
+        for arrs in (self.lat, self.at, self.offs, self.sizes, self.prios):
             if arrs is not None:
                 for a in arrs:
                     del a[:]
@@ -639,22 +650,26 @@ class Verifier:
 # Planning: groups, files, layout
 
 
+#: fio's engine options (libaio, io_uring) that pick a priority per request.
+_CMDPRIO_OPTIONS = ("cmdprio_percentage", "cmdprio_bssplit", "cmdprio_class", "cmdprio", "cmdprio_hint")
+
 SYNC_NOTE = ("note: job(s) {names} use a synchronous engine ({engines}): one I/O in flight per job, "
              "iodepth ignored (as fio does)")
 
 
 def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
     """Refuse what ioengine cannot run as written; note what it runs differently from fio."""
-    undirect = []
     sync_depth: dict[str, str] = {}
     for job in jobs:
-        src = job.sources.get("direct")
-        if src is not None and not job.direct:
-            raise src.error(
-                f"job '{job.name}': direct=0 / buffered=1 (buffered I/O) is not supported: ioengine always does "
-                f"O_DIRECT; write direct=1 (or drop the line)", "direct")
-        if src is None:
-            undirect.append(job.name)
+        cmdprio = [o for o in _CMDPRIO_OPTIONS if o in job.sources]
+        if cmdprio and job.ioengine not in ("libaio", "io_uring"):
+            raise job.sources[cmdprio[0]].error(
+                f"job '{job.name}': {cmdprio[0]} is an option of fio's libaio and io_uring engines, not of "
+                f"ioengine={job.ioengine or 'psync'}; fio refuses it there too", cmdprio[0])
+        if "cmdprio_percentage" in job.sources and job.cmdprio_bssplit is not None:
+            raise job.sources["cmdprio_bssplit"].error(
+                f"job '{job.name}': cmdprio_percentage and cmdprio_bssplit are mutually exclusive (as in fio)",
+                "cmdprio_bssplit")
         if job.sync_engine and job.iodepth > 1:
             sync_depth[job.name] = job.ioengine or "psync, fio's default"
         if job.verify == "crc32c":
@@ -692,9 +707,6 @@ def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
         print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(offload))} set io_submit_mode=offload: fio "
               f"submits from a thread pool, ioengine from its reactor; the I/Os, depth and pacing are the same",
               file=warn)
-    if warn is not None and undirect:
-        print(f"note: job(s) {', '.join(repr(n) for n in dict.fromkeys(undirect))} do not set direct=1; "
-              f"fio would run them buffered, ioengine runs them with O_DIRECT", file=warn)
     if warn is not None and sync_depth:
         print(SYNC_NOTE.format(names=", ".join(repr(n) for n in sync_depth),
                                engines=", ".join(sorted(set(sync_depth.values())))), file=warn)
@@ -814,7 +826,7 @@ async def _preflight(cr: CloneRun) -> None:
     cr.regions = []
     cr.file_sizes = []
     for path in cr.paths:
-        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+        async with await ioengine.open_file_dma(path, OpenFlags.RO, open_options(job)) as f:
             file_size = await f.size()
             if not file_size and _is_device(path):
                 file_size = _device_size(path)
@@ -839,15 +851,31 @@ async def _preflight(cr: CloneRun) -> None:
             for bs in {lo, hi, job.align(d)}:
                 if bs % align:
                     raise _job_error(job, "bs", f"job '{job.name}': {what}={bs} is not a multiple of {align}, "
-                                                f"the O_DIRECT alignment of {path!r}")
+                                                f"the O_DIRECT alignment of {path!r} (direct=0 runs buffered)")
             if start % align:
                 raise _job_error(job, "offset", f"job '{job.name}': offset={start} is not a multiple of {align}, "
-                                                f"the O_DIRECT alignment of {path!r}")
+                                                f"the O_DIRECT alignment of {path!r} (direct=0 runs buffered)")
             if length < lo:
                 raise _job_error(job, "size", f"job '{job.name}': the I/O region of {path!r} ({length} bytes "
                                               f"from offset {start}; the file has {file_size}) is smaller than "
                                               f"{what}={lo}")
         cr.regions.append((start, length))
+
+
+def open_options(job: JobSpec) -> ioengine.FileOpenOptions:
+    """How a job's files are opened, as fio opens them: O_DIRECT with direct=1, writes then as small
+    as the kernel takes (the logical block); otherwise through the page cache."""
+    if job.direct:
+        return ioengine.FileOpenOptions(align_writes_to_logical_block=True)
+    return ioengine.FileOpenOptions(buffered=True)
+
+
+def _invalidate(fd: int, start: int, length: int, path: str) -> None:
+    """fio's invalidate=1: drop the region's clean cached pages, so a buffered job starts cold."""
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except OSError as e:
+        raise OSError(e.errno, f"posix_fadvise(DONTNEED) failed: {os.strerror(e.errno or 0)}", path) from None
 
 
 def _job_error(job: JobSpec, option: str, message: str) -> Exception:
@@ -1029,6 +1057,29 @@ class _Shared:
             self.done.setdefault(name, asyncio.Event()).set()
 
 
+class _Priorities:
+    """The kernel priority of each request of one clone, as fio's cmdprio.c picks it: the job's
+    default (prio/prioclass/priohint), or for cmdprio_percentage / cmdprio_bssplit's share of
+    the requests (per direction, per block size) the cmdprio one."""
+
+    __slots__ = ("default", "tables", "rng")
+
+    def __init__(self, job: JobSpec, number: int) -> None:
+        self.default = job.ioprio
+        self.tables: tuple[list[tuple[int, int, int]], ...] = (
+            job.cmdprio_table(_READ), job.cmdprio_table(_WRITE), [])
+        self.rng = random.Random(derive_seed(job, number, "prio"))
+
+    def of(self, d: int, n: int) -> int:
+        table = self.tables[d]
+        if table:
+            draw = self.rng.randrange(100)
+            for bs, cum, prio in table:
+                if (bs == 0 or bs == n) and draw < cum:
+                    return prio
+        return self.default
+
+
 class _Clone:
     """Runs one clone: its files, buffers and plan are made by :meth:`prepare` (before any
     clock starts), :meth:`run` does the I/O."""
@@ -1054,6 +1105,7 @@ class _Clone:
         self.t0 = 0
         self.t_meas = 0  # when the measured part began (after ramp_time, or a latency_target reset)
         self.buf_rng = random.Random(derive_seed(job, cr.number, "buffers"))
+        self.prio = _Priorities(job, cr.number) if job.ioprio or job.uses_cmdprio else None
         self.pacers: list[_Pacer | None] | None = None
         if any(job.rate) or any(job.rate_iops):
             self.pacers = [_Pacer(job.rate[d], job.rate_iops[d], job.rate_process == "poisson",
@@ -1117,10 +1169,14 @@ class _Clone:
         job, cr = self.job, self.cr
         flags = OpenFlags.RW if job.does_writes or job.does_trims else OpenFlags.RO
         try:
-            for path in cr.paths:
-                f = await ioengine.open_file_dma(path, flags)
+            options = open_options(job)
+            for i, path in enumerate(cr.paths):
+                f = await ioengine.open_file_dma(path, flags, options)
                 self.files.append(f)
                 cr.direct = cr.direct and f.direct
+                if not job.direct and job.invalidate and i < len(cr.regions):
+                    start, length = cr.regions[i]
+                    await ioengine.get_reactor().run_blocking(_invalidate, f.fileno(), start, length, path, owner=f)
         except OSError as e:
             cr.fail(*_describe(e))
             return False
@@ -1131,6 +1187,8 @@ class _Clone:
             cr.sizes = tuple(array.array("q") for _ in _DIRS)
         if logs:
             cr.offs = tuple(array.array("q") for _ in _DIRS)
+            if self.prio is not None:
+                cr.prios = tuple(array.array("q") for _ in _DIRS)
         return True
 
     def _buffers(self) -> tuple[Any, Any]:
@@ -1350,7 +1408,9 @@ class _Clone:
         bufs = (rb, wb, None)
         full = (len(rb), len(wb) if wb is not None else 0, 0)
         reactor = ioengine.get_reactor()
-        lat, at, sizes, offs = cr.lat, cr.at, cr.sizes, cr.offs
+        lat, at, sizes, offs, prios = cr.lat, cr.at, cr.sizes, cr.offs, cr.prios
+        prio_of = self.prio.of if self.prio is not None else None
+        ioprio = 0
         io_bytes = cr.io_bytes
         clock = time.perf_counter_ns
         pacers = self.pacers
@@ -1388,6 +1448,8 @@ class _Clone:
             buf = bufs[d]
             if buf is not None and n != full[d]:
                 buf = buf.trim(0, n)
+            if prio_of is not None:
+                ioprio = prio_of(d, n)
             if verifier is not None:
                 # A checkable block is written by one I/O at a time, in the order recorded.
                 while (fi, pos) in self.inflight:
@@ -1403,10 +1465,10 @@ class _Clone:
                 if d == _WRITE:
                     self._prepare_write(buf, pos, n, self.wseq)
                     t = clock()
-                    await f.dma_write(pos, buf)
+                    await (f.dma_write(pos, buf, ioprio=ioprio) if ioprio else f.dma_write(pos, buf))
                 elif d == _READ:
                     t = clock()
-                    await f.dma_read(pos, buf)
+                    await (f.dma_read(pos, buf, ioprio=ioprio) if ioprio else f.dma_read(pos, buf))
                 else:
                     # fio's trim (os_trim): BLKDISCARD, which a regular file refuses with ENOTTY
                     # (err=25), as it does for fio.
@@ -1444,6 +1506,8 @@ class _Clone:
                 sizes[d].append(n)
             if offs is not None:
                 offs[d].append(pos)
+            if prios is not None:
+                prios[d].append(ioprio)
             if self.lat_target is not None:
                 lt = self.lat_target
                 if lt.completed(t2 - t, t2, self.ios_done):
@@ -1548,7 +1612,7 @@ class _Clone:
             self.inflight.add((fi, pos))
             try:
                 t = clock()
-                await self.files[fi].dma_read(pos, b)
+                await self.files[fi].dma_read(pos, b, ioprio=self.prio.default if self.prio is not None else 0)
                 t2 = clock()
             finally:
                 self.inflight.discard((fi, pos))
@@ -1559,6 +1623,8 @@ class _Clone:
                 cr.sizes[_READ].append(n)
             if cr.offs is not None:
                 cr.offs[_READ].append(pos)
+            if cr.prios is not None:
+                cr.prios[_READ].append(self.prio.default if self.prio is not None else 0)
             self._check(b, fi, pos, n, seq)
 
 
@@ -2164,7 +2230,9 @@ def to_json(run: JobsRun) -> dict[str, Any]:
 
 def write_logs(run: JobsRun) -> list[str]:
     """write_bw_log / write_lat_log / write_iops_log in fio's format: ``time (ms), value, data
-    direction (0 read, 1 write), block size, offset`` per line, one file per clone
+    direction (0 read, 1 write), block size, [offset (log_offset),] priority`` per line (the
+    priority: the request's ioprio as 0x.... with log_prio, else 1 for the RT class, 0 for the
+    others), one file per clone
     (PREFIX_bw.N.log etc., N fio's job number).  Without log_avg_msec, one line per I/O (bw in
     KiB/s over that I/O's latency, as fio's per-I/O samples); with it, averages per period."""
     written: list[str] = []
@@ -2185,10 +2253,13 @@ def write_logs(run: JobsRun) -> list[str]:
 
 
 def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
-    rows: list[tuple[int, int, int, int, int]] = []  # (time ns, value, ddir, bs, offset)
+    rows: list[tuple[int, int, int, int, int, int]] = []  # (time ns, value, ddir, bs, offset, ioprio)
+    job = c.job
+    default_prio = job.ioprio
     for d in _DIRS:
         sizes = c.sizes[d] if c.sizes is not None else None
         offs = c.offs[d] if c.offs is not None else None
+        prios = c.prios[d] if c.prios is not None else None
         bs = c.job.block_sizes(d)[0]
         for i, (t, lat) in enumerate(zip(c.at[d], c.lat[d])):
             n = sizes[i] if sizes is not None else bs
@@ -2200,14 +2271,16 @@ def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
                 v = round(n * 1e9 / max(lat, 1) / 1024)
             else:
                 v = 1
-            rows.append((t, v, d, n, offs[i] if offs is not None else 0))
+            rows.append((t, v, d, n, offs[i] if offs is not None else 0,
+                         prios[i] if prios is not None else default_prio))
     rows.sort()
     if not avg_ms:
-        return [f"{t // 1_000_000}, {v}, {d}, {n}, {o}\n" for t, v, d, n, o in rows]
+        return [f"{t // 1_000_000}, {v}, {d}, {n}, {f'{o}, ' if job.log_offset else ''}{_log_prio(job, p)}\n"
+                for t, v, d, n, o, p in rows]
     # Averaged: per period and direction, the mean (lat) or the rate over the period (bw, iops).
     step = avg_ms * 1_000_000
     acc: dict[tuple[int, int], list[int]] = {}
-    for t, v, d, n, _ in rows:
+    for t, v, d, n, _, _ in rows:
         a = acc.setdefault((t // step, d), [0, 0, 0])
         a[0] += v
         a[1] += 1
@@ -2220,8 +2293,16 @@ def _log_lines(c: CloneRun, kind: str, avg_ms: int) -> list[str]:
             v = round(nbytes * 1000 / avg_ms / 1024)
         else:
             v = round(count * 1000 / avg_ms)
-        out.append(f"{(k + 1) * avg_ms}, {v}, {d}, 0, 0\n")
+        # fio's averaged samples carry no offset or priority (zeros)
+        out.append(f"{(k + 1) * avg_ms}, {v}, {d}, 0, {'0, ' if job.log_offset else ''}{_log_prio(job, 0)}\n")
     return out
+
+
+def _log_prio(job: JobSpec, ioprio: int) -> str:
+    """fio's priority column: the ioprio value with log_prio, else whether it is of the RT class."""
+    if job.log_prio:
+        return f"0x{ioprio:04x}"
+    return "1" if ioprio_class(ioprio) == IoPrioClass.RT else "0"
 
 
 # -- fio-like text ---------------------------------------------------------------------------
@@ -2313,7 +2394,7 @@ def to_text(run: JobsRun) -> str:
             for c in e.clones:
                 if c.error:
                     lines.append(f"  error: err={c.error} ({os.strerror(c.error)}): {c.error_text}")
-                if not c.direct:
+                if c.job.direct and not c.direct:
                     lines.append(f"  note: {c.path!r} is on a filesystem without O_DIRECT: buffered I/O")
             for d, label, does in ((_READ, " read", e.job.does_reads), (_WRITE, "write", e.job.does_writes),
                                    (_TRIM, "  trim", e.job.does_trims)):

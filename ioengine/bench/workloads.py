@@ -151,9 +151,9 @@ def _timed_file_class(lat: list[int]) -> type[File]:
     class TimedFile(File):
         __slots__ = ()
 
-        def read_future(self, pos: int, buf: Any, io_class: Any = None) -> asyncio.Future[int]:
+        def read_future(self, pos: int, buf: Any, io_class: Any = None, *, ioprio: int = 0) -> asyncio.Future[int]:
             t = clock()
-            fut = File.read_future(self, pos, buf, io_class)
+            fut = File.read_future(self, pos, buf, io_class, ioprio=ioprio)
             fut.add_done_callback(lambda _f: append(clock() - t))
             return fut
 

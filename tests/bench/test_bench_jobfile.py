@@ -510,7 +510,8 @@ def test_job_file_and_to_fio_args_run_identically_in_fio(tmp_path: Path) -> None
 
 def test_refusals_say_why_when_there_is_a_reason() -> None:
     with pytest.raises(JobFileError) as info:
-        parse_job_text("[j]\nprioclass=3\nmax_open_zones=4\n", "p.fio")
+        parse_job_text("[j]\nprio_percentage=3\nmax_open_zones=4\n", "p.fio")
     msg = str(info.value)
-    assert "option 'prioclass' is not supported by ioengine: per-request I/O priorities" in msg
+    assert ("option 'prio_percentage' is not supported by ioengine: fio's libaio and io_uring engines call it "
+            "cmdprio_percentage") in msg
     assert "option 'max_open_zones' is not supported by ioengine: zoned block devices" in msg

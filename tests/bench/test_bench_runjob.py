@@ -262,23 +262,58 @@ def test_missing_data_file_without_size(scratch: Path, capsys: pytest.CaptureFix
     assert not (scratch / "absent.dat").exists()
 
 
-def test_direct_0_is_refused_and_unset_direct_noted(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_direct_0_and_unset_direct_run_buffered(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fio's default (and direct=0 / buffered=1): the page cache, any block size and offset; the
+    data proven by verify."""
     job = write_job(scratch, """\
         [j]
-        size=1m
+        size=300000
+        offset=1001
+        bs=1000
+        rw=randwrite
+        verify=md5
         filename={dir}/d.dat
         direct=0
     """)
-    assert main(["run", str(job)]) == 2
-    err = capsys.readouterr().err
-    assert "line 4" in err and "direct=0" in err and "O_DIRECT" in err
+    assert main(["run", str(job)]) == 0
+    out, err = capsys.readouterr()
+    assert "err= 0" in out and "O_DIRECT" not in err + out
+    assert "verify" not in err
     job = write_job(scratch, """\
         [j]
         size=256k
+        bs=3000
+        rw=read
         filename={dir}/d.dat
+        buffered=1
+        invalidate=0
     """)
     assert main(["run", str(job)]) == 0
-    assert "do not set direct=1" in capsys.readouterr().err
+    assert "O_DIRECT" not in "".join(capsys.readouterr())
+
+
+def test_direct_writes_at_the_logical_block(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """direct=1 with bs as small as the kernel takes for O_DIRECT (the logical block), as fio:
+    not refused for being smaller than the physical block."""
+    import ioengine
+
+    async def logical() -> int:
+        flags = ioengine.OpenFlags.RW | ioengine.OpenFlags.CREATE
+        async with await ioengine.open_file_dma(scratch / "probe", flags) as f:
+            return f.disk_read_dma_alignment
+
+    bs = ioengine.run(logical())
+    job = write_job(scratch, f"""\
+        [j]
+        direct=1
+        size=256k
+        bs={bs}
+        rw=randwrite
+        verify=crc32
+        filename={{dir}}/d.dat
+    """)
+    assert main(["run", str(job)]) == 0, capsys.readouterr().err
+    assert "err= 0" in capsys.readouterr().out
 
 
 def test_unaligned_block_size_is_refused_before_running(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
