@@ -7,6 +7,7 @@
     ioengine-bench compare --rows randread-qd1,read-stream --json r.json --markdown r.md --chart r.png
     ioengine-bench run job.fio [--output-format json]   # a fio job file, run through ioengine
     ioengine-bench run --list-options          # the fio options it runs, with fio's meaning
+    ioengine-bench plot job_bw.1.log job_lat.1.log --out logs.png   # fio-format logs (ours or fio's)
     ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
     ioengine-bench sched                       # the disk scheduler on the real disk
     ioengine-bench smp                         # cross-shard round trips vs a multiprocessing Pipe
@@ -247,8 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--depth", type=_positive_int, default=64, help="total queue depth (split over the shards)")
     s.add_argument("--smp", type=_positive_int, default=2, help="shards (and fio jobs) of the split runs")
     s.add_argument("--rows", default="randread,randwrite", help="comma-separated: randread, randwrite")
+    s = sub.add_parser("plot", help="plot fio-format logs (write_bw_log/write_lat_log/write_iops_log) to a PNG")
+    s.add_argument("logs", nargs="+", help="PREFIX_bw.N.log, _lat/_clat/_slat, _iops files (ours or fio's)")
+    s.add_argument("--out", required=True, metavar="FILE.png", help="where to write the plot")
+    s.add_argument("--avg-ms", type=int, default=100, help="average the samples over windows this long (0: raw)")
     args = p.parse_args(argv)
     try:
+        if args.command == "plot":
+            from .logplot import LogError, plot_logs
+
+            try:
+                plot_logs(args.logs, args.out, args.avg_ms)
+            except (LogError, ImportError) as e:
+                print(f"ioengine-bench plot: {e}", file=sys.stderr)
+                return 2
+            print(f"wrote {args.out}")
+            return 0
         if args.command == "scaling":
             from .scaling import main_scaling
 
