@@ -25,7 +25,7 @@ from iosched import WRITE as SCHED_WRITE
 from iosched import DirectGrant, IoClassState, IoQueue, WakeupQueue
 
 from . import poller
-from ._iopath import UNIT_FLAG, IoPath
+from ._iopath import UNIT_FLAG, IoFuture, IoPath
 from .backends import open_backend
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import BufferPool
@@ -93,8 +93,9 @@ class Reactor:
         self._capacity = self.backend.capacity
         self._flush_at = self.options.submit_batch
         self._alone_bytes = self.options.submit_alone_bytes
-        # The C Future constructor bound to our loop: skips loop.create_future's Python frame.
-        self._create_future = functools.partial(asyncio.Future, loop=self.loop)
+        # The requests' futures: IoFutures (C) of our loop, made by IoPath without a call. A
+        # completion batch resumes their tasks directly (IoPath.deliver), not via call_soon.
+        self._create_future = functools.partial(IoFuture, loop=self.loop)
         #: The per-request path (C): staged records and the in-flight requests, whose futures
         #: it resolves from a batch of completions.
         self._path = IoPath(self._create_future, request_error, self._grant_reaped, self._capacity,
@@ -443,15 +444,25 @@ class Reactor:
 
     # -- the loop turn ---------------------------------------------------------------------
 
+    # Completions resolve the requests' IoFutures with their callbacks (the awaiting tasks'
+    # wake-ups) held in IoPath; each loop callback below that completes requests ends with
+    # IoPath.deliver(), which runs them there and then, once the reactor's books are done (a
+    # woken task submits at once, and may even close the reactor), or with call_soon when a
+    # task is running. Completions reached from inside a task (a failed inline submission) wait
+    # for the flush that follows it.
+
     def _flush(self) -> None:
         self._path.flush_scheduled = False
         if self.closed:
             return
-        if self._deferred:
-            deferred, self._deferred = self._deferred, []
-            for uds, results in deferred:
-                self._complete(uds, results)
-        self._submit_now()
+        try:
+            if self._deferred:
+                deferred, self._deferred = self._deferred, []
+                for uds, results in deferred:
+                    self._complete(uds, results)
+            self._submit_now()
+        finally:
+            self._path.deliver()
         wq = self._wakeups
         if wq is not None and wq.pending and not self._wake_scheduled:
             # Scheduled from a callback, it runs on the next loop turn: after this turn's
@@ -546,7 +557,10 @@ class Reactor:
     def _on_wakeup(self) -> None:
         uds, results = self.backend.reap()
         if uds:
-            self._complete(uds, results)
+            try:
+                self._complete(uds, results)
+            finally:
+                self._path.deliver()
 
     def _worth_polling(self) -> bool:
         """Poll (rather than sleep on the eventfd) while I/O is in flight and polling pays: with
@@ -564,7 +578,10 @@ class Reactor:
         uds, results = self.backend.poll()
         if uds:
             self.polled += len(uds)
-            self._complete(uds, results)
+            try:
+                self._complete(uds, results)
+            finally:
+                self._path.deliver()
             return True
         return False
 
@@ -597,8 +614,8 @@ class Reactor:
                 self._complete_units(units)
         finally:
             if not self._path.flush_scheduled:
-                # Queued after the wake-ups just scheduled: the tasks resume, stage their next
-                # I/O, and this flush submits it in the same loop turn.
+                # Scheduled before the tasks resume (IoPath.deliver, at the end of the loop
+                # callback that got here): what they stage goes to the kernel in this one flush.
                 self._path.flush_scheduled = True
                 self.loop.call_soon(self._flush)
             if self._owner_waiters:
