@@ -445,24 +445,25 @@ class Reactor:
     # -- the loop turn ---------------------------------------------------------------------
 
     # Completions resolve the requests' IoFutures with their callbacks (the awaiting tasks'
-    # wake-ups) held in IoPath; each loop callback below that completes requests ends with
-    # IoPath.deliver(), which runs them there and then, once the reactor's books are done (a
-    # woken task submits at once, and may even close the reactor), or with call_soon when a
-    # task is running. Completions reached from inside a task (a failed inline submission) wait
-    # for the flush that follows it.
+    # wake-ups) held in IoPath, and make sure this flush is scheduled; the flush runs them
+    # (IoPath.deliver: no call_soon, no Handle each) where asyncio would have: one loop turn
+    # later, at the flush's place in the ready queue, so a task resumes at most once a turn and
+    # the others get theirs as before. What the woken tasks stage goes to the kernel right
+    # after, in the same turn.
 
     def _flush(self) -> None:
-        self._path.flush_scheduled = False
-        if self.closed:
-            return
+        path = self._path
+        path.flush_scheduled = False
         try:
-            if self._deferred:
+            if self._deferred and not self.closed:
                 deferred, self._deferred = self._deferred, []
                 for uds, results in deferred:
                     self._complete(uds, results)
-            self._submit_now()
         finally:
-            self._path.deliver()
+            path.deliver()
+        if self.closed:
+            return
+        self._submit_now()
         wq = self._wakeups
         if wq is not None and wq.pending and not self._wake_scheduled:
             # Scheduled from a callback, it runs on the next loop turn: after this turn's
@@ -557,10 +558,7 @@ class Reactor:
     def _on_wakeup(self) -> None:
         uds, results = self.backend.reap()
         if uds:
-            try:
-                self._complete(uds, results)
-            finally:
-                self._path.deliver()
+            self._complete(uds, results)
 
     def _worth_polling(self) -> bool:
         """Poll (rather than sleep on the eventfd) while I/O is in flight and polling pays: with
@@ -578,10 +576,7 @@ class Reactor:
         uds, results = self.backend.poll()
         if uds:
             self.polled += len(uds)
-            try:
-                self._complete(uds, results)
-            finally:
-                self._path.deliver()
+            self._complete(uds, results)
             return True
         return False
 
@@ -614,8 +609,7 @@ class Reactor:
                 self._complete_units(units)
         finally:
             if not self._path.flush_scheduled:
-                # Scheduled before the tasks resume (IoPath.deliver, at the end of the loop
-                # callback that got here): what they stage goes to the kernel in this one flush.
+                # It resumes the tasks just resolved (IoPath.deliver) and submits what they stage.
                 self._path.flush_scheduled = True
                 self.loop.call_soon(self._flush)
             if self._owner_waiters:
