@@ -157,7 +157,7 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def _register(self, pos: int, nbytes: int, pin: Any, opname: str, owner: Any,
-                  on_done: Callable[[tuple, int], None] | None) -> tuple[asyncio.Future, int]:
+                  on_done: Callable[[tuple, int], None] | None) -> tuple[IoFuture[int], int]:
         if self.closed:
             raise RuntimeError("the reactor is closed")
         return self._path.register(pos, nbytes, pin, opname, owner, on_done, None)
@@ -172,7 +172,7 @@ class Reactor:
                on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None,
                queue: IoQueue | None = None, states: dict[IoClass | None, IoClassState] | None = None,
                io_class: IoClass | None = None,
-               align: int = 4096) -> asyncio.Future:
+               align: int = 4096) -> IoFuture[int]:
         """Queue one read/write/fsync record; the future resolves to the result (bytes or 0).
 
         ``nbytes`` is the byte count error messages quote when ``length`` is not one (an iovec
@@ -230,7 +230,7 @@ class Reactor:
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: IoQueue | None,
                   states: dict[IoClass | None, IoClassState] | None,
-                  io_class: IoClass | None, align: int) -> asyncio.Future:
+                  io_class: IoClass | None, align: int) -> IoFuture[int]:
         """submit() for one plain read or write (OP_READ / OP_WRITE), all positional.
 
         The per-I/O path of dma_read/dma_write: when nothing waits in the disk queue and the
@@ -282,7 +282,7 @@ class Reactor:
 
     def _queue_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: IoQueue, st: IoClassState,
-                  align: int) -> asyncio.Future:
+                  align: int) -> IoFuture[int]:
         """submit_rw() through the disk queue (submit()'s scheduled branch)."""
         check_record(opname, fd, addr, length, pos)  # the record is staged later, at dispatch
         fut, ud = self._register(pos, length, pin, opname, owner, on_done)
@@ -380,7 +380,7 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
-                       path: Any, on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
+                       path: Any, on_done: Callable[[tuple, int], None] | None = None) -> IoFuture[int]:
         """An io_uring metadata op (openat, statx, …): prepare its SQE now, submit this turn."""
         fut, ud = self._register(0, -1, pin, opname, path, on_done)
         try:

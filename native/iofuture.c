@@ -336,7 +336,7 @@ static PyObject *future_result(IoFutureObject *f)
     if (f->state == FUT_CANCELLED)
         return raise_cancelled(f);
     if (f->state != FUT_FINISHED) {
-        PyErr_SetString(InvalidStateError, "Result is not ready.");
+        PyErr_SetString(InvalidStateError, "Result is not set.");
         return NULL;
     }
     f->log_tb = 0;
