@@ -39,7 +39,7 @@ typedef struct {
 static PyTypeObject IoFutureIter_Type;
 
 static PyObject *InvalidStateError, *CancelledError, *get_running_loop, *current_tasks, *current_task_fn;
-static PyObject *str_call_soon, *str_call_exception_handler, *kw_context;
+static PyObject *str_call_soon, *str_call_exception_handler, *str_context, *kw_context;
 
 static const char *const state_names[] = {"PENDING", "CANCELLED", "FINISHED"};
 
@@ -66,6 +66,10 @@ static void restore_exception(PyObject *v)
 
 static int call_soon(PyObject *loop, PyObject *fn, PyObject *arg, PyObject *ctx)
 {
+    if (!loop) {  /* only after the garbage collector cleared it */
+        PyErr_SetString(PyExc_RuntimeError, "IoFuture object is not initialized");
+        return -1;
+    }
     PyObject *args[4] = {loop, fn, arg, ctx};
     PyObject *h = PyObject_VectorcallMethod(str_call_soon, args, 3, ctx ? kw_context : NULL);
     if (!h)
@@ -121,6 +125,7 @@ static int hold_callbacks(IoFutureObject *f, ie_wakeups *held)
     f->fn0 = f->ctx0 = f->callbacks = NULL;
     int rc = 0;
     if (fn0 && hold(held, f, fn0, ctx0) < 0) {
+        PyErr_Clear();
         rc = call_soon(f->loop, fn0, (PyObject *)f, ctx0);
         Py_DECREF(fn0);
         Py_DECREF(ctx0);
@@ -198,9 +203,12 @@ static void report_callback_error(IoFutureObject *f, PyObject *fn)
         return;
     PyObject *msg = PyUnicode_FromFormat("Exception in callback %R(%R)", fn, (PyObject *)f);
     PyObject *ctx = msg ? Py_BuildValue("{sOsOsO}", "message", msg, "exception", exc, "future", (PyObject *)f) : NULL;
-    PyObject *r = ctx ? PyObject_CallMethodOneArg(f->loop, str_call_exception_handler, ctx) : NULL;
-    if (!r)
+    PyObject *r = ctx && f->loop ? PyObject_CallMethodOneArg(f->loop, str_call_exception_handler, ctx) : NULL;
+    if (!r) {
+        if (!PyErr_Occurred())
+            restore_exception(Py_NewRef(exc));
         PyErr_WriteUnraisable((PyObject *)f);
+    }
     Py_XDECREF(r);
     Py_XDECREF(ctx);
     Py_XDECREF(msg);
@@ -243,7 +251,8 @@ int iofuture_deliver(ie_wakeups *held)
     held->n = held->cap = 0;
     /* A task's step cannot start inside another's (asyncio's enter_task refuses): when one is
        running (a completion reaped from inside a task), the loop runs the callbacks later. */
-    int direct = task_running(((IoFutureObject *)w[0].fut)->loop);
+    PyObject *loop = ((IoFutureObject *)w[0].fut)->loop;
+    int direct = loop ? task_running(loop) : 1;
     if (direct < 0)
         PyErr_Clear();
     direct = direct == 0;
@@ -370,7 +379,12 @@ static PyObject *IoFuture_cancelled(IoFutureObject *f, PyObject *unused)
     return PyBool_FromLong(f->state == FUT_CANCELLED);
 }
 
-static PyObject *IoFuture_get_loop(IoFutureObject *f, PyObject *unused) { return Py_NewRef(f->loop); }
+static PyObject *IoFuture_get_loop(IoFutureObject *f, PyObject *unused)
+{
+    if (!f->loop)
+        PyErr_SetString(PyExc_RuntimeError, "IoFuture object is not initialized");
+    return Py_XNewRef(f->loop);
+}
 
 static PyObject *IoFuture_make_cancelled_error(IoFutureObject *f, PyObject *unused) { return make_cancelled_error(f); }
 
@@ -412,8 +426,10 @@ static PyObject *IoFuture_add_done_callback(IoFutureObject *f, PyObject *const *
                                             PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    /* asyncio's tasks pass context= with the interned name: compared by identity first */
     if (nargs != 1 || nkw > 1
-        || (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") != 0)) {
+        || (nkw == 1 && PyTuple_GET_ITEM(kwnames, 0) != str_context
+            && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "context") != 0)) {
         PyErr_SetString(PyExc_TypeError, "add_done_callback(fn, *, context=None)");
         return NULL;
     }
@@ -784,9 +800,8 @@ int iofuture_module_init(PyObject *m)
         return -1;
     str_call_soon = PyUnicode_InternFromString("call_soon");
     str_call_exception_handler = PyUnicode_InternFromString("call_exception_handler");
-    PyObject *ctx_name = PyUnicode_InternFromString("context");
-    kw_context = ctx_name ? PyTuple_Pack(1, ctx_name) : NULL;
-    Py_XDECREF(ctx_name);
+    str_context = PyUnicode_InternFromString("context");
+    kw_context = str_context ? PyTuple_Pack(1, str_context) : NULL;
     if (!str_call_soon || !str_call_exception_handler || !kw_context)
         return -1;
     PyObject *asyncio = PyImport_ImportModule("asyncio");
