@@ -18,6 +18,7 @@ On N cores: ``ioengine.run(main, smp=N)`` runs N shards (processes, each with it
 reactor) that talk by ``ioengine.submit_to`` (see ioengine.smp).
 """
 from . import smp
+from ._iopath import IoFuture
 from ._ops import StatData
 from .buffers import DEFAULT_ALIGNMENT, BufferPool, DmaBuffer, allocate_aligned_buffer
 from .errors import BackendUnavailableError, ClosedFileError, ShortReadError
@@ -82,7 +83,7 @@ def run(main, /, *args, **options):
 __all__ = [
     "BackendUnavailableError", "BufferPool", "ClosedFileError", "DEFAULT_ALIGNMENT", "DirectoryEntry", "DmaBuffer",
     "File", "FileHandle", "FileInputStream", "FileInputStreamOptions", "FileOpenOptions", "FileOutputStream",
-    "FileOutputStreamOptions", "IoClass", "IoPrioClass", "current_io_class", "ioprio_value",
+    "FileOutputStreamOptions", "IoClass", "IoFuture", "IoPrioClass", "current_io_class", "ioprio_value",
     "make_file_input_stream", "make_file_output_stream",
     "metrics", "metrics_text", "OpenFlags", "Reactor", "ReactorOptions", "ShortReadError", "StatData",
     "add_reactor_arguments", "allocate_aligned_buffer", "configure", "file_exists", "file_size", "file_stat",

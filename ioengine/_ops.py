@@ -179,9 +179,9 @@ async def openat(r: Reactor, path: Any, flags: int, mode: int, opname: str = "op
                 os.close(fut.result())  # it opened, but the task was cancelled before resuming
             raise
     handoff: list = [threading.Lock(), None]
-    fut = r.run_blocking(_open_blocking, path, flags | os.O_CLOEXEC, mode, handoff)
+    job = r.run_blocking(_open_blocking, path, flags | os.O_CLOEXEC, mode, handoff)
     try:
-        return await _checked(fut, opname, spath)
+        return await _checked(job, opname, spath)
     except asyncio.CancelledError:
         with handoff[0]:
             if isinstance(handoff[1], int):

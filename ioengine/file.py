@@ -13,6 +13,7 @@ from typing import Any, overload
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
+from ._iopath import IoFuture
 from ._native import ffi
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
@@ -203,7 +204,7 @@ class File:
         return await self.read_future(pos, buf, io_class, ioprio=ioprio)
 
     def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None, *,
-                    ioprio: int = 0) -> asyncio.Future[int]:
+                    ioprio: int = 0) -> IoFuture[int]:
         """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
         if not self._closed and not ioprio:  # the per-I/O path: one C call stages it, or says it is not plain
             fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
@@ -434,7 +435,7 @@ class File:
 
     def _submit_write(self, op: int, addr: int, n: int, pos: int, pin: Any, opname: str, total: int,
                       io_class: IoClass | None,
-                      on_done: Completion | None = None, ioprio: int = 0) -> asyncio.Future[int]:
+                      on_done: Completion | None = None, ioprio: int = 0) -> IoFuture[int]:
         self._size.write_issued(pos + (n if total < 0 else total))
         done = self._on_write if on_done is None else self._write_done_then(on_done)
         try:
@@ -459,7 +460,8 @@ class File:
 
         return done
 
-    def write_future(self, pos: int, buf: Any, io_class: IoClass | None = None) -> asyncio.Future[int]:
+    def write_future(self, pos: int, buf: Any,
+                     io_class: IoClass | None = None) -> IoFuture[int] | asyncio.Future[int]:
         """dma_write without the coroutine when nothing must be awaited first (for streams):
         checks now and returns the reactor's future; otherwise a task running dma_write."""
         if self._size.must_wait(pos, len(buf)):
@@ -472,7 +474,7 @@ class File:
         return FileSink(self)
 
     def _issue_write(self, pos: int, buf: Any, io_class: IoClass | None = None,
-                     on_done: Completion | None = None) -> asyncio.Future[int]:
+                     on_done: Completion | None = None) -> IoFuture[int]:
         """Issue a write now; the caller has made sure _size.must_wait() is False. ``on_done(req,
         result)`` runs at the kernel's completion, even if the returned future was cancelled."""
         pin, addr, n = self._pin_write(pos, buf)
@@ -788,7 +790,7 @@ class FileSink:
         await self._file._wait_writable(pos, n)
 
     def put(self, pos: int, buf: Any, io_class: IoClass | None = None,
-            on_done: Completion | None = None) -> asyncio.Future[int]:
+            on_done: Completion | None = None) -> IoFuture[int]:
         """Issue a write of ``buf`` at ``pos`` now (``must_wait`` must be False); the reactor's
         future is returned. ``on_done(request, result)`` runs at the kernel's completion, even if
         the future was cancelled (a stream learns the outcome there, without awaiting)."""

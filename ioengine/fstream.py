@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._iopath import IoFuture
 from .buffers import DmaBuffer
 from .errors import ClosedFileError
 from .file import File
@@ -131,7 +132,7 @@ def _check_offset(op: str, offset: Any) -> None:
         raise ValueError(f"{op}: offset {offset} is outside [0, 2**63), the file offsets the kernel takes")
 
 
-def _retrieve(fut: asyncio.Future[Any]) -> None:
+def _retrieve(fut: IoFuture[Any] | asyncio.Future[Any]) -> None:
     """Mark a finished future's outcome as seen (its error is reported another way)."""
     if not fut.cancelled():
         fut.exception()
@@ -165,7 +166,7 @@ class FileInputStream:
         self._end = None if length is None else offset + length  # None: up to end of file
         self._next_pos = offset - offset % align  # next read to issue (aligned)
         self._skip_front = offset - self._next_pos  # bytes to drop from the first buffer
-        self._inflight: collections.deque[tuple[int, DmaBuffer, asyncio.Future[int]]] = collections.deque()
+        self._inflight: collections.deque[tuple[int, DmaBuffer, IoFuture[int]]] = collections.deque()
         self._eof = False  # a read found nothing (the end of the file): nothing more to issue
         self._leftover: memoryview | None = None  # part of a buffer not yet handed out
         self._line_view: memoryview | None = None  # readline's leftover (a view of its bytes)
@@ -263,7 +264,7 @@ class FileInputStream:
         self._next_pos = where - where % self._align
         self._skip_front = where - self._next_pos
 
-    def _reissue_front(self, entry: tuple[int, DmaBuffer, asyncio.Future[int]]) -> None:
+    def _reissue_front(self, entry: tuple[int, DmaBuffer, IoFuture[int]]) -> None:
         pos, buf, _ = entry
         fresh = self._file.allocate_buffer(len(buf))
         buf.release()  # freed when the abandoned read completes, not before
@@ -488,7 +489,7 @@ class _Write:
         self.pos = pos + skip
         self.n = len(buf) - skip
         self.buf = buf
-        self.fut: asyncio.Future[int] | None = None  # set once issued (sink.put)
+        self.fut: IoFuture[int] | None = None  # set once issued (sink.put)
         self.res: int | None = None
         self.error: OSError | None = None
         self.waiter: asyncio.Future[None] | None = None
@@ -867,7 +868,7 @@ class FileOutputStream:
         """
         entry = self._inflight[0]
         if entry.res is None:
-            w: asyncio.Future[Any] | None = entry.fut if entry.waiter is None else entry.waiter
+            w: IoFuture[Any] | asyncio.Future[Any] | None = entry.fut if entry.waiter is None else entry.waiter
             assert w is not None  # an entry in _inflight has been issued
             if w.done():  # cancelled along with an earlier caller; the write itself goes on
                 w = entry.waiter = asyncio.get_running_loop().create_future()

@@ -25,7 +25,7 @@ from iosched import WRITE as SCHED_WRITE
 from iosched import DirectGrant, IoClassState, IoQueue, WakeupQueue
 
 from . import poller
-from ._iopath import UNIT_FLAG, IoPath
+from ._iopath import UNIT_FLAG, IoFuture, IoPath
 from .backends import open_backend
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import BufferPool
@@ -93,8 +93,9 @@ class Reactor:
         self._capacity = self.backend.capacity
         self._flush_at = self.options.submit_batch
         self._alone_bytes = self.options.submit_alone_bytes
-        # The C Future constructor bound to our loop: skips loop.create_future's Python frame.
-        self._create_future = functools.partial(asyncio.Future, loop=self.loop)
+        # The requests' futures: IoFutures (C) of our loop, made by IoPath without a call. A
+        # completion batch resumes their tasks directly (IoPath.deliver), not via call_soon.
+        self._create_future = functools.partial(IoFuture, loop=self.loop)
         #: The per-request path (C): staged records and the in-flight requests, whose futures
         #: it resolves from a batch of completions.
         self._path = IoPath(self._create_future, request_error, self._grant_reaped, self._capacity,
@@ -156,7 +157,7 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def _register(self, pos: int, nbytes: int, pin: Any, opname: str, owner: Any,
-                  on_done: Callable[[tuple, int], None] | None) -> tuple[asyncio.Future, int]:
+                  on_done: Callable[[tuple, int], None] | None) -> tuple[IoFuture[int], int]:
         if self.closed:
             raise RuntimeError("the reactor is closed")
         return self._path.register(pos, nbytes, pin, opname, owner, on_done, None)
@@ -171,7 +172,7 @@ class Reactor:
                on_done: Callable[[tuple, int], None] | None = None, nbytes: int | None = None,
                queue: IoQueue | None = None, states: dict[IoClass | None, IoClassState] | None = None,
                io_class: IoClass | None = None,
-               align: int = 4096) -> asyncio.Future:
+               align: int = 4096) -> IoFuture[int]:
         """Queue one read/write/fsync record; the future resolves to the result (bytes or 0).
 
         ``nbytes`` is the byte count error messages quote when ``length`` is not one (an iovec
@@ -229,7 +230,7 @@ class Reactor:
     def submit_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: IoQueue | None,
                   states: dict[IoClass | None, IoClassState] | None,
-                  io_class: IoClass | None, align: int, ioprio: int = 0) -> asyncio.Future:
+                  io_class: IoClass | None, align: int, ioprio: int = 0) -> IoFuture[int]:
         """submit() for one plain read or write (OP_READ / OP_WRITE), all positional; ``ioprio``
         the kernel's priority of the request (0: none; the record's flags).
 
@@ -286,7 +287,7 @@ class Reactor:
 
     def _queue_rw(self, op: int, fd: int, addr: int, length: int, pos: int, pin: Any, opname: str, owner: Any,
                   on_done: Callable[[tuple, int], None] | None, queue: IoQueue, st: IoClassState,
-                  align: int, ioprio: int = 0) -> asyncio.Future:
+                  align: int, ioprio: int = 0) -> IoFuture[int]:
         """submit_rw() through the disk queue (submit()'s scheduled branch)."""
         check_record(opname, fd, addr, length, pos)  # the record is staged later, at dispatch
         fut, ud = self._register(pos, length, pin, opname, owner, on_done)
@@ -385,7 +386,7 @@ class Reactor:
             self.loop.call_soon(self._flush)
 
     def submit_prepped(self, prep: Callable[..., int], args: tuple, pin: Any, opname: str,
-                       path: Any, on_done: Callable[[tuple, int], None] | None = None) -> asyncio.Future:
+                       path: Any, on_done: Callable[[tuple, int], None] | None = None) -> IoFuture[int]:
         """An io_uring metadata op (openat, statx, …): prepare its SQE now, submit this turn."""
         fut, ud = self._register(0, -1, pin, opname, path, on_done)
         try:
@@ -449,14 +450,25 @@ class Reactor:
 
     # -- the loop turn ---------------------------------------------------------------------
 
+    # Completions resolve the requests' IoFutures with their callbacks (the awaiting tasks'
+    # wake-ups) held in IoPath, and make sure this flush is scheduled; the flush runs them
+    # (IoPath.deliver: no call_soon, no Handle each) where asyncio would have: one loop turn
+    # later, at the flush's place in the ready queue, so a task resumes at most once a turn and
+    # the others get theirs as before. What the woken tasks stage goes to the kernel right
+    # after, in the same turn.
+
     def _flush(self) -> None:
-        self._path.flush_scheduled = False
+        path = self._path
+        path.flush_scheduled = False
+        try:
+            if self._deferred and not self.closed:
+                deferred, self._deferred = self._deferred, []
+                for uds, results in deferred:
+                    self._complete(uds, results)
+        finally:
+            path.deliver()
         if self.closed:
             return
-        if self._deferred:
-            deferred, self._deferred = self._deferred, []
-            for uds, results in deferred:
-                self._complete(uds, results)
         self._submit_now()
         wq = self._wakeups
         if wq is not None and wq.pending and not self._wake_scheduled:
@@ -469,6 +481,7 @@ class Reactor:
         self._wake_scheduled = False
         if not self.closed:
             self._complete([], [])
+            self._flush()  # resume them in this turn (IoPath.deliver) and submit what they stage
 
     def _share_wakeups(self, wq: WakeupQueue, uds: list[int], results: list[int]) -> tuple[list[int], list[int]]:
         """The completions to deliver this turn: those of requests without an io class (and the
@@ -605,8 +618,7 @@ class Reactor:
                 self._complete_units(units)
         finally:
             if not self._path.flush_scheduled:
-                # Queued after the wake-ups just scheduled: the tasks resume, stage their next
-                # I/O, and this flush submits it in the same loop turn.
+                # It resumes the tasks just resolved (IoPath.deliver) and submits what they stage.
                 self._path.flush_scheduled = True
                 self.loop.call_soon(self._flush)
             if self._owner_waiters:

@@ -13,8 +13,7 @@
  * disk scheduler's dispatched units (parts of a queued request): complete() hands those back
  * to Python, which resolves their request with finish() when the last part is done.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "iofuture.h"
 #include <stdint.h>
 #include <string.h>
 #include <stddef.h>
@@ -42,6 +41,8 @@ typedef struct {
     PyObject *future_factory;  /* () -> a future of the reactor's loop */
     PyObject *future_type;     /* with future_kwargs: the same call without the partial's frame */
     PyObject *future_kwargs;
+    PyObject *iofuture_loop;   /* the factory makes IoFutures of this loop: made here, resolved here */
+    ie_wakeups held;           /* IoFuture callbacks of resolved requests, run by deliver() */
     PyObject *error_factory;   /* (request tuple, errno) -> exception */
     PyObject *grant_reaped;    /* (grant, completions) -> None */
     ie_request *slots;
@@ -99,6 +100,8 @@ static PyObject *raise_kept(saved_error *e)
 
 static inline PyObject *new_future(IoPathObject *self)
 {
+    if (self->iofuture_loop)
+        return iofuture_new(self->iofuture_loop);
     if (self->future_type)
         return PyObject_VectorcallDict(self->future_type, NULL, 0, self->future_kwargs);
     return PyObject_CallNoArgs(self->future_factory);
@@ -604,6 +607,19 @@ static void resolve(IoPathObject *self, uint32_t idx, long long res, PyObject **
         Py_XDECREF(o);
     }
     Py_XDECREF(on_done);
+    if (IoFuture_CheckExact(fut)) {
+        /* its callbacks are held, run by deliver() once the reactor's books are done */
+        if (!iofuture_done(fut)) {
+            PyObject *v = res >= 0 ? PyLong_FromLongLong(res)
+                                   : (req ? PyObject_CallFunction(self->error_factory, "OL", req, -res) : NULL);
+            if (!v || iofuture_finish(fut, res >= 0 ? v : NULL, res >= 0 ? NULL : v, &self->held) < 0)
+                keep_error(first_err);
+            Py_XDECREF(v);
+        }
+        Py_XDECREF(req);
+        Py_DECREF(fut);
+        return;
+    }
     PyObject *d = PyObject_CallMethodNoArgs(fut, str_done);
     if (d == Py_False) {
         PyObject *o;
@@ -716,6 +732,16 @@ static PyObject *IoPath_finish(IoPathObject *self, PyObject *const *args, Py_ssi
         keep_error(&first_err);
     if (first_err.type)
         return raise_kept(&first_err);
+    Py_RETURN_NONE;
+}
+
+/* deliver(): run the callbacks (the tasks' wake-ups) of the IoFutures that complete() and
+   finish() resolved, now if no task is running, else through call_soon. The reactor calls it
+   once its books of the batch are done: a woken task may submit, complete or close at once. */
+static PyObject *IoPath_deliver(IoPathObject *self, PyObject *unused)
+{
+    if (iofuture_deliver(&self->held) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1017,9 +1043,14 @@ static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
     PyObject *func = PyObject_GetAttrString(ff, "func");
     PyObject *pargs = func ? PyObject_GetAttrString(ff, "args") : NULL;
     PyObject *pkw = pargs ? PyObject_GetAttrString(ff, "keywords") : NULL;
+    Py_CLEAR(self->iofuture_loop);
     if (pkw && PyTuple_Check(pargs) && PyTuple_GET_SIZE(pargs) == 0 && PyDict_Check(pkw)) {
         self->future_type = Py_NewRef(func);
         self->future_kwargs = Py_NewRef(pkw);
+        /* partial(IoFuture, loop=loop): made in C without a call */
+        PyObject *loop = PyDict_GetItemString(pkw, "loop");
+        if (func == (PyObject *)&IoFuture_Type && PyDict_GET_SIZE(pkw) == 1 && loop && loop != Py_None)
+            self->iofuture_loop = Py_NewRef(loop);
     }
     PyErr_Clear();
     Py_XDECREF(func);
@@ -1037,6 +1068,10 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->grant_reaped);
     Py_VISIT(self->future_type);
     Py_VISIT(self->future_kwargs);
+    Py_VISIT(self->iofuture_loop);
+    int held = iofuture_traverse_held(&self->held, visit, arg);
+    if (held)
+        return held;
     Py_VISIT(self->grant);
     Py_VISIT(self->call_soon);
     Py_VISIT(self->flush_cb);
@@ -1069,6 +1104,8 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->grant_reaped);
     Py_CLEAR(self->future_type);
     Py_CLEAR(self->future_kwargs);
+    Py_CLEAR(self->iofuture_loop);
+    iofuture_clear_held(&self->held);
     Py_CLEAR(self->grant);
     Py_CLEAR(self->call_soon);
     Py_CLEAR(self->flush_cb);
@@ -1100,6 +1137,8 @@ static PyMethodDef IoPath_methods[] = {
     {"complete", (PyCFunction)(void (*)(void))IoPath_complete, METH_FASTCALL,
      "complete(uds, results) -> the scheduler units among them as [(ud, result)], or None"},
     {"finish", (PyCFunction)(void (*)(void))IoPath_finish, METH_FASTCALL, "finish(ud, result): resolve one request"},
+    {"deliver", (PyCFunction)IoPath_deliver, METH_NOARGS,
+     "run the held wake-ups of the IoFutures complete() and finish() resolved"},
     {"discard", (PyCFunction)IoPath_discard, METH_O, "discard(ud): forget a request that never reached the kernel"},
     {"batch", (PyCFunction)IoPath_batch, METH_O, "batch(n) -> memoryview of the first n staged records"},
     {"consume", (PyCFunction)IoPath_consume, METH_O, "consume(n): the first n staged records went to the kernel"},
@@ -1174,7 +1213,7 @@ PyMODINIT_FUNC PyInit__iopath(void)
     PyObject *m = PyModule_Create(&iopath_module);
     if (!m)
         return NULL;
-    if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0) {
+    if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0 || iofuture_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ioengine
-from ioengine import OpenFlags, ReactorOptions
+from ioengine import IoFuture, OpenFlags, ReactorOptions
 from ioengine.file import File, FileSink
 from ioengine.fstream import (
     FileInputStreamOptions,
@@ -138,7 +138,7 @@ def _timed_file_class(lat: list[int]) -> type[File]:
     class TimedSink(FileSink):
         __slots__ = ()
 
-        def put(self, pos: int, buf: Any, io_class: Any = None, on_done: Any = None) -> asyncio.Future[int]:
+        def put(self, pos: int, buf: Any, io_class: Any = None, on_done: Any = None) -> IoFuture[int]:
             t = clock()  # the output stream issues its writes here
 
             def done(req: tuple, res: int) -> None:
@@ -151,7 +151,7 @@ def _timed_file_class(lat: list[int]) -> type[File]:
     class TimedFile(File):
         __slots__ = ()
 
-        def read_future(self, pos: int, buf: Any, io_class: Any = None, *, ioprio: int = 0) -> asyncio.Future[int]:
+        def read_future(self, pos: int, buf: Any, io_class: Any = None, *, ioprio: int = 0) -> IoFuture[int]:
             t = clock()
             fut = File.read_future(self, pos, buf, io_class, ioprio=ioprio)
             fut.add_done_callback(lambda _f: append(clock() - t))
