@@ -40,6 +40,17 @@ class IoFuture(Generic[_T]):
     def set_exception(self, exception: type[BaseException] | BaseException, /) -> None: ...
     def _make_cancelled_error(self) -> asyncio.CancelledError: ...
 
+@final
+class Wakeups:
+    """Resolve IoFutures with their callbacks held, then run them all at once (``deliver``: now,
+    each in its context, or with call_soon while a task is running): many answers resume their
+    tasks from one loop callback instead of one Handle each."""
+
+    held: int
+    def set_result(self, future: IoFuture[Any], value: Any, /) -> None: ...
+    def set_exception(self, future: IoFuture[Any], exception: BaseException, /) -> None: ...
+    def deliver(self) -> None: ...
+
 #: Set in the user data of records that are the disk scheduler's dispatched units.
 UNIT_FLAG: int
 

@@ -794,9 +794,120 @@ static PyTypeObject IoFutureIter_Type = {
 
 /* -- module ------------------------------------------------------------------------------ */
 
+/* -- Wakeups: a batch of held callbacks, for Python code that resolves many futures at once
+   (the cross-shard transport's answers): resolve them, then run every callback in one go. */
+
+typedef struct {
+    PyObject_HEAD
+    ie_wakeups held;
+} WakeupsObject;
+
+static PyObject *Wakeups_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if ((args && PyTuple_GET_SIZE(args)) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Wakeups() takes no arguments");
+        return NULL;
+    }
+    WakeupsObject *w = (WakeupsObject *)type->tp_alloc(type, 0);
+    return (PyObject *)w;  /* held zeroed by tp_alloc */
+}
+
+static int Wakeups_traverse(WakeupsObject *w, visitproc visit, void *arg)
+{
+    return iofuture_traverse_held(&w->held, visit, arg);
+}
+
+static int Wakeups_clear(WakeupsObject *w)
+{
+    iofuture_clear_held(&w->held);
+    return 0;
+}
+
+static void Wakeups_dealloc(WakeupsObject *w)
+{
+    PyObject_GC_UnTrack(w);
+    iofuture_clear_held(&w->held);
+    Py_TYPE(w)->tp_free((PyObject *)w);
+}
+
+static int check_pending_iofuture(PyObject *fut, const char *what)
+{
+    if (!IoFuture_CheckExact(fut)) {
+        PyErr_Format(PyExc_TypeError, "Wakeups.%s: expected an IoFuture, got %.80s", what, Py_TYPE(fut)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Wakeups_set_result(WakeupsObject *w, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_result(future, value) takes 2 arguments");
+        return NULL;
+    }
+    if (check_pending_iofuture(args[0], "set_result") < 0 || iofuture_finish(args[0], args[1], NULL, &w->held) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Wakeups_set_exception(WakeupsObject *w, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_exception(future, exception) takes 2 arguments");
+        return NULL;
+    }
+    if (check_pending_iofuture(args[0], "set_exception") < 0)
+        return NULL;
+    if (!PyExceptionInstance_Check(args[1])) {
+        PyErr_Format(PyExc_TypeError, "Wakeups.set_exception: expected an exception instance, got %.80s",
+                     Py_TYPE(args[1])->tp_name);
+        return NULL;
+    }
+    if (iofuture_finish(args[0], NULL, args[1], &w->held) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Wakeups_deliver(WakeupsObject *w, PyObject *unused)
+{
+    if (iofuture_deliver(&w->held) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Wakeups_len(WakeupsObject *w, void *c) { return PyLong_FromSsize_t(w->held.n); }
+
+static PyMethodDef Wakeups_methods[] = {
+    {"set_result", (PyCFunction)(void (*)(void))Wakeups_set_result, METH_FASTCALL,
+     "set_result(future, value): resolve a pending IoFuture (a done one is left alone), its callbacks held"},
+    {"set_exception", (PyCFunction)(void (*)(void))Wakeups_set_exception, METH_FASTCALL,
+     "set_exception(future, exception): the same with an exception"},
+    {"deliver", (PyCFunction)Wakeups_deliver, METH_NOARGS,
+     "run the held callbacks now (call_soon instead while a task is running)"},
+    {NULL}};
+
+static PyGetSetDef Wakeups_getset[] = {
+    {"held", (getter)Wakeups_len, NULL, "callbacks held, not yet run", NULL},
+    {NULL}};
+
+static PyTypeObject Wakeups_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ioengine._iopath.Wakeups",
+    .tp_basicsize = sizeof(WakeupsObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Wakeups(): resolve IoFutures with their callbacks held, then run them all (deliver()).",
+    .tp_new = Wakeups_new,
+    .tp_dealloc = (destructor)Wakeups_dealloc,
+    .tp_traverse = (traverseproc)Wakeups_traverse,
+    .tp_clear = (inquiry)Wakeups_clear,
+    .tp_methods = Wakeups_methods,
+    .tp_getset = Wakeups_getset,
+};
+
 int iofuture_module_init(PyObject *m)
 {
-    if (PyType_Ready(&IoFuture_Type) < 0 || PyType_Ready(&IoFutureIter_Type) < 0)
+    if (PyType_Ready(&IoFuture_Type) < 0 || PyType_Ready(&IoFutureIter_Type) < 0 || PyType_Ready(&Wakeups_Type) < 0)
+        return -1;
+    if (PyModule_AddObjectRef(m, "Wakeups", (PyObject *)&Wakeups_Type) < 0)
         return -1;
     str_call_soon = PyUnicode_InternFromString("call_soon");
     str_call_exception_handler = PyUnicode_InternFromString("call_exception_handler");

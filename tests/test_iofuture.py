@@ -24,7 +24,7 @@ import pytest
 
 import ioengine
 from ioengine import IoFuture, OpenFlags
-from ioengine._iopath import IoPath
+from ioengine._iopath import IoPath, Wakeups
 from ioengine.testing import OP_READ, FaultRule, faults
 
 BS = 4096
@@ -311,6 +311,60 @@ def test_deliver_runs_callbacks_at_once_outside_tasks_and_via_call_soon_inside(l
         await asyncio.gather(*tasks)
         assert during == [BS, errno.EIO, 7]
         assert path.inflight == 0
+
+    arun(loop_kind, main)
+
+
+def test_wakeups_batch_holds_callbacks_until_deliver(loop_kind):
+    """Wakeups: the transport's batch of answers (ioengine.smp): resolved now, resumed together
+    by deliver() (at once from a loop callback, with call_soon from inside a task)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        w = Wakeups()
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="-")
+        resumed: list[Any] = []
+
+        async def waiter(fut: Any, tag: str) -> None:
+            var.set(tag)
+            try:
+                resumed.append((await fut, var.get()))
+            except LookupError as e:
+                resumed.append((repr(e), var.get()))
+
+        futs = [IoFuture(loop=loop) for _ in range(3)]
+        tasks = [asyncio.ensure_future(waiter(f, str(i))) for i, f in enumerate(futs)]
+        await asyncio.sleep(0)
+        w.set_result(futs[0], "a")
+        w.set_exception(futs[1], LookupError("b"))
+        w.set_result(futs[2], "c")
+        w.set_result(futs[2], "ignored")  # done already: left alone, as the transport expects
+        assert all(f.done() for f in futs) and w.held == 3 and not resumed
+        during: list[Any] = []
+
+        def in_callback() -> None:
+            w.deliver()
+            during.extend(resumed)
+
+        loop.call_soon(in_callback)
+        await asyncio.gather(*tasks)
+        assert during == [("a", "0"), ("LookupError('b')", "1"), ("c", "2")]  # each in its own context
+        assert w.held == 0
+        # inside a task: the loop runs them a turn later
+        f = IoFuture(loop=loop)
+        t = asyncio.ensure_future(waiter(f, "t"))
+        await asyncio.sleep(0)
+        resumed.clear()
+        w.set_result(f, "x")
+        w.deliver()
+        assert not resumed
+        await t
+        assert resumed == [("x", "t")]
+        with pytest.raises(TypeError, match="expected an IoFuture"):
+            w.set_result(loop.create_future(), 1)
+        with pytest.raises(TypeError, match="expected an exception instance"):
+            w.set_exception(IoFuture(loop=loop), "not an exception")
+        with pytest.raises(TypeError, match="no arguments"):
+            Wakeups(1)
 
     arun(loop_kind, main)
 
