@@ -9,6 +9,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -17,7 +18,8 @@ typedef struct {
     PyObject_HEAD
     char *ptr;            /* start of the visible bytes */
     Py_ssize_t len;       /* visible length */
-    void *base;           /* what to free(); NULL for a view of a parent */
+    void *base;           /* what to free() or munmap(); NULL for a view of a parent */
+    size_t map_len;       /* > 0: base is a private mapping of this length (huge-page buffers) */
     PyObject *parent;     /* for trimmed views: keeps the parent's export */
     Py_buffer parent_view;
     Py_ssize_t exports;
@@ -35,7 +37,10 @@ static void dmabuf_free_memory(DmaBufferObject *self)
         return;
     self->freed = 1;
     if (self->base) {
-        free(self->base);
+        if (self->map_len)
+            munmap(self->base, self->map_len);
+        else
+            free(self->base);
         self->base = NULL;
     }
     if (self->parent) {
@@ -70,25 +75,49 @@ static PyObject *dmabuf_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         alloc = (size_t)alignment;
     /* Large buffers start on a huge-page boundary and ask for transparent huge pages before
        the first touch: physically contiguous memory goes to the device as a few segments
-       instead of one per 4 KiB page (measured on virtio: 128 KiB sequential reads ~2x faster). */
+       instead of one per 4 KiB page (measured on virtio: 128 KiB sequential reads ~2x faster).
+       They get a fresh mapping of their own, never malloc's: once a 2 MiB block has been freed,
+       glibc raises its mmap threshold and serves the next ones from the heap, whose pages were
+       already touched as 4 KiB pages and stay so, madvise or not: iotune --repeat 3 read
+       ~2.2 GB/s in its first pass and ~0.8 in the next ones (docs/benchmarks.md, 2026-12 iotune). */
     size_t align = (size_t)alignment;
+    size_t map_len = 0;
     if (alloc >= IE_HUGE_PAGE && align < IE_HUGE_PAGE)
         align = IE_HUGE_PAGE;
-    if (posix_memalign(&mem, align, alloc) != 0)
-        return PyErr_NoMemory();
+    if (alloc >= IE_HUGE_PAGE) {
+        alloc = (alloc + IE_HUGE_PAGE - 1) / IE_HUGE_PAGE * IE_HUGE_PAGE;
+        size_t span = alloc + align;
+        char *raw = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (raw == MAP_FAILED)
+            return PyErr_NoMemory();
+        char *start = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+        if (start > raw)
+            munmap(raw, (size_t)(start - raw));
+        if (raw + span > start + alloc)
+            munmap(start + alloc, (size_t)(raw + span - (start + alloc)));
+        mem = start;
+        map_len = alloc;
 #ifdef MADV_HUGEPAGE
-    if (alloc >= IE_HUGE_PAGE)
         (void)madvise(mem, alloc, MADV_HUGEPAGE); /* advisory: without THP, plain pages */
 #endif
-    /* Fresh memory is zeroed so a careless write never leaks old heap bytes to disk. */
-    memset(mem, 0, alloc);
+        memset(mem, 0, alloc); /* already zero: this faults the (huge) pages in now, not in an I/O */
+    } else {
+        if (posix_memalign(&mem, align, alloc) != 0)
+            return PyErr_NoMemory();
+        /* Fresh memory is zeroed so a careless write never leaks old heap bytes to disk. */
+        memset(mem, 0, alloc);
+    }
     DmaBufferObject *self = (DmaBufferObject *)type->tp_alloc(type, 0);
     if (!self) {
-        free(mem);
+        if (map_len)
+            munmap(mem, map_len);
+        else
+            free(mem);
         return NULL;
     }
     self->ptr = mem;
     self->base = mem;
+    self->map_len = map_len;
     self->len = size;
     self->alignment = alignment;
     return (PyObject *)self;

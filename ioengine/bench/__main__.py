@@ -38,6 +38,7 @@ from .compare import (
     select_rows,
 )
 from .fio_json import FioError
+from .hugepages import AUTO, FIO_IOMEM_KINDS, HugePageError
 from .jobfile import parse_size
 from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
 from .workloads import Pattern, ensure_bench_file
@@ -130,9 +131,11 @@ def _add_compare_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", metavar="FILE", help="write every figure (medians and rounds) as JSON")
     s.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
     s.add_argument("--chart", metavar="FILE.png", help="write a bar chart of the ratios to fio (matplotlib)")
-    s.add_argument("--fio-iomem", metavar="KIND", default=None,
-                   help="fio's buffer memory (--iomem), e.g. shmhuge: huge pages like ioengine's pool "
-                        "(reserve them first: echo 16 > /proc/sys/vm/nr_hugepages)")
+    s.add_argument("--fio-iomem", metavar="KIND", default=AUTO, choices=(AUTO, *FIO_IOMEM_KINDS),
+                   help="fio's buffer memory (--iomem): auto (default) gives fio huge pages (shmhuge) in the rows "
+                        "whose blocks ioengine's pool takes from huge pages, malloc in the others, reserving "
+                        "hugetlb pages for the runs (as root; restored after, and said); or one kind for every "
+                        f"row: {', '.join(FIO_IOMEM_KINDS)}")
     add_reactor_arguments(s)
 
 
@@ -189,6 +192,9 @@ def _run_compare(args: argparse.Namespace) -> int:
     except CompareSetupError as e:
         print(f"ioengine-bench compare: {e}", file=sys.stderr)
         return 2
+    except HugePageError as e:  # the figures are in, but the system is not as it was: say how to fix it
+        print(f"ioengine-bench compare: {e.strerror}", file=sys.stderr)
+        return 1
     print()
     report.emit(matrix, sys.stdout, json_path=args.json, markdown_path=args.markdown, chart_path=args.chart)
     return 0

@@ -11,7 +11,10 @@ fio for every other side. Per side and row: IOPS, MB/s, completion-latency perce
   around its ``await`` (streams:
   from the stream's submission to the reaped completion); CPU is the whole process's
   user + sys time (getrusage), so the event loop, the reactor and the benchmark loop all count.
-* fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys.
+* fio: ``clat`` percentiles (``--percentile_list=50:99:99.9``); CPU is the job's usr + sys. fio's
+  buffers are the kind of memory ioengine's are (:mod:`~ioengine.bench.hugepages`): hugetlb huge
+  pages (``--iomem=shmhuge``, reserved for the runs and given back) in the rows whose blocks ioengine's
+  pool cuts from huge-page arenas (128k), malloc otherwise; each row says which fio had.
 * ``smp`` > 1 (fio's ``numjobs``): ioengine runs each row on N shards at once in one
   ``ioengine.run(..., smp=N)`` (:func:`~ioengine.bench.workloads.run_pattern_smp`: each shard opens
   the file and runs the same pattern, its own seed, at the row's queue depth, all started together);
@@ -26,6 +29,7 @@ The machine is shared and noisy: compare ratios within one run, not absolute num
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -38,6 +42,7 @@ from typing import Any, TextIO
 
 from ..options import ReactorOptions
 from .fio_json import fio_version, run_fio
+from .hugepages import AUTO, HUGE_IOMEM, HugePageReservation, fio_iomem_for, hugetlb_pages_for
 from .workloads import (
     LOOPS,
     CaioUnavailable,
@@ -188,6 +193,8 @@ class RowResult:
     row: Row
     samples: dict[str, list[Sample]] = field(default_factory=dict)  # side -> one Sample per round
     skipped: dict[str, str] = field(default_factory=dict)  # side -> why it has no figures
+    #: fio's buffer memory in this row (its ``--iomem``): "shmhuge" where ioengine's are huge pages
+    fio_iomem: str = "malloc"
 
     def median(self, side: str) -> Sample | None:
         s = self.samples.get(side)
@@ -207,7 +214,7 @@ class RowResult:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.row.name, "title": self.row.title, "metric": self.row.metric,
-            "pattern": asdict(self.row.pattern), "fio_note": self.row.fio_note,
+            "pattern": asdict(self.row.pattern), "fio_note": self.row.fio_note, "fio_iomem": self.fio_iomem,
             "median": {}, "rounds": {}, "ratio_to_fio": {}, "skipped": dict(self.skipped),
         }
         for side, samples in self.samples.items():
@@ -344,10 +351,36 @@ def machine_meta(path: str, size: int, seconds: float, rounds: int, options: Rea
     }
 
 
+def fio_memory(rows: Sequence[Row], requested: str | None, options: ReactorOptions, *,
+               thp: str | None = None) -> dict[str, str]:
+    """fio's ``--iomem`` per row name. ``requested``: AUTO ("auto"): like ioengine's buffers,
+    hugetlb pages (shmhuge) where the row's blocks come from huge-page arenas, malloc otherwise;
+    None: fio's default (malloc); any other kind: that kind for every row. ``thp``: the
+    transparent-huge-page mode (None: the system's)."""
+    if requested is None:
+        return {r.name: "malloc" for r in rows}
+    if requested == AUTO:
+        return {r.name: fio_iomem_for(r.pattern.bs, thp, options) for r in rows}
+    return {r.name: requested for r in rows}
+
+
+def fio_memory_note(iomem: dict[str, str], rows: Sequence[Row], requested: str | None) -> str:
+    """The table's note on fio's buffers, e.g. "fio's buffers: shmhuge (hugetlb huge pages, like
+    ioengine's pool) in 128k seq read, ...; malloc in 4k randread QD1, ..."."""
+    by_kind: dict[str, list[str]] = {}
+    for r in rows:
+        by_kind.setdefault(iomem[r.name], []).append(r.title)
+    how = {AUTO: "as ioengine's (--fio-iomem auto)", None: "fio's default"}.get(requested, f"--fio-iomem {requested}")
+    huge = " (hugetlb huge pages, as ioengine's pool blocks of 64 KiB and up)"
+    parts = [f"{kind}{huge if kind in HUGE_IOMEM else ''} in {', '.join(titles)}" for kind, titles in by_kind.items()]
+    return f"fio's buffer memory, {how}: " + "; ".join(parts) + "."
+
+
 def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int, options: ReactorOptions,
                *, caio: bool = False, progress: TextIO | None | str = "stdout",
                sides: dict[str, Callable[..., Sample]] | None = None, fio_iomem: str | None = None,
-               loops: str | Sequence[str] | None = None, smp: int = 1, cpuset: Any = None) -> Matrix:
+               loops: str | Sequence[str] | None = None, smp: int = 1, cpuset: Any = None,
+               reserve: Callable[[int], HugePageReservation] | None = None, thp: str | None = None) -> Matrix:
     """Run every row: ``rounds`` × (ioengine, ioengine-uvloop, fio[, caio]) in that order; collect
     per-round samples.
 
@@ -360,6 +393,12 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
     ``smp`` > 1: ioengine on that many shards against fio's ``numjobs`` (see the module's
     docstring); stream rows are left out, and so is uvloop when the shards do not all get it
     (each with a note). caio stays a one-process column.
+
+    ``fio_iomem``: fio's buffer memory (:func:`fio_memory`; None: malloc, "auto": like ioengine's).
+    Where a row gets hugetlb pages, ``reserve(pages)`` makes them available for the whole matrix
+    (default: :class:`~ioengine.bench.hugepages.HugePageReservation` on the system, which says what
+    it reserved and restores it; with ``sides`` replacing fio, none is made); if it cannot, those
+    rows' fio keeps malloc and a note says why. ``thp``: the THP mode to decide by (None: the system's).
     """
     if progress == "stdout":
         progress = sys.stdout
@@ -402,10 +441,17 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
         **{LOOP_SIDES[lp]: (lambda p, s, pat, sec, lp=lp: run_ioengine_side(p, s, pat, sec, options, loop=lp,
                                                                              smp=smp, cpuset=cpuset))
            for lp in loop_list},
-        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, fio_iomem, smp),
+        "fio": lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, None, smp),
         "caio": run_caio_side,
     }
     engines = [LOOP_SIDES[lp] for lp in loop_list]
+
+    def fio_with(iomem: str) -> Callable[..., Sample]:
+        """The fio runner of a row whose fio gets ``iomem`` (a runner from ``sides`` is taken as it is)."""
+        if sides is not None:
+            return runners["fio"]
+        return lambda p, s, pat, sec: run_fio_side(p, s, pat, sec, options, iomem, smp)
+
     caio_reason = None
     if caio and smp > 1:
         caio_reason = f"caio is a one-process column: not run with smp={smp}"
@@ -416,11 +462,40 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
         except CaioUnavailable as e:
             caio_reason = str(e)
             _say(out, f"note: {caio_reason}")
+    iomem = fio_memory(rows, fio_iomem, options, thp=thp)
+    notes.append(fio_memory_note(iomem, rows, fio_iomem))
+    pages = max((hugetlb_pages_for(r.pattern.bs, r.pattern.iodepth, smp) for r in rows if iomem[r.name] in HUGE_IOMEM),
+                default=0)
+    if reserve is None:
+        reserve = (lambda n: HugePageReservation(0)) if sides is not None and "fio" in sides else HugePageReservation
+    with contextlib.ExitStack() as stack:
+        if pages:
+            got = stack.enter_context(reserve(pages))
+            if got.message:
+                notes.append(got.message)
+                _say(out, f"note: {got.message}")
+            if not got.ok:
+                huge = [r.title for r in rows if iomem[r.name] in HUGE_IOMEM]
+                note = (f"fio keeps malloc'd buffers in {', '.join(huge)}: {pages} hugetlb page(s) needed, "
+                        f"{got.reason}; those rows compare page layouts as well as engines")
+                notes.append(note)
+                _say(out, f"note: {note}")
+                iomem = {name: ("malloc" if kind in HUGE_IOMEM else kind) for name, kind in iomem.items()}
+        results = _run_rows(path, size, rows, seconds, rounds, runners, fio_with, engines, caio, caio_reason, iomem,
+                            out)
+    return Matrix(results, {**machine_meta(path, size, seconds, rounds, options, loops=loop_list, notes=notes,
+                                           smp=smp), "fio_iomem": fio_iomem})
+
+
+def _run_rows(path: str, size: int, rows: Sequence[Row], seconds: float, rounds: int,
+              runners: dict[str, Callable[..., Sample]], fio_with: Callable[[str], Callable[..., Sample]],
+              engines: list[str], caio: bool, caio_reason: str | None, iomem: dict[str, str],
+              out: TextIO | None) -> list[RowResult]:
     ensure_bench_file(path, size)
     results = []
     for row in rows:
         order = [*engines, "fio"]
-        rr = RowResult(row, {side: [] for side in order})
+        rr = RowResult(row, {side: [] for side in order}, fio_iomem=iomem[row.name])
         if caio:
             if caio_reason is not None:
                 rr.skipped["caio"] = caio_reason
@@ -433,14 +508,14 @@ def run_matrix(path: str, size: int, rows: Sequence[Row], seconds: float, rounds
             line = []
             for side in order:
                 ensure_bench_file(path, size)  # an output stream's close may have cut the file
-                s = runners[side](path, size, row.pattern, seconds)
+                run = fio_with(rr.fio_iomem) if side == "fio" else runners[side]
+                s = run(path, size, row.pattern, seconds)
                 rr.samples[side].append(s)
                 line.append(f"{side} {_fmt_tp(s, row.metric)} {s.cpu_us_per_io:.2f} cpu-us/io")
             _say(out, f"  {row.name} round {i + 1}/{rounds}: " + " | ".join(line))
         results.append(rr)
     ensure_bench_file(path, size)
-    return Matrix(results, machine_meta(path, size, seconds, rounds, options, loops=loop_list, notes=notes,
-                                        smp=smp))
+    return results
 
 
 def _fmt_tp(s: Sample, metric: str) -> str:

@@ -587,7 +587,8 @@ def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskRe
     size = file_size_for(args, target.avail, wls["seq_write"].bs)
     t_begin = time.perf_counter()
     budget = max(args.duration * LAYOUT_SHARE, 0.2)
-    with TestFile(target.directory) as tf:
+    with TestFile(target.directory) as tf, contextlib.ExitStack() as stack:
+        fio_iomem = _fio_memory(wls, opts, stack, rep) if args.compare_fio else {}
         with rep.task("laying out the test file", budget) as cb:
             size, took = run_engine(lay_out(tf.path, size, wls["seq_write"].bs, wls["seq_write"].depth, budget,
                                             progress=cb), opts)
@@ -600,7 +601,7 @@ def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskRe
         for i in range(args.repeat):
             if args.repeat > 1:
                 rep.info(f"Run {i + 1} of {args.repeat}")
-            runs.append(_one_pass(args, tf.path, size, wls, warm, meas, i + 1, rep))
+            runs.append(_one_pass(args, tf.path, size, wls, warm, meas, i + 1, rep, fio_iomem))
         result = DiskResult(target, size, runs, _properties(target, runs))
         if args.cost_sizes:
             _cost_sizes(args, tf.path, size, wls, runs, warm, meas, result, rep)
@@ -617,8 +618,34 @@ def calibrate(args: argparse.Namespace, target: Target, rep: Reporter) -> DiskRe
     return result
 
 
+def _fio_memory(wls: dict[str, Workload], opts: ReactorOptions, stack: contextlib.ExitStack,
+                rep: Reporter) -> dict[str, str]:
+    """fio's ``--iomem`` per phase, as ioengine's buffers are (hugetlb pages where the pool's are
+    huge pages: the 1 MiB phases); the pages are reserved on ``stack`` (given back when it closes)
+    and what was reserved is said. If they cannot be had, fio keeps malloc and a warning says why."""
+    from ioengine.bench.hugepages import HUGE_IOMEM, HugePageReservation, fio_iomem_for, hugetlb_pages_for
+
+    from .iotune_fio import fio_jobs
+
+    iomem = {ph: fio_iomem_for(wl.bs, options=opts) for ph, wl in wls.items()}
+    pages = max((hugetlb_pages_for(wl.bs, wl.depth, fio_jobs(wl, opts.backend, opts.threads))
+                 for ph, wl in wls.items() if iomem[ph] in HUGE_IOMEM), default=0)
+    if not pages:
+        return iomem
+    got = stack.enter_context(HugePageReservation(pages))
+    if got.message:
+        rep.info(got.message)
+    if not got.ok:
+        huge = [wls[ph].title for ph in iomem if iomem[ph] in HUGE_IOMEM]
+        rep.warn(f"fio keeps malloc'd buffers in the {' and '.join(huge)} phases ({pages} hugetlb page(s) "
+                 f"needed: {got.reason}); ioengine's are huge pages, so those ratios compare page layouts too")
+        return {ph: "malloc" for ph in iomem}
+    rep.info("fio's buffers: " + ", ".join(f"{wls[ph].title} {kind}" for ph, kind in iomem.items()))
+    return iomem
+
+
 def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Workload], warm: float, meas: float,
-              seed: int, rep: Reporter) -> Calibration:
+              seed: int, rep: Reporter, fio_iomem: dict[str, str] | None = None) -> Calibration:
     """The four phases once. With --compare-fio each phase runs A-B-A: ioengine for half the window,
     fio for the whole window, ioengine for the other half (pooled), so slow drifts of a shared machine
     weigh on both sides alike; the halves cost one more warm-up per phase."""
@@ -637,7 +664,8 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
                     halves.append(run_engine(_phase(args, path, wl, size, warm, meas / 2, seed + 100 * half, cb),
                                              opts, args.smp))
                 if half == 1:
-                    cal.fio[ph] = _fio_phase(path, size, wl, warm, meas, halves[0].backend, opts, rep)
+                    cal.fio[ph] = _fio_phase(path, size, wl, warm, meas, halves[0].backend, opts, rep,
+                                             (fio_iomem or {}).get(ph, "malloc"))
             res = merge_results(halves)
         cal.phases[ph] = res
         rep.info(_phase_line(wl, res, args.accuracy))
@@ -664,13 +692,13 @@ def _phase(args: argparse.Namespace, path: str, wl: Workload, size: int, warm: f
 
 
 def _fio_phase(path: str, size: int, wl: Workload, warm: float, meas: float, backend: str, opts: ReactorOptions,
-               rep: Reporter) -> object:
+               rep: Reporter, iomem: str = "malloc") -> object:
     """fio's figure for one phase, or the first line of its error."""
     from .iotune_fio import FioError, run_fio_workload
 
     with rep.task(f"fio: {wl.title}", warm + meas):
         try:
-            return run_fio_workload(path, size, wl, warm, meas, backend, opts.threads)
+            return run_fio_workload(path, size, wl, warm, meas, backend, opts.threads, iomem)
         except FioError as e:
             rep.warn(f"fio failed on the {wl.title} phase: {e}")
             return str(e).splitlines()[0]

@@ -14,8 +14,9 @@ from ioengine import ReactorOptions
 from ioengine.bench import compare as compare_mod
 from ioengine.bench import report
 from ioengine.bench.__main__ import main
-from ioengine.bench.compare import CompareSetupError, Sample, fio_args, run_matrix, select_rows
+from ioengine.bench.compare import CompareSetupError, Sample, fio_args, fio_memory, run_matrix, select_rows
 from ioengine.bench.fio_json import run_fio as real_run_fio
+from ioengine.bench.hugepages import hugetlb_pages_for
 from ioengine.bench.workloads import (
     Pattern,
     RunResult,
@@ -252,3 +253,56 @@ def test_cli_smp_with_only_stream_rows_is_refused(capsys: pytest.CaptureFixture[
         pytest.skip("smp=2 needs two CPUs")
     assert main(["compare", "--smp", "2", "--rows", "read-stream,write-stream"]) == 2
     assert "run on one shard only" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- fio's memory per row
+
+
+def test_fio_args_iomem_as_decided() -> None:
+    opts = ReactorOptions()
+    rows = select_rows("randread-qd32,read-dma")
+    iomem = fio_memory(rows, "auto", opts, thp="madvise")
+    assert iomem == {"randread-qd32": "malloc", "read-dma": "shmhuge"}
+    assert fio_memory(rows, "auto", opts, thp="never") == {"randread-qd32": "malloc", "read-dma": "malloc"}
+    assert fio_memory(rows, "mmaphuge", opts, thp="never")["randread-qd32"] == "mmaphuge"
+    assert set(fio_memory(rows, None, opts).values()) == {"malloc"}
+    for r in rows:
+        args = fio_args("/f", 16 << 20, r.pattern, 1.0, opts, iomem[r.name], smp=2)
+        assert f"--iomem={iomem[r.name]}" in args and "--numjobs=2" in args
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_matrix_gives_fio_huge_pages(monkeypatch: pytest.MonkeyPatch, scratch: Path, ok: bool) -> None:
+    seen: list[tuple[str, str | None, int]] = []
+    reserved: list[int] = []
+
+    def fake_ioengine(path, size, pattern, seconds, options, latency=True, loop="asyncio", smp=1, cpuset=None):
+        return Sample(1000.0, 4.1, 10.0)
+
+    def fake_fio(path, size, pattern, seconds, options, iomem=None, smp=1):
+        seen.append((pattern.rw, iomem, smp))
+        return Sample(2000.0, 8.2, 5.0)
+
+    class FakeReservation:
+        def __init__(self, pages: int) -> None:
+            reserved.append(pages)
+            self.ok, self.reason, self.message = ok, "" if ok else "not root", "reserved 0 -> 5"
+
+        def __enter__(self) -> FakeReservation:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            reserved.append(-1)
+
+    monkeypatch.setattr(compare_mod, "run_ioengine_side", fake_ioengine)
+    monkeypatch.setattr(compare_mod, "run_fio_side", fake_fio)
+    m = run_matrix(str(scratch / "b.dat"), 1 << 20, select_rows("randread-qd1,write-dma"), 0.1, 1, ReactorOptions(),
+                   progress=None, loops="asyncio", fio_iomem="auto", thp="madvise", reserve=FakeReservation)
+    assert reserved == [hugetlb_pages_for(128 << 10, 4), -1]  # one reservation around the whole matrix
+    huge = "shmhuge" if ok else "malloc"
+    assert seen == [("randread", "malloc", 1), ("write", huge, 1)]
+    assert [r.fio_iomem for r in m.rows] == ["malloc", huge]
+    assert m.to_json()["rows"][1]["fio_iomem"] == huge and m.meta["fio_iomem"] == "auto"
+    notes = " ".join(m.meta["notes"])
+    assert "fio's buffer memory, as ioengine's" in notes and "reserved 0 -> 5" in notes
+    assert ("keeps malloc'd buffers in 128k seq write" in notes) is not ok

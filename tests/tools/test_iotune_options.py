@@ -234,3 +234,24 @@ def test_iotune_and_io_properties_read_sizes_alike(text):
 
     assert iotune.parse_size(text) == parse_size(text) == parse_size_text(text, fraction=False)
 
+
+
+def test_fio_args_carry_the_decided_iomem():
+    from ioengine.bench.hugepages import fio_iomem_for, hugetlb_pages_for
+    from ioengine.options import ReactorOptions
+    from ioengine.tools.iotune_fio import fio_args, fio_jobs
+
+    opts = ReactorOptions()
+    seq, rnd = Workload("seq_write", 1 << 20, 4), Workload("rand_write", 4096, 128)
+    for wl, want in ((seq, "shmhuge"), (rnd, "malloc")):
+        iomem = fio_iomem_for(wl.bs, "madvise", opts)
+        assert iomem == want
+        args = fio_args("/f", 64 << 20, wl, 0.5, 2.0, "io_uring", iomem=iomem)
+        assert f"--iomem={want}" in args and f"--iodepth={wl.depth}" in args
+        # the same file state as iotune's phase: the laid-out file, overwritten, never re-allocated
+        assert "--fallocate=none" in args and f"--size={64 << 20}" in args
+    assert fio_iomem_for(seq.bs, "never", opts) == "malloc"
+    assert "--iomem=malloc" in fio_args("/f", 64 << 20, seq, 0.5, 2.0, "io_uring")
+    threads = fio_args("/f", 64 << 20, seq, 0.5, 2.0, "threads", threads=4, iomem="shmhuge")
+    assert "--numjobs=4" in threads and fio_jobs(seq, "threads", 4) == 4
+    assert hugetlb_pages_for(seq.bs, seq.depth, fio_jobs(seq, "io_uring")) == 4
