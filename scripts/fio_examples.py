@@ -23,6 +23,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ioengine.bench.hugepages import HugePageReservation, fio_iomem_for, hugetlb_pages_for
+from ioengine.bench.jobfile import parse_job_text
+
 HONOURED = {"", "sync", "psync", "vsync", "pvsync", "pvsync2", "libaio", "io_uring", "posixaio"}
 CAP = 16 << 20
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -180,13 +183,24 @@ def _json_of(cmd: list[str], cwd: Path, timeout: float) -> dict:
     return json.loads(out)
 
 
+def fio_memory(job_text: str, base_dir: Path) -> tuple[str, int]:
+    """fio's ``--iomem`` for a job file, like ioengine's buffers (huge pages where its largest
+    block is served from them: ioengine.bench.hugepages), and the hugetlb pages that takes."""
+    jobs = parse_job_text(job_text, base_dir=base_dir)
+    big = max(max(j.block_sizes(0)[1], j.block_sizes(1)[1]) for j in jobs)
+    kind = fio_iomem_for(big)
+    pages = sum(j.numjobs * hugetlb_pages_for(big, j.depth) for j in jobs) if kind != "malloc" else 0
+    return kind, pages
+
+
 def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: int, timeout: float,
             extra: list[str] | None = None) -> str:
     """Side by side: each example (shrunk, made time_based for ``runtime`` seconds) through
     ioengine-bench and fio on the same files, alternating which goes first, ``rounds`` times; the
-    medians and their ratio."""
-    rows = ["| example | ioengine IOPS | fio IOPS | IOPS ratio | ioengine MB/s | fio MB/s | rounds |",
-            "|---|---|---|---|---|---|---|"]
+    medians and their ratio. fio's buffers are on huge pages where ioengine's are (its largest
+    block), so large blocks compare engines, not page layouts."""
+    rows = ["| example | ioengine IOPS | fio IOPS | IOPS ratio | ioengine MB/s | fio MB/s | fio memory | rounds |",
+            "|---|---|---|---|---|---|---|---|"]
     for name in names:
         path = examples / name
         with tempfile.TemporaryDirectory(prefix="fio-compare-", dir=".") as d:
@@ -194,26 +208,40 @@ def compare(examples: Path, names: list[str], fio: str, rounds: int, runtime: in
             job = tmp / path.name
             # time_based: every job runs the whole runtime (a 16 MiB region read once takes tens of
             # milliseconds: too short to compare rates)
-            job.write_text(shrink(path.read_text(errors="replace"), tmp, runtime, time_based=True))
+            text = shrink(path.read_text(errors="replace"), tmp, runtime, time_based=True)
+            job.write_text(text)
             ours_cmd = [sys.executable, "-m", "ioengine.bench", "run", "--output-format", "json", *(extra or []),
                         str(job)]
-            fio_cmd = [fio, "--output-format=json", str(job)]
             try:
-                _json_of(ours_cmd, tmp, timeout)  # lays the files out; not counted
-                got: dict[str, list[tuple[float, float]]] = {"ours": [], "fio": []}
-                for r in range(rounds):
-                    order = [("ours", ours_cmd), ("fio", fio_cmd)]
-                    for who, cmd in order if r % 2 == 0 else order[::-1]:
-                        got[who].append(_iops(_json_of(cmd, tmp, timeout), name))
-            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
-                rows.append(f"| {name} | - | - | - | - | - | {str(e)[:80]} |")
-                print(f"{name:40} failed: {e}", flush=True)
-                continue
+                iomem, pages = fio_memory(text, tmp)
+            except Exception as e:  # noqa: BLE001 - a job ioengine cannot parse: fio as it comes
+                iomem, pages = "malloc", 0
+                print(f"{name}: fio keeps malloc ({e})", flush=True)
+            with HugePageReservation(pages) as hp:
+                if hp.message:
+                    print(f"{name}: {hp.message}", flush=True)
+                if not hp.ok:
+                    print(f"{name}: fio keeps malloc: {hp.reason}", flush=True)
+                    iomem = "malloc"
+                fio_cmd = [fio, "--output-format=json", *([f"--iomem={iomem}"] if iomem != "malloc" else []), str(job)]
+                try:
+                    _json_of(ours_cmd, tmp, timeout)  # lays the files out; not counted
+                    got: dict[str, list[tuple[float, float]]] = {"ours": [], "fio": []}
+                    for r in range(rounds):
+                        order = [("ours", ours_cmd), ("fio", fio_cmd)]
+                        for who, cmd in order if r % 2 == 0 else order[::-1]:
+                            got[who].append(_iops(_json_of(cmd, tmp, timeout), name))
+                except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+                    rows.append(f"| {name} | - | - | - | - | - | {iomem} | {str(e)[:80]} |")
+                    print(f"{name:40} failed: {e}", flush=True)
+                    continue
         mi, mb = (statistics.median(x[k] for x in got["ours"]) for k in (0, 1))
         fi, fb = (statistics.median(x[k] for x in got["fio"]) for k in (0, 1))
         ratio = mi / fi if fi else float("nan")
-        rows.append(f"| {name} | {mi:,.0f} | {fi:,.0f} | {ratio:.2f} | {mb / 1e6:,.1f} | {fb / 1e6:,.1f} | {rounds} |")
-        print(f"{name:40} ioengine {mi:10,.0f} IOPS  fio {fi:10,.0f} IOPS  ratio {ratio:.2f}", flush=True)
+        rows.append(f"| {name} | {mi:,.0f} | {fi:,.0f} | {ratio:.2f} | {mb / 1e6:,.1f} | {fb / 1e6:,.1f} | {iomem} "
+                    f"| {rounds} |")
+        print(f"{name:40} ioengine {mi:10,.0f} IOPS  fio {fi:10,.0f} IOPS  ratio {ratio:.2f}  (fio {iomem})",
+              flush=True)
     return "\n".join(rows) + "\n"
 
 
