@@ -4,8 +4,10 @@
 
 Calibrates the disk with iotune (or a short built-in measurement, or takes --io-properties-file), then:
  (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio, with 128 and
-     32 workers per class, at the calibration and with the disk described at half of it; and a
-     class with 1 % of the shares (10 vs 990) → its share of 200 ms windows over its entitlement;
+     32 workers per class, at the calibration and with the disk described at half of it (and the
+     engine-bound case, 32 at the calibration, again with io_wakeup_budget=0: the loop not shared
+     by shares); and a class with 1 % of the shares (10 vs 990) → its share of 200 ms windows
+     over its entitlement;
  (b) a protected class of 4k random reads at 50 % of the calibrated read IOPS (shares 1000)
      against backlogged 128 KiB sequential writes (shares 100) → read p95/p99 against the
      reads alone, achieved/requested IOPS, and the disk's utilisation by the cost model;
@@ -330,10 +332,16 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
     half = dump_io_properties([scaled_properties(disk, 0.5)])
     print("(a) shares 4:1, saturating 4k random reads, two classes (goal 4 ± 5 %):", file=out)
     results["shares"] = {}
-    for label, depth, p in ((f"{SHARES_DEPTH} per class, calibrated", SHARES_DEPTH, props),
-                            (f"{SHARES_DEPTH} per class, disk at half", SHARES_DEPTH, half),
-                            ("32 per class, calibrated", 32, props), ("32 per class, disk at half", 32, half)):
-        ratios = [_ratio(ioengine.run(_shares_test(path, seconds, depth), io_properties=p)) for _ in range(rounds)]
+    # The last row: the same engine-bound case with the loop not shared by shares
+    # (ReactorOptions.io_wakeup_budget=0), run in the same rounds so the two compare.
+    for label, depth, p, extra in ((f"{SHARES_DEPTH} per class, calibrated", SHARES_DEPTH, props, {}),
+                                   (f"{SHARES_DEPTH} per class, disk at half", SHARES_DEPTH, half, {}),
+                                   ("32 per class, calibrated", 32, props, {}),
+                                   ("32 per class, disk at half", 32, half, {}),
+                                   ("32 per class, calibrated, io_wakeup_budget=0", 32, props,
+                                    {"io_wakeup_budget": 0})):
+        ratios = [_ratio(ioengine.run(_shares_test(path, seconds, depth), io_properties=p, **extra))
+                  for _ in range(rounds)]
         results["shares"][label] = statistics.median(ratios)
         print(f"    {label}: {statistics.median(ratios):.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})",
               file=out)
