@@ -178,6 +178,9 @@ class Engine:
     #: the classes' shares (iosched.WakeupQueue; the reactor's io_wakeup_budget). 0: every
     #: completion wakes its task in the turn that reaps it.
     wakeup_budget: int = 0
+    #: (period, length) seconds: every ``period`` the core is taken away for ``length`` (another
+    #: process, the host), as a shared machine preempts the reactor. None: never.
+    stalls: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("cpu_per_request", "cpu_per_completion", "cpu_per_turn"):
@@ -186,6 +189,11 @@ class Engine:
                 raise ValueError(f"Engine.{name} must be a number >= 0 (seconds), got {v!r}")
         if not (isinstance(self.wakeup_budget, int) and self.wakeup_budget >= 0):
             raise ValueError(f"Engine.wakeup_budget must be an int >= 0, got {self.wakeup_budget!r}")
+        if self.stalls is not None:
+            period, length = self.stalls
+            if not (0 < length < period < math.inf):
+                raise ValueError(f"Engine.stalls must be (period, length) seconds with 0 < length < period, "
+                                 f"got {self.stalls!r}")
 
     @property
     def max_rate(self) -> float:
@@ -583,6 +591,7 @@ def _simulate_engine(
     wake = math.inf  # when the queue's tokens allow the next dispatch (the reactor's timer)
     wq: WakeupQueue | None = None  # completions waiting for their wake-up (Engine.wakeup_budget)
     woken: list[_Task] = []
+    next_stall = phases[0][1].stalls[0] if phases[0][1].stalls is not None else math.inf
 
     def start_tasks(drv: _Driver, t: float) -> None:
         for _ in range(drv.w.depth - drv.outstanding):
@@ -621,6 +630,9 @@ def _simulate_engine(
         if now >= duration:
             break
         # -- one loop turn, starting at `now` ----------------------------------------------
+        if eng.stalls is not None and now >= next_stall:
+            now = max(now, next_stall) + eng.stalls[1]  # preempted: the turn starts late
+            next_stall += eng.stalls[0] * (1 + int((now - next_stall) // eng.stalls[0]))
         t0 = now
         cpu = 0.0
         if eng.wakeup_budget and wq is None:

@@ -115,3 +115,21 @@ def test_charge_books_what_went_at_once_like_push_and_take():
     first = taken(b)
     assert first == taken(a)
     assert [k for k, _ in first] == ["y", "y", "y"]  # x's wake-ups that went at once count
+
+
+def test_engine_stalls_take_the_core_away():
+    """Engine(stalls=(period, length)): the core is preempted for ``length`` every ``period``,
+    as a shared machine does to the reactor (what the 1 % class's bursts on the real disk need;
+    iosched/README.md)."""
+    alone = [Workload("only", 400, depth=32)]
+    cfg = IoQueueConfig(bound_in_disk=True, in_disk_limit=2.0, adaptive_in_disk=False)
+
+    def iops(stalls):
+        r = simulate(alone, disk_props=FAST, sched_props="same", duration=0.6, config=cfg,
+                     engine=replace(ENGINE, stalls=stalls), noise=0.2, seed=1)
+        return r.report(0.2)["only"].iops
+
+    assert iops((0.01, 0.002)) == pytest.approx(0.8 * iops(None), rel=0.05)  # engine-bound: 20 % of the core gone
+    for bad in ((0.01, 0.0), (0.001, 0.002), (0.01, -1.0)):
+        with pytest.raises(ValueError, match="stalls"):
+            Engine(stalls=bad)
