@@ -459,7 +459,9 @@ class Reactor:
 
     def _flush(self) -> None:
         path = self._path
-        path.flush_scheduled = False
+        # Held True while the woken tasks run: what they stage goes out below, in this call, so
+        # their submissions must not queue another flush (a loop turn spent for nothing).
+        path.flush_scheduled = True
         try:
             if self._deferred and not self.closed:
                 deferred, self._deferred = self._deferred, []
@@ -467,9 +469,14 @@ class Reactor:
                     self._complete(uds, results)
         finally:
             path.deliver()
+            path.flush_scheduled = False
         if self.closed:
             return
         self._submit_now()
+        if self._deferred and not path.flush_scheduled:
+            # completions a woken task's inline submission collected: the next turn delivers them
+            path.flush_scheduled = True
+            self.loop.call_soon(self._flush)
         wq = self._wakeups
         if wq is not None and wq.pending and not self._wake_scheduled:
             # Scheduled from a callback, it runs on the next loop turn: after this turn's
