@@ -80,6 +80,13 @@ def request_error(req: tuple, err: int) -> OSError:
     return kernel_error(err, req[_OP], req[_PATH], detail)
 
 
+#: How long a lone class's direct grant may stay open while I/O keeps flowing, before its books
+#: are settled (tokens, fairness, in-disk cost). Anything that asks the queue settles first (a
+#: new grant, another class, queued requests, metrics, class changes), so this only bounds how
+#: stale the books get in between; settled every loop turn instead, the grant's Python costs
+#: a lone class a few % of its IOPS where the engine is CPU-bound (`ioengine-bench sched`, (c)).
+SETTLE_NS = 250_000
+
 class Reactor:
     """Owns a backend (ring), the in-flight table and the per-reactor DMA buffer pool."""
 
@@ -124,6 +131,7 @@ class Reactor:
         self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
         # The open iosched.DirectGrant (committed once per loop turn) is self._path.grant.
         self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
+        self._settled_ns = 0  # when settle_grants last ran (see _submit_now)
         # The units waiting in the disk queues are counted in self._path.sched_waiting.
         self._busy_queues: dict[IoQueue, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
@@ -310,9 +318,9 @@ class Reactor:
         grant.reaped += n
 
     def _open_grant(self, queue: IoQueue, st: IoClassState) -> DirectGrant | None:
-        """Commit the open grant (if any) and ask ``queue`` for one for class ``st``."""
-        if self._path.grant is not None:
-            self._commit_grant()
+        """Settle the books (commit the open grant, book the completions reaped) and ask
+        ``queue`` for a grant for class ``st``: it must see the room completions made."""
+        self.settle_grants()
         g = self._path.grant = queue.open_grant(st, self.loop.time())
         return g
 
@@ -326,6 +334,7 @@ class Reactor:
     def settle_grants(self) -> None:
         """Bring the disk queues' books up to date: commit the open grant, book the completions
         of grants' requests reaped since the last call."""
+        self._settled_ns = time.monotonic_ns()
         self._commit_grant()
         if self._reaped_grants:
             now = self.loop.time()
@@ -560,9 +569,11 @@ class Reactor:
             self.loop.call_soon(self._flush)
         if self._spinner is not None and path.in_kernel:
             self._spinner.kick()
-        if not inline and (self._path.grant is not None or self._reaped_grants):
-            # The grants' books, once per loop turn, after the kernel has the batch: off the
-            # path from a completion to the next submission.
+        if not inline and (self._path.grant is not None or self._reaped_grants) and (
+                not path.in_kernel or time.monotonic_ns() - self._settled_ns >= SETTLE_NS):
+            # The grants' books, after the kernel has the batch: off the path from a completion
+            # to the next submission, and at most every SETTLE_NS while I/O keeps flowing (a
+            # lone class's grant then spans loop turns) or as soon as the reactor goes quiet.
             self.settle_grants()
 
     def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:
