@@ -51,6 +51,29 @@ class Wakeups:
     def set_exception(self, future: IoFuture[Any], exception: BaseException, /) -> None: ...
     def deliver(self) -> None: ...
 
+class WriteBooks:
+    """A File's per-write books (C): the writes in flight, the furthest end among them, the known
+    and logical sizes, and the future resolved when the last write in flight lands. Passed as a
+    request's ``on_done``, it is counted at the completion by C, without a Python call (the
+    request tuple is not made). ioengine.file.SizeTracker subclasses it."""
+
+    #: Writes in flight.
+    writes: int
+    #: The furthest end among the writes in flight (0 when none).
+    pending_end: int
+    #: The size at open, grown by completed writes, set by truncate.
+    known: int
+    #: sloppy_size: the furthest byte written (-1 without sloppy_size).
+    logical: int
+    #: Resolved (unless already done) when ``writes`` drops to 0.
+    idle: asyncio.Future[None] | None
+    def __init__(self, known: int = 0, logical: int = -1) -> None: ...
+    def write_done(self, req: tuple[Any, ...], res: int, /) -> None:
+        """The completion of a write (``req[4]`` its position), even if its writer was cancelled;
+        ``res`` < 0: failed, or never issued."""
+    def __call__(self, req: tuple[Any, ...], res: int, /) -> None:
+        """write_done(req, res)."""
+
 #: Set in the user data of records that are the disk scheduler's dispatched units.
 UNIT_FLAG: int
 

@@ -13,7 +13,7 @@ from typing import Any, overload
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
-from ._iopath import IoFuture
+from ._iopath import IoFuture, WriteBooks
 from ._native import ffi
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
@@ -110,7 +110,7 @@ class File:
     """An open file for direct (O_DIRECT) I/O. Create with ``await open_file_dma(...)``."""
 
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
-                 "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_size", "_on_write",
+                 "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_size",
                  "_read_mask", "_write_mask", "_mem_mask", "_queue", "_qstates",
                  "_busy", "_busy_idle", "_close_task", "_bounce", "__weakref__")
 
@@ -133,9 +133,9 @@ class File:
         #: False when opened buffered: FileOpenOptions.buffered, or a filesystem that refused O_DIRECT (tmpfs).
         self.direct = direct
         #: Writes in flight, the logical size, the size barrier: see SizeTracker.
+        # It is also the writes' on_done: the reactor's C path counts a write's completion in it
+        # directly (a WriteBooks), with no Python call.
         self._size = SizeTracker(size, options, reactor.loop)
-        # The writes' completion callback: the tracker's own, bound once (no File frame per write).
-        self._on_write = self._size.write_done
         # Operations admitted before close() began and still in the File's own wait paths
         # (size barrier, sloppy growth, metadata calls): close() waits for them before the fd goes.
         self._busy = 0
@@ -364,7 +364,7 @@ class File:
             # the common case: no waiting first; one C call stages it, or says it is not plain
             size.writes += 1
             fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
-                                              "dma_write", self, self._on_write, self._queue, self._qstates, io_class)
+                                              "dma_write", self, size, self._queue, self._qstates, io_class)
             if fut is not None:
                 end = pos + (len(buf) if type(buf) is DmaBuffer else memoryview(buf).nbytes)
                 if end > size.pending_end:
@@ -437,7 +437,7 @@ class File:
                       io_class: IoClass | None,
                       on_done: Completion | None = None, ioprio: int = 0) -> IoFuture[int]:
         self._size.write_issued(pos + (n if total < 0 else total))
-        done = self._on_write if on_done is None else self._write_done_then(on_done)
+        done = self._size if on_done is None else self._write_done_then(on_done)
         try:
             if op == OP_WRITE:
                 return self._reactor.submit_rw(op, self._fd, addr, n, pos, pin, opname, self, done,
@@ -448,7 +448,7 @@ class File:
                                         queue=self._queue, states=self._qstates, io_class=io_class,
                                         align=self.disk_write_dma_alignment)
         except BaseException:
-            self._on_write((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
+            self._size.write_done((None, None, None, None, pos, n, None), -1)  # never issued: undo the count
             raise
 
     def _write_done_then(self, on_done: Completion) -> Completion:
@@ -482,8 +482,8 @@ class File:
 
     def _write_done(self, req: tuple[Any, ...], res: int) -> None:
         """The completion of a write issued with an ``on_done`` (_issue_write: the output stream's
-        buffers), before ``on_done``. Other writes go to the tracker directly, one call less per
-        write."""
+        buffers), before ``on_done``. Other writes pass the tracker itself as on_done: C counts
+        them without a call."""
         self._size.write_done(req, res)
 
     def _iovec(self, op: str, pos: int, bufs: Iterable[Any], writable: bool,
@@ -632,16 +632,19 @@ class File:
         await self.close()
 
 
-class SizeTracker:
+class SizeTracker(WriteBooks):
     """A File's size bookkeeping, as Seastar's append-challenged file keeps it: the writes in
     flight and the furthest end among them, the logical size (what the file holds once they
     land), the size barrier that orders a size-changing operation (truncate) after the writes
     issued before it and before those issued after it, and a sloppy-size file's growth ahead of
     its writes. The File issues the system calls; this decides when, and keeps the books.
+
+    The per-write counters (``writes``, ``pending_end``, ``known``, ``logical``, ``idle``) and
+    ``write_done`` are the C base's (ioengine._iopath.WriteBooks): passed itself as a write's
+    ``on_done``, the tracker is counted at the completion by C, without a Python call.
     """
 
-    __slots__ = ("writes", "pending_end", "known", "sloppy", "sloppy_end", "logical", "barrier",
-                 "_idle", "_grow_lock", "_step", "_append_unlikely", "_loop")
+    __slots__ = ("sloppy", "sloppy_end", "barrier", "_grow_lock", "_step", "_append_unlikely", "_loop")
 
     def __init__(self, size: int, options: FileOpenOptions, loop: asyncio.AbstractEventLoop) -> None:
         #: dma_write/dma_writev in flight, and the furthest end among them (0 when none).
@@ -656,7 +659,7 @@ class SizeTracker:
         self.logical = size if self.sloppy else -1
         #: Set while a size-changing operation runs: writes wait for it (see exclusive()).
         self.barrier: asyncio.Future[None] | None = None
-        self._idle: asyncio.Future[None] | None = None  # resolved when the last write in flight lands
+        self.idle = None  # a future resolved when the last write in flight lands (see exclusive())
         self._grow_lock = asyncio.Lock()
         self._step = options.extent_allocation_size_hint or (1 << 20)
         self._append_unlikely = options.append_is_unlikely
@@ -695,21 +698,9 @@ class SizeTracker:
         if end > self.pending_end:
             self.pending_end = end
 
-    def write_done(self, req: tuple[Any, ...], res: int) -> None:
-        """The reactor's completion callback of a write (``req[4]`` its position), even if the
-        writer was cancelled, so the logical size and the barrier's wait follow what the disk
-        actually has in flight; ``res`` < 0: failed, or never issued."""
-        pos = req[4]
-        if res > 0 and pos + res > self.known:
-            self.known = pos + res
-            if self.logical >= 0:
-                self.logical = pos + res
-        self.writes -= 1
-        if self.writes == 0:
-            self.pending_end = 0
-            w = self._idle
-            if w is not None and not w.done():
-                w.set_result(None)
+    # write_done(req, res), the completion of a write (``req[4]`` its position) even if the
+    # writer was cancelled, so the logical size and the barrier's wait follow what the disk
+    # actually has in flight (``res`` < 0: failed, or never issued), is WriteBooks'.
 
     async def _grow(self, end: int, ftruncate: Callable[[int], Awaitable[None]]) -> None:
         # Growth is serialised and only ever grows: two ftruncates finishing out of order must
@@ -735,7 +726,8 @@ class SizeTracker:
         self.barrier = barrier
         try:
             while self.writes:
-                idle = self._idle = self._loop.create_future()
+                idle: asyncio.Future[None] = self._loop.create_future()
+                self.idle = idle
                 await idle
         except BaseException:  # cancelled while waiting: later ops must not wait on us forever
             self.end_exclusive(barrier)

@@ -9,11 +9,15 @@
  * numbers are checked here only as far as "fits in its word", and a request that does not fit
  * leaves no trace (the caller then asks Python which number was wrong).
  *
+ * A request whose on_done is a WriteBooks (a File's per-write books, SizeTracker's C base) is
+ * counted at its completion here, without the request tuple or a Python call.
+ *
  * User data: a request's slot index + 1. Records whose user data has IE_UNIT_FLAG set are the
  * disk scheduler's dispatched units (parts of a queued request): complete() hands those back
  * to Python, which resolves their request with finish() when the last part is done.
  */
 #include "iofuture.h"
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 #include <stddef.h>
@@ -564,6 +568,178 @@ static PyObject *IoPath_stage(IoPathObject *self, PyObject *const *args, Py_ssiz
     Py_RETURN_TRUE;
 }
 
+/* -- a File's write books --------------------------------------------------------------- */
+
+/* WriteBooks: the counters a File keeps per write (ioengine/file.py: SizeTracker, a subclass,
+   keeps the rest in Python). A request whose on_done is a WriteBooks is counted here at its
+   completion, without the request tuple and without a Python call (the reference semantics
+   are write_done's, below; a test compares the two on one sequence). */
+typedef struct {
+    PyObject_HEAD
+    long long writes;       /* writes in flight */
+    long long pending_end;  /* the furthest end among them (0 when none) */
+    long long known;        /* the size at open, grown by completed writes, set by truncate */
+    long long logical;      /* sloppy_size: the furthest byte written; -1 otherwise */
+    PyObject *idle;         /* a future resolved when ``writes`` drops to 0, or NULL/None */
+} WriteBooksObject;
+
+static PyTypeObject WriteBooks_Type;
+#define WriteBooks_Check(o) PyObject_TypeCheck((o), &WriteBooks_Type)
+
+/* A write at ``pos`` completed with ``res`` (< 0: failed, or never issued). 0, or -1 with an
+   exception set (then nothing changed, unless the idle future's own calls failed). */
+static int books_done(WriteBooksObject *b, long long pos, long long res)
+{
+    if (res > 0) {
+        long long end;
+        if (__builtin_add_overflow(pos, res, &end)) {
+            PyErr_SetString(PyExc_OverflowError, "write_done: position + result does not fit in 64 bits");
+            return -1;
+        }
+        if (end > b->known) {
+            b->known = end;
+            if (b->logical >= 0)
+                b->logical = end;
+        }
+    }
+    if (--b->writes != 0)
+        return 0;
+    b->pending_end = 0;
+    if (!b->idle || b->idle == Py_None)
+        return 0;
+    /* asyncio's way: set_result only when not done (it may be done or cancelled already). The
+       future's callbacks go through its loop's call_soon: the awaiting task resumes later. */
+    PyObject *w = Py_NewRef(b->idle);
+    PyObject *d = PyObject_CallMethodNoArgs(w, str_done);
+    int rc = d ? 0 : -1;
+    if (d == Py_False) {
+        PyObject *o = PyObject_CallMethodOneArg(w, str_set_result, Py_None);
+        if (!o)
+            rc = -1;
+        Py_XDECREF(o);
+    }
+    Py_XDECREF(d);
+    Py_DECREF(w);
+    return rc;
+}
+
+static PyObject *books_call(WriteBooksObject *self, PyObject *req, PyObject *resobj)
+{
+    long long res = PyLong_AsLongLong(resobj);
+    if (res == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *p = PySequence_GetItem(req, 4);  /* as Python's req[4]: read whatever the result */
+    if (!p)
+        return NULL;
+    long long pos = 0;
+    if (res > 0) {
+        pos = PyLong_AsLongLong(p);
+        if (pos == -1 && PyErr_Occurred()) {
+            Py_DECREF(p);
+            return NULL;
+        }
+    }
+    Py_DECREF(p);
+    if (books_done(self, pos, res) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *WriteBooks_write_done(WriteBooksObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "write_done(req, res) takes 2 arguments");
+        return NULL;
+    }
+    return books_call(self, args[0], args[1]);
+}
+
+static PyObject *WriteBooks_tp_call(WriteBooksObject *self, PyObject *args, PyObject *kwds)
+{
+    if ((kwds && PyDict_GET_SIZE(kwds)) || PyTuple_GET_SIZE(args) != 2) {
+        PyErr_SetString(PyExc_TypeError, "WriteBooks(req, res) takes 2 positional arguments");
+        return NULL;
+    }
+    return books_call(self, PyTuple_GET_ITEM(args, 0), PyTuple_GET_ITEM(args, 1));
+}
+
+static int WriteBooks_init(WriteBooksObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"known", "logical", NULL};
+    long long known = 0, logical = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|LL", kwlist, &known, &logical))
+        return -1;
+    self->writes = 0;
+    self->pending_end = 0;
+    self->known = known;
+    self->logical = logical;
+    Py_CLEAR(self->idle);
+    return 0;
+}
+
+static PyObject *WriteBooks_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    WriteBooksObject *self = (WriteBooksObject *)type->tp_alloc(type, 0);
+    if (self)
+        self->logical = -1;
+    return (PyObject *)self;
+}
+
+static int WriteBooks_traverse(WriteBooksObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->idle);
+    return 0;
+}
+
+static int WriteBooks_clear(WriteBooksObject *self)
+{
+    Py_CLEAR(self->idle);
+    return 0;
+}
+
+static void WriteBooks_dealloc(WriteBooksObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    WriteBooks_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef WriteBooks_methods[] = {
+    {"write_done", (PyCFunction)(void (*)(void))WriteBooks_write_done, METH_FASTCALL,
+     "write_done(req, res): the completion of a write (req[4] its position), even if the writer was\n"
+     "cancelled; res < 0: failed, or never issued. Grows known (and logical when >= 0) to the\n"
+     "write's end, counts the write out, and when none is left in flight zeroes pending_end\n"
+     "and resolves idle (unless it is done already)."},
+    {NULL}};
+
+static PyMemberDef WriteBooks_members[] = {
+    {"writes", T_LONGLONG, offsetof(WriteBooksObject, writes), 0, "writes in flight"},
+    {"pending_end", T_LONGLONG, offsetof(WriteBooksObject, pending_end), 0,
+     "the furthest end among the writes in flight (0 when none)"},
+    {"known", T_LONGLONG, offsetof(WriteBooksObject, known), 0,
+     "the size at open, grown by completed writes, set by truncate"},
+    {"logical", T_LONGLONG, offsetof(WriteBooksObject, logical), 0,
+     "sloppy_size: the furthest byte written (-1 without sloppy_size)"},
+    {"idle", T_OBJECT, offsetof(WriteBooksObject, idle), 0,
+     "a future resolved when the last write in flight lands, or None"},
+    {NULL}};
+
+static PyTypeObject WriteBooks_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ioengine._iopath.WriteBooks",
+    .tp_basicsize = sizeof(WriteBooksObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A File's per-write books (writes in flight, their furthest end, the known and logical\n"
+              "sizes, the idle future), counted by C at each completion when passed as on_done.",
+    .tp_new = WriteBooks_new,
+    .tp_init = (initproc)WriteBooks_init,
+    .tp_call = (ternaryfunc)WriteBooks_tp_call,
+    .tp_dealloc = (destructor)WriteBooks_dealloc,
+    .tp_traverse = (traverseproc)WriteBooks_traverse,
+    .tp_clear = (inquiry)WriteBooks_clear,
+    .tp_methods = WriteBooks_methods,
+    .tp_members = WriteBooks_members,
+};
+
 /* -- completion ------------------------------------------------------------------------- */
 
 static int flush_grant(IoPathObject *self, PyObject **grant, Py_ssize_t *count)
@@ -595,12 +771,23 @@ static void resolve(IoPathObject *self, uint32_t idx, long long res, PyObject **
         (*gcount)++;
     }
     PyObject *fut = Py_NewRef(r->fut);
-    PyObject *req = NULL;
-    if (r->on_done || res < 0)
+    PyObject *req = NULL, *on_done = NULL;
+    WriteBooksObject *books = NULL;  /* a write's books: counted here, no tuple, no call */
+    long long pos = r->pos;
+    if (r->on_done) {
+        if (WriteBooks_Check(r->on_done))
+            books = (WriteBooksObject *)Py_NewRef(r->on_done);
+        else
+            on_done = Py_NewRef(r->on_done);
+    }
+    if (on_done || res < 0)
         req = request_tuple(r);
-    PyObject *on_done = r->on_done ? Py_NewRef(r->on_done) : NULL;
     clear_slot(self, idx);  /* the pin goes only now that the kernel is done with the buffer */
-    if (on_done && req) {
+    if (books) {  /* before the future: the awaiting task resumes with the books updated */
+        if (books_done(books, pos, res) < 0)
+            keep_error(first_err);
+        Py_DECREF(books);
+    } else if (on_done && req) {
         PyObject *o = PyObject_CallFunction(on_done, "OL", req, res);
         if (!o)
             keep_error(first_err);
@@ -1208,12 +1395,14 @@ PyMODINIT_FUNC PyInit__iopath(void)
     int_one = PyLong_FromLong(1);
     str_limited = PyUnicode_InternFromString("limited");
     str_throttling = PyUnicode_InternFromString("throttling");
-    if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0)
+    if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0
+        || PyType_Ready(&WriteBooks_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&iopath_module);
     if (!m)
         return NULL;
-    if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0 || iofuture_module_init(m) < 0) {
+    if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0
+        || PyModule_AddObjectRef(m, "WriteBooks", (PyObject *)&WriteBooks_Type) < 0 || iofuture_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

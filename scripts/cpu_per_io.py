@@ -1,8 +1,8 @@
 """CPU per 4k random read through ioengine: 32 tasks awaiting dma_read on one file.
 
     python scripts/cpu_per_io.py [FILE] [reactor_option=value ...]
-    env: N (reads, default 200000), BLOCKS (4 KiB blocks of the file to read, default 16384),
-         LOOP=uvloop
+    env: N (I/Os, default 200000), BLOCKS (4 KiB blocks of the file to use, default 16384),
+         LOOP=uvloop, WRITE=1 (4k dma_writes instead of reads, inside the file's 64 MiB)
 
 FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
 CPU path is left. scripts/icount.sh runs it under callgrind.
@@ -24,17 +24,19 @@ from ioengine import OpenFlags as O
 path = sys.argv[1] if len(sys.argv) > 1 else "/dev/shm/ioe.dat"
 BLOCKS = int(os.environ.get("BLOCKS", "16384"))
 N = int(os.environ.get("N", "200000"))
+WRITE = os.environ.get("WRITE", "0") not in ("", "0")
 async def main():
     if not os.path.exists(path) or os.path.getsize(path) < 64 << 20:
         with open(path, "wb") as f: f.write(os.urandom(64 << 20))
-    f = await ioengine.open_file_dma(path, O.RO)
+    f = await ioengine.open_file_dma(path, O.RW if WRITE else O.RO)
     done = 0
     async def worker(seed):
         nonlocal done
         rnd = random.Random(seed)
         b = f.allocate_buffer(4096)
+        io = f.dma_write if WRITE else f.dma_read
         while done < N:
-            await f.dma_read(rnd.randrange(BLOCKS) * 4096, b)
+            await io(rnd.randrange(BLOCKS) * 4096, b)
             done += 1
     r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(32)))

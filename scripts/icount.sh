@@ -1,7 +1,9 @@
 #!/bin/bash
 # Instructions (user space) per 4k read through ioengine, counted by callgrind: the slope between
 # 4,000 and 20,000 reads of scripts/cpu_per_io.py, so start-up does not count. Repeatable on a
-# noisy machine, unlike seconds. Usage: scripts/icount.sh [PYTHONPATH] (LOOP=uvloop for uvloop).
+# noisy machine, unlike seconds. Usage: scripts/icount.sh [PYTHONPATH] (LOOP=uvloop for uvloop,
+# WRITE=1 for 4k dma_writes; both reach cpu_per_io.py through the environment). PYTHONPATH
+# another checkout (its extensions built) measures that one with this script.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pp=${1:-$here}
