@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
@@ -85,7 +86,9 @@ def test_cancelled_tasks_with_wakeups_held_lose_nothing(run, scratch):
                 if r.held_wakeups:
                     break
             survivors = asyncio.ensure_future(readers(f, classes, 8, 30, seed=9))
+            deadline = time.monotonic() + 10
             while not r.held_wakeups:
+                assert time.monotonic() < deadline, "no wake-up was ever held"
                 await asyncio.sleep(0)
             for v in victims:
                 v.cancel()
@@ -144,7 +147,14 @@ def test_run_ends_with_wakeups_held(run, scratch):
         f = await ioengine.open_file_dma(path, F.RO)
         for i, b in enumerate(bufs):
             asyncio.ensure_future(f.dma_read(i * BS, b, io_class=classes[i % 2]))
+        await asyncio.sleep(0)  # the tasks stage their reads
+        await asyncio.sleep(0)  # the flush submits the rest
+        # Without yielding, let the reads complete, so that they are reaped in one mixed batch
+        # and the budget holds some back (reaped one by one, as a loaded host may, none would be).
+        time.sleep(0.05)
+        deadline = time.monotonic() + 10
         while not r.held_wakeups:
+            assert time.monotonic() < deadline, "no wake-up was ever held"
             await asyncio.sleep(0)
         return r
 
