@@ -346,10 +346,14 @@ def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions, smp: int =
                 loop.remove_signal_handler(signal.SIGTERM)
                 signal.signal(signal.SIGTERM, _record_terminated)
 
-    try:
-        previous_int = signal.signal(signal.SIGINT, on_sigint)
-    except ValueError:  # not the main thread: asyncio's own handling (none) applies
-        previous_int = None
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.SIG_IGN:
+        previous_int = None  # started with Ctrl-C ignored (a shell's background job): it stays so
+    else:
+        try:
+            signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread: asyncio's own handling (none) applies
+            previous_int = None
     try:
         if smp > 1:  # shard 0 runs guarded(); the other shards answer its calls
             return ioengine.run(guarded(), smp=smp, **options.as_dict())

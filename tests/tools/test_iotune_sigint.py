@@ -43,8 +43,15 @@ def test_sigint_at_random_moments(scratch):
         d = scratch / f"eval{i}"
         d.mkdir()
         dirs.append(d)
-    with ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(_interrupted_run, dirs, delays))
+    # The children get Ctrl-C's default handling whatever this process was started with: a
+    # runner that starts the suite in the background has SIGINT ignored, which a child inherits
+    # (and then rightly keeps ignoring: see test_sigint_ignored_at_start_stays_ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with ThreadPoolExecutor(4) as ex:
+            results = list(ex.map(_interrupted_run, dirs, delays))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     for (rc, err, left), delay in zip(results, delays):
         assert "Exception ignored" not in err, f"SIGINT after {delay:.2f} s:\n{err}"
         if rc == -signal.SIGINT and "iotune:" not in err and "\nKeyboardInterrupt" in err:
@@ -52,3 +59,20 @@ def test_sigint_at_random_moments(scratch):
         assert "Traceback" not in err, f"SIGINT after {delay:.2f} s:\n{err}"
         assert rc == 130, f"SIGINT after {delay:.2f} s: exit status {rc}\n{err}"
         assert left == [], f"SIGINT after {delay:.2f} s left {left}"
+
+
+def test_sigint_ignored_at_start_stays_ignored():
+    """A process started with SIGINT ignored (a shell's background job) keeps ignoring it while
+    iotune's engine runs, as Python itself does; it is not turned back on for part of the run."""
+    code = ("import signal, asyncio; from ioengine.tools.iotune import run_engine; "
+            "from ioengine.options import ReactorOptions\n"
+            "async def main():\n"
+            "    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+            "print(run_engine(main(), ReactorOptions()), signal.getsignal(signal.SIGINT) is signal.SIG_IGN)")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
