@@ -1,8 +1,9 @@
-"""CPU per 4k random read through ioengine: 32 tasks awaiting dma_read on one file.
+"""CPU per 4k random read through ioengine: 32 tasks (QD) awaiting dma_read on one file.
 
     python scripts/cpu_per_io.py [FILE] [reactor_option=value ...]
     env: N (I/Os, default 200000), BLOCKS (4 KiB blocks of the file to use, default 16384),
-         LOOP=uvloop, WRITE=1 (4k dma_writes instead of reads, inside the file's 64 MiB)
+         LOOP=uvloop, WRITE=1 (4k dma_writes instead of reads, inside the file's 64 MiB),
+         QD (tasks, default 32)
 
 FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
 CPU path is left. scripts/icount.sh runs it under callgrind.
@@ -39,7 +40,7 @@ async def main():
             await io(rnd.randrange(BLOCKS) * 4096, b)
             done += 1
     r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(32)))
+    await asyncio.gather(*(worker(i) for i in range(int(os.environ.get("QD", "32")))))
     t1 = time.perf_counter(); r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     print(f"{done/(t1-t0):,.0f} IOPS  {cpu/done*1e6:.2f} cpu-us/io (user {(r1.ru_utime-r0.ru_utime)/done*1e6:.2f})")
