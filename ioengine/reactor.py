@@ -569,11 +569,15 @@ class Reactor:
             self.loop.call_soon(self._flush)
         if self._spinner is not None and path.in_kernel:
             self._spinner.kick()
-        if not inline and (self._path.grant is not None or self._reaped_grants) and (
-                not path.in_kernel or time.monotonic_ns() - self._settled_ns >= SETTLE_NS):
+        grant = path.grant
+        if not inline and (grant is not None or self._reaped_grants) and (
+                not path.in_kernel or time.monotonic_ns() - self._settled_ns >= SETTLE_NS
+                or grant is not None and grant.queue.shared):
             # The grants' books, after the kernel has the batch: off the path from a completion
             # to the next submission, and at most every SETTLE_NS while I/O keeps flowing (a
             # lone class's grant then spans loop turns) or as soon as the reactor goes quiet.
+            # A disk shared with other shards is settled every turn: its grant holds tokens the
+            # other shards cannot see taken until it is committed.
             self.settle_grants()
 
     def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:
