@@ -132,6 +132,8 @@ class Reactor:
         # The open iosched.DirectGrant (committed once per loop turn) is self._path.grant.
         self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
         self._settled_ns = 0  # when settle_grants last ran (see _submit_now)
+        self._flushes = 0  # loop turns' flushes so far, and the one the open grant was opened in
+        self._grant_flush = -1
         # The units waiting in the disk queues are counted in self._path.sched_waiting.
         self._busy_queues: dict[IoQueue, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.TimerHandle | None = None
@@ -269,6 +271,13 @@ class Reactor:
                     c = grant.last_cost
                 else:
                     c = grant.cost_of(op, length)
+                if c > grant.budget and self._grant_flush != self._flushes:
+                    # Spent, and opened in an earlier turn: the bucket has refilled since (a grant
+                    # spans turns while it lasts; see SETTLE_NS), so settle and take a fresh one.
+                    grant = self._open_grant(queue, st)
+                    if grant is None:
+                        return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align,
+                                              ioprio)
                 if c > grant.budget:
                     return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align,
                                           ioprio)
@@ -322,6 +331,7 @@ class Reactor:
         ``queue`` for a grant for class ``st``: it must see the room completions made."""
         self.settle_grants()
         g = self._path.grant = queue.open_grant(st, self.loop.time())
+        self._grant_flush = self._flushes
         return g
 
     def _commit_grant(self) -> None:
@@ -468,6 +478,7 @@ class Reactor:
 
     def _flush(self) -> None:
         path = self._path
+        self._flushes += 1
         # Held True while the woken tasks run: what they stage goes out below, in this call, so
         # their submissions must not queue another flush (a loop turn spent for nothing).
         path.flush_scheduled = True
