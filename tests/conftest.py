@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,13 @@ from pathlib import Path
 import pytest
 
 import ioengine
+
+# A runner that starts the suite in the background (a non-interactive shell's `cmd &`) hands it
+# SIGINT ignored, and every process a test starts inherits that: the tests that interrupt
+# iotune or the shards with Ctrl-C would see it ignored, as it rightly is then. They test a
+# terminal's Ctrl-C, so the suite takes Python's default handling back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _NeverRetrieved(logging.Handler):

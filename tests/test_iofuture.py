@@ -543,10 +543,11 @@ def test_completion_reaped_inside_a_task_resumes_through_call_soon(run, data):
                 fut.add_done_callback(lambda _f: where.append(_in_flush()))
                 t = asyncio.ensure_future(_await(fut))
                 await asyncio.sleep(0)
-                if not t.done():
+                if not fut.done():
                     break
                 # The read completed in the loop turn that started t (a busy host: the flush
-                # reaped it before t's first step), so t never waited: try again.
+                # reaped it before this task could hold the loop), so the completion was not
+                # reaped here: try again.
                 assert await t == BS
             else:
                 pytest.skip("every read completed before its task could wait for it")
