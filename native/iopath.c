@@ -12,6 +12,10 @@
  * A request whose on_done is a WriteBooks (a File's per-write books, SizeTracker's C base) is
  * counted at its completion here, without the request tuple or a Python call.
  *
+ * read_many() stages a batch of reads with one future for all: each read has its own slot
+ * (its own buffer export, released at its own completion), and the slots share the future and a
+ * ReadBatch (the results and a countdown) that the batch's last completion resolves.
+ *
  * User data: a request's slot index + 1. Records whose user data has IE_UNIT_FLAG set are the
  * disk scheduler's dispatched units (parts of a queued request): complete() hands those back
  * to Python, which resolves their request with finish() when the last part is done.
