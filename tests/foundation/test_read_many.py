@@ -209,6 +209,9 @@ def test_cancelled_batch_keeps_buffers_pinned_until_each_completion(run, scratch
                 assert bytes(b) == pattern_block(i, BS), i
             assert all(b.exports == 0 for b in tb)
             assert fut.cancelled() and failing.cancelled()
+            del fut, failing, task
+            gc.collect()
+            assert not [o for o in gc.get_objects() if type(o).__name__ == "ReadBatch"]  # none outlives its batch
 
     run(main(), submit_batch=1 << 20)
 
