@@ -106,6 +106,16 @@ def _pin_buffer(buf: Any, writable: bool) -> tuple[Any, int, int]:
     return c, int(ffi.cast("uintptr_t", c)), mv.nbytes
 
 
+async def _gather_reads(futs: list[IoFuture[int]]) -> list[int]:
+    """dma_read_many's general path: every read's result, once all completed; the first
+    failure's exception then (the others' are retrieved, so none is reported unretrieved)."""
+    done = await asyncio.gather(*futs, return_exceptions=True)
+    for r in done:
+        if isinstance(r, BaseException):
+            raise r
+    return done  # type: ignore[return-value]
+
+
 class File:
     """An open file for direct (O_DIRECT) I/O. Create with ``await open_file_dma(...)``."""
 
@@ -226,6 +236,53 @@ class File:
             check_ioprio("dma_read", ioprio)
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
                                        self._qstates, io_class, self.disk_read_dma_alignment, ioprio)
+
+    async def dma_read_many(self, requests: Iterable[tuple[int, Any]], io_class: IoClass | None = None) -> list[int]:
+        """Read each ``(pos, buf)`` of ``requests``, all at once; returns the bytes read by each,
+        in order (short at end of file, as dma_read).
+
+        Every request is checked as dma_read checks it before any is issued: a bad one raises
+        and issues nothing. When a request fails in the kernel, its OSError (as dma_read's) is
+        raised once every request of the batch has completed. One C call stages the batch and
+        one future awaits it (read_many_future)."""
+        return await self.read_many_future(requests, io_class)
+
+    def read_many_future(self, requests: Iterable[tuple[int, Any]],
+                         io_class: IoClass | None = None) -> Awaitable[list[int]]:
+        """dma_read_many without the coroutine: checks now, returns the batch's awaitable.
+
+        The plain case (the reactor's per-request path, see Reactor.submit_buffer, with room in
+        the ring for the whole batch) is one IoFuture for the batch, made by C
+        (IoPath.read_many). Otherwise -- a throttling disk queue, a class with limits, requests
+        queued in the disk scheduler, a batch larger than the ring's free room -- each request
+        takes dma_read's general path and a task gathers them. Cancelling the awaitable does
+        not cancel the reads: each buffer stays pinned until its own completion."""
+        reqs = requests if type(requests) is tuple else tuple(requests)
+        if not self._closed:
+            fut = self._reactor.read_many(self._fd, reqs, self._read_mask, self._mem_mask, "dma_read", self,
+                                          self._queue, self._qstates, io_class)
+            if fut is not None:
+                return fut
+        # the general path: every request checked before any is issued
+        checked = [self._pin_read(pos, buf) for pos, buf in reqs]
+        futs = [self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
+                                        self._qstates, io_class, self.disk_read_dma_alignment)
+                for (pos, _), (pin, addr, n) in zip(reqs, checked)]
+        return self._reactor.loop.create_task(_gather_reads(futs))
+
+    def _pin_read(self, pos: int, buf: Any) -> tuple[Any, int, int]:
+        """(pin, address, length) of a read's buffer, every check of dma_read's made."""
+        if isinstance(buf, _RawBuffer):
+            pin, addr, n = memoryview(buf), buf.address, len(buf)
+        else:
+            pin, addr, n = _pin_buffer(buf, True)
+        try:
+            bad = (pos | n) & self._read_mask or addr & self._mem_mask or pos >> 63 or n >> 32 or self._closed
+        except TypeError:
+            bad = True
+        if bad:
+            self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
+        return pin, addr, n
 
     @overload
     async def dma_read_bulk(self, pos: int, length: int, io_class: IoClass | None = None, *,

@@ -111,6 +111,8 @@ class Reactor:
         self._rw = self._path.rw
         #: The per-I/O path of dma_read/dma_write, in C (see submit_buffer below for what it decides).
         self.submit_buffer = self._path.submit
+        #: File.dma_read_many's path, in C: a batch of reads with one future (IoPath.read_many).
+        self.read_many = self._path.read_many
         self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units
         #: Completions collected by an inline submit, delivered by the next _flush (a loop callback).
         self._deferred: list[tuple[list[int], list[int]]] = []

@@ -12,6 +12,10 @@
  * A request whose on_done is a WriteBooks (a File's per-write books, SizeTracker's C base) is
  * counted at its completion here, without the request tuple or a Python call.
  *
+ * read_many() stages a batch of reads with one future for all: each read has its own slot
+ * (its own buffer export, released at its own completion), and the slots share the future and a
+ * ReadBatch (the results and a countdown) that the batch's last completion resolves.
+ *
  * User data: a request's slot index + 1. Records whose user data has IE_UNIT_FLAG set are the
  * disk scheduler's dispatched units (parts of a queued request): complete() hands those back
  * to Python, which resolves their request with finish() when the last part is done.
@@ -38,7 +42,51 @@ typedef struct {
     uint32_t next_free;
     int has_view;       /* io(): the buffer is pinned by ``view`` (an export), ``pin`` is NULL */
     Py_buffer view;
+    PyObject *batch;    /* read_many(): the ReadBatch this request is part of, or NULL; ``fut``
+                           is then the batch's one future, shared by all its requests */
+    Py_ssize_t batch_idx;  /* the request's place in the batch's results */
 } ie_request;
+
+/* ReadBatch: the state of one read_many() batch, referenced by each of its in-flight slots.
+   Its one future (the slots' ``fut``) resolves when ``remaining`` reaches 0: to ``results``,
+   or with ``error`` when a request failed. Cleared once resolved (the future holds the list). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *results;      /* list of the bytes read per request, in the batch's order */
+    PyObject *error;        /* the first failed request's exception (error_factory's), or NULL */
+    Py_ssize_t remaining;   /* requests of the batch not yet completed */
+} ReadBatchObject;
+
+static int ReadBatch_traverse(ReadBatchObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->results);
+    Py_VISIT(self->error);
+    return 0;
+}
+
+static int ReadBatch_clear(ReadBatchObject *self)
+{
+    Py_CLEAR(self->results);
+    Py_CLEAR(self->error);
+    return 0;
+}
+
+static void ReadBatch_dealloc(ReadBatchObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    ReadBatch_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ReadBatch_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ioengine._iopath.ReadBatch",
+    .tp_basicsize = sizeof(ReadBatchObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The results and countdown of one IoPath.read_many() batch (internal).",
+    .tp_dealloc = (destructor)ReadBatch_dealloc,
+    .tp_traverse = (traverseproc)ReadBatch_traverse,
+    .tp_clear = (inquiry)ReadBatch_clear,
+};
 
 typedef struct {
     PyObject_HEAD
@@ -165,7 +213,7 @@ static void clear_slot(IoPathObject *self, uint32_t idx)
 {
     ie_request *r = &self->slots[idx];
     PyObject *fut = r->fut, *pin = r->pin, *opname = r->opname, *owner = r->owner, *on_done = r->on_done,
-             *grant = r->grant, *cls = r->cls;
+             *grant = r->grant, *cls = r->cls, *batch = r->batch;
     if (r->has_view)
         PyBuffer_Release(&r->view);  /* the export ends only now: the kernel is done with it */
     memset(r, 0, sizeof(*r));
@@ -180,6 +228,7 @@ static void clear_slot(IoPathObject *self, uint32_t idx)
     Py_XDECREF(on_done);
     Py_XDECREF(grant);
     Py_XDECREF(cls);
+    Py_XDECREF(batch);
 }
 
 static PyObject *request_tuple(ie_request *r)
@@ -446,6 +495,84 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
    state in ``states`` and no limits, and (a throttling queue) the open grant is its class's;
    anything else returns None and Python takes it (opening a grant, queueing, or saying what
    is wrong). */
+/* The reactor's decision for the plain case (submit() and read_many()): 1 when the request
+   may go straight to the kernel, with *st the class state it counts in (borrowed from
+   ``states``, or Py_None without a queue) and *grant the open direct grant it takes its cost
+   from (borrowed from self, or Py_None); 0 when Python must take it; -1 on error. */
+static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *states, PyObject *io_class,
+                              PyObject **st_out, PyObject **grant_out)
+{
+    PyObject *st = Py_None, *grant = Py_None, *cls_key = NULL;
+    if (queue != Py_None) {
+        if (!PyDict_Check(states))
+            return 0;
+        if (io_class == Py_None) {
+            if (PyContextVar_Get(self->io_class_var, Py_None, &cls_key) < 0)
+                return -1;
+        } else {
+            cls_key = Py_NewRef(io_class);
+        }
+        st = PyDict_GetItemWithError(states, cls_key); /* borrowed */
+        Py_DECREF(cls_key);
+        if (!st)
+            return PyErr_Occurred() ? -1 : 0;
+        PyObject *lim = PyObject_GetAttr(st, str_limited);
+        if (!lim)
+            return -1;
+        int limited = PyObject_IsTrue(lim);
+        Py_DECREF(lim);
+        if (limited)
+            return limited < 0 ? -1 : 0;
+        PyObject *thr = PyObject_GetAttr(queue, str_throttling);
+        if (!thr)
+            return -1;
+        int throttling = PyObject_IsTrue(thr);
+        Py_DECREF(thr);
+        if (throttling < 0)
+            return -1;
+        if (throttling) {
+            if (!self->grant)
+                return 0;
+            PyObject *gc = PyObject_GetAttr(self->grant, str_io_class);
+            if (!gc)
+                return -1;
+            Py_DECREF(gc);
+            if (gc != st)
+                return 0;
+            grant = self->grant;
+        }
+    }
+    *st_out = st;
+    *grant_out = grant;
+    return 1;
+}
+
+/* After a request (or a batch) was staged: submit mid-turn when it asks for it, and make sure
+   the reactor's flush runs this turn. 0, or -1 with an exception (what is staged stays so). */
+static int after_stage(IoPathObject *self)
+{
+    if (self->submit_now) {
+        PyObject *r = PyObject_CallNoArgs(self->submit_inline);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    if (!self->flush_scheduled) {
+        PyObject *h = PyObject_CallOneArg(self->call_soon, self->flush_cb);
+        if (!h)
+            return -1;
+        Py_DECREF(h);
+        self->flush_scheduled = 1;
+    }
+    return 0;
+}
+
+/* submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class):
+   Reactor.submit_buffer: the reactor's decision for the plain case, then io(). The request
+   goes straight to the kernel only when nothing waits in the disk queues, its class has a
+   state in ``states`` and no limits, and (a throttling queue) the open grant is its class's;
+   anything else returns None and Python takes it (opening a grant, queueing, or saying what
+   is wrong). */
 static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 12) {
@@ -454,47 +581,12 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
     }
     if (self->closed || self->sched_waiting || !self->call_soon || !self->io_class_var)
         Py_RETURN_NONE;
-    PyObject *queue = args[9], *states = args[10], *io_class = args[11];
-    PyObject *st = Py_None, *grant = Py_None, *cls_key = NULL;
-    if (queue != Py_None) {
-        if (!PyDict_Check(states))
-            Py_RETURN_NONE;
-        if (io_class == Py_None) {
-            if (PyContextVar_Get(self->io_class_var, Py_None, &cls_key) < 0)
-                return NULL;
-        } else {
-            cls_key = Py_NewRef(io_class);
-        }
-        st = PyDict_GetItemWithError(states, cls_key); /* borrowed */
-        Py_DECREF(cls_key);
-        if (!st) {
-            if (PyErr_Occurred())
-                return NULL;
-            Py_RETURN_NONE;
-        }
-        PyObject *lim = PyObject_GetAttr(st, str_limited);
-        if (!lim)
+    PyObject *st, *grant;
+    int route = plain_route(self, args[9], args[10], args[11], &st, &grant);
+    if (route <= 0) {
+        if (route < 0)
             return NULL;
-        int limited = PyObject_IsTrue(lim);
-        Py_DECREF(lim);
-        if (limited)
-            Py_RETURN_NONE;
-        PyObject *thr = PyObject_GetAttr(queue, str_throttling);
-        if (!thr)
-            return NULL;
-        int throttling = PyObject_IsTrue(thr);
-        Py_DECREF(thr);
-        if (throttling) {
-            if (!self->grant)
-                Py_RETURN_NONE;
-            PyObject *gc = PyObject_GetAttr(self->grant, str_io_class);
-            if (!gc)
-                return NULL;
-            Py_DECREF(gc);
-            if (gc != st)
-                Py_RETURN_NONE;
-            grant = self->grant;
-        }
+        Py_RETURN_NONE;
     }
     PyObject *io_args[11] = {args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8], st, grant};
     /* st is borrowed from ``states`` and grant from self: io() may run Python code (the grant's
@@ -511,23 +603,150 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
         }
         return fut;
     }
-    if (self->submit_now) {
-        PyObject *r = PyObject_CallNoArgs(self->submit_inline);
-        if (!r)
-            goto fail;  /* the request is staged and registered: the flush below still runs */
-        Py_DECREF(r);
-    }
-    if (!self->flush_scheduled) {
-        PyObject *h = PyObject_CallOneArg(self->call_soon, self->flush_cb);
-        if (!h)
-            goto fail;
-        Py_DECREF(h);
-        self->flush_scheduled = 1;
+    if (after_stage(self) < 0) {  /* the request is staged and registered: the flush still runs */
+        Py_DECREF(fut);
+        return NULL;
     }
     return fut;
-fail:
-    Py_DECREF(fut);
-    return NULL;
+}
+
+static void release_views(Py_buffer *views, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyBuffer_Release(&views[i]);
+}
+
+/* read_many(fd, requests, disk_mask, mem_mask, opname, owner, queue, states, io_class) ->
+   future, or None: File.dma_read_many's per-request path. ``requests`` is a tuple of
+   (pos, buf) pairs. Every request is checked (and its buffer exported) first; then all are
+   registered, each in its own slot holding its own export until its own completion, with ONE
+   future shared by the batch and a ReadBatch that counts them down (resolve() fills it in).
+   None -- nothing staged, nothing registered -- when any request is not plain (a number that
+   does not fit, a misaligned position, length or address, a read-only buffer), when the
+   reactor's decision is not plain (see submit(); a throttling queue always is not), or when
+   the batch does not fit in the ring's free room: Python then takes the whole batch. */
+static PyObject *IoPath_read_many(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "read_many() takes 9 arguments");
+        return NULL;
+    }
+    if (self->closed || self->sched_waiting || !self->call_soon || !self->io_class_var)
+        Py_RETURN_NONE;
+    uint64_t fd, dmask, mmask;
+    PyObject *reqs = args[1];
+    if (get_u64(args[0], (uint64_t)1 << 32, &fd) || get_u64(args[2], 0, &dmask) || get_u64(args[3], 0, &mmask)
+        || !PyTuple_CheckExact(reqs))
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyTuple_GET_SIZE(reqs);
+    if (n == 0 || self->nrec + self->in_kernel + n > self->capacity)
+        Py_RETURN_NONE;
+    PyObject *st, *grant;
+    int route = plain_route(self, args[6], args[7], args[8], &st, &grant);
+    if (route <= 0 || grant != Py_None) {
+        if (route < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* Everything that may run Python code (the exports, the class's counters, the future and
+       the batch) comes before the slots and the records are taken; st is borrowed: hold it. */
+    Py_INCREF(st);
+    Py_buffer *views = PyMem_Calloc((size_t)n, sizeof(Py_buffer));
+    uint64_t *poss = PyMem_Malloc((size_t)n * sizeof(uint64_t));
+    PyObject *fut = NULL, *ret = Py_None;
+    ReadBatchObject *batch = NULL;
+    Py_ssize_t got = 0;
+    uint64_t total = 0;
+    if (!views || !poss) {
+        PyErr_NoMemory();
+        ret = NULL;
+        goto out;
+    }
+    for (; got < n; got++) {
+        PyObject *item = PyTuple_GET_ITEM(reqs, got);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+            || get_u64(PyTuple_GET_ITEM(item, 0), (uint64_t)1 << 63, &poss[got]))
+            goto out;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &views[got], PyBUF_WRITABLE) < 0) {
+            PyErr_Clear();
+            goto out;
+        }
+        uint64_t addr = (uint64_t)(uintptr_t)views[got].buf, len = (uint64_t)views[got].len;
+        if (((poss[got] | len) & dmask) || (addr & mmask) || len >= ((uint64_t)1 << 32)) {
+            got++;  /* its export is released below */
+            goto out;
+        }
+        total += len;
+    }
+    ret = NULL;
+    if (st != Py_None && (add_to_list_item(st, str_ops, 0, (uint64_t)n) < 0 || add_to_list_item(st, str_bytes, 0, total) < 0))
+        goto out;
+    fut = new_future(self);
+    if (!fut)
+        goto out;
+    batch = PyObject_GC_New(ReadBatchObject, &ReadBatch_Type);
+    if (!batch)
+        goto out;
+    batch->error = NULL;
+    batch->remaining = n;
+    batch->results = PyList_New(n);  /* its items are set before the list is seen: see resolve() */
+    PyObject_GC_Track(batch);
+    if (!batch->results)
+        goto out;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyList_SET_ITEM(batch->results, i, Py_NewRef(Py_None));
+    /* room for n records and n slots: no Python code runs from here to the last record */
+    while (self->caprec - self->nrec < n) {
+        Py_ssize_t keep = self->nrec;
+        self->nrec = self->caprec;  /* reserve_rec grows when full */
+        int rc = reserve_rec(self);
+        self->nrec = keep;
+        if (rc < 0)
+            goto out;
+    }
+    while ((Py_ssize_t)self->nslots - self->inflight < n)
+        if (grow_slots(self) < 0)
+            goto out;
+    int alone = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t idx = self->free_head - 1;
+        ie_request *r = &self->slots[idx];
+        self->free_head = r->next_free;
+        r->view = views[i];  /* the export moves into the slot: released at its completion */
+        r->has_view = 1;
+        r->fut = Py_NewRef(fut);
+        r->pin = NULL;
+        r->opname = Py_NewRef(args[4]);
+        r->owner = Py_NewRef(args[5]);
+        r->on_done = NULL;
+        r->grant = NULL;
+        r->cls = st != Py_None ? Py_NewRef(st) : NULL;
+        r->batch = Py_NewRef((PyObject *)batch);
+        r->batch_idx = i;
+        r->pos = (int64_t)poss[i];
+        r->nbytes = (int64_t)views[i].len;
+        self->inflight++;
+        if ((uint64_t)views[i].len >= self->alone_bytes)
+            alone = 1;
+        put_rec(self, (uint64_t)0 /* OP_READ */ | (fd << 8), (uint64_t)(uintptr_t)views[i].buf, (uint64_t)views[i].len,
+                poss[i], (uint64_t)idx + 1);
+    }
+    got = 0;  /* the exports are the slots' now */
+    if (alone || self->nrec >= self->flush_at)
+        self->submit_now = 1;
+    if (after_stage(self) < 0)
+        goto out;  /* the batch is staged and registered: the flush still runs */
+    ret = Py_NewRef(fut);
+out:
+    release_views(views, got);
+    PyMem_Free(views);
+    PyMem_Free(poss);
+    Py_XDECREF((PyObject *)batch);
+    Py_XDECREF(fut);
+    Py_DECREF(st);
+    if (ret == Py_None)
+        Py_RETURN_NONE;
+    return ret;
 }
 
 /* register(pos, nbytes, pin, opname, owner, on_done, grant) -> (future, user_data): an
@@ -756,6 +975,66 @@ static int flush_grant(IoPathObject *self, PyObject **grant, Py_ssize_t *count)
     return rc;
 }
 
+/* Resolve ``fut`` with ``value`` or (``value`` NULL) ``exc``, unless it is done (cancelled):
+   an IoFuture's callbacks are held for deliver(), another future's go through its loop. */
+static void settle_future(IoPathObject *self, PyObject *fut, PyObject *value, PyObject *exc, saved_error *first_err)
+{
+    if (IoFuture_CheckExact(fut)) {
+        if (iofuture_finish(fut, value, value ? NULL : exc, &self->held) < 0)
+            keep_error(first_err);
+        return;
+    }
+    PyObject *d = PyObject_CallMethodNoArgs(fut, str_done);
+    if (d == Py_False) {
+        PyObject *o = value ? PyObject_CallMethodOneArg(fut, str_set_result, value)
+                            : PyObject_CallMethodOneArg(fut, str_set_exception, exc);
+        if (!o)
+            keep_error(first_err);
+        Py_XDECREF(o);
+    } else if (!d) {
+        keep_error(first_err);
+    }
+    Py_XDECREF(d);
+}
+
+/* One request of a read_many() batch completed with ``res``: its result goes to its place in
+   the batch's list (a failure: the batch's first error is made from it), its slot (and its
+   export) goes now, and the last request of the batch resolves the batch's future: to the
+   list, or with the first error. A batch whose future is done (cancelled) is counted down
+   all the same, its results dropped: no exception is left for anyone to retrieve. */
+static void resolve_batch(IoPathObject *self, uint32_t idx, long long res, PyObject *fut, saved_error *first_err)
+{
+    ie_request *r = &self->slots[idx];
+    ReadBatchObject *b = (ReadBatchObject *)Py_NewRef(r->batch);
+    Py_ssize_t i = r->batch_idx;
+    int live = IoFuture_CheckExact(fut) ? !iofuture_done(fut) : 1;
+    PyObject *req = (res < 0 && live && !b->error) ? request_tuple(r) : NULL;
+    clear_slot(self, idx);  /* the pin goes only now that the kernel is done with the buffer */
+    if (res >= 0) {
+        if (b->results) {
+            PyObject *v = PyLong_FromLongLong(res);
+            if (!v || PyList_SetItem(b->results, i, v) < 0)
+                keep_error(first_err);
+        }
+    } else if (req) {
+        PyObject *e = PyObject_CallFunction(self->error_factory, "OL", req, -res);
+        if (!e) {  /* the error's text failed: the batch fails all the same */
+            keep_error(first_err);
+            e = PyObject_CallFunction(PyExc_OSError, "Ls", -res, "dma_read");
+            if (!e)
+                keep_error(first_err);
+        }
+        b->error = e;
+    }
+    Py_XDECREF(req);
+    if (--b->remaining == 0) {
+        if (b->error || b->results)
+            settle_future(self, fut, b->error ? NULL : b->results, b->error, first_err);
+        ReadBatch_clear(b);
+    }
+    Py_DECREF(b);
+}
+
 /* Resolve request ``idx`` with ``res``; a Python error from a callback is returned to the
    caller in *first_err (the first one only) so the rest of the batch is still delivered. */
 static void resolve(IoPathObject *self, uint32_t idx, long long res, PyObject **grant, Py_ssize_t *gcount,
@@ -771,6 +1050,11 @@ static void resolve(IoPathObject *self, uint32_t idx, long long res, PyObject **
         (*gcount)++;
     }
     PyObject *fut = Py_NewRef(r->fut);
+    if (r->batch) {
+        resolve_batch(self, idx, res, fut, first_err);
+        Py_DECREF(fut);
+        return;
+    }
     PyObject *req = NULL, *on_done = NULL;
     WriteBooksObject *books = NULL;  /* a write's books: counted here, no tuple, no call */
     long long pos = r->pos;
@@ -1273,6 +1557,7 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
             Py_VISIT(r->owner);
             Py_VISIT(r->on_done);
             Py_VISIT(r->grant);
+            Py_VISIT(r->batch);
             if (r->has_view)
                 Py_VISIT(r->view.obj);
         }
@@ -1317,6 +1602,9 @@ static PyMethodDef IoPath_methods[] = {
      "submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class) -> future or None"},
     {"io", (PyCFunction)(void (*)(void))IoPath_io, METH_FASTCALL,
      "io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, cls, grant) -> future, None or False"},
+    {"read_many", (PyCFunction)(void (*)(void))IoPath_read_many, METH_FASTCALL,
+     "read_many(fd, requests, disk_mask, mem_mask, opname, owner, queue, states, io_class) -> one future of\n"
+     "the list of results, or None when the batch is not plain (nothing staged then)"},
     {"register", (PyCFunction)(void (*)(void))IoPath_register, METH_FASTCALL,
      "register(pos, nbytes, pin, opname, owner, on_done, grant) -> (future, user_data)"},
     {"stage", (PyCFunction)(void (*)(void))IoPath_stage, METH_FASTCALL,
@@ -1396,7 +1684,7 @@ PyMODINIT_FUNC PyInit__iopath(void)
     str_limited = PyUnicode_InternFromString("limited");
     str_throttling = PyUnicode_InternFromString("throttling");
     if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0
-        || PyType_Ready(&WriteBooks_Type) < 0)
+        || PyType_Ready(&WriteBooks_Type) < 0 || PyType_Ready(&ReadBatch_Type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&iopath_module);
     if (!m)

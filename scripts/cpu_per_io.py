@@ -3,7 +3,8 @@
     python scripts/cpu_per_io.py [FILE] [reactor_option=value ...]
     env: N (I/Os, default 200000), BLOCKS (4 KiB blocks of the file to use, default 16384),
          LOOP=uvloop, WRITE=1 (4k dma_writes instead of reads, inside the file's 64 MiB),
-         QD (tasks, default 32)
+         QD (reads in flight, default 32: QD tasks), BATCH=k (File.dma_read_many: QD//k tasks,
+         each awaiting a batch of k random reads, so QD reads stay in flight in all; reads only)
 
 FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
 CPU path is left. scripts/icount.sh runs it under callgrind.
@@ -39,8 +40,20 @@ async def main():
         while done < N:
             await io(rnd.randrange(BLOCKS) * 4096, b)
             done += 1
+    async def batch_worker(seed, k):
+        nonlocal done
+        rnd = random.Random(seed)
+        bufs = [f.allocate_buffer(4096) for _ in range(k)]
+        while done < N:
+            await f.dma_read_many([(rnd.randrange(BLOCKS) * 4096, b) for b in bufs])
+            done += k
+    qd = int(os.environ.get("QD", "32"))
+    k = int(os.environ.get("BATCH", "0"))
     r0 = resource.getrusage(resource.RUSAGE_SELF); t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(int(os.environ.get("QD", "32")))))
+    if k:
+        await asyncio.gather(*(batch_worker(i, k) for i in range(max(1, qd // k))))
+    else:
+        await asyncio.gather(*(worker(i) for i in range(qd)))
     t1 = time.perf_counter(); r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     print(f"{done/(t1-t0):,.0f} IOPS  {cpu/done*1e6:.2f} cpu-us/io (user {(r1.ru_utime-r0.ru_utime)/done*1e6:.2f})")

@@ -2,12 +2,14 @@
 # Instructions (user space) per 4k read through ioengine, counted by callgrind: the slope between
 # 4,000 and 20,000 reads of scripts/cpu_per_io.py, so start-up does not count. Repeatable on a
 # noisy machine, unlike seconds. Usage: scripts/icount.sh [PYTHONPATH] (LOOP=uvloop for uvloop,
-# WRITE=1 for 4k dma_writes; both reach cpu_per_io.py through the environment). PYTHONPATH
+# WRITE=1 for 4k dma_writes, QD, BATCH=k for File.dma_read_many batches of k: all reach
+# cpu_per_io.py through the environment, exported here). PYTHONPATH
 # another checkout (its extensions built) measures that one with this script.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 pp=${1:-$here}
 py=${PYTHON:-$here/.venv/bin/python}
+export LOOP=${LOOP:-} WRITE=${WRITE:-0} QD=${QD:-32} BATCH=${BATCH:-0}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for n in 4000 20000; do
