@@ -540,7 +540,7 @@ def test_completion_reaped_inside_a_task_resumes_through_call_soon(run, data):
             for _ in range(50):
                 fut = f.read_future(7 * BS, buf)
                 where: list[bool] = []
-                fut.add_done_callback(lambda _f: where.append(_in_flush()))
+                fut.add_done_callback(lambda _f, where=where: where.append(_in_flush()))  # this attempt's list
                 t = asyncio.ensure_future(_await(fut))
                 await asyncio.sleep(0)
                 if not fut.done():
