@@ -221,17 +221,7 @@ class File:
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:
                 return fut
-        if isinstance(buf, _RawBuffer):  # the common case, kept lean: it runs once per I/O
-            pin, addr, n = memoryview(buf), buf.address, len(buf)
-        else:
-            pin, addr, n = _pin_buffer(buf, True)
-        try:
-            # pos >> 63 is non-zero for a negative position and one the kernel cannot take.
-            bad = (pos | n) & self._read_mask or addr & self._mem_mask or pos >> 63 or n >> 32 or self._closed
-        except TypeError:
-            bad = True  # not an int: _check says what was expected
-        if bad:
-            self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
+        pin, addr, n = self._pin_read(pos, buf)
         if ioprio:
             check_ioprio("dma_read", ioprio)
         return self._reactor.submit_rw(OP_READ, self._fd, addr, n, pos, pin, "dma_read", self, None, self._queue,
@@ -272,14 +262,15 @@ class File:
 
     def _pin_read(self, pos: int, buf: Any) -> tuple[Any, int, int]:
         """(pin, address, length) of a read's buffer, every check of dma_read's made."""
-        if isinstance(buf, _RawBuffer):
+        if isinstance(buf, _RawBuffer):  # the common case, kept lean
             pin, addr, n = memoryview(buf), buf.address, len(buf)
         else:
             pin, addr, n = _pin_buffer(buf, True)
         try:
+            # pos >> 63 is non-zero for a negative position and one the kernel cannot take.
             bad = (pos | n) & self._read_mask or addr & self._mem_mask or pos >> 63 or n >> 32 or self._closed
         except TypeError:
-            bad = True
+            bad = True  # not an int: _check says what was expected
         if bad:
             self._check("dma_read", pos, n, addr, self.disk_read_dma_alignment)
         return pin, addr, n

@@ -87,6 +87,7 @@ def request_error(req: tuple, err: int) -> OSError:
 #: a lone class a few % of its IOPS where the engine is CPU-bound (`ioengine-bench sched`, (c)).
 SETTLE_NS = 250_000
 
+
 class Reactor:
     """Owns a backend (ring), the in-flight table and the per-reactor DMA buffer pool."""
 
@@ -131,7 +132,7 @@ class Reactor:
         #: The disk scheduler: one iosched queue per device.
         self.disks = DiskQueues(self.options, self.loop.time())
         self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
-        # The open iosched.DirectGrant (committed once per loop turn) is self._path.grant.
+        # The open iosched.DirectGrant (committed when settled: see SETTLE_NS) is self._path.grant.
         self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
         self._settled_ns = 0  # when settle_grants last ran (see _submit_now)
         self._flushes = 0  # loop turns' flushes so far, and the one the open grant was opened in
