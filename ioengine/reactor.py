@@ -27,7 +27,7 @@ from iosched import DirectGrant, IoClassState, IoQueue, WakeupQueue
 from . import poller
 from ._iopath import UNIT_FLAG, IoFuture, IoPath
 from .backends import open_backend
-from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
+from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV, REAP_BATCH, Backend
 from .buffers import BufferPool
 from .disk_queues import DiskQueues
 from .errors import kernel_error
@@ -94,8 +94,8 @@ class Reactor:
     def __init__(self, options: ReactorOptions | None = None, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.options = options or ReactorOptions()
         self.loop = loop or asyncio.get_running_loop()
-        self.backend = open_backend(self.options)
-        log.info("ioengine: reactor using %s", self.backend.describe())
+        self._backend = open_backend(self.options)
+        log.info("ioengine: reactor using %s", self._backend.describe())
         self.buffers = BufferPool(self.options.buffer_pool_depth, self.options.buffer_pool_max_size)
         self.closed = False
         self._capacity = self.backend.capacity
@@ -156,7 +156,30 @@ class Reactor:
         if self._unpoll is None and self.options.idle_poll_time_us > 0:
             self._spinner = Spinner(self.loop, self.options.idle_poll_time_us, self._worth_polling,
                                     self._poll_completions)
+        self._use_native_submit()
         _all_reactors.add(self)
+
+    @property
+    def backend(self) -> Backend:
+        """The backend requests go through (a test may wrap it: ioengine.testing.inject_faults)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:
+        self._backend = backend
+        self._use_native_submit()
+
+    def _use_native_submit(self) -> None:
+        """Let IoPath submit through the ring in C (mid-turn submissions without Python) when
+        the backend offers it (io_uring); others (linux-aio, threads, a fault injector) get
+        _submit_inline and the backend's flush()."""
+        b = self._backend
+        native = None if self.closed else b.native_submit()
+        if native is None:
+            self._path.set_ring(0)
+        else:
+            self._path.set_ring(native[0], native[1], b.eventfd, REAP_BATCH, self._deferred, self._fail_staged,
+                                self._spinner.kick if self._spinner is not None else None)
 
     # -- submission ------------------------------------------------------------------------
     #
@@ -487,7 +510,8 @@ class Reactor:
         path.flush_scheduled = True
         try:
             if self._deferred and not self.closed:
-                deferred, self._deferred = self._deferred, []
+                deferred = self._deferred[:]  # the list stays the one IoPath appends to
+                self._deferred.clear()
                 for uds, results in deferred:
                     self._complete(uds, results)
         finally:
@@ -560,18 +584,26 @@ class Reactor:
             self._dispatch_queues()
         path = self._path
         staged = path.staged
-        n = min(staged, self._capacity - path.in_kernel)  # the rest waits for completions
-        batch = path.batch(n)
         try:
-            accepted, uds, results = self.backend.flush(batch)
+            got = path.flush_ring()  # io_uring: the submission in C (IoPath.set_ring)
         except OSError as e:
-            # The batch could not be handed over at all: fail it rather than lose it.
-            batch.release()
-            self._fail_staged(e.errno or 5)
+            self._fail_staged(e.errno or 5)  # handed over not at all: fail it rather than lose it
             return
-        batch.release()
-        if accepted:
-            path.consume(accepted)
+        if got is not None:
+            uds, results = got
+            accepted = staged - path.staged
+        else:
+            n = min(staged, self._capacity - path.in_kernel)  # the rest waits for completions
+            batch = path.batch(n)
+            try:
+                accepted, uds, results = self.backend.flush(batch)
+            except OSError as e:
+                batch.release()
+                self._fail_staged(e.errno or 5)
+                return
+            batch.release()
+            if accepted:
+                path.consume(accepted)
         if uds:
             if inline:
                 self._deferred.append((uds, results))
@@ -728,6 +760,7 @@ class Reactor:
             self._unpoll()
         if self._spinner is not None:
             self._spinner.close()
+        self._path.set_ring(0)  # the ring goes below
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.backend.eventfd)

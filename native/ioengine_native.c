@@ -606,6 +606,23 @@ int ie_uring_flush(struct ie_uring *r, const uint64_t *recs, int n, int *accepte
     return ie_uring_reap(r, ud, res, max, 0);
 }
 
+int ie_uring_submit_reap(struct ie_uring *r, const uint64_t *recs, int n, int *accepted, uint64_t *ud,
+                         int32_t *res, int max, int efd)
+{
+    /* ie_uring_flush, then: completions posted by this enter signalled the eventfd too, so drain
+     * it (or the loop wakes once more for nothing) and reap what was queued meanwhile (its own
+     * signal, if later, stays). The reactor's submission, from Python (UringBackend.flush) and
+     * from C (IoPath's mid-turn submission, which calls it through a pointer). */
+    int got = ie_uring_flush(r, recs, n, accepted, ud, res, max);
+    if (got > 0 && got < max) {
+        ie_eventfd_drain(efd);
+        int more = ie_uring_reap(r, ud + got, res + got, max - got, 1);
+        if (more > 0)
+            got += more;
+    }
+    return got;
+}
+
 int ie_eventfd_signal(int fd)
 {
     uint64_t one = 1;

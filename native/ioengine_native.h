@@ -47,6 +47,8 @@ int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int g
 int ie_uring_reap_woken(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int max);
 int ie_uring_flush(struct ie_uring *r, const uint64_t *recs, int n, int *accepted, uint64_t *ud,
                    int32_t *res, int max);
+int ie_uring_submit_reap(struct ie_uring *r, const uint64_t *recs, int n, int *accepted, uint64_t *ud,
+                         int32_t *res, int max, int efd);
 int ie_uring_wait(struct ie_uring *r, unsigned min_complete);
 
 int ie_aio_create(unsigned nr, int efd, struct ie_aio **out);

@@ -119,6 +119,20 @@ typedef struct {
     PyObject *call_soon;       /* loop.call_soon */
     PyObject *flush_cb;        /* the reactor's per-turn flush */
     PyObject *submit_inline;   /* the reactor's mid-turn submission */
+    /* The io_uring submission in C (set_ring): the ring, the native submit-and-reap (called
+       through a pointer: it lives in the cffi module), the completions' buffers. With a ring
+       set, a mid-turn submission (submit_now) does not call submit_inline: it hands the batch
+       to the kernel here and keeps what completed in ``deferred`` for the reactor's flush. */
+    void *ring;
+    int (*ring_submit)(void *ring, const uint64_t *recs, int n, int *accepted, uint64_t *ud, int32_t *res,
+                       int max, int efd);
+    int ring_efd;
+    int ring_max;
+    uint64_t *ring_ud;
+    int32_t *ring_res;
+    PyObject *deferred;        /* list of (uds, results) collected by mid-turn submissions */
+    PyObject *fail_staged;     /* (errno) -> None: the staged batch fails as a whole */
+    PyObject *kick;            /* () -> None after a submission left I/O in the kernel, or NULL */
     PyObject *io_class_var;    /* the ContextVar of ``with io_class:`` */
 } IoPathObject;
 
@@ -549,14 +563,108 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
 
 /* After a request (or a batch) was staged: submit mid-turn when it asks for it, and make sure
    the reactor's flush runs this turn. 0, or -1 with an exception (what is staged stays so). */
-static int after_stage(IoPathObject *self)
+/* The reactor's submission of the staged batch through the ring (set_ring): as many records
+   as the kernel has room for, then what completed meanwhile as two new lists in *uds and *res
+   (both NULL when nothing did). 1 when done; 0 when Python must submit (no ring set, units
+   waiting in the disk queues, a batch exported); -1 with an exception; when the kernel refused
+   the enter, -2 with the errno in *err and nothing consumed (the caller fails the batch). */
+static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
 {
-    if (self->submit_now) {
+    *uds = *res = NULL;
+    if (!self->ring || self->sched_waiting || self->exports)
+        return 0;
+    Py_ssize_t n = self->capacity - self->in_kernel;  /* the rest waits for completions */
+    if (n > self->nrec)
+        n = self->nrec;
+    if (n < 0)
+        n = 0;
+    int accepted = 0;
+    self->submit_now = 0;
+    int got = self->ring_submit(self->ring, n ? self->recs : NULL, (int)n, &accepted, self->ring_ud, self->ring_res,
+                                self->ring_max, self->ring_efd);
+    if (got < 0) {
+        *err = -got;
+        return -2;
+    }
+    if (n && accepted > 0) {
+        memmove(self->recs, self->recs + (Py_ssize_t)accepted * REC_WORDS,
+                (size_t)(self->nrec - accepted) * REC_WORDS * sizeof(uint64_t));
+        self->nrec -= accepted;
+        self->in_kernel += accepted;
+    }
+    if (got == 0)
+        return 1;
+    PyObject *u = PyList_New(got), *r = PyList_New(got);
+    if (!u || !r)
+        goto fail;
+    for (int i = 0; i < got; i++) {
+        PyObject *a = PyLong_FromUnsignedLongLong(self->ring_ud[i]);
+        if (!a)
+            goto fail;
+        PyList_SET_ITEM(u, i, a);
+        PyObject *b = PyLong_FromLong(self->ring_res[i]);
+        if (!b)
+            goto fail;
+        PyList_SET_ITEM(r, i, b);
+    }
+    *uds = u;
+    *res = r;
+    return 1;
+fail:
+    /* Out of memory with completions in hand: they cannot be delivered, and their buffers are
+       the kernel's no more; fail loudly rather than lose track quietly. */
+    Py_XDECREF(u);
+    Py_XDECREF(r);
+    return -1;
+}
+
+/* The mid-turn submission (the batch is full or a request is large), in C when a ring is set:
+   completions it collects wait in ``deferred`` for the reactor's flush (already scheduled or
+   scheduled by the caller), so a task never resumes under another task's submission. */
+static int submit_mid_turn(IoPathObject *self)
+{
+    PyObject *uds, *res;
+    int err = 0;
+    int rc = ring_flush(self, &uds, &res, &err);
+    if (rc == 0) {
         PyObject *r = PyObject_CallNoArgs(self->submit_inline);
         if (!r)
             return -1;
         Py_DECREF(r);
+        return 0;
     }
+    if (rc == -1)
+        return -1;
+    if (rc == -2) {
+        PyObject *r = PyObject_CallFunction(self->fail_staged, "i", err);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    if (uds) {
+        PyObject *pair = PyTuple_Pack(2, uds, res);
+        Py_DECREF(uds);
+        Py_DECREF(res);
+        if (!pair || PyList_Append(self->deferred, pair) < 0) {
+            Py_XDECREF(pair);
+            return -1;
+        }
+        Py_DECREF(pair);
+    }
+    if (self->kick && self->in_kernel) {
+        PyObject *r = PyObject_CallNoArgs(self->kick);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static int after_stage(IoPathObject *self)
+{
+    if (self->submit_now && submit_mid_turn(self) < 0)
+        return -1;
     if (!self->flush_scheduled) {
         PyObject *h = PyObject_CallOneArg(self->call_soon, self->flush_cb);
         if (!h)
@@ -1337,6 +1445,96 @@ static PyObject *IoPath_add_in_kernel(IoPathObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* set_ring(ring, submit, efd, max, deferred, fail_staged, kick): submit mid-turn through the
+   ring at address ``ring`` with the native ie_uring_submit_reap at address ``submit``, reaping
+   at most ``max`` completions per call into ``deferred`` (a list); ``fail_staged(errno)`` when
+   the kernel refuses the enter; ``kick()`` (or None) after a submission left I/O in the kernel.
+   set_ring(0) goes back to submit_inline (a backend without a ring, or the ring is closing). */
+static PyObject *IoPath_set_ring(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs == 1) {
+        unsigned long long a = PyLong_AsUnsignedLongLong(args[0]);
+        if (a == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        if (a != 0) {
+            PyErr_SetString(PyExc_TypeError, "set_ring(ring, submit, efd, max, deferred, fail_staged, kick), or set_ring(0)");
+            return NULL;
+        }
+        self->ring = NULL;
+        self->ring_submit = NULL;
+        Py_CLEAR(self->deferred);
+        Py_CLEAR(self->fail_staged);
+        Py_CLEAR(self->kick);
+        Py_RETURN_NONE;
+    }
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "set_ring(ring, submit, efd, max, deferred, fail_staged, kick), or set_ring(0)");
+        return NULL;
+    }
+    unsigned long long ring = PyLong_AsUnsignedLongLong(args[0]);
+    unsigned long long fn = ring == (unsigned long long)-1 ? 0 : PyLong_AsUnsignedLongLong(args[1]);
+    long efd = PyLong_AsLong(args[2]);
+    long max = PyLong_AsLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!ring || !fn || efd < 0 || efd > INT32_MAX || max < 1 || max > (1 << 20) || !PyList_CheckExact(args[4])
+        || !PyCallable_Check(args[5]) || (args[6] != Py_None && !PyCallable_Check(args[6]))) {
+        PyErr_SetString(PyExc_ValueError, "set_ring: ring and submit addresses, efd >= 0, 1 <= max <= 2**20, "
+                                          "a list, a callable, a callable or None");
+        return NULL;
+    }
+    uint64_t *ud = PyMem_Realloc(self->ring_ud, (size_t)max * sizeof(uint64_t));
+    if (!ud)
+        return PyErr_NoMemory();
+    self->ring_ud = ud;
+    int32_t *res = PyMem_Realloc(self->ring_res, (size_t)max * sizeof(int32_t));
+    if (!res)
+        return PyErr_NoMemory();
+    self->ring_res = res;
+    self->ring = (void *)(uintptr_t)ring;
+    self->ring_submit = (int (*)(void *, const uint64_t *, int, int *, uint64_t *, int32_t *, int, int))(uintptr_t)fn;
+    self->ring_efd = (int)efd;
+    self->ring_max = (int)max;
+    Py_XSETREF(self->deferred, Py_NewRef(args[4]));
+    Py_XSETREF(self->fail_staged, Py_NewRef(args[5]));
+    Py_XSETREF(self->kick, args[6] == Py_None ? NULL : Py_NewRef(args[6]));
+    Py_RETURN_NONE;
+}
+
+/* flush_ring() -> (uds, results), or None when Python must submit (see ring_flush): the
+   reactor's per-turn submission through the ring set by set_ring. A refused enter raises
+   OSError with nothing consumed. */
+static PyObject *IoPath_flush_ring(IoPathObject *self, PyObject *unused)
+{
+    PyObject *uds, *res;
+    int err = 0;
+    int rc = ring_flush(self, &uds, &res, &err);
+    if (rc == 0)
+        Py_RETURN_NONE;
+    if (rc == -1)
+        return NULL;
+    if (rc == -2) {
+        PyObject *e = Py_BuildValue("(is)", err, "io_uring_enter failed");
+        if (e) {
+            PyErr_SetObject(PyExc_OSError, e);
+            Py_DECREF(e);
+        }
+        return NULL;
+    }
+    if (!uds) {
+        uds = PyList_New(0);
+        res = uds ? PyList_New(0) : NULL;
+        if (!res) {
+            Py_XDECREF(uds);
+            return NULL;
+        }
+    }
+    PyObject *out = PyTuple_Pack(2, uds, res);
+    Py_DECREF(uds);
+    Py_DECREF(res);
+    return out;
+}
+
 /* -- queries and shutdown --------------------------------------------------------------- */
 
 static PyObject *IoPath_owns(IoPathObject *self, PyObject *owner)
@@ -1548,6 +1746,9 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->flush_cb);
     Py_VISIT(self->submit_inline);
     Py_VISIT(self->io_class_var);
+    Py_VISIT(self->deferred);
+    Py_VISIT(self->fail_staged);
+    Py_VISIT(self->kick);
     for (uint32_t i = 0; i < self->nslots; i++) {
         ie_request *r = &self->slots[i];
         if (r->fut) {
@@ -1583,6 +1784,10 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->flush_cb);
     Py_CLEAR(self->submit_inline);
     Py_CLEAR(self->io_class_var);
+    self->ring = NULL;
+    Py_CLEAR(self->deferred);
+    Py_CLEAR(self->fail_staged);
+    Py_CLEAR(self->kick);
     return 0;
 }
 
@@ -1592,6 +1797,8 @@ static void IoPath_dealloc(IoPathObject *self)
     IoPath_clear(self);
     PyMem_Free(self->slots);
     PyMem_Free(self->recs);
+    PyMem_Free(self->ring_ud);
+    PyMem_Free(self->ring_res);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1624,6 +1831,10 @@ static PyMethodDef IoPath_methods[] = {
     {"classes", (PyCFunction)IoPath_classes, METH_O,
      "classes(uds) -> the io class state the batch's requests share (or None), else a list of each one's"},
     {"drop_all", (PyCFunction)IoPath_drop_all, METH_NOARGS, "forget every request (shutdown)"},
+    {"set_ring", (PyCFunction)(void (*)(void))IoPath_set_ring, METH_FASTCALL,
+     "set_ring(ring, submit, efd, max, deferred, fail_staged, kick): submit through the ring in C; set_ring(0): stop"},
+    {"flush_ring", (PyCFunction)IoPath_flush_ring, METH_NOARGS,
+     "flush_ring() -> (uds, results) of a submission through the ring, or None if Python must submit"},
     {NULL}};
 
 static PyGetSetDef IoPath_getset[] = {

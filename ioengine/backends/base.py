@@ -60,6 +60,12 @@ class Backend(abc.ABC):
     def wait_all(self, inflight: int) -> list[int]:
         """Block until ``inflight`` completions arrive; used only when shutting down."""
 
+    def native_submit(self) -> tuple[int, int] | None:
+        """(ring address, address of the native submit-and-reap) when the reactor's per-request
+        path (IoPath.set_ring) may submit through this backend in C, the same call as flush();
+        None: every submission goes through flush()."""
+        return None
+
     def describe(self) -> str:
         return self.name
 

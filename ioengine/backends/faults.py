@@ -170,6 +170,10 @@ class FaultInjector:
     def describe(self) -> str:
         return f"{self.inner.describe()} + fault injection"
 
+    def native_submit(self) -> None:
+        """None: every record must pass through the injector's flush(), never C's shortcut."""
+        return None
+
     def __getattr__(self, name: str) -> Any:  # anything else a backend offers (setup_flags, …)
         return getattr(self.inner, name)
 

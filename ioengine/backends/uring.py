@@ -67,18 +67,19 @@ class UringBackend(Backend):
     def flush(self, recs: array | memoryview) -> tuple[int, list[int], list[int]]:
         n = len(recs) // REC_WORDS
         ptr = ffi.from_buffer("uint64_t[]", recs) if n else ffi.NULL
-        got = lib.ie_uring_flush(self.ring, ptr, n, self._accepted, self._ud, self._res, REAP_BATCH)
+        got = lib.ie_uring_submit_reap(self.ring, ptr, n, self._accepted, self._ud, self._res, REAP_BATCH,
+                                       self.eventfd)
         if got < 0:
             raise OSError(-got, "io_uring_enter failed")
-        if 0 < got < REAP_BATCH:
-            # Completions posted by this enter signalled the eventfd too: drain it, or the loop
-            # wakes once more for nothing. Work queued meanwhile is run by the reap after the
-            # drain (its own signal, if later, stays).
-            lib.ie_eventfd_drain(self.eventfd)
-            more = lib.ie_uring_reap(self.ring, self._ud + got, self._res + got, REAP_BATCH - got, 1)
-            if more > 0:
-                got += more
         return (self._accepted[0] if n else 0), *self._unpack(got)
+
+    def native_submit(self) -> tuple[int, int] | None:
+        """(ring address, address of ie_uring_submit_reap): what IoPath.set_ring takes to make
+        the submission in C, the same call as flush() (None once closed)."""
+        if self.ring is None:
+            return None
+        return (int(ffi.cast("uintptr_t", self.ring)),
+                int(ffi.cast("uintptr_t", ffi.addressof(lib, "ie_uring_submit_reap"))))
 
     def reap(self) -> tuple[list[int], list[int]]:
         got = lib.ie_uring_reap_woken(self.ring, self.eventfd, self._ud, self._res, REAP_BATCH)
