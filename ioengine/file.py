@@ -232,8 +232,9 @@ class File:
         in order (short at end of file, as dma_read).
 
         Every request is checked as dma_read checks it before any is issued: a bad one raises
-        and issues nothing. When a request fails in the kernel, its OSError (as dma_read's) is
-        raised once every request of the batch has completed. One C call stages the batch and
+        and issues nothing. When requests fail in the kernel, the OSError (as dma_read's) of the
+        first of them in the batch's order is raised once every request of the batch has
+        completed, whatever order they completed in. One C call stages the batch and
         one future awaits it (read_many_future)."""
         return await self.read_many_future(requests, io_class)
 

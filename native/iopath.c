@@ -53,7 +53,9 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     PyObject *results;      /* list of the bytes read per request, in the batch's order */
-    PyObject *error;        /* the first failed request's exception (error_factory's), or NULL */
+    PyObject *error;        /* the exception (error_factory's) of the failed request that comes
+                               first in the batch's order (as the general path's gather), or NULL */
+    Py_ssize_t error_idx;   /* that request's place in the batch */
     Py_ssize_t remaining;   /* requests of the batch not yet completed */
 } ReadBatchObject;
 
@@ -796,6 +798,7 @@ static PyObject *IoPath_read_many(IoPathObject *self, PyObject *const *args, Py_
     if (!batch)
         goto out;
     batch->error = NULL;
+    batch->error_idx = n;
     batch->remaining = n;
     batch->results = PyList_New(n);  /* its items are set before the list is seen: see resolve() */
     PyObject_GC_Track(batch);
@@ -1106,9 +1109,9 @@ static void settle_future(IoPathObject *self, PyObject *fut, PyObject *value, Py
 }
 
 /* One request of a read_many() batch completed with ``res``: its result goes to its place in
-   the batch's list (a failure: the batch's first error is made from it), its slot (and its
-   export) goes now, and the last request of the batch resolves the batch's future: to the
-   list, or with the first error. A batch whose future is done (cancelled) is counted down
+   the batch's list (a failure: the batch's error is made from it, unless a request earlier in
+   the batch failed too), its slot (and its export) goes now, and the last request of the batch
+   resolves the batch's future: to the list, or with that error. A batch whose future is done (cancelled) is counted down
    all the same, its results dropped: no exception is left for anyone to retrieve. */
 static void resolve_batch(IoPathObject *self, uint32_t idx, long long res, PyObject *fut, saved_error *first_err)
 {
@@ -1116,7 +1119,9 @@ static void resolve_batch(IoPathObject *self, uint32_t idx, long long res, PyObj
     ReadBatchObject *b = (ReadBatchObject *)Py_NewRef(r->batch);
     Py_ssize_t i = r->batch_idx;
     int live = IoFuture_CheckExact(fut) ? !iofuture_done(fut) : 1;
-    PyObject *req = (res < 0 && live && !b->error) ? request_tuple(r) : NULL;
+    /* the error raised is that of the earliest failed request in the batch's order, whatever
+       order the kernel completes them in (threads: any): the same as the general path */
+    PyObject *req = (res < 0 && live && (!b->error || i < b->error_idx)) ? request_tuple(r) : NULL;
     clear_slot(self, idx);  /* the pin goes only now that the kernel is done with the buffer */
     if (res >= 0) {
         if (b->results) {
@@ -1132,7 +1137,10 @@ static void resolve_batch(IoPathObject *self, uint32_t idx, long long res, PyObj
             if (!e)
                 keep_error(first_err);
         }
-        b->error = e;
+        if (e) {
+            Py_XSETREF(b->error, e);
+            b->error_idx = i;
+        }
     }
     Py_XDECREF(req);
     if (--b->remaining == 0) {
