@@ -80,6 +80,10 @@ def test_compare_one_row_end_to_end(scratch: Path, capsys: pytest.CaptureFixture
         assert m["mb_per_s"] == pytest.approx(m["iops"] * 4096 / 1e6, rel=1e-6)
         assert 0 < m["p50_us"] <= m["p99_us"] <= m["p999_us"] < 1e6
         assert len(row["rounds"][side]) == 1
+    # fio's latency is its lat (slat + clat), timed as ioengine's await is; its clat p50 is kept,
+    # and cannot exceed lat's (clat starts after the submitting call returns)
+    fio = row["median"]["fio"]
+    assert 0 < fio["clat_p50_us"] <= fio["p50_us"]
     for side in engines:
         r = row["ratio_to_fio"][side]
         assert r["iops"] == pytest.approx(row["median"][side]["iops"] / row["median"]["fio"]["iops"])
