@@ -37,6 +37,7 @@ class DiskQueues:
         cfg: dict[str, Any] = {"bound_in_disk": True, "in_disk_limit": float(options.io_in_disk_goals),
                                "adaptive_in_disk": options.io_adaptive_in_disk,
                                "fair_wait_fraction": options.io_fair_wait_fraction,
+                               "share_in_disk": bool(options.io_share_in_disk),
                                "dispatch_slice": options.io_dispatch_slice}
         if options.io_latency_goal_ms is not None:
             cfg["latency_goal_ms"] = options.io_latency_goal_ms

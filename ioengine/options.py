@@ -74,6 +74,14 @@ class ReactorOptions:
     #: sides, `ioengine-bench sched` (a) measures them. 0: no slicing.
     io_dispatch_slice: float = field(default=0.25,
                                      metadata={"help": "most of the token bucket one dispatch hands out (0: all)"})
+    #: While two or more io classes have work on a throttled disk, split its in-disk bound
+    #: (io_in_disk_goals) among them by shares (iosched's IoQueueConfig.share_in_disk): a class
+    #: within its part keeps the direct path, one over it waits in the fair queue. With the
+    #: bound near the depth where the disk's throughput stops growing, the requests held back
+    #: are the small class's, out of the disk, and shares hold when the engine, not the disk's
+    #: rate, is the bottleneck (docs/scheduler.md; `scripts/shares.py --share` measures it).
+    io_share_in_disk: bool = field(default=False,
+                                   metadata={"help": "split the in-disk bound among busy io classes by shares"})
     io_fair_wait_fraction: float = field(default=0.0,
                                          metadata={"help": "share of two busy classes' requests kept waiting in "
                                                            "the fair queue (0: off)"})

@@ -283,7 +283,10 @@ class Reactor:
             if st is None or self.closed:
                 return self.submit(op, fd, addr, length, pos, pin, opname, owner, ioprio, on_done, None, queue,
                                    states, io_class, align)
-            if self._path.sched_waiting or self._path.outstanding >= self._capacity or st.limited:
+            if self._path.outstanding >= self._capacity or st.limited or st.nr_queued or (
+                    self._path.sched_waiting and not (queue.throttling and queue.config.share_in_disk)):
+                # (with share_in_disk, what waits may be only classes over their part of the
+                # disk: open_grant says whether this one may still go directly)
                 return self._queue_rw(op, fd, addr, length, pos, pin, opname, owner, on_done, queue, st, align, ioprio)
             if queue.throttling:
                 grant = self._path.grant

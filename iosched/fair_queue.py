@@ -111,7 +111,7 @@ class IoClassState:
         "name", "shares", "_inv_shares", "_id", "_owner",
         "queue", "accumulated", "consumption",
         "_active", "_throttled_until", "_bw", "_iops", "limited",
-        "nr_queued", "nr_executing", "activations",
+        "nr_queued", "nr_executing", "in_disk_cost", "activations",
         "ops", "bytes", "split_ops", "split_bytes",
         "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
     )
@@ -134,6 +134,7 @@ class IoClassState:
         self.limited = False
         self.nr_queued = 0  # requests (or parts) waiting in the scheduler
         self.nr_executing = 0  # dispatched, not completed
+        self.in_disk_cost = 0.0  # their cost (unscaled; kept by a queue with properties)
         self.activations = 0
         self.ops = [0, 0]  # dispatched, by direction (parts count one each)
         self.bytes = [0, 0]
@@ -319,18 +320,22 @@ class FairQueue:
         cap: float,
         now: float,
         max_count: int,
+        rooms: dict[IoClassState, float] | None = None,
     ) -> float:
         """Move requests, best class first, into ``out`` while their (scaled, capped) cost
         fits in ``tokens`` and fewer than ``max_count`` were moved; returns the tokens left.
 
         The first request that does not fit stops the round: serving a later class's
-        smaller request instead would let small requests starve large ones.
+        smaller request instead would let small requests starve large ones. ``rooms``: the
+        unscaled cost a class may still put in the disk (its part, IoQueueConfig.share_in_disk);
+        one that reaches it sits out the rest of the round, which goes on with the next class.
         """
         heap = self._heap
         vtime = self.vtime
         spent = 0.0
         n = 0
         blocked = False
+        parked: list[tuple[float, int, IoClassState]] = []
         # The head class is served in runs: it keeps the disk while its accumulator stays
         # below the runner-up's (the smaller of the heap root's children), and its
         # counters are updated once per run rather than once per request.
@@ -347,6 +352,8 @@ class FairQueue:
             inv = cls._inv_shares
             limited = cls._bw is not None or cls._iops is not None
             room = max_count - n
+            mine = _INF if rooms is None else rooms.get(cls, _INF)
+            full = False
             k = 0
             csum = 0.0  # cost dispatched in this run
             qsum = 0.0  # sum of queued_at, for the queue delay
@@ -357,6 +364,9 @@ class FairQueue:
             while True:
                 req = q[0]
                 cost = req.cost
+                if csum + cost > mine + 1e-12 and (k or cls.nr_executing):
+                    full = True  # its part of the disk is taken (one request may overshoot an empty part)
+                    break
                 c = cost * scale
                 if c > cap:
                     c = cap
@@ -380,12 +390,17 @@ class FairQueue:
                 if limited or not q or acc >= bound or k >= room:
                     break
             if not k:
+                if full:
+                    parked.append(heappop(heap))
+                    continue
                 break
             # bookkeeping that Seastar does in on_dispatch(), once for the run
             if prev > vtime:
                 vtime = prev
             n += k
             spent += csum
+            if mine != _INF:
+                rooms[cls] = mine - csum  # type: ignore[index]  # a later run of this round has the rest
             ops = cls.ops
             ops[0] += k - w_ops
             ops[1] += w_ops
@@ -419,11 +434,16 @@ class FairQueue:
                     cls._active = False
                     self._throttle(cls, until)
                     continue
-            if q:
-                heapreplace(heap, (acc, cid, cls))
-            else:
+            if not q:
                 heappop(heap)
                 cls._active = False
+            elif full:
+                heappop(heap)
+                parked.append((acc, cid, cls))
+            else:
+                heapreplace(heap, (acc, cid, cls))
+        for e in parked:
+            heappush(heap, e)
         self.vtime = vtime
         self.dispatched_cost += spent
         return tokens

@@ -173,6 +173,10 @@ class Engine:
     cpu_per_request: float = 6e-6
     cpu_per_completion: float = 2e-6
     cpu_per_turn: float = 4e-6
+    #: Extra CPU seconds for a request that goes through the queue rather than a direct grant
+    #: (queue, dispatch and the completion's books: the reactor's Python path, ~5 us more per
+    #: request than a grant's C path; `scripts/icount.sh` with io_properties shows it).
+    cpu_per_queued: float = 0.0
     grants: bool = True
     #: Wake-ups per loop turn while two or more classes have completions waiting, shared by
     #: the classes' shares (iosched.WakeupQueue; the reactor's io_wakeup_budget). 0: every
@@ -183,7 +187,7 @@ class Engine:
     stalls: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("cpu_per_request", "cpu_per_completion", "cpu_per_turn"):
+        for name in ("cpu_per_request", "cpu_per_completion", "cpu_per_turn", "cpu_per_queued"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 <= v < math.inf):
                 raise ValueError(f"Engine.{name} must be a number >= 0 (seconds), got {v!r}")
@@ -577,6 +581,7 @@ def _simulate_engine(
     ready: deque[_Task] = deque()
     staged: list[Any] = []  # granted requests (_Task) and dispatched units, submitted at the next flush
     grant: DirectGrant | None = None
+    share = q.config.share_in_disk
     reaped: dict[DirectGrant, int] = {}  # grant -> completions reaped, booked at the flush
     trace: list[tuple[float, float, float]] = []
     bound: list[tuple[float, float, float]] = []
@@ -719,7 +724,10 @@ def _simulate_engine(
             task.direction = d
             task.length = size
             cls = drv.cls
-            if eng.grants and q.throttling and not cls.limited and not q.queued:
+            # as the reactor: a grant while nothing waits, or (share_in_disk) while what waits is
+            # only classes over their part of the disk, which open_grant checks
+            if eng.grants and q.throttling and not cls.limited and not cls.queue and (
+                    not q.queued or share):
                 if grant is None or grant.io_class is not cls:
                     if grant is not None:
                         q.commit_grant(grant)
@@ -732,6 +740,7 @@ def _simulate_engine(
                     dispatches += 1
                     continue
             q.queue(cls, d, size, task, t)
+            cpu += eng.cpu_per_queued
         cpu += eng.cpu_per_turn
         busy += cpu
         now = t0 + cpu

@@ -186,7 +186,7 @@ def median_sample(samples: Sequence[Sample]) -> Sample:
         xs = [getattr(s, attr) for s in samples if not math.isnan(getattr(s, attr))]
         return statistics.median(xs) if xs else math.nan
 
-    return Sample(*(med(m) for m in METRICS), clat_p50_us=med("clat_p50_us"))
+    return Sample(**{m: med(m) for m in (*METRICS, "clat_p50_us")})
 
 
 def ratio(a: float, b: float) -> float:
@@ -273,7 +273,8 @@ def fio_args(path: str, size: int, pattern: Pattern, seconds: float, options: Re
         "--output-format=json+",
         "--name=ioengine-bench", f"--filename={path}", *region, "--direct=1",
         f"--ioengine={fio_engine(options.backend)}", "--time_based", f"--runtime={max(1, round(seconds * 1000))}ms",
-        "--randrepeat=0", "--norandommap", "--lat_percentiles=1", "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES),
+        "--randrepeat=0", "--norandommap", "--lat_percentiles=1",
+        "--percentile_list=" + ":".join(f"{p:g}" for p in PERCENTILES),
         *([f"--iomem={iomem}"] if iomem else []), *pattern.fio_args(), *jobs,
     ]
 

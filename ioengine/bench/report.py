@@ -96,7 +96,8 @@ def columns(m: Matrix, *, unicode: bool) -> tuple[list[str], list[list[str]], li
         f"Linux {meta['kernel']}, {meta['date']}.",
         f"Loops: {_loops_note(m, engines, unicode)}.",
         "Latency: ioengine times each I/O around its await (streams: from submission to the reaped completion); "
-        "fio's is lat (slat + clat: from the I/O's preparation to its reaped completion). " + _cpu_note(m, us) + "Ratios are each ioengine side / fio (for CPU and latency, lower is "
+        "fio's is lat (slat + clat: from the I/O's preparation to its reaped completion). "
+        + _cpu_note(m, us) + "Ratios are each ioengine side / fio (for CPU and latency, lower is "
         "better).",
         *meta.get("notes", ()),
     ]

@@ -1,0 +1,111 @@
+"""ReactorOptions.io_share_in_disk: the in-disk bound split among busy io classes by shares, real
+I/O on every backend and loop. What it achieves on the real disk is a benchmark (`python
+scripts/shares.py --iops N --share --in-disk-goals G`), not a test, and the parts themselves are
+checked on the queue (tests/iosched/test_share_in_disk.py); here: a class within its part is
+never queued behind one over its own, the other is held, and nothing is lost."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+import pytest
+
+import ioengine
+from ioengine import OpenFlags as F
+from iosched import READ
+
+from foundation_util import pattern_block, write_pattern_file
+
+BS = 4096
+BLOCKS = 256
+PROPS = ("disks:\n  - mountpoint: {mp}\n    read_iops: 100000\n    read_bandwidth: 4000000000\n"
+         "    write_iops: 100000\n    write_bandwidth: 4000000000\n")
+
+
+def test_each_class_stays_within_its_part_and_a_class_within_it_is_never_queued(run, scratch):
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    hi, lo = ioengine.IoClass("sid_hi", 400), ioengine.IoClass("sid_lo", 100)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            queue = r.disks.for_device(os.stat(path).st_dev, r.loop.time())
+            one = queue.cost_model.cost(READ, BS)
+            seen = {"hi_queued": 0, "lo_queued": 0, "lo_over": 0.0, "hi_over": 0.0}
+
+            async def reader(cls, seed, reads):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(BS)
+                for _ in range(reads):
+                    b = rnd.randrange(BLOCKS)
+                    assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                    assert bytes(buf) == pattern_block(b, BS)
+                    states = r.disks.states_of(queue)
+                    sh, sl = states[hi], states[lo]
+                    bound = queue.in_disk_bound
+                    seen["hi_queued"] = max(seen["hi_queued"], sh.nr_queued)
+                    seen["lo_queued"] = max(seen["lo_queued"], sl.nr_queued)
+                    # The small class fills the whole bound while the large one has nothing in the
+                    # disk or waiting (a lone busy class has it all), so only the bound holds it;
+                    # the large one, with fewer tasks than its part, stays within its part.
+                    seen["lo_over"] = max(seen["lo_over"], sl.in_disk_cost - bound - one)
+                    seen["hi_over"] = max(seen["hi_over"], sh.in_disk_cost - bound * 0.8)
+
+            # the bound is ~10 reads (parts: 8 and 2): 3 tasks of the large class stay within
+            # its part, 16 of the small one's are far over theirs
+            await asyncio.gather(*(reader(hi, k, 60) for k in range(3)),
+                                 *(reader(lo, 100 + k, 30) for k in range(16)))
+            r.settle_grants()
+            states = r.disks.states_of(queue)
+            assert r.inflight == 0 and queue.in_disk == 0
+            assert states[hi].in_disk_cost == pytest.approx(0.0, abs=1e-9)
+            assert states[lo].in_disk_cost == pytest.approx(0.0, abs=1e-9)
+            assert states[hi].ops[READ] == 3 * 60 and states[lo].ops[READ] == 16 * 30
+        assert seen["lo_queued"] > 0  # held back by its part
+        assert seen["hi_queued"] == 0  # within its part: direct, whatever waits
+        assert seen["lo_over"] <= 1e-9 and seen["hi_over"] <= 1e-9
+
+    capacity_goals = 10 / 75  # 75 reads fit the 0.75 ms goal at 100k IOPS: the bound is ~10
+    run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=capacity_goals,
+        io_wakeup_budget=0)
+
+
+def test_cancelled_reads_of_a_held_class_lose_nothing(run, scratch):
+    """Reads of the small class cancelled while held in the queue for its part: the others
+    complete, and the reactor drains with the books back at zero."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    hi, lo = ioengine.IoClass("sidc_hi", 400), ioengine.IoClass("sidc_lo", 100)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            queue = r.disks.for_device(os.stat(path).st_dev, r.loop.time())
+
+            async def reader(cls, seed, reads):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(BS)
+                for _ in range(reads):
+                    b = rnd.randrange(BLOCKS)
+                    assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                    assert bytes(buf) == pattern_block(b, BS)
+
+            keep = [asyncio.ensure_future(reader(hi, k, 40)) for k in range(3)]
+            doomed = [asyncio.ensure_future(reader(lo, 100 + k, 1000)) for k in range(16)]
+            await asyncio.sleep(0.01)
+            for t in doomed:
+                t.cancel()
+            await asyncio.gather(*keep)
+            for t in doomed:
+                with pytest.raises(asyncio.CancelledError):
+                    await t
+            await r.drain()
+            r.settle_grants()
+            states = r.disks.states_of(queue)
+            assert r.inflight == 0 and queue.queued == 0 and queue.in_disk == 0
+            assert states[lo].in_disk_cost == pytest.approx(0.0, abs=1e-9)
+
+    run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=10 / 75,
+        io_wakeup_budget=0)
