@@ -111,7 +111,7 @@ class IoClassState:
         "name", "shares", "_inv_shares", "_id", "_owner",
         "queue", "accumulated", "consumption",
         "_active", "_throttled_until", "_bw", "_iops", "limited",
-        "nr_queued", "nr_executing", "in_disk_cost", "activations",
+        "nr_queued", "nr_executing", "in_disk_cost", "peak_demand", "peak_prev", "peak_window", "activations",
         "ops", "bytes", "split_ops", "split_bytes",
         "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
     )
@@ -135,6 +135,11 @@ class IoClassState:
         self.nr_queued = 0  # requests (or parts) waiting in the scheduler
         self.nr_executing = 0  # dispatched, not completed
         self.in_disk_cost = 0.0  # their cost (unscaled; kept by a queue with properties)
+        # IoQueueConfig.share_in_disk: peak demand (in the disk + queued cost) in the current
+        # window and the last, and the current window's number
+        self.peak_demand = 0.0
+        self.peak_prev = 0.0
+        self.peak_window = -2
         self.activations = 0
         self.ops = [0, 0]  # dispatched, by direction (parts count one each)
         self.bytes = [0, 0]
@@ -320,15 +325,17 @@ class FairQueue:
         cap: float,
         now: float,
         max_count: int,
-        rooms: dict[IoClassState, float] | None = None,
+        rooms: dict[IoClassState | None, float] | None = None,
     ) -> float:
         """Move requests, best class first, into ``out`` while their (scaled, capped) cost
         fits in ``tokens`` and fewer than ``max_count`` were moved; returns the tokens left.
 
         The first request that does not fit stops the round: serving a later class's
         smaller request instead would let small requests starve large ones. ``rooms``: the
-        unscaled cost a class may still put in the disk (its part, IoQueueConfig.share_in_disk);
-        one that reaches it sits out the rest of the round, which goes on with the next class.
+        unscaled cost a class may still put in the disk as its own (its part,
+        IoQueueConfig.share_in_disk) and, under None, what it may borrow beyond (shared by all
+        classes: a run takes its own first); one that reaches both sits out the rest of the
+        round, which goes on with the next class.
         """
         heap = self._heap
         vtime = self.vtime
@@ -352,7 +359,12 @@ class FairQueue:
             inv = cls._inv_shares
             limited = cls._bw is not None or cls._iops is not None
             room = max_count - n
-            mine = _INF if rooms is None else rooms.get(cls, _INF)
+            if rooms is None:
+                mine = own = _INF
+            else:
+                own = rooms.get(cls, _INF)
+                lent = rooms[None]
+                mine = (own if own > 0.0 else 0.0) + (lent if lent > 0.0 else 0.0)
             full = False
             k = 0
             csum = 0.0  # cost dispatched in this run
@@ -399,8 +411,11 @@ class FairQueue:
                 vtime = prev
             n += k
             spent += csum
-            if mine != _INF:
-                rooms[cls] = mine - csum  # type: ignore[index]  # a later run of this round has the rest
+            if own != _INF:  # a later run of this round has the rest: its own first, then the loan
+                rooms[cls] = own - csum  # type: ignore[index]
+                borrowed = csum - own if own > 0.0 else csum
+                if borrowed > 0.0:
+                    rooms[None] -= borrowed  # type: ignore[index]
             ops = cls.ops
             ops[0] += k - w_ops
             ops[1] += w_ops

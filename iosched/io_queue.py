@@ -131,6 +131,12 @@ class IoQueueConfig:
     #: bound outstanding (in requests: bound x its shares / all busy shares; iosched/README.md).
     #: With ``bound_in_disk`` only.
     share_in_disk: bool = False
+    #: ... but a busy class whose demand (in the disk + queued) has stayed below its part lends
+    #: what it does not use beyond ``share_lend_headroom`` x its peak demand over the last one or
+    #: two windows of this many milliseconds: a class with few requests outstanding does not
+    #: leave the disk idle, and one that keeps its part busy lends nothing.
+    share_lend_window_ms: float = 5.0
+    share_lend_headroom: float = 1.25
     #: Each ``dispatch`` hands out at most this fraction of the bucket's capacity (0: all that
     #: the tokens and the in-disk room allow). After a stall the bucket holds a burst's worth of
     #: tokens; handed out at once, whatever the best class has queued goes first and the rest
@@ -161,7 +167,7 @@ class IoQueueConfig:
     def __post_init__(self) -> None:
         for name in ("latency_goal_ms", "flow_ratio_window", "default_shares", "flow_ratio_threshold",
                      "flow_ratio_gain", "flow_ratio_prior", "in_disk_limit", "knee_period_ms",
-                     "knee_probe_ms"):
+                     "knee_probe_ms", "share_lend_window_ms", "share_lend_headroom"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and 0 < v < math.inf):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive number, got {v!r}")
@@ -382,7 +388,7 @@ class IoQueue:
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
         "_in_disk_limit", "_now",
-        "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share",
+        "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share", "_lend_rate",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0,
@@ -403,6 +409,7 @@ class IoQueue:
         self._bound_in_disk = config.bound_in_disk
         #: split the in-disk bound among the busy classes (IoQueueConfig.share_in_disk)
         self._share = config.share_in_disk and config.bound_in_disk and props is not None
+        self._lend_rate = 1000.0 / config.share_lend_window_ms  # windows per second
         self._now = now
         self._alignment = config.split_alignment
         self._grant_cost = (-1, -1, 0.0)  # DirectGrant's cost cache (length, direction, cost)
@@ -620,7 +627,7 @@ class IoQueue:
             rooms = self._class_rooms() if self._share else None
             if self._bound_in_disk:
                 room = self._in_disk_limit - self._in_disk_cost - self._others
-                if rooms is not None:  # each class's own part bounds it (fq.dispatch)
+                if rooms is not None:  # each class's own part and what is lent bound it (fq.dispatch)
                     room = sum(r for r in rooms.values() if r > 0.0)
                 knee = self._knee
                 if knee is not None and room < avail:
@@ -800,17 +807,17 @@ class IoQueue:
 
     # -- the in-disk bound split by shares (IoQueueConfig.share_in_disk) ---------------------
 
-    def _class_rooms(self, also: IoClassState | None = None) -> dict[IoClassState, float] | None:
-        """What each busy class may still put in the disk (unscaled cost): its part of the
-        bound (bound x its shares / the busy classes' shares) less what it has there; None
-        while fewer than two classes are busy (queued or in the disk). ``also`` counts as busy
-        (a class about to dispatch).
+    def _class_rooms(self, also: IoClassState | None = None) -> dict[IoClassState | None, float] | None:
+        """What each busy class may still put in the disk (unscaled cost): under the class, its
+        part of the bound (bound x its shares / the busy classes' shares) less what it has
+        there; under None, what the classes lend and the others have not borrowed yet (see
+        FairQueue.dispatch). None while fewer than two classes are busy (queued or in the
+        disk). ``also`` counts as busy (a class about to dispatch).
 
-        The parts are not lent: a busy class that leaves part of its own unused (fewer
-        requests outstanding than its part) leaves it empty. Lending it to a class over its
-        part is what let the small class keep up (tried: with 32 tasks per class, whenever
-        the large class's tasks were between requests the small one filled the gap, 1.9:1
-        instead of 4:1 on the real disk; docs/scheduler.md)."""
+        A part is lent only beyond ``share_lend_headroom`` x its class's peak demand (in the
+        disk + queued) over the current and the last window: lending what a class leaves
+        free at the moment let the small class fill every gap the large one's tasks left
+        between requests (1.9:1 instead of 4:1 on the real disk; docs/scheduler.md)."""
         busy = []
         total = 0.0
         for c in self._classes.values():
@@ -820,7 +827,30 @@ class IoQueue:
         if len(busy) < 2:
             return None
         per_share = self._in_disk_limit / total
-        return {c: per_share * c.shares - c.in_disk_cost for c in busy}
+        win = int(self._now * self._lend_rate)
+        headroom = self.config.share_lend_headroom
+        rooms: dict[IoClassState | None, float] = {}
+        lent = 0.0
+        for c in busy:
+            part = per_share * c.shares
+            d = c.in_disk_cost
+            q = c.queue
+            demand = d + len(q) * q[0].cost if q else d
+            if c.peak_window != win:  # a new window: the last one's peak moves back
+                c.peak_prev = c.peak_demand if c.peak_window == win - 1 else 0.0
+                c.peak_demand = demand
+                c.peak_window = win
+            elif demand > c.peak_demand:
+                c.peak_demand = demand
+            peak = c.peak_demand if c.peak_demand > c.peak_prev else c.peak_prev
+            spare = part - headroom * peak
+            if spare > 0.0:
+                lent += spare
+            if d > part:
+                lent -= d - part  # borrowed already
+            rooms[c] = part - d
+        rooms[None] = lent
+        return rooms
 
     # -- direct grants (a lone class skips the queue) ----------------------------------------
 
@@ -870,7 +900,9 @@ class IoQueue:
         if self._bound_in_disk:
             room = (self._in_disk_limit - self._in_disk_cost - self._others) * scale
             if rooms is not None:
-                room = rooms[cls] * scale  # its part, even where the others are over theirs
+                # its part, even where the others are over theirs, and what is lent
+                mine, lent = rooms[cls], rooms[None]
+                room = ((mine if mine > 0.0 else 0.0) + (lent if lent > 0.0 else 0.0)) * scale
                 if room <= _EPS:
                     return None
             if room < budget:

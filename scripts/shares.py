@@ -21,7 +21,8 @@ import ioengine
 from ioengine import OpenFlags
 
 
-async def measure(path: str, shares: tuple[float, float], tasks: int, seconds: float) -> tuple[float, float]:
+async def measure(path: str, shares: tuple[float, float], tasks: tuple[int, int],
+                  seconds: float) -> tuple[float, float]:
     f = await ioengine.open_file_dma(path, OpenFlags.RO)
     blocks = os.path.getsize(path) // 4096
     classes = [ioengine.IoClass(f"c{i}", shares=s) for i, s in enumerate(shares)]
@@ -35,7 +36,7 @@ async def measure(path: str, shares: tuple[float, float], tasks: int, seconds: f
             await f.dma_read(rnd.randrange(blocks) * 4096, b, io_class=classes[k])
             counts[k] += 1
 
-    ts = [asyncio.ensure_future(worker(k, k * 1000 + i)) for k in (0, 1) for i in range(tasks)]
+    ts = [asyncio.ensure_future(worker(k, k * 1000 + i)) for k in (0, 1) for i in range(tasks[k])]
     await asyncio.sleep(0.5)
     c0, t0 = list(counts), time.perf_counter()
     await asyncio.sleep(seconds)
@@ -55,14 +56,16 @@ def main() -> None:
     ap.add_argument("--wakeup-budget", type=int, default=0, help="io_wakeup_budget (0: off)")
     ap.add_argument("--share", action="store_true", help="io_share_in_disk=True")
     ap.add_argument("--in-disk-goals", type=float, default=None, help="io_in_disk_goals (default: the reactor's)")
-    ap.add_argument("--tasks", type=int, default=32)
+    ap.add_argument("--tasks", default="32", help="tasks per class: N, or N:M for the first and the second")
     ap.add_argument("--shares", default="400:100")
     ap.add_argument("--seconds", type=float, default=3.0)
     a = ap.parse_args()
     hi, lo = (float(x) for x in a.shares.split(":"))
+    nt = [int(x) for x in a.tasks.split(":")]
+    tasks = (nt[0], nt[-1])
     props = (f"disks:\n  - mountpoint: /\n    read_iops: {a.iops}\n    read_bandwidth: 1500000000\n"
              f"    write_iops: {a.iops}\n    write_bandwidth: 1000000000\n")
-    r0, r1 = ioengine.run(measure(a.file, (hi, lo), a.tasks, a.seconds), io_properties=props,
+    r0, r1 = ioengine.run(measure(a.file, (hi, lo), tasks, a.seconds), io_properties=props,
                           io_adaptive_in_disk=a.adaptive, io_fair_wait_fraction=a.wait,
                           io_wakeup_budget=a.wakeup_budget, io_share_in_disk=a.share,
                           **({} if a.in_disk_goals is None else {"io_in_disk_goals": a.in_disk_goals}))

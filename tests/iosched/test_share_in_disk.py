@@ -103,9 +103,27 @@ def test_the_books_balance():
     assert q.in_disk_cost == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_class_that_leaves_its_part_unused_lends_it():
+    q = queue()
+    hi, lo = q.get_class("hi"), q.get_class("lo")
+    offer(q, "hi", 2)  # the large class wants 2 of its part of 8
+    offer(q, "lo", 20)
+    # 8 - 1.25 x 2 = 5.5 reads of hi's part are lent: lo takes its 2 and 5 more
+    assert by_class(q.dispatch(0.001)) == {"hi": 2, "lo": 7}
+    # while hi keeps its part busy, it lends nothing
+    q2 = queue()
+    offer(q2, "hi", 20)
+    offer(q2, "lo", 20)
+    assert by_class(q2.dispatch(0.001)) == {"hi": 8, "lo": 2}
+    # the books behind it: hi's peak demand, lo's borrowed requests in the disk
+    assert hi.peak_demand == pytest.approx(2 * C4K) and lo.in_disk_cost == pytest.approx(7 * C4K)
+
+
 def test_the_option_is_checked():
     with pytest.raises(ValueError, match="share_in_disk"):
         IoQueueConfig(share_in_disk=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="share_lend_headroom"):
+        IoQueueConfig(share_lend_headroom=0)
 
 
 # -- the simulated engine ---------------------------------------------------------------------
@@ -135,6 +153,15 @@ def test_engine_bound_shares_hold_near_the_knee(limit):
     hi0, lo0 = run(False, limit)
     assert hi0 / lo0 < 3.0
     assert hi + lo >= 0.98 * (hi0 + lo0)
+
+
+@pytest.mark.parametrize("depth", [(4, 32), (8, 32)])
+def test_a_class_with_few_requests_lends_its_part(depth):
+    """The large class keeps fewer requests outstanding than its part: what it does not use
+    goes to the other, so the disk is not left idle (the throughput of the bound alone)."""
+    hi, lo = run(True, 0.55, depth=depth)
+    hi0, lo0 = run(False, 0.55, depth=depth)
+    assert hi + lo >= 0.95 * (hi0 + lo0)
 
 
 def test_the_default_bound_is_above_the_knee_and_nothing_holds():
