@@ -38,6 +38,7 @@ class DiskQueues:
                                "adaptive_in_disk": options.io_adaptive_in_disk,
                                "fair_wait_fraction": options.io_fair_wait_fraction,
                                "share_in_disk": bool(options.io_share_in_disk),
+                               "anticipate": bool(options.io_anticipate),
                                "dispatch_slice": options.io_dispatch_slice}
         if options.io_latency_goal_ms is not None:
             cfg["latency_goal_ms"] = options.io_latency_goal_ms

@@ -82,6 +82,12 @@ class ReactorOptions:
     #: rate, is the bottleneck (docs/scheduler.md; `scripts/shares.py --share` measures it).
     io_share_in_disk: bool = field(default=False,
                                    metadata={"help": "split the in-disk bound among busy io classes by shares"})
+    #: While an io class with requests in the disk has none queued, hold back the classes ahead
+    #: of it in fairness: its tasks are about to queue more, and serving the others meanwhile
+    #: gives them its share (iosched's IoQueueConfig.anticipate; `scripts/shares.py --shares
+    #: 990:10 --anticipate` measures the 1 % class with it).
+    io_anticipate: bool = field(default=False,
+                                metadata={"help": "hold back classes ahead of one about to queue again"})
     io_fair_wait_fraction: float = field(default=0.0,
                                          metadata={"help": "share of two busy classes' requests kept waiting in "
                                                            "the fair queue (0: off)"})

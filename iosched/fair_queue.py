@@ -326,6 +326,7 @@ class FairQueue:
         now: float,
         max_count: int,
         rooms: dict[IoClassState | None, float] | None = None,
+        hold_above: float | None = None,
     ) -> float:
         """Move requests, best class first, into ``out`` while their (scaled, capped) cost
         fits in ``tokens`` and fewer than ``max_count`` were moved; returns the tokens left.
@@ -335,8 +336,12 @@ class FairQueue:
         unscaled cost a class may still put in the disk as its own (its part,
         IoQueueConfig.share_in_disk) and, under None, what it may borrow beyond (shared by all
         classes: a run takes its own first); one that reaches both sits out the rest of the
-        round, which goes on with the next class.
+        round, which goes on with the next class. ``hold_above`` (None: off): no class whose accumulator is
+        above it is served (another class, about to queue, is behind; IoQueueConfig.anticipate);
+        a class whose queue this round empties lowers it to its own accumulator.
         """
+        anticipate = hold_above is not None
+        hold = _INF if hold_above is None else hold_above
         heap = self._heap
         vtime = self.vtime
         spent = 0.0
@@ -348,13 +353,17 @@ class FairQueue:
         # counters are updated once per run rather than once per request.
         while heap and n < max_count and not blocked:
             acc, cid, cls = heap[0]
+            if acc > hold:
+                break
             h = len(heap)
             if h == 1:
-                bound = _INF
+                bound = hold
             else:
                 bound = heap[1][0]
                 if h > 2 and heap[2][0] < bound:
                     bound = heap[2][0]
+                if hold < bound:
+                    bound = hold
             q = cls.queue
             inv = cls._inv_shares
             limited = cls._bw is not None or cls._iops is not None
@@ -452,6 +461,8 @@ class FairQueue:
             if not q:
                 heappop(heap)
                 cls._active = False
+                if anticipate and acc < hold and not limited:
+                    hold = acc  # it has requests in the disk and none queued: about to queue more
             elif full:
                 heappop(heap)
                 parked.append((acc, cid, cls))

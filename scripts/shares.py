@@ -1,7 +1,7 @@
 """Two io classes competing for one disk: the share each gets, on the real disk.
 
     python scripts/shares.py --iops 60000 [--adaptive] [--wait F] [--wakeup-budget N] [--share]
-                             [--in-disk-goals G] [--tasks 32]
+                             [--in-disk-goals G] [--anticipate] [--tasks 32[:32]]
                              [--shares 400:100] [--seconds 3]
 
 Each class runs ``--tasks`` tasks awaiting 4k random dma_reads of .scratch/bench.dat (make it
@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--wait", type=float, default=0.0, help="io_fair_wait_fraction")
     ap.add_argument("--wakeup-budget", type=int, default=0, help="io_wakeup_budget (0: off)")
     ap.add_argument("--share", action="store_true", help="io_share_in_disk=True")
+    ap.add_argument("--anticipate", action="store_true", help="io_anticipate=True")
     ap.add_argument("--in-disk-goals", type=float, default=None, help="io_in_disk_goals (default: the reactor's)")
     ap.add_argument("--tasks", default="32", help="tasks per class: N, or N:M for the first and the second")
     ap.add_argument("--shares", default="400:100")
@@ -67,10 +68,10 @@ def main() -> None:
              f"    write_iops: {a.iops}\n    write_bandwidth: 1000000000\n")
     r0, r1 = ioengine.run(measure(a.file, (hi, lo), tasks, a.seconds), io_properties=props,
                           io_adaptive_in_disk=a.adaptive, io_fair_wait_fraction=a.wait,
-                          io_wakeup_budget=a.wakeup_budget, io_share_in_disk=a.share,
+                          io_wakeup_budget=a.wakeup_budget, io_share_in_disk=a.share, io_anticipate=a.anticipate,
                           **({} if a.in_disk_goals is None else {"io_in_disk_goals": a.in_disk_goals}))
     print(f"iops={a.iops} adaptive={a.adaptive} wait={a.wait} wakeup_budget={a.wakeup_budget} share={a.share} "
-          f"in_disk_goals={a.in_disk_goals} tasks={a.tasks} "
+          f"anticipate={a.anticipate} in_disk_goals={a.in_disk_goals} tasks={a.tasks} "
           f"shares={a.shares}: "
           f"{r0:,.0f}/s + {r1:,.0f}/s = {r0 + r1:,.0f}/s, ratio {r0 / max(r1, 1e-9):.2f}")
 
