@@ -6,8 +6,9 @@ Calibrates the disk with iotune (or a short built-in measurement, or takes --io-
  (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio, with 128 and
      32 workers per class, at the calibration and with the disk described at half of it (and the
      engine-bound case, 32 at the calibration, again with io_wakeup_budget=0: the loop not shared
-     by shares); and a class with 1 % of the shares (10 vs 990) → its share of 200 ms windows
-     over its entitlement;
+     by shares, and with io_share_in_disk and the in-disk bound at SHARE_BOUND_GOALS: the bound
+     split by shares); and a class with 1 % of the shares (10 vs 990) → its share of 200 ms
+     windows over its entitlement, without and with io_anticipate;
  (b) a protected class of 4k random reads at 50 % of the calibrated read IOPS (shares 1000)
      against backlogged 128 KiB sequential writes (shares 100) → read p95/p99 against the
      reads alone, achieved/requested IOPS, and the disk's utilisation by the cost model;
@@ -41,6 +42,10 @@ WRITE_BS = 128 << 10
 #: the disk may hold (io_in_disk_goals x the latency goal: ~120 4k reads here) and the
 #: scheduler, not the number of tasks, decides who goes next.
 SHARES_DEPTH = 128
+#: (a)'s row with io_share_in_disk: the in-disk bound near where this virtio disk stops going
+#: faster with depth, in latency goals of the calibrated rate (docs/scheduler.md: ~45 reads at 70k
+#: IOPS); another disk has its own (iosched/README.md, "What depth a class needs").
+SHARE_BOUND_GOALS = 0.85
 #: (b)'s writer: backlogged 128 KiB sequential writes, this many in flight.
 ISOLATION_WRITE_DEPTH = 8
 
@@ -339,7 +344,9 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
                                    ("32 per class, calibrated", 32, props, {}),
                                    ("32 per class, disk at half", 32, half, {}),
                                    ("32 per class, calibrated, io_wakeup_budget=0", 32, props,
-                                    {"io_wakeup_budget": 0})):
+                                    {"io_wakeup_budget": 0}),
+                                   (f"32 per class, calibrated, io_share_in_disk (bound {SHARE_BOUND_GOALS} goals)",
+                                    32, props, {"io_share_in_disk": True, "io_in_disk_goals": SHARE_BOUND_GOALS})):
         ratios = [_ratio(ioengine.run(_shares_test(path, seconds, depth), io_properties=p, **extra))
                   for _ in range(rounds)]
         results["shares"][label] = statistics.median(ratios)
@@ -347,12 +354,14 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
               file=out)
     results["shares_ratio"] = results["shares"][f"{SHARES_DEPTH} per class, calibrated"]
     small = (990, 10)
-    shares_1pc = [_small_share(ioengine.run(_shares_test(path, seconds, 32, small), io_properties=half), small)
-                  for _ in range(rounds)]
-    med, p1 = statistics.median(s[0] for s in shares_1pc), statistics.median(s[1] for s in shares_1pc)
-    results["one_percent"] = {"median": med, "p1": p1}
-    print(f"    1 % of the shares (10 vs 990, 32 each, disk at half): the small class got {med:.2f}x its entitlement "
-          f"(median of 200 ms windows; 1st percentile {p1:.2f}x; goal 0.8-1.25x, >= 0.5)", file=out)
+    for key, extra, how in (("one_percent", {}, ""),
+                            ("one_percent_anticipate", {"io_anticipate": True}, ", io_anticipate")):
+        shares_1pc = [_small_share(ioengine.run(_shares_test(path, seconds, 32, small), io_properties=half, **extra),
+                                   small) for _ in range(rounds)]
+        med, p1 = statistics.median(s[0] for s in shares_1pc), statistics.median(s[1] for s in shares_1pc)
+        results[key] = {"median": med, "p1": p1}
+        print(f"    1 % of the shares (10 vs 990, 32 each, disk at half{how}): the small class got {med:.2f}x its "
+              f"entitlement (median of 200 ms windows; 1st percentile {p1:.2f}x; goal 0.8-1.25x, >= 0.5)", file=out)
     iso = ioengine.run(_isolation_test(path, seconds, disk.read_iops * 0.5), io_properties=props)
     fio_iso = _fio_isolation(path, size, seconds, disk.read_iops * 0.5, disk)
     iso["fio"] = fio_iso

@@ -18,9 +18,11 @@ def test_sched_benchmark_smoke(scratch):
     for r in res["one_class"].values():
         assert r["calibrated"] > 0 and r["machinery"] > 0 and r["raw_iops"] > 0
     assert res["one_class_ratio"] == res["one_class"][ONE_CLASS_LOADS[0][0]]["calibrated"]
-    assert len(res["shares"]) == 5 and all(r > 0 for r in res["shares"].values())
+    assert len(res["shares"]) == 6 and all(r > 0 for r in res["shares"].values())
+    assert any("io_share_in_disk" in k for k in res["shares"])
     assert "32 per class, calibrated, io_wakeup_budget=0" in res["shares"]  # the loop not shared, same rounds
     assert "1 % of the shares" in text and res["one_percent"]["median"] >= 0
+    assert "io_anticipate" in text and res["one_percent_anticipate"]["median"] >= 0
     iso = res["isolation"]
     assert iso["write_mb_per_s"] > 0 and ("error" in iso["fio"] or iso["fio"]["utilisation"] > 0)
 
