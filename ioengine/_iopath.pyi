@@ -150,4 +150,7 @@ class IoPath(Buffer):
     closed: bool
     flush_scheduled: bool
     sched_waiting: int
+    #: while units wait, a class with its grant open and nothing queued still goes straight
+    #: (IoQueueConfig.share_in_disk)
+    share_direct: bool
     grant: Any

@@ -21,8 +21,10 @@ class ReactorOptions:
     ring_taskrun_flags: bool = field(default=True, metadata={"help": "use DEFER/COOP_TASKRUN when the kernel allows"})
     #: Submit early, mid-turn, once this many requests are staged: when a batch of completions
     #: wakes many tasks, the first resubmissions reach the disk before the last task has run
-    #: (measured: +8 % IOPS at 4k QD32 over one submit per turn, same CPU per I/O).
-    submit_batch: int = field(default=8, metadata={"help": "staged requests that trigger an early submit"})
+    #: (measured: +8 % IOPS at 4k QD32 over one submit per turn, same CPU per I/O). 4 rather
+    #: than 8 since the mid-turn submission is C (docs/benchmarks.md, 2026-12-02: reads better
+    #: in 7 of 8 alternating rounds over two days, writes even).
+    submit_batch: int = field(default=4, metadata={"help": "staged requests that trigger an early submit"})
     #: A request at least this large is submitted at once, alone. Large sequential requests
     #: submitted together are merged by the block layer into one device request, which then
     #: completes all at once; the disk idles while the loop turns round to resubmit, and the

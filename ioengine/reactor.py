@@ -110,6 +110,8 @@ class Reactor:
                             self._flush_at, self._alone_bytes, self.loop.call_soon, self._flush, self._submit_inline,
                             _current_io_class)
         self._rw = self._path.rw
+        # io_share_in_disk: a class within its part of the disk keeps the C path while others wait
+        self._path.share_direct = bool(self.options.io_share_in_disk)
         #: The per-I/O path of dma_read/dma_write, in C (see submit_buffer below for what it decides).
         self.submit_buffer = self._path.submit
         #: File.dma_read_many's path, in C: a batch of reads with one future (IoPath.read_many).

@@ -117,6 +117,8 @@ typedef struct {
     int closed;
     int flush_scheduled;       /* a loop callback will hand the batch over this turn */
     Py_ssize_t sched_waiting;  /* units waiting in the disk queues: everything queues behind them */
+    int share_direct;          /* ... except, under share_in_disk, a class with its grant open and
+                                  nothing queued (the queue's open_grant decided it may go) */
     PyObject *grant;           /* the open direct grant, or NULL */
     PyObject *call_soon;       /* loop.call_soon */
     PyObject *flush_cb;        /* the reactor's per-turn flush */
@@ -139,7 +141,8 @@ typedef struct {
 } IoPathObject;
 
 static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
-    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *int_one, *str_limited, *str_throttling;
+    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *int_one, *str_limited, *str_throttling,
+    *str_nr_queued;
 
 /* The first error of a batch, kept while the rest is delivered (PyErr_Fetch: Python 3.11). */
 typedef struct {
@@ -546,6 +549,8 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
         Py_DECREF(thr);
         if (throttling < 0)
             return -1;
+        if (self->sched_waiting && !throttling)
+            return 0;
         if (throttling) {
             if (!self->grant)
                 return 0;
@@ -555,6 +560,17 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
             Py_DECREF(gc);
             if (gc != st)
                 return 0;
+            if (self->sched_waiting) {
+                /* share_direct: others wait; this class goes on under its grant only while it has
+                   nothing queued itself (its own requests keep their order) */
+                PyObject *nq = PyObject_GetAttr(st, str_nr_queued);
+                if (!nq)
+                    return -1;
+                int queued = PyObject_IsTrue(nq);
+                Py_DECREF(nq);
+                if (queued)
+                    return queued < 0 ? -1 : 0;
+            }
             grant = self->grant;
         }
     }
@@ -689,7 +705,7 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "submit() takes 12 arguments");
         return NULL;
     }
-    if (self->closed || self->sched_waiting || !self->call_soon || !self->io_class_var)
+    if (self->closed || (self->sched_waiting && !self->share_direct) || !self->call_soon || !self->io_class_var)
         Py_RETURN_NONE;
     PyObject *st, *grant;
     int route = plain_route(self, args[9], args[10], args[11], &st, &grant);
@@ -1858,6 +1874,9 @@ static PyGetSetDef IoPath_getset[] = {
     {"sched_waiting", (getter)IoPath_get_sched_waiting, (setter)IoPath_set_sched_waiting,
      "units waiting in the disk queues", NULL},
     {"grant", (getter)IoPath_get_grant, (setter)IoPath_set_grant, "the open direct grant, or None", NULL},
+    {"share_direct", (getter)IoPath_get_flag, (setter)IoPath_set_flag,
+     "while units wait, a class with its grant open and nothing queued still goes straight (share_in_disk)",
+     (void *)offsetof(IoPathObject, share_direct)},
     {NULL}};
 
 static PyBufferProcs IoPath_as_buffer = {(getbufferproc)IoPath_getbuffer, (releasebufferproc)IoPath_releasebuffer};
@@ -1902,6 +1921,7 @@ PyMODINIT_FUNC PyInit__iopath(void)
     int_one = PyLong_FromLong(1);
     str_limited = PyUnicode_InternFromString("limited");
     str_throttling = PyUnicode_InternFromString("throttling");
+    str_nr_queued = PyUnicode_InternFromString("nr_queued");
     if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0
         || PyType_Ready(&WriteBooks_Type) < 0 || PyType_Ready(&ReadBatch_Type) < 0)
         return NULL;

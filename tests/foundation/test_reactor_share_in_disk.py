@@ -109,3 +109,42 @@ def test_cancelled_reads_of_a_held_class_lose_nothing(run, scratch):
 
     run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=10 / 75,
         io_wakeup_budget=0)
+
+
+def test_a_class_within_its_part_keeps_the_c_path_while_the_other_waits(run, scratch):
+    """IoPath.share_direct: while the small class waits in the queue, the large class's reads
+    under its open grant are staged by C (Reactor.submit_buffer), not the Python path."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    hi, lo = ioengine.IoClass("sidp_hi", 400), ioengine.IoClass("sidp_lo", 100)
+
+    async def main():
+        r = ioengine.get_reactor()
+        assert r._path.share_direct
+        c_path = r.submit_buffer
+        taken = {"hi": 0, "lo": 0}
+
+        def counting(*args):
+            waiting = r._path.sched_waiting
+            fut = c_path(*args)
+            if fut is not None and waiting:
+                taken["hi" if args[-1] is hi else "lo"] += 1
+            return fut
+
+        r.submit_buffer = counting
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            async def reader(cls, seed, reads):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(BS)
+                for _ in range(reads):
+                    b = rnd.randrange(BLOCKS)
+                    assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                    assert bytes(buf) == pattern_block(b, BS)
+
+            await asyncio.gather(*(reader(hi, k, 60) for k in range(3)),
+                                 *(reader(lo, 100 + k, 30) for k in range(16)))
+        assert taken["hi"] > 0  # C staged the large class's reads while the small one waited
+        assert taken["lo"] == 0  # never a class with its own requests queued
+
+    run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=10 / 75,
+        io_wakeup_budget=0)
