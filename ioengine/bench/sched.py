@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import ioengine
 from ioengine import IoClass, OpenFlags
@@ -354,9 +355,10 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
               file=out)
     results["shares_ratio"] = results["shares"][f"{SHARES_DEPTH} per class, calibrated"]
     small = (990, 10)
-    for key, extra, how in (("one_percent", {}, ""),
-                            ("one_percent_anticipate", {"io_anticipate": True}, ", io_anticipate")):
-        shares_1pc = [_small_share(ioengine.run(_shares_test(path, seconds, 32, small), io_properties=half, **extra),
+    one_pc: tuple[tuple[str, dict[str, Any], str], ...] = (
+        ("one_percent", {}, ""), ("one_percent_anticipate", {"io_anticipate": True}, ", io_anticipate"))
+    for key, opts, how in one_pc:
+        shares_1pc = [_small_share(ioengine.run(_shares_test(path, seconds, 32, small), io_properties=half, **opts),
                                    small) for _ in range(rounds)]
         med, p1 = statistics.median(s[0] for s in shares_1pc), statistics.median(s[1] for s in shares_1pc)
         results[key] = {"median": med, "p1": p1}
