@@ -144,6 +144,12 @@ class IoQueueConfig:
     #: its entitlement, because the large class's queue ran empty between loop turns). The hold
     #: lasts at most until that class's requests in the disk complete.
     anticipate: bool = False
+    #: A direct grant may take this many milliseconds of the rate beyond the tokens there
+    #: (the bucket goes into deficit, repaid before anything else dispatches): a lone class
+    #: whose engine runs near the calibrated rate then keeps its grant through a loop turn's
+    #: burst of requests instead of sending the rest of the turn through the queue. The rate
+    #: still holds over time; a burst may exceed the bucket by this much. 0: Seastar's bucket.
+    grant_overdraw_ms: float = 0.0
     #: Each ``dispatch`` hands out at most this fraction of the bucket's capacity (0: all that
     #: the tokens and the in-disk room allow). After a stall the bucket holds a burst's worth of
     #: tokens; handed out at once, whatever the best class has queued goes first and the rest
@@ -193,6 +199,8 @@ class IoQueueConfig:
             raise ValueError(f"IoQueueConfig.anticipate must be True or False, got {self.anticipate!r}")
         if not isinstance(self.share_in_disk, bool):
             raise ValueError(f"IoQueueConfig.share_in_disk must be True or False, got {self.share_in_disk!r}")
+        if not (isinstance(self.grant_overdraw_ms, (int, float)) and 0 <= self.grant_overdraw_ms < math.inf):
+            raise ValueError(f"IoQueueConfig.grant_overdraw_ms must be a number >= 0, got {self.grant_overdraw_ms!r}")
         if self.forgiveness_ms < 0 or self.limit_burst_ms <= 0 or self.max_cost_scale < 1:
             raise ValueError("IoQueueConfig: forgiveness_ms >= 0, limit_burst_ms > 0 and max_cost_scale >= 1 required")
 
@@ -397,7 +405,7 @@ class IoQueue:
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
         "_in_disk_limit", "_now",
-        "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share", "_lend_rate",
+        "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share", "_lend_rate", "_overdraw",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0,
@@ -419,6 +427,7 @@ class IoQueue:
         #: split the in-disk bound among the busy classes (IoQueueConfig.share_in_disk)
         self._share = config.share_in_disk and config.bound_in_disk and props is not None
         self._lend_rate = 1000.0 / config.share_lend_window_ms  # windows per second
+        self._overdraw = 0.0  # tokens a grant may take beyond the bucket (grant_overdraw_ms), set below
         self._now = now
         self._alignment = config.split_alignment
         self._grant_cost = (-1, -1, 0.0)  # DirectGrant's cost cache (length, direction, cost)
@@ -431,6 +440,7 @@ class IoQueue:
             min_req = max(cost(READ, config.min_request_size), cost(WRITE, config.min_request_size))
             capacity = max(config.latency_goal_ms / 1000.0 * rate, config.min_requests_in_bucket * min_req)
             self._bucket: TokenBucket | None = TokenBucket(rate, capacity, now)
+            self._overdraw = config.grant_overdraw_ms / 1000.0 * rate
             self._in_disk_limit = capacity * config.in_disk_limit
             window = capacity / rate * config.flow_ratio_window  # seconds
             self._max_len = [self._max_length(d, props, capacity) for d in (READ, WRITE)]
@@ -914,7 +924,7 @@ class IoQueue:
                 t = b.tokens + dt * b.rate
                 b.tokens = t if t < b.limit else b.limit
                 b.last = now
-            budget = b.tokens
+            budget = b.tokens + self._overdraw
         else:
             budget, self._others = sh.sync(now, self._in_disk_cost)
             self._synced = (now, budget)

@@ -199,3 +199,42 @@ def test_grants_keep_the_disk_within_bounds_when_the_calibration_is_wrong(speed)
         assert rate == pytest.approx(DISK.read_iops * speed, rel=0.03)  # the slow disk's own rate
         assert worst <= goal / speed * 1.01  # the in-disk bound, in the slow disk's real time
     assert math.isfinite(worst)
+
+
+def test_an_overdrawing_grant_keeps_the_rate_over_time():
+    """grant_overdraw_ms: a grant may take that much of the rate beyond the tokens; the bucket
+    goes into deficit and nothing else dispatches until it is repaid, so over any span the disk
+    gets at most rate x span + the bucket + the overdraft."""
+    over = 0.5  # ms
+    q = IoQueue(DISK, IoQueueConfig(bound_in_disk=False, grant_overdraw_ms=over))
+    cls = q.get_class("default")
+    g = q.open_grant(cls, 0.0)
+    assert g.budget == pytest.approx(q.capacity + over / 1000, rel=1e-6)  # 100k IOPS: 1e-5 s each
+    taken = take_all(g)
+    assert taken == round((q.capacity + over / 1000) / C4K)
+    q.commit_grant(g)
+    assert q.tokens == pytest.approx(-over / 1000)  # in deficit by the overdraft
+    q.complete_grant(g, taken, 0.0)
+    # at the same instant nothing is left; a queued request waits for the deficit to be repaid
+    assert q.open_grant(cls, 0.0) is None
+    q.queue(cls, READ, 4096, "x", 0.0)
+    assert q.dispatch(0.0) == []
+    assert q.next_dispatch_time(0.0) == pytest.approx((over / 1000 + C4K) / 1.0, rel=1e-6)
+    # over a long run of grants the rate holds: 100k reads/s, plus the bucket and the overdraft
+    q2 = IoQueue(DISK, IoQueueConfig(bound_in_disk=False, grant_overdraw_ms=over))
+    c2 = q2.get_class("default")
+    total, t = 0, 0.0
+    while t < 0.1:
+        g = q2.open_grant(c2, t)
+        if g is not None:
+            n = take_all(g)
+            q2.commit_grant(g)
+            q2.complete_grant(g, n, t)
+            total += n
+        t += 0.0002
+    assert total <= 100_000 * 0.1 + round((q2.capacity + over / 1000) / C4K) + 1
+
+
+def test_the_overdraft_is_checked():
+    with pytest.raises(ValueError, match="grant_overdraw_ms"):
+        IoQueueConfig(grant_overdraw_ms=-1)
