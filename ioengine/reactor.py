@@ -383,6 +383,13 @@ class Reactor:
             for g in reaped:
                 g.queue.complete_grant(g, g.reaped, now)
                 g.reaped = 0
+            path = self._path
+            if self.options.io_anticipate and path.sched_waiting and not path.flush_scheduled:
+                # Those completions may end an anticipation hold (IoQueueConfig.anticipate) that
+                # the last dispatch obeyed; nothing else would dispatch again when nothing of the
+                # waiting class is in flight: the next loop turn does.
+                path.flush_scheduled = True
+                self.loop.call_soon(self._flush)
 
     def _queue_request(self, queue: IoQueue, st: IoClassState, direction: int, n: int, rec: tuple, vectored: bool,
                        align: int) -> None:

@@ -1076,6 +1076,8 @@ class IoQueue:
                 # must mean that dispatch at now would have sent the head
                 at, have = self._synced
                 t2 = now if have >= c else at + (c - have) / b.rate
+                if have < c and t2 <= now:
+                    t2 = math.nextafter(now, math.inf)  # as TokenBucket.next_available: never "now" when short
             if t2 < t:
                 t = t2
         if t == math.inf:

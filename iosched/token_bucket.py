@@ -75,7 +75,11 @@ class TokenBucket:
         t = self.replenish(now)
         if t >= cost:
             return now
-        return now + (cost - t) / self.rate
+        at = now + (cost - t) / self.rate
+        # A shortfall below what one float step of ``now`` refills rounds to ``now``: the caller
+        # would be told "now", find the tokens short again and never be woken (seen with a
+        # bucket in deficit at ~40,000 s of loop time). The next representable instant refills it.
+        return at if at > now else math.nextafter(now, math.inf)
 
     def duration_for(self, tokens: float) -> float:
         """Seconds it takes to replenish ``tokens``."""

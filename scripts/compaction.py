@@ -1,6 +1,7 @@
 """Foreground reads next to a compaction-like background class (issue 17's application goal).
 
     python scripts/compaction.py --properties .scratch/io_properties.yaml [--wakeup-budget 4]
+                                 [--share] [--in-disk-goals G] [--anticipate]
                                  [--seconds 3] [--rounds 3] [--tasks 32] [--bg-depth 4]
 
 Foreground: ``--tasks`` tasks of 4 KiB random dma_reads of .scratch/bench.dat (make it with
@@ -82,6 +83,9 @@ def main() -> None:
     ap.add_argument("--file", default=".scratch/bench.dat")
     ap.add_argument("--properties", required=True, help="io_properties.yaml (iotune's calibration)")
     ap.add_argument("--wakeup-budget", type=int, default=None, help="io_wakeup_budget (default: the engine's)")
+    ap.add_argument("--share", action="store_true", help="io_share_in_disk=True")
+    ap.add_argument("--in-disk-goals", type=float, default=None, help="io_in_disk_goals (default: the engine's)")
+    ap.add_argument("--anticipate", action="store_true", help="io_anticipate=True")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=32)
@@ -90,6 +94,10 @@ def main() -> None:
     opts: dict = {"io_properties_file": a.properties}
     if a.wakeup_budget is not None:
         opts["io_wakeup_budget"] = a.wakeup_budget
+    if a.in_disk_goals is not None:
+        opts["io_in_disk_goals"] = a.in_disk_goals
+    opts["io_share_in_disk"] = a.share
+    opts["io_anticipate"] = a.anticipate
     rows = []
     for r in range(a.rounds):
         alone = ioengine.run(phase(a.file, a.seconds, a.tasks, 0), **opts)

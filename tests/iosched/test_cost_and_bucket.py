@@ -157,3 +157,16 @@ def test_flow_monitor_rebases_without_changing_the_ratio():
         t += 1e-3
     r = f.ratio_at(t)
     assert math.isfinite(r) and 1.0 < r < 1.5
+
+
+def test_a_shortfall_below_one_step_of_the_clock_is_not_now():
+    """Tokens short by less than one float step of a large ``now`` refills: next_available used
+    to round to ``now``, the caller found the tokens short again and was never woken (a reactor
+    wedged after ~11 h of loop time with a bucket in deficit). It must name a later instant, at
+    which the tokens are there."""
+    now = 39358.791
+    cost = 5e-05
+    b = TokenBucket(1.0, 0.00075, now, tokens=cost - 3.4e-12)
+    t = b.next_available(cost, now)
+    assert t > now and t == math.nextafter(now, math.inf)
+    assert b.replenish(t) >= cost
