@@ -123,7 +123,7 @@ class IoQueueConfig:
     fair_wait_fraction: float = 0.0
     #: While two or more classes have work queued or in the disk, split the in-disk bound among
     #: them by shares: a class may always fill its part (shares / the busy classes' shares of
-    #: the bound), and beyond it only the room the others leave. A class within its part keeps
+    #: the bound), and beyond it only what the others lend (below). A class within its part keeps
     #: its direct grants while a class over its part waits in the fair queue (issue 17): when
     #: the engine, not the disk, is the bottleneck, the requests held back are the small
     #: class's, out of the disk, so the large class's come back sooner and it takes the
@@ -899,6 +899,7 @@ class IoQueue:
         fq = self._fq
         if cls.queue or cls._bw is not None or cls._iops is not None:
             return None
+        self._now = now  # (the parts' demand windows count in it)
         if self.config.anticipate and cls.accumulated > self._anticipated():
             return None  # another class is about to queue, and it is behind this one
         rooms = None
