@@ -15,7 +15,7 @@ import random
 import pytest
 
 import ioengine
-from ioengine.buffers import ARENA_BLOCK_MIN, BufferPool
+from ioengine.buffers import ARENA_BLOCK_MIN, HUGE_PAGE, BufferPool
 
 MIB = 1 << 20
 CREATE = ioengine.OpenFlags.RW | ioengine.OpenFlags.CREATE | ioengine.OpenFlags.TRUNCATE
@@ -79,7 +79,11 @@ def test_pool_returns_memory_for_every_arena_size(size):
     count = (128 * MIB) // size
     held, after = _churn(pool.get, count, size, seed=size)
     assert held >= 100 * MIB
-    assert after <= 8 * size + 8 * MIB, f"RSS still +{after / MIB:.1f} MiB ({pool.idle()} idle blocks)"
+    # Each of the 8 idle blocks may keep its arena's transparent huge page whole until the
+    # kernel's deferred split gets to it (CI saw +10 MiB for 8 idle 64 KiB blocks): at most a
+    # huge page each. The bug this guards against left +82 MiB.
+    kept = 8 * max(size, HUGE_PAGE)
+    assert after <= kept + 8 * MIB, f"RSS still +{after / MIB:.1f} MiB ({pool.idle()} idle blocks)"
     assert pool.idle() <= 8
     assert pool.given_back > 0
     b = pool.get(size)  # still usable: a kept block, or a fresh arena
