@@ -220,8 +220,9 @@ class SmpOptions:
         rest = {k: v for k, v in kwargs.items() if k not in names}
         return (cls(**mine) if mine else None), rest
 
-    def cpus(self) -> list[int]:
-        """The CPU of each shard, in shard order; ValueError if there are fewer than ``smp``."""
+    def cpus(self, every: bool = False) -> list[int]:
+        """The CPU of each shard, in shard order; ValueError if there are fewer than ``smp``.
+        ``every``: all the CPUs of the cpuset (or of the affinity mask), whatever ``smp`` is."""
         allowed = sorted(os.sched_getaffinity(0))
         if self.cpuset is None:
             cpus, where = allowed, "the CPUs this process may run on"
@@ -231,6 +232,8 @@ class SmpOptions:
             if outside:
                 raise ValueError(f"cpuset {self.cpuset!r} names CPU(s) {outside} this process may not run on "
                                  f"(allowed: {allowed})")
+        if every:
+            return cpus
         if self.smp > len(cpus):
             raise ValueError(f"smp={self.smp} needs {self.smp} CPUs, but {where} has only {len(cpus)}: {cpus}")
         return cpus[: self.smp]

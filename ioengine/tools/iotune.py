@@ -188,11 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"time to calibrate one disk, layout and the four phases with their warm-ups "
                         f"(default {DEFAULT_DURATION:g}); --saturation, --detect-physical-block-size, "
                         f"--compare-fio, --latency-map and --repeat add to it")
-    s.add_argument("--smp", type=_count(1), default=1, metavar="N",
+    s.add_argument("--smp", type=_count(1), default=None, metavar="N",
                    help="shards (Seastar's --smp): every phase runs on N shard processes at once, one "
                         "per core, each with its own reactor; the random-I/O depth is split over them "
                         "(each at most 128), sequential phases each take their own part of the file "
-                        "(default 1)")
+                        "(default: one per CPU of --cpuset or of the process's affinity, as Seastar's "
+                        "iotune runs on every core: the disk's rate, not one core's)")
     s.add_argument("--accuracy", type=_percent, default=3.0, metavar="PERCENT",
                    help="warn when a phase's per-second spread (stdev/mean) exceeds this (default 3; "
                         "0 always prints the spread)")
@@ -252,7 +253,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--options-file needs --properties-file (the options file points at it)")
     try:
         args.reactor_options = reactor_options_from_args(args)
-        SmpOptions(smp=args.smp).cpus()  # enough CPUs for the shards, before anything runs
+        cpuset = args.smp_cpuset
+        if args.smp is None:  # every core (one reactor cannot drive a fast disk at 4 KiB)
+            args.smp = len(SmpOptions(cpuset=cpuset).cpus(every=True))
+        SmpOptions(smp=args.smp, cpuset=cpuset).cpus()  # enough CPUs for the shards, before anything runs
     except ValueError as e:
         p.error(str(e))
     check_io_properties(args.reactor_options)
@@ -298,7 +302,8 @@ def _record_terminated(signum: int, frame: Any) -> None:
     _terminated = True
 
 
-def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions, smp: int = 1) -> T:
+def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions, smp: int = 1,
+               cpuset: str | None = None) -> T:
     """``ioengine.run(coro)`` with SIGTERM cancelling it cleanly (finally blocks, file close, reactor close).
 
     SIGINT is ours for the whole call, not asyncio's: asyncio's runner puts Python's default
@@ -356,7 +361,7 @@ def run_engine(coro: Coroutine[Any, Any, T], options: ReactorOptions, smp: int =
             previous_int = None
     try:
         if smp > 1:  # shard 0 runs guarded(); the other shards answer its calls
-            return ioengine.run(guarded(), smp=smp, **options.as_dict())
+            return ioengine.run(guarded(), smp=smp, cpuset=cpuset, **options.as_dict())
         return ioengine.run(guarded(), **options.as_dict())
     except IoPropertiesError as e:  # checked at start-up; a file changed since then
         raise UsageError(f"bad io properties: {' '.join(str(e).split())}") from None
@@ -660,13 +665,13 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
         label = f"{wl.title} ({fmt_size(wl.bs)}, QD{wl.depth})"
         if not args.compare_fio:
             with rep.task(label, warm + meas) as cb:
-                res = run_engine(_phase(args, path, wl, size, warm, meas, seed, cb), opts, args.smp)
+                res = run_engine(_phase(args, path, wl, size, warm, meas, seed, cb), opts, args.smp, args.smp_cpuset)
         else:
             halves = []
             for half in (1, 2):
                 with rep.task(f"{label}, half {half}", warm + meas / 2) as cb:
                     halves.append(run_engine(_phase(args, path, wl, size, warm, meas / 2, seed + 100 * half, cb),
-                                             opts, args.smp))
+                                             opts, args.smp, args.smp_cpuset))
                 if half == 1:
                     cal.fio[ph] = _fio_phase(path, size, wl, warm, meas, halves[0].backend, opts, rep,
                                              (fio_iomem or {}).get(ph, "malloc"))
@@ -747,7 +752,8 @@ def _cost_sizes(args: argparse.Namespace, path: str, size: int, wls: dict[str, W
                 continue
             wl = Workload(seq.phase, n, seq.depth)
             with rep.task(f"{kind} IOPS at {fmt_size(n)}", warm + meas) as cb:
-                res = run_engine(_phase(args, path, wl, size, warm, meas, 1, cb), args.reactor_options, args.smp)
+                res = run_engine(_phase(args, path, wl, size, warm, meas, 1, cb), args.reactor_options, args.smp,
+                                 args.smp_cpuset)
             table[n] = res.iops
             rep.info(f"Measuring sequential {kind} IOPS at {fmt_size(n)} (depth {wl.depth}): {res.iops:,.0f}")
         result.by_size[kind] = table

@@ -28,11 +28,20 @@ def test_defaults():
     assert a.duration == iotune.DEFAULT_DURATION <= 60
     assert a.accuracy == 3.0
     assert a.format == "seastar"
-    assert a.smp == 1 and a.repeat == 1 and a.force_io_depth == 0
+    assert a.smp == len(os.sched_getaffinity(0))  # every core, as Seastar's iotune
+    assert a.repeat == 1 and a.force_io_depth == 0
     assert a.sequential_read_buffer_size == a.sequential_write_buffer_size == 1 << 20
     assert a.random_read_io_buffer_size == a.random_write_io_buffer_size == 0  # automatic
     assert a.saturation is None and not a.compare_fio and a.latency_map is None
     assert a.reactor_options.backend == "auto"
+
+
+def test_smp_defaults_to_the_cpuset():
+    cpus = sorted(os.sched_getaffinity(0))
+    a = parse("--cpuset", str(cpus[-1]))
+    assert a.smp == 1 and a.smp_cpuset == str(cpus[-1])
+    a = parse("--cpuset", ",".join(map(str, cpus)), "--smp", "1")
+    assert a.smp == 1  # given: kept
 
 
 def test_all_seastar_options():
