@@ -23,7 +23,13 @@ import shutil
 import statistics
 import sys
 
-from ..options import ReactorOptions, add_reactor_arguments, reactor_options_from_args, smp_options_from_args
+from ..options import (
+    ReactorOptions,
+    SmpOptions,
+    add_reactor_arguments,
+    reactor_options_from_args,
+    smp_options_from_args,
+)
 from .compare import (
     QUICK_ROWS,
     QUICK_SECONDS,
@@ -215,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--output-format", choices=("normal", "json"), default="normal",
                    help="normal: fio's text summary; json: fio's JSON schema (fields ioengine measures)")
     add_reactor_arguments(s)
+    s.set_defaults(smp_smp=None)  # run: one shard per concurrent clone, up to one per CPU (main_run)
     for name, help_ in (("randread", "4k random reads vs fio"), ("randwrite", "4k random writes vs fio"),
                         ("read", "sequential reads vs fio"), ("write", "sequential writes vs fio"),
                         ("stream-read", "input stream (read_ahead = iodepth-1) vs fio sequential reads"),
@@ -296,14 +303,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from .runjob import main_run
 
+            auto = args.smp_smp is None
             try:
-                smp_opts = smp_options_from_args(args)
-                smp_opts.cpus()  # enough CPUs for the shards, before anything runs
+                if auto:
+                    SmpOptions(cpuset=args.smp_cpuset).cpus()  # a valid cpuset, before anything runs
+                    smp_opts = None
+                else:
+                    smp_opts = smp_options_from_args(args)
+                    smp_opts.cpus()  # enough CPUs for the shards, before anything runs
             except ValueError as e:
-                print(f"ioengine-bench run: --smp {getattr(args, 'smp_smp', '?')}: {e}", file=sys.stderr)
+                print(f"ioengine-bench run: --smp {args.smp_smp or 'auto'}: {e}", file=sys.stderr)
                 return 2
             return main_run(args.job_file, reactor_options_from_args(args), args.output_format,
-                            list_options=args.list_options, smp=smp_opts)
+                            list_options=args.list_options, smp=smp_opts, auto_smp=auto, cpuset=args.smp_cpuset)
         rw = args.command.removeprefix("stream-")
         api = "stream" if args.command.startswith("stream-") else "file"
         compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth, api=api), args.seconds,

@@ -2438,13 +2438,28 @@ def to_text(run: JobsRun) -> str:
     return "\n".join(lines)
 
 
+def concurrent_clones(jobs: list[JobSpec]) -> int:
+    """The most clones that run at once: those of the largest stonewall group."""
+    return max((sum(j.numjobs for j in g) for g in groups_of(jobs)), default=1)
+
+
+def auto_shards(jobs: list[JobSpec], cpuset: str | None = None) -> SmpOptions | None:
+    """The shards a job file runs on by default: one per clone that runs at once, at most one
+    per CPU (of ``cpuset``, or of the process's affinity), as fio runs each clone in a process
+    (or thread) of its own; None for one."""
+    cpus = SmpOptions(cpuset=cpuset).cpus(every=True)
+    n = min(concurrent_clones(jobs), len(cpus))
+    return SmpOptions(smp=n, cpuset=cpuset) if n > 1 else None
+
+
 def main_run(job_file: str | None, options: ReactorOptions, output_format: str = "normal",
              out: TextIO | None = None, err: TextIO | None = None, *, list_options: bool = False,
-             smp: SmpOptions | None = None) -> int:
+             smp: SmpOptions | None = None, auto_smp: bool = False, cpuset: str | None = None) -> int:
     """The ``run`` command: 0 when every job ran without error, 1 when a job failed (like fio: one
     ``err=N (description)`` line per failing clone on stderr), 2 when the job file cannot be run
     (the message names every problem with its file and line).
-    ``out``/``err`` default to the current sys.stdout / sys.stderr."""
+    ``out``/``err`` default to the current sys.stdout / sys.stderr. ``auto_smp`` (``smp`` not
+    given): concurrent clones are spread over up to one shard per CPU of ``cpuset`` (auto_shards)."""
     out = out or sys.stdout
     err = err or sys.stderr
     if list_options:
@@ -2457,6 +2472,12 @@ def main_run(job_file: str | None, options: ReactorOptions, output_format: str =
         jobs = parse_job_file(job_file)
         if not jobs:
             raise RunError(f"{job_file}: no jobs (only [global] sections?)")
+        if smp is None and auto_smp:
+            smp = auto_shards(jobs, cpuset)
+            if smp is not None:
+                print(f"note: up to {concurrent_clones(jobs)} clones run at once: they run on {smp.smp} shards "
+                      f"(one per CPU), as fio runs a process per clone; --smp 1 runs them all on one reactor",
+                      file=err)
         run = run_jobs(jobs, options, warn=err, smp=smp)
     except (JobFileError, RunError) as e:
         print(f"ioengine-bench run: {e}", file=err)

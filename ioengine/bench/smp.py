@@ -7,6 +7,10 @@ function on shard 1 and waits for its answer.
 * pipelined: ``--inflight`` calls in flight (as many coroutines, each calling in a loop; the
   Pipe side keeps as many messages in the pipe), round trips per second.
 
+The floor is printed after: two processes spinning in plain Python on the same rings, a pickled
+call and its pickled answer, no event loop: what a round trip between Python shards cannot go
+below on the machine, whatever the transport does.
+
 CPU-µs per round trip (both processes' CPU time over the round trips) is quoted too: it is what
 the figures cost, and it moves less than wall time on a shared machine. Rounds alternate
 (Pipe, ioengine, Pipe, …) and medians are printed.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import pickle
 import statistics
 import sys
 import time
@@ -161,6 +166,84 @@ def measure_pipe(count: int, seconds: float, inflight: int, cpus: list[int]) -> 
                   cpu0_single / count * 1e6 + share, cpu0_pipe / done * 1e6 + share)
 
 
+# -- the floor: Python spinning on the same rings, no event loop ---------------------------------
+
+_FLOOR_CAP = 1 << 16  # bytes of each of the two rings
+
+
+def _floor_rings(buf: Any) -> tuple[Any, Any, Any]:
+    from .._native import ffi, lib
+
+    base = ffi.from_buffer(buf)
+    ring = lib.IE_SPSC_HEADER + _FLOOR_CAP
+    return base, base + ring, ffi.new("char[]", _FLOOR_CAP)
+
+
+def _floor_server(name: str, cpu: int, count: int) -> None:
+    from multiprocessing import shared_memory
+
+    from .._native import ffi, lib
+
+    os.sched_setaffinity(0, {cpu})
+    shm = shared_memory.SharedMemory(name)
+    try:
+        there, back, buf = _floor_rings(shm.buf)
+        pop, push, loads, dumps, view = lib.ie_spsc_pop, lib.ie_spsc_push, pickle.loads, pickle.dumps, ffi.buffer(buf)
+        for _ in range(count):
+            n = pop(there, _FLOOR_CAP, buf)
+            while not n:
+                n = pop(there, _FLOOR_CAP, buf)
+            out = dumps(_echo(loads(view[:n])))
+            push(back, _FLOOR_CAP, out, len(out), ffi.NULL, -1)
+        del there, back, buf, view
+    finally:
+        shm.close()
+
+
+def measure_floor(count: int, cpus: list[int]) -> float:
+    """Round trip p50 (µs) of two processes spinning in plain Python on ioengine.smp's rings
+    (native/smp_ring.c): a pickled call and its pickled answer, no event loop, no future, no
+    task. What a Python shard cannot go below on this machine, whatever its transport does."""
+    from multiprocessing import shared_memory
+
+    from .._native import ffi, lib
+
+    shm = shared_memory.SharedMemory(create=True, size=2 * (lib.IE_SPSC_HEADER + _FLOOR_CAP))
+    p = multiprocessing.get_context("spawn").Process(target=_floor_server, args=(shm.name, cpus[1], count + 2000),
+                                                     name="floor-echo")
+    p.start()
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpus[0]})
+    lat = []
+    try:
+        there, back, buf = _floor_rings(shm.buf)
+        pop, push, loads, dumps, view = lib.ie_spsc_pop, lib.ie_spsc_push, pickle.loads, pickle.dumps, ffi.buffer(buf)
+        clock = time.perf_counter_ns
+        for i in range(count + 2000):
+            a = clock()
+            msg = dumps((i,))
+            push(there, _FLOOR_CAP, msg, len(msg), ffi.NULL, -1)
+            n = pop(back, _FLOOR_CAP, buf)
+            while not n:
+                if not p.is_alive():
+                    raise RuntimeError("the floor's echo process died")
+                n = pop(back, _FLOOR_CAP, buf)
+            loads(view[:n])
+            if i >= 2000:  # the first ones warm up both sides
+                lat.append(clock() - a)
+        del there, back, buf, view
+    finally:
+        os.sched_setaffinity(0, old)
+        p.join(5)
+        if p.exitcode is None:
+            p.kill()
+            p.join()
+        shm.close()
+        shm.unlink()
+    lat.sort()
+    return _percentile(lat, 0.5)
+
+
 # -- the command --------------------------------------------------------------------------------
 
 def main_smp(count: int = 20000, seconds: float = 2.0, rounds: int = 3, inflight: int = 200,
@@ -195,4 +278,8 @@ def main_smp(count: int = 20000, seconds: float = 2.0, rounds: int = 3, inflight
             (b / a if a else float("nan"))
         print(f"  {label:<36} {fmt.format(a):>12} {fmt.format(b):>13} {better:>6.2f}x", file=out)
     print("  (ratio: how many times better ioengine.smp is)", file=out)
+    floor = statistics.median(measure_floor(count, cpus) for _ in range(rounds))
+    print(f"  floor: two processes spinning in plain Python on the same rings (a pickled call, its pickled "
+          f"answer; no event loop): round trip p50 {floor:.1f} us", file=out)
+    med["floor"] = {"p50_us": floor}
     return med

@@ -189,9 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_DURATION:g}); --saturation, --detect-physical-block-size, "
                         f"--compare-fio, --latency-map and --repeat add to it")
     s.add_argument("--smp", type=_count(1), default=None, metavar="N",
-                   help="shards (Seastar's --smp): every phase runs on N shard processes at once, one "
-                        "per core, each with its own reactor; the random-I/O depth is split over them "
-                        "(each at most 128), sequential phases each take their own part of the file "
+                   help="shards (Seastar's --smp): the random phases run on N shard processes at once, "
+                        "one per core, each with its own reactor, the depth split over them (each at most "
+                        "128); the sequential phases (little CPU) run on one "
                         "(default: one per CPU of --cpuset or of the process's affinity, as Seastar's "
                         "iotune runs on every core: the disk's rate, not one core's)")
     s.add_argument("--accuracy", type=_percent, default=3.0, metavar="PERCENT",
@@ -665,13 +665,14 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
         label = f"{wl.title} ({fmt_size(wl.bs)}, QD{wl.depth})"
         if not args.compare_fio:
             with rep.task(label, warm + meas) as cb:
-                res = run_engine(_phase(args, path, wl, size, warm, meas, seed, cb), opts, args.smp, args.smp_cpuset)
+                res = run_engine(_phase(args, path, wl, size, warm, meas, seed, cb), opts, _shards(args, wl),
+                                 args.smp_cpuset)
         else:
             halves = []
             for half in (1, 2):
                 with rep.task(f"{label}, half {half}", warm + meas / 2) as cb:
                     halves.append(run_engine(_phase(args, path, wl, size, warm, meas / 2, seed + 100 * half, cb),
-                                             opts, args.smp, args.smp_cpuset))
+                                             opts, _shards(args, wl), args.smp_cpuset))
                 if half == 1:
                     cal.fio[ph] = _fio_phase(path, size, wl, warm, meas, halves[0].backend, opts, rep,
                                              (fio_iomem or {}).get(ph, "malloc"))
@@ -692,10 +693,19 @@ def _one_pass(args: argparse.Namespace, path: str, size: int, wls: dict[str, Wor
     return cal
 
 
+def _shards(args: argparse.Namespace, wl: Workload) -> int:
+    """Shards a phase runs on: the random ones on all (--smp: at 4 KiB one core cannot keep up
+    with a fast disk), the sequential ones on one. A stream of a few large requests needs little
+    CPU, and split over N shards it becomes N streams at 1/N of the depth, which is not the
+    pattern the figure (or fio's job, for --compare-fio) describes: this virtio disk served two
+    1 MiB streams at depth 2 5-10 % slower than one at depth 4 (docs/benchmarks.md)."""
+    return 1 if wl.sequential else args.smp
+
+
 def _phase(args: argparse.Namespace, path: str, wl: Workload, size: int, warm: float, meas: float, seed: int,
            cb: Any) -> Coroutine[Any, Any, PhaseResult]:
     """One phase's measurement: in this reactor, or on --smp shards together."""
-    if args.smp > 1:
+    if _shards(args, wl) > 1:
         return measure_on_shards(path, wl, size, warm, meas, args.smp, seed=seed, progress=cb)
     return measure(path, wl, size, warm, meas, seed=seed, progress=cb)
 
@@ -752,8 +762,8 @@ def _cost_sizes(args: argparse.Namespace, path: str, size: int, wls: dict[str, W
                 continue
             wl = Workload(seq.phase, n, seq.depth)
             with rep.task(f"{kind} IOPS at {fmt_size(n)}", warm + meas) as cb:
-                res = run_engine(_phase(args, path, wl, size, warm, meas, 1, cb), args.reactor_options, args.smp,
-                                 args.smp_cpuset)
+                res = run_engine(_phase(args, path, wl, size, warm, meas, 1, cb), args.reactor_options,
+                                 _shards(args, wl), args.smp_cpuset)
             table[n] = res.iops
             rep.info(f"Measuring sequential {kind} IOPS at {fmt_size(n)} (depth {wl.depth}): {res.iops:,.0f}")
         result.by_size[kind] = table

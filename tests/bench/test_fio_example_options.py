@@ -307,6 +307,48 @@ def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
     assert pinned.shard == 0 and pinned.total_ios == 64 and run.shards == 2
 
 
+def test_concurrent_clones_pick_the_default_shards() -> None:
+    # `run` without --smp: one shard per clone that runs at once, at most one per CPU (fio runs a
+    # process per clone); stonewall groups run one after another.
+    import os
+
+    from ioengine.bench.runjob import auto_shards, concurrent_clones
+
+    jobs = parse_job_text("[a]\nrw=read\nnumjobs=3\n[b]\nrw=write\n[c]\nstonewall\nrw=read\n", "t.fio")
+    assert concurrent_clones(jobs) == 4
+    ncpu = len(os.sched_getaffinity(0))
+    smp = auto_shards(jobs)
+    assert (smp.smp if smp else 1) == min(4, ncpu)
+    assert auto_shards(jobs, cpuset=str(min(os.sched_getaffinity(0)))) is None  # one CPU: one reactor
+    assert auto_shards(parse_job_text("[a]\nrw=read\n[b]\nstonewall\nrw=read\n", "t.fio")) is None
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_run_spreads_concurrent_clones_by_default(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        bs=4k
+        size=256k
+        filename={dir}/a.dat
+        ioengine=io_uring
+        iodepth=2
+        time_based
+        runtime=200ms
+        rw=randread
+        [spread]
+        numjobs=2
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert "they run on 2 shards" in err
+    jobs = json.loads(out)["jobs"]
+    assert len(jobs) == 2 and all(j["read"]["total_ios"] > 0 and j["error"] == 0 for j in jobs)
+    assert main(["run", str(job), "--smp", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "shards" not in err and "in one reactor" in out
+
+
 def test_new_group_starts_a_reporting_group_as_fio(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # exitwhat.fio's shape: new_group makes its own groupid (and group_reporting entry) without
     # waiting; stonewall starts the next; group_reporting merges a groupid's jobs (fio 3.33 did so).

@@ -13,6 +13,7 @@ def test_smp_benchmark_smoke():
         assert part in text
     for side in ("mp.Pipe", "ioengine.smp"):
         assert med[side]["p50_us"] > 0 and med[side]["pipelined_per_s"] > 0 and med[side]["single_per_s"] > 0
+    assert "floor: two processes spinning in plain Python" in text and med["floor"]["p50_us"] > 0
 
 
 def test_smp_benchmark_is_a_subcommand(capsys):

@@ -52,7 +52,7 @@ def test_short_run(scratch, capsys):
     assert list(d.iterdir()) == []  # the test file is gone
 
 
-def test_smp_runs_every_phase_on_every_shard(scratch, capsys):
+def test_smp_runs_the_random_phases_on_every_shard(scratch, capsys):
     d = scratch / "eval"
     d.mkdir()
     props = scratch / "io_properties.yaml"
