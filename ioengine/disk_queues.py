@@ -38,6 +38,7 @@ class DiskQueues:
                                "adaptive_in_disk": options.io_adaptive_in_disk,
                                "fair_wait_fraction": options.io_fair_wait_fraction,
                                "share_in_disk": bool(options.io_share_in_disk),
+                               "share_in_disk_limit": float(options.io_share_in_disk_goals),
                                "anticipate": bool(options.io_anticipate),
                                "dispatch_slice": options.io_dispatch_slice,
                                # a lone class near the calibrated rate keeps its grant through a

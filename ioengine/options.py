@@ -76,14 +76,20 @@ class ReactorOptions:
     #: sides, `ioengine-bench sched` (a) measures them. 0: no slicing.
     io_dispatch_slice: float = field(default=0.25,
                                      metadata={"help": "most of the token bucket one dispatch hands out (0: all)"})
-    #: While two or more io classes have work on a throttled disk, split its in-disk bound
-    #: (io_in_disk_goals) among them by shares (iosched's IoQueueConfig.share_in_disk): a class
-    #: within its part keeps the direct path, one over it waits in the fair queue. With the
+    #: While two or more io classes have work on a throttled disk, split an in-disk bound
+    #: (io_share_in_disk_goals) among them by shares (iosched's IoQueueConfig.share_in_disk): a
+    #: class within its part keeps the direct path, one over it waits in the fair queue. With the
     #: bound near the depth where the disk's throughput stops growing, the requests held back
     #: are the small class's, out of the disk, and shares hold when the engine, not the disk's
-    #: rate, is the bottleneck (docs/scheduler.md; `scripts/shares.py --share` measures it).
-    io_share_in_disk: bool = field(default=False,
+    #: rate, is the bottleneck (docs/scheduler.md; `ioengine-bench sched` (a) measures it).
+    io_share_in_disk: bool = field(default=True,
                                    metadata={"help": "split the in-disk bound among busy io classes by shares"})
+    #: The bound the busy classes split, in latency goals (a class alone keeps io_in_disk_goals).
+    #: Below what two classes of 32 tasks offer together on this virtio disk, and near where its
+    #: 4 KiB throughput stops growing with depth (`ioengine-bench sched`: (a) 4:1 with 32 per
+    #: class at iotune's rate, (b) and (c) as without it; docs/scheduler.md).
+    io_share_in_disk_goals: float = field(default=0.85,
+                                          metadata={"help": "in-disk bound busy io classes split, in goals"})
     #: While an io class with requests in the disk has none queued, hold back the classes ahead
     #: of it in fairness: its tasks are about to queue more, and serving the others meanwhile
     #: gives them its share (iosched's IoQueueConfig.anticipate; `scripts/shares.py --shares
@@ -142,6 +148,9 @@ class ReactorOptions:
         if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
             raise ValueError("reactor option io_fair_wait_fraction must be a number in [0, 1), "
                              f"got {self.io_fair_wait_fraction!r}")
+        g = self.io_share_in_disk_goals
+        if not (isinstance(g, (int, float)) and not isinstance(g, bool) and 0 < g < float("inf")):
+            raise ValueError(f"reactor option io_share_in_disk_goals must be a positive number, got {g!r}")
         if not (isinstance(self.io_in_disk_goals, (int, float)) and not isinstance(self.io_in_disk_goals, bool)
                 and 0 < self.io_in_disk_goals < float("inf")):
             raise ValueError("reactor option io_in_disk_goals must be a positive number, "

@@ -141,7 +141,10 @@ class Reactor:
         self._grant_flush = -1
         # The units waiting in the disk queues are counted in self._path.sched_waiting.
         self._busy_queues: dict[IoQueue, None] = {}  # queues with units waiting (ordered set)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        # When the timer fires: uvloop's call_at returns a plain Handle (no when()) for a time
+        # its own clock has already passed, so the deadline is kept here.
+        self._timer_at = math.inf
         self._loop_guard: Any = None
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
         # Idle polling: the selector wrapper on asyncio's loops, a self-requeuing callback on
@@ -430,14 +433,16 @@ class Reactor:
                 # on the next loop turn, after the tasks this turn woke have queued theirs
                 path.flush_scheduled = True
                 self.loop.call_soon(self._flush)
-            elif now < t < math.inf and (self._timer is None or t < self._timer.when()):
+            elif now < t < math.inf and (self._timer is None or t < self._timer_at):
                 # Tokens hold it back: come back when they will allow the next request.
                 if self._timer is not None:
                     self._timer.cancel()
                 self._timer = self.loop.call_at(t, self._on_timer)
+                self._timer_at = t
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_at = math.inf
         if not self._path.flush_scheduled:
             self._path.flush_scheduled = True
             self.loop.call_soon(self._flush)

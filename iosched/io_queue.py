@@ -131,6 +131,13 @@ class IoQueueConfig:
     #: bound outstanding (in requests: bound x its shares / all busy shares; iosched/README.md).
     #: With ``bound_in_disk`` only.
     share_in_disk: bool = False
+    #: The bound the busy classes split, in the bucket's capacities like ``in_disk_limit`` (the
+    #: smaller of the two applies while two or more classes are busy; a class alone keeps
+    #: ``in_disk_limit``). None: ``in_disk_limit``. To hold shares when the engine is the
+    #: bottleneck, the split bound must be below what the classes offer together, i.e. near the
+    #: depth where the disk's throughput stops growing; a class alone has no share to hold and
+    #: keeps the deeper bound its batches like.
+    share_in_disk_limit: float | None = None
     #: ... but a busy class whose demand (in the disk + queued) has stayed below its part lends
     #: what it does not use beyond ``share_lend_headroom`` x its peak demand over the last one or
     #: two windows of this many milliseconds: a class with few requests outstanding does not
@@ -199,6 +206,9 @@ class IoQueueConfig:
             raise ValueError(f"IoQueueConfig.anticipate must be True or False, got {self.anticipate!r}")
         if not isinstance(self.share_in_disk, bool):
             raise ValueError(f"IoQueueConfig.share_in_disk must be True or False, got {self.share_in_disk!r}")
+        v = self.share_in_disk_limit
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf):
+            raise ValueError(f"IoQueueConfig.share_in_disk_limit must be None or a positive number, got {v!r}")
         if not (isinstance(self.grant_overdraw_ms, (int, float)) and 0 <= self.grant_overdraw_ms < math.inf):
             raise ValueError(f"IoQueueConfig.grant_overdraw_ms must be a number >= 0, got {self.grant_overdraw_ms!r}")
         if self.forgiveness_ms < 0 or self.limit_burst_ms <= 0 or self.max_cost_scale < 1:
@@ -404,7 +414,7 @@ class IoQueue:
     __slots__ = (
         "config", "properties", "cost_model", "_cost", "_fq", "_classes", "_next_id",
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
-        "_in_disk_limit", "_now",
+        "_in_disk_limit", "_share_limit", "_now",
         "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share", "_lend_rate", "_overdraw",
     )
 
@@ -427,6 +437,7 @@ class IoQueue:
         #: split the in-disk bound among the busy classes (IoQueueConfig.share_in_disk)
         self._share = config.share_in_disk and config.bound_in_disk and props is not None
         self._lend_rate = 1000.0 / config.share_lend_window_ms  # windows per second
+        self._share_limit = math.inf  # the bound the busy classes split (share_in_disk_limit), set below
         self._overdraw = 0.0  # tokens a grant may take beyond the bucket (grant_overdraw_ms), set below
         self._now = now
         self._alignment = config.split_alignment
@@ -442,6 +453,8 @@ class IoQueue:
             self._bucket: TokenBucket | None = TokenBucket(rate, capacity, now)
             self._overdraw = config.grant_overdraw_ms / 1000.0 * rate
             self._in_disk_limit = capacity * config.in_disk_limit
+            if config.share_in_disk_limit is not None:
+                self._share_limit = capacity * config.share_in_disk_limit
             window = capacity / rate * config.flow_ratio_window  # seconds
             self._max_len = [self._max_length(d, props, capacity) for d in (READ, WRITE)]
         else:
@@ -858,7 +871,8 @@ class IoQueue:
                 total += c.shares
         if len(busy) < 2:
             return None
-        per_share = self._in_disk_limit / total
+        limit = self._in_disk_limit
+        per_share = (limit if limit < self._share_limit else self._share_limit) / total
         win = int(self._now * self._lend_rate)
         headroom = self.config.share_lend_headroom
         rooms: dict[IoClassState | None, float] = {}

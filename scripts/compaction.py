@@ -83,7 +83,8 @@ def main() -> None:
     ap.add_argument("--file", default=".scratch/bench.dat")
     ap.add_argument("--properties", required=True, help="io_properties.yaml (iotune's calibration)")
     ap.add_argument("--wakeup-budget", type=int, default=None, help="io_wakeup_budget (default: the engine's)")
-    ap.add_argument("--share", action="store_true", help="io_share_in_disk=True")
+    ap.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
+                    help="io_share_in_disk (default on, as the engine's)")
     ap.add_argument("--in-disk-goals", type=float, default=None, help="io_in_disk_goals (default: the engine's)")
     ap.add_argument("--anticipate", action="store_true", help="io_anticipate=True")
     ap.add_argument("--seconds", type=float, default=3.0)

@@ -56,9 +56,6 @@ async def main():
         await asyncio.gather(*(worker(i) for i in range(qd)))
     t1 = time.perf_counter(); r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    if os.environ.get("TURNS"):
-        _r = ioengine.reactor.get_reactor()
-        print("turns/io %.3f polled %.2f" % (_r._flushes / done, _r.polled / done))
     print(f"{done/(t1-t0):,.0f} IOPS  {cpu/done*1e6:.2f} cpu-us/io (user {(r1.ru_utime-r0.ru_utime)/done*1e6:.2f})")
     await f.close()
 def conv(v):

@@ -54,9 +54,12 @@ def main() -> None:
     ap.add_argument("--adaptive", action="store_true", help="io_adaptive_in_disk=True")
     ap.add_argument("--wait", type=float, default=0.0, help="io_fair_wait_fraction")
     ap.add_argument("--wakeup-budget", type=int, default=0, help="io_wakeup_budget (0: off)")
-    ap.add_argument("--share", action="store_true", help="io_share_in_disk=True")
+    ap.add_argument("--share", action=argparse.BooleanOptionalAction, default=True,
+                    help="io_share_in_disk (default on, as the engine's)")
     ap.add_argument("--anticipate", action="store_true", help="io_anticipate=True")
     ap.add_argument("--in-disk-goals", type=float, default=None, help="io_in_disk_goals (default: the reactor's)")
+    ap.add_argument("--share-goals", type=float, default=None,
+                    help="io_share_in_disk_goals: the bound busy classes split (default: the reactor's)")
     ap.add_argument("--tasks", default="32", help="tasks per class: N, or N:M for the first and the second")
     ap.add_argument("--shares", default="400:100")
     ap.add_argument("--seconds", type=float, default=3.0)
@@ -69,7 +72,8 @@ def main() -> None:
     r0, r1 = ioengine.run(measure(a.file, (hi, lo), tasks, a.seconds), io_properties=props,
                           io_adaptive_in_disk=a.adaptive, io_fair_wait_fraction=a.wait,
                           io_wakeup_budget=a.wakeup_budget, io_share_in_disk=a.share, io_anticipate=a.anticipate,
-                          **({} if a.in_disk_goals is None else {"io_in_disk_goals": a.in_disk_goals}))
+                          **({} if a.in_disk_goals is None else {"io_in_disk_goals": a.in_disk_goals}),
+                          **({} if a.share_goals is None else {"io_share_in_disk_goals": a.share_goals}))
     print(f"iops={a.iops} adaptive={a.adaptive} wait={a.wait} wakeup_budget={a.wakeup_budget} share={a.share} "
           f"anticipate={a.anticipate} in_disk_goals={a.in_disk_goals} tasks={a.tasks} "
           f"shares={a.shares}: "

@@ -2447,8 +2447,13 @@ def auto_shards(jobs: list[JobSpec], cpuset: str | None = None) -> SmpOptions | 
     """The shards a job file runs on by default: one per clone that runs at once, at most one
     per CPU (of ``cpuset``, or of the process's affinity), as fio runs each clone in a process
     (or thread) of its own; None for one."""
+    from .. import smp as _smp
+
     cpus = SmpOptions(cpuset=cpuset).cpus(every=True)
     n = min(concurrent_clones(jobs), len(cpus))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    while n > 1 and limit != resource.RLIM_INFINITY and _smp.shared_memory_bytes(n) > limit:
+        n -= 1  # the shards' shared memory would not fit under `ulimit -f`
     return SmpOptions(smp=n, cpuset=cpuset) if n > 1 else None
 
 
@@ -2482,6 +2487,9 @@ def main_run(job_file: str | None, options: ReactorOptions, output_format: str =
     except (JobFileError, RunError) as e:
         print(f"ioengine-bench run: {e}", file=err)
         return 2
+    except OSError as e:  # the jobs' own errors are theirs (err= lines): this is the set-up's
+        print(f"ioengine-bench run: {e}", file=err)
+        return 1
     try:
         write_logs(run)
     except OSError as e:

@@ -6,8 +6,8 @@ Calibrates the disk with iotune (or a short built-in measurement, or takes --io-
  (a) two classes of saturating 4k random reads at shares 4:1 → the achieved ratio, with 128 and
      32 workers per class, at the calibration and with the disk described at half of it (and the
      engine-bound case, 32 at the calibration, again with io_wakeup_budget=0: the loop not shared
-     by shares, and with io_share_in_disk and the in-disk bound at SHARE_BOUND_GOALS: the bound
-     split by shares); and a class with 1 % of the shares (10 vs 990) → its share of 200 ms
+     by shares, and without io_share_in_disk: the in-disk bound not split by shares); and a
+     class with 1 % of the shares (10 vs 990) → its share of 200 ms
      windows over its entitlement, without and with io_anticipate;
  (b) a protected class of 4k random reads at 50 % of the calibrated read IOPS (shares 1000)
      against backlogged 128 KiB sequential writes (shares 100) → read p95/p99 against the
@@ -43,10 +43,6 @@ WRITE_BS = 128 << 10
 #: the disk may hold (io_in_disk_goals x the latency goal: ~120 4k reads here) and the
 #: scheduler, not the number of tasks, decides who goes next.
 SHARES_DEPTH = 128
-#: (a)'s row with io_share_in_disk: the in-disk bound near where this virtio disk stops going
-#: faster with depth, in latency goals of the calibrated rate (docs/scheduler.md: ~45 reads at 70k
-#: IOPS); another disk has its own (iosched/README.md, "What depth a class needs").
-SHARE_BOUND_GOALS = 0.85
 #: (b)'s writer: backlogged 128 KiB sequential writes, this many in flight.
 ISOLATION_WRITE_DEPTH = 8
 
@@ -346,8 +342,8 @@ def main_sched(path: str, size: int, seconds: float, properties_file: str | None
                                    ("32 per class, disk at half", 32, half, {}),
                                    ("32 per class, calibrated, io_wakeup_budget=0", 32, props,
                                     {"io_wakeup_budget": 0}),
-                                   (f"32 per class, calibrated, io_share_in_disk (bound {SHARE_BOUND_GOALS} goals)",
-                                    32, props, {"io_share_in_disk": True, "io_in_disk_goals": SHARE_BOUND_GOALS})):
+                                   ("32 per class, calibrated, without io_share_in_disk", 32, props,
+                                    {"io_share_in_disk": False})):
         ratios = [_ratio(ioengine.run(_shares_test(path, seconds, depth), io_properties=p, **extra))
                   for _ in range(rounds)]
         results["shares"][label] = statistics.median(ratios)

@@ -74,6 +74,13 @@ T = TypeVar("T")
 _here: Transport | None = None
 
 
+def shared_memory_bytes(n: int, ring_bytes: int | None = None) -> int:
+    """Bytes of shared memory ``run`` maps for ``n`` shards (their message rings of
+    ``ring_bytes``, default SmpOptions' smp_ring_bytes, and the io group): a memfd, so it counts
+    against the file size limit (``ulimit -f``)."""
+    return layout(n, SmpOptions().smp_ring_bytes if ring_bytes is None else ring_bytes)[2] + group_bytes()
+
+
 def this_shard_id() -> int:
     """The shard this code runs on (0 outside an smp run)."""
     t = _here
@@ -667,5 +674,5 @@ async def _shard_main(cfg: _ShardConfig, conn: Any) -> None:
 
 
 __all__ = ["FileHandle", "RemoteError", "RemoteTraceback", "ShardError", "Sharded", "SmpOptions",
-           "UnpicklableArgumentError", "file_handle", "invoke_on_all", "run", "sharded", "smp_count", "submit_to",
-           "this_shard_id"]
+           "UnpicklableArgumentError", "file_handle", "invoke_on_all", "run", "shared_memory_bytes", "sharded",
+           "smp_count", "submit_to", "this_shard_id"]

@@ -14,11 +14,13 @@ answer naming what went wrong.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import inspect
 import mmap
 import os
 import pickle
+import resource
 import struct
 import traceback
 import types
@@ -95,6 +97,14 @@ def create_shared(count: int, ring_bytes: int, extra: int = 0) -> int:
     """A memfd sized for ``count`` shards' rings and ``extra`` bytes after them (zero-filled:
     every ring empty, every flag down)."""
     size = layout(count, ring_bytes)[2] + extra
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size > limit:
+        # A memfd's size counts against the file size limit: growing it past the limit would
+        # fail with EFBIG, and kill the process with SIGXFSZ unless that signal is ignored.
+        raise OSError(errno.EFBIG, f"ioengine.smp: the shards' shared memory ({size} bytes: {count} x {count} "
+                                   f"message rings of smp_ring_bytes={ring_bytes}, and the io group) is more "
+                                   f"than the file size limit ({limit} bytes, `ulimit -f`); raise the limit, "
+                                   f"lower smp_ring_bytes, or run fewer shards")
     fd = os.memfd_create("ioengine-smp", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, size)

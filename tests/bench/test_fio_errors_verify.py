@@ -46,6 +46,24 @@ def test_layout_error_fails_that_job_only_without_tracebacks(scratch: Path) -> N
     assert os.path.getsize(scratch / "big.dat") <= 2 << 20
 
 
+def test_shards_that_do_not_fit_the_file_size_limit_are_a_clear_error(scratch: Path) -> None:
+    # --smp 2 under `ulimit -f` 2 MiB: the shards' shared memory (a memfd) would not fit; one
+    # line naming the limit, exit 1, no traceback, no SIGXFSZ (the default kills the process).
+    job = write_job(scratch, """\
+        [a]
+        rw=randread
+        size=256k
+        numjobs=2
+        filename={dir}/a.dat
+    """)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20));"
+            "from ioengine.bench.__main__ import main; sys.exit(main(['run', '--smp', '2', sys.argv[1]]))")
+    proc = subprocess.run([sys.executable, "-c", code, str(job)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "is more than the file size limit (2097152 bytes, `ulimit -f`)" in proc.stderr
+
+
 @pytest.mark.parametrize("kind", ["md5", "crc32", "sha256", "pattern"])
 def test_verify_passes_on_good_data(scratch: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     job = write_job(scratch, f"""\

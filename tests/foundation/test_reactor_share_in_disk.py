@@ -72,6 +72,40 @@ def test_each_class_stays_within_its_part_and_a_class_within_it_is_never_queued(
         io_wakeup_budget=0)
 
 
+def test_by_default_busy_classes_split_the_share_bound(run, scratch):
+    """The defaults: io_share_in_disk on, the split bound io_share_in_disk_goals below the bound a
+    class alone keeps (io_in_disk_goals): with both busy, the small class waits for its part and
+    the large one, within its own, is never queued."""
+    assert ioengine.ReactorOptions().io_share_in_disk
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    hi, lo = ioengine.IoClass("sidd_hi", 400), ioengine.IoClass("sidd_lo", 100)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            queue = r.disks.for_device(os.stat(path).st_dev, r.loop.time())
+            seen = {"hi": 0, "lo": 0}
+
+            async def reader(cls, key, seed, reads):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(BS)
+                for _ in range(reads):
+                    b = rnd.randrange(BLOCKS)
+                    assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                    assert bytes(buf) == pattern_block(b, BS)
+                    seen[key] = max(seen[key], r.disks.states_of(queue)[cls].nr_queued)
+
+            await asyncio.gather(*(reader(hi, "hi", k, 60) for k in range(3)),
+                                 *(reader(lo, "lo", 100 + k, 30) for k in range(16)))
+            r.settle_grants()
+            assert r.inflight == 0 and queue.in_disk == 0
+            assert queue.in_disk_bound > 100 * queue.cost_model.cost(READ, BS)  # alone: io_in_disk_goals
+        assert seen["lo"] > 0 and seen["hi"] == 0
+
+    run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk_goals=10 / 75, io_wakeup_budget=0)
+
+
 def test_cancelled_reads_of_a_held_class_lose_nothing(run, scratch):
     """Reads of the small class cancelled while held in the queue for its part: the others
     complete, and the reactor drains with the books back at zero."""

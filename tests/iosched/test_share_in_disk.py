@@ -57,6 +57,34 @@ def test_busy_classes_fill_their_parts_and_no_more():
     assert by_class(q.dispatch(0.004)) == {"hi": 3, "lo": 0}
 
 
+def test_busy_classes_split_the_smaller_share_limit_and_a_lone_class_keeps_the_bound():
+    # share_in_disk_limit: two busy classes split 10 reads' worth; a class alone has 30
+    q = IoQueue(FAST, IoQueueConfig(bound_in_disk=True, in_disk_limit=3 * TEN, adaptive_in_disk=False,
+                                    share_in_disk=True, share_in_disk_limit=TEN))
+    q.create_class("hi", 400)
+    q.create_class("lo", 100)
+    offer(q, "lo", 40)
+    assert by_class(q.dispatch(0.001)) == {"hi": 0, "lo": 30}  # alone: the whole bound
+    q2 = IoQueue(FAST, IoQueueConfig(bound_in_disk=True, in_disk_limit=3 * TEN, adaptive_in_disk=False,
+                                     share_in_disk=True, share_in_disk_limit=TEN))
+    q2.create_class("hi", 400)
+    q2.create_class("lo", 100)
+    offer(q2, "hi", 20)
+    offer(q2, "lo", 20)
+    assert by_class(q2.dispatch(0.001)) == {"hi": 8, "lo": 2}  # busy together: the smaller bound, 400:100
+    # a larger share limit than the bound changes nothing: the bound is split
+    q3 = IoQueue(FAST, IoQueueConfig(bound_in_disk=True, in_disk_limit=TEN, adaptive_in_disk=False,
+                                     share_in_disk=True, share_in_disk_limit=3 * TEN))
+    q3.create_class("hi", 400)
+    q3.create_class("lo", 100)
+    offer(q3, "hi", 20)
+    offer(q3, "lo", 20)
+    assert by_class(q3.dispatch(0.001)) == {"hi": 8, "lo": 2}
+    for bad in (0, -1.0, float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="share_in_disk_limit"):
+            IoQueueConfig(share_in_disk_limit=bad)
+
+
 def test_a_class_within_its_part_gets_a_grant_while_the_other_waits():
     q = queue()
     offer(q, "lo", 20)
