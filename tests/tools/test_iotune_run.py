@@ -17,7 +17,9 @@ from iosched import load_io_properties
 pytestmark = [pytest.mark.slow, pytest.mark.real_disk]  # whole iotune runs on the scratch disk
 
 REPO = Path(__file__).resolve().parents[2]
-SHORT = ["--duration", "2", "--no-progress"]
+# at most two shards (the default is one per CPU: a large CI machine would start many per phase)
+SMP = ["--smp", str(min(2, len(os.sched_getaffinity(0))))]
+SHORT = ["--duration", "2", "--no-progress", *SMP]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -57,7 +59,7 @@ def test_smp_runs_the_random_phases_on_every_shard(scratch, capsys):
     d.mkdir()
     props = scratch / "io_properties.yaml"
     rc, out, err = run(capsys, "--evaluation-directory", str(d), "--properties-file", str(props), "--smp", "2",
-                       "--force-io-depth", "8", *SHORT)
+                       "--force-io-depth", "8", "--duration", "2", "--no-progress")
     assert rc == 0, err
     [disk] = load_io_properties(props)
     assert disk.read_iops > 100 and disk.write_iops > 100
@@ -72,7 +74,7 @@ def test_extras(scratch, capsys):
     d.mkdir()
     props = scratch / "p.yaml"
     rc, out, err = run(capsys, "--evaluation-directory", str(d), "--properties-file", str(props), "--duration", "1.6",
-                       "--no-progress", "--repeat", "2", "--saturation", "both", "--detect-physical-block-size",
+                       "--no-progress", *SMP, "--repeat", "2", "--saturation", "both", "--detect-physical-block-size",
                        "--latency-map", str(scratch / "map"), "--latency-map-grid", "10,20:0,10",
                        "--latency-map-seconds", "0.4")
     assert rc == 0, err
@@ -164,7 +166,7 @@ def test_read_only_directory(read_only_dir, capsys):
 
 def _start(d: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", str(d),
-                             "--duration", "20", "--no-progress", *extra],
+                             "--duration", "20", "--no-progress", *SMP, *extra],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

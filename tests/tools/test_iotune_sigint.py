@@ -3,6 +3,7 @@ and no "Exception ignored" on stderr (issue 15, item 6: a SIGINT that arrived wh
 iotune's loops was shutting down used to leave a half-closed loop behind)."""
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _interrupted_run(d: Path, delay: float) -> tuple[int, str, list]:
     proc = subprocess.Popen([sys.executable, "-m", "ioengine.tools.iotune", "--evaluation-directory", str(d),
                              "--properties-file", str(d.parent / f"{d.name}.yaml"), "--duration", "20",
-                             "--no-progress"],
+                             "--no-progress", "--smp", str(min(2, len(os.sched_getaffinity(0))))],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(delay)
