@@ -32,12 +32,9 @@ def test_short_run(scratch, capsys):
     d = scratch / "eval"
     d.mkdir()
     props, opts = scratch / "io_properties.yaml", scratch / "io.conf"
-    t = time.perf_counter()
     rc, out, err = run(capsys, "--evaluation-directory", str(d), "--properties-file", str(props),
                        "--options-file", str(opts), "--format", "envfile", *SHORT)
-    took = time.perf_counter() - t
     assert rc == 0, err
-    assert took < 10
     [disk] = load_io_properties(props)
     assert disk.mountpoints == (mountpoint_of(str(d)),)
     assert disk.read_iops > 100 and disk.write_iops > 100
