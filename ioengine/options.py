@@ -86,8 +86,9 @@ class ReactorOptions:
                                    metadata={"help": "split the in-disk bound among busy io classes by shares"})
     #: The bound the busy classes split, in latency goals (a class alone keeps io_in_disk_goals).
     #: Below what two classes of 32 tasks offer together on this virtio disk, and near where its
-    #: 4 KiB throughput stops growing with depth (`ioengine-bench sched`: (a) 4:1 with 32 per
-    #: class at iotune's rate, (b) and (c) as without it; docs/scheduler.md).
+    #: 4 KiB throughput stops growing with depth. `ioengine-bench sched` measures what it gives
+    #: ((a) at iotune's rate, the 1 % class) and what it costs ((b): 128 KiB writes next to a
+    #: class with 10x their shares get less of the disk); docs/scheduler.md.
     io_share_in_disk_goals: float = field(default=0.85,
                                           metadata={"help": "in-disk bound busy io classes split, in goals"})
     #: While an io class with requests in the disk has none queued, hold back the classes ahead
