@@ -44,6 +44,12 @@ class ReactorOptions:
     #: the CPU per I/O (`ioengine-bench compare --idle-poll-wake-us 1000000` shows both).
     idle_poll_wake_us: int = field(default=30,
                                    metadata={"help": "poll at depth only while completions come this often (us)"})
+    #: Wait for the loop's next timer to the microsecond: asyncio's selector waits in whole
+    #: milliseconds, so ``asyncio.sleep(0.0002)`` slept ~1.2 ms and paced I/O (rate limits,
+    #: think times) came in bursts. The wait becomes epoll_pwait2's nanosecond timeout and the
+    #: loop thread's timer slack 1 µs (`ioengine-bench timers` shows the difference). asyncio's
+    #: own loops only: uvloop's timers stay libuv's milliseconds.
+    precise_timers: bool = field(default=True, metadata={"help": "fire timers to the microsecond, not the millisecond"})
     #: Worker threads of the "threads" backend and of metadata calls the kernel cannot do async.
     threads: int = field(default=4, metadata={"help": "threads for the thread-pool backend and blocking calls"})
     #: Disk calibration in Seastar's io_properties.yaml format (YAML text, or a file's path).

@@ -18,40 +18,60 @@ it always did.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import selectors
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from ._native import lib
+
 log = logging.getLogger(__name__)
+
+#: The most a timed wait is expected to return late (a wake-up on a busy VM); beyond it the
+#: estimate stops growing, so the spin before a timer stays bounded.
+_MAX_LATE_NS = 200_000
+#: The timer slack (ns) of a thread whose loop waits precisely: the kernel stretches every timed
+#: sleep by the thread's slack (50 µs by default) to batch wake-ups.
+PRECISE_SLACK_NS = 1000
 
 
 class PollSource:
     """One thing the wrapper polls; see the module docstring for the hooks."""
 
-    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake")
+    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake", "precise")
 
     def __init__(self, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool],
                  each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
-                 awake: Callable[[], None] | None = None) -> None:
+                 awake: Callable[[], None] | None = None, precise: bool = False) -> None:
         self.poll_ns = max(0, poll_us) * 1000
         self.busy = busy
         self.reap = reap  # completes what the source has; True if it found anything
         self.each_turn = each_turn  # like reap, called on every select (also timeout 0)
         self.sleep = sleep  # before blocking: True if work arrived meanwhile (then do not block)
         self.awake = awake  # after blocking
+        self.precise = precise  # waits to the nanosecond (see the module docstring)
 
 
 class PollingSelector(selectors.BaseSelector):
     """Delegates to the loop's own selector; only ``select`` changes."""
 
-    __slots__ = ("_inner", "_poll_ns", "_busy", "_reap", "_sources", "_each_turn", "_sleepers")
+    __slots__ = ("_inner", "_poll_ns", "_busy", "_reap", "_sources", "_each_turn", "_sleepers", "_epfd",
+                 "_precise", "_late_ns", "wait_ns")
 
     def __init__(self, inner: selectors.BaseSelector, poll_us: int, busy: Callable[[], bool],
                  reap: Callable[[], bool]) -> None:
         self._inner = inner
         self._sources: list[PollSource] = []
+        # Precise waits need the epoll descriptor (EpollSelector's fileno()); other selectors
+        # keep their own waits.
+        self._epfd = inner.fileno() if isinstance(inner, selectors.EpollSelector) else -1
+        self._precise = False
+        self._late_ns = 20_000  # how late a timed wait returns (learnt; see _wait)
+        #: The nanosecond wait (an attribute, so a test can watch what it is asked for).
+        self.wait_ns: Callable[[int, int], int] = lib.ie_epoll_wait_ns
         self.add_source(PollSource(poll_us, busy, reap))
 
     # -- sources: the hot attributes are recomputed when the set changes ------------------
@@ -105,6 +125,50 @@ class PollingSelector(selectors.BaseSelector):
 
             self._each_turn = each_turn
         self._sleepers = tuple(s for s in self._sources if s.sleep is not None or s.awake is not None)
+        self._precise = self._epfd >= 0 and any(s.precise for s in self._sources)
+
+    @property
+    def precise(self) -> bool:
+        """Whether timeouts are waited to the nanosecond (a source asked, and the selector is epoll)."""
+        return self._precise
+
+    def _wait(self, timeout: float | None) -> list:
+        """The inner selector's select, but a timeout is waited to the nanosecond; with polling
+        on, the wait ends early by what a timed wait has been returning late (the VM's wake-up,
+        learnt here) and the rest is spun, so the timer fires when it is due."""
+        inner = self._inner
+        if not self._precise or timeout is None or timeout <= 0:
+            return inner.select(timeout)
+        clock = time.monotonic_ns
+        t = clock()
+        ns = int(timeout * 1e9)
+        poll = self._poll_ns
+        lead = self._late_ns if self._late_ns < poll else poll
+        sleep = ns - lead
+        if sleep > 0:
+            n = self.wait_ns(self._epfd, sleep)
+            if n > 0:
+                return inner.select(0)
+            if n < 0:
+                if n == -errno.EINTR:
+                    return []  # the loop looks at its signals and timers and calls again
+                if n == -errno.ENOSYS:
+                    log.info("ioengine: precise timers unavailable (epoll_pwait2 needs Linux 5.11+)")
+                    self._precise = False
+                    self._epfd = -1
+                return inner.select(max(0.0, (t + ns - clock()) / 1e9))
+            late = clock() - t - sleep  # timed out: how late did it return?
+            late = late if late < _MAX_LATE_NS else _MAX_LATE_NS
+            # up fast, down slowly: the estimate tracks the late end of the wake-ups, not their mean
+            est = self._late_ns
+            self._late_ns = est + (late - est) // 4 if late > est else est - (est - late) // 32
+        if poll:
+            deadline = t + ns
+            while clock() < deadline:
+                ready = inner.select(0)
+                if ready:
+                    return ready
+        return []
 
     # -- select ----------------------------------------------------------------------------
 
@@ -132,7 +196,7 @@ class PollingSelector(selectors.BaseSelector):
                 timeout = max(0.0, timeout - budget / 1e9)
         sleepers = self._sleepers
         if not sleepers:
-            return inner.select(timeout)
+            return self._wait(timeout)
         declared: list[Any] = []
         for s in sleepers:
             if s.sleep is not None:
@@ -145,7 +209,7 @@ class PollingSelector(selectors.BaseSelector):
                     return inner.select(0)
                 declared.append(s)
         try:
-            return inner.select(timeout)
+            return self._wait(timeout)
         finally:
             for s in sleepers:
                 if s.awake is not None:
@@ -174,19 +238,27 @@ class PollingSelector(selectors.BaseSelector):
         return getattr(self._inner, name)
 
 
+def waits_precisely(loop: Any) -> bool:
+    """Whether ``loop``'s selector is wrapped and waits to the nanosecond (see PollingSelector)."""
+    sel = getattr(loop, "_selector", None)
+    return isinstance(sel, PollingSelector) and sel.precise
+
+
 def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool], *,
             each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
-            awake: Callable[[], None] | None = None) -> Callable[[], None] | None:
+            awake: Callable[[], None] | None = None, precise: bool = False) -> Callable[[], None] | None:
     """Register a poll source with ``loop``'s selector (wrapping it if needed); returns a function
     that unregisters it, restoring the selector with the last source (None if not possible).
 
-    A source without hooks and with ``poll_us`` <= 0 needs nothing: None.
+    A source without hooks, with ``poll_us`` <= 0 and not ``precise`` needs nothing: None.
+    ``precise`` also sets the calling thread's timer slack to PRECISE_SLACK_NS (call it in the
+    loop's thread; the restore puts the old slack back, from the same thread).
     """
     inner = getattr(loop, "_selector", None)
     hooks = each_turn is not None or sleep is not None or awake is not None
-    if poll_us <= 0 and not hooks:
+    if poll_us <= 0 and not hooks and not precise:
         return None
-    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake)
+    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake, precise)
     if isinstance(inner, PollingSelector):
         wrapper = inner
         wrapper.add_source(source)
@@ -199,9 +271,16 @@ def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[]
     else:
         log.info("ioengine: idle polling ignored: %s has no selector to wrap", type(loop).__name__)
         return None
+    slack: tuple[int, int] | None = None
+    if precise and wrapper.precise:
+        old = lib.ie_timer_slack_ns(PRECISE_SLACK_NS)
+        if old >= 0:
+            slack = (old, threading.get_ident())
 
     def restore() -> None:
         if wrapper.remove_source(source) and loop._selector is wrapper:
             loop._selector = inner
+        if slack is not None and slack[1] == threading.get_ident():
+            lib.ie_timer_slack_ns(slack[0])
 
     return restore

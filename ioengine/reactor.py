@@ -157,7 +157,7 @@ class Reactor:
         #: Completions found by idle polling (rather than by a wake-up from the eventfd).
         self.polled = 0
         self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, self._worth_polling,
-                                      self._poll_completions)
+                                      self._poll_completions, precise=self.options.precise_timers)
         if self._unpoll is None and self.options.idle_poll_time_us > 0:
             self._spinner = Spinner(self.loop, self.options.idle_poll_time_us, self._worth_polling,
                                     self._poll_completions)
@@ -678,9 +678,15 @@ class Reactor:
     def polling(self) -> str | None:
         """How idle polling runs on this loop: "selector" (asyncio's loops: the selector is
         wrapped), "callback" (loops without one, e.g. uvloop), or None (idle_poll_time_us=0)."""
-        if self._unpoll is not None:
+        if self._unpoll is not None and self.options.idle_poll_time_us > 0:
             return "selector"
         return "callback" if self._spinner is not None else None
+
+    @property
+    def precise_timers(self) -> bool:
+        """Whether this loop's timers fire to the microsecond (ReactorOptions.precise_timers, on
+        a loop whose selector is epoll), not at the next whole millisecond."""
+        return self._unpoll is not None and poller.waits_precisely(self.loop)
 
     def _complete(self, uds: list[int], results: list[int]) -> None:
         wq = self._wakeups

@@ -18,7 +18,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -516,6 +519,41 @@ int ie_eventfd_drain(int fd)
     uint64_t v;
     ssize_t n = read(fd, &v, sizeof(v));
     return n < 0 ? -errno : 0;
+}
+
+/* The loop's wait with a nanosecond timeout: epoll_wait takes milliseconds, so a timer due in
+ * 200 us slept a whole millisecond. Returns how many descriptors are ready (at most one is
+ * reported: the caller collects them with its own zero-timeout select; asyncio registers them
+ * level-triggered, so none is lost), or -errno (-ENOSYS before Linux 5.11). */
+int ie_epoll_wait_ns(int epfd, int64_t timeout_ns)
+{
+#ifdef SYS_epoll_pwait2
+    struct epoll_event ev;
+    struct timespec ts;
+    if (timeout_ns < 0)
+        timeout_ns = 0;
+    ts.tv_sec = timeout_ns / 1000000000;
+    ts.tv_nsec = timeout_ns % 1000000000;
+    long n = syscall(SYS_epoll_pwait2, epfd, &ev, 1, &ts, NULL, 0);
+    return n < 0 ? -errno : (int)n;
+#else
+    (void)epfd;
+    (void)timeout_ns;
+    return -ENOSYS;
+#endif
+}
+
+/* The calling thread's timer slack (ns), set to ``ns`` when it is > 0; returns the previous
+ * value (or -errno). The kernel stretches a sleep by the slack (50 us by default) to batch
+ * wake-ups; the reactor's precise waits want ~1 us. */
+long ie_timer_slack_ns(long ns)
+{
+    int old = prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+    if (old < 0)
+        return -errno;
+    if (ns > 0 && prctl(PR_SET_TIMERSLACK, (unsigned long)ns, 0, 0, 0) < 0)
+        return -errno;
+    return old;
 }
 
 void ie_statx_convert(const struct statx *s, struct ie_stat *o)

@@ -62,6 +62,8 @@ int ie_eventfd_drain(int fd);
 int ie_eventfd_signal(int fd);
 int64_t ie_rw_sync(const uint64_t *rec);
 int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len);
+int ie_epoll_wait_ns(int epfd, int64_t timeout_ns);
+long ie_timer_slack_ns(long ns);
 struct statx *ie_statx_buf_new(void);
 void ie_statx_buf_free(struct statx *s);
 void ie_statx_convert(const struct statx *s, struct ie_stat *o);

@@ -11,6 +11,7 @@
     ioengine-bench randread --iodepth 1 --rounds 5      # one pattern, any bs / iodepth
     ioengine-bench sched                       # the disk scheduler on the real disk
     ioengine-bench smp                         # cross-shard round trips vs a multiprocessing Pipe
+    ioengine-bench timers                      # how late asyncio.sleep wakes: precise timers vs asyncio
 
 (`python -m ioengine.bench ...` is the same.)
 """
@@ -47,6 +48,7 @@ from .fio_json import FioError
 from .hugepages import AUTO, FIO_IOMEM_KINDS, HugePageError
 from .jobfile import parse_size
 from .sched import CALIBRATIONS, DEFAULT_CALIBRATION
+from .timers import DEFAULT_DELAYS_US
 from .workloads import Pattern, ensure_bench_file
 
 DEFAULT_FILE = ".scratch/bench.dat"
@@ -253,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--inflight", type=_positive_int, default=200, help="round trips in flight when pipelined")
     s.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds (medians are quoted)")
     s.add_argument("--cpuset", default=None, help='the two CPUs, e.g. "0-1" (default: the first two allowed)')
+    s = sub.add_parser("timers", help="how late asyncio.sleep(d) wakes: precise timers, asyncio, fio's thinktime")
+    s.add_argument("--delays", default=",".join(map(str, DEFAULT_DELAYS_US)),
+                   help="comma-separated sleep lengths in µs")
+    s.add_argument("--count", type=_positive_int, default=300, help="sleeps per delay per side and round")
+    s.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds (medians are quoted)")
     s = sub.add_parser("scaling", help="one shard vs N shards at the same total depth, next to fio numjobs=1 / N")
     s.add_argument("--file", default=DEFAULT_FILE, help="test file (created if missing)")
     s.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="test file size (e.g. 256M)")
@@ -286,6 +293,19 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 print(f"ioengine-bench scaling: {e}", file=sys.stderr)
                 return 2
+            return 0
+        if args.command == "timers":
+            from .timers import main_timers
+
+            try:
+                delays = tuple(int(d) for d in args.delays.split(",") if d.strip())
+                if not delays or min(delays) <= 0:
+                    raise ValueError
+            except ValueError:
+                print(f"ioengine-bench timers: --delays wants positive whole µs, comma-separated, got {args.delays!r}",
+                      file=sys.stderr)
+                return 2
+            main_timers(delays, args.count, args.rounds)
             return 0
         if args.command == "smp":
             from .smp import main_smp
