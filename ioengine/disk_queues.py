@@ -39,6 +39,7 @@ class DiskQueues:
                                "fair_wait_fraction": options.io_fair_wait_fraction,
                                "share_in_disk": bool(options.io_share_in_disk),
                                "share_in_disk_limit": float(options.io_share_in_disk_goals),
+                               "share_follow_demand": float(options.io_share_follow_demand),
                                "anticipate": bool(options.io_anticipate),
                                "dispatch_slice": options.io_dispatch_slice,
                                # a lone class near the calibrated rate keeps its grant through a

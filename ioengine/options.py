@@ -97,6 +97,14 @@ class ReactorOptions:
     #: class with 10x their shares get less of the disk); docs/scheduler.md.
     io_share_in_disk_goals: float = field(default=0.85,
                                           metadata={"help": "in-disk bound busy io classes split, in goals"})
+    #: A busy class whose peak demand stays below its part of that bound but above this fraction
+    #: of it (its tasks held by the engine, not idle) sizes the bound instead: the others' parts
+    #: shrink with its demand, so shares hold also when the calibration is above what the
+    #: engine pushes (iosched's IoQueueConfig.share_follow_demand; `ioengine-bench sched` (a)
+    #: at the calibrated rate). 1: the parts follow the bound alone.
+    io_share_follow_demand: float = field(default=0.5,
+                                          metadata={"help": "demand, as a fraction of a class's part, that sizes the "
+                                                            "split bound (1: off)"})
     #: While an io class with requests in the disk has none queued, hold back the classes ahead
     #: of it in fairness: its tasks are about to queue more, and serving the others meanwhile
     #: gives them its share (iosched's IoQueueConfig.anticipate; `scripts/shares.py --shares
@@ -155,6 +163,9 @@ class ReactorOptions:
         if not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
             raise ValueError("reactor option io_fair_wait_fraction must be a number in [0, 1), "
                              f"got {self.io_fair_wait_fraction!r}")
+        fd = self.io_share_follow_demand
+        if not (isinstance(fd, (int, float)) and not isinstance(fd, bool) and 0 < fd <= 1):
+            raise ValueError(f"reactor option io_share_follow_demand must be a number in (0, 1], got {fd!r}")
         g = self.io_share_in_disk_goals
         if not (isinstance(g, (int, float)) and not isinstance(g, bool) and 0 < g < float("inf")):
             raise ValueError(f"reactor option io_share_in_disk_goals must be a positive number, got {g!r}")

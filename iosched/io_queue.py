@@ -144,6 +144,13 @@ class IoQueueConfig:
     #: leave the disk idle, and one that keeps its part busy lends nothing.
     share_lend_window_ms: float = 5.0
     share_lend_headroom: float = 1.25
+    #: ... and a busy class whose peak demand stays below its part but at least this fraction
+    #: of it is taken to be filling what it can (its tasks are held by the engine, not idle):
+    #: the bound the classes split then shrinks to what that demand is the share of, so the
+    #: others' parts shrink with it and shares hold even where the bound is above what the
+    #: classes offer together (a calibration above what the engine pushes; issue 17). A class
+    #: below this fraction lends instead. 1: off (the parts follow the bound alone).
+    share_follow_demand: float = 0.5
     #: While a class with requests in the disk has none queued, hold back the classes whose
     #: fairness accumulator is ahead of its own: its tasks are about to queue more (they wait
     #: for the engine's next loop turn), and serving the others meanwhile hands them its share
@@ -195,6 +202,9 @@ class IoQueueConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and v > 0):
                 raise ValueError(f"IoQueueConfig.{name} must be a positive integer, got {v!r}")
+        v = self.share_follow_demand
+        if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0 < v <= 1):
+            raise ValueError(f"IoQueueConfig.share_follow_demand must be a number in (0, 1], got {v!r}")
         if not (isinstance(self.knee_latency_ratio, (int, float)) and 1 < self.knee_latency_ratio < math.inf):
             raise ValueError(f"IoQueueConfig.knee_latency_ratio must be a number > 1, got {self.knee_latency_ratio!r}")
         if not (isinstance(self.dispatch_slice, (int, float)) and not isinstance(self.dispatch_slice, bool)
@@ -872,13 +882,12 @@ class IoQueue:
         if len(busy) < 2:
             return None
         limit = self._in_disk_limit
-        per_share = (limit if limit < self._share_limit else self._share_limit) / total
+        bound = limit if limit < self._share_limit else self._share_limit
+        per_share = bound / total
         win = int(self._now * self._lend_rate)
-        headroom = self.config.share_lend_headroom
-        rooms: dict[IoClassState | None, float] = {}
-        lent = 0.0
+        follow = self.config.share_follow_demand
+        peaks = []
         for c in busy:
-            part = per_share * c.shares
             d = c.in_disk_cost
             q = c.queue
             demand = d + len(q) * q[0].cost if q else d
@@ -889,6 +898,21 @@ class IoQueue:
             elif demand > c.peak_demand:
                 c.peak_demand = demand
             peak = c.peak_demand if c.peak_demand > c.peak_prev else c.peak_prev
+            peaks.append(peak)
+            if follow < 1.0:
+                part = per_share * c.shares
+                if follow * part <= peak < part:
+                    # filling what it can: the bound is what its demand is the share of
+                    b = peak * total / c.shares
+                    if b < bound:
+                        bound = b
+        per_share = bound / total
+        headroom = self.config.share_lend_headroom
+        rooms: dict[IoClassState | None, float] = {}
+        lent = 0.0
+        for c, peak in zip(busy, peaks):
+            part = per_share * c.shares
+            d = c.in_disk_cost
             spare = part - headroom * peak
             if spare > 0.0:
                 lent += spare

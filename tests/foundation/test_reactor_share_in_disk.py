@@ -182,3 +182,16 @@ def test_a_class_within_its_part_keeps_the_c_path_while_the_other_waits(run, scr
 
     run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=10 / 75,
         io_wakeup_budget=0)
+
+
+def test_the_demand_following_option_reaches_the_queue(run, scratch):
+    async def main():
+        r = ioengine.get_reactor()
+        q = r.disks.for_device(os.stat(scratch).st_dev, r.loop.time())
+        return r.disks.config.share_follow_demand, q.config.share_follow_demand
+
+    assert run(main(), io_properties=PROPS.format(mp=scratch)) == (0.5, 0.5)
+    assert run(main(), io_properties=PROPS.format(mp=scratch), io_share_follow_demand=1.0) == (1.0, 1.0)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="io_share_follow_demand must be a number in"):
+            ioengine.ReactorOptions(io_share_follow_demand=bad)

@@ -161,8 +161,10 @@ def test_the_option_is_checked():
 ENGINE = Engine(cpu_per_request=5e-6, cpu_per_completion=2e-6, cpu_per_turn=5e-6, cpu_per_queued=5e-6)
 
 
-def run(share, limit, *, sched_props="same", depth=(32, 32)):
-    cfg = IoQueueConfig(bound_in_disk=True, in_disk_limit=limit, adaptive_in_disk=False, share_in_disk=share)
+def run(share, limit, *, sched_props="same", depth=(32, 32), follow=None):
+    extra = {} if follow is None else {"share_follow_demand": follow}
+    cfg = IoQueueConfig(bound_in_disk=True, in_disk_limit=limit, adaptive_in_disk=False, share_in_disk=share,
+                        **extra)
     r = simulate([Workload("hi", 400, depth=depth[0]), Workload("lo", 100, depth=depth[1])], disk_props=FAST,
                  sched_props=sched_props, duration=0.6, config=cfg, engine=ENGINE, noise=0.2, seed=1,
                  parallelism=32)
@@ -183,6 +185,28 @@ def test_engine_bound_shares_hold_near_the_knee(limit):
     assert hi + lo >= 0.98 * (hi0 + lo0)
 
 
+@pytest.mark.parametrize("limit", [0.7, 0.85, 1.0])
+def test_above_the_knee_the_parts_follow_the_large_class_demand(limit):
+    """A bound above what the classes offer together (the calibration above what the engine
+    pushes): the large class cannot fill its part, its tasks held by the engine. Its demand
+    sizes the bound the classes split, so the small class's part shrinks with it and 4:1
+    holds as at the knee; with the parts following the bound alone the small class keeps up.
+    The price is the knee's: what the small class gives up the engine-bound large class
+    cannot take (the same total as with the bound at the knee)."""
+    hi, lo = run(True, limit)
+    assert hi / lo == pytest.approx(4.0, rel=0.07)
+    hi1, lo1 = run(True, limit, follow=1.0)
+    assert hi1 / lo1 < 3.0
+    knee_hi, knee_lo = run(True, 0.55)
+    assert hi + lo >= 0.98 * (knee_hi + knee_lo)
+
+
+def test_demand_following_is_checked():
+    for bad in (0, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="share_follow_demand"):
+            IoQueueConfig(share_follow_demand=bad)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("depth", [(4, 32), (8, 32)])
 def test_a_class_with_few_requests_lends_its_part(depth):
     """The large class keeps fewer requests outstanding than its part: what it does not use
@@ -192,9 +216,11 @@ def test_a_class_with_few_requests_lends_its_part(depth):
     assert hi + lo >= 0.95 * (hi0 + lo0)
 
 
-def test_the_default_bound_is_above_the_knee_and_nothing_holds():
+def test_far_above_the_knee_nothing_holds():
+    # 64 requests offered against a bound of ~150: the large class's demand is under half its
+    # part (share_follow_demand), taken for a class that wants no more: it lends, 1:1
     hi, lo = run(True, 2.0)
-    assert hi / lo == pytest.approx(1.0, rel=0.1)  # 64 requests offered: both within their parts
+    assert hi / lo == pytest.approx(1.0, rel=0.1)
 
 
 def test_disk_bound_shares_are_unchanged():
