@@ -671,6 +671,13 @@ class IoQueue:
                 room = self._in_disk_limit - self._in_disk_cost - self._others
                 if rooms is not None:  # each class's own part and what is lent bound it (fq.dispatch)
                     room = sum(r for r in rooms.values() if r > 0.0)
+                    # ... but a class with nothing in the disk may always send one request, even
+                    # one larger than its part (FairQueue.dispatch lets it overshoot): the budget
+                    # must not stall it (128 KiB writes next to a class with 10x the shares)
+                    for e in fq._heap:
+                        c = e[2]
+                        if not c.nr_executing and c.queue and c.queue[0].cost > room:
+                            room = c.queue[0].cost
                 knee = self._knee
                 if knee is not None and room < avail:
                     knee.hit = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from test_knee import FAST
 
-from iosched import READ, IoQueue, IoQueueConfig
+from iosched import READ, WRITE, IoQueue, IoQueueConfig
 from iosched.sim import Engine, Workload, scaled_properties, simulate
 
 C4K = 1 / 100_000  # a 4 KiB read on FAST (max form: the IOPS term)
@@ -55,6 +55,27 @@ def test_busy_classes_fill_their_parts_and_no_more():
     for d in hi:
         q.complete(d, 4096, 0.004)
     assert by_class(q.dispatch(0.004)) == {"hi": 3, "lo": 0}
+
+
+def test_a_class_with_nothing_in_the_disk_sends_a_request_larger_than_its_part():
+    """A class of large writes next to one with 10x its shares: its part of the bound is less
+    than one write. With nothing of its own in the disk it may still send one (the parts bound
+    what a class keeps there, they must not stall it), even while the other fills its part."""
+    q = IoQueue(FAST, IoQueueConfig(bound_in_disk=True, in_disk_limit=TEN, adaptive_in_disk=False,
+                                    share_in_disk=True))
+    q.create_class("reader", 1000)
+    q.create_class("writer", 100)
+    offer(q, "reader", 20)
+    first = q.dispatch(0.001)
+    assert len(first) == 10  # alone, the reader fills the bound (its part would be 9.1 reads)
+    q.queue(q.get_class("writer"), WRITE, 128 << 10, "w0", 0.001)
+    q.queue(q.get_class("writer"), WRITE, 128 << 10, "w1", 0.001)
+    w = q.dispatch(0.002)
+    assert [d.io_class.name for d in w] == ["writer"]  # one, not both: then its part is taken
+    assert w[0].cost > TEN * 0.00075 * 100 / 1100  # larger than its whole part
+    assert q.dispatch(0.003) == []
+    q.complete(w[0], 128 << 10, 0.004)
+    assert [d.io_class.name for d in q.dispatch(0.004)] == ["writer"]
 
 
 def test_busy_classes_split_the_smaller_share_limit_and_a_lone_class_keeps_the_bound():
