@@ -675,9 +675,9 @@ class IoQueue:
                     # one larger than its part (FairQueue.dispatch lets it overshoot): the budget
                     # must not stall it (128 KiB writes next to a class with 10x the shares)
                     for e in fq._heap:
-                        c = e[2]
-                        if not c.nr_executing and c.queue and c.queue[0].cost > room:
-                            room = c.queue[0].cost
+                        waiting = e[2]
+                        if not waiting.nr_executing and waiting.queue and waiting.queue[0].cost > room:
+                            room = waiting.queue[0].cost
                 knee = self._knee
                 if knee is not None and room < avail:
                     knee.hit = True

@@ -120,6 +120,16 @@ typedef struct {
     int share_direct;          /* ... except, under share_in_disk, a class with its grant open and
                                   nothing queued (the queue's open_grant decided it may go) */
     PyObject *grant;           /* the open direct grant, or NULL */
+    /* The open grant's books as C numbers while C takes requests under it (grant_take_open):
+       loaded from the grant at the first take, written back (and dropped) before Python can
+       see the grant (the ``grant`` getter and setter, a completion callback). */
+    int g_loaded;
+    int g_dirty;
+    double g_budget;           /* its budget, unscaled disk-seconds */
+    long long g_taken;         /* requests taken since the load (added to grant.n on write-back) */
+    uint64_t g_len;            /* one-entry cost cache, as the grant's last_length/direction/cost */
+    long g_dir;
+    double g_cost;
     PyObject *call_soon;       /* loop.call_soon */
     PyObject *flush_cb;        /* the reactor's per-turn flush */
     PyObject *submit_inline;   /* the reactor's mid-turn submission */
@@ -409,6 +419,106 @@ static int grant_take(PyObject *grant, long direction, uint64_t length, PyObject
     return 1;
 }
 
+/* Write the open grant's C books back into it and drop them: Python is about to see the grant
+   (it may read or change its budget, or book it). 0, or -1 with an exception. */
+static int grant_store(IoPathObject *self)
+{
+    if (!self->g_loaded)
+        return 0;
+    self->g_loaded = 0;
+    if (!self->g_dirty || !self->grant)
+        return 0;
+    self->g_dirty = 0;
+    PyObject *g = self->grant;
+    PyObject *nb = PyFloat_FromDouble(self->g_budget);
+    if (!nb || PyObject_SetAttr(g, str_budget, nb) < 0) {
+        Py_XDECREF(nb);
+        return -1;
+    }
+    Py_DECREF(nb);
+    PyObject *n = PyObject_GetAttr(g, str_n);
+    if (!n)
+        return -1;
+    PyObject *k = PyLong_FromLongLong(self->g_taken);
+    PyObject *n1 = k ? PyNumber_Add(n, k) : NULL;
+    Py_DECREF(n);
+    Py_XDECREF(k);
+    if (!n1 || PyObject_SetAttr(g, str_n, n1) < 0) {
+        Py_XDECREF(n1);
+        return -1;
+    }
+    Py_DECREF(n1);
+    return 0;
+}
+
+/* Load the open grant's budget and cost cache into C (once, until the next store). */
+static int grant_load(IoPathObject *self)
+{
+    PyObject *g = self->grant;
+    PyObject *bo = PyObject_GetAttr(g, str_budget);
+    if (!bo)
+        return -1;
+    double budget = PyFloat_AsDouble(bo);
+    Py_DECREF(bo);
+    if (budget == -1.0 && PyErr_Occurred())
+        return -1;
+    PyObject *ll = PyObject_GetAttr(g, str_last_length);
+    PyObject *ld = ll ? PyObject_GetAttr(g, str_last_direction) : NULL;
+    PyObject *lc = ld ? PyObject_GetAttr(g, str_last_cost) : NULL;
+    int ok = lc && PyLong_Check(ll) && PyLong_Check(ld) && PyFloat_Check(lc);
+    if (ok) {
+        self->g_len = PyLong_AsUnsignedLongLong(ll);
+        self->g_dir = PyLong_AsLong(ld);
+        self->g_cost = PyFloat_AsDouble(lc);
+        if (PyErr_Occurred())
+            ok = 0;
+    }
+    Py_XDECREF(ll);
+    Py_XDECREF(ld);
+    Py_XDECREF(lc);
+    if (!ok) {
+        if (PyErr_Occurred() && !lc)
+            return -1;
+        PyErr_Clear();
+        self->g_len = UINT64_MAX;  /* nothing cached: the first take asks cost_of */
+        self->g_dir = -1;
+    }
+    self->g_budget = budget;
+    self->g_taken = 0;
+    self->g_dirty = 0;
+    self->g_loaded = 1;
+    return 0;
+}
+
+/* DirectGrant.take for the open grant (self->grant), on the C copy of its books: what
+   grant_take does, without an attribute lookup per request. 1 taken, 0 no room, -1 error. */
+static int grant_take_open(IoPathObject *self, long direction, uint64_t length)
+{
+    if (!self->g_loaded && grant_load(self) < 0)
+        return -1;
+    double c;
+    if (length == self->g_len && direction == self->g_dir) {
+        c = self->g_cost;
+    } else {
+        PyObject *co = PyObject_CallMethod(self->grant, "cost_of", "lK", direction, (unsigned long long)length);
+        if (!co)
+            return -1;
+        c = PyFloat_AsDouble(co);
+        Py_DECREF(co);
+        if (c == -1.0 && PyErr_Occurred())
+            return -1;
+        self->g_len = length;  /* cost_of cached it in the grant (and its queue) too */
+        self->g_dir = direction;
+        self->g_cost = c;
+    }
+    if (c > self->g_budget)
+        return 0;
+    self->g_budget -= c;
+    self->g_taken++;
+    self->g_dirty = 1;
+    return 1;
+}
+
 /* grant_take(grant) -- module function: DirectGrant.take(direction, length) done by C. */
 static PyObject *mod_grant_take(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -465,7 +575,7 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
     }
     PyObject *cls = args[9] == Py_None ? NULL : args[9], *grant = args[10];
     if (grant != Py_None) {
-        int t = grant_take(grant, (long)op, len, NULL);
+        int t = grant == self->grant ? grant_take_open(self, (long)op, len) : grant_take(grant, (long)op, len, NULL);
         if (t <= 0) {
             PyBuffer_Release(&view);
             if (t < 0)
@@ -1092,6 +1202,11 @@ static int flush_grant(IoPathObject *self, PyObject **grant, Py_ssize_t *count)
 {
     int rc = 0;
     if (*grant) {
+        if (*grant == self->grant && grant_store(self) < 0) {
+            Py_CLEAR(*grant);
+            *count = 0;
+            return -1;
+        }
         PyObject *r = PyObject_CallFunction(self->grant_reaped, "On", *grant, *count);
         if (!r)
             rc = -1;
@@ -1694,9 +1809,16 @@ static int IoPath_set_sched_waiting(IoPathObject *self, PyObject *v, void *c)
     self->sched_waiting = n;
     return 0;
 }
-static PyObject *IoPath_get_grant(IoPathObject *self, void *c) { return Py_NewRef(self->grant ? self->grant : Py_None); }
+static PyObject *IoPath_get_grant(IoPathObject *self, void *c)
+{
+    if (grant_store(self) < 0)  /* the caller may read or change its books */
+        return NULL;
+    return Py_NewRef(self->grant ? self->grant : Py_None);
+}
 static int IoPath_set_grant(IoPathObject *self, PyObject *v, void *c)
 {
+    if (grant_store(self) < 0)
+        return -1;
     Py_XSETREF(self->grant, (v && v != Py_None) ? Py_NewRef(v) : NULL);
     return 0;
 }
@@ -1803,6 +1925,7 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->future_kwargs);
     Py_CLEAR(self->iofuture_loop);
     iofuture_clear_held(&self->held);
+    self->g_loaded = 0;
     Py_CLEAR(self->grant);
     Py_CLEAR(self->call_soon);
     Py_CLEAR(self->flush_cb);

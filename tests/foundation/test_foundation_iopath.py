@@ -13,7 +13,7 @@ import pytest
 
 import ioengine
 from ioengine import OpenFlags
-from ioengine._iopath import grant_take
+from ioengine._iopath import IoPath, grant_take
 from iosched import READ, WRITE, DiskProperties, IoQueue, IoQueueConfig
 
 DISK = DiskProperties(("/d",), read_iops=100_000, read_bandwidth=1_000_000_000,
@@ -51,6 +51,52 @@ def test_c_and_python_grant_books_match(seed):
         books.append((None, _books(q, g, cls)))
         results.append(books)
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_open_grants_books_in_c_match_python(seed):
+    """IoPath keeps the open grant's budget and request count as C numbers while io() takes
+    requests under it, and writes them back when Python looks (the ``grant`` property): at each
+    commit the books are those of DirectGrant.take on the same sequence."""
+    rnd = random.Random(seed)
+    seq = [(rnd.choice((READ, WRITE)), rnd.choice((512, 4096, 4096, 4096, 65536, 131072, 1 << 20)))
+           for _ in range(400)]
+    bufs = {n: bytearray(n) for _, n in seq}
+    loop = asyncio.new_event_loop()
+    try:
+        results = []
+        for how in ("python", "open"):
+            path = IoPath(loop.create_future, lambda req, err: OSError(err, ""), lambda g, n: None, capacity=1 << 20)
+            q = IoQueue(DISK, IoQueueConfig(bound_in_disk=True))
+            cls = q.get_class("default")
+            books = []
+            t = 0.0
+            g = path.grant = q.open_grant(cls, t)
+            for i, (d, n) in enumerate(seq):
+                if how == "python":
+                    ok = g.take(d, n)
+                else:
+                    # the open grant itself, not through the property: C keeps its books meanwhile
+                    got = path.io(d, 3, bufs[n], 0, 0, 0, "dma_read", None, None, cls, g)
+                    ok = got is not False and got is not None
+                if not ok or i % 37 == 36:
+                    g = path.grant  # C writes its books back before Python sees the grant
+                    books.append((ok, _books(q, g, cls)))
+                    path.grant = None
+                    q.commit_grant(g)
+                    if g.n:
+                        q.complete_grant(g, g.n, t + 0.0005)
+                    t += 0.001
+                    g = path.grant = q.open_grant(cls, t)
+                    assert g is not None
+            g = path.grant
+            q.commit_grant(g)
+            books.append((None, _books(q, g, cls)))
+            results.append(books)
+        assert results[0] == results[1]
+        assert len(results[0]) > 10
+    finally:
+        loop.close()
 
 
 def test_io_path_books_balance_on_real_io(run, scratch):
