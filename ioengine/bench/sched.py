@@ -35,16 +35,16 @@ from iosched import READ, WRITE, CostModel, DiskProperties, dump_io_properties, 
 from iosched.sim import scaled_properties
 
 from .fio_json import FioError, run_fio
+from .loads import BLOCK, ISOLATION_WRITE_DEPTH, WRITE_BS
+from .loads import open_loop_reads as _open_loop_reads
+from .loads import pct as _pct
+from .loads import saturate as _saturate
 from .workloads import ensure_bench_file
 
-BLOCK = 4096
-WRITE_BS = 128 << 10
 #: (a)'s classes: this many requests outstanding each, so that together they offer more than
 #: the disk may hold (io_in_disk_goals x the latency goal: ~120 4k reads here) and the
 #: scheduler, not the number of tasks, decides who goes next.
 SHARES_DEPTH = 128
-#: (b)'s writer: backlogged 128 KiB sequential writes, this many in flight.
-ISOLATION_WRITE_DEPTH = 8
 
 
 @dataclass(slots=True)
@@ -56,38 +56,6 @@ class Calibration:
 
     def properties(self, mountpoint: str) -> DiskProperties:
         return DiskProperties((mountpoint,), self.read_iops, self.read_bandwidth, self.write_iops, self.write_bandwidth)
-
-
-async def _saturate(f: ioengine.File, seconds: float, depth: int, bs: int, write: bool, sequential: bool,
-                    io_class: IoClass | None = None) -> int:
-    """Closed loop: ``depth`` workers back to back; returns the requests completed."""
-    stop = False
-    count = 0
-    nblocks = (await f.size()) // bs
-    cursor = [0]
-
-    async def worker(seed: int) -> None:
-        nonlocal count
-        rnd = random.Random(seed)
-        buf = f.allocate_buffer(bs)
-        op = f.dma_write if write else f.dma_read
-        n = 0
-        while not stop:
-            if sequential:
-                pos = cursor[0] * bs
-                cursor[0] = (cursor[0] + 1) % nblocks
-            else:
-                pos = rnd.randrange(nblocks) * bs
-            await op(pos, buf, io_class)
-            n += 1
-        count += n
-        buf.release()
-
-    tasks = [asyncio.create_task(worker(i)) for i in range(depth)]
-    await asyncio.sleep(seconds)
-    stop = True
-    await asyncio.gather(*tasks)
-    return count
 
 
 async def _calibrate(path: str, seconds: float) -> Calibration:
@@ -105,49 +73,6 @@ async def _calibrate(path: str, seconds: float) -> Calibration:
         n = await _saturate(f, seconds, 64, BLOCK, True, False)
         write_iops = n / (time.perf_counter() - t)
     return Calibration(read_iops, read_bw, write_iops, write_bw)
-
-
-async def _open_loop_reads(f: ioengine.File, rate: float, seconds: float, io_class: IoClass | None,
-                           workers: int = 64) -> list[int]:
-    """Reads issued at ``rate`` per second whatever the latency; latencies in ns.
-
-    Paced workers share one schedule (request k is due at start + k/rate): cheaper than a task
-    per request, so the generator itself does not saturate the CPU. ``workers`` bounds the
-    requests outstanding; the result says how many of the scheduled ones were issued.
-    """
-    nblocks = (await f.size()) // BLOCK
-    rnd = random.Random(7)
-    offs = [rnd.randrange(nblocks) * BLOCK for _ in range(8192)]
-    lat: list[int] = []
-    clock = time.perf_counter_ns
-    start = time.perf_counter()
-    end = start + seconds
-    nxt = [0]
-
-    async def worker() -> None:
-        buf = f.allocate_buffer(BLOCK)
-        read = f.dma_read
-        while True:
-            k = nxt[0]
-            nxt[0] = k + 1
-            due = start + k / rate
-            if due >= end:
-                break
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            t = clock()
-            await read(offs[k & 8191], buf, io_class)
-            lat.append(clock() - t)
-        buf.release()
-
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return lat
-
-
-def _pct(xs: list[int], p: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(len(s) * p / 100))] / 1000 if s else float("nan")
 
 
 async def _shares_test(path: str, seconds: float, depth: int = SHARES_DEPTH, shares: tuple[int, int] = (400, 100),

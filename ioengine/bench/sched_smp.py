@@ -28,6 +28,8 @@ from ioengine import IoClass, OpenFlags, smp
 from iosched import DiskProperties, dump_io_properties
 from iosched.sim import scaled_properties
 
+from .loads import BLOCK, ISOLATION_WRITE_DEPTH, WRITE_BS, open_loop_reads, saturate
+
 #: Outstanding requests per class in (a).
 SHARES_DEPTHS = (32, 128)
 
@@ -36,25 +38,21 @@ async def _load(path: str, seconds: float, depth: int, bs: int, write: bool, seq
                 name: str, shares: float, start: float) -> int:
     """On this shard: ``depth`` workers back to back from ``start`` (a shared monotonic time) for
     ``seconds``, in io class ``name``; the requests completed."""
-    from .sched import _saturate  # the same closed loop as the single-shard rows
-
     io_class = IoClass(name, shares)
     flags = OpenFlags.RW if write else OpenFlags.RO
     async with await ioengine.open_file_dma(path, flags) as f:
         delay = start - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        return await _saturate(f, seconds, depth, bs, write, sequential, io_class)
+        return await saturate(f, seconds, depth, bs, write, sequential, io_class)
 
 
 async def _reads(path: str, seconds: float, rate: float, start: float) -> list[int]:
-    from .sched import _open_loop_reads
-
     async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
         delay = start - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        return await _open_loop_reads(f, rate, seconds, IoClass("bench-reader", 1000))
+        return await open_loop_reads(f, rate, seconds, IoClass("bench-reader", 1000))
 
 
 async def _spread(loads: list[tuple[int, Any, tuple]]) -> list[Any]:
@@ -75,7 +73,6 @@ def _pct(xs: list[int], p: float) -> float:
 def main_sched_smp(path: str, disk: DiskProperties, n: int, seconds: float, rounds: int,
                    out: TextIO = sys.stdout) -> dict[str, Any]:
     """Sections (a), (b), (e) above on ``n`` shards, with ``disk`` as the calibration."""
-    from .sched import BLOCK, ISOLATION_WRITE_DEPTH, WRITE_BS
 
     props = dump_io_properties([disk])
     half_disk = scaled_properties(disk, 0.5)
