@@ -130,6 +130,7 @@ typedef struct {
     uint64_t g_len;            /* one-entry cost cache, as the grant's last_length/direction/cost */
     long g_dir;
     double g_cost;
+    PyObject *g_class;         /* grant.io_class (it never changes): plain_route's test per request */
     PyObject *call_soon;       /* loop.call_soon */
     PyObject *flush_cb;        /* the reactor's per-turn flush */
     PyObject *submit_inline;   /* the reactor's mid-turn submission */
@@ -664,11 +665,7 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
         if (throttling) {
             if (!self->grant)
                 return 0;
-            PyObject *gc = PyObject_GetAttr(self->grant, str_io_class);
-            if (!gc)
-                return -1;
-            Py_DECREF(gc);
-            if (gc != st)
+            if (self->g_class != st)
                 return 0;
             if (self->sched_waiting) {
                 /* share_direct: others wait; this class goes on under its grant only while it has
@@ -1819,7 +1816,11 @@ static int IoPath_set_grant(IoPathObject *self, PyObject *v, void *c)
 {
     if (grant_store(self) < 0)
         return -1;
+    PyObject *cls = NULL;
+    if (v && v != Py_None && !(cls = PyObject_GetAttr(v, str_io_class)))
+        return -1;
     Py_XSETREF(self->grant, (v && v != Py_None) ? Py_NewRef(v) : NULL);
+    Py_XSETREF(self->g_class, cls);
     return 0;
 }
 static PyObject *IoPath_get_submit_now(IoPathObject *self, void *c) { return PyBool_FromLong(self->submit_now); }
@@ -1888,6 +1889,7 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     if (held)
         return held;
     Py_VISIT(self->grant);
+    Py_VISIT(self->g_class);
     Py_VISIT(self->call_soon);
     Py_VISIT(self->flush_cb);
     Py_VISIT(self->submit_inline);
@@ -1927,6 +1929,7 @@ static int IoPath_clear(IoPathObject *self)
     iofuture_clear_held(&self->held);
     self->g_loaded = 0;
     Py_CLEAR(self->grant);
+    Py_CLEAR(self->g_class);
     Py_CLEAR(self->call_soon);
     Py_CLEAR(self->flush_cb);
     Py_CLEAR(self->submit_inline);
