@@ -120,3 +120,32 @@ def test_a_precise_wait_still_wakes_for_completions(run, loop_kind, scratch):
     # The loop slept towards the far timer, and a descriptor (the completion's eventfd, or a
     # worker thread's wake-up) ended the wait, not its timeout.
     assert any(ns > 10**9 and n == 1 for ns, n in calls), calls
+
+
+def test_without_epoll_pwait2_the_loop_keeps_asyncios_waits(run, loop_kind, caplog):
+    """A kernel before 5.11 answers ENOSYS: the wrapper says so once (info), stops waiting
+    precisely and the sleep still ends, through the selector's own millisecond wait."""
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop's timers are libuv's milliseconds (documented)")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        sel = loop._selector
+        calls: list[int] = []
+
+        def old_kernel(epfd: int, ns: int) -> int:
+            calls.append(ns)
+            return -errno.ENOSYS
+
+        sel.wait_ns = old_kernel
+        t = loop.time()
+        await asyncio.sleep(0.0003)
+        await asyncio.sleep(0.0003)
+        return loop.time() - t, calls, sel.precise, ioengine.get_reactor().precise_timers
+
+    with caplog.at_level("INFO", logger="ioengine.poller"):
+        slept, calls, precise, reported = run(main(), idle_poll_time_us=0)
+    assert slept >= 0.0006
+    assert len(calls) == 1  # asked once, then never again
+    assert not precise and not reported
+    assert sum("epoll_pwait2 needs Linux 5.11" in r.getMessage() for r in caplog.records) == 1
