@@ -4,10 +4,10 @@ A thread that sleeps in epoll_wait and is woken by the completion's eventfd pays
 wake-up (tens of microseconds on a VM) on every I/O when few are in flight; Seastar's reactor
 polls for ``idle_poll_time_us`` before it sleeps for the same reason. asyncio has no hook for
 this, so the selector of a selector-based loop is wrapped: when the loop would block and a
-source has work in flight, the wrapper alternates between reaping completions straight from
-the source (the callbacks they schedule make the loop run at once, without the eventfd's round
-trip) and a zero-timeout select for the loop's other file descriptors, until one of them gives
-something or the poll time is spent; then it blocks as usual.
+source has work in flight, the wrapper reaps completions straight from the source (the
+callbacks they schedule make the loop run at once, without the eventfd's round trip), with a
+zero-timeout select for the loop's other file descriptors every FD_CHECK_NS, until one of them
+gives something or the poll time is spent; then it blocks as usual.
 
 Several sources may register with one wrapper (the reactor's ring; the cross-shard message
 rings of ioengine.smp). A source may also ask to be polled on every loop turn (``each_turn``:
@@ -36,6 +36,10 @@ _MAX_LATE_NS = 200_000
 #: The timer slack (ns) of a thread whose loop waits precisely: the kernel stretches every timed
 #: sleep by the thread's slack (50 µs by default) to batch wake-ups.
 PRECISE_SLACK_NS = 1000
+#: While spinning, the loop's file descriptors are looked at (one zero-timeout select, a
+#: system call) at most this often; the sources' reaps (memory, or one call each) every time
+#: round. `ioengine-bench smp` shows the round trip it buys.
+FD_CHECK_NS = 4000
 
 
 class PollSource:
@@ -182,16 +186,23 @@ class PollingSelector(selectors.BaseSelector):
         if self._poll_ns and self._busy():
             clock = time.monotonic_ns
             budget = self._poll_ns if timeout is None else min(self._poll_ns, int(timeout * 1e9))
-            deadline = clock() + budget
+            now = clock()
+            deadline = now + budget
+            fds_due = now
             reap = self._reap
             while True:
                 if reap():
                     return []  # callbacks are queued: the loop runs them now
-                ready = inner.select(0)
-                if ready:
-                    return ready
-                if clock() >= deadline:
-                    break
+                # The descriptors (a system call) every FD_CHECK_NS, the sources every time
+                # round: a message or a completion is seen sooner, a socket at most that late.
+                now = clock()
+                if now >= fds_due:
+                    ready = inner.select(0)
+                    if ready:
+                        return ready
+                    if now >= deadline:
+                        break
+                    fds_due = now + FD_CHECK_NS
             if timeout is not None:
                 timeout = max(0.0, timeout - budget / 1e9)
         sleepers = self._sleepers

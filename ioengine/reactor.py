@@ -665,7 +665,9 @@ class Reactor:
         return n > 0 and (n == 1 or self._gap_ns <= self._poll_wake_ns)
 
     def _poll_completions(self) -> bool:
-        if self.closed:
+        if self.closed or not self._path.in_kernel:
+            # Nothing of ours in the kernel (another poll source keeps the loop spinning): no
+            # system call. What the ring holds besides (an op counted elsewhere) comes by the eventfd.
             return False
         uds, results = self.backend.poll()
         if uds:

@@ -183,7 +183,7 @@ class Transport:
     __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
                  "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
-                 "_wakeups", "_deliver_scheduled",
+                 "_wakeups",
                  "_dead", "_batch_bytes", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
 
     def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
@@ -216,11 +216,11 @@ class Transport:
         self._buf = ffi.new("char[]", ring_bytes)
         self._view = memoryview(ffi.buffer(self._buf))
         self._tasks: set[asyncio.Task] = set()
-        # The answers' futures are resolved with their callbacks held, and one loop callback per
-        # turn resumes every task they wake (no Handle per answer): `ioengine-bench smp` measures it.
+        # The answers' futures are resolved with their callbacks held, and the tasks they wake
+        # resume where the answers were read, before the loop turn goes on (see _dispatch):
+        # `ioengine-bench smp` measures it.
         self._create_future = functools.partial(IoFuture, loop=loop)
         self._wakeups = Wakeups()
-        self._deliver_scheduled = False
         self.closed = False
         self._dead: set[int] = set()
         self._fids: dict[Any, int] = {}  # functions sent from here, by id
@@ -380,6 +380,8 @@ class Transport:
             if n:
                 got = True
                 self._dispatch(src, n)
+                if self.closed:  # a caller resumed by it closed the transport
+                    return True
         if got and self._dirty and not self.closed:
             self._flush()  # answers go out now, not a loop turn later
         return got
@@ -441,18 +443,15 @@ class Transport:
             except Exception as e:  # the answer does not unpickle here
                 held.set_exception(fut, TypeError(f"the answer from shard {src} cannot be unpickled on shard "
                                                   f"{self.shard}: {type(e).__name__}: {e}"))
-        if held.held and not self._deliver_scheduled:
-            self._deliver_scheduled = True
-            self.loop.call_soon(self._deliver)
+        if held.held:
+            # Resume the callers now: the rings are read from the selector's hook (once per
+            # select, so a task resumes at most once a loop turn, as from the ready queue) or
+            # from the eventfd's callback, never inside a task (Wakeups.deliver would then leave
+            # them to call_soon). Their next calls leave with this poll's flush, not a turn later.
+            held.deliver()
         if self._dirty and not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
-
-    def _deliver(self) -> None:
-        """Resume the tasks this turn's answers woke (a loop callback: once per turn, as their
-        Handles would have run)."""
-        self._deliver_scheduled = False
-        self._wakeups.deliver()
 
     def _run_call(self, src: int, rid: int, fn: Any, payload: Any) -> None:
         """A call with keyword arguments, or of a function sent with it."""
@@ -523,10 +522,11 @@ class Transport:
         except BlockingIOError:
             pass
         self.poll()
-        if self._unpoll is None:
+        if self._unpoll is None and not self.closed:
             # Re-arm: raise the flag, then look once more (a push that saw it down wrote nothing).
             while lib.ie_shard_sleep(self._my_flag, self._in_arr, self._n_in):
-                self.poll()
+                if self.poll() and self.closed:
+                    break
 
     # -- failure and close -----------------------------------------------------------------
 

@@ -135,3 +135,88 @@ def test_poll_wake_option_is_checked_and_used(run, scratch):
         return ioengine.get_reactor().polled
 
     assert run(main(), idle_poll_wake_us=0) > 0
+
+
+def test_a_spinning_source_still_serves_sockets_and_checks_them_less_often(run, loop_kind):
+    """While a source keeps the loop spinning, the other descriptors are still looked at (a
+    socket's data arrives), but the zero-timeout select, a system call, runs at most every
+    FD_CHECK_NS while the source's reap runs every time round."""
+    import socket
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop has no selector to wrap (the reactor spins from a callback there)")
+
+    from ioengine import poller
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        counts = {"reap": 0, "select": 0}
+
+        def reap() -> bool:
+            counts["reap"] += 1
+            return False
+
+        unpoll = poller.install(loop, 200_000, lambda: True, reap)
+        wrapper = loop._selector
+        inner = wrapper._inner
+        real_select = inner.select
+
+        def counting_select(timeout=None):
+            counts["select"] += 1
+            return real_select(timeout)
+
+        a, b = socket.socketpair()
+        got = loop.create_future()
+        try:
+            inner.select = counting_select
+            loop.add_reader(a, lambda: got.done() or got.set_result(a.recv(10)))
+            loop.call_later(0.005, b.send, b"ping")
+            data = await asyncio.wait_for(got, 5)
+        finally:
+            inner.select = real_select
+            loop.remove_reader(a)
+            a.close()
+            b.close()
+            unpoll()
+        return data, counts
+
+    data, counts = run(main(), idle_poll_time_us=0)
+    assert data == b"ping"
+    assert counts["reap"] > 2 * counts["select"] > 0, counts
+
+
+def test_the_reactor_makes_no_system_call_to_poll_with_nothing_in_the_kernel(run, loop_kind):
+    """Another poll source keeps the loop spinning while the reactor has no I/O in flight:
+    the reactor's reap is a counter check, not a system call each time round."""
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop has no selector to wrap")
+    from ioengine import poller
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        r = ioengine.get_reactor()
+        calls = 0
+        real_poll = r.backend.poll
+
+        def counting_poll():
+            nonlocal calls
+            calls += 1
+            return real_poll()
+
+        spins = 0
+
+        def reap() -> bool:
+            nonlocal spins
+            spins += 1
+            return False
+
+        r.backend.poll = counting_poll
+        unpoll = poller.install(loop, 200_000, lambda: True, reap)
+        try:
+            await asyncio.sleep(0.01)
+        finally:
+            unpoll()
+            del r.backend.poll
+        return calls, spins
+
+    calls, spins = run(main())
+    assert spins > 0 and calls == 0, (calls, spins)

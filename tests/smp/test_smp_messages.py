@@ -214,3 +214,35 @@ def test_every_shard_runs_the_loop_shard_0_runs(kind):
     finally:
         asyncio.set_event_loop_policy(None)
     assert len(mods) == 2 and all(m.startswith("uvloop") == (kind == "uvloop") for m in mods), mods
+
+
+def test_callers_resumed_as_answers_arrive_still_take_turns_with_the_loop():
+    """An answer resumes its caller where the ring is read (no loop callback in between), but
+    at most once per loop turn: a caller calling in a loop leaves the loop's other tasks and
+    its timers their turns."""
+    async def main():
+        import asyncio
+        loop = asyncio.get_running_loop()
+        ticks = 0
+        stop = False
+
+        async def ticker():
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        fired_at = []
+        n = 3000
+        i = 0
+        t = asyncio.ensure_future(ticker())
+        loop.call_later(0.001, lambda: fired_at.append(i))
+        for i in range(n):
+            assert await smp.submit_to(1, h.echo, i) == i
+        stop = True
+        await t
+        return ticks, fired_at, n
+
+    ticks, fired_at, n = ioengine.run(main, smp=2)
+    assert ticks >= n // 2, (ticks, n)
+    assert fired_at and fired_at[0] < n - 1, fired_at
