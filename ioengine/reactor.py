@@ -377,8 +377,10 @@ class Reactor:
 
     def settle_grants(self) -> None:
         """Bring the disk queues' books up to date: commit the open grant, book the completions
-        of grants' requests reaped since the last call."""
+        of grants' requests reaped since the last call, count the staged requests in their
+        classes (IoPath counts them in C and adds them at each submission)."""
         self._settled_ns = time.monotonic_ns()
+        self._path.sync_counters()
         self._commit_grant()
         if self._reaped_grants:
             now = self.loop.time()

@@ -131,6 +131,12 @@ typedef struct {
     long g_dir;
     double g_cost;
     PyObject *g_class;         /* grant.io_class (it never changes): plain_route's test per request */
+    /* Requests counted in a class's ``ops``/``bytes`` lists as C numbers, added to the lists
+       at the next submission (or completion batch, or sync_counters()): a Python list item
+       read, added and stored twice per request cost more than the rest of io(). One class at
+       a time; another class's request publishes the first's. */
+    PyObject *cnt_class;
+    uint64_t cnt_ops[2], cnt_bytes[2];
     PyObject *call_soon;       /* loop.call_soon */
     PyObject *flush_cb;        /* the reactor's per-turn flush */
     PyObject *submit_inline;   /* the reactor's mid-turn submission */
@@ -368,6 +374,41 @@ static int add_to_list_item(PyObject *owner, PyObject *name, long idx, uint64_t 
     return rc;
 }
 
+/* Add the counts kept in C to their class's lists. 0, or -1 with an exception. */
+static int counts_publish(IoPathObject *self)
+{
+    PyObject *cls = self->cnt_class;
+    if (!cls)
+        return 0;
+    self->cnt_class = NULL;
+    int rc = 0;
+    for (long d = 0; d < 2 && rc == 0; d++) {
+        if (self->cnt_ops[d] && (add_to_list_item(cls, str_ops, d, self->cnt_ops[d]) < 0
+                                 || add_to_list_item(cls, str_bytes, d, self->cnt_bytes[d]) < 0))
+            rc = -1;
+    }
+    self->cnt_ops[0] = self->cnt_ops[1] = self->cnt_bytes[0] = self->cnt_bytes[1] = 0;
+    Py_DECREF(cls);
+    return rc;
+}
+
+/* Count ``ops`` requests of ``bytes`` in ``cls`` (direction 0 read, 1 write). */
+static int count_in_class(IoPathObject *self, PyObject *cls, long direction, uint64_t ops, uint64_t bytes)
+{
+    if (direction < 0 || direction > 1)
+        return add_to_list_item(cls, str_ops, direction, ops) < 0 || add_to_list_item(cls, str_bytes, direction, bytes) < 0
+               ? -1 : 0;
+    if (cls != self->cnt_class) {
+        if (counts_publish(self) < 0)
+            return -1;
+        Py_INCREF(cls);
+        self->cnt_class = cls;
+    }
+    self->cnt_ops[direction] += ops;
+    self->cnt_bytes[direction] += bytes;
+    return 0;
+}
+
 static int grant_take(PyObject *grant, long direction, uint64_t length, PyObject *cls)
 {
     double c;
@@ -424,6 +465,8 @@ static int grant_take(PyObject *grant, long direction, uint64_t length, PyObject
    (it may read or change its budget, or book it). 0, or -1 with an exception. */
 static int grant_store(IoPathObject *self)
 {
+    if (counts_publish(self) < 0)  /* the class's counts are books of the same requests */
+        return -1;
     if (!self->g_loaded)
         return 0;
     self->g_loaded = 0;
@@ -584,7 +627,7 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
             Py_RETURN_FALSE;
         }
     }
-    if (cls && (add_to_list_item(cls, str_ops, (long)op, 1) < 0 || add_to_list_item(cls, str_bytes, (long)op, len) < 0)) {
+    if (cls && count_in_class(self, cls, (long)op, 1, len) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
@@ -696,6 +739,8 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
 static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
 {
     *uds = *res = NULL;
+    if (counts_publish(self) < 0)
+        return -1;
     if (!self->ring || self->sched_waiting || self->exports)
         return 0;
     Py_ssize_t n = self->capacity - self->in_kernel;  /* the rest waits for completions */
@@ -912,7 +957,7 @@ static PyObject *IoPath_read_many(IoPathObject *self, PyObject *const *args, Py_
         total += len;
     }
     ret = NULL;
-    if (st != Py_None && (add_to_list_item(st, str_ops, 0, (uint64_t)n) < 0 || add_to_list_item(st, str_bytes, 0, total) < 0))
+    if (st != Py_None && count_in_class(self, st, 0, (uint64_t)n, total) < 0)
         goto out;
     fut = new_future(self);
     if (!fut)
@@ -1377,6 +1422,8 @@ static PyObject *IoPath_complete(IoPathObject *self, PyObject *const *args, Py_s
     }
     PyObject *uds = args[0], *results = args[1];
     Py_ssize_t n = PyList_GET_SIZE(uds);
+    if (counts_publish(self) < 0)  /* before any callback can look at them */
+        return NULL;
     self->in_kernel -= n;
     PyObject *units = NULL, *grant = NULL;
     saved_error first_err = {NULL, NULL, NULL};
@@ -1542,6 +1589,8 @@ static PyObject *IoPath_consume(IoPathObject *self, PyObject *arg)
         PyErr_SetString(PyExc_BufferError, "IoPath: release the batch before consume()");
         return NULL;
     }
+    if (counts_publish(self) < 0)
+        return NULL;
     memmove(self->recs, self->recs + n * REC_WORDS, (size_t)(self->nrec - n) * REC_WORDS * sizeof(uint64_t));
     self->nrec -= n;
     self->in_kernel += n;
@@ -1885,6 +1934,7 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->future_type);
     Py_VISIT(self->future_kwargs);
     Py_VISIT(self->iofuture_loop);
+    Py_VISIT(self->cnt_class);
     int held = iofuture_traverse_held(&self->held, visit, arg);
     if (held)
         return held;
@@ -1930,6 +1980,7 @@ static int IoPath_clear(IoPathObject *self)
     self->g_loaded = 0;
     Py_CLEAR(self->grant);
     Py_CLEAR(self->g_class);
+    Py_CLEAR(self->cnt_class);
     Py_CLEAR(self->call_soon);
     Py_CLEAR(self->flush_cb);
     Py_CLEAR(self->submit_inline);
@@ -1952,7 +2003,17 @@ static void IoPath_dealloc(IoPathObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* sync_counters() -- add the request counts kept in C to their class's lists now. */
+static PyObject *IoPath_sync_counters(IoPathObject *self, PyObject *unused)
+{
+    if (counts_publish(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef IoPath_methods[] = {
+    {"sync_counters", (PyCFunction)IoPath_sync_counters, METH_NOARGS,
+     "add the requests counted in C to their io class's ops/bytes lists (done at every submission)"},
     {"rw", (PyCFunction)(void (*)(void))IoPath_rw, METH_FASTCALL,
      "rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None if a number does not fit"},
     {"submit", (PyCFunction)(void (*)(void))IoPath_submit, METH_FASTCALL,
