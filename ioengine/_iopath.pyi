@@ -51,6 +51,24 @@ class Wakeups:
     def set_exception(self, future: IoFuture[Any], exception: BaseException, /) -> None: ...
     def deliver(self) -> None: ...
 
+@final
+class MessageDispatch:
+    """A cross-shard ring's answers and plain calls handled in C (ioengine.smp): an answer
+    resolves its caller's IoFuture (wake-up held in ``wakeups``), a call of a function already
+    sent runs and a result of a ``plain`` type is pickled into the outbox; every other message,
+    result or error goes to the Python callbacks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, wakeups: Wakeups, plain: set[type], loads: Callable[[Any], Any],
+                 dumps: Callable[[Any, int], bytes], proto: int,
+                 slow: Callable[[int, int, int, memoryview], None],
+                 result: Callable[[int, int, Any], None],
+                 fail: Callable[[int, int, Any, BaseException], None],
+                 flush: Callable[[int, bytearray], None], max_payload: int, batch_bytes: int) -> None: ...
+    def call(self, kind: int, rid: int, args: tuple[Any, ...], pending: dict[int, IoFuture[Any]],
+             outbox: bytearray, dest: int, /) -> IoFuture[Any] | None: ...
+    def run(self, buffer: Any, n: int, src: int, pending: dict[int, IoFuture[Any]], fns: dict[int, Any],
+            outbox: bytearray, /) -> None: ...
+
 class WriteBooks:
     """A File's per-write books (C): the writes in flight, the furthest end among them, the known
     and logical sizes, and the future resolved when the last write in flight lands. Passed as a

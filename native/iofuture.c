@@ -830,6 +830,17 @@ static void Wakeups_dealloc(WakeupsObject *w)
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
+static PyTypeObject Wakeups_Type;
+
+ie_wakeups *iofuture_held_of(PyObject *w)
+{
+    if (!Py_IS_TYPE(w, &Wakeups_Type)) {
+        PyErr_Format(PyExc_TypeError, "expected a Wakeups, got %.80s", Py_TYPE(w)->tp_name);
+        return NULL;
+    }
+    return &((WakeupsObject *)w)->held;
+}
+
 static int check_pending_iofuture(PyObject *fut, const char *what)
 {
     if (!IoFuture_CheckExact(fut)) {

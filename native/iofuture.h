@@ -36,6 +36,8 @@ int iofuture_finish(PyObject *fut, PyObject *result, PyObject *exc, ie_wakeups *
    call_soon. A callback's exception goes to the loop's exception handler; only SystemExit and
    KeyboardInterrupt come back (-1), after the rest were scheduled. ``held`` ends empty. */
 int iofuture_deliver(ie_wakeups *held);
+/* The held callbacks of a ``Wakeups`` object (NULL with TypeError for anything else). */
+ie_wakeups *iofuture_held_of(PyObject *w);
 int iofuture_traverse_held(ie_wakeups *held, visitproc visit, void *arg);
 void iofuture_clear_held(ie_wakeups *held);
 /* Type ready, added to ``m``, asyncio's names looked up. */

@@ -2091,6 +2091,8 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef iopath_module = {PyModuleDef_HEAD_INIT, "ioengine._iopath",
                                            "The reactor's per-request path in C.", -1, module_methods};
 
+int smpmsg_module_init(PyObject *m);  /* native/smpmsg.c */
+
 PyMODINIT_FUNC PyInit__iopath(void)
 {
     str_set_result = PyUnicode_InternFromString("set_result");
@@ -2116,7 +2118,8 @@ PyMODINIT_FUNC PyInit__iopath(void)
     if (!m)
         return NULL;
     if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0
-        || PyModule_AddObjectRef(m, "WriteBooks", (PyObject *)&WriteBooks_Type) < 0 || iofuture_module_init(m) < 0) {
+        || PyModule_AddObjectRef(m, "WriteBooks", (PyObject *)&WriteBooks_Type) < 0 || iofuture_module_init(m) < 0
+        || smpmsg_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

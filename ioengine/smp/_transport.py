@@ -27,7 +27,7 @@ import types
 from typing import Any
 
 from .. import poller
-from .._iopath import IoFuture, Wakeups
+from .._iopath import IoFuture, MessageDispatch, Wakeups
 from .._native import ffi, lib
 
 #: Message kinds (the low byte of the header's second word; the rest is a function id).
@@ -183,7 +183,7 @@ class Transport:
     __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
                  "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
-                 "_wakeups",
+                 "_wakeups", "_disp", "_ready",
                  "_dead", "_batch_bytes", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
 
     def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
@@ -221,11 +221,16 @@ class Transport:
         # `ioengine-bench smp` measures it.
         self._create_future = functools.partial(IoFuture, loop=loop)
         self._wakeups = Wakeups()
+        self._disp = MessageDispatch(loop=loop, wakeups=self._wakeups, plain=_PLAIN_TYPES, loads=pickle.loads,
+                                     dumps=_dumps, proto=_PROTO, slow=self._message, result=self._handle_result,
+                                     fail=self._call_failed, flush=self._flush_early,
+                                     max_payload=self._max_payload, batch_bytes=self._batch_bytes)
         self.closed = False
         self._dead: set[int] = set()
         self._fids: dict[Any, int] = {}  # functions sent from here, by id
         self._fn_pickles: list[bytes] = []
         self._defined: list[set[int]] = [set() for _ in range(count)]  # ids each shard has been sent
+        self._ready: list[dict[Any, int]] = [{} for _ in range(count)]  # functions sent to each: their CALL kind
         self._fns: list[dict[int, Any]] = [{} for _ in range(count)]  # functions received, by sender and id
         loop.add_reader(efds[shard], self._on_eventfd)
         self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self._turn, sleep=self._sleep,
@@ -244,6 +249,29 @@ class Transport:
 
     def call(self, shard: int, fn: Any, args: tuple, kw: dict | None, what: str = "submit_to") -> IoFuture[Any]:
         """Send ``fn(*args, **kw)`` to ``shard``; the future resolves to its result."""
+        if not kw and not self.closed and not self._dead:
+            # The common call: a function already sent there, positional arguments (C pickles
+            # them into the outbox and makes the future).
+            try:
+                kind = self._ready[shard].get(fn)
+            except TypeError:  # an unhashable callable
+                kind = None
+            if kind is not None:
+                ob = self._outbox[shard]
+                if not ob:
+                    self._dirty.append(shard)
+                    if not self._flush_scheduled:
+                        self._flush_scheduled = True
+                        self.loop.call_soon(self._flush)
+                rid = self._next_id
+                self._next_id = rid + 1
+                try:
+                    sent = self._disp.call(kind, rid, args, self._pending[shard], ob, shard)
+                except Exception as e:
+                    raise describe_unpicklable(what, shard, fn, args, kw, e) from e
+                if sent is not None:
+                    return sent
+                # larger than a message: the general path below says so
         if self.closed or self._dead and shard in self._dead:
             raise ShardError(shard, "is stopped or gone; no more calls can be sent to it")
         try:
@@ -273,6 +301,7 @@ class Transport:
         if fid is not None and fid not in self._defined[shard]:
             self._defined[shard].add(fid)
             self._send(shard, DEF | fid << 8, 0, self._fn_pickles[fid])
+            self._ready[shard][fn] = CALL | fid << 8
         rid = self._next_id
         self._next_id = rid + 1
         fut: IoFuture[Any] = self._create_future()
@@ -387,62 +416,14 @@ class Transport:
         return got
 
     def _dispatch(self, src: int, n: int) -> None:
-        view = self._view
-        unpack = _HDR.unpack_from
-        loads = pickle.loads
-        pending = self._pending[src]
-        held = self._wakeups
-        fns = self._fns[src]
-        plain = _PLAIN_TYPES
+        """The ``n`` bytes of messages read from ``src``'s ring: answers and plain calls in C
+        (MessageDispatch), the rest through _message, in order."""
         ob = self._outbox[src]
-        p = 0
-        while p < n:
-            ln, kind, rid = unpack(view, p)
-            p += HDR_BYTES
-            payload = view[p:p + ln]
-            p += ln
-            k = kind & 0xFF
-            if k == CALL:
-                # The common call (a cached function, positional arguments) and its plain
-                # answer, inlined; anything else goes the long way (_run_call).
-                fn = fns[kind >> 8]
-                try:
-                    res = fn(*loads(payload))
-                    if type(res) in plain:
-                        data = _dumps(res, _PROTO)
-                        if len(data) <= self._max_payload:
-                            if not ob:
-                                self._dirty.append(src)
-                            ob += _pack(len(data), OK, rid)
-                            ob += data
-                            if len(ob) >= self._batch_bytes:
-                                self._flush_early(src, ob)
-                            continue
-                        self.answer(src, rid, res)
-                        continue
-                except Exception as exc:
-                    e = fn.error if type(fn) is _Unloadable else exc
-                    self._send(src, ERR, rid, error_payload(self.shard, e))
-                    continue
-                self._handle_result(src, rid, res)
-                continue
-            if k > ERR:
-                if k == DEF:
-                    fns[kind >> 8] = _load_function(payload)
-                else:
-                    self._run_call(src, rid, fns[kind >> 8] if k == CALL_KW else None, payload)
-                continue
-            fut = pending.pop(rid, None)
-            if fut is None or fut.done():  # the caller was cancelled
-                continue
-            try:
-                if kind == OK:
-                    held.set_result(fut, loads(payload))
-                else:
-                    held.set_exception(fut, rebuild_error(payload))
-            except Exception as e:  # the answer does not unpickle here
-                held.set_exception(fut, TypeError(f"the answer from shard {src} cannot be unpickled on shard "
-                                                  f"{self.shard}: {type(e).__name__}: {e}"))
+        empty = not ob
+        self._disp.run(self._view, n, src, self._pending[src], self._fns[src], ob)
+        if empty and ob:
+            self._dirty.append(src)
+        held = self._wakeups
         if held.held:
             # Resume the callers now: the rings are read from the selector's hook (once per
             # select, so a task resumes at most once a loop turn, as from the ready queue) or
@@ -452,6 +433,40 @@ class Transport:
         if self._dirty and not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+
+    def _message(self, src: int, kind: int, rid: int, payload: Any) -> None:
+        """One message MessageDispatch leaves to Python: a function's definition, a call with
+        keywords or of a function sent with it, an error answer, an answer that does not unpickle."""
+        k = kind & 0xFF
+        if k == DEF:
+            self._fns[src][kind >> 8] = _load_function(payload)
+        elif k == CALL_KW:
+            self._run_call(src, rid, self._fns[src][kind >> 8], payload)
+        elif k == CALL_FN:
+            self._run_call(src, rid, None, payload)
+        elif k == CALL:  # a function id never defined here: the sender's books are wrong
+            err = RuntimeError(f"shard {self.shard} got a call of function id {kind >> 8} it was never sent")
+            self._send(src, ERR, rid, error_payload(self.shard, err))
+        elif k in (OK, ERR):
+            fut = self._pending[src].pop(rid, None)
+            if fut is None or fut.done():  # the caller was cancelled
+                return
+            held = self._wakeups
+            try:
+                if k == OK:
+                    held.set_result(fut, pickle.loads(payload))
+                else:
+                    held.set_exception(fut, rebuild_error(payload))
+            except Exception as e:  # the answer does not unpickle here
+                held.set_exception(fut, TypeError(f"the answer from shard {src} cannot be unpickled on shard "
+                                                  f"{self.shard}: {type(e).__name__}: {e}"))
+        else:
+            raise RuntimeError(f"cross-shard ring from shard {src}: unknown message kind {k}")
+
+    def _call_failed(self, src: int, rid: int, fn: Any, exc: BaseException) -> None:
+        """A call (or the unpickling of its arguments) raised: the caller gets it."""
+        e = fn.error if type(fn) is _Unloadable else exc
+        self._send(src, ERR, rid, error_payload(self.shard, e))
 
     def _run_call(self, src: int, rid: int, fn: Any, payload: Any) -> None:
         """A call with keyword arguments, or of a function sent with it."""
@@ -575,7 +590,7 @@ class Transport:
 
 
 #: Code objects of the transport's frames that call the user's function (left out of tracebacks).
-_OWN_CODE = frozenset({Transport._dispatch.__code__, Transport._run_call.__code__, Transport._finish.__code__})
+_OWN_CODE = frozenset({Transport._run_call.__code__, Transport._finish.__code__})
 
 
 def _always() -> bool:

@@ -136,3 +136,8 @@ async def read_blocks_report(path: str, count: int, depth: int) -> dict:
     q = disk["queue"]
     return {"shard": smp.this_shard_id(), "shared": q["shared"], "dispatched": q["dispatched_cost"],
             "capacity": q["capacity"], "t0": t0, "t1": t1, "pid": os.getpid()}
+
+
+def return_unrebuildable() -> Unrebuildable:
+    """A result that pickles here and does not unpickle on the caller's side."""
+    return Unrebuildable("x", "y")

@@ -246,3 +246,48 @@ def test_callers_resumed_as_answers_arrive_still_take_turns_with_the_loop():
     ticks, fired_at, n = ioengine.run(main, smp=2)
     assert ticks >= n // 2, (ticks, n)
     assert fired_at and fired_at[0] < n - 1, fired_at
+
+
+def test_calls_of_functions_already_sent_keep_every_rule():
+    """After its first call a function is called through the C paths (MessageDispatch: the
+    call pickled into the outbox, the answer or the call handled without Python): every rule
+    of the first call still holds there, each case twice so the second goes the fast way."""
+    async def main():
+        import asyncio
+        out: dict[str, list] = {}
+
+        async def twice(name, make):
+            got = out.setdefault(name, [])
+            for _ in range(2):
+                try:
+                    got.append(await make())
+                except Exception as e:  # noqa: BLE001
+                    got.append(e)
+
+        await twice("echo", lambda: smp.submit_to(1, h.echo, 7))
+        await twice("unpicklable", lambda: smp.submit_to(1, h.echo, lambda: 2))
+        big = b"x" * 100_000
+        await twice("large", lambda: smp.submit_to(1, h.echo, big))
+        await twice("raises", lambda: smp.submit_to(1, h.raise_key, "k"))
+        await twice("result", lambda: smp.submit_to(1, h.unpicklable_result))
+        await twice("coroutine", lambda: smp.submit_to(1, h.awhoami, 0))
+        await twice("object", lambda: smp.submit_to(1, h.Counter, 5, "d"))
+        await twice("answer", lambda: smp.submit_to(1, h.return_unrebuildable))
+        slow = asyncio.ensure_future(smp.submit_to(1, h.awhoami, 0.05))
+        await asyncio.sleep(0.01)
+        slow.cancel()
+        await twice("after", lambda: smp.submit_to(1, h.add, 2, 3))
+        return out, slow.cancelled()
+
+    out, cancelled = ioengine.run(main, smp=2, smp_ring_bytes=65536)
+    assert out["echo"] == [7, 7] and out["after"] == [5, 5] and cancelled
+    for name, kind, text in (("unpicklable", smp.UnpicklableArgumentError, "argument 0 (positional"),
+                             ("large", ValueError, "more than a cross-shard message may hold"),
+                             ("raises", KeyError, "no such key 'k'"),
+                             ("result", TypeError, "cannot be pickled"),
+                             ("answer", TypeError, "cannot be unpickled on shard 0")):
+        for e in out[name]:
+            assert isinstance(e, kind) and text in str(e), (name, e)
+    assert all("raise_key" in e.remote_traceback for e in out["raises"])
+    assert [c[0] for c in out["coroutine"]] == [1, 1]
+    assert [c.value for c in out["object"]] == [5, 5]
