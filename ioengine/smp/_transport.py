@@ -22,6 +22,7 @@ import os
 import pickle
 import resource
 import struct
+import time
 import traceback
 import types
 from typing import Any
@@ -183,7 +184,7 @@ class Transport:
     __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
                  "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
-                 "_wakeups", "_disp", "_ready",
+                 "_wakeups", "_disp", "_ready", "_poll_ns", "_spinning", "_spin_deadline",
                  "_dead", "_batch_bytes", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
 
     def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
@@ -232,6 +233,9 @@ class Transport:
         self._defined: list[set[int]] = [set() for _ in range(count)]  # ids each shard has been sent
         self._ready: list[dict[Any, int]] = [{} for _ in range(count)]  # functions sent to each: their CALL kind
         self._fns: list[dict[int, Any]] = [{} for _ in range(count)]  # functions received, by sender and id
+        self._poll_ns = max(0, poll_us) * 1000
+        self._spinning = False
+        self._spin_deadline = 0
         loop.add_reader(efds[shard], self._on_eventfd)
         self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self._turn, sleep=self._sleep,
                                       awake=self._awake)
@@ -241,8 +245,9 @@ class Transport:
         # "Scheduled" stays True then: nothing else needs to schedule it.
         self._flush_scheduled = self._unpoll is not None
         if self._unpoll is None:
-            # No hook to say when we sleep: stay "asleep" for the producers (every batch they push
-            # writes our eventfd), and read the rings from the eventfd's callback.
+            # No hook to say when we sleep: the rings are read from the eventfd's callback, and
+            # polled from a self-requeuing callback for poll_us after each batch sent or received
+            # (_spin); the flag stays up ("asleep": producers write our eventfd) between spins.
             self._on_eventfd()
 
     # -- sending ---------------------------------------------------------------------------
@@ -352,6 +357,8 @@ class Transport:
         """Write every outbox into its ring: one push per destination (waking it if it sleeps)."""
         if self._unpoll is None:
             self._flush_scheduled = False
+            if self._dirty:
+                self._start_spin()  # the answers will come back soon
         dirty = self._dirty
         if not dirty:
             return
@@ -531,13 +538,39 @@ class Transport:
     def _awake(self) -> None:
         lib.ie_shard_awake(self._my_flag)
 
+    def _start_spin(self) -> None:
+        """Loops without a selector hook (uvloop): poll the rings from a callback for poll_ns,
+        the flag down meanwhile (producers need not write our eventfd)."""
+        if self._poll_ns and not self._spinning and not self.closed:
+            self._spinning = True
+            lib.ie_shard_awake(self._my_flag)
+            self._spin_deadline = time.monotonic_ns() + self._poll_ns
+            self.loop.call_soon(self._spin)
+
+    def _spin(self) -> None:
+        if self.closed:
+            self._spinning = False
+            return
+        if self.poll():
+            self._spin_deadline = time.monotonic_ns() + self._poll_ns
+        elif time.monotonic_ns() >= self._spin_deadline:
+            # Going to sleep: raise the flag, then look once more (a push that saw it down wrote
+            # nothing); something there keeps us polling.
+            if not lib.ie_shard_sleep(self._my_flag, self._in_arr, self._n_in):
+                self._spinning = False
+                return
+            self._spin_deadline = time.monotonic_ns() + self._poll_ns
+        self.loop.call_soon(self._spin)
+
     def _on_eventfd(self) -> None:
         try:
             os.read(self._efds[self.shard], 8)
         except BlockingIOError:
             pass
         self.poll()
-        if self._unpoll is None and not self.closed:
+        if self._unpoll is None and not self.closed and self._poll_ns:
+            self._start_spin()
+        elif self._unpoll is None and not self.closed:
             # Re-arm: raise the flag, then look once more (a push that saw it down wrote nothing).
             while lib.ie_shard_sleep(self._my_flag, self._in_arr, self._n_in):
                 if self.poll() and self.closed:

@@ -291,3 +291,39 @@ def test_calls_of_functions_already_sent_keep_every_rule():
     assert all("raise_key" in e.remote_traceback for e in out["raises"])
     assert [c[0] for c in out["coroutine"]] == [1, 1]
     assert [c.value for c in out["object"]] == [5, 5]
+
+
+@pytest.mark.parametrize("poll_us", [0, 200])
+def test_without_a_selector_hook_answers_are_polled_not_woken_for(poll_us):
+    """uvloop: after a batch is sent the rings are polled from a callback for idle_poll_time_us
+    (the flag down: the other shard does not write our eventfd), so a caller calling in a loop
+    is answered without a wake-up each time; with polling off, every answer wakes the loop."""
+    uvloop = pytest.importorskip("uvloop")
+    import asyncio
+
+    from ioengine.smp import _transport
+
+    n = 2000
+    wakeups = 0
+    real = _transport.Transport._on_eventfd
+
+    def counting(self):
+        nonlocal wakeups
+        wakeups += 1
+        real(self)
+
+    async def main():
+        return [await smp.submit_to(1, h.add, i, 1) for i in range(n)] == list(range(1, n + 1))
+
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    _transport.Transport._on_eventfd = counting  # shard 0 is this process
+    try:
+        assert ioengine.run(main, smp=2, idle_poll_time_us=poll_us)
+    finally:
+        _transport.Transport._on_eventfd = real
+        asyncio.set_event_loop_policy(old)
+    if poll_us:
+        assert wakeups < n // 2, wakeups
+    else:
+        assert wakeups >= n, wakeups
