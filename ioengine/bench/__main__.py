@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--inflight", type=_positive_int, default=200, help="round trips in flight when pipelined")
     s.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds (medians are quoted)")
     s.add_argument("--cpuset", default=None, help='the two CPUs, e.g. "0-1" (default: the first two allowed)')
+    s.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                   help="the event loop ioengine.smp's shards run (default: asyncio's)")
     s = sub.add_parser("timers", help="how late asyncio.sleep(d) wakes: precise timers, asyncio, fio's thinktime")
     s.add_argument("--delays", default=",".join(map(str, DEFAULT_DELAYS_US)),
                    help="comma-separated sleep lengths in µs")
@@ -310,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "smp":
             from .smp import main_smp
 
-            main_smp(args.count, args.seconds, args.rounds, args.inflight, args.cpuset)
+            main_smp(args.count, args.seconds, args.rounds, args.inflight, args.cpuset, loop=args.loop)
             return 0
         if args.command == "sched":
             from .sched import main_sched

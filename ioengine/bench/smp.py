@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from .. import smp as _smp
 from ..options import parse_cpuset
+from .workloads import uvloop_module
 
 
 @dataclass
@@ -92,8 +93,16 @@ async def _ioengine_side(count: int, seconds: float, inflight: int) -> Sample:
     return Sample(_percentile(lat, 0.5), _percentile(lat, 0.99), count / wall, done / pwall, cpu_single, cpu_pipe)
 
 
-def measure_ioengine(count: int, seconds: float, inflight: int, cpus: list[int], **reactor_options: Any) -> Sample:
-    return _smp.run(_ioengine_side, count, seconds, inflight, smp=2, cpuset=tuple(cpus), **reactor_options)
+def measure_ioengine(count: int, seconds: float, inflight: int, cpus: list[int], loop: str = "asyncio",
+                     **reactor_options: Any) -> Sample:
+    """ioengine.smp's side on ``loop`` ("asyncio" or "uvloop": every shard runs the loop shard 0 runs)."""
+    policy = uvloop_module().EventLoopPolicy() if loop == "uvloop" else asyncio.DefaultEventLoopPolicy()
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(policy)
+    try:
+        return _smp.run(_ioengine_side, count, seconds, inflight, smp=2, cpuset=tuple(cpus), **reactor_options)
+    finally:
+        asyncio.set_event_loop_policy(previous)
 
 
 # -- multiprocessing Pipe -----------------------------------------------------------------------
@@ -247,7 +256,7 @@ def measure_floor(count: int, cpus: list[int]) -> float:
 # -- the command --------------------------------------------------------------------------------
 
 def main_smp(count: int = 20000, seconds: float = 2.0, rounds: int = 3, inflight: int = 200,
-             cpuset: str | None = None, out: TextIO | None = None,
+             cpuset: str | None = None, out: TextIO | None = None, loop: str = "asyncio",
              **reactor_options: Any) -> dict[str, dict[str, float]]:
     """Alternate Pipe and ioengine rounds; print and return the medians."""
     out = out or sys.stdout
@@ -255,12 +264,14 @@ def main_smp(count: int = 20000, seconds: float = 2.0, rounds: int = 3, inflight
     if len(cpus) < 2:
         raise SystemExit(f"ioengine-bench smp: needs two CPUs, the cpuset has {cpus}")
     cpus = cpus[:2]
+    if loop == "uvloop":
+        uvloop_module()  # missing: a clear error before anything runs
     print(f"cross-shard round trips between CPUs {cpus[0]} and {cpus[1]}: {count} single, then {inflight} in flight "
-          f"for {seconds:g} s; {rounds} round(s), medians", file=out, flush=True)
+          f"for {seconds:g} s; {rounds} round(s), medians; ioengine.smp on {loop}", file=out, flush=True)
     sides: dict[str, list[Sample]] = {"mp.Pipe": [], "ioengine.smp": []}
     for r in range(rounds):
         sides["mp.Pipe"].append(measure_pipe(count, seconds, inflight, cpus))
-        sides["ioengine.smp"].append(measure_ioengine(count, seconds, inflight, cpus, **reactor_options))
+        sides["ioengine.smp"].append(measure_ioengine(count, seconds, inflight, cpus, loop, **reactor_options))
         a, b = sides["mp.Pipe"][-1], sides["ioengine.smp"][-1]
         print(f"  round {r + 1}: Pipe p50 {a.p50_us:6.1f} us {a.pipelined_per_s:9.0f}/s | "
               f"ioengine p50 {b.p50_us:6.1f} us {b.pipelined_per_s:9.0f}/s", file=out, flush=True)

@@ -19,3 +19,11 @@ def test_smp_benchmark_smoke():
 def test_smp_benchmark_is_a_subcommand(capsys):
     assert main(["smp", "--count", "200", "--seconds", "0.1", "--rounds", "1", "--inflight", "5"]) == 0
     assert "round trips/s, 5 in flight" in capsys.readouterr().out
+
+
+def test_smp_benchmark_runs_the_shards_on_uvloop(capsys):
+    import pytest
+    pytest.importorskip("uvloop")
+    assert main(["smp", "--count", "200", "--seconds", "0.1", "--rounds", "1", "--inflight", "5",
+                 "--loop", "uvloop"]) == 0
+    assert "ioengine.smp on uvloop" in capsys.readouterr().out
