@@ -8,7 +8,7 @@
  *
  *  - OK, an answer: the caller's IoFuture (``pending[rid]``) is resolved with the unpickled
  *    value, its wake-up held in the transport's Wakeups (run together after the batch);
- *  - CALL, a call of a function already sent (``fns[id]``) with positional arguments: it runs,
+ *  - CALL (and CALL_KW), a call of a function already sent (``fns[id]``): it runs,
  *    and a result of a type known to pickle plainly is pickled and appended to the sender's
  *    outbox, header and all.
  *
@@ -24,7 +24,7 @@
 
 #include "iofuture.h"
 
-enum { K_CALL = 0, K_OK = 1 };
+enum { K_CALL = 0, K_OK = 1, K_CALL_KW = 4 };
 #define HDR_BYTES 16
 
 typedef struct {
@@ -172,11 +172,20 @@ static int run_call(DispatchObject *self, PyObject *fns, PyObject *outbox, PyObj
     }
     Py_INCREF(fn);  /* the call may redefine it */
     int rc = -1;
-    PyObject *args = PyObject_CallOneArg(self->loads, payload), *res = NULL, *data = NULL;
+    PyObject *args = PyObject_CallOneArg(self->loads, payload), *kw = NULL, *res = NULL, *data = NULL;
+    if (args && (kind & 0xFF) == K_CALL_KW) {  /* (args, kwargs) */
+        if (!PyTuple_CheckExact(args) || PyTuple_GET_SIZE(args) != 2 || !PyDict_Check(PyTuple_GET_ITEM(args, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a keyword call's payload must be (args, kwargs)");
+            Py_CLEAR(args);
+        } else {
+            kw = Py_NewRef(PyTuple_GET_ITEM(args, 1));
+            Py_SETREF(args, Py_NewRef(PyTuple_GET_ITEM(args, 0)));
+        }
+    }
     if (args && !PyTuple_CheckExact(args))
         Py_SETREF(args, PySequence_Tuple(args));
     if (args)
-        res = PyObject_Call(fn, args, NULL);
+        res = PyObject_Call(fn, args, kw);
     if (!res) {
         rc = hand_error(self, src, rid, fn);
         goto out;
@@ -206,6 +215,7 @@ static int run_call(DispatchObject *self, PyObject *fns, PyObject *outbox, PyObj
 out:
     Py_XDECREF(data);
     Py_XDECREF(res);
+    Py_XDECREF(kw);
     Py_XDECREF(args);
     Py_DECREF(fn);
     return rc;
@@ -292,7 +302,7 @@ static PyObject *Dispatch_run(DispatchObject *self, PyObject *const *args, Py_ss
             break;
         }
         uint32_t k = kind & 0xFF;
-        if (k == K_CALL) {
+        if (k == K_CALL || k == K_CALL_KW) {
             rc = run_call(self, fns, outbox, src, kind, rid_v, rid, payload);
         } else if (k == K_OK) {
             rc = run_answer(self, pending, held, src, rid, payload);
@@ -316,7 +326,8 @@ static PyObject *Dispatch_run(DispatchObject *self, PyObject *const *args, Py_ss
 }
 
 /* call(kind, rid, args, pending, outbox, dest) -> IoFuture: the sending side of a call of a
-   function ``dest`` already has (kind = CALL | id << 8) with positional ``args``: pickled into
+   function ``dest`` already has (kind = CALL | id << 8 with the positional arguments as ``args``,
+   or CALL_KW | id << 8 with ``(args, kwargs)``): pickled into
    the outbox with its header, its future in ``pending`` under ``rid``. None when the pickle is
    larger than a message may be (nothing done: Python says so); a pickling error is raised. */
 static PyObject *Dispatch_call(DispatchObject *self, PyObject *const *args, Py_ssize_t nargs)

@@ -231,7 +231,7 @@ class Transport:
         self._fids: dict[Any, int] = {}  # functions sent from here, by id
         self._fn_pickles: list[bytes] = []
         self._defined: list[set[int]] = [set() for _ in range(count)]  # ids each shard has been sent
-        self._ready: list[dict[Any, int]] = [{} for _ in range(count)]  # functions sent to each: their CALL kind
+        self._ready: list[dict[Any, int]] = [{} for _ in range(count)]  # functions sent to each: id << 8
         self._fns: list[dict[int, Any]] = [{} for _ in range(count)]  # functions received, by sender and id
         self._poll_ns = max(0, poll_us) * 1000
         self._spinning = False
@@ -254,14 +254,14 @@ class Transport:
 
     def call(self, shard: int, fn: Any, args: tuple, kw: dict | None, what: str = "submit_to") -> IoFuture[Any]:
         """Send ``fn(*args, **kw)`` to ``shard``; the future resolves to its result."""
-        if not kw and not self.closed and not self._dead:
-            # The common call: a function already sent there, positional arguments (C pickles
-            # them into the outbox and makes the future).
+        if not self.closed and not self._dead:
+            # The common call: a function already sent there (C pickles the arguments into the
+            # outbox and makes the future).
             try:
-                kind = self._ready[shard].get(fn)
+                fid8 = self._ready[shard].get(fn)
             except TypeError:  # an unhashable callable
-                kind = None
-            if kind is not None:
+                fid8 = None
+            if fid8 is not None:
                 ob = self._outbox[shard]
                 if not ob:
                     self._dirty.append(shard)
@@ -271,7 +271,8 @@ class Transport:
                 rid = self._next_id
                 self._next_id = rid + 1
                 try:
-                    sent = self._disp.call(kind, rid, args, self._pending[shard], ob, shard)
+                    sent = self._disp.call(fid8 | CALL_KW if kw else fid8, rid, (args, kw) if kw else args,
+                                           self._pending[shard], ob, shard)
                 except Exception as e:
                     raise describe_unpicklable(what, shard, fn, args, kw, e) from e
                 if sent is not None:
@@ -306,7 +307,7 @@ class Transport:
         if fid is not None and fid not in self._defined[shard]:
             self._defined[shard].add(fid)
             self._send(shard, DEF | fid << 8, 0, self._fn_pickles[fid])
-            self._ready[shard][fn] = CALL | fid << 8
+            self._ready[shard][fn] = fid << 8
         rid = self._next_id
         self._next_id = rid + 1
         fut: IoFuture[Any] = self._create_future()
@@ -447,13 +448,14 @@ class Transport:
         k = kind & 0xFF
         if k == DEF:
             self._fns[src][kind >> 8] = _load_function(payload)
+        elif k in (CALL, CALL_KW) and kind >> 8 not in self._fns[src]:
+            # a function id never defined here: the sender's books are wrong
+            err = RuntimeError(f"shard {self.shard} got a call of function id {kind >> 8} it was never sent")
+            self._send(src, ERR, rid, error_payload(self.shard, err))
         elif k == CALL_KW:
             self._run_call(src, rid, self._fns[src][kind >> 8], payload)
         elif k == CALL_FN:
             self._run_call(src, rid, None, payload)
-        elif k == CALL:  # a function id never defined here: the sender's books are wrong
-            err = RuntimeError(f"shard {self.shard} got a call of function id {kind >> 8} it was never sent")
-            self._send(src, ERR, rid, error_payload(self.shard, err))
         elif k in (OK, ERR):
             fut = self._pending[src].pop(rid, None)
             if fut is None or fut.done():  # the caller was cancelled

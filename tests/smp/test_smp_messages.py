@@ -273,6 +273,9 @@ def test_calls_of_functions_already_sent_keep_every_rule():
         await twice("coroutine", lambda: smp.submit_to(1, h.awhoami, 0))
         await twice("object", lambda: smp.submit_to(1, h.Counter, 5, "d"))
         await twice("answer", lambda: smp.submit_to(1, h.return_unrebuildable))
+        await twice("kw", lambda: smp.submit_to(1, h.add, 1, 2, c=3))
+        await twice("kw-unpicklable", lambda: smp.submit_to(1, h.add, 1, c=lambda: 2))
+        await twice("kw-wrong", lambda: smp.submit_to(1, h.add, 1, d=3))
         slow = asyncio.ensure_future(smp.submit_to(1, h.awhoami, 0.05))
         await asyncio.sleep(0.01)
         slow.cancel()
@@ -280,12 +283,14 @@ def test_calls_of_functions_already_sent_keep_every_rule():
         return out, slow.cancelled()
 
     out, cancelled = ioengine.run(main, smp=2, smp_ring_bytes=65536)
-    assert out["echo"] == [7, 7] and out["after"] == [5, 5] and cancelled
+    assert out["echo"] == [7, 7] and out["after"] == [5, 5] and out["kw"] == [6, 6] and cancelled
     for name, kind, text in (("unpicklable", smp.UnpicklableArgumentError, "argument 0 (positional"),
                              ("large", ValueError, "more than a cross-shard message may hold"),
                              ("raises", KeyError, "no such key 'k'"),
                              ("result", TypeError, "cannot be pickled"),
-                             ("answer", TypeError, "cannot be unpickled on shard 0")):
+                             ("answer", TypeError, "cannot be unpickled on shard 0"),
+                             ("kw-unpicklable", smp.UnpicklableArgumentError, "keyword argument 'c'"),
+                             ("kw-wrong", TypeError, "unexpected keyword argument 'd'")):
         for e in out[name]:
             assert isinstance(e, kind) and text in str(e), (name, e)
     assert all("raise_key" in e.remote_traceback for e in out["raises"])
