@@ -196,8 +196,11 @@ static int run_call(DispatchObject *self, PyObject *fns, PyObject *outbox, PyObj
     if (plain) {
         PyObject *argv[2] = {res, self->proto};
         data = PyObject_Vectorcall(self->dumps, argv, 2, NULL);
-        if (!data)
+        if (!data) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto out;
             PyErr_Clear();  /* Python says why (its answer() names the type) */
+        }
     }
     if (data && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) <= self->max_payload) {
         if (append(outbox, K_OK, rid_v, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)) < 0)
