@@ -44,6 +44,15 @@ class ReactorOptions:
     #: the CPU per I/O (`ioengine-bench compare --idle-poll-wake-us 1000000` shows both).
     idle_poll_wake_us: int = field(default=30,
                                    metadata={"help": "poll at depth only while completions come this often (us)"})
+    #: With more than one request in the kernel, completions come in bursts and spinning the
+    #: whole gap between them buys nothing: the poll window starts with a sleep of this fraction
+    #: of how long spins have recently waited for a completion (less what a timed wait returns
+    #: late), ended early by the eventfd if one comes first; 0 spins at once. Needs epoll_pwait2
+    #: (Linux 5.11), and the reactor alone on the loop (not on smp shards: their rings are polled
+    #: too). Larger fractions trade IOPS for CPU (docs/profile.md; `scripts/cpu_per_io.py FILE
+    #: idle_poll_hybrid=0` against the default shows both).
+    idle_poll_hybrid: float = field(default=0.5,
+                                    metadata={"help": "at depth, sleep this part of the learnt wait before polling"})
     #: Wait for the loop's next timer to the microsecond: asyncio's selector waits in whole
     #: milliseconds, so ``asyncio.sleep(0.0002)`` slept ~1.2 ms and paced I/O (rate limits,
     #: think times) came in bursts. The wait becomes epoll_pwait2's nanosecond timeout and the
@@ -173,6 +182,9 @@ class ReactorOptions:
                 and 0 < self.io_in_disk_goals < float("inf")):
             raise ValueError("reactor option io_in_disk_goals must be a positive number, "
                              f"got {self.io_in_disk_goals!r}")
+        h = self.idle_poll_hybrid
+        if not (isinstance(h, (int, float)) and not isinstance(h, bool) and 0 <= h < 1):
+            raise ValueError(f"reactor option idle_poll_hybrid must be a number in [0, 1), got {h!r}")
         for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us", "idle_poll_wake_us"):
             if getattr(self, name) < 0:
                 raise ValueError(f"reactor option {name} must be >= 0, got {getattr(self, name)}")

@@ -40,16 +40,19 @@ PRECISE_SLACK_NS = 1000
 #: system call) at most this often; the sources' reaps (memory, or one call each) every time
 #: round. `ioengine-bench smp` shows the round trip it buys.
 FD_CHECK_NS = 4000
+#: The shortest hybrid sleep worth a timed wait's wake-up (see PollingSelector.select).
+HYBRID_MIN_SLEEP_NS = 30_000
 
 
 class PollSource:
     """One thing the wrapper polls; see the module docstring for the hooks."""
 
-    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake", "precise")
+    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake", "precise", "hybrid", "hybrid_fraction")
 
     def __init__(self, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool],
                  each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
-                 awake: Callable[[], None] | None = None, precise: bool = False) -> None:
+                 awake: Callable[[], None] | None = None, precise: bool = False,
+                 hybrid: Callable[[], bool] | None = None, hybrid_fraction: float = 0.0) -> None:
         self.poll_ns = max(0, poll_us) * 1000
         self.busy = busy
         self.reap = reap  # completes what the source has; True if it found anything
@@ -57,13 +60,16 @@ class PollSource:
         self.sleep = sleep  # before blocking: True if work arrived meanwhile (then do not block)
         self.awake = awake  # after blocking
         self.precise = precise  # waits to the nanosecond (see the module docstring)
+        #: True when sleeping part of the wait before spinning is worth it (see PollingSelector.select)
+        self.hybrid = hybrid if hybrid_fraction > 0 else None
+        self.hybrid_fraction = hybrid_fraction
 
 
 class PollingSelector(selectors.BaseSelector):
     """Delegates to the loop's own selector; only ``select`` changes."""
 
     __slots__ = ("_inner", "_poll_ns", "_busy", "_reap", "_sources", "_each_turn", "_sleepers", "_epfd",
-                 "_precise", "_late_ns", "wait_ns")
+                 "_precise", "_late_ns", "wait_ns", "_hybrid", "_hybrid_fraction", "_idle_ns")
 
     def __init__(self, inner: selectors.BaseSelector, poll_us: int, busy: Callable[[], bool],
                  reap: Callable[[], bool]) -> None:
@@ -76,6 +82,7 @@ class PollingSelector(selectors.BaseSelector):
         self._late_ns = 20_000  # how late a timed wait returns (learnt; see _wait)
         #: The nanosecond wait (an attribute, so a test can watch what it is asked for).
         self.wait_ns: Callable[[int, int], int] = lib.ie_epoll_wait_ns
+        self._idle_ns = 0  # how long a spin recently waited for its source (learnt; see select)
         self.add_source(PollSource(poll_us, busy, reap))
 
     # -- sources: the hot attributes are recomputed when the set changes ------------------
@@ -130,6 +137,11 @@ class PollingSelector(selectors.BaseSelector):
             self._each_turn = each_turn
         self._sleepers = tuple(s for s in self._sources if s.sleep is not None or s.awake is not None)
         self._precise = self._epfd >= 0 and any(s.precise for s in self._sources)
+        # Only a lone source sleeps part of its wait: another (the cross-shard rings) would not
+        # be looked at meanwhile, and raises no descriptor to end the sleep.
+        hybrid = srcs[0].hybrid if len(srcs) == 1 else None
+        self._hybrid = hybrid
+        self._hybrid_fraction = srcs[0].hybrid_fraction if hybrid is not None else 0.0
 
     @property
     def precise(self) -> bool:
@@ -150,22 +162,13 @@ class PollingSelector(selectors.BaseSelector):
         lead = self._late_ns if self._late_ns < poll else poll
         sleep = ns - lead
         if sleep > 0:
-            n = self.wait_ns(self._epfd, sleep)
+            n = self._timed_wait(sleep)
             if n > 0:
                 return inner.select(0)
             if n < 0:
                 if n == -errno.EINTR:
                     return []  # the loop looks at its signals and timers and calls again
-                if n == -errno.ENOSYS:
-                    log.info("ioengine: precise timers unavailable (epoll_pwait2 needs Linux 5.11+)")
-                    self._precise = False
-                    self._epfd = -1
                 return inner.select(max(0.0, (t + ns - clock()) / 1e9))
-            late = clock() - t - sleep  # timed out: how late did it return?
-            late = late if late < _MAX_LATE_NS else _MAX_LATE_NS
-            # up fast, down slowly: the estimate tracks the late end of the wake-ups, not their mean
-            est = self._late_ns
-            self._late_ns = est + (late - est) // 4 if late > est else est - (est - late) // 32
         if poll:
             deadline = t + ns
             while clock() < deadline:
@@ -173,6 +176,28 @@ class PollingSelector(selectors.BaseSelector):
                 if ready:
                     return ready
         return []
+
+    def _learn(self, idle: int) -> None:
+        """A spin (or a hybrid sleep) ended with work after ``idle`` ns: the estimate moves 1/8 of the way."""
+        est = self._idle_ns
+        self._idle_ns = idle if not est else est + (idle - est) // 8
+
+    def _timed_wait(self, ns: int) -> int:
+        """epoll_pwait2 for ``ns``: the ready count, or -errno. A wait that timed out teaches
+        how late timed waits return (up fast, down slowly: the estimate tracks the late end of
+        the wake-ups, not their mean); ENOSYS turns nanosecond waits off, said once."""
+        t = time.monotonic_ns()
+        n = self.wait_ns(self._epfd, ns)
+        if n == 0:
+            late = time.monotonic_ns() - t - ns
+            late = late if late < _MAX_LATE_NS else _MAX_LATE_NS
+            est = self._late_ns
+            self._late_ns = est + (late - est) // 4 if late > est else est - (est - late) // 32
+        elif n == -errno.ENOSYS:
+            log.info("ioengine: precise timers unavailable (epoll_pwait2 needs Linux 5.11+)")
+            self._precise = False
+            self._epfd = -1
+        return n
 
     # -- select ----------------------------------------------------------------------------
 
@@ -187,12 +212,34 @@ class PollingSelector(selectors.BaseSelector):
             clock = time.monotonic_ns
             budget = self._poll_ns if timeout is None else min(self._poll_ns, int(timeout * 1e9))
             now = clock()
-            deadline = now + budget
+            start = now
+            slept = 0
+            hybrid = self._hybrid
+            if hybrid is not None and self._epfd >= 0 and hybrid():
+                # Several requests in flight (the source says): completions come in bursts, and
+                # spinning the whole gap between them buys nothing. Sleep the first part of how
+                # long spins have recently waited (less what a timed wait returns late); the
+                # eventfd still ends the sleep if a completion comes first. Then spin as usual.
+                pre = int(self._idle_ns * self._hybrid_fraction) - self._late_ns
+                if pre >= HYBRID_MIN_SLEEP_NS:
+                    slept = pre if pre < budget else budget
+                    n = self._timed_wait(slept)
+                    if n > 0:
+                        self._learn(clock() - start)
+                        return inner.select(0)
+                    if n == -errno.EINTR:
+                        return []
+                    now = clock()
+            deadline = start + budget  # a hybrid sleep is part of the poll window, not added to it
             fds_due = now
             reap = self._reap
             while True:
                 if reap():
+                    # Work found at once after a sleep may have come during it (a late wake-up
+                    # must not teach a longer wait): learn what was slept, the estimate drifts down.
+                    self._learn(slept if slept else clock() - start)
                     return []  # callbacks are queued: the loop runs them now
+                slept = 0
                 # The descriptors (a system call) every FD_CHECK_NS, the sources every time
                 # round: a message or a completion is seen sooner, a socket at most that late.
                 now = clock()
@@ -257,7 +304,8 @@ def waits_precisely(loop: Any) -> bool:
 
 def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool], *,
             each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
-            awake: Callable[[], None] | None = None, precise: bool = False) -> Callable[[], None] | None:
+            awake: Callable[[], None] | None = None, precise: bool = False,
+            hybrid: Callable[[], bool] | None = None, hybrid_fraction: float = 0.0) -> Callable[[], None] | None:
     """Register a poll source with ``loop``'s selector (wrapping it if needed); returns a function
     that unregisters it, restoring the selector with the last source (None if not possible).
 
@@ -269,7 +317,7 @@ def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[]
     hooks = each_turn is not None or sleep is not None or awake is not None
     if poll_us <= 0 and not hooks and not precise:
         return None
-    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake, precise)
+    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake, precise, hybrid, hybrid_fraction)
     if isinstance(inner, PollingSelector):
         wrapper = inner
         wrapper.add_source(source)

@@ -157,7 +157,8 @@ class Reactor:
         #: Completions found by idle polling (rather than by a wake-up from the eventfd).
         self.polled = 0
         self._unpoll = poller.install(self.loop, self.options.idle_poll_time_us, self._worth_polling,
-                                      self._poll_completions, precise=self.options.precise_timers)
+                                      self._poll_completions, precise=self.options.precise_timers,
+                                      hybrid=self._bursts, hybrid_fraction=self.options.idle_poll_hybrid)
         if self._unpoll is None and self.options.idle_poll_time_us > 0:
             self._spinner = Spinner(self.loop, self.options.idle_poll_time_us, self._worth_polling,
                                     self._poll_completions)
@@ -665,6 +666,11 @@ class Reactor:
         I/O and throughput with it (and with --idle-poll-time-us 0)."""
         n = self._path.in_kernel
         return n > 0 and (n == 1 or self._gap_ns <= self._poll_wake_ns)
+
+    def _bursts(self) -> bool:
+        """Several requests in the kernel: their completions come in bursts (the poller may sleep
+        part of the wait before spinning; with one, the disk idles until we resubmit: spin)."""
+        return self._path.in_kernel > 1
 
     def _poll_completions(self) -> bool:
         if self.closed or not self._path.in_kernel:

@@ -59,5 +59,12 @@ async def main():
     print(f"{done/(t1-t0):,.0f} IOPS  {cpu/done*1e6:.2f} cpu-us/io (user {(r1.ru_utime-r0.ru_utime)/done*1e6:.2f})")
     await f.close()
 def conv(v):
-    return {"True": True, "False": False}.get(v, int(v) if v.lstrip("-").isdigit() else v)
+    if v in ("True", "False"):
+        return v == "True"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
 ioengine.run(main(), **{k: conv(v) for k, v in (a.split("=") for a in sys.argv[2:])})

@@ -220,3 +220,63 @@ def test_the_reactor_makes_no_system_call_to_poll_with_nothing_in_the_kernel(run
 
     calls, spins = run(main())
     assert spins > 0 and calls == 0, (calls, spins)
+
+
+def test_a_lone_source_with_bursts_sleeps_part_of_its_wait_then_spins(run, loop_kind):
+    """A source whose completions come in bursts (``hybrid`` says so) gets its poll window
+    started by a timed sleep: the fraction given of how long spins have recently waited for it
+    (learnt), less the wake-up's lateness; then the spin finds the work as before. A source
+    that says no, or two sources, spin at once."""
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop has no selector to wrap")
+    import time
+
+    from ioengine import poller
+
+    async def main(bursts: bool, second: bool):
+        loop = asyncio.get_running_loop()
+        due = [0]
+        waiting: list[asyncio.Future] = []
+
+        def reap() -> bool:
+            if waiting and time.monotonic_ns() >= due[0]:
+                waiting.pop().set_result(None)
+                return True
+            return False
+
+        unpoll = poller.install(loop, 50_000, lambda: True, reap, hybrid=lambda: bursts, hybrid_fraction=0.9)
+        unpoll2 = poller.install(loop, 50_000, lambda: True, lambda: False) if second else None
+        sel = loop._selector
+        inner_wait = sel.wait_ns
+        calls: list[int] = []
+
+        def watch(epfd: int, ns: int) -> int:
+            calls.append(ns)
+            return inner_wait(epfd, ns)
+
+        sel.wait_ns = watch
+        try:
+            for _ in range(6):  # each "completion" comes 2 ms after the loop starts waiting for it
+                fut = loop.create_future()
+                waiting.append(fut)
+                due[0] = time.monotonic_ns() + 2_000_000
+                await fut
+        finally:
+            sel.wait_ns = inner_wait
+            if unpoll2 is not None:
+                unpoll2()
+            unpoll()
+        return calls
+
+    calls = run(main(True, False), idle_poll_time_us=0)
+    # the first wait is learnt by spinning; the later ones start with a sleep of ~0.9 x 2 ms
+    assert len(calls) >= 4 and all(300_000 < ns < 2_000_000 for ns in calls), calls
+    assert run(main(False, False), idle_poll_time_us=0) == []
+    assert run(main(True, True), idle_poll_time_us=0) == []
+
+
+def test_the_hybrid_fraction_is_checked():
+    for bad in (-0.1, 1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match=r"idle_poll_hybrid must be a number in \[0, 1\)"):
+            ioengine.ReactorOptions(idle_poll_hybrid=bad)
+    assert 0 < ioengine.ReactorOptions().idle_poll_hybrid < 1
