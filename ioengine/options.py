@@ -48,9 +48,9 @@ class ReactorOptions:
     #: whole gap between them buys nothing: the poll window starts with a sleep of this fraction
     #: of how long spins have recently waited for a completion (less what a timed wait returns
     #: late), ended early by the eventfd if one comes first; 0 spins at once. Needs epoll_pwait2
-    #: (Linux 5.11), and the reactor alone on the loop (not on smp shards: their rings are polled
-    #: too). Larger fractions trade IOPS for CPU (docs/profile.md; `scripts/cpu_per_io.py FILE
-    #: idle_poll_hybrid=0` against the default shows both).
+    #: (Linux 5.11); not taken while an smp shard's rings are busy (a message within the poll
+    #: window: the sleep would not look at them). Larger fractions trade IOPS for CPU
+    #: (docs/profile.md; `scripts/cpu_per_io.py FILE idle_poll_hybrid=0` against the default).
     idle_poll_hybrid: float = field(default=0.5,
                                     metadata={"help": "at depth, sleep this part of the learnt wait before polling"})
     #: Wait for the loop's next timer to the microsecond: asyncio's selector waits in whole

@@ -69,7 +69,7 @@ class PollingSelector(selectors.BaseSelector):
     """Delegates to the loop's own selector; only ``select`` changes."""
 
     __slots__ = ("_inner", "_poll_ns", "_busy", "_reap", "_sources", "_each_turn", "_sleepers", "_epfd",
-                 "_precise", "_late_ns", "wait_ns", "_hybrid", "_hybrid_fraction", "_idle_ns")
+                 "_precise", "_late_ns", "wait_ns", "_hybrid", "_hybrid_fraction", "_idle_ns", "_others_busy")
 
     def __init__(self, inner: selectors.BaseSelector, poll_us: int, busy: Callable[[], bool],
                  reap: Callable[[], bool]) -> None:
@@ -137,11 +137,12 @@ class PollingSelector(selectors.BaseSelector):
             self._each_turn = each_turn
         self._sleepers = tuple(s for s in self._sources if s.sleep is not None or s.awake is not None)
         self._precise = self._epfd >= 0 and any(s.precise for s in self._sources)
-        # Only a lone source sleeps part of its wait: another (the cross-shard rings) would not
-        # be looked at meanwhile, and raises no descriptor to end the sleep.
-        hybrid = srcs[0].hybrid if len(srcs) == 1 else None
-        self._hybrid = hybrid
-        self._hybrid_fraction = srcs[0].hybrid_fraction if hybrid is not None else 0.0
+        # The hybrid sleep is the first source's that has one, taken only while no other source
+        # is busy (the cross-shard rings are not looked at during it).
+        with_hybrid = [s for s in srcs if s.hybrid is not None]
+        self._hybrid = with_hybrid[0].hybrid if with_hybrid else None
+        self._hybrid_fraction = with_hybrid[0].hybrid_fraction if with_hybrid else 0.0
+        self._others_busy = tuple(s.busy for s in srcs if s is not with_hybrid[0]) if with_hybrid else ()
 
     @property
     def precise(self) -> bool:
@@ -215,7 +216,7 @@ class PollingSelector(selectors.BaseSelector):
             start = now
             slept = 0
             hybrid = self._hybrid
-            if hybrid is not None and self._epfd >= 0 and hybrid():
+            if hybrid is not None and self._epfd >= 0 and hybrid() and not any(b() for b in self._others_busy):
                 # Several requests in flight (the source says): completions come in bursts, and
                 # spinning the whole gap between them buys nothing. Sleep the first part of how
                 # long spins have recently waited (less what a timed wait returns late); the
@@ -223,7 +224,12 @@ class PollingSelector(selectors.BaseSelector):
                 pre = int(self._idle_ns * self._hybrid_fraction) - self._late_ns
                 if pre >= HYBRID_MIN_SLEEP_NS:
                     slept = pre if pre < budget else budget
-                    n = self._timed_wait(slept)
+                    if not self._declare_sleep():
+                        return inner.select(0)  # a source had work after all
+                    try:
+                        n = self._timed_wait(slept)
+                    finally:
+                        self._end_sleep()
                     if n > 0:
                         self._learn(clock() - start)
                         return inner.select(0)
@@ -252,11 +258,20 @@ class PollingSelector(selectors.BaseSelector):
                     fds_due = now + FD_CHECK_NS
             if timeout is not None:
                 timeout = max(0.0, timeout - budget / 1e9)
-        sleepers = self._sleepers
-        if not sleepers:
+        if not self._sleepers:
             return self._wait(timeout)
-        declared: list[Any] = []
-        for s in sleepers:
+        if not self._declare_sleep():
+            return inner.select(0)
+        try:
+            return self._wait(timeout)
+        finally:
+            self._end_sleep()
+
+    def _declare_sleep(self) -> bool:
+        """Tell the sources the loop is about to block (their ``sleep`` hooks); False when one
+        had work after all (those already told are told it is awake, the work is read)."""
+        declared: list[PollSource] = []
+        for s in self._sleepers:
             if s.sleep is not None:
                 if s.sleep():  # work arrived after the last look: stay up
                     for d in declared:
@@ -264,14 +279,14 @@ class PollingSelector(selectors.BaseSelector):
                             d.awake()
                     if s.each_turn is not None:
                         s.each_turn()
-                    return inner.select(0)
+                    return False
                 declared.append(s)
-        try:
-            return self._wait(timeout)
-        finally:
-            for s in sleepers:
-                if s.awake is not None:
-                    s.awake()
+        return True
+
+    def _end_sleep(self) -> None:
+        for s in self._sleepers:
+            if s.awake is not None:
+                s.awake()
 
     # The rest is the inner selector's.
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:

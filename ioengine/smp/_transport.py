@@ -185,6 +185,7 @@ class Transport:
                  "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
                  "_wakeups", "_disp", "_ready", "_poll_ns", "_spinning", "_spin_deadline",
+                 "_active_until",
                  "_dead", "_batch_bytes", "_fids", "_fn_pickles", "_defined", "_fns", "__weakref__")
 
     def __init__(self, shard: int, count: int, memfd: int, efds: list[int], ring_bytes: int,
@@ -236,9 +237,12 @@ class Transport:
         self._poll_ns = max(0, poll_us) * 1000
         self._spinning = False
         self._spin_deadline = 0
+        self._active_until = 0
         loop.add_reader(efds[shard], self._on_eventfd)
-        self._unpoll = poller.install(loop, poll_us, _always, self.poll, each_turn=self._turn, sleep=self._sleep,
-                                      awake=self._awake)
+        # Polled (the loop spins before it sleeps) for poll_us after a message was sent or read:
+        # a shard that exchanges none leaves the loop to its other sources (its disk's polling).
+        self._unpoll = poller.install(loop, poll_us, self._active, self.poll, each_turn=self._turn,
+                                      sleep=self._sleep, awake=self._awake)
         # With the selector hook, outboxes are written when the loop turn's callbacks have all run
         # (the start of its select): the batch is a whole turn's, and it leaves in the turn the
         # calls were made. Without it (a loop with no selector to wrap), a callback does it.
@@ -364,6 +368,7 @@ class Transport:
         if not dirty:
             return
         self._dirty = []
+        self._active_until = time.monotonic_ns() + self._poll_ns
         cap = self._cap
         for d in dirty:
             ob = self._outbox[d]
@@ -415,13 +420,19 @@ class Transport:
         for src, ring in self._in:
             n = lib.ie_spsc_pop(ring, cap, buf)
             if n:
-                got = True
+                if not got:
+                    got = True
+                    self._active_until = time.monotonic_ns() + self._poll_ns
                 self._dispatch(src, n)
                 if self.closed:  # a caller resumed by it closed the transport
                     return True
         if got and self._dirty and not self.closed:
             self._flush()  # answers go out now, not a loop turn later
         return got
+
+    def _active(self) -> bool:
+        """A message went or came within the last poll_us: more are likely (the poller spins)."""
+        return time.monotonic_ns() < self._active_until
 
     def _dispatch(self, src: int, n: int) -> None:
         """The ``n`` bytes of messages read from ``src``'s ring: answers and plain calls in C
@@ -626,10 +637,6 @@ class Transport:
 
 #: Code objects of the transport's frames that call the user's function (left out of tracebacks).
 _OWN_CODE = frozenset({Transport._run_call.__code__, Transport._finish.__code__})
-
-
-def _always() -> bool:
-    return True
 
 
 class _Unloadable:

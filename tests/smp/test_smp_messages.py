@@ -332,3 +332,19 @@ def test_without_a_selector_hook_answers_are_polled_not_woken_for(poll_us):
         assert wakeups < n // 2, wakeups
     else:  # (an answer that lands while the callback re-arms the flag is read without one)
         assert wakeups > n // 2, wakeups
+
+
+def test_the_rings_keep_the_loop_spinning_only_just_after_a_message():
+    """The poller spins for the rings for idle_poll_time_us after a message went or came; a
+    shard that exchanges none leaves its loop to its other sources (its disk's polling)."""
+    async def main():
+        import asyncio
+
+        from ioengine.smp import _here as transport
+        assert transport is not None
+        await smp.submit_to(1, h.echo, 1)
+        right_after = transport._active()
+        await asyncio.sleep(0.02)  # twenty poll windows, no message
+        return right_after, transport._active()
+
+    assert ioengine.run(main, smp=2, idle_poll_time_us=1000) == (True, False)
