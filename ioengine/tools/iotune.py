@@ -733,8 +733,8 @@ def _properties(target: Target, runs: list[Calibration], saturation: dict[str, i
     sizes = by_size or {}
 
     def table(kind: str) -> tuple[tuple[int, float], ...] | None:
-        t = sizes.get(kind)
-        return tuple(sorted(t.items())) if t and len(t) >= 2 else None
+        t = {n: v for n, v in (sizes.get(kind) or {}).items() if v > 0}  # a size nothing completed at: unmeasured
+        return tuple(sorted(t.items())) if len(t) >= 2 else None
 
     return DiskProperties(
         mountpoints=(target.mountpoint,),
@@ -764,6 +764,12 @@ def _cost_sizes(args: argparse.Namespace, path: str, size: int, wls: dict[str, W
             with rep.task(f"{kind} IOPS at {fmt_size(n)}", warm + meas) as cb:
                 res = run_engine(_phase(args, path, wl, size, warm, meas, 1, cb), args.reactor_options,
                                  _shards(args, wl), args.smp_cpuset)
+            if res.iops <= 0:
+                # Nothing completed in the window (a very short --duration on a busy disk): a
+                # size not measured is left out, not written as free.
+                rep.warn(f"Measuring sequential {kind} IOPS at {fmt_size(n)} (depth {wl.depth}): no I/O completed "
+                         f"in {meas:g} s; left out of {kind}_iops_by_size (a longer --duration measures it)")
+                continue
             table[n] = res.iops
             rep.info(f"Measuring sequential {kind} IOPS at {fmt_size(n)} (depth {wl.depth}): {res.iops:,.0f}")
         result.by_size[kind] = table

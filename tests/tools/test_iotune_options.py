@@ -264,3 +264,16 @@ def test_fio_args_carry_the_decided_iomem():
     threads = fio_args("/f", 64 << 20, seq, 0.5, 2.0, "threads", threads=4, iomem="shmhuge")
     assert "--numjobs=4" in threads and fio_jobs(seq, "threads", 4) == 4
     assert hugetlb_pages_for(seq.bs, seq.depth, fio_jobs(seq, "io_uring")) == 4
+
+
+def test_a_cost_size_nothing_completed_at_is_left_out_not_written_as_free():
+    """A --cost-sizes step whose window completed no I/O (a very short --duration on a busy
+    disk) measured nothing: the size is left out of *_iops_by_size, and the file still loads."""
+    from types import SimpleNamespace as NS
+
+    phase = NS(iops=50_000.0, bandwidth=500e6)
+    runs = [NS(phases={p: phase for p in ("rand_read", "rand_write", "seq_read", "seq_write")})]
+    by_size = {"write": {4096: 50_000.0, 131072: 0.0, 1 << 20: 470.0}, "read": {4096: 60_000.0, 131072: 0.0}}
+    props = iotune._properties(NS(mountpoint="/"), runs, by_size=by_size)
+    assert props.write_iops_by_size == ((4096, 50_000.0), (1 << 20, 470.0))
+    assert props.read_iops_by_size is None  # one size left: no table
