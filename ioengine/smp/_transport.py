@@ -454,8 +454,9 @@ class Transport:
             self.loop.call_soon(self._flush)
 
     def _message(self, src: int, kind: int, rid: int, payload: Any) -> None:
-        """One message MessageDispatch leaves to Python: a function's definition, a call with
-        keywords or of a function sent with it, an error answer, an answer that does not unpickle."""
+        """One message MessageDispatch leaves to Python: a function's definition, a call of a
+        function sent with it (or of an id never defined here), an error answer, an answer that
+        does not unpickle."""
         k = kind & 0xFF
         if k == DEF:
             self._fns[src][kind >> 8] = _load_function(payload)
@@ -463,10 +464,8 @@ class Transport:
             # a function id never defined here: the sender's books are wrong
             err = RuntimeError(f"shard {self.shard} got a call of function id {kind >> 8} it was never sent")
             self._send(src, ERR, rid, error_payload(self.shard, err))
-        elif k == CALL_KW:
-            self._run_call(src, rid, self._fns[src][kind >> 8], payload)
         elif k == CALL_FN:
-            self._run_call(src, rid, None, payload)
+            self._run_call(src, rid, payload)
         elif k in (OK, ERR):
             fut = self._pending[src].pop(rid, None)
             if fut is None or fut.done():  # the caller was cancelled
@@ -488,17 +487,11 @@ class Transport:
         e = fn.error if type(fn) is _Unloadable else exc
         self._send(src, ERR, rid, error_payload(self.shard, e))
 
-    def _run_call(self, src: int, rid: int, fn: Any, payload: Any) -> None:
-        """A call with keyword arguments, or of a function sent with it."""
+    def _run_call(self, src: int, rid: int, payload: Any) -> None:
+        """A call of a function sent with it (not cached by id: a partial, a bound method, ...)."""
         try:
-            if fn is None:
-                fn, args, kw = pickle.loads(payload)
-                res = fn(*args, **kw) if kw else fn(*args)
-            else:
-                if type(fn) is _Unloadable:
-                    raise fn.error
-                args, kw = pickle.loads(payload)
-                res = fn(*args, **kw)
+            fn, args, kw = pickle.loads(payload)
+            res = fn(*args, **kw) if kw else fn(*args)
         except Exception as e:
             self._send(src, ERR, rid, error_payload(self.shard, e))
             return
