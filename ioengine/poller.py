@@ -47,12 +47,14 @@ HYBRID_MIN_SLEEP_NS = 30_000
 class PollSource:
     """One thing the wrapper polls; see the module docstring for the hooks."""
 
-    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake", "precise", "hybrid", "hybrid_fraction")
+    __slots__ = ("poll_ns", "busy", "reap", "each_turn", "sleep", "awake", "precise", "hybrid", "hybrid_fraction",
+                 "fd", "on_fd")
 
     def __init__(self, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool],
                  each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
                  awake: Callable[[], None] | None = None, precise: bool = False,
-                 hybrid: Callable[[], bool] | None = None, hybrid_fraction: float = 0.0) -> None:
+                 hybrid: Callable[[], bool] | None = None, hybrid_fraction: float = 0.0,
+                 fd: int | None = None, on_fd: Callable[[], bool] | None = None) -> None:
         self.poll_ns = max(0, poll_us) * 1000
         self.busy = busy
         self.reap = reap  # completes what the source has; True if it found anything
@@ -63,13 +65,19 @@ class PollSource:
         #: True when sleeping part of the wait before spinning is worth it (see PollingSelector.select)
         self.hybrid = hybrid if hybrid_fraction > 0 else None
         self.hybrid_fraction = hybrid_fraction
+        #: The descriptor that wakes the loop for this source (the ring's eventfd), and what to
+        #: call when a sleep ends on it: reaps at once, as a spin would; True if it found work
+        #: (then the descriptor's event is left out, see PollingSelector._woken).
+        self.fd = fd
+        self.on_fd = on_fd
 
 
 class PollingSelector(selectors.BaseSelector):
     """Delegates to the loop's own selector; only ``select`` changes."""
 
     __slots__ = ("_inner", "_poll_ns", "_busy", "_reap", "_sources", "_each_turn", "_sleepers", "_epfd",
-                 "_precise", "_late_ns", "wait_ns", "_hybrid", "_hybrid_fraction", "_idle_ns", "_others_busy")
+                 "_precise", "_late_ns", "wait_ns", "_hybrid", "_hybrid_fraction", "_idle_ns", "_others_busy",
+                 "_fd_reaps")
 
     def __init__(self, inner: selectors.BaseSelector, poll_us: int, busy: Callable[[], bool],
                  reap: Callable[[], bool]) -> None:
@@ -137,6 +145,7 @@ class PollingSelector(selectors.BaseSelector):
             self._each_turn = each_turn
         self._sleepers = tuple(s for s in self._sources if s.sleep is not None or s.awake is not None)
         self._precise = self._epfd >= 0 and any(s.precise for s in self._sources)
+        self._fd_reaps = {s.fd: s.on_fd for s in self._sources if s.fd is not None and s.on_fd is not None}
         # The hybrid sleep is the first source's that has one, taken only while no other source
         # is busy (the cross-shard rings are not looked at during it).
         with_hybrid = [s for s in srcs if s.hybrid is not None]
@@ -232,7 +241,7 @@ class PollingSelector(selectors.BaseSelector):
                         self._end_sleep()
                     if n > 0:
                         self._learn(clock() - start)
-                        return inner.select(0)
+                        return self._woken(inner.select(0))
                     if n == -errno.EINTR:
                         return []
                     now = clock()
@@ -259,13 +268,29 @@ class PollingSelector(selectors.BaseSelector):
             if timeout is not None:
                 timeout = max(0.0, timeout - budget / 1e9)
         if not self._sleepers:
-            return self._wait(timeout)
+            return self._woken(self._wait(timeout))
         if not self._declare_sleep():
             return inner.select(0)
         try:
-            return self._wait(timeout)
+            ready = self._wait(timeout)
         finally:
             self._end_sleep()
+        return self._woken(ready)
+
+    def _woken(self, ready: list) -> list:
+        """After a wait: a source whose descriptor is among ``ready`` is reaped here, as a spin
+        reaps it, so what it completes runs in this loop turn; its descriptor's callback (a
+        drain and a reap of its own, queuing the work for the turn after) is then left out.
+        With nothing found (a spurious wake-up) the callback runs as usual."""
+        reaps = self._fd_reaps
+        if not ready or not reaps:
+            return ready
+        for key, _ in ready:
+            reap = reaps.get(key.fd)
+            if reap is not None and reap():
+                fd = key.fd
+                return [r for r in ready if r[0].fd != fd]
+        return ready
 
     def _declare_sleep(self) -> bool:
         """Tell the sources the loop is about to block (their ``sleep`` hooks); False when one
@@ -320,11 +345,14 @@ def waits_precisely(loop: Any) -> bool:
 def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[], bool], *,
             each_turn: Callable[[], bool] | None = None, sleep: Callable[[], bool] | None = None,
             awake: Callable[[], None] | None = None, precise: bool = False,
-            hybrid: Callable[[], bool] | None = None, hybrid_fraction: float = 0.0) -> Callable[[], None] | None:
+            hybrid: Callable[[], bool] | None = None, hybrid_fraction: float = 0.0,
+            fd: int | None = None, on_fd: Callable[[], bool] | None = None) -> Callable[[], None] | None:
     """Register a poll source with ``loop``'s selector (wrapping it if needed); returns a function
     that unregisters it, restoring the selector with the last source (None if not possible).
 
     A source without hooks, with ``poll_us`` <= 0 and not ``precise`` needs nothing: None.
+    ``fd`` and ``on_fd``: the descriptor that wakes the loop for the source, and its reap when a
+    sleep ends on it (see PollingSelector._woken).
     ``precise`` also sets the calling thread's timer slack to PRECISE_SLACK_NS (call it in the
     loop's thread; the restore puts the old slack back, from the same thread).
     """
@@ -332,7 +360,7 @@ def install(loop: Any, poll_us: int, busy: Callable[[], bool], reap: Callable[[]
     hooks = each_turn is not None or sleep is not None or awake is not None
     if poll_us <= 0 and not hooks and not precise:
         return None
-    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake, precise, hybrid, hybrid_fraction)
+    source = PollSource(poll_us, busy, reap, each_turn, sleep, awake, precise, hybrid, hybrid_fraction, fd, on_fd)
     if isinstance(inner, PollingSelector):
         wrapper = inner
         wrapper.add_source(source)

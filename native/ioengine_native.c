@@ -325,6 +325,29 @@ int ie_uring_reap_woken(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res,
     return ie_uring_reap(r, ud, res, max, 1);
 }
 
+int ie_uring_poll(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int max)
+{
+    /* Idle polling's reap (the spin, and a sleep that ended on the eventfd): what completed
+     * (deferred task work run first), then the eventfd drained so the loop does not wake for
+     * it again. Work that came between the reap and the drain had its signal swallowed, so it
+     * is reaped after the drain: with deferred task work, only if the ring says some is
+     * queued (IORING_SQ_TASKRUN, when the ring has that flag); without, the CQ is only read. */
+    int got = ie_uring_reap(r, ud, res, max, 1);
+    if (got <= 0 || got >= max)
+        return got;  /* a full batch leaves the eventfd set: the rest wakes the loop */
+    ie_eventfd_drain(efd);
+    int run = r->defer_taskrun &&
+              (!(r->setup_flags & IORING_SETUP_TASKRUN_FLAG) ||
+               (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN));
+    if (run) {
+        int ret = get_events(r);
+        if (ret < 0)
+            return got;
+    }
+    int more = ie_uring_reap(r, ud + got, res + got, max - got, 0);
+    return more > 0 ? got + more : got;
+}
+
 int ie_uring_wait(struct ie_uring *r, unsigned min_complete)
 {
     struct io_uring_cqe *cqe;

@@ -44,6 +44,7 @@ int ie_uring_has_ftruncate(struct ie_uring *r);
 int ie_uring_prep_ftruncate(struct ie_uring *r, int fd, uint64_t len, uint64_t ud);
 int ie_uring_submit(struct ie_uring *r);
 int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events_too);
+int ie_uring_poll(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int max);
 int ie_uring_reap_woken(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int max);
 int ie_uring_flush(struct ie_uring *r, const uint64_t *recs, int n, int *accepted, uint64_t *ud,
                    int32_t *res, int max);

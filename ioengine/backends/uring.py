@@ -90,11 +90,9 @@ class UringBackend(Backend):
     def poll(self) -> tuple[list[int], list[int]]:
         # One io_uring_enter (it also runs deferred task work); the eventfd is drained only
         # when something came, so an empty poll costs a single system call.
-        got = lib.ie_uring_reap(self.ring, self._ud, self._res, REAP_BATCH, 1)
+        got = lib.ie_uring_poll(self.ring, self.eventfd, self._ud, self._res, REAP_BATCH)
         if got < 0:
             raise OSError(-got, "io_uring_enter(GETEVENTS) failed")
-        if got:
-            lib.ie_eventfd_drain(self.eventfd)
         return self._unpack(got)
 
     def wait_all(self, inflight: int) -> list[int]:

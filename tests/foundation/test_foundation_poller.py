@@ -282,3 +282,41 @@ def test_the_hybrid_fraction_is_checked():
         with pytest.raises(ValueError, match=r"idle_poll_hybrid must be a number in \[0, 1\)"):
             ioengine.ReactorOptions(idle_poll_hybrid=bad)
     assert 0 < ioengine.ReactorOptions().idle_poll_hybrid < 1
+
+
+def test_a_sleep_the_ring_ends_is_reaped_in_that_loop_turn(run, scratch, loop_kind):
+    """With polling off the loop sleeps on the ring's eventfd. When the eventfd ends the sleep,
+    the selector reaps the ring itself (as a spin does), so the woken task resumes in that loop
+    turn; the eventfd's own callback, a turn later, runs only when that found nothing."""
+    if loop_kind == "uvloop":
+        pytest.skip("uvloop has no selector to wrap")
+    path = scratch / "f"
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        r = ioengine.get_reactor()
+        assert isinstance(loop._selector, PollingSelector)
+        callbacks = 0
+        on_wakeup = r._on_wakeup
+
+        def counted() -> None:
+            nonlocal callbacks
+            callbacks += 1
+            on_wakeup()
+
+        loop.add_reader(r.backend.eventfd, counted)  # the same callback, counted
+        async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE) as f:
+            b = f.allocate_buffer(4096)
+            b[:] = b"x" * 4096
+            await f.dma_write(0, b)
+            n = 64
+            woken0 = r.woken
+            for _ in range(n):  # one at a time: the loop sleeps with each read in flight
+                assert await f.dma_read(0, b) == 4096
+                assert bytes(b) == b"x" * 4096
+        return r.woken - woken0, callbacks, r.polled
+
+    woken, callbacks, polled = run(main(), idle_poll_time_us=0)
+    assert polled == 0  # no spinning
+    assert woken > 0  # completions reaped where the sleep ended
+    assert callbacks <= woken  # the eventfd's callback ran only for the wake-ups that found nothing
