@@ -85,6 +85,10 @@ class WriteBooks:
     logical: int
     #: Resolved (unless already done) when ``writes`` drops to 0.
     idle: asyncio.Future[None] | None
+    #: Writes may go to the kernel at once (no size barrier, no sloppy growth): a write staged
+    #: by ``IoPath.submit``/``io`` with these books as ``on_done`` is counted in there; False:
+    #: those return None for it.
+    straight: bool
     def __init__(self, known: int = 0, logical: int = -1) -> None: ...
     def write_done(self, req: tuple[Any, ...], res: int, /) -> None:
         """The completion of a write (``req[4]`` its position), even if its writer was cancelled;

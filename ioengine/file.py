@@ -409,17 +409,13 @@ class File:
 
         ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
         size = self._size
-        if size.barrier is None and not size.sloppy and not self._closed and not ioprio:
-            # the common case: no waiting first; one C call stages it, or says it is not plain
-            size.writes += 1
+        if not self._closed and not ioprio:
+            # the common case: one C call stages it and counts it in the size's books (when they
+            # say no barrier or growth is to be waited for), or says it is not plain
             fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
                                               "dma_write", self, size, self._queue, self._qstates, io_class)
             if fut is not None:
-                end = pos + (len(buf) if type(buf) is DmaBuffer else memoryview(buf).nbytes)
-                if end > size.pending_end:
-                    size.pending_end = end
                 return await fut
-            size.writes -= 1
         pin, addr, n = self._pin_write(pos, buf)
         if ioprio:
             check_ioprio("dma_write", ioprio)
@@ -704,6 +700,8 @@ class SizeTracker(WriteBooks):
         #: sloppy_size: how far the file has been grown ahead, and the furthest byte written
         #: (both -1 without sloppy_size).
         self.sloppy = options.sloppy_size
+        #: No barrier and no sloppy growth: writes go at once, counted in by IoPath (C).
+        self.straight = not self.sloppy
         self.sloppy_end = size if self.sloppy else -1
         self.logical = size if self.sloppy else -1
         #: Set while a size-changing operation runs: writes wait for it (see exclusive()).
@@ -773,6 +771,7 @@ class SizeTracker(WriteBooks):
         await self.wait_barrier()
         barrier: asyncio.Future[None] = self._loop.create_future()
         self.barrier = barrier
+        self.straight = False
         try:
             while self.writes:
                 idle: asyncio.Future[None] = self._loop.create_future()
@@ -785,6 +784,7 @@ class SizeTracker(WriteBooks):
 
     def end_exclusive(self, barrier: asyncio.Future[None]) -> None:
         self.barrier = None
+        self.straight = not self.sloppy
         if not barrier.done():
             barrier.set_result(None)
 

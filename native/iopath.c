@@ -584,6 +584,9 @@ static PyObject *mod_grant_take(PyObject *mod, PyObject *const *args, Py_ssize_t
     return PyBool_FromLong(t);
 }
 
+static int books_check(PyObject *on_done);
+static void books_staged(PyObject *books, long long end);
+
 /* io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, cls, grant): the whole
    per-request path of one dma_read/dma_write that may go straight to the kernel: pin the
    buffer (an export, held until the completion), check the position, length and address
@@ -597,6 +600,11 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_TypeError, "io() takes 11 arguments");
         return NULL;
     }
+    /* A write counted in its File's books (on_done a WriteBooks) goes only when they say it
+       may go at once; they count it in below, as it is staged. */
+    int books = books_check(args[8]);
+    if (books < 0)
+        Py_RETURN_NONE;
     uint64_t op, fd, pos, dmask, mmask;
     if (get_u64(args[0], 2, &op) || get_u64(args[1], (uint64_t)1 << 32, &fd) || get_u64(args[3], (uint64_t)1 << 63, &pos)
         || get_u64(args[4], 0, &dmask) || get_u64(args[5], 0, &mmask))
@@ -659,6 +667,8 @@ static PyObject *IoPath_io(IoPathObject *self, PyObject *const *args, Py_ssize_t
     put_rec(self, op | (fd << 8), addr, len, pos, (uint64_t)idx + 1);
     if (len >= self->alone_bytes || self->nrec >= self->flush_at)
         self->submit_now = 1;
+    if (books)
+        books_staged(args[8], (long long)(pos + len));
     return Py_NewRef(fut);
 }
 
@@ -1079,10 +1089,30 @@ typedef struct {
     long long known;        /* the size at open, grown by completed writes, set by truncate */
     long long logical;      /* sloppy_size: the furthest byte written; -1 otherwise */
     PyObject *idle;         /* a future resolved when ``writes`` drops to 0, or NULL/None */
+    char straight;          /* writes may go to the kernel at once (no size barrier, no sloppy
+                               growth): io() counts them in (writes, pending_end) as it stages them */
 } WriteBooksObject;
 
 static PyTypeObject WriteBooks_Type;
 #define WriteBooks_Check(o) PyObject_TypeCheck((o), &WriteBooks_Type)
+
+/* 1: ``on_done`` is a WriteBooks whose writes may go at once; 0: not a WriteBooks; -1: a
+   WriteBooks that says wait (a size barrier, sloppy growth: Python takes the write). */
+static int books_check(PyObject *on_done)
+{
+    if (on_done == Py_None || !WriteBooks_Check(on_done))
+        return 0;
+    return ((WriteBooksObject *)on_done)->straight ? 1 : -1;
+}
+
+/* A write ending at ``end`` was staged: one more in flight, the furthest end grown. */
+static void books_staged(PyObject *books, long long end)
+{
+    WriteBooksObject *b = (WriteBooksObject *)books;
+    b->writes++;
+    if (end > b->pending_end)
+        b->pending_end = end;
+}
 
 /* A write at ``pos`` completed with ``res`` (< 0: failed, or never issued). 0, or -1 with an
    exception set (then nothing changed, unless the idle future's own calls failed). */
@@ -1171,6 +1201,7 @@ static int WriteBooks_init(WriteBooksObject *self, PyObject *args, PyObject *kwd
     self->pending_end = 0;
     self->known = known;
     self->logical = logical;
+    self->straight = 0;
     Py_CLEAR(self->idle);
     return 0;
 }
@@ -1220,6 +1251,10 @@ static PyMemberDef WriteBooks_members[] = {
      "sloppy_size: the furthest byte written (-1 without sloppy_size)"},
     {"idle", T_OBJECT, offsetof(WriteBooksObject, idle), 0,
      "a future resolved when the last write in flight lands, or None"},
+    {"straight", T_BOOL, offsetof(WriteBooksObject, straight), 0,
+     "writes may go to the kernel at once (no size barrier, no sloppy growth): a write staged by\n"
+     "IoPath.submit/io with these books as on_done is counted in (writes, pending_end) there;\n"
+     "False: submit/io return None for such a write (the File's Python path waits first)"},
     {NULL}};
 
 static PyTypeObject WriteBooks_Type = {

@@ -1,7 +1,8 @@
 """A File's per-write books in C (``ioengine._iopath.WriteBooks``, SizeTracker's base) keep the
 same books as the Python reference below (SizeTracker.write_done as it was written in Python),
 whether fed by its ``write_done`` method, by a call, or by the reactor's completion path (a
-request whose ``on_done`` is the books object: no request tuple, no Python call). Then real
+request whose ``on_done`` is the books object: no request tuple, no Python call), also when the
+write was staged by IoPath itself and counted in there (File.dma_write's path). Then real
 writes through every backend and loop: concurrent writes extending the file, and writes whose
 tasks are cancelled while in flight, leave the books settled and the file closable.
 """
@@ -97,14 +98,27 @@ def _replay(ops: list[tuple], how: str, known: int, logical: int, loop: asyncio.
     for op in ops:
         if op[0] == "issue":
             _, pos, n = op
-            b.writes += 1
-            b.pending_end = max(b.pending_end, pos + n)
+            if how == "staged":  # File.dma_write's path: IoPath stages the write and counts it in
+                b.straight = True
+                fut = path.io(1, 0, bytes(n), pos, 0, 0, "dma_write", "owner", b, None, None)
+                assert fut is not None
+                (ud,) = path.take_staged()
+                uds.setdefault((pos, n), []).append((fut, ud))
+            else:
+                b.writes += 1
+                b.pending_end = max(b.pending_end, pos + n)
             if how == "completion":
                 uds.setdefault((pos, n), []).append(path.register(pos, n, None, "dma_write", "owner", b, None))
         elif op[0] == "done":
             _, pos, n, res = op
             req = (None, None, "dma_write", "owner", pos, n, b, None)
-            if how == "completion":
+            if how == "staged":
+                fut, ud = uds[(pos, n)].pop(0)
+                path.complete([ud], [res])
+                path.deliver()
+                got = fut.exception() if res < 0 else fut.result()
+                assert got == res if res >= 0 else isinstance(got, OSError) and got.errno == -res
+            elif how == "completion":
                 fut, ud = uds[(pos, n)].pop(0)
                 path.finish(ud, res)
                 got = fut.exception() if res < 0 else fut.result()
@@ -146,7 +160,7 @@ def test_c_and_python_write_books_match(seed, sloppy):
         # cancelled one left alone, the file grown
         assert any(s[4] == ("result", None) for s in ref) and any(s[4] == "cancelled" for s in ref)
         assert ref[-1][0] == 0 and ref[-1][2] > known
-        for how in ("method", "call", "completion"):
+        for how in ("method", "call", "completion", "staged"):
             assert _replay(ops, how, known, logical, loop) == ref, how
     finally:
         loop.close()
@@ -304,3 +318,46 @@ def test_cancelled_writes_still_settle_the_books(run, scratch, when, then):
     assert os.stat(path).st_size == size
     data = read_file(path)
     assert all(data[i * w:(i + 1) * w] == pattern_block(i, w) for i in range(n))
+
+
+def test_books_that_say_wait_keep_a_write_off_the_c_path():
+    """A size barrier or sloppy growth (``straight`` False): IoPath.io stages nothing and counts
+    nothing, so File.dma_write's Python path waits first."""
+    loop = asyncio.new_event_loop()
+    try:
+        path = IoPath(loop.create_future, lambda req, err: OSError(err, os.strerror(err)), lambda g, n: None)
+        b = WriteBooks(known=0)
+        assert b.straight is False  # a new books object says wait until its owner says otherwise
+        assert path.io(1, 0, bytes(BS), 0, 0, 0, "dma_write", "owner", b, None, None) is None
+        assert (b.writes, b.pending_end, path.staged, path.inflight) == (0, 0, 0, 0)
+        b.straight = True
+        fut = path.io(1, 0, bytes(BS), 2 * BS, 0, 0, "dma_write", "owner", b, None, None)
+        assert (b.writes, b.pending_end, path.staged) == (1, 3 * BS, 1)
+        (ud,) = path.take_staged()
+        path.complete([ud], [BS])
+        path.deliver()
+        assert fut.result() == BS and (b.writes, b.pending_end, b.known) == (0, 0, 3 * BS)
+    finally:
+        loop.close()
+
+
+def test_a_file_s_books_say_wait_while_a_size_change_runs(run, scratch):
+    """SizeTracker keeps ``straight`` with its barrier: off while truncate runs, on after."""
+    async def main():
+        async with await ioengine.open_file_dma(scratch / "f", F.RW | F.CREATE) as f:
+            size = f._size
+            assert size.straight
+            barrier = await size.exclusive()
+            assert not size.straight
+            size.end_exclusive(barrier)
+            assert size.straight
+            b = f.allocate_buffer(BS)
+            b[:] = pattern_block(0, BS)
+            t = asyncio.ensure_future(f.truncate(8 * BS))
+            await asyncio.sleep(0)
+            assert await f.dma_write(0, b) == BS  # waits for the truncate, then goes
+            await t
+            assert size.straight and size.writes == 0 and size.known >= 8 * BS
+        return read_file(scratch / "f")[:BS]
+
+    assert run(main()) == pattern_block(0, BS)
