@@ -657,9 +657,20 @@ class Reactor:
         self.disks.each_queue_of(io_class, fn)
 
     def _on_wakeup(self) -> None:
+        """The eventfd's callback (on asyncio's loops only for a wake-up the selector's own reap
+        found nothing for, see _reap_woken; on uvloop for every one): what it reaps is
+        delivered in this callback, as the selector's reap is in its loop turn, not a turn later."""
         uds, results = self.backend.reap()
         if uds:
-            self._complete(uds, results)
+            path = self._path
+            if path.flush_scheduled:  # a flush is queued already: it delivers these too
+                self._complete(uds, results)
+                return
+            path.flush_scheduled = True  # _complete must not queue one: it runs here
+            try:
+                self._complete(uds, results)
+            finally:
+                self._flush()
 
     def _worth_polling(self) -> bool:
         """Poll (rather than sleep on the eventfd) while I/O is in flight and polling pays: with

@@ -104,19 +104,24 @@ def test_a_precise_wait_still_wakes_for_completions(run, loop_kind, scratch):
 
         far = loop.call_later(30.0005, lambda: None)  # the loop's next timer: far, not whole ms
         async with await ioengine.open_file_dma(path, ioengine.OpenFlags.RW | ioengine.OpenFlags.CREATE) as f:
-            b = f.allocate_buffer(4096)
-            b[:] = b"x" * 4096
+            b = f.allocate_buffer(1 << 20)
+            b[:] = b"x" * (1 << 20)
             sel.wait_ns = watch
             try:
                 await f.dma_write(0, b)
-                got = await f.dma_read_exactly(0, 4096)
+                # A small read the host serves from its cache can complete before the loop goes
+                # to sleep (then it never waits): 1 MiB reads, until one made it wait.
+                for _ in range(50):
+                    got = await f.dma_read_exactly(0, 1 << 20)
+                    if any(ns > 10**9 and n == 1 for ns, n in calls):
+                        break
             finally:
                 sel.wait_ns = inner
         far.cancel()
         return calls, bytes(got)
 
     calls, got = run(main(), idle_poll_time_us=0)
-    assert got == b"x" * 4096
+    assert got == b"x" * (1 << 20)
     # The loop slept towards the far timer, and a descriptor (the completion's eventfd, or a
     # worker thread's wake-up) ended the wait, not its timeout.
     assert any(ns > 10**9 and n == 1 for ns, n in calls), calls
