@@ -320,3 +320,29 @@ def test_a_sleep_the_ring_ends_is_reaped_in_that_loop_turn(run, scratch, loop_ki
     assert polled == 0  # no spinning
     assert woken > 0  # completions reaped where the sleep ended
     assert callbacks <= woken  # the eventfd's callback ran only for the wake-ups that found nothing
+
+
+def test_a_wake_up_resumes_the_task_in_the_eventfd_s_own_callback(run, scratch, loop_kind):
+    """Where no selector reaps after a sleep (uvloop), the eventfd's callback delivers what it
+    reaps itself: the awaiting task resumes inside it, not a loop turn later."""
+    if loop_kind != "uvloop":
+        pytest.skip("asyncio's loops reap in the selector (the test above)")
+    import sys
+
+    async def main():
+        async with await ioengine.open_file_dma(scratch / "f", OpenFlags.RW | OpenFlags.CREATE) as f:
+            b = f.allocate_buffer(4096)
+            b[:] = b"y" * 4096
+            await f.dma_write(0, b)
+            inside = 0
+            for _ in range(32):  # one at a time: the loop sleeps with each read in flight
+                assert await f.dma_read(0, b) == 4096
+                frame = sys._getframe()
+                names = set()
+                while frame is not None:
+                    names.add(frame.f_code.co_name)
+                    frame = frame.f_back
+                inside += "_on_wakeup" in names
+        return inside
+
+    assert run(main(), idle_poll_time_us=0) > 0
