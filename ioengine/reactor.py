@@ -686,14 +686,9 @@ class Reactor:
         """The eventfd ended the loop's sleep: reap here, in the selector, as a spin does, so the
         woken tasks resume in this loop turn rather than after the eventfd's callback in the
         next (one turn less per wake-up: a system call and the loop's own Python)."""
-        if self.closed or not self._path.in_kernel:
-            return False
-        uds, results = self.backend.poll()
-        if uds:
-            self.woken += len(uds)
-            self._complete(uds, results)
-            return True
-        return False
+        n = self._reap_now()
+        self.woken += n
+        return n > 0
 
     def _bursts(self) -> bool:
         """Several requests in the kernel: their completions come in bursts (the poller may sleep
@@ -701,16 +696,20 @@ class Reactor:
         return self._path.in_kernel > 1
 
     def _poll_completions(self) -> bool:
+        n = self._reap_now()
+        self.polled += n
+        return n > 0
+
+    def _reap_now(self) -> int:
+        """Complete what the backend has now (the poller's call); how many."""
         if self.closed or not self._path.in_kernel:
             # Nothing of ours in the kernel (another poll source keeps the loop spinning): no
             # system call. What the ring holds besides (an op counted elsewhere) comes by the eventfd.
-            return False
+            return 0
         uds, results = self.backend.poll()
         if uds:
-            self.polled += len(uds)
             self._complete(uds, results)
-            return True
-        return False
+        return len(uds)
 
     @property
     def polling(self) -> str | None:
