@@ -165,7 +165,7 @@ class Reactor:
                                       fd=self.backend.eventfd, on_fd=self._reap_woken)
         if self._unpoll is None and self.options.idle_poll_time_us > 0:
             self._spinner = Spinner(self.loop, self.options.idle_poll_time_us, self._worth_polling,
-                                    self._poll_completions)
+                                    self._spin_reap)
         self._use_native_submit()
         _all_reactors.add(self)
 
@@ -662,15 +662,20 @@ class Reactor:
         delivered in this callback, as the selector's reap is in its loop turn, not a turn later."""
         uds, results = self.backend.reap()
         if uds:
-            path = self._path
-            if path.flush_scheduled:  # a flush is queued already: it delivers these too
-                self._complete(uds, results)
-                return
-            path.flush_scheduled = True  # _complete must not queue one: it runs here
-            try:
-                self._complete(uds, results)
-            finally:
-                self._flush()
+            self._complete_here(uds, results)
+
+    def _complete_here(self, uds: list[int], results: list[int]) -> None:
+        """Complete, and deliver in this callback (a loop callback that runs at most once a
+        turn: the eventfd's, uvloop's spinner) unless a flush is queued already."""
+        path = self._path
+        if path.flush_scheduled:  # the queued flush delivers these too
+            self._complete(uds, results)
+            return
+        path.flush_scheduled = True  # _complete must not queue one: it runs here
+        try:
+            self._complete(uds, results)
+        finally:
+            self._flush()
 
     def _worth_polling(self) -> bool:
         """Poll (rather than sleep on the eventfd) while I/O is in flight and polling pays: with
@@ -700,15 +705,25 @@ class Reactor:
         self.polled += n
         return n > 0
 
-    def _reap_now(self) -> int:
-        """Complete what the backend has now (the poller's call); how many."""
+    def _spin_reap(self) -> bool:
+        """uvloop's spinner: what it reaps is delivered in its own callback (see _complete_here)."""
+        n = self._reap_now(here=True)
+        self.polled += n
+        return n > 0
+
+    def _reap_now(self, here: bool = False) -> int:
+        """Complete what the backend has now (the pollers' call); how many. ``here``: deliver
+        it in this callback too (_complete_here)."""
         if self.closed or not self._path.in_kernel:
             # Nothing of ours in the kernel (another poll source keeps the loop spinning): no
             # system call. What the ring holds besides (an op counted elsewhere) comes by the eventfd.
             return 0
         uds, results = self.backend.poll()
         if uds:
-            self._complete(uds, results)
+            if here:
+                self._complete_here(uds, results)
+            else:
+                self._complete(uds, results)
         return len(uds)
 
     @property

@@ -322,12 +322,16 @@ def test_a_sleep_the_ring_ends_is_reaped_in_that_loop_turn(run, scratch, loop_ki
     assert callbacks <= woken  # the eventfd's callback ran only for the wake-ups that found nothing
 
 
-def test_a_wake_up_resumes_the_task_in_the_eventfd_s_own_callback(run, scratch, loop_kind):
-    """Where no selector reaps after a sleep (uvloop), the eventfd's callback delivers what it
-    reaps itself: the awaiting task resumes inside it, not a loop turn later."""
+@pytest.mark.parametrize("how", ["sleeping", "spinning"])
+def test_a_completion_resumes_the_task_in_the_callback_that_reaped_it(run, scratch, loop_kind, how):
+    """Where no selector reaps (uvloop), the eventfd's callback after a sleep, and the spinner's
+    while polling, deliver what they reap themselves: the awaiting task resumes inside them,
+    not a loop turn later."""
     if loop_kind != "uvloop":
         pytest.skip("asyncio's loops reap in the selector (the test above)")
     import sys
+
+    where = "_on_wakeup" if how == "sleeping" else "_spin"
 
     async def main():
         async with await ioengine.open_file_dma(scratch / "f", OpenFlags.RW | OpenFlags.CREATE) as f:
@@ -342,7 +346,7 @@ def test_a_wake_up_resumes_the_task_in_the_eventfd_s_own_callback(run, scratch, 
                 while frame is not None:
                     names.add(frame.f_code.co_name)
                     frame = frame.f_back
-                inside += "_on_wakeup" in names
+                inside += where in names
         return inside
 
-    assert run(main(), idle_poll_time_us=0) > 0
+    assert run(main(), idle_poll_time_us=0 if how == "sleeping" else 100_000) > 0
