@@ -13,8 +13,10 @@ Several sources may register with one wrapper (the reactor's ring; the cross-sha
 rings of ioengine.smp). A source may also ask to be polled on every loop turn (``each_turn``:
 shared-memory rings raise no file descriptor while their consumer is awake) and to be told
 before the loop blocks and after it wakes (``sleep`` / ``awake``: a consumer declares it is
-going to sleep, so producers know to wake it). With the reactor alone the wrapper behaves as
-it always did.
+going to sleep, so producers know to wake it), and may name the descriptor that wakes the loop
+for it (``fd``, ``on_fd``): when a sleep ends on that descriptor, the wrapper reaps the source
+itself, as a spin does, so what completed runs in that loop turn rather than after the
+descriptor's callback in the next. With the reactor alone the wrapper behaves as it always did.
 """
 from __future__ import annotations
 
