@@ -41,11 +41,11 @@ class ReactorOptions:
     #: often (us); with one, always (the disk idles until we resubmit). A wake-up from the
     #: eventfd costs ~25-30 us of CPU and of latency on a VM; spinning up to about two wake-ups'
     #: worth per completion costs at most twice that CPU and takes the wake-up's latency off
-    #: every request: 4k at QD4 on a fast disk runs ~1.4x faster (fio's ssd-test.fio through
-    #: `ioengine-bench run`, `scripts/fio_examples.py ... --compare ssd-test.fio`), while 64-128k
-    #: requests at low depth (a completion every ~70-100 us) keep sleeping: polling always takes
-    #: them 10-30 % faster at two to three times the CPU per I/O (`ioengine-bench compare
-    #: --idle-poll-wake-us 1000000` shows both).
+    #: every request of small I/O at low depth on a fast disk (fio's ssd-test.fio: 4k at QD4;
+    #: `scripts/pattern_ab.py FILE randread 4096 4 --side a=idle_poll_wake_us=30 --side
+    #: b=idle_poll_wake_us=60`), while 64-128k requests at low depth keep sleeping: polling
+    #: them always buys little throughput for several times the CPU per I/O (`ioengine-bench
+    #: compare --idle-poll-wake-us 1000000` shows both).
     idle_poll_wake_us: int = field(default=60,
                                    metadata={"help": "poll at depth only while completions come this often (us)"})
     #: With more than one request in the kernel, completions come in bursts and spinning the
