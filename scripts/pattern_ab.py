@@ -1,7 +1,7 @@
 """One I/O pattern through ioengine with several settings, next to fio on the same file.
 
     python scripts/pattern_ab.py FILE KIND BS QD [--rounds 3] [--seconds 3] [--fio-iomem KIND]
-        [--side NAME=OPTIONS ...]
+        [--loop asyncio|uvloop] [--side NAME=OPTIONS ...]
 
 KIND is a pattern of ``ioengine-bench compare`` (randread, randwrite, randrw, read, write), BS
 the block size in bytes, QD the requests in flight. Each ``--side`` is a label, ``=``, and the
@@ -29,7 +29,7 @@ from ioengine.bench.workloads import Pattern
 from ioengine.options import ReactorOptions
 a = json.loads(sys.argv[1])
 s = run_ioengine_side(a["path"], a["size"], Pattern(a["kind"], a["bs"], a["qd"]), a["seconds"],
-                      ReactorOptions(**a["options"]))
+                      ReactorOptions(**a["options"]), loop=a["loop"])
 print(json.dumps({"iops": s.iops, "cpu": s.cpu_us_per_io, "p50": s.p50_us}))
 """
 
@@ -61,6 +61,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--size", type=int, default=0, help="bytes of the file to use (default: its size)")
     p.add_argument("--fio-iomem", default=None, help="fio's --iomem (e.g. shmhuge; default fio's own)")
+    p.add_argument("--loop", default="asyncio", choices=("asyncio", "uvloop"), help="ioengine's event loop")
     p.add_argument("--side", action="append", default=[], metavar="NAME=OPTIONS")
     a = p.parse_args()
     from ioengine.bench.compare import run_fio_side
@@ -79,7 +80,7 @@ def main() -> int:
             checkout, _, label = name.rpartition(":")
             env = dict(os.environ, PYTHONPATH=checkout or HERE)
             arg = json.dumps({"path": a.file, "size": size, "kind": a.kind, "bs": a.bs, "qd": a.qd,
-                              "seconds": a.seconds, "options": _options(opts)})
+                              "seconds": a.seconds, "options": _options(opts), "loop": a.loop})
             out = subprocess.run([sys.executable, "-c", _CHILD, arg], env=env, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"{name}: failed", file=sys.stderr)
