@@ -37,8 +37,8 @@ class ReactorOptions:
     #: +45 % IOPS, 128k output stream +10-30 % MB/s). 0 sleeps at once. Seastar's default.
     idle_poll_time_us: int = field(default=200,
                                    metadata={"help": "busy-poll for completions this long before sleeping"})
-    #: With more than one request in the kernel, poll only while completions come at least this
-    #: often (us); with one, always (the disk idles until we resubmit). A wake-up from the
+    #: With more than idle_poll_depth requests in the kernel, poll only while completions come
+    #: at least this often (us); with one, always (the disk idles until we resubmit). A wake-up from the
     #: eventfd costs ~25-30 us of CPU and of latency on a VM; spinning up to about two wake-ups'
     #: worth per completion costs at most twice that CPU and takes the wake-up's latency off
     #: every request of small I/O at low depth on a fast disk (fio's ssd-test.fio: 4k at QD4;
@@ -48,6 +48,13 @@ class ReactorOptions:
     #: compare --idle-poll-wake-us 1000000` shows both).
     idle_poll_wake_us: int = field(default=60,
                                    metadata={"help": "poll at depth only while completions come this often (us)"})
+    #: Up to this many requests in the kernel, poll whatever the gap between completions: the
+    #: disk runs at half its depth or less while the loop sleeps and wakes, and a wake-up on a
+    #: VM costs nearly the CPU a spin does (64k sequential reads at QD2: polling ~1.5x the IOPS
+    #: of sleeping for ~1.2x the CPU per I/O; `scripts/pattern_ab.py FILE read 65536 2 --side
+    #: a=idle_poll_depth=1 --side b=idle_poll_depth=2`). Deeper, idle_poll_wake_us decides.
+    idle_poll_depth: int = field(default=2,
+                                 metadata={"help": "poll always with at most this many requests in the kernel"})
     #: With more than one request in the kernel, completions come in bursts and spinning the
     #: whole gap between them buys nothing: the poll window starts with a sleep of this fraction
     #: of how long spins have recently waited for a completion (less what a timed wait returns
@@ -189,7 +196,8 @@ class ReactorOptions:
         h = self.idle_poll_hybrid
         if not (isinstance(h, (int, float)) and not isinstance(h, bool) and 0 <= h < 1):
             raise ValueError(f"reactor option idle_poll_hybrid must be a number in [0, 1), got {h!r}")
-        for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us", "idle_poll_wake_us"):
+        for name in ("buffer_pool_depth", "buffer_pool_max_size", "idle_poll_time_us", "idle_poll_wake_us",
+                     "idle_poll_depth"):
             if getattr(self, name) < 0:
                 raise ValueError(f"reactor option {name} must be >= 0, got {getattr(self, name)}")
 

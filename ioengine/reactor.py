@@ -151,6 +151,7 @@ class Reactor:
         # loops without a selector to wrap (uvloop); either polls only while it pays.
         self._gap_ns = 0.0  # expected time between completions (EWMA over ~1 ms windows)
         self._poll_wake_ns = self.options.idle_poll_wake_us * 1000
+        self._poll_depth = self.options.idle_poll_depth
         self._rate_t0 = time.monotonic_ns()
         self._rate_n = 0
         self._spinner: Spinner | None = None
@@ -680,12 +681,13 @@ class Reactor:
     def _worth_polling(self) -> bool:
         """Poll (rather than sleep on the eventfd) while I/O is in flight and polling pays: with
         one request in the kernel the disk idles until we resubmit, so every microsecond of
-        wake-up is lost throughput; with more, spinning is worth it only while completions
-        come faster than a wake-up costs (idle_poll_wake_us), else the CPU spent spinning buys
-        nothing the queued requests do not already give. `ioengine-bench compare` shows CPU per
-        I/O and throughput with it (and with --idle-poll-time-us 0)."""
+        wake-up is lost throughput, and with two (idle_poll_depth) it runs at half its depth
+        meanwhile; with more, spinning is worth it only while completions come faster than a
+        wake-up costs (idle_poll_wake_us), else the CPU spent spinning buys nothing the queued
+        requests do not already give. `ioengine-bench compare` shows CPU per I/O and throughput
+        with it (and with --idle-poll-time-us 0)."""
         n = self._path.in_kernel
-        return n > 0 and (n == 1 or self._gap_ns <= self._poll_wake_ns)
+        return n > 0 and (n <= self._poll_depth or self._gap_ns <= self._poll_wake_ns)
 
     def _reap_woken(self) -> bool:
         """The eventfd ended the loop's sleep: reap here, in the selector, as a spin does, so the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -135,6 +136,46 @@ def test_poll_wake_option_is_checked_and_used(run, scratch):
         return ioengine.get_reactor().polled
 
     assert run(main(), idle_poll_wake_us=0) > 0
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_two_requests_in_the_kernel_are_polled_up_to_the_poll_depth(run, scratch, depth):
+    """With idle_poll_wake_us 0 (the gap rule never polls) two reads issued together are both
+    found by polling only when idle_poll_depth covers two in the kernel; with depth 1 the first
+    of the pair ends a sleep (the eventfd) and only the lone second may be polled."""
+    with pytest.raises(ValueError, match="idle_poll_depth must be >= 0"):
+        ioengine.ReactorOptions(idle_poll_depth=-1)
+    path = scratch / "f"
+
+    async def main():
+        r = ioengine.get_reactor()
+        both = 0
+        async with await ioengine.open_file_dma(path, OpenFlags.RW | OpenFlags.CREATE) as f:
+            a, b = f.allocate_buffer(4096), f.allocate_buffer(4096)
+            await f.dma_write(0, a)
+            await f.dma_write(4096, b)
+            # counted after a few ms of pairs: the completion rate the gap rule reads is
+            # measured over 1 ms windows (until then it polls), and a task awaiting one request
+            # resumes inside the reap that found it, before r.polled counts it
+            t = time.monotonic()
+            while time.monotonic() - t < 0.005:
+                await asyncio.gather(f.read_future(0, a), f.read_future(4096, b))
+            await asyncio.sleep(0)
+            # a busy host can deschedule the loop past a poll window: a few hundred pairs, and
+            # with depth 2 one of them must have been polled whole
+            for _ in range(300):
+                before = r.polled
+                # staged in one turn, so both reach the kernel together (tasks of dma_read
+                # would start a turn apart, and the first could be alone in the kernel a while)
+                assert await asyncio.gather(f.read_future(0, a), f.read_future(4096, b)) == [4096, 4096]
+                both += r.polled - before == 2
+                if depth == 2 and both:
+                    break
+        return both
+
+    both = run(main(), idle_poll_wake_us=0, idle_poll_depth=depth, idle_poll_hybrid=0,
+               idle_poll_time_us=100_000)
+    assert (both > 0) if depth == 2 else (both == 0)
 
 
 def test_a_spinning_source_still_serves_sockets_and_checks_them_less_often(run, loop_kind):
