@@ -5,7 +5,7 @@ are typed loosely here and precisely where Python makes them (reactor.py, iosche
 """
 import asyncio
 import contextvars
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Generic, Literal, TypeVar, final, overload
 
 from typing_extensions import Buffer
@@ -39,6 +39,18 @@ class IoFuture(Generic[_T]):
     def set_result(self, result: _T, /) -> None: ...
     def set_exception(self, exception: type[BaseException] | BaseException, /) -> None: ...
     def _make_cancelled_error(self) -> asyncio.CancelledError: ...
+
+@final
+class IoFutureIter(Coroutine[Any, None, _T]):
+    """What awaits an IoFuture (its __await__), and what File.dma_read / dma_write return when the
+    request went at once: a coroutine (registered as one by ioengine.file), so tasks run it.
+    send() yields the future once while it is pending, then returns its result; throw() and
+    close() cancel the future if still pending (the I/O goes on, its buffer pinned)."""
+
+    def send(self, value: None, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = ..., tb: Any = ..., /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, None, _T]: ...
 
 @final
 class Wakeups:
@@ -129,6 +141,9 @@ class IoPath(Buffer):
     def submit(self, op: int, fd: int, buf: Buffer, pos: int, disk_mask: int, mem_mask: int, opname: str,
                owner: object, on_done: Callable[..., object] | None, queue: Any, states: Any, io_class: Any,
                /) -> IoFuture[int] | None: ...
+    def submit_awaitable(self, op: int, fd: int, buf: Buffer, pos: int, disk_mask: int, mem_mask: int,
+                         opname: str, owner: object, on_done: Callable[..., object] | None, queue: Any, states: Any,
+                         io_class: Any, /) -> IoFutureIter[int] | None: ...
     def io(self, op: int, fd: int, buf: Buffer, pos: int, disk_mask: int, mem_mask: int, opname: str, owner: object,
            on_done: Callable[..., object] | None, cls: Any, grant: Any, /) -> IoFuture[int] | None | bool: ...
     def read_many(self, fd: int, requests: tuple[tuple[int, Buffer], ...], disk_mask: int, mem_mask: int,

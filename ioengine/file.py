@@ -7,13 +7,13 @@ import errno
 import os
 import stat
 from array import array
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, overload
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
-from ._iopath import IoFuture, WriteBooks
+from ._iopath import IoFuture, IoFutureIter, WriteBooks
 from ._native import ffi
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
@@ -21,6 +21,11 @@ from .errors import ClosedFileError, ShortReadError
 from .io_class import IoClass
 from .ioprio import check_ioprio
 from .reactor import LEN_LIMIT, POS_LIMIT, Reactor, get_reactor
+
+# What awaits a request's future is what dma_read/dma_write return when the request went at
+# once: asyncio.create_task() takes only coroutines, and it is one (native/iofuture.c: send,
+# throw, close). The future itself is not (asyncio.wait, which refuses coroutines, takes it).
+Coroutine.register(IoFutureIter)
 
 #: A request's completion callback: (the reactor's request tuple, result or -errno).
 Completion = Callable[[tuple[Any, ...], int], None]
@@ -202,15 +207,26 @@ class File:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None, *, ioprio: int = 0) -> int:
-        """Read into ``buf`` at ``pos``; returns the bytes read (short at end of file).
+    def dma_read(self, pos: int, buf: Any, io_class: IoClass | None = None, *,
+                 ioprio: int = 0) -> Coroutine[Any, Any, int]:
+        """Read into ``buf`` at ``pos``; await it for the bytes read (short at end of file).
+
+        As Seastar's, the read is issued at the call when it can go at once (the common case):
+        what comes back is then what awaits the request's future, a coroutine written in C
+        (``await``, ``asyncio.create_task``, ``gather`` and ``wait_for`` take it, as they take
+        any coroutine); otherwise (a queue to wait in, a bad argument, a closed file, a call on
+        another thread than the reactor's) a plain coroutine that does the rest, and raises,
+        when awaited. ``read_future`` gives the future itself.
 
         ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
-        if not self._closed and not ioprio:  # read_future's fast path, inlined: one frame less per read
-            fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
-                                              self, None, self._queue, self._qstates, io_class)
-            if fut is not None:
-                return await fut
+        if not self._closed and not ioprio:  # one C call stages it: no coroutine frame per read
+            req = self._reactor.submit_request(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask,
+                                               "dma_read", self, None, self._queue, self._qstates, io_class)
+            if req is not None:
+                return req
+        return self._dma_read(pos, buf, io_class, ioprio)
+
+    async def _dma_read(self, pos: int, buf: Any, io_class: IoClass | None, ioprio: int) -> int:
         return await self.read_future(pos, buf, io_class, ioprio=ioprio)
 
     def read_future(self, pos: int, buf: Any, io_class: IoClass | None = None, *,
@@ -404,18 +420,24 @@ class File:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None, *, ioprio: int = 0) -> int:
-        """Write ``buf`` at ``pos``; returns the bytes written.
+    def dma_write(self, pos: int, buf: Any, io_class: IoClass | None = None, *,
+                  ioprio: int = 0) -> Coroutine[Any, Any, int]:
+        """Write ``buf`` at ``pos``; await it for the bytes written.
+
+        Issued at the call when it can go at once, as dma_read (whose notes hold here too).
 
         ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
-        size = self._size
         if not self._closed and not ioprio:
             # the common case: one C call stages it and counts it in the size's books (when they
             # say no barrier or growth is to be waited for), or says it is not plain
-            fut = self._reactor.submit_buffer(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
-                                              "dma_write", self, size, self._queue, self._qstates, io_class)
-            if fut is not None:
-                return await fut
+            req = self._reactor.submit_request(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
+                                               "dma_write", self, self._size, self._queue, self._qstates, io_class)
+            if req is not None:
+                return req
+        return self._dma_write(pos, buf, io_class, ioprio)
+
+    async def _dma_write(self, pos: int, buf: Any, io_class: IoClass | None, ioprio: int) -> int:
+        size = self._size
         pin, addr, n = self._pin_write(pos, buf)
         if ioprio:
             check_ioprio("dma_write", ioprio)

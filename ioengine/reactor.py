@@ -114,6 +114,8 @@ class Reactor:
         self._path.share_direct = bool(self.options.io_share_in_disk)
         #: The per-I/O path of dma_read/dma_write, in C (see submit_buffer below for what it decides).
         self.submit_buffer = self._path.submit
+        #: The same, returning what awaits the future (a coroutine: File.dma_read / dma_write).
+        self.submit_request = self._path.submit_awaitable
         #: File.dma_read_many's path, in C: a batch of reads with one future (IoPath.read_many).
         self.read_many = self._path.read_many
         self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units

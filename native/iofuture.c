@@ -560,6 +560,8 @@ static PyObject *IoFuture_await(IoFutureObject *f)
     return (PyObject *)it;
 }
 
+PyObject *iofuture_awaiter(PyObject *fut) { return IoFuture_await((IoFutureObject *)fut); }
+
 static PyObject *IoFuture_repr(IoFutureObject *f)
 {
     if (f->state == FUT_PENDING)
@@ -754,6 +756,63 @@ static PyObject *IoFutureIter_next(IoFutureIterObject *it)
 
 static PyObject *IoFutureIter_send_method(IoFutureIterObject *it, PyObject *unused) { return IoFutureIter_next(it); }
 
+/* What awaits a request can be thrown into or closed: by its task (cancelled before its first
+   step), or by a coroutine awaiting it (throw() and close() reach the awaited iterator). The
+   future, if still pending, is cancelled first (its result is then wanted by nobody, and a
+   failure the kernel reports later must not be logged as never retrieved), and a failure it
+   already holds is taken as seen. The I/O itself goes
+   on, its buffer pinned until the kernel's completion. */
+static int cancel_pending(IoFutureIterObject *it)
+{
+    IoFutureObject *f = it->fut;
+    if (!f)
+        return 0;
+    if (f->state != FUT_PENDING) {
+        f->log_tb = 0;  /* failed already (an inline completion): abandoned all the same */
+        return 0;
+    }
+    f->state = FUT_CANCELLED;
+    return schedule_callbacks(f);
+}
+
+/* throw(exc) or the old throw(type[, value[, tb]]) */
+static PyObject *IoFutureIter_throw(IoFutureIterObject *it, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw(exc) takes an exception");
+        return NULL;
+    }
+    PyObject *typ = args[0], *val = nargs > 1 ? args[1] : Py_None, *tb = nargs > 2 ? args[2] : Py_None, *exc;
+    if (PyExceptionInstance_Check(typ)) {
+        exc = Py_NewRef(typ);
+    } else if (PyExceptionClass_Check(typ)) {
+        exc = val == Py_None ? PyObject_CallNoArgs(typ) : PyObject_CallOneArg(typ, val);
+        if (!exc)
+            return NULL;
+    } else {
+        PyErr_SetString(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException");
+        return NULL;
+    }
+    if (cancel_pending(it) < 0) {
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_CLEAR(it->fut);
+    if (tb != Py_None)
+        PyException_SetTraceback(exc, tb);
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyObject *IoFutureIter_close(IoFutureIterObject *it, PyObject *unused)
+{
+    if (cancel_pending(it) < 0)
+        return NULL;
+    Py_CLEAR(it->fut);
+    Py_RETURN_NONE;
+}
+
 static int IoFutureIter_traverse(IoFutureIterObject *it, visitproc visit, void *arg)
 {
     Py_VISIT(it->fut);
@@ -775,12 +834,19 @@ static void IoFutureIter_dealloc(IoFutureIterObject *it)
 
 static PyMethodDef IoFutureIter_methods[] = {
     {"send", (PyCFunction)IoFutureIter_send_method, METH_O, "send(value): the value is ignored, as asyncio's is"},
+    {"throw", (PyCFunction)(void (*)(void))IoFutureIter_throw, METH_FASTCALL,
+     "throw(exc): raises it, cancelling the future first if still pending (the I/O goes on)"},
+    {"close", (PyCFunction)IoFutureIter_close, METH_NOARGS, "cancels the future if still pending (the I/O goes on)"},
     {NULL}};
 
-static PyAsyncMethods IoFutureIter_as_async = {.am_send = (sendfunc)IoFutureIter_send};
+static PyObject *IoFutureIter_await(PyObject *it) { return Py_NewRef(it); }
+
+static PyAsyncMethods IoFutureIter_as_async = {.am_await = IoFutureIter_await, .am_send = (sendfunc)IoFutureIter_send};
 
 static PyTypeObject IoFutureIter_Type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ioengine._iopath.IoFutureIter",
+    .tp_doc = "What awaits an IoFuture: the future's __await__, and what File.dma_read returns when the\n"
+              "read went at once; a coroutine (registered as one by ioengine.file), so tasks run it.",
     .tp_basicsize = sizeof(IoFutureIterObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_dealloc = (destructor)IoFutureIter_dealloc,
@@ -918,7 +984,8 @@ int iofuture_module_init(PyObject *m)
 {
     if (PyType_Ready(&IoFuture_Type) < 0 || PyType_Ready(&IoFutureIter_Type) < 0 || PyType_Ready(&Wakeups_Type) < 0)
         return -1;
-    if (PyModule_AddObjectRef(m, "Wakeups", (PyObject *)&Wakeups_Type) < 0)
+    if (PyModule_AddObjectRef(m, "Wakeups", (PyObject *)&Wakeups_Type) < 0
+        || PyModule_AddObjectRef(m, "IoFutureIter", (PyObject *)&IoFutureIter_Type) < 0)
         return -1;
     str_call_soon = PyUnicode_InternFromString("call_soon");
     str_call_exception_handler = PyUnicode_InternFromString("call_exception_handler");

@@ -26,6 +26,8 @@ extern PyTypeObject IoFuture_Type;
 
 /* A pending IoFuture of ``loop``. */
 PyObject *iofuture_new(PyObject *loop);
+/* What awaits ``fut`` (an IoFuture): its __await__, a coroutine that tasks run (IoFutureIter). */
+PyObject *iofuture_awaiter(PyObject *fut);
 /* 1 when ``fut`` (an IoFuture) is done. */
 int iofuture_done(PyObject *fut);
 /* Resolve a pending IoFuture with ``result`` or, when NULL, the exception ``exc``. Its

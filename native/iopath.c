@@ -111,6 +111,7 @@ typedef struct {
     Py_ssize_t in_kernel;
     Py_ssize_t capacity;       /* io() leaves the request to Python when staged + in_kernel reach it */
     Py_ssize_t flush_at;       /* staged records that ask for a submission now */
+    unsigned long thread;      /* the loop's thread: submit() stages only there */
     uint64_t alone_bytes;      /* a request this large asks for a submission now */
     int submit_now;
     /* The reactor's state submit() reads (Python keeps it current; see reactor.py): */
@@ -867,7 +868,9 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "submit() takes 12 arguments");
         return NULL;
     }
-    if (self->closed || (self->sched_waiting && !self->share_direct) || !self->call_soon || !self->io_class_var)
+    /* another thread (a coroutine made for run_coroutine_threadsafe) is staged by the loop's */
+    if (self->closed || (self->sched_waiting && !self->share_direct) || !self->call_soon || !self->io_class_var
+        || PyThread_get_thread_ident() != self->thread)
         Py_RETURN_NONE;
     PyObject *st, *grant;
     int route = plain_route(self, args[9], args[10], args[11], &st, &grant);
@@ -896,6 +899,20 @@ static PyObject *IoPath_submit(IoPathObject *self, PyObject *const *args, Py_ssi
         return NULL;
     }
     return fut;
+}
+
+/* submit_awaitable(...): submit(), but what comes back for a staged request is what awaits its
+   future (IoFutureIter, a coroutine): File.dma_read / dma_write return it, so a task or an await
+   takes it with no coroutine frame of their own (asyncio.wait, which refuses coroutines, takes
+   read_future's future itself). */
+static PyObject *IoPath_submit_awaitable(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *fut = IoPath_submit(self, args, nargs);
+    if (!fut || !IoFuture_CheckExact(fut))
+        return fut;
+    PyObject *it = iofuture_awaiter(fut);
+    Py_DECREF(fut);
+    return it;
 }
 
 static void release_views(Py_buffer *views, Py_ssize_t n)
@@ -1935,6 +1952,7 @@ static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->io_class_var, Py_XNewRef(cv));
     self->capacity = capacity;
     self->flush_at = flush_at;
+    self->thread = PyThread_get_thread_ident();
     self->alone_bytes = alone;
     Py_XSETREF(self->future_factory, Py_NewRef(ff));
     /* functools.partial(Future, loop=loop): call Future with the keywords straight away */
@@ -2053,6 +2071,8 @@ static PyMethodDef IoPath_methods[] = {
      "rw(op, fd, addr, length, pos, pin, opname, owner, on_done, grant) -> future, or None if a number does not fit"},
     {"submit", (PyCFunction)(void (*)(void))IoPath_submit, METH_FASTCALL,
      "submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class) -> future or None"},
+    {"submit_awaitable", (PyCFunction)(void (*)(void))IoPath_submit_awaitable, METH_FASTCALL,
+     "submit_awaitable(same as submit) -> what awaits the future (a coroutine), or None"},
     {"io", (PyCFunction)(void (*)(void))IoPath_io, METH_FASTCALL,
      "io(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, cls, grant) -> future, None or False"},
     {"read_many", (PyCFunction)(void (*)(void))IoPath_read_many, METH_FASTCALL,

@@ -95,8 +95,7 @@ def test_size_counts_writes_issued_before_the_call(run, scratch, what):
             buf = f.allocate_buffer(n)
             for attempt in range(10):
                 await f.truncate(0)
-                t = asyncio.create_task(f.dma_write(0, buf))
-                await asyncio.sleep(0)  # the write is issued (staged; the reactor submits it this turn)
+                t = asyncio.create_task(f.dma_write(0, buf))  # issued by the call: staged, submitted this turn
                 assert ioengine.get_reactor().inflight == 1
                 loop.call_soon(_hold_loop_until_size, path, n)
                 got = await f.size() if what == "size" else (await f.stat()).size

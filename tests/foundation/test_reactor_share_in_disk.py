@@ -147,7 +147,7 @@ def test_cancelled_reads_of_a_held_class_lose_nothing(run, scratch):
 
 def test_a_class_within_its_part_keeps_the_c_path_while_the_other_waits(run, scratch):
     """IoPath.share_direct: while the small class waits in the queue, the large class's reads
-    under its open grant are staged by C (Reactor.submit_buffer), not the Python path."""
+    under its open grant are staged by C (Reactor.submit_request), not the Python path."""
     path = scratch / "data"
     write_pattern_file(path, BLOCKS, BS)
     hi, lo = ioengine.IoClass("sidp_hi", 400), ioengine.IoClass("sidp_lo", 100)
@@ -155,7 +155,7 @@ def test_a_class_within_its_part_keeps_the_c_path_while_the_other_waits(run, scr
     async def main():
         r = ioengine.get_reactor()
         assert r._path.share_direct
-        c_path = r.submit_buffer
+        c_path = r.submit_request
         taken = {"hi": 0, "lo": 0}
 
         def counting(*args):
@@ -165,7 +165,7 @@ def test_a_class_within_its_part_keeps_the_c_path_while_the_other_waits(run, scr
                 taken["hi" if args[-1] is hi else "lo"] += 1
             return fut
 
-        r.submit_buffer = counting
+        r.submit_request = counting
         async with await ioengine.open_file_dma(path, F.RO) as f:
             async def reader(cls, seed, reads):
                 rnd = random.Random(seed)

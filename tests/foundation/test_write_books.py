@@ -289,8 +289,14 @@ def test_cancelled_writes_still_settle_the_books(run, scratch, when, then):
             b = f.allocate_buffer(w)
             b[:] = pattern_block(i, w)
             bufs.append(b)
-        tasks = [asyncio.create_task(f.dma_write(i * w, bufs[i])) for i in range(n)]
-        await asyncio.sleep(0)  # every task has issued its write
+        async def write(i: int) -> int:
+            return await f.dma_write(i * w, bufs[i])
+
+        if when == "issued":  # each write issued by its call, its task cancelled before it ever ran
+            tasks = [asyncio.create_task(f.dma_write(i * w, bufs[i])) for i in range(n)]
+        else:  # each issued by its task's first step, cancelled once they reached the kernel
+            tasks = [asyncio.create_task(write(i)) for i in range(n)]
+            await asyncio.sleep(0)
         while when == "submitted" and r.staged:
             await asyncio.sleep(0)
         books = f._size  # noqa: SLF001
