@@ -194,3 +194,9 @@ class IoPath(Buffer):
     #: (IoQueueConfig.share_in_disk)
     share_direct: bool
     grant: Any
+
+def file_methods(cls: type, read: Callable[..., Any], write: Callable[..., Any], op_read: int, op_write: int,
+                 /) -> tuple[Any, Any]:
+    """File's dma_read / dma_write in C (once per process): method descriptors of ``cls`` that read
+    its slots and call its ``_submit_request``, and call ``read`` / ``write`` (the Python
+    methods) for anything but the plain case."""

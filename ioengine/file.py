@@ -13,7 +13,7 @@ from typing import Any, overload
 
 from . import _ops
 from ._dmabuf import DmaBuffer as _RawBuffer
-from ._iopath import IoFuture, IoFutureIter, WriteBooks
+from ._iopath import IoFuture, IoFutureIter, WriteBooks, file_methods
 from ._native import ffi
 from .backends.base import OP_READ, OP_READV, OP_WRITE, OP_WRITEV
 from .buffers import DEFAULT_ALIGNMENT, DmaBuffer
@@ -127,7 +127,7 @@ class File:
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_size",
                  "_read_mask", "_write_mask", "_mem_mask", "_queue", "_qstates",
-                 "_busy", "_busy_idle", "_close_task", "_bounce", "__weakref__")
+                 "_busy", "_busy_idle", "_close_task", "_bounce", "_submit_request", "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
                  mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
@@ -161,6 +161,8 @@ class File:
         #: The disk scheduler queue of the file's device, and its io class states.
         self._queue = queue
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
+        #: The reactor's per-request call (read at each request by dma_read/dma_write in C).
+        self._submit_request = reactor.submit_request
 
     # -- identity --------------------------------------------------------------------------
 
@@ -220,8 +222,8 @@ class File:
 
         ``ioprio``: the kernel's priority of this request (``ioengine.ioprio_value``; 0 none)."""
         if not self._closed and not ioprio:  # one C call stages it: no coroutine frame per read
-            req = self._reactor.submit_request(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask,
-                                               "dma_read", self, None, self._queue, self._qstates, io_class)
+            req = self._submit_request(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask,
+                                       "dma_read", self, None, self._queue, self._qstates, io_class)
             if req is not None:
                 return req
         return self._dma_read(pos, buf, io_class, ioprio)
@@ -430,8 +432,8 @@ class File:
         if not self._closed and not ioprio:
             # the common case: one C call stages it and counts it in the size's books (when they
             # say no barrier or growth is to be waited for), or says it is not plain
-            req = self._reactor.submit_request(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
-                                               "dma_write", self, self._size, self._queue, self._qstates, io_class)
+            req = self._submit_request(OP_WRITE, self._fd, buf, pos, self._write_mask, self._mem_mask,
+                                       "dma_write", self, self._size, self._queue, self._qstates, io_class)
             if req is not None:
                 return req
         return self._dma_write(pos, buf, io_class, ioprio)
@@ -697,6 +699,20 @@ class File:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _bind_request_methods() -> None:
+    """File.dma_read and dma_write in C (native/filemethods.c): the plain case without a Python
+    frame of its own (`scripts/icount.sh` counts it); for anything else they call the Python
+    methods above, kept as File._py_dma_read / _py_dma_write, which stay the reference."""
+    read, write = File.__dict__["dma_read"], File.__dict__["dma_write"]
+    c_read, c_write = file_methods(File, read, write, OP_READ, OP_WRITE)
+    for name, method in (("_py_dma_read", read), ("_py_dma_write", write), ("dma_read", c_read),
+                         ("dma_write", c_write)):
+        setattr(File, name, method)
+
+
+_bind_request_methods()
 
 
 class SizeTracker(WriteBooks):

@@ -2147,6 +2147,7 @@ static struct PyModuleDef iopath_module = {PyModuleDef_HEAD_INIT, "ioengine._iop
                                            "The reactor's per-request path in C.", -1, module_methods};
 
 int smpmsg_module_init(PyObject *m);  /* native/smpmsg.c */
+int filemethods_module_init(PyObject *m);  /* native/filemethods.c */
 
 PyMODINIT_FUNC PyInit__iopath(void)
 {
@@ -2174,7 +2175,7 @@ PyMODINIT_FUNC PyInit__iopath(void)
         return NULL;
     if (PyModule_AddObjectRef(m, "IoPath", (PyObject *)&IoPath_Type) < 0
         || PyModule_AddObjectRef(m, "WriteBooks", (PyObject *)&WriteBooks_Type) < 0 || iofuture_module_init(m) < 0
-        || smpmsg_module_init(m) < 0) {
+        || smpmsg_module_init(m) < 0 || filemethods_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
