@@ -6,6 +6,7 @@ import enum
 import errno
 import os
 import stat
+import threading
 from array import array
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -239,6 +240,9 @@ class File:
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:
                 return fut
+        if threading.get_ident() != self._reactor.thread_id:
+            raise RuntimeError("read_future: called on another thread than its reactor's; await dma_read "
+                               "through asyncio.run_coroutine_threadsafe instead")
         pin, addr, n = self._pin_read(pos, buf)
         if ioprio:
             check_ioprio("dma_read", ioprio)

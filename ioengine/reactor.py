@@ -104,6 +104,8 @@ class Reactor:
         # The requests' futures: IoFutures (C) of our loop, made by IoPath without a call. A
         # completion batch resumes their tasks directly (IoPath.deliver), not via call_soon.
         self._create_future = functools.partial(IoFuture, loop=self.loop)
+        #: The thread the reactor and its loop run on: requests are staged there only.
+        self.thread_id = threading.get_ident()
         #: The per-request path (C): staged records and the in-flight requests, whose futures
         #: it resolves from a batch of completions.
         self._path = IoPath(self._create_future, request_error, self._grant_reaped, self._capacity,

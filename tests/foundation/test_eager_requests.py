@@ -127,6 +127,10 @@ def test_a_call_from_another_thread_issues_nothing_there(run, scratch):
                 coro = f.dma_read(0, b)
                 got.append((type(coro).__name__, r.inflight))
                 got.append(asyncio.run_coroutine_threadsafe(coro, loop))
+                try:  # the future-returning call refuses: it would stage on this thread
+                    f.read_future(0, b)
+                except RuntimeError as e:
+                    got.append(str(e))
 
             th = threading.Thread(target=other)
             th.start()
@@ -135,6 +139,7 @@ def test_a_call_from_another_thread_issues_nothing_there(run, scratch):
             kind, inflight = got[0]
             assert kind == "coroutine" and inflight == 0
             assert await asyncio.wrap_future(got[1]) == 4096
+            assert "another thread than its reactor's" in got[2]
 
     run(main())
 
