@@ -195,8 +195,8 @@ class IoPath(Buffer):
     share_direct: bool
     grant: Any
 
-def file_methods(cls: type, read: Callable[..., Any], write: Callable[..., Any], op_read: int, op_write: int,
-                 /) -> tuple[Any, Any]:
+def file_methods(cls: type, read: Callable[..., Any], write: Callable[..., Any], read_slow: Callable[..., Any],
+                 write_slow: Callable[..., Any], op_read: int, op_write: int, /) -> tuple[Any, Any]:
     """File's dma_read / dma_write in C (once per process): method descriptors of ``cls`` that read
-    its slots and call its ``_submit_request``, and call ``read`` / ``write`` (the Python
-    methods) for anything but the plain case."""
+    its slots and call its ``_submit_request``; keywords or a closed file call ``read`` / ``write``
+    (the Python methods), a request that cannot go at once ``read_slow`` / ``write_slow``."""

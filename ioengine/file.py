@@ -707,10 +707,11 @@ class File:
 
 def _bind_request_methods() -> None:
     """File.dma_read and dma_write in C (native/filemethods.c): the plain case without a Python
-    frame of its own (`scripts/icount.sh` counts it); for anything else they call the Python
-    methods above, kept as File._py_dma_read / _py_dma_write, which stay the reference."""
+    frame of its own (`scripts/icount.sh` counts it); with keywords or a closed file they call the
+    Python methods above, kept as File._py_dma_read / _py_dma_write, which stay the reference, and
+    a request that cannot go at once gets those methods' coroutine for it (_dma_read, _dma_write)."""
     read, write = File.__dict__["dma_read"], File.__dict__["dma_write"]
-    c_read, c_write = file_methods(File, read, write, OP_READ, OP_WRITE)
+    c_read, c_write = file_methods(File, read, write, File._dma_read, File._dma_write, OP_READ, OP_WRITE)
     for name, method in (("_py_dma_read", read), ("_py_dma_write", write), ("dma_read", c_read),
                          ("dma_write", c_write)):
         setattr(File, name, method)

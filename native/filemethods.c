@@ -6,8 +6,9 @@
  * that frame at about an eighth of a read's instructions. These methods do the same from C: the
  * slots are read at the offsets their member descriptors give (looked up once, when the class is
  * bound), and submit_request (whatever callable the File holds: tests may wrap the reactor's) is
- * called with the same arguments. Everything else (keywords, a closed file, a request that
- * cannot go at once) is the Python method's, called as it was: it stays the reference.
+ * called with the same arguments. Keywords and a closed file go to the Python method, called as
+ * it was: it stays the reference. A request that cannot go at once gets what the Python method
+ * returns for it (its coroutine for that case), without trying the C path a second time.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,6 +22,8 @@ typedef struct {
     PyTypeObject *cls;           /* the File class these offsets are of */
     Py_ssize_t off[N_SLOTS];
     PyObject *fallback[2];       /* the Python methods: read, write */
+    PyObject *slow[2];           /* their coroutines for what cannot go at once: _dma_read, _dma_write */
+    PyObject *zero;
     PyObject *op[2], *opname[2]; /* OP_READ / OP_WRITE, "dma_read" / "dma_write" */
 } file_binding;
 
@@ -75,7 +78,9 @@ static PyObject *request(int w, PyObject *self, PyObject *const *args, Py_ssize_
     if (r != Py_None)
         return r;
     Py_DECREF(r);
-    return fall_back(w, self, args, nargs, kwnames);
+    /* not plain: the Python method's own coroutine for that case, without its second try */
+    PyObject *slow_args[5] = {self, args[0], args[1], nargs > 2 ? args[2] : Py_None, binding.zero};
+    return PyObject_Vectorcall(binding.slow[w], slow_args, 5, NULL);
 }
 
 static PyObject *file_dma_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -101,12 +106,15 @@ static PyMethodDef write_def = {
     "when it can go at once. File.dma_write in C, standing for the Python method\n"
     "File._py_dma_write (which it calls for anything but the plain case)."};
 
-/* file_methods(cls, read, write, op_read, op_write) -> (dma_read, dma_write): method descriptors
-   of ``cls`` (once per process) standing for the Python methods ``read`` and ``write``. */
+/* file_methods(cls, read, write, read_slow, write_slow, op_read, op_write) -> (dma_read, dma_write):
+   method descriptors of ``cls`` (once per process) standing for the Python methods ``read`` and
+   ``write``; ``read_slow(self, pos, buf, io_class, ioprio)`` / ``write_slow`` are what those
+   return for a request that cannot go at once. */
 static PyObject *mod_file_methods(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyCallable_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "file_methods(cls, read, write, op_read, op_write)");
+    if (nargs != 7 || !PyType_Check(args[0]) || !PyCallable_Check(args[1]) || !PyCallable_Check(args[2])
+        || !PyCallable_Check(args[3]) || !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "file_methods(cls, read, write, read_slow, write_slow, op_read, op_write)");
         return NULL;
     }
     if (binding.cls) {
@@ -137,8 +145,11 @@ static PyObject *mod_file_methods(PyObject *mod, PyObject *const *args, Py_ssize
     b.cls = (PyTypeObject *)Py_NewRef(cls);
     b.fallback[0] = Py_NewRef(args[1]);
     b.fallback[1] = Py_NewRef(args[2]);
-    b.op[0] = Py_NewRef(args[3]);
-    b.op[1] = Py_NewRef(args[4]);
+    b.slow[0] = Py_NewRef(args[3]);
+    b.slow[1] = Py_NewRef(args[4]);
+    b.op[0] = Py_NewRef(args[5]);
+    b.op[1] = Py_NewRef(args[6]);
+    b.zero = PyLong_FromLong(0);
     b.opname[0] = names[0];
     b.opname[1] = names[1];
     binding = b;
@@ -150,8 +161,8 @@ static PyObject *mod_file_methods(PyObject *mod, PyObject *const *args, Py_ssize
 
 static PyMethodDef filemethods_functions[] = {
     {"file_methods", (PyCFunction)(void (*)(void))mod_file_methods, METH_FASTCALL,
-     "file_methods(cls, read, write, op_read, op_write) -> (dma_read, dma_write): File's per-request\n"
-     "methods in C, standing for the Python methods read and write (called for all but the plain case)"},
+     "file_methods(cls, read, write, read_slow, write_slow, op_read, op_write) -> (dma_read, dma_write):\n"
+     "File's per-request methods in C, standing for the Python methods read and write"},
     {NULL}};
 
 int filemethods_module_init(PyObject *m) { return PyModule_AddFunctions(m, filemethods_functions); }
