@@ -270,6 +270,9 @@ class File:
         queued in the disk scheduler, a batch larger than the ring's free room -- each request
         takes dma_read's general path and a task gathers them. Cancelling the awaitable does
         not cancel the reads: each buffer stays pinned until its own completion."""
+        if threading.get_ident() != self._reactor.thread_id:
+            raise RuntimeError("read_many_future: called on another thread than its reactor's; await "
+                               "dma_read_many through asyncio.run_coroutine_threadsafe instead")
         reqs = requests if type(requests) is tuple else tuple(requests)
         if not self._closed:
             fut = self._reactor.read_many(self._fd, reqs, self._read_mask, self._mem_mask, "dma_read", self,

@@ -93,18 +93,42 @@ static PyObject *file_dma_write(PyObject *self, PyObject *const *args, Py_ssize_
     return request(1, self, args, nargs, kwnames);
 }
 
-static PyMethodDef read_def = {
-    "dma_read", (PyCFunction)(void (*)(void))file_dma_read, METH_FASTCALL | METH_KEYWORDS,
-    "dma_read($self, pos, buf, io_class=None, *, ioprio=0)\n--\n\n"
-    "Read into ``buf`` at ``pos``; await it for the bytes read (short at end of file). The request\n"
-    "is issued at the call when it can go at once. File.dma_read in C, standing for the Python\n"
-    "method File._py_dma_read (which it calls for anything but the plain case)."};
-static PyMethodDef write_def = {
-    "dma_write", (PyCFunction)(void (*)(void))file_dma_write, METH_FASTCALL | METH_KEYWORDS,
-    "dma_write($self, pos, buf, io_class=None, *, ioprio=0)\n--\n\n"
-    "Write ``buf`` at ``pos``; await it for the bytes written. The request is issued at the call\n"
-    "when it can go at once. File.dma_write in C, standing for the Python method\n"
-    "File._py_dma_write (which it calls for anything but the plain case)."};
+/* Their docs are the Python methods' (set when bound), after a text signature for inspect. */
+static PyMethodDef read_def = {"dma_read", (PyCFunction)(void (*)(void))file_dma_read, METH_FASTCALL | METH_KEYWORDS,
+                               NULL};
+static PyMethodDef write_def = {"dma_write", (PyCFunction)(void (*)(void))file_dma_write,
+                                METH_FASTCALL | METH_KEYWORDS, NULL};
+
+/* "name($self, ...)\n--\n\n" + the Python method's cleaned doc + where the C lives: kept for the
+   life of the process (the descriptor points at it). NULL with an exception. */
+static const char *doc_of(const char *name, PyObject *method, const char *python_name)
+{
+    PyObject *inspect = PyImport_ImportModule("inspect");
+    PyObject *doc = inspect ? PyObject_CallMethod(inspect, "getdoc", "O", method) : NULL;
+    Py_XDECREF(inspect);
+    if (!doc)
+        return NULL;
+    PyObject *text = doc == Py_None ? PyUnicode_FromString("") : Py_NewRef(doc);
+    Py_DECREF(doc);
+    if (!text)
+        return NULL;
+    PyObject *full = PyUnicode_FromFormat("%s($self, pos, buf, io_class=None, *, ioprio=0)\n--\n\n%S\n\n"
+                                          "(In C: native/filemethods.c. The Python method it stands for, and "
+                                          "calls for keywords or a closed file, is File.%s.)",
+                                          name, text, python_name);
+    Py_DECREF(text);
+    if (!full)
+        return NULL;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(full, &n);
+    char *kept = u ? PyMem_RawMalloc((size_t)n + 1) : NULL;
+    if (kept)
+        memcpy(kept, u, (size_t)n + 1);
+    else if (u)
+        PyErr_NoMemory();
+    Py_DECREF(full);
+    return kept;
+}
 
 /* file_methods(cls, read, write, read_slow, write_slow, op_read, op_write) -> (dma_read, dma_write):
    method descriptors of ``cls`` (once per process) standing for the Python methods ``read`` and
@@ -132,6 +156,9 @@ static PyObject *mod_file_methods(PyObject *mod, PyObject *const *args, Py_ssize
         }
         b.off[i] = ((PyMemberDescrObject *)d)->d_member->offset;
     }
+    if (!(read_def.ml_doc = doc_of("dma_read", args[1], "_py_dma_read"))
+        || !(write_def.ml_doc = doc_of("dma_write", args[2], "_py_dma_write")))
+        return NULL;
     PyObject *rd = PyDescr_NewMethod(cls, &read_def);
     PyObject *wd = rd ? PyDescr_NewMethod(cls, &write_def) : NULL;
     PyObject *names[2] = {PyUnicode_InternFromString("dma_read"), PyUnicode_InternFromString("dma_write")};

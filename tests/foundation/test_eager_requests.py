@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import inspect
 import threading
 
 import pytest
@@ -127,10 +128,11 @@ def test_a_call_from_another_thread_issues_nothing_there(run, scratch):
                 coro = f.dma_read(0, b)
                 got.append((type(coro).__name__, r.inflight))
                 got.append(asyncio.run_coroutine_threadsafe(coro, loop))
-                try:  # the future-returning call refuses: it would stage on this thread
-                    f.read_future(0, b)
-                except RuntimeError as e:
-                    got.append(str(e))
+                for call in (lambda: f.read_future(0, b), lambda: f.read_many_future([(0, b)])):
+                    try:  # the future-returning calls refuse: they would stage on this thread
+                        call()
+                    except RuntimeError as e:
+                        got.append(str(e))
 
             th = threading.Thread(target=other)
             th.start()
@@ -139,7 +141,7 @@ def test_a_call_from_another_thread_issues_nothing_there(run, scratch):
             kind, inflight = got[0]
             assert kind == "coroutine" and inflight == 0
             assert await asyncio.wrap_future(got[1]) == 4096
-            assert "another thread than its reactor's" in got[2]
+            assert len(got) == 4 and all("another thread than its reactor's" in m for m in got[2:])
 
     run(main())
 
@@ -151,6 +153,10 @@ def test_the_c_methods_stand_for_the_python_ones(run, scratch):
     assert type(File.__dict__["dma_read"]).__name__ == "method_descriptor"
     assert type(File.__dict__["dma_write"]).__name__ == "method_descriptor"
     assert callable(File._py_dma_read) and callable(File._py_dma_write)
+    # help() and inspect see the Python methods' docs and signature
+    assert File.dma_read.__doc__.startswith("Read into ``buf`` at ``pos``")
+    assert File.dma_write.__doc__.startswith("Write ``buf`` at ``pos``")
+    assert str(inspect.signature(File.dma_read)) == "(self, /, pos, buf, io_class=None, *, ioprio=0)"
     path = scratch / "f"
     cls = ioengine.IoClass("eager_c", 100)
 
