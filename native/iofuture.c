@@ -760,8 +760,8 @@ static PyObject *IoFutureIter_send_method(IoFutureIterObject *it, PyObject *unus
    step), or by a coroutine awaiting it (throw() and close() reach the awaited iterator). The
    future, if still pending, is cancelled first (its result is then wanted by nobody, and a
    failure the kernel reports later must not be logged as never retrieved), and a failure it
-   already holds is taken as seen. The I/O itself goes
-   on, its buffer pinned until the kernel's completion. */
+   already holds is taken as seen. The I/O itself goes on, its buffer pinned until the
+   kernel's completion. */
 static int cancel_pending(IoFutureIterObject *it)
 {
     IoFutureObject *f = it->fut;
