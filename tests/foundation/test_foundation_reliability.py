@@ -115,8 +115,7 @@ def test_write_after_close_began_is_refused_not_ebadf(run, scratch):
     async def main():
         f = await _file(scratch, size=1 << 20)
         bufs = [f.allocate_buffer(65536) for _ in range(8)]
-        inflight = [asyncio.ensure_future(f.dma_write(i * 65536, b)) for i, b in enumerate(bufs)]
-        await asyncio.sleep(0)
+        inflight = [asyncio.ensure_future(f.dma_write(i * 65536, b)) for i, b in enumerate(bufs)]  # issued
         closing = asyncio.ensure_future(f.close())
         await asyncio.sleep(0)  # close() has begun and waits for the writes in flight
         assert not closing.done()
@@ -156,8 +155,7 @@ def test_cancelled_close_still_closes_after_io(run, scratch):
     async def main():
         f = await _file(scratch, size=1 << 20)
         bufs = [f.allocate_buffer(65536) for _ in range(4)]
-        writes = [asyncio.ensure_future(f.dma_write(i * 65536, b)) for i, b in enumerate(bufs)]
-        await asyncio.sleep(0)
+        writes = [asyncio.ensure_future(f.dma_write(i * 65536, b)) for i, b in enumerate(bufs)]  # issued
         closer = asyncio.ensure_future(f.close())
         await asyncio.sleep(0)
         closer.cancel()
