@@ -111,7 +111,8 @@ class IoClassState:
         "name", "shares", "_inv_shares", "_id", "_owner",
         "queue", "accumulated", "consumption",
         "_active", "_throttled_until", "_bw", "_iops", "limited",
-        "nr_queued", "nr_executing", "in_disk_cost", "peak_demand", "peak_prev", "peak_window", "activations",
+        "nr_queued", "nr_executing", "in_disk_cost", "peak_demand", "peak_prev", "peak_window", "window_mark",
+        "window_consumed", "activations",
         "ops", "bytes", "split_ops", "split_bytes",
         "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
     )
@@ -140,6 +141,9 @@ class IoClassState:
         self.peak_demand = 0.0
         self.peak_prev = 0.0
         self.peak_window = -2
+        # ... and the cost it dispatched in the last window (consumption at the current one's start)
+        self.window_mark = 0.0
+        self.window_consumed = 0.0
         self.activations = 0
         self.ops = [0, 0]  # dispatched, by direction (parts count one each)
         self.bytes = [0, 0]

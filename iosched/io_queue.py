@@ -145,11 +145,13 @@ class IoQueueConfig:
     share_lend_window_ms: float = 5.0
     share_lend_headroom: float = 1.25
     #: ... and a busy class whose peak demand stays below its part but at least this fraction
-    #: of it is taken to be filling what it can (its tasks are held by the engine, not idle):
+    #: of it (or of its shares' fraction of what the busy classes offer together, when that is
+    #: less) is taken to be filling what it can (its tasks are held by the engine, not idle):
     #: the bound the classes split then shrinks to what that demand is the share of, so the
-    #: others' parts shrink with it and shares hold even where the bound is above what the
-    #: classes offer together (a calibration above what the engine pushes; issue 17). A class
-    #: below this fraction lends instead. 1: off (the parts follow the bound alone).
+    #: others' parts shrink with it and shares hold even where the bound is far above what the
+    #: classes offer together (a calibration above what the engine pushes; issue 17); the
+    #: others' parts are then corrected once a window by what each class got (iosched/README.md).
+    #: A class below this fraction lends instead. 1: off (the parts follow the bound alone).
     share_follow_demand: float = 0.5
     #: While a class with requests in the disk has none queued, hold back the classes whose
     #: fairness accumulator is ahead of its own: its tasks are about to queue more (they wait
@@ -300,6 +302,9 @@ class DirectGrant:
 
 _EPS = 1e-12  # disk-seconds: far below any request's cost
 _INF = math.inf
+# bounds of IoQueue._follow_scale: the others' parts next to a demand-sized bound
+_FOLLOW_MIN = 1.0 / 64
+_FOLLOW_MAX = 2.0
 
 
 class _Knee:
@@ -426,6 +431,7 @@ class IoQueue:
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
         "_in_disk_limit", "_share_limit", "_now",
         "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share", "_lend_rate", "_overdraw",
+        "_follow_scale", "_follow_window",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0,
@@ -448,6 +454,9 @@ class IoQueue:
         self._share = config.share_in_disk and config.bound_in_disk and props is not None
         self._lend_rate = 1000.0 / config.share_lend_window_ms  # windows per second
         self._share_limit = math.inf  # the bound the busy classes split (share_in_disk_limit), set below
+        # the others' parts next to a class whose demand sizes the split bound (share_follow_demand)
+        self._follow_scale = 1.0
+        self._follow_window = -2
         self._overdraw = 0.0  # tokens a grant may take beyond the bucket (grant_overdraw_ms), set below
         self._now = now
         self._alignment = config.split_alignment
@@ -894,31 +903,49 @@ class IoQueue:
         win = int(self._now * self._lend_rate)
         follow = self.config.share_follow_demand
         peaks = []
+        offered = 0.0
         for c in busy:
             d = c.in_disk_cost
             q = c.queue
             demand = d + len(q) * q[0].cost if q else d
             if c.peak_window != win:  # a new window: the last one's peak moves back
-                c.peak_prev = c.peak_demand if c.peak_window == win - 1 else 0.0
+                last = c.peak_window == win - 1
+                c.peak_prev = c.peak_demand if last else 0.0
+                c.window_consumed = c.consumption - c.window_mark if last else -1.0
+                c.window_mark = c.consumption
                 c.peak_demand = demand
                 c.peak_window = win
             elif demand > c.peak_demand:
                 c.peak_demand = demand
             peak = c.peak_demand if c.peak_demand > c.peak_prev else c.peak_prev
             peaks.append(peak)
-            if follow < 1.0:
+            offered += peak
+        leader = None
+        if follow < 1.0:
+            per_offered = offered / total
+            for c, peak in zip(busy, peaks):
                 part = per_share * c.shares
-                if follow * part <= peak < part:
+                # its share of the bound, or of what the busy classes offer together when that
+                # is less (the bound far above what the engine pushes)
+                fair = per_offered * c.shares
+                if follow * (fair if fair < part else part) <= peak < part:
                     # filling what it can: the bound is what its demand is the share of
                     b = peak * total / c.shares
                     if b < bound:
                         bound = b
+                        leader = c
+            if leader is not None and self._follow_window != win:
+                self._follow_window = win
+                self._follow_rescale(leader, busy)
         per_share = bound / total
+        scale = self._follow_scale
         headroom = self.config.share_lend_headroom
         rooms: dict[IoClassState | None, float] = {}
         lent = 0.0
         for c, peak in zip(busy, peaks):
             part = per_share * c.shares
+            if leader is not None and c is not leader:
+                part *= scale
             d = c.in_disk_cost
             spare = part - headroom * peak
             if spare > 0.0:
@@ -928,6 +955,29 @@ class IoQueue:
             rooms[c] = part - d
         rooms[None] = lent
         return rooms
+
+    def _follow_rescale(self, leader: IoClassState, busy: list[IoClassState]) -> None:
+        """Once a window, while ``leader``'s demand sizes the split bound: scale the others'
+        parts by the square root of how far their last window's consumption per share was
+        from the leader's. The leader's tasks are not all in the disk at once (they wait for
+        the engine between requests), and a part is whole requests, so parts in proportion
+        to its peak leave the others more than their share; this closes the gap from what
+        each class got."""
+        mine = leader.window_consumed
+        if mine <= 0.0:
+            return
+        got = 0.0
+        shares = 0.0
+        for c in busy:
+            if c is not leader:
+                if c.window_consumed < 0.0:
+                    return  # a class new to the window: nothing to compare yet
+                got += c.window_consumed
+                shares += c.shares
+        if got <= 0.0:
+            return
+        s = self._follow_scale * math.sqrt(mine / leader.shares * shares / got)
+        self._follow_scale = _FOLLOW_MIN if s < _FOLLOW_MIN else _FOLLOW_MAX if s > _FOLLOW_MAX else s
 
     # -- direct grants (a lone class skips the queue) ----------------------------------------
 
