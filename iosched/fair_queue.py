@@ -389,8 +389,10 @@ class FairQueue:
             while True:
                 req = q[0]
                 cost = req.cost
-                if csum + cost > mine + 1e-12 and (k or cls.nr_executing):
-                    full = True  # its part of the disk is taken (one request may overshoot an empty part)
+                if csum + cost > mine + 1e-12 and (k or cls.nr_executing or own == -_INF):
+                    # its part of the disk is taken (one request may overshoot an empty part,
+                    # unless the queue says not even one: -inf)
+                    full = True
                     break
                 c = cost * scale
                 if c > cap:

@@ -305,6 +305,8 @@ _INF = math.inf
 # bounds of IoQueue._follow_scale: the others' parts next to a demand-sized bound
 _FOLLOW_MIN = 1.0 / 64
 _FOLLOW_MAX = 2.0
+# IoQueue._class_rooms' room for a class that may not overshoot its part (FairQueue.dispatch)
+_NO_OVERSHOOT = -math.inf
 
 
 class _Knee:
@@ -431,7 +433,7 @@ class IoQueue:
         "_bucket", "_flow", "throttling", "_max_len", "_alignment", "_in_disk", "_in_disk_cost", "_bound_in_disk",
         "_in_disk_limit", "_share_limit", "_now",
         "_grant_cost", "_knee", "_shared", "_others", "_slots", "_synced", "_share", "_lend_rate", "_overdraw",
-        "_follow_scale", "_follow_window",
+        "_follow_scale", "_follow_window", "_follow_credit",
     )
 
     def __init__(self, props: DiskProperties | None, config: IoQueueConfig = IoQueueConfig(), now: float = 0.0,
@@ -457,6 +459,7 @@ class IoQueue:
         # the others' parts next to a class whose demand sizes the split bound (share_follow_demand)
         self._follow_scale = 1.0
         self._follow_window = -2
+        self._follow_credit = 0.0  # ... and what they got less than their share (cost; < 0: more)
         self._overdraw = 0.0  # tokens a grant may take beyond the bucket (grant_overdraw_ms), set below
         self._now = now
         self._alignment = config.split_alignment
@@ -685,7 +688,8 @@ class IoQueue:
                     # must not stall it (128 KiB writes next to a class with 10x the shares)
                     for e in fq._heap:
                         waiting = e[2]
-                        if not waiting.nr_executing and waiting.queue and waiting.queue[0].cost > room:
+                        if (not waiting.nr_executing and waiting.queue and waiting.queue[0].cost > room
+                                and rooms.get(waiting) != _NO_OVERSHOOT):
                             room = waiting.queue[0].cost
                 knee = self._knee
                 if knee is not None and room < avail:
@@ -942,6 +946,7 @@ class IoQueue:
         headroom = self.config.share_lend_headroom
         rooms: dict[IoClassState | None, float] = {}
         lent = 0.0
+        over = leader is not None and self._follow_credit < 0.0
         for c, peak in zip(busy, peaks):
             part = per_share * c.shares
             if leader is not None and c is not leader:
@@ -952,7 +957,10 @@ class IoQueue:
                 lent += spare
             if d > part:
                 lent -= d - part  # borrowed already
-            rooms[c] = part - d
+            # a part smaller than one request: one may go while the class has nothing in the
+            # disk, but not while the others have had more than their share (so it is in the
+            # disk part of the time, as its part is)
+            rooms[c] = _NO_OVERSHOOT if over and c is not leader and not c.nr_executing else part - d
         rooms[None] = lent
         return rooms
 
@@ -974,9 +982,14 @@ class IoQueue:
                     return  # a class new to the window: nothing to compare yet
                 got += c.window_consumed
                 shares += c.shares
+        # what the others' shares entitled them to next to what the leader got; the difference
+        # adds up (bounded) and decides whether a part under one request may overshoot
+        owed = mine / leader.shares * shares
+        credit = self._follow_credit + owed - got
+        self._follow_credit = -4.0 * owed if credit < -4.0 * owed else owed if credit > owed else credit
         if got <= 0.0:
             return
-        s = self._follow_scale * math.sqrt(mine / leader.shares * shares / got)
+        s = self._follow_scale * math.sqrt(owed / got)
         self._follow_scale = _FOLLOW_MIN if s < _FOLLOW_MIN else _FOLLOW_MAX if s > _FOLLOW_MAX else s
 
     # -- direct grants (a lone class skips the queue) ----------------------------------------
