@@ -608,10 +608,17 @@ class Reactor:
         caller. Otherwise a stream that finds its next I/O already done would never suspend,
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
-        if self._path.sched_waiting:
+        path = self._path
+        if path.sched_waiting:
+            grant = path.grant
             self.settle_grants()
             self._dispatch_queues()
-        path = self._path
+            if grant is not None and path.grant is None and grant.queue.config.share_in_disk:
+                # Others wait over their parts of the disk: the class that had the grant may
+                # still be within its own. Open its next one now, so that its requests stay on
+                # the C path rather than the first of them opening it through submit_rw.
+                path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
+                self._grant_flush = self._flushes
         staged = path.staged
         try:
             got = path.flush_ring()  # io_uring: the submission in C (IoPath.set_ring)
