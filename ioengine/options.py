@@ -122,7 +122,7 @@ class ReactorOptions:
     #: shrink with its demand, so shares hold also when the calibration is above what the
     #: engine pushes (iosched's IoQueueConfig.share_follow_demand; `ioengine-bench sched` (a)
     #: at the calibrated rate). 1: the parts follow the bound alone.
-    io_share_follow_demand: float = field(default=0.5,
+    io_share_follow_demand: float = field(default=0.6,
                                           metadata={"help": "demand, as a fraction of a class's part, that sizes the "
                                                             "split bound (1: off)"})
     #: While an io class with requests in the disk has none queued, hold back the classes ahead

@@ -141,6 +141,10 @@ class Reactor:
         # The open iosched.DirectGrant (committed when settled: see SETTLE_NS) is self._path.grant.
         self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
         self._settled_ns = 0  # when settle_grants last ran (see _submit_now)
+        # Something the disk queues' dispatch must see since it last ran: a request queued, a
+        # queued one completed, the token timer (see _submit_now)
+        self._dispatch_due = True
+        self._dispatched_ns = 0  # when it last ran
         self._flushes = 0  # loop turns' flushes so far, and the one the open grant was opened in
         self._grant_flush = -1
         # The units waiting in the disk queues are counted in self._path.sched_waiting.
@@ -360,6 +364,7 @@ class Reactor:
             raise
         self._path.sched_waiting += len(req.parts) if req.parts else 1
         self._busy_queues[queue] = None
+        self._dispatch_due = True
         self._schedule_flush()
         return fut
 
@@ -415,6 +420,7 @@ class Reactor:
         req = queue.queue(st, direction, n, rec, self.loop.time(), align)
         self._path.sched_waiting += len(req.parts) if req.parts else 1
         self._busy_queues[queue] = None
+        self._dispatch_due = True
 
     def _dispatch_queues(self) -> None:
         """Move what the disk queues allow (tokens, fairness, ring room) into the staged batch."""
@@ -424,6 +430,7 @@ class Reactor:
         for q in list(self._busy_queues):
             room = self._capacity - path.outstanding
             if room <= 0:
+                self._dispatch_due = True  # the ring is full: again once completions make room
                 break
             batch = q.dispatch(now, room)
             for d in batch:
@@ -440,7 +447,10 @@ class Reactor:
             t = q.next_dispatch_time(now)
             if t is None:
                 del self._busy_queues[q]
-            elif t <= now and batch and self._capacity > path.outstanding and not path.flush_scheduled:
+                continue
+            if t <= now:
+                self._dispatch_due = True  # more may go now (slices, or the ring's room)
+            if t <= now and batch and self._capacity > path.outstanding and not path.flush_scheduled:
                 # more may go at once (the queue hands out slices: ReactorOptions.io_dispatch_slice):
                 # on the next loop turn, after the tasks this turn woke have queued theirs
                 path.flush_scheduled = True
@@ -455,6 +465,7 @@ class Reactor:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = math.inf
+        self._dispatch_due = True
         if not self._path.flush_scheduled:
             self._path.flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -609,7 +620,15 @@ class Reactor:
         and could hold the loop for as long as the disk keeps up (measured: ~50 ms).
         """
         path = self._path
-        if path.sched_waiting:
+        if path.sched_waiting and (self._dispatch_due or path.grant is None
+                                   or time.monotonic_ns() - self._dispatched_ns >= SETTLE_NS):
+            # Only when it may move something: while a class goes on under its grant and the
+            # others wait over their parts, nothing else frees their room but their own
+            # completions (and what the grant's class lends, seen at least every SETTLE_NS);
+            # dispatching every loop turn cost the leading class a loop turn's Python each
+            # time (`scripts/compaction.py`).
+            self._dispatch_due = False
+            self._dispatched_ns = time.monotonic_ns()
             grant = path.grant
             self.settle_grants()
             self._dispatch_queues()
@@ -619,6 +638,12 @@ class Reactor:
                 # the C path rather than the first of them opening it through submit_rw.
                 path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
                 self._grant_flush = self._flushes
+        elif path.sched_waiting and self._timer is None:
+            # skipped: come back within SETTLE_NS even if nothing else wakes the loop (the
+            # grant's class may lend what it no longer uses, or have finished)
+            at = self.loop.time() + SETTLE_NS / 1e9
+            self._timer = self.loop.call_at(at, self._on_timer)
+            self._timer_at = at
         staged = path.staged
         try:
             got = path.flush_ring()  # io_uring: the submission in C (IoPath.set_ring)
@@ -794,6 +819,7 @@ class Reactor:
         now = self.loop.time()
         sched = self._sched
         finish = self._path.finish
+        self._dispatch_due = True  # room in their classes' parts
         for unit, res in units:
             q, d, ud = sched.pop(unit)
             done = q.complete(d, res, now)

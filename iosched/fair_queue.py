@@ -183,7 +183,8 @@ def check_shares(shares: float) -> float:
 class FairQueue:
     """Classes by least accumulated cost/shares; per-class limits; bounded forgiveness."""
 
-    __slots__ = ("_heap", "_throttled", "_next_unthrottle", "vtime", "forgiveness", "limit_burst", "dispatched_cost")
+    __slots__ = ("_heap", "_throttled", "_next_unthrottle", "vtime", "forgiveness", "limit_burst", "dispatched_cost",
+                 "parts_held")
 
     def __init__(self, forgiveness: float, limit_burst: float) -> None:
         self._heap: list[tuple[float, int, IoClassState]] = []
@@ -193,6 +194,9 @@ class FairQueue:
         self.forgiveness = forgiveness  # disk-seconds a waking class may run ahead
         self.limit_burst = limit_burst  # seconds of a per-class limit that may come as a burst
         self.dispatched_cost = 0.0  # total cost (disk-seconds, unscaled) ever dispatched
+        #: The last dispatch left every class that still waits held by its part of the disk
+        #: (``rooms``): only a completion (or what others lend) lets them go, not tokens.
+        self.parts_held = False
 
     # -- activation --------------------------------------------------------------------
 
@@ -474,6 +478,7 @@ class FairQueue:
                 parked.append((acc, cid, cls))
             else:
                 heapreplace(heap, (acc, cid, cls))
+        self.parts_held = bool(parked) and not heap
         for e in parked:
             heappush(heap, e)
         self.vtime = vtime

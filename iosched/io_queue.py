@@ -152,7 +152,7 @@ class IoQueueConfig:
     #: classes offer together (a calibration above what the engine pushes; issue 17); the
     #: others' parts are then corrected once a window by what each class got (iosched/README.md).
     #: A class below this fraction lends instead. 1: off (the parts follow the bound alone).
-    share_follow_demand: float = 0.5
+    share_follow_demand: float = 0.6
     #: While a class with requests in the disk has none queued, hold back the classes whose
     #: fairness accumulator is ahead of its own: its tasks are about to queue more (they wait
     #: for the engine's next loop turn), and serving the others meanwhile hands them its share
@@ -594,6 +594,7 @@ class IoQueue:
         cls = self._classes[io_class] if isinstance(io_class, str) else io_class
         if cls._owner is not self:
             raise ValueError(f"io class {cls.name!r} does not belong to this queue (removed, or another disk's)")
+        self._fq.parts_held = False  # a class within its part may have queued
         if direction != 0 and direction != 1 or length < 0:  # READ, WRITE
             if length < 0:
                 raise ValueError(f"request length must be >= 0, got {length!r}")
@@ -648,6 +649,7 @@ class IoQueue:
         """
         self._now = now
         fq = self._fq
+        fq.parts_held = False
         if fq._next_unthrottle <= now:
             fq.unthrottle_due(now)
         if not fq._heap:
@@ -713,6 +715,8 @@ class IoQueue:
                 cut = sl * b.limit
                 budget = cut if cut >= head else min(budget, head if head < b.limit else b.limit)
             if budget <= 0.0:
+                # (held by the parts alone when they leave no room at all, whatever the tokens)
+                fq.parts_held = rooms is not None and self._bound_in_disk and room <= 0.0
                 if sh is not None:
                     for e in fq._heap:
                         sh.mark(self._slot(e[2]), now)  # waiting for tokens or room
@@ -756,6 +760,7 @@ class IoQueue:
         up to the first short part, or the first error among the parts). Else None.
         """
         cls = dispatch.io_class
+        self._fq.parts_held = False  # room in its class's part
         n = cls.nr_executing = cls.nr_executing - 1
         td: float = dispatch.dispatched_at  # type: ignore[assignment]  # set when it was dispatched
         cls.total_exec_time += now - td
@@ -927,11 +932,21 @@ class IoQueue:
         leader = None
         if follow < 1.0:
             per_offered = offered / total
+            top = top2 = 0.0  # the two largest peaks
+            for peak in peaks:
+                if peak > top:
+                    top, top2 = peak, top
+                elif peak > top2:
+                    top2 = peak
             for c, peak in zip(busy, peaks):
                 part = per_share * c.shares
                 # its share of the bound, or of what the busy classes offer together when that
-                # is less (the bound far above what the engine pushes)
+                # is less (the bound far above what the engine pushes), but no more than the
+                # largest other class offers (what a class as busy as the others has)
                 fair = per_offered * c.shares
+                other = top2 if peak == top else top
+                if other < fair:
+                    fair = other
                 if follow * (fair if fair < part else part) <= peak < part:
                     # filling what it can: the bound is what its demand is the share of
                     b = peak * total / c.shares
@@ -1094,7 +1109,11 @@ class IoQueue:
         b = self._bucket
         if b is not None:
             self._in_disk_cost += spent
-            cls.in_disk_cost += spent
+            d = cls.in_disk_cost = cls.in_disk_cost + spent
+            if self._share and cls.peak_window == int(now * self._lend_rate) and d > cls.peak_demand:
+                # its demand at its highest (all it took is in the disk now): a peak the parts
+                # count (_class_rooms samples it after completions, when it is at its lowest)
+                cls.peak_demand = d
             sh = self._shared
             if sh is None:
                 b.tokens -= spent * grant.scale
@@ -1110,6 +1129,7 @@ class IoQueue:
         """Book ``count`` completions of requests taken under ``grant`` (committed)."""
         if not grant.committed:
             raise RuntimeError("commit a grant before booking its completions")
+        self._fq.parts_held = False  # less in the disk: what others may borrow may have grown
         done = grant.completed + count
         if done > grant.n:
             raise ValueError(f"{done} completions booked for a grant of {grant.n} requests")
@@ -1157,6 +1177,8 @@ class IoQueue:
         if t != math.inf:  # only a throttled class with work waiting needs a wake-up
             t = min((c._throttled_until for c in fq._throttled if c.queue), default=math.inf)
         head = fq.head()
+        if head is not None and fq.parts_held:
+            return t  # every waiting class is over its part: a completion makes room (or a limit ends)
         if head is not None:
             wf = self.config.fair_wait_fraction
             if wf and self._fair_room(wf) <= 0:

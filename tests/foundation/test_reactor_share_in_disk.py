@@ -190,7 +190,7 @@ def test_the_demand_following_option_reaches_the_queue(run, scratch):
         q = r.disks.for_device(os.stat(scratch).st_dev, r.loop.time())
         return r.disks.config.share_follow_demand, q.config.share_follow_demand
 
-    assert run(main(), io_properties=PROPS.format(mp=scratch)) == (0.5, 0.5)
+    assert run(main(), io_properties=PROPS.format(mp=scratch)) == (0.6, 0.6)
     assert run(main(), io_properties=PROPS.format(mp=scratch), io_share_follow_demand=1.0) == (1.0, 1.0)
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="io_share_follow_demand must be a number in"):
