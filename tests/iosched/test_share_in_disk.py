@@ -9,6 +9,8 @@ grant path). Virtual time, deterministic.
 """
 from __future__ import annotations
 
+import math
+
 import pytest
 from test_knee import FAST
 
@@ -55,6 +57,31 @@ def test_busy_classes_fill_their_parts_and_no_more():
     for d in hi:
         q.complete(d, 4096, 0.004)
     assert by_class(q.dispatch(0.004)) == {"hi": 3, "lo": 0}
+
+
+def test_when_every_waiting_class_is_over_its_part_only_a_completion_wakes_dispatch():
+    """next_dispatch_time: the engine dispatches again when it says so, so while the classes
+    that wait are all held by their parts it answers inf whatever the tokens and the disk's
+    room (the reactor then skips dispatching on every loop turn), and ``now`` again once a
+    completion makes room. (The bound the classes split is half the disk's.)"""
+    q = IoQueue(FAST, IoQueueConfig(bound_in_disk=True, in_disk_limit=2 * TEN, adaptive_in_disk=False,
+                                    share_in_disk=True, share_in_disk_limit=TEN, share_follow_demand=1.0))
+    q.create_class("hi", 400)
+    q.create_class("lo", 100)
+    offer(q, "hi", 20)
+    offer(q, "lo", 20)
+    first = q.dispatch(0.001)
+    assert q.dispatch(0.002) == []
+    assert q.next_dispatch_time(0.002) == math.inf  # tokens would allow it: the parts do not
+    lo = next(d for d in first if d.io_class.name == "lo")
+    q.complete(lo, 4096, 0.003)
+    assert q.next_dispatch_time(0.003) == 0.003  # room in the small class's part
+    assert by_class(q.dispatch(0.003)) == {"hi": 0, "lo": 1}
+    assert q.next_dispatch_time(0.003) == math.inf
+    hi = next(d for d in first if d.io_class.name == "hi")
+    q.complete(hi, 4096, 0.004)
+    assert q.next_dispatch_time(0.004) == 0.004
+    assert by_class(q.dispatch(0.004)) == {"hi": 1, "lo": 0}
 
 
 def test_a_class_with_nothing_in_the_disk_sends_a_request_larger_than_its_part():
