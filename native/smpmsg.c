@@ -383,7 +383,99 @@ static PyObject *Dispatch_call(DispatchObject *self, PyObject *const *args, Py_s
     return fut;
 }
 
+int ie_spsc_push(void *ring, uint64_t cap, const void *src, uint64_t len, uint32_t *sleeping, int efd);
+
+/* push(dirty, outboxes, rings, flags, efds, cap) -> list: the sending side's flush. Each
+   destination listed in ``dirty`` (an index into the other lists) has its outbox written whole
+   into its ring (native/smp_ring.c: the consumer's eventfd written if it sleeps) and emptied.
+   ``rings`` and ``flags`` hold addresses (ints), ``efds`` descriptors. The destinations whose ring
+   had not the room for the whole outbox come back, in order: Python writes the whole messages
+   that fit (Transport._push_part). One call per loop turn instead of one cffi call, a buffer
+   export and a slice deletion per destination (`ioengine-bench smp`). */
+static PyObject *Dispatch_push(DispatchObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyList_CheckExact(args[2])
+        || !PyList_CheckExact(args[3]) || !PyList_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "push(dirty: list, outboxes: list, rings: list, flags: list, efds: list, cap)");
+        return NULL;
+    }
+    unsigned long long cap = PyLong_AsUnsignedLongLong(args[5]);
+    if (cap == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    PyObject *left = PyList_New(0);
+    if (!left)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < n && i < PyList_GET_SIZE(args[0]); i++) {
+        PyObject *dobj = PyList_GET_ITEM(args[0], i);
+        Py_ssize_t d = PyLong_AsSsize_t(dobj);
+        if (d == -1 && PyErr_Occurred())
+            goto fail;
+        if (d < 0 || d >= PyList_GET_SIZE(args[1]) || d >= PyList_GET_SIZE(args[2]) || d >= PyList_GET_SIZE(args[3])
+            || d >= PyList_GET_SIZE(args[4])) {
+            PyErr_Format(PyExc_IndexError, "push: no ring to shard %zd", d);
+            goto fail;
+        }
+        PyObject *ob = PyList_GET_ITEM(args[1], d);
+        if (!PyByteArray_CheckExact(ob)) {
+            PyErr_SetString(PyExc_TypeError, "push: an outbox is a bytearray");
+            goto fail;
+        }
+        Py_ssize_t len = PyByteArray_GET_SIZE(ob);
+        if (!len)
+            continue;  /* written early, or listed twice */
+        void *ring = PyLong_AsVoidPtr(PyList_GET_ITEM(args[2], d));
+        void *flag = PyLong_AsVoidPtr(PyList_GET_ITEM(args[3], d));
+        long efd = PyLong_AsLong(PyList_GET_ITEM(args[4], d));
+        if (PyErr_Occurred())
+            goto fail;
+        if (!ring) {
+            PyErr_Format(PyExc_ValueError, "push: no ring to shard %zd", d);
+            goto fail;
+        }
+        int rc = ie_spsc_push(ring, (uint64_t)cap, PyByteArray_AS_STRING(ob), (uint64_t)len, (uint32_t *)flag, (int)efd);
+        if (rc >= 0) {
+            if (PyByteArray_Resize(ob, 0) < 0)
+                goto fail;
+        } else if (PyList_Append(left, dobj) < 0) {
+            goto fail;
+        }
+    }
+    return left;
+fail:
+    Py_DECREF(left);
+    return NULL;
+}
+
+int64_t ie_spsc_pop(void *ring, uint64_t cap, void *dst);
+
+/* pop(ring, cap, buffer) -> int: ie_spsc_pop (native/smp_ring.c) on addresses: what the ring
+   held, moved into the buffer; its byte count (0: empty). The receiving side's poll, called
+   on every turn of a spin: a C method costs less than the cffi call it replaces. */
+static PyObject *Dispatch_pop(DispatchObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "pop(ring, cap, buffer)");
+        return NULL;
+    }
+    void *ring = PyLong_AsVoidPtr(args[0]);
+    unsigned long long cap = PyLong_AsUnsignedLongLong(args[1]);
+    void *buf = PyLong_AsVoidPtr(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!ring || !buf) {
+        PyErr_SetString(PyExc_ValueError, "pop: no ring or no buffer");
+        return NULL;
+    }
+    return PyLong_FromLongLong(ie_spsc_pop(ring, (uint64_t)cap, buf));
+}
+
 static PyMethodDef Dispatch_methods[] = {
+    {"pop", (PyCFunction)(void (*)(void))Dispatch_pop, METH_FASTCALL,
+     "pop(ring, cap, buffer) -> int: move what the ring at that address holds into the buffer"},
+    {"push", (PyCFunction)(void (*)(void))Dispatch_push, METH_FASTCALL,
+     "push(dirty, outboxes, rings, flags, efds, cap) -> list: write each dirty outbox into its ring; "
+     "the destinations whose ring was too full come back"},
     {"call", (PyCFunction)(void (*)(void))Dispatch_call, METH_FASTCALL,
      "call(kind, rid, args, pending, outbox, dest) -> IoFuture, or None when too large to send"},
     {"run", (PyCFunction)(void (*)(void))Dispatch_run, METH_FASTCALL,

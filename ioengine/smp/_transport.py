@@ -182,7 +182,8 @@ class Transport:
     """This shard's end of the rings: sends calls and answers, receives and runs them."""
 
     __slots__ = ("shard", "count", "loop", "_mm", "_base", "_cap", "_max_payload", "_out", "_in", "_in_arr",
-                 "_n_in", "_flags", "_my_flag", "_efds", "_outbox", "_dirty", "_flush_scheduled", "_retry",
+                 "_n_in", "_flags", "_my_flag", "_efds", "_out_addr", "_flag_addr", "_in_addr", "_buf_addr", "_pop",
+                 "_outbox", "_dirty", "_flush_scheduled", "_retry",
                  "_pending", "_next_id", "_buf", "_view", "_tasks", "_unpoll", "_create_future", "closed",
                  "_wakeups", "_disp", "_ready", "_poll_ns", "_spinning", "_spin_deadline",
                  "_active_until",
@@ -208,6 +209,9 @@ class Transport:
         self._flags = [ffi.cast("uint32_t *", base + d * _CTL_STRIDE) for d in range(count)]
         self._my_flag = self._flags[shard]
         self._efds = efds
+        # the same, as addresses: the flush writes the outboxes from C (MessageDispatch.push)
+        self._out_addr = [int(ffi.cast("uintptr_t", r)) for r in self._out]
+        self._flag_addr = [int(ffi.cast("uintptr_t", f)) for f in self._flags]
         self._outbox = [bytearray() for _ in range(count)]
         self._dirty: list[int] = []
         self._flush_scheduled = False
@@ -227,6 +231,10 @@ class Transport:
                                      dumps=_dumps, proto=_PROTO, slow=self._message, result=self._handle_result,
                                      fail=self._call_failed, flush=self._flush_early,
                                      max_payload=self._max_payload, batch_bytes=self._batch_bytes)
+        # the rings and the buffer as addresses, for the C pop (MessageDispatch.pop) of poll()
+        self._in_addr = [(src, int(ffi.cast("uintptr_t", r))) for src, r in self._in]
+        self._buf_addr = int(ffi.cast("uintptr_t", self._buf))
+        self._pop = self._disp.pop
         self.closed = False
         self._dead: set[int] = set()
         self._fids: dict[Any, int] = {}  # functions sent from here, by id
@@ -369,16 +377,9 @@ class Transport:
             return
         self._dirty = []
         self._active_until = time.monotonic_ns() + self._poll_ns
-        cap = self._cap
-        for d in dirty:
-            ob = self._outbox[d]
-            if not ob:  # written early, or listed twice
-                continue
-            rc = lib.ie_spsc_push(self._out[d], cap, ffi.from_buffer(ob), len(ob), self._flags[d], self._efds[d])
-            if rc >= 0:
-                del ob[:]
-            else:
-                self._push_part(d, ob)
+        # each outbox whole into its ring, in C; the ones whose ring is too full come back
+        for d in self._disp.push(dirty, self._outbox, self._out_addr, self._flag_addr, self._efds, self._cap):
+            self._push_part(d, self._outbox[d])
         if self._dirty and self._retry is None and not self.closed:
             # A ring is full: its consumer is behind. Try again shortly (it frees room as it reads).
             self._retry = self.loop.call_later(0.0002, self._retry_flush)
@@ -415,10 +416,11 @@ class Transport:
     def poll(self) -> bool:
         """Read every incoming ring and handle what came; True if anything did."""
         got = False
-        buf = self._buf
+        buf = self._buf_addr
         cap = self._cap
-        for src, ring in self._in:
-            n = lib.ie_spsc_pop(ring, cap, buf)
+        pop = self._pop
+        for src, ring in self._in_addr:
+            n = pop(ring, cap, buf)
             if n:
                 if not got:
                     got = True
@@ -621,7 +623,9 @@ class Transport:
         self._base = None
         self._in_arr = None
         self._out = []
+        self._out_addr = []  # (a flush now raises IndexError, as with _out, instead of writing unmapped memory)
         self._in = []
+        self._in_addr = []
         try:
             self._mm.close()
         except BufferError:  # a cdata still exports it: the mapping goes with the process
