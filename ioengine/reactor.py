@@ -739,6 +739,8 @@ class Reactor:
         return self._path.in_kernel > 1
 
     def _poll_completions(self) -> bool:
+        if not self._path.in_kernel:
+            return False  # (_reap_now's first test, without the call: the spin asks on every turn)
         n = self._reap_now()
         self.polled += n
         return n > 0
