@@ -145,8 +145,9 @@ class IoQueueConfig:
     share_lend_window_ms: float = 5.0
     share_lend_headroom: float = 1.25
     #: ... and a busy class whose peak demand stays below its part but at least this fraction
-    #: of it (or of its shares' fraction of what the busy classes offer together, when that is
-    #: less) is taken to be filling what it can (its tasks are held by the engine, not idle):
+    #: of it (or of its shares' fraction of what the busy classes offer together, or of what
+    #: the busiest other class offers, when less) is taken to be filling what it can (its
+    #: tasks are held by the engine, not idle):
     #: the bound the classes split then shrinks to what that demand is the share of, so the
     #: others' parts shrink with it and shares hold even where the bound is far above what the
     #: classes offer together (a calibration above what the engine pushes; issue 17); the
