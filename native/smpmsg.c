@@ -16,6 +16,9 @@
  * result that is awaitable or of a new type (``result``), an exception raised by the call or by
  * its arguments' unpickling (``fail``), a full outbox (``flush``). So Python keeps every rule
  * and message; C only skips the interpreter on the common path (`ioengine-bench smp`).
+ *
+ * The sending side's ring writes (``push``: every dirty outbox, once a loop turn) and the
+ * receiving side's ring reads (``pop``) are here too, on native/smp_ring.c's functions.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
