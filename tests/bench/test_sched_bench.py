@@ -25,6 +25,11 @@ def test_sched_benchmark_smoke(scratch):
     assert "io_anticipate" in text and res["one_percent_anticipate"]["median"] >= 0
     iso = res["isolation"]
     assert iso["write_mb_per_s"] > 0 and ("error" in iso["fio"] or iso["fio"]["utilisation"] > 0)
+    frontier = iso["fio_frontier"]
+    if "error" not in frontier:  # the disk's own trade-off, a point per write depth
+        assert "the disk's own trade-off" in text
+        assert [p["write_depth"] for p in frontier["points"]] == [1, 2, 4, 8]
+        assert all(p["p95_ratio"] > 0 and p["utilisation"] > 0 for p in frontier["points"])
 
 
 def test_sched_benchmark_refuses_an_unknown_calibration(scratch):
