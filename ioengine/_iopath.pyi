@@ -192,6 +192,10 @@ class IoPath(Buffer):
     def submit_now(self) -> bool: ...
     closed: bool
     flush_scheduled: bool
+    #: deliver() is running the woken tasks: a request issued now follows a completion
+    #: (counted in its io class's ``fed``)
+    @property
+    def delivering(self) -> bool: ...
     sched_waiting: int
     #: while units wait, a class with its grant open and nothing queued still goes straight
     #: (IoQueueConfig.share_in_disk)

@@ -261,6 +261,8 @@ class Reactor:
             # An unthrottled disk with room in the ring: straight to the kernel, counted.
             st.ops[direction] += 1
             st.bytes[direction] += n
+            if self._path.delivering:
+                st.fed[0] += 1
         fut, ud = self._path.register(pos, n, pin, opname, path, on_done, None)
         self._path.stage(word0, addr, length, pos, ud)
         self._staged_enough(n)
@@ -343,6 +345,8 @@ class Reactor:
         if st is not None:
             st.ops[op] += 1  # OP_READ/OP_WRITE are iosched's READ/WRITE (0/1)
             st.bytes[op] += length
+            if self._path.delivering:
+                st.fed[0] += 1
         if self._path.submit_now:
             self._submit_now(inline=True)
         if not self._path.flush_scheduled:
@@ -362,7 +366,10 @@ class Reactor:
         except BaseException:
             self._path.discard(ud)
             raise
-        self._path.sched_waiting += len(req.parts) if req.parts else 1
+        units = len(req.parts) if req.parts else 1
+        self._path.sched_waiting += units
+        if self._path.delivering:  # issued by a task a completion woke (IoClassState.fed)
+            st.fed[0] += units
         self._busy_queues[queue] = None
         self._dispatch_due = True
         self._schedule_flush()
@@ -418,7 +425,10 @@ class Reactor:
             # An iovec request cannot be cut into parts here: cost it as one unit.
             n = int(limit)
         req = queue.queue(st, direction, n, rec, self.loop.time(), align)
-        self._path.sched_waiting += len(req.parts) if req.parts else 1
+        units = len(req.parts) if req.parts else 1
+        self._path.sched_waiting += units
+        if self._path.delivering:  # issued by a task a completion woke (IoClassState.fed)
+            st.fed[0] += units
         self._busy_queues[queue] = None
         self._dispatch_due = True
 

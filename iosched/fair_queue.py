@@ -112,7 +112,7 @@ class IoClassState:
         "queue", "accumulated", "consumption",
         "_active", "_throttled_until", "_bw", "_iops", "limited",
         "nr_queued", "nr_executing", "in_disk_cost", "peak_demand", "peak_prev", "peak_window", "window_mark",
-        "window_consumed", "activations",
+        "window_consumed", "fed", "fed_mark", "ops_mark", "window_fed", "activations",
         "ops", "bytes", "split_ops", "split_bytes",
         "total_queue_delay", "total_exec_time", "starvation_time", "_activated_at",
     )
@@ -144,6 +144,16 @@ class IoClassState:
         # ... and the cost it dispatched in the last window (consumption at the current one's start)
         self.window_mark = 0.0
         self.window_consumed = 0.0
+        #: Requests issued by a task that a completion had just woken (the engine counts them:
+        #: ioengine's IoPath while it delivers completions, the simulator for backlogged
+        #: workloads): a closed loop, whose next request waits for the last one. Over the last
+        #: window, window_fed is their fraction of what the class dispatched (1 until known).
+        #: A paced class (requests on its own clock, an open loop) gains nothing from the
+        #: others being held back, so it does not size their parts (IoQueue._class_rooms).
+        self.fed = [0]
+        self.fed_mark = 0
+        self.ops_mark = 0
+        self.window_fed = 1.0
         self.activations = 0
         self.ops = [0, 0]  # dispatched, by direction (parts count one each)
         self.bytes = [0, 0]

@@ -308,6 +308,10 @@ _FOLLOW_MIN = 1.0 / 64
 _FOLLOW_MAX = 2.0
 # IoQueue._class_rooms' room for a class that may not overshoot its part (FairQueue.dispatch)
 _NO_OVERSHOOT = -math.inf
+# A class sizes the others' parts only while at least this fraction of its requests are fed
+# (IoClassState.fed: a closed loop), judged once it has dispatched _FED_MIN_OPS since the last look
+_FED_LEADS = 0.75
+_FED_MIN_OPS = 16
 
 
 class _Knee:
@@ -923,6 +927,11 @@ class IoQueue:
                 c.peak_prev = c.peak_demand if last else 0.0
                 c.window_consumed = c.consumption - c.window_mark if last else -1.0
                 c.window_mark = c.consumption
+                ops = c.ops[0] + c.ops[1]
+                if ops - c.ops_mark >= _FED_MIN_OPS:
+                    c.window_fed = (c.fed[0] - c.fed_mark) / (ops - c.ops_mark)
+                    c.ops_mark = ops
+                    c.fed_mark = c.fed[0]
                 c.peak_demand = demand
                 c.peak_window = win
             elif demand > c.peak_demand:
@@ -948,7 +957,7 @@ class IoQueue:
                 other = top2 if peak == top else top
                 if other < fair:
                     fair = other
-                if follow * (fair if fair < part else part) <= peak < part:
+                if follow * (fair if fair < part else part) <= peak < part and c.window_fed >= _FED_LEADS:
                     # filling what it can: the bound is what its demand is the share of
                     b = peak * total / c.shares
                     if b < bound:

@@ -347,6 +347,8 @@ class _Driver:
 
     def make(self) -> tuple[int, int]:
         rng = self.rng
+        if not self.w.rate:  # backlogged: each request follows a completion (IoClassState.fed)
+            self.cls.fed[0] += 1
         if self.fixed_size:
             size = self.fixed_size
         else:

@@ -117,6 +117,7 @@ typedef struct {
     /* The reactor's state submit() reads (Python keeps it current; see reactor.py): */
     int closed;
     int flush_scheduled;       /* a loop callback will hand the batch over this turn */
+    int delivering;            /* deliver() is running the woken tasks: what they issue is fed */
     Py_ssize_t sched_waiting;  /* units waiting in the disk queues: everything queues behind them */
     int share_direct;          /* ... except, under share_in_disk, a class with its grant open and
                                   nothing queued (the queue's open_grant decided it may go) */
@@ -138,6 +139,7 @@ typedef struct {
        a time; another class's request publishes the first's. */
     PyObject *cnt_class;
     uint64_t cnt_ops[2], cnt_bytes[2];
+    uint64_t cnt_fed;          /* ... of them issued while delivering (the class's ``fed``) */
     PyObject *call_soon;       /* loop.call_soon */
     PyObject *flush_cb;        /* the reactor's per-turn flush */
     PyObject *submit_inline;   /* the reactor's mid-turn submission */
@@ -159,7 +161,7 @@ typedef struct {
 } IoPathObject;
 
 static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
-    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *int_one, *str_limited, *str_throttling,
+    *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *str_fed, *int_one, *str_limited, *str_throttling,
     *str_nr_queued;
 
 /* The first error of a batch, kept while the rest is delivered (PyErr_Fetch: Python 3.11). */
@@ -388,7 +390,10 @@ static int counts_publish(IoPathObject *self)
                                  || add_to_list_item(cls, str_bytes, d, self->cnt_bytes[d]) < 0))
             rc = -1;
     }
+    if (rc == 0 && self->cnt_fed && add_to_list_item(cls, str_fed, 0, self->cnt_fed) < 0)
+        rc = -1;
     self->cnt_ops[0] = self->cnt_ops[1] = self->cnt_bytes[0] = self->cnt_bytes[1] = 0;
+    self->cnt_fed = 0;
     Py_DECREF(cls);
     return rc;
 }
@@ -398,7 +403,7 @@ static int count_in_class(IoPathObject *self, PyObject *cls, long direction, uin
 {
     if (direction < 0 || direction > 1)
         return add_to_list_item(cls, str_ops, direction, ops) < 0 || add_to_list_item(cls, str_bytes, direction, bytes) < 0
-               ? -1 : 0;
+               || (self->delivering && add_to_list_item(cls, str_fed, 0, ops) < 0) ? -1 : 0;
     if (cls != self->cnt_class) {
         if (counts_publish(self) < 0)
             return -1;
@@ -407,6 +412,8 @@ static int count_in_class(IoPathObject *self, PyObject *cls, long direction, uin
     }
     self->cnt_ops[direction] += ops;
     self->cnt_bytes[direction] += bytes;
+    if (self->delivering)
+        self->cnt_fed += ops;
     return 0;
 }
 
@@ -1554,7 +1561,11 @@ static PyObject *IoPath_finish(IoPathObject *self, PyObject *const *args, Py_ssi
    once its books of the batch are done: a woken task may submit, complete or close at once. */
 static PyObject *IoPath_deliver(IoPathObject *self, PyObject *unused)
 {
-    if (iofuture_deliver(&self->held) < 0)
+    int was = self->delivering;
+    self->delivering = 1;
+    int rc = iofuture_deliver(&self->held);
+    self->delivering = was;
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -2116,6 +2127,9 @@ static PyGetSetDef IoPath_getset[] = {
     {"sched_waiting", (getter)IoPath_get_sched_waiting, (setter)IoPath_set_sched_waiting,
      "units waiting in the disk queues", NULL},
     {"grant", (getter)IoPath_get_grant, (setter)IoPath_set_grant, "the open direct grant, or None", NULL},
+    {"delivering", (getter)IoPath_get_flag, NULL,
+     "deliver() is running the woken tasks: a request issued now follows a completion (a class's fed)",
+     (void *)offsetof(IoPathObject, delivering)},
     {"share_direct", (getter)IoPath_get_flag, (setter)IoPath_set_flag,
      "while units wait, a class with its grant open and nothing queued still goes straight (share_in_disk)",
      (void *)offsetof(IoPathObject, share_direct)},
@@ -2163,6 +2177,7 @@ PyMODINIT_FUNC PyInit__iopath(void)
     str_io_class = PyUnicode_InternFromString("io_class");
     str_ops = PyUnicode_InternFromString("ops");
     str_bytes = PyUnicode_InternFromString("bytes");
+    str_fed = PyUnicode_InternFromString("fed");
     int_one = PyLong_FromLong(1);
     str_limited = PyUnicode_InternFromString("limited");
     str_throttling = PyUnicode_InternFromString("throttling");

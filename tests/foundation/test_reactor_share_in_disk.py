@@ -195,3 +195,39 @@ def test_the_demand_following_option_reaches_the_queue(run, scratch):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="io_share_follow_demand must be a number in"):
             ioengine.ReactorOptions(io_share_follow_demand=bad)
+
+
+def test_a_request_a_completion_woke_its_task_for_is_counted_fed(run, scratch):
+    """IoClassState.fed, what tells the scheduler a closed loop from a paced one: a request
+    issued by a task that its last read's completion resumed is fed; one issued after a sleep
+    (the task woken by a timer) is not. Both classes on the C path and, held, through the queue."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    closed, paced = ioengine.IoClass("fed_closed", 400), ioengine.IoClass("fed_paced", 100)
+    tasks, reads = 4, 40
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            queue = r.disks.for_device(os.stat(path).st_dev, r.loop.time())
+
+            async def reader(cls, seed, pause):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(BS)
+                for _ in range(reads):
+                    if pause:
+                        await asyncio.sleep(pause)
+                    b = rnd.randrange(BLOCKS)
+                    assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                    assert bytes(buf) == pattern_block(b, BS)
+
+            await asyncio.gather(*(reader(closed, k, 0) for k in range(tasks)),
+                                 *(reader(paced, 100 + k, 0.0002) for k in range(tasks)))
+            r.settle_grants()
+            states = r.disks.states_of(queue)
+            sc, sp = states[closed], states[paced]
+            assert sc.ops[READ] == sp.ops[READ] == tasks * reads
+            assert sc.fed[0] == tasks * (reads - 1)  # all but each task's first
+            assert sp.fed[0] == 0
+
+    run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=10 / 75)

@@ -291,3 +291,27 @@ def test_disk_bound_shares_are_unchanged():
         hi, lo = run(share, 0.55, sched_props=half)
         assert hi / lo == pytest.approx(4.0, rel=0.02)
         assert hi + lo == pytest.approx(half.read_iops, rel=0.1)
+
+
+def run_paced(rate, *, follow=None):
+    """A paced class (10x the shares, an open loop at ``rate``) next to a backlogged one."""
+    extra = {} if follow is None else {"share_follow_demand": follow}
+    cfg = IoQueueConfig(bound_in_disk=True, in_disk_limit=0.85, adaptive_in_disk=False, share_in_disk=True, **extra)
+    r = simulate([Workload("paced", 1000, rate=rate, depth=64), Workload("bulk", 100, depth=32)], disk_props=FAST,
+                 sched_props="same", duration=0.6, config=cfg, engine=ENGINE, noise=0.2, seed=1, parallelism=32)
+    rep = r.report(0.3)
+    return rep["paced"].iops, rep["bulk"].iops
+
+
+@pytest.mark.parametrize("rate", [20_000, 40_000])
+def test_a_paced_class_does_not_size_the_others_parts(rate):
+    """A class whose requests come on its own clock (an open loop: a paced reader) gains
+    nothing from the others being held back: its demand does not size their parts, so the
+    backlogged class with a tenth of its shares gets what the paced class leaves (as with
+    no demand-following at all), not a tenth of what the paced class takes; the paced class
+    still gets its rate."""
+    paced, bulk = run_paced(rate)
+    paced1, bulk1 = run_paced(rate, follow=1.0)
+    assert paced >= 0.97 * rate
+    assert bulk >= 0.9 * bulk1
+    assert bulk > paced / 10 * 1.5
