@@ -51,12 +51,14 @@ from __future__ import annotations
 
 import array
 import asyncio
+import bisect
 import collections
 import datetime
 import errno as _errno
 import fcntl
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -383,19 +385,19 @@ class IoPlan:
         if job.bssplit is not None:
             split = job.bssplit[min(d, _WRITE)]  # trims take the write sizes (block_sizes(2))
             sizes = [b for b, _ in split]
-            weights = [p for _, p in split]
-            cum = [sum(weights[:i + 1]) for i in range(len(weights))]
+            cum = list(itertools.accumulate(p for _, p in split))
             total = cum[-1]
             r = self._bsrng
             if len(sizes) == 1:
                 return lambda: sizes[0]
-            return lambda: sizes[next(i for i, c in enumerate(cum) if r.random() * total < c)]
+            # One draw per I/O against the cumulative percentages (fio's get_next_buflen).
+            return lambda: sizes[bisect.bisect_right(cum, r.random() * total)]
         lo, hi = job.block_sizes(d)
         if lo == hi:
             return lambda: lo
         r = self._bsrng
-        steps = hi // lo
-        return lambda: lo * r.randint(1, steps)  # multiples of the minimum, like fio's
+        # fio's get_next_buflen: min + max * U, rounded down to a multiple of min, capped at max.
+        return lambda: min(hi, (lo + int(hi * r.random())) // lo * lo)
 
     def _picker(self, fi: int, d: int) -> tuple[BlockPicker, int]:
         unit = self.job.align(d)

@@ -206,6 +206,30 @@ def test_bssplit_and_bsrange_sizes() -> None:
     assert {n for _, _, _, n in ops} <= {4096, 8192, 12288, 16384} and sum(n for *_, n in ops) >= 1 << 20
 
 
+JESD219 = "512/4:1k/1:1536/1:2k/1:2560/1:3k/1:3584/1:4k/67:8k/10:16k/7:32k/3:64k/3"
+
+
+@pytest.mark.parametrize(("option", "want"), [
+    # each size as often as its percentage says (one draw per I/O, as fio's get_next_buflen)
+    (f"bssplit={JESD219}", {b: p / 100 for b, p in
+                            ((512, 4), (1024, 1), (1536, 1), (2048, 1), (2560, 1), (3072, 1), (3584, 1),
+                             (4096, 67), (8192, 10), (16384, 7), (32768, 3), (65536, 3))}),
+    ("bssplit=4k/20:8k/20:16k/20:32k/20:64k/20", {4096 << i: 0.2 for i in range(5)}),
+    # fio: min + max * U rounded down to a multiple of min, capped at max
+    ("bsrange=4k-10k", {4096: 0.4, 8192: 0.4, 10240: 0.2}),
+])
+def test_block_size_mix_follows_the_weights(option: str, want: dict[int, float]) -> None:
+    (job,) = parse_job_text(f"[j]\nrw=randwrite\nnorandommap\n{option}\n", "t.fio")
+    plan = IoPlan(job, [(0, 1 << 40)], 1, time_based=True)  # so large that no I/O is cut at its end
+    draws = 40000
+    sizes = [plan.next()[3] for _ in range(draws)]  # type: ignore[index]
+    mean = sum(b * p for b, p in want.items())
+    assert sum(sizes) / draws == pytest.approx(mean, rel=0.03)
+    assert set(sizes) == set(want)
+    for b, p in want.items():
+        assert sizes.count(b) / draws == pytest.approx(p, abs=0.01)
+
+
 def test_sequential_job_reads_its_region_once_in_order() -> None:
     ops = _plan("""\
         [j]
