@@ -25,7 +25,7 @@ its line, all at once).  How the jobs run, following fio:
   (fio's ``bs=512`` on a 512e disk); otherwise (fio's default, ``direct=0``, ``buffered=1``) the
   files are opened without O_DIRECT (``FileOpenOptions(buffered=True)``): any block size and
   offset, through the page cache, which ``invalidate=1`` (fio's default) drops for the job's
-  region before it starts;
+  region before it starts, at each loop and, time_based, at each pass over the region;
 * the kernel's I/O priority per request (io_uring's sqe->ioprio, libaio's aio_reqprio): the job's
   ``prio``/``prioclass``/``priohint`` for every request, ``cmdprio_percentage`` / ``cmdprio_bssplit``
   (libaio, io_uring) choosing another for a share of them, as fio's cmdprio.c; fio runs a job in its
@@ -204,12 +204,13 @@ class FullCycle:
     >= n are skipped (under half of all draws).  This is fio's random map without the bitmap.
     """
 
-    __slots__ = ("n", "_mask", "_a", "_c", "_x", "_shift", "_mul", "_left", "_rng", "_k")
+    __slots__ = ("n", "_mask", "_a", "_c", "_x", "_shift", "_mul", "_left", "_rng", "_k", "on_pass")
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, on_pass: Callable[[], None] | None = None) -> None:
         if n < 1:
             raise ValueError(f"FullCycle needs n >= 1, got {n}")
         self.n = n
+        self.on_pass = on_pass  # called when a pass ends and the next begins (not for the first)
         self._k = k = max(2, (n - 1).bit_length())
         self._mask = (1 << k) - 1
         self._shift = max(1, k // 2)
@@ -228,6 +229,8 @@ class FullCycle:
     def next(self) -> int:
         if self._left == 0:
             self._new_pass()
+            if self.on_pass is not None:
+                self.on_pass()
         self._left -= 1
         mask, n = self._mask, self.n
         x = self._x
@@ -251,7 +254,7 @@ class BlockPicker:
 
     __slots__ = ("n", "next")
 
-    def __init__(self, job: JobSpec, n: int, seed: int) -> None:
+    def __init__(self, job: JobSpec, n: int, seed: int, on_pass: Callable[[], None] | None = None) -> None:
         self.n = n
         rng = random.Random(seed)
         dist = job.random_distribution
@@ -261,7 +264,7 @@ class BlockPicker:
             if job.norandommap:
                 self.next = lambda: rng.randrange(n)
             else:
-                self.next = FullCycle(n, seed).next
+                self.next = FullCycle(n, seed, on_pass).next
         elif dist == "zipf":
             self.next = _zipf(n, job.random_params[0], rng, off)
         elif dist == "pareto":
@@ -379,6 +382,14 @@ class IoPlan:
         self._file = 0
         self._file_ios = 0
         self._nfiles = len(regions)
+        # Files whose page cache the runner drops before this I/O: fio's loop_cache_invalidate
+        # (io_u.c) at each pass of a time_based job, and the reopen of each loop (ioengines.c
+        # td_io_open_file), both only with invalidate=1 and without O_DIRECT.
+        self.drop: set[int] = set()
+        self._drop_cache = job.invalidate and not job.direct
+        self._loop_mark: int | None = None  # bytes left when the next loop begins
+        if self._drop_cache and not time_based and job.loops > 1:
+            self._loop_mark = self._per_pass * (job.loops - 1)
 
     def _bs_chooser(self, d: int) -> Callable[[], int]:
         job = self.job
@@ -412,7 +423,11 @@ class IoPlan:
             if self._strided:  # fio draws random offsets inside the current zone
                 length = min(length, self._zrange)
             n = max(1, (length - lo) // unit + 1)
-            p = BlockPicker(self.job, n, derive_seed(self.job, self._number, f"offset:{fi}:{unit}:{lo}"))
+            # fio's get_next_rand_block: a time_based job's random map, used up, is reset and the
+            # file's cache dropped.
+            on_pass = (lambda: self.drop.add(fi)) if self._drop_cache and self.time_based else None
+            p = BlockPicker(self.job, n, derive_seed(self.job, self._number, f"offset:{fi}:{unit}:{lo}"),
+                            on_pass)
             self._pickers[fi][key] = p
         return p, unit
 
@@ -460,6 +475,7 @@ class IoPlan:
         last = self._pos[fi][d]
         if last >= base + length and self.time_based:
             last = base
+            self._seq_wrapped(fi)
         top = length if real > length else real
         if last == base and base and add < 0:  # only rewind once the start was reached
             last = top
@@ -477,6 +493,7 @@ class IoPlan:
             pos = self._pos[fi][d]
             if pos + self.job.block_sizes(d)[0] > base + length:
                 pos = base
+                self._seq_wrapped(fi)
                 if self.job.file_service_type == "sequential" and self._nfiles > 1:
                     self._file = (self._file + 1) % self._nfiles
             return pos
@@ -486,6 +503,12 @@ class IoPlan:
             nxt = self._seq_offset(fi, d, base, length)
         return nxt
 
+    def _seq_wrapped(self, fi: int) -> None:
+        # fio's get_next_seq_offset: a time_based job with one file back at its start drops the
+        # file's cache (not a zone's start: strided zones wrap in setup_strided_zone_mode).
+        if self._drop_cache and self.time_based and self._nfiles == 1 and not self._strided:
+            self.drop.add(fi)
+
     def _new_pass(self) -> bool:
         """A pass of a rw=...:N job ran out of offsets before its bytes: fio goes on with the next
         loop from the start (False: that was the last)."""
@@ -494,6 +517,10 @@ class IoPlan:
             self.left = 0
             return False
         self.left = self._per_pass * self._loops_left
+        if self._drop_cache:  # a new loop reopens the files, which drops their cache
+            self.drop.update(range(self._nfiles))
+            if self._loop_mark is not None:
+                self._loop_mark = self._per_pass * (self._loops_left - 1)
         for fi, (start, _) in enumerate(self.regions):
             self._pos[fi] = [start, start, start]
             self._zone_start[fi] = start
@@ -508,6 +535,11 @@ class IoPlan:
             return _WRITE, *done
         if self.left <= 0 or self.ios_left <= 0:
             return None
+        if self._loop_mark is not None and self.left <= self._loop_mark:
+            # loops=N: the next loop begins; fio reopens the files (td_io_open_file drops their cache)
+            self.drop.update(range(self._nfiles))
+            while self._loop_mark > 0 and self.left <= self._loop_mark:
+                self._loop_mark -= self._per_pass
         d = (_READ if self._mix.random() < self._frac else _WRITE) if self._mixed else self._only
         n = self._bs[d]()
         fi = self._next_file()
@@ -1438,6 +1470,8 @@ class _Clone:
                     self._plan_done = True
                     self._gate_wake()
                 return
+            if plan.drop:
+                await self._drop_cache()
             d, fi, pos, n = io
             pacer = pacers[d] if pacers is not None else None
             if pacer is not None:
@@ -1537,6 +1571,20 @@ class _Clone:
             done += 1
             if think and done % think_every == 0:
                 await self._sleep(think)
+
+    async def _drop_cache(self) -> None:
+        """The files the plan wrapped around: their regions' cached pages dropped as prepare() does
+        (fio ignores a failure here: file_invalidate_cache's result is unused in loop_cache_invalidate)."""
+        todo = sorted(self.plan.drop)
+        self.plan.drop.clear()
+        reactor = ioengine.get_reactor()
+        for fi in todo:
+            f = self.files[fi]
+            start, length = self.cr.regions[fi]
+            try:
+                await reactor.run_blocking(_invalidate, f.fileno(), start, length, self.cr.paths[fi], owner=f)
+            except OSError:
+                pass
 
     def _non_fatal(self, d: int, e: OSError) -> bool:
         """fio's td_non_fatal_error: continue_on_error names the error's type (EILSEQ: verify; a

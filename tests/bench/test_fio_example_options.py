@@ -375,3 +375,55 @@ def test_new_group_starts_a_reporting_group_as_fio(scratch: Path, capsys: pytest
     assert main(["run", str(job), "--output-format", "json"]) == 0
     got = [(j["jobname"], j["groupid"], j["read"]["total_ios"]) for j in json.loads(capsys.readouterr().out)["jobs"]]
     assert got == [("a", 0, 5), ("b", 1, 10), ("c", 2, 10)]
+
+
+def _count_invalidations(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    from ioengine.bench import runjob
+
+    calls: list[tuple[int, int]] = []
+    real = runjob._invalidate
+
+    def counting(fd: int, start: int, length: int, path: str) -> None:
+        calls.append((start, length))
+        real(fd, start, length, path)
+    monkeypatch.setattr(runjob, "_invalidate", counting)
+    return calls
+
+
+@pytest.mark.parametrize(("body", "per_pass"), [
+    # fio's loop_cache_invalidate: at each pass of a time_based buffered job (get_next_rand_block
+    # when the random map is used up, get_next_seq_offset back at the start with one file) ...
+    ("rw=randread\ntime_based\nruntime=300ms\n", True),
+    ("rw=read\ntime_based\nruntime=300ms\n", True),
+    # ... only with invalidate=1, without O_DIRECT, with the random map; not for backwards holes
+    ("rw=randread\ntime_based\nruntime=300ms\ndirect=1\n", False),
+    ("rw=randread\ntime_based\nruntime=300ms\ninvalidate=0\n", False),
+    ("rw=randread\ntime_based\nruntime=300ms\nnorandommap\n", False),
+    ("rw=read:-8k\ntime_based\nruntime=300ms\n", False),
+])
+def test_time_based_buffered_job_drops_the_cache_at_each_pass(
+        scratch: Path, monkeypatch: pytest.MonkeyPatch, body: str, per_pass: bool) -> None:
+    from ioengine.bench.jobfile import parse_job_file
+    from ioengine.bench.runjob import run_jobs
+
+    calls = _count_invalidations(monkeypatch)
+    job = write_job(scratch, "[j]\nbs=4k\nsize=64k\noffset=8k\nfilename={dir}/c.dat\n" + body)
+    (cr,) = [c for g in run_jobs(parse_job_file(job)).groups for c in g]
+    assert not cr.error and cr.ios(0) > 3 * 16
+    if per_pass:  # once when the job starts, then before the first I/O of every later pass
+        assert len(calls) == 1 + (cr.ios(0) - 1) // 16
+        assert set(calls) == {(8 * K, 64 * K)}
+    else:
+        assert len(calls) == (0 if "direct=1" in body or "invalidate=0" in body else 1)
+
+
+def test_each_loop_drops_the_cache(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # loops=N: fio closes and reopens the files each loop (td_io_open_file drops their cache).
+    from ioengine.bench.jobfile import parse_job_file
+    from ioengine.bench.runjob import run_jobs
+
+    calls = _count_invalidations(monkeypatch)
+    job = write_job(scratch, "[j]\nbs=4k\nsize=128k\nrw=randread\nloops=3\nnrfiles=2\ndirectory={dir}\n")
+    (cr,) = [c for g in run_jobs(parse_job_file(job)).groups for c in g]
+    assert not cr.error and cr.ios(0) == 3 * 32
+    assert len(calls) == 3 * 2  # each file, at each of the 3 loops' start
