@@ -14,8 +14,10 @@ its line, all at once).  How the jobs run, following fio:
   ``number_ios`` I/Os, and stops, or stops at ``runtime`` if that comes first;
 * random offsets come from a full-cycle generator over the region's blocks, drawn one at a time:
   every block once per pass (fio's random map) unless ``norandommap`` or a non-uniform
-  ``random_distribution``; nothing is precomputed per I/O, so no job blocks the loop while
-  another job's clock runs (what must be precomputed is, before any clock starts);
+  ``random_distribution``; with sizes that vary, a byte per smallest block marks what the pass
+  did and an I/O is cut at a block already done (fio's mark_random_map); nothing is
+  precomputed per I/O, so no job blocks the loop while another job's clock runs (what must be
+  precomputed is, before any clock starts);
 * ``randrepeat=1`` (fio's default): every seed derives from ``randseed``, the job's number and
   clone through a fixed hash, so every run issues the same offsets and directions;
 * a missing or short file is laid out first with random data, as fio does; a layout that fails
@@ -226,6 +228,10 @@ class FullCycle:
         self._mul = r.getrandbits(k) | 1  # odd: a bijection modulo 2**k
         self._left = self.n
 
+    def end_pass(self) -> None:
+        """The pass is over before n draws (the caller's map is full): the next draw starts one."""
+        self._left = 0
+
     def next(self) -> int:
         if self._left == 0:
             self._new_pass()
@@ -250,19 +256,31 @@ def _scatter(v: int, n: int, off: int) -> int:
 
 
 class BlockPicker:
-    """Next block index in [0, n) for random I/O, by the job's random_distribution."""
+    """Next block index in [0, n) for random I/O, by the job's random_distribution.
 
-    __slots__ = ("n", "next")
+    ``track=True`` (the random map with block sizes that vary): what each I/O covers is marked,
+    as fio's axmap, so that :meth:`claim` can keep a pass from touching a block twice."""
 
-    def __init__(self, job: JobSpec, n: int, seed: int, on_pass: Callable[[], None] | None = None) -> None:
+    __slots__ = ("n", "next", "used", "free", "_cycle", "_on_pass")
+
+    def __init__(self, job: JobSpec, n: int, seed: int, on_pass: Callable[[], None] | None = None,
+                 track: bool = False) -> None:
         self.n = n
         rng = random.Random(seed)
         dist = job.random_distribution
         off = rng.getrandbits(32)
         self.next: Callable[[], int]
+        self.used: bytearray | None = None  # one byte per block, 1: covered in this pass
+        self.free = n
+        self._cycle: FullCycle | None = None
+        self._on_pass = on_pass
         if dist == "random":
             if job.norandommap:
                 self.next = lambda: rng.randrange(n)
+            elif track:
+                self.used = bytearray(n)
+                self._cycle = FullCycle(n, seed, self._new_pass)
+                self.next = self._cycle.next
             else:
                 self.next = FullCycle(n, seed, on_pass).next
         elif dist == "zipf":
@@ -280,6 +298,33 @@ class BlockPicker:
             self.next = normal
         else:  # zoned / zoned_abs: pick the zone by its access share, then uniformly inside it
             self.next = _zoned(job, n, rng)
+
+    def _new_pass(self) -> None:
+        self.used = bytearray(self.n)
+        self.free = self.n
+        if self._on_pass is not None:
+            self._on_pass()
+
+    def claim(self, b: int, blocks: int) -> tuple[int, int]:
+        """fio's random map for an I/O of ``blocks`` blocks drawn at block ``b``: a block already
+        covered moves it to the next free one (axmap_next_free, wrapping), and it is cut at the
+        first covered block after (mark_random_map's axmap_set_nr). Returns (block, blocks); a
+        full map ends the pass."""
+        used = self.used
+        assert used is not None and self._cycle is not None
+        if used[b]:
+            nb = used.find(0, b + 1)
+            b = nb if nb >= 0 else used.find(0, 0, b)
+        stop = min(b + blocks, self.n)
+        hit = used.find(1, b, stop)
+        if hit >= 0:
+            stop = hit
+        blocks = stop - b
+        used[b:stop] = b"\1" * blocks
+        self.free -= blocks
+        if not self.free:
+            self._cycle.end_pass()
+        return b, blocks
 
 
 def _zipf(n: int, theta: float, rng: random.Random, off: int) -> Callable[[], int]:
@@ -378,6 +423,7 @@ class IoPlan:
         # Random: one picker per file and (block unit) — shared by the directions when they
         # use the same unit, like fio's one random map per file.
         self._pickers: list[dict[tuple[int, int], BlockPicker]] = [{} for _ in regions]
+        self._picked: list[list[tuple[BlockPicker, int] | None]] = [[None, None, None] for _ in regions]
         self._number = number
         self._file = 0
         self._file_ios = 0
@@ -411,6 +457,9 @@ class IoPlan:
         return lambda: min(hi, (lo + int(hi * r.random())) // lo * lo)
 
     def _picker(self, fi: int, d: int) -> tuple[BlockPicker, int]:
+        got = self._picked[fi][d]  # block_sizes() builds lists: not once per I/O
+        if got is not None:
+            return got
         unit = self.job.align(d)
         lo = self.job.block_sizes(d)[0]
         if self.job.verify:  # writes must not overlap to be checkable: whole largest blocks
@@ -426,10 +475,15 @@ class IoPlan:
             # fio's get_next_rand_block: a time_based job's random map, used up, is reset and the
             # file's cache dropped.
             on_pass = (lambda: self.drop.add(fi)) if self._drop_cache and self.time_based else None
+            # Sizes that vary: fio's random map cuts an I/O at a block already done this pass
+            # (mark_random_map); one size needs no map, the full cycle is it.
+            track = unit == lo and any(self.job.block_sizes(x)[0] == lo != self.job.block_sizes(x)[1]
+                                       for x in _DIRS)
             p = BlockPicker(self.job, n, derive_seed(self.job, self._number, f"offset:{fi}:{unit}:{lo}"),
-                            on_pass)
+                            on_pass, track)
             self._pickers[fi][key] = p
-        return p, unit
+        got = self._picked[fi][d] = (p, unit)
+        return got
 
     def prepare(self) -> None:
         """Build what the first draws would (zipf's zeta etc.) now, before any clock runs."""
@@ -561,7 +615,11 @@ class IoPlan:
         pos: int | None
         if self._random and fresh:
             picker, unit = self._picker(fi, d)
-            pos = base + picker.next() * unit
+            b = picker.next()
+            if picker.used is not None:
+                b, blocks = picker.claim(b, -(-n // unit))
+                n = min(n, blocks * unit)
+            pos = base + b * unit
         elif self._random and self.job.rw_sequencer == "identical":
             last = self._last_start[fi][d]
             pos = last if last >= 0 else base

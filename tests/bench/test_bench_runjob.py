@@ -176,6 +176,36 @@ def test_random_map_covers_every_block_once_per_pass() -> None:
         assert sorted(fc.next() for _ in range(n)) == list(range(n))
 
 
+def test_random_map_cuts_variable_sizes_at_a_done_block() -> None:
+    # fio's mark_random_map: an I/O is cut at the first block (of the smallest size) already done
+    # in this pass, and a drawn block already done moves to the next free one; so each pass
+    # covers every block exactly once.
+    blocks = 256
+    (job,) = parse_job_text("[j]\nrw=randread\nbssplit=4k/50:64k/50\n", "t.fio")
+    plan = IoPlan(job, [(8192, blocks * 4096)], 1, time_based=True)
+    cut = 0
+    for _ in range(3):
+        seen = [0] * blocks
+        while 0 in seen:
+            _, _, pos, n = plan.next()  # type: ignore[misc]
+            assert pos % 4096 == 0 and n % 4096 == 0 and 0 < n <= 65536 and 8192 <= pos
+            cut += n not in (4096, 65536)
+            first = (pos - 8192) // 4096
+            for b in range(first, first + n // 4096):
+                assert not seen[b], f"block {b} twice in a pass"
+                seen[b] = 1
+    assert cut > 10
+    # a size-based job: exactly its size, every block once
+    ops = _plan("[j]\nrw=randwrite\nbssplit=4k/50:64k/50\n", 0, 1 << 20)
+    covered = sorted(b for _, _, p, n in ops for b in range(p // 4096, (p + n) // 4096))
+    assert covered == list(range(256)) and sum(n for *_, n in ops) == 1 << 20
+    # norandommap: no map, the sizes as drawn (only the region's end cuts), blocks come back
+    ops = _plan("[j]\nrw=randread\nnorandommap\nbssplit=4k/50:64k/50\nnumber_ios=400\n", 0, 1 << 20)
+    assert all(n in (4096, 65536) or p + n == 1 << 20 for _, _, p, n in ops)
+    covered = [b for _, _, p, n in ops for b in range(p // 4096, (p + n) // 4096)]
+    assert len(covered) > len(set(covered))
+
+
 def test_norandommap_and_distributions_stay_in_the_region() -> None:
     for dist in ("norandommap", "random_distribution=zipf:1.2", "random_distribution=pareto:0.2",
                  "random_distribution=normal:10", "random_distribution=zoned:60/10:30/20:10/70"):
@@ -197,7 +227,8 @@ def test_randrepeat_is_the_same_in_another_process() -> None:
 
 
 def test_bssplit_and_bsrange_sizes() -> None:
-    ops = _plan("[j]\nrw=randwrite\nbssplit=4k/75:64k/25\n", 0, 8 << 20)
+    # norandommap: the sizes as drawn (the random map cuts them: see above)
+    ops = _plan("[j]\nrw=randwrite\nnorandommap\nbssplit=4k/75:64k/25\n", 0, 8 << 20)
     sizes = [n for _, _, _, n in ops]
     cut = [n for n in sizes if n not in (4096, 65536)]  # at the region's end, cut to fit
     assert {4096, 65536} <= set(sizes) and len(cut) < 5 and all(n % 4096 == 0 and n < 65536 for n in cut)
