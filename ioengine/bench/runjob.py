@@ -41,7 +41,9 @@ its line, all at once).  How the jobs run, following fio:
   what is reported); ``steadystate``: fio's rolling window, the job ends when steady;
 * one rate pacer per clone and direction (all its in-flight I/Os share it); ``rate_min`` checked at
   completions after fio's 2 s settle, over at least a second (fio's check_min_rate);
-* verify headers carry the write's number and writer, so a block another clone overwrote fails.
+* verify headers carry the write's number and writer, so a block another clone overwrote fails;
+  the written blocks are read back after the writes at the job's depth, and a time_based job does
+  it pass after pass (size bytes written, then verified) until its runtime ends, as fio's do_io.
 
 Reported: per job (per clone, or per group with ``group_reporting``), per direction: I/Os, bytes,
 bandwidth, IOPS, runtime, completion latency (each I/O timed around its await), bandwidth and
@@ -74,7 +76,7 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -381,7 +383,7 @@ class IoPlan:
     None when done.  Pure computation (no I/O, no clock): the runner asks it once per I/O."""
 
     def __init__(self, job: JobSpec, regions: list[tuple[int, int]], number: int, *, time_based: bool,
-                 file_sizes: list[int] | None = None) -> None:
+                 file_sizes: list[int] | None = None, pass_bytes: int | None = None) -> None:
         self.job = job
         self.regions = regions
         self.time_based = time_based
@@ -413,6 +415,9 @@ class IoPlan:
         total = sum(length for _, length in regions)
         if time_based:
             self.left = 1 << 62
+        elif pass_bytes is not None:  # one pass of a time_based verify job (see _Clone._timed)
+            self._per_pass = self.left = pass_bytes
+            self._loops_left = 1
         else:
             self._per_pass = job.io_size if job.io_size is not None else total
             self.left = self._per_pass * job.loops
@@ -434,7 +439,7 @@ class IoPlan:
         self.drop: set[int] = set()
         self._drop_cache = job.invalidate and not job.direct
         self._loop_mark: int | None = None  # bytes left when the next loop begins
-        if self._drop_cache and not time_based and job.loops > 1:
+        if self._drop_cache and not time_based and pass_bytes is None and job.loops > 1:
             self._loop_mark = self._per_pass * (job.loops - 1)
 
     def _bs_chooser(self, d: int) -> Callable[[], int]:
@@ -1183,9 +1188,13 @@ class _Clone:
         self.shared = shared or _Shared()
         self.files: list[Any] = []
         self.bufs: list[Any] = []
-        self.plan = IoPlan(job, cr.regions, cr.number, time_based=job.time_based,
-                           file_sizes=cr.file_sizes or None)
         self.verifier = Verifier(job) if job.verify else None
+        # fio's do_io with time_based and verify: a pass of size bytes written, then verified,
+        # again until the runtime ends (backend.c).
+        self.passes = job.time_based and self.verifier is not None and job.does_writes and job.do_verify
+        self.plan = self._new_plan()
+        self._worker_bufs: dict[int, tuple[Any, Any]] = {}
+        self._verify_bufs: list[Any] = []
         self.written: list[tuple[int, int, int, int]] = []  # (file, pos, n, seq) to verify
         self.last_write: dict[tuple[int, int], int] = {}  # (file, pos) -> seq of its latest write
         self.wseq = 0
@@ -1225,6 +1234,18 @@ class _Clone:
                 self.dedupe = self.shared.dedupe.setdefault(0, _Dedupe(job, derive_seed(job, 0, "dedupe"), ws))
             else:
                 self.dedupe = _Dedupe(job, derive_seed(job, cr.number, "dedupe"), ws)
+
+    def _new_plan(self) -> IoPlan:
+        job, cr = self.job, self.cr
+        if not self.passes:
+            return IoPlan(job, cr.regions, cr.number, time_based=job.time_based, file_sizes=cr.file_sizes or None)
+        # do_io's total_bytes: size, or io_size if more for random writes without the map.
+        size = sum(length for _, length in cr.regions)
+        if job.is_random and job.norandommap and job.io_size is not None:
+            size = max(size, job.io_size)
+        # fio reseeds at each pass (clear_io_state): a new plan from the same seeds.
+        return IoPlan(job, cr.regions, cr.number, time_based=False, file_sizes=cr.file_sizes or None,
+                      pass_bytes=size)
 
     def halt(self) -> None:
         """Stop issuing I/O (runtime, an error, steady state, exitall ...); sleeps end at once."""
@@ -1283,13 +1304,17 @@ class _Clone:
                 cr.prios = tuple(array.array("q") for _ in _DIRS)
         return True
 
-    def _buffers(self) -> tuple[Any, Any]:
+    def _buffers(self, w: int) -> tuple[Any, Any]:
+        got = self._worker_bufs.get(w)  # a worker of a later pass takes the same ones
+        if got is not None:
+            return got
         job, f = self.job, self.files[0]
         rb = f.allocate_buffer(max(job.block_sizes(_READ)[1], job.block_sizes(_WRITE)[1]))
         wb = f.allocate_buffer(job.block_sizes(_WRITE)[1]) if job.does_writes else None
         self.bufs.extend(b for b in (rb, wb) if b is not None)
         if wb is not None:
             self._fill(wb, len(wb))
+        self._worker_bufs[w] = (rb, wb)
         return rb, wb
 
     def _fill(self, buf: Any, n: int, rng: random.Random | None = None) -> None:
@@ -1378,14 +1403,23 @@ class _Clone:
 
         side = [asyncio.ensure_future(timer())]
         try:
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for r in results:
-                if isinstance(r, Exception):
-                    cr.fail(*_describe(r))
-                elif isinstance(r, BaseException):
-                    raise r
-            if not cr.error and self.verifier is not None and job.does_writes and job.do_verify:
+            await self._gather(tasks)
+            if self.passes:
+                # fio's do_io/do_verify (backend.c): a pass that the runtime cut is not verified,
+                # and the runtime ends a verify too.
+                while not cr.error and not self.stop:
+                    await self._drop_all()  # fio reopens the files for the verify and each pass
+                    await self._verify_written(None)
+                    if cr.error or self.stop:
+                        break
+                    self.plan = self._new_plan()
+                    self.plan.prepare()
+                    self._plan_done = False
+                    await self._drop_all()
+                    await self._gather([asyncio.ensure_future(self._worker(w)) for w in range(job.depth)])
+            elif not cr.error and self.verifier is not None and job.does_writes and job.do_verify:
                 self.stop = False  # the verify phase follows the write phase, even a timed one
+                await self._drop_all()
                 await self._verify_written(None)
             if job.end_fsync and job.does_writes and not cr.error:
                 for f in self.files:
@@ -1403,6 +1437,19 @@ class _Clone:
         cr.runtime_ns = t_end - self.t_meas
         if self.lat_target is not None:
             cr.latency_depth = self.lat_target.qd
+
+    async def _gather(self, tasks: Sequence[asyncio.Future[Any]]) -> None:
+        cr = self.cr
+        for r in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(r, Exception):
+                cr.fail(*_describe(r))
+            elif isinstance(r, BaseException):
+                raise r
+
+    async def _drop_all(self) -> None:
+        if not self.job.direct and self.job.invalidate:
+            self.plan.drop.update(range(len(self.files)))
+            await self._drop_cache()
 
     def _check_min_rate(self, now: int) -> None:
         """fio's check_min_rate, at each completion: after a 2 s settle, over at least a ratecycle
@@ -1495,7 +1542,7 @@ class _Clone:
 
     async def _worker(self, w: int) -> None:
         cr, job, plan = self.cr, self.job, self.plan
-        rb, wb = self._buffers()
+        rb, wb = self._buffers(w)
         files = self.files
         bufs = (rb, wb, None)
         full = (len(rb), len(wb) if wb is not None else 0, 0)
@@ -1701,16 +1748,25 @@ class _Clone:
         return "    verify_dump: wrote\n" + "\n".join(out)
 
     async def _verify_written(self, buf: Any) -> None:
-        """Read back what was written (the verify phase, or a verify_backlog batch into the
-        worker's own read buffer)."""
-        todo, self.written = _latest_writes(self.written), []
-        if buf is None:
-            buf = self.files[0].allocate_buffer(max(self.job.block_sizes(_WRITE)[1], 4096))
-            self.bufs.append(buf)
+        """Read back what was written: the verify phase, at the job's depth (fio's do_verify
+        keeps iodepth in flight), or a verify_backlog batch into the worker's own read buffer."""
+        todo = iter(_latest_writes(self.written))
+        self.written = []
+        if buf is not None:
+            await self._verify_some(todo, buf)
+            return
+        while len(self._verify_bufs) < self.job.depth:
+            b = self.files[0].allocate_buffer(max(self.job.block_sizes(_WRITE)[1], 4096))
+            self.bufs.append(b)
+            self._verify_bufs.append(b)
+        await self._gather([asyncio.ensure_future(self._verify_some(todo, b)) for b in self._verify_bufs])
+
+    async def _verify_some(self, todo: Iterator[tuple[int, int, int, int]], buf: Any) -> None:
+        """Verify reads, one at a time, of what ``todo`` (shared by the verify's slots) has left."""
         cr = self.cr
         clock = time.perf_counter_ns
         for fi, pos, n, seq in todo:
-            if self.stop and self.job.verify_fatal:
+            if self.stop and (self.job.verify_fatal or self.passes):
                 return
             b = buf.trim(0, n) if n != len(buf) else buf
             while (fi, pos) in self.inflight:  # a write of it still in flight (verify_backlog)

@@ -121,3 +121,34 @@ def test_logs_in_fios_format(scratch: Path, capsys: pytest.CaptureFixture[str]) 
         assert len(lines) == 32  # one line per I/O without log_avg_msec
         fields = [int(x) for x in lines[0].split(", ")]
         assert len(fields) == 5 and fields[2] == 0 and fields[3] == 4096 and fields[4] % 4096 == 0
+
+
+@pytest.mark.parametrize("engine", ["psync", "io_uring"])
+def test_time_based_verify_writes_and_verifies_pass_after_pass(scratch: Path, engine: str) -> None:
+    # fio's do_io with time_based and verify: size bytes written, then read back and checked, again
+    # until the runtime ends (which also ends a verify, and leaves a cut pass unverified).
+    import time
+
+    from ioengine.bench.jobfile import parse_job_file
+    from ioengine.bench.runjob import run_jobs
+
+    job = write_job(scratch, f"""\
+        [v]
+        ioengine={engine}
+        iodepth=4
+        rw=randwrite
+        bs=4k
+        size=64k
+        filename={{dir}}/t.dat
+        verify=crc32
+        time_based
+        runtime=500ms
+    """)
+    t = time.monotonic()
+    (cr,) = [c for g in run_jobs(parse_job_file(job)).groups for c in g]
+    elapsed = time.monotonic() - t
+    assert not cr.error and cr.verify_errors == []
+    writes, reads = cr.ios(1), cr.ios(0)
+    assert reads >= 3 * 16  # several passes of 16 blocks, each verified
+    assert writes - 16 <= reads <= writes  # all but a pass the runtime cut
+    assert cr.runtime_ns < 1_000_000_000 and elapsed < 3.0  # the verify does not run past the runtime
