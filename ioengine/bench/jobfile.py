@@ -167,6 +167,7 @@ class JobSpec:
     numjobs: int = 1
     direct: bool = False  # fio's default: buffered, through the page cache
     invalidate: bool = True  # drop the file's cached pages before a buffered job starts (fio's default)
+    fadvise_hint: str = "1"  # posix_fadvise at open: "1" by the pattern (fio's default), "0" none, or the advice
     ioengine: str | None = None  # one of SYNC_ENGINES or ASYNC_ENGINES (None: fio's default psync)
     group_reporting: bool = False
     stonewall: bool = False
@@ -334,9 +335,16 @@ class JobSpec:
         return self.ioengine is None or self.ioengine in SYNC_ENGINES
 
     @property
+    def buffered_libaio(self) -> bool:
+        """libaio through the page cache: Linux completes such a request inside io_submit, so fio's
+        job has one in flight whatever its iodepth (fio's HOWTO: queued only with direct=1)."""
+        return self.ioengine == "libaio" and not self.direct
+
+    @property
     def depth(self) -> int:
-        """I/Os in flight per clone: 1 for the sync engines (fio ignores their iodepth)."""
-        return 1 if self.sync_engine else self.iodepth
+        """I/Os in flight per clone: 1 for the sync engines (fio ignores their iodepth) and for
+        buffered libaio (see buffered_libaio)."""
+        return 1 if self.sync_engine or self.buffered_libaio else self.iodepth
 
     def block_sizes(self, d: int) -> tuple[int, int]:
         """(smallest, largest) block size of direction ``d`` (0 read, 1 write, 2 trim)."""
@@ -1335,6 +1343,9 @@ _OPTIONS: dict[str, _Opt] = {
     "direct": (_flag_setter("direct", flag=False), "O_DIRECT I/O (default 0: buffered, through the page cache, "
                                                   "as fio)"),
     "buffered": (_opt_buffered, "the opposite of direct (default 1)"),
+    "fadvise_hint": (_choice_setter("fadvise_hint", ("0", "1", "random", "sequential", "noreuse")),
+                     "posix_fadvise each file when opened: 1 (default) POSIX_FADV_RANDOM for random jobs, "
+                     "POSIX_FADV_SEQUENTIAL otherwise (the page cache's readahead off or doubled); 0 none"),
     "invalidate": (_flag_setter("invalidate", flag=True), "drop the files' cached pages (POSIX_FADV_DONTNEED) "
                                                           "before a buffered job starts (default 1)"),
     "thread": (_flag_setter("thread", flag=True), "threads instead of processes (no difference here: one reactor)"),

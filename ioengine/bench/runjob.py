@@ -754,9 +754,14 @@ SYNC_NOTE = ("note: job(s) {names} use a synchronous engine ({engines}): one I/O
              "iodepth ignored (as fio does)")
 
 
+BUFFERED_AIO_NOTE = ("note: job(s) {names} use libaio without direct=1: Linux completes a buffered request "
+                     "inside io_submit, so fio has one I/O in flight per job; run the same way, iodepth ignored")
+
+
 def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
     """Refuse what ioengine cannot run as written; note what it runs differently from fio."""
     sync_depth: dict[str, str] = {}
+    buffered_aio: list[str] = []
     for job in jobs:
         cmdprio = [o for o in _CMDPRIO_OPTIONS if o in job.sources]
         if cmdprio and job.ioengine not in ("libaio", "io_uring"):
@@ -769,6 +774,8 @@ def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
                 "cmdprio_bssplit")
         if job.sync_engine and job.iodepth > 1:
             sync_depth[job.name] = job.ioengine or "psync, fio's default"
+        elif job.buffered_libaio and job.iodepth > 1:
+            buffered_aio.append(job.name)
         if job.verify == "crc32c":
             try:
                 import crc32c  # noqa: F401
@@ -807,6 +814,8 @@ def check_jobs(jobs: list[JobSpec], warn: TextIO | None) -> None:
     if warn is not None and sync_depth:
         print(SYNC_NOTE.format(names=", ".join(repr(n) for n in sync_depth),
                                engines=", ".join(sorted(set(sync_depth.values())))), file=warn)
+    if warn is not None and buffered_aio:
+        print(BUFFERED_AIO_NOTE.format(names=", ".join(repr(n) for n in dict.fromkeys(buffered_aio))), file=warn)
 
 
 def _online_nodes() -> list[int]:
@@ -965,6 +974,26 @@ def open_options(job: JobSpec) -> ioengine.FileOpenOptions:
     if job.direct:
         return ioengine.FileOpenOptions(align_writes_to_logical_block=True)
     return ioengine.FileOpenOptions(buffered=True)
+
+
+def fadvise_flag(job: JobSpec) -> int | None:
+    """The advice fio's td_io_open_file gives a job's files (fadvise_hint; None: none)."""
+    hint = job.fadvise_hint
+    if hint == "0":
+        return None
+    if hint == "1":
+        return os.POSIX_FADV_RANDOM if job.is_random else os.POSIX_FADV_SEQUENTIAL
+    return {"random": os.POSIX_FADV_RANDOM, "sequential": os.POSIX_FADV_SEQUENTIAL,
+            "noreuse": os.POSIX_FADV_NOREUSE}[hint]
+
+
+def _advise(fd: int, start: int, length: int, flag: int) -> None:
+    """fadvise_hint at open: with the page cache, random advice turns its readahead off (a 4 KiB
+    random read reads 4 KiB, not a window), sequential doubles it; fio only warns if it fails."""
+    try:
+        os.posix_fadvise(fd, start, length, flag)
+    except OSError:
+        pass
 
 
 def _invalidate(fd: int, start: int, length: int, path: str) -> None:
@@ -1281,6 +1310,7 @@ class _Clone:
     async def prepare(self) -> bool:
         job, cr = self.job, self.cr
         flags = OpenFlags.RW if job.does_writes or job.does_trims else OpenFlags.RO
+        advice = fadvise_flag(job)
         try:
             options = open_options(job)
             for i, path in enumerate(cr.paths):
@@ -1290,6 +1320,9 @@ class _Clone:
                 if not job.direct and job.invalidate and i < len(cr.regions):
                     start, length = cr.regions[i]
                     await ioengine.get_reactor().run_blocking(_invalidate, f.fileno(), start, length, path, owner=f)
+                if advice is not None and i < len(cr.regions):
+                    start, length = cr.regions[i]
+                    _advise(f.fileno(), start, length, advice)
         except OSError as e:
             cr.fail(*_describe(e))
             return False

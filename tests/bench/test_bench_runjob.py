@@ -444,3 +444,26 @@ def test_same_job_file_same_work_as_fio(scratch: Path, capsys: pytest.CaptureFix
     assert shape(ours) == shape(theirs)
     assert shape(ours) == [("sw", 0, 0, 0, 0, 16, 2 << 20), ("rr", 0, 0, 256, 1 << 20, 0, 0),
                            ("rr", 0, 0, 256, 1 << 20, 0, 0), ("mixed", 1, 0, 128, 1 << 20, 0, 0)]
+
+
+@pytest.mark.parametrize(("direct", "level"), [(0, "1"), (1, "8")])
+def test_buffered_libaio_has_one_request_in_flight_as_in_fio(
+        scratch: Path, capsys: pytest.CaptureFixture[str], direct: int, level: str) -> None:
+    # Linux completes a buffered libaio request inside io_submit: fio's job never has two in flight
+    # (its HOWTO: libaio queues only with direct=1), and with O_DIRECT it keeps its iodepth.
+    job = write_job(scratch, f"""\
+        [a]
+        ioengine=libaio
+        iodepth=8
+        direct={direct}
+        rw=randread
+        bs=4k
+        size=1m
+        filename={{dir}}/aio.dat
+        """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    out, err = capsys.readouterr()
+    j = json.loads(out)["jobs"][0]
+    assert j["read"]["total_ios"] == 256
+    assert max(j["iodepth_level"], key=lambda k: j["iodepth_level"][k]) == level
+    assert ("use libaio without direct=1" in err) == (direct == 0)
