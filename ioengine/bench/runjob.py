@@ -465,10 +465,14 @@ class IoPlan:
         got = self._picked[fi][d]  # block_sizes() builds lists: not once per I/O
         if got is not None:
             return got
-        unit = self.job.align(d)
-        lo = self.job.block_sizes(d)[0]
-        if self.job.verify:  # writes must not overlap to be checkable: whole largest blocks
-            unit = max(unit, *(self.job.block_sizes(x)[1] for x in (_READ, _WRITE)))
+        job = self.job
+        unit = job.align(d)
+        lo, hi = job.block_sizes(d)
+        # Writes must not overlap within a pass to be checkable: blocks of the smallest size,
+        # which fio's random map cuts the larger writes at (below), else whole largest blocks.
+        mapped = unit == lo and (lo == hi or job.random_distribution == "random" and not job.norandommap)
+        if job.verify and not mapped:
+            unit = max(unit, *(job.block_sizes(x)[1] for x in (_READ, _WRITE)))
             lo = unit
         key = (unit, lo)
         p = self._pickers[fi].get(key)
@@ -1225,9 +1229,13 @@ class _Clone:
         self._worker_bufs: dict[int, tuple[Any, Any]] = {}
         self._verify_bufs: list[Any] = []
         self.written: list[tuple[int, int, int, int]] = []  # (file, pos, n, seq) to verify
-        self.last_write: dict[tuple[int, int], int] = {}  # (file, pos) -> seq of its latest write
+        self.last_write: dict[tuple[int, int], int] = {}  # _keys(...) -> seq of its latest write
         self.wseq = 0
-        self.inflight: set[tuple[int, int]] = set()  # verify jobs: (file, pos) being written or read
+        self.inflight: set[tuple[int, int]] = set()  # verify jobs: _keys(...) being written or read
+        # Sizes that vary: writes of different passes overlap at different offsets (the random
+        # map cuts them at its blocks), so what a write covers is kept per smallest block.
+        variable = any(job.block_sizes(d)[0] != job.block_sizes(d)[1] for d in (_READ, _WRITE))
+        self._grain = job.block_sizes(_WRITE)[0] if self.verifier is not None and variable else 0
         self.stop = False
         self._sleepers: set[asyncio.Future[None]] = set()  # pauses a halt() ends
         self.writes = 0
@@ -1626,14 +1634,16 @@ class _Clone:
                 ioprio = prio_of(d, n)
             if verifier is not None:
                 # A checkable block is written by one I/O at a time, in the order recorded.
-                while (fi, pos) in self.inflight:
+                keys = self._keys(fi, pos, n)
+                while not self.inflight.isdisjoint(keys):
                     await asyncio.sleep(0)
                 if d == _WRITE:
                     self.wseq += 1
                     if job.do_verify:
-                        self.last_write[(fi, pos)] = self.wseq
+                        for k in keys:
+                            self.last_write[k] = self.wseq
                         self.written.append((fi, pos, n, self.wseq))
-                self.inflight.add((fi, pos))
+                self.inflight.update(keys)
             self.n_inflight += 1
             try:
                 if d == _WRITE:
@@ -1666,7 +1676,7 @@ class _Clone:
             finally:
                 self.n_inflight -= 1
                 if verifier is not None:
-                    self.inflight.discard((fi, pos))
+                    self.inflight.difference_update(keys)
                 if self._quiescing:
                     self._kick()
                 if self.lat_target is not None:
@@ -1780,6 +1790,15 @@ class _Clone:
         # A checksummed block's expected bytes are not kept (only their digest): received only.
         return "    verify_dump: wrote\n" + "\n".join(out)
 
+    def _keys(self, fi: int, pos: int, n: int) -> list[tuple[int, int]]:
+        """What a verify job's I/O at ``pos`` covers: its offset, or with sizes that vary each
+        smallest block it touches (two I/Os that overlap share one)."""
+        g = self._grain
+        if not g:
+            return [(fi, pos)]
+        start = self.cr.regions[fi][0] if fi < len(self.cr.regions) else 0
+        return [(fi, b) for b in range((pos - start) // g, (pos + n - 1 - start) // g + 1)]
+
     async def _verify_written(self, buf: Any) -> None:
         """Read back what was written: the verify phase, at the job's depth (fio's do_verify
         keeps iodepth in flight), or a verify_backlog batch into the worker's own read buffer."""
@@ -1802,17 +1821,18 @@ class _Clone:
             if self.stop and (self.job.verify_fatal or self.passes):
                 return
             b = buf.trim(0, n) if n != len(buf) else buf
-            while (fi, pos) in self.inflight:  # a write of it still in flight (verify_backlog)
+            keys = self._keys(fi, pos, n)
+            while not self.inflight.isdisjoint(keys):  # a write of it still in flight (verify_backlog)
                 await asyncio.sleep(0)
-            if self.last_write.get((fi, pos)) != seq:
-                continue  # rewritten since: the newer write gets checked
-            self.inflight.add((fi, pos))
+            if any(self.last_write.get(k) != seq for k in keys):
+                continue  # rewritten since (all or part): the newer write gets checked
+            self.inflight.update(keys)
             try:
                 t = clock()
                 await self.files[fi].dma_read(pos, b, ioprio=self.prio.default if self.prio is not None else 0)
                 t2 = clock()
             finally:
-                self.inflight.discard((fi, pos))
+                self.inflight.difference_update(keys)
             cr.lat[_READ].append(t2 - t)  # fio counts verify reads as reads
             cr.at[_READ].append(t2 - self.t0)
             cr.io_bytes[_READ] += n
