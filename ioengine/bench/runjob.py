@@ -42,8 +42,9 @@ its line, all at once).  How the jobs run, following fio:
 * one rate pacer per clone and direction (all its in-flight I/Os share it); ``rate_min`` checked at
   completions after fio's 2 s settle, over at least a second (fio's check_min_rate);
 * verify headers carry the write's number and writer, so a block another clone overwrote fails;
-  the written blocks are read back after the writes at the job's depth, and a time_based job does
-  it pass after pass (size bytes written, then verified) until its runtime ends, as fio's do_io.
+  the written blocks are read back after the writes at the job's depth (not when the runtime cut
+  the writes: fio terminates the job), and a time_based job does it pass after pass (size bytes
+  written, then verified) until its runtime ends, as fio's do_io.
 
 Reported: per job (per clone, or per group with ``group_reporting``), per direction: I/Os, bytes,
 bandwidth, IOPS, runtime, completion latency (each I/O timed around its await), bandwidth and
@@ -1237,6 +1238,7 @@ class _Clone:
         variable = any(job.block_sizes(d)[0] != job.block_sizes(d)[1] for d in (_READ, _WRITE))
         self._grain = job.block_sizes(_WRITE)[0] if self.verifier is not None and variable else 0
         self.stop = False
+        self.done = False  # stopped as fio's td->done (the job is over), not terminated
         self._sleepers: set[asyncio.Future[None]] = set()  # pauses a halt() ends
         self.writes = 0
         self.seq = 0
@@ -1458,8 +1460,12 @@ class _Clone:
                     self._plan_done = False
                     await self._drop_all()
                     await self._gather([asyncio.ensure_future(self._worker(w)) for w in range(job.depth)])
-            elif not cr.error and self.verifier is not None and job.does_writes and job.do_verify:
-                self.stop = False  # the verify phase follows the write phase, even a timed one
+            elif not cr.error and self.verifier is not None and job.does_writes and job.do_verify and \
+                    (not self.stop or self.done):
+                # fio's thread_main: a job terminated in do_io (its runtime, fill_device's ENOSPC,
+                # steady state, exitall) breaks out before do_verify; one done (latency_target's
+                # search over) verifies.
+                self.stop = False
                 await self._drop_all()
                 await self._verify_written(None)
             if job.end_fsync and job.does_writes and not cr.error:
@@ -1700,6 +1706,7 @@ class _Clone:
                     self.halt()
                     return
                 if lt.done:
+                    self.done = True  # fio's td->done, not td->terminate
                     self.halt()
                     return
                 self._gate_wake()  # the depth may have grown
@@ -1818,7 +1825,7 @@ class _Clone:
         cr = self.cr
         clock = time.perf_counter_ns
         for fi, pos, n, seq in todo:
-            if self.stop and (self.job.verify_fatal or self.passes):
+            if self.stop:  # do_verify stops at the runtime (runtime_exceeded), as do_io does
                 return
             b = buf.trim(0, n) if n != len(buf) else buf
             keys = self._keys(fi, pos, n)

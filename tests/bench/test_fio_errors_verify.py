@@ -207,3 +207,24 @@ def test_verify_bssplit_passes_that_overlap_stay_checkable(scratch: Path, backlo
     assert not cr.error and cr.verify_errors == []
     assert cr.bytes(1) == 1 << 20  # whole passes: the map's cut writes add up to size each
     assert 0 < cr.ios(0) <= cr.ios(1)
+
+
+def test_verify_job_cut_by_its_runtime_is_not_verified(scratch: Path) -> None:
+    # fio's thread_main: a runtime reached in do_io marks the job terminated, and a terminated
+    # job breaks out before do_verify: what was written is not read back.
+    from ioengine.bench.jobfile import parse_job_file
+    from ioengine.bench.runjob import run_jobs
+
+    job = write_job(scratch, """\
+        [v]
+        rw=randwrite
+        bs=4k
+        size=1m
+        rate_iops=200
+        runtime=200ms
+        filename={dir}/c.dat
+        verify=crc32
+    """)
+    (cr,) = [c for g in run_jobs(parse_job_file(job)).groups for c in g]
+    assert not cr.error and cr.verify_errors == []
+    assert 0 < cr.ios(1) < 256 and cr.ios(0) == 0
