@@ -939,7 +939,7 @@ def _opt_bssplit(spec: JobSpec, value: str | None, src: SourceLine, option: str)
         # fio shares what is left equally among the entries without a percentage.
         share = (100 - given) // len(unset) if unset else 0
         done = tuple((b, p if p is not None else share) for b, p in entries)
-        dirs.append(tuple(e for e in done if e[1] > 0))
+        dirs.append(done)  # a 0% entry is never drawn but counts in min_bs / max_bs (bssplit_ddir)
     spec.bssplit = (dirs[0], dirs[1] if len(dirs) > 1 else dirs[0])
     spec.bs_range = None
 

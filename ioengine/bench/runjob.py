@@ -309,15 +309,25 @@ class BlockPicker:
             self._on_pass()
 
     def claim(self, b: int, blocks: int) -> tuple[int, int]:
-        """fio's random map for an I/O of ``blocks`` blocks drawn at block ``b``: a block already
-        covered moves it to the next free one (axmap_next_free, wrapping), and it is cut at the
-        first covered block after (mark_random_map's axmap_set_nr). Returns (block, blocks); a
-        full map ends the pass."""
+        """fio's random map for an I/O of ``blocks`` blocks drawn at block ``b``: free_block,
+        then mark. Returns (block, blocks)."""
+        b = self.free_block(b)
+        return b, self.mark(b, blocks)
+
+    def free_block(self, b: int) -> int:
+        """A block already covered moves to the next free one (axmap_next_free, wrapping)."""
         used = self.used
-        assert used is not None and self._cycle is not None
+        assert used is not None
         if used[b]:
             nb = used.find(0, b + 1)
             b = nb if nb >= 0 else used.find(0, 0, b)
+        return b
+
+    def mark(self, b: int, blocks: int) -> int:
+        """Mark ``blocks`` blocks from the free block ``b``, cut at the first covered one
+        (mark_random_map's axmap_set_nr): the blocks marked. A full map ends the pass."""
+        used = self.used
+        assert used is not None and self._cycle is not None
         stop = min(b + blocks, self.n)
         hit = used.find(1, b, stop)
         if hit >= 0:
@@ -327,7 +337,7 @@ class BlockPicker:
         self.free -= blocks
         if not self.free:
             self._cycle.end_pass()
-        return b, blocks
+        return blocks
 
 
 def _zipf(n: int, theta: float, rng: random.Random, off: int) -> Callable[[], int]:
@@ -443,24 +453,45 @@ class IoPlan:
         if self._drop_cache and not time_based and pass_bytes is None and job.loops > 1:
             self._loop_mark = self._per_pass * (job.loops - 1)
 
-    def _bs_chooser(self, d: int) -> Callable[[], int]:
+    def _bs_chooser(self, d: int) -> Callable[[int], int]:
+        """The size of the next I/O, given the bytes ``room`` left before the region's end: fio's
+        get_next_buflen, whose draw is repeated (or, for bssplit, moves to the next entry) until
+        the size fits (io_u_fits), with room for the smallest (the caller makes sure of that)."""
         job = self.job
-        if job.bssplit is not None:
-            split = job.bssplit[min(d, _WRITE)]  # trims take the write sizes (block_sizes(2))
-            sizes = [b for b, _ in split]
-            cum = list(itertools.accumulate(p for _, p in split))
-            total = cum[-1]
-            r = self._bsrng
-            if len(sizes) == 1:
-                return lambda: sizes[0]
-            # One draw per I/O against the cumulative percentages (fio's get_next_buflen).
-            return lambda: sizes[bisect.bisect_right(cum, r.random() * total)]
         lo, hi = job.block_sizes(d)
         if lo == hi:
-            return lambda: lo
+            return lambda room: lo  # fio: one size, no fit check
         r = self._bsrng
-        # fio's get_next_buflen: min + max * U, rounded down to a multiple of min, capped at max.
-        return lambda: min(hi, (lo + int(hi * r.random())) // lo * lo)
+        if job.bssplit is None:
+            # min + max * U, rounded down to a multiple of min, capped at max.
+            def ranged(room: int) -> int:
+                while True:
+                    n = min(hi, (lo + int(hi * r.random())) // lo * lo)
+                    if n <= room:
+                        return n
+            return ranged
+        # fio's bssplit_ddir sorts the entries by percentage (bs_cmp; stable here), a 0% entry
+        # is never drawn (but counts in min_bs / max_bs); each size is rounded down to a multiple
+        # of min_bs, capped at max_bs.
+        split = [e for e in sorted(job.bssplit[min(d, _WRITE)], key=lambda e: e[1]) if e[1]]
+        sizes = [b for b, _ in split]
+        issued = [min(hi, b // lo * lo) for b in sizes]
+        cum = list(itertools.accumulate(p for _, p in split))
+        total = cum[-1]
+        last = len(sizes) - 1
+
+        def split_size(room: int) -> int:
+            # One draw per I/O against the cumulative percentages; a size that does not fit
+            # gives way to the next entry that does, else the last entry's (drawn again if it
+            # does not fit once rounded).
+            for _ in range(1000):  # a split whose sizes never fit would spin fio forever
+                i = bisect.bisect_right(cum, r.random() * total)
+                while sizes[i] > room and i < last:
+                    i += 1
+                if issued[i] <= room:
+                    return issued[i]
+            return room // lo * lo
+        return split_size
 
     def _picker(self, fi: int, d: int) -> tuple[BlockPicker, int]:
         got = self._picked[fi][d]  # block_sizes() builds lists: not once per I/O
@@ -605,7 +636,6 @@ class IoPlan:
             while self._loop_mark > 0 and self.left <= self._loop_mark:
                 self._loop_mark -= self._per_pass
         d = (_READ if self._mix.random() < self._frac else _WRITE) if self._mixed else self._only
-        n = self._bs[d]()
         fi = self._next_file()
         start, length = self.regions[fi]
         if self._strided:
@@ -623,12 +653,16 @@ class IoPlan:
             if fresh:
                 self._seq_nr_left = self.job.rw_seq_nr
         pos: int | None
+        n = 0
         if self._random and fresh:
+            # fio's fill_io_u: the offset (a free block of the map), then the size that fits
+            # there, then the map marked, which cuts it at a block already done.
             picker, unit = self._picker(fi, d)
             b = picker.next()
             if picker.used is not None:
-                b, blocks = picker.claim(b, -(-n // unit))
-                n = min(n, blocks * unit)
+                b = picker.free_block(b)
+                n = self._bs[d](end - base - b * unit)
+                n = min(n, picker.mark(b, -(-n // unit)) * unit)
             pos = base + b * unit
         elif self._random and self.job.rw_sequencer == "identical":
             last = self._last_start[fi][d]
@@ -643,7 +677,9 @@ class IoPlan:
                     return None
                 pos = self._sequential(fi, d, self.regions[fi][0], self.regions[fi][1])
                 end = self.regions[fi][0] + self.regions[fi][1]
-        if pos + n > end:  # the last block of the region: shorten to what fits (fio does)
+        if not n:
+            n = self._bs[d](end - pos)
+        if pos + n > end:  # not even the smallest size fits: shortened (fio ends the pass there)
             lo = self.job.block_sizes(d)[0]
             n = max(lo, (end - pos) // lo * lo)
         self._pos[fi][d] = pos + n

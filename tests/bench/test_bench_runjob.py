@@ -227,14 +227,39 @@ def test_randrepeat_is_the_same_in_another_process() -> None:
 
 
 def test_bssplit_and_bsrange_sizes() -> None:
-    # norandommap: the sizes as drawn (the random map cuts them: see above)
+    # norandommap: the sizes as drawn (the random map cuts them: see above); at the region's end
+    # fio's get_next_buflen takes a size of the split that fits, never a shortened one
     ops = _plan("[j]\nrw=randwrite\nnorandommap\nbssplit=4k/75:64k/25\n", 0, 8 << 20)
     sizes = [n for _, _, _, n in ops]
-    cut = [n for n in sizes if n not in (4096, 65536)]  # at the region's end, cut to fit
-    assert {4096, 65536} <= set(sizes) and len(cut) < 5 and all(n % 4096 == 0 and n < 65536 for n in cut)
+    assert set(sizes) == {4096, 65536} and all(p + n <= 8 << 20 for _, _, p, n in ops)
     assert 0.6 < sizes.count(4096) / len(sizes) < 0.9
     ops = _plan("[j]\nrw=read\nbsrange=4k-16k\n", 0, 1 << 20)
     assert {n for _, _, _, n in ops} <= {4096, 8192, 12288, 16384} and sum(n for *_, n in ops) >= 1 << 20
+
+
+def test_bssplit_near_the_end_takes_a_size_that_fits() -> None:
+    # fio's get_next_buflen: a drawn size past the region's end gives way to the next one of the
+    # split (sorted by percentage) that fits, else another draw; never a size outside the split.
+    # 12k, then 8k left: fio issues 4k + 4k where shortening gave one 8k.
+    ops = _plan("[j]\nrw=write\nbssplit=4k/10:12k/90\nloops=200\n", 0, 20 << 10)
+    assert {n for *_, n in ops} == {4096, 12288} and sum(n for *_, n in ops) == 200 * (20 << 10)
+    assert all(p + n <= 20 << 10 for _, _, p, n in ops)
+    # bsrange: drawn again until it fits
+    ops = _plan("[j]\nrw=write\nbsrange=4k-12k\nloops=200\n", 0, 20 << 10)
+    assert {n for *_, n in ops} <= {4096, 8192, 12288} and all(p + n <= 20 << 10 for _, _, p, n in ops)
+
+
+def test_bssplit_sizes_round_down_to_the_smallest() -> None:
+    # fio's get_next_buflen rounds every size down to a multiple of min_bs (the split's smallest,
+    # a 0% entry included, as bssplit_ddir sets min_bs), capped at max_bs: 6k is issued as 4k.
+    ops = _plan("[j]\nrw=randwrite\nnorandommap\nbssplit=4k/50:6k/50\n", 0, 1 << 20)
+    assert {n for *_, n in ops} == {4096}
+    (job,) = parse_job_text("[j]\nrw=randwrite\nbssplit=2k/0:6k/50:8k/50\n", "t.fio")
+    assert job.block_sizes(1) == (2048, 8192)
+    # (a region so large that no I/O meets its end, where no drawn size may fit: fio would draw
+    # forever, ioengine gives up after 1000 draws and issues what fits)
+    plan = IoPlan(job, [(0, 1 << 40)], 1, time_based=True)
+    assert {plan.next()[3] for _ in range(2000)} == {6144, 8192}  # type: ignore[index]
 
 
 JESD219 = "512/4:1k/1:1536/1:2k/1:2560/1:3k/1:3584/1:4k/67:8k/10:16k/7:32k/3:64k/3"
