@@ -13,8 +13,10 @@ import pytest
 
 from ioengine.bench.__main__ import main
 from ioengine.bench.fio_json import parse_fio_json
+from ioengine.bench.ioplan import FullCycle, IoPlan
 from ioengine.bench.jobfile import JobFileError, parse_job_text
-from ioengine.bench.runjob import CloneRun, FullCycle, IoPlan, entries_of, groups_of
+from ioengine.bench.jobreport import CloneRun, entries_of
+from ioengine.bench.runjob import groups_of
 
 TWO_JOBS = """\
     [global]
@@ -217,7 +219,7 @@ def test_norandommap_and_distributions_stay_in_the_region() -> None:
 
 def test_randrepeat_is_the_same_in_another_process() -> None:
     # hash() of a str differs per process; the seeds must not.
-    code = ("from ioengine.bench.jobfile import parse_job_text; from ioengine.bench.runjob import IoPlan;"
+    code = ("from ioengine.bench.jobfile import parse_job_text; from ioengine.bench.ioplan import IoPlan;"
             "(j,) = parse_job_text('[j]\\nrw=randrw\\nbs=4k\\n', 't');"
             "p = IoPlan(j, [(0, 1 << 22)], 1, time_based=False);"
             "print([p.next() for _ in range(50)])")

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from ioengine.bench.__main__ import main
+from ioengine.bench.ioplan import IoPlan
 from ioengine.bench.jobfile import JobFileError, parse_job_text
-from ioengine.bench.runjob import IoPlan, _LatencyTarget
+from ioengine.bench.runjob import _LatencyTarget
 
 K = 1024
 
