@@ -150,6 +150,10 @@ typedef struct {
     void *ring;
     int (*ring_submit)(void *ring, const uint64_t *recs, int n, int *accepted, uint64_t *ud, int32_t *res,
                        int max, int efd);
+    /* The ring's reaps in C (set_reap): the idle poller's (ie_uring_poll) and the one after
+       the eventfd woke the loop (ie_uring_reap_woken), through pointers as ring_submit. */
+    int (*ring_poll)(void *ring, int efd, uint64_t *ud, int32_t *res, int max);
+    int (*ring_reap_woken)(void *ring, int efd, uint64_t *ud, int32_t *res, int max);
     int ring_efd;
     int ring_max;
     uint64_t *ring_ud;
@@ -754,6 +758,33 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
    (both NULL when nothing did). 1 when done; 0 when Python must submit (no ring set, units
    waiting in the disk queues, a batch exported); -1 with an exception; when the kernel refused
    the enter, -2 with the errno in *err and nothing consumed (the caller fails the batch). */
+/* The ``got`` completions in ring_ud / ring_res as two new lists (uds, results); -1 with an
+   exception (out of memory with completions in hand: they cannot be delivered, and their
+   buffers are the kernel's no more; fail loudly rather than lose track quietly). */
+static int ring_lists(IoPathObject *self, int got, PyObject **uds, PyObject **res)
+{
+    PyObject *u = PyList_New(got), *r = PyList_New(got);
+    if (!u || !r)
+        goto fail;
+    for (int i = 0; i < got; i++) {
+        PyObject *a = PyLong_FromUnsignedLongLong(self->ring_ud[i]);
+        if (!a)
+            goto fail;
+        PyList_SET_ITEM(u, i, a);
+        PyObject *b = PyLong_FromLong(self->ring_res[i]);
+        if (!b)
+            goto fail;
+        PyList_SET_ITEM(r, i, b);
+    }
+    *uds = u;
+    *res = r;
+    return 0;
+fail:
+    Py_XDECREF(u);
+    Py_XDECREF(r);
+    return -1;
+}
+
 static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
 {
     *uds = *res = NULL;
@@ -782,28 +813,7 @@ static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *e
     }
     if (got == 0)
         return 1;
-    PyObject *u = PyList_New(got), *r = PyList_New(got);
-    if (!u || !r)
-        goto fail;
-    for (int i = 0; i < got; i++) {
-        PyObject *a = PyLong_FromUnsignedLongLong(self->ring_ud[i]);
-        if (!a)
-            goto fail;
-        PyList_SET_ITEM(u, i, a);
-        PyObject *b = PyLong_FromLong(self->ring_res[i]);
-        if (!b)
-            goto fail;
-        PyList_SET_ITEM(r, i, b);
-    }
-    *uds = u;
-    *res = r;
-    return 1;
-fail:
-    /* Out of memory with completions in hand: they cannot be delivered, and their buffers are
-       the kernel's no more; fail loudly rather than lose track quietly. */
-    Py_XDECREF(u);
-    Py_XDECREF(r);
-    return -1;
+    return ring_lists(self, got, uds, res) < 0 ? -1 : 1;
 }
 
 /* The mid-turn submission (the batch is full or a request is large), in C when a ring is set:
@@ -1710,6 +1720,7 @@ static PyObject *IoPath_set_ring(IoPathObject *self, PyObject *const *args, Py_s
         }
         self->ring = NULL;
         self->ring_submit = NULL;
+        self->ring_poll = self->ring_reap_woken = NULL;
         Py_CLEAR(self->deferred);
         Py_CLEAR(self->fail_staged);
         Py_CLEAR(self->kick);
@@ -1781,6 +1792,65 @@ static PyObject *IoPath_flush_ring(IoPathObject *self, PyObject *unused)
     Py_DECREF(uds);
     Py_DECREF(res);
     return out;
+}
+
+/* set_reap(poll, reap_woken): the addresses of the native ie_uring_poll and ie_uring_reap_woken
+   for the ring set by set_ring (it must be set), so the reactor's reaps take one C call and no
+   cffi; set_reap(0, 0) or set_ring(0) forgets them. */
+static PyObject *IoPath_set_reap(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_reap(poll, reap_woken)");
+        return NULL;
+    }
+    unsigned long long poll = PyLong_AsUnsignedLongLong(args[0]);
+    unsigned long long woken = poll == (unsigned long long)-1 ? 0 : PyLong_AsUnsignedLongLong(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    if ((poll == 0) != (woken == 0) || (poll && !self->ring)) {
+        PyErr_SetString(PyExc_ValueError, "set_reap: both addresses or neither, and a ring set by set_ring");
+        return NULL;
+    }
+    self->ring_poll = (int (*)(void *, int, uint64_t *, int32_t *, int))(uintptr_t)poll;
+    self->ring_reap_woken = (int (*)(void *, int, uint64_t *, int32_t *, int))(uintptr_t)woken;
+    Py_RETURN_NONE;
+}
+
+static PyObject *ring_reap(IoPathObject *self, int woken)
+{
+    PyObject *uds, *res;
+    int got = 0;
+    if (self->ring && self->ring_poll) {
+        got = (woken ? self->ring_reap_woken : self->ring_poll)(self->ring, self->ring_efd, self->ring_ud,
+                                                                 self->ring_res, self->ring_max);
+        if (got < 0) {
+            PyObject *e = Py_BuildValue("(is)", -got, "io_uring_enter(GETEVENTS) failed");
+            if (e) {
+                PyErr_SetObject(PyExc_OSError, e);
+                Py_DECREF(e);
+            }
+            return NULL;
+        }
+    }
+    if (ring_lists(self, got, &uds, &res) < 0)
+        return NULL;
+    PyObject *out = PyTuple_Pack(2, uds, res);
+    Py_DECREF(uds);
+    Py_DECREF(res);
+    return out;
+}
+
+/* poll_ring() -> (uds, results): what the ring has now (the idle poller's reap, as
+   UringBackend.poll); reap_woken_ring(): the same after the eventfd woke the loop (as
+   UringBackend.reap). Both ([], []) without set_reap. */
+static PyObject *IoPath_poll_ring(IoPathObject *self, PyObject *unused)
+{
+    return ring_reap(self, 0);
+}
+
+static PyObject *IoPath_reap_woken_ring(IoPathObject *self, PyObject *unused)
+{
+    return ring_reap(self, 1);
 }
 
 /* -- queries and shutdown --------------------------------------------------------------- */
@@ -2050,6 +2120,7 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->submit_inline);
     Py_CLEAR(self->io_class_var);
     self->ring = NULL;
+    self->ring_poll = self->ring_reap_woken = NULL;
     Py_CLEAR(self->deferred);
     Py_CLEAR(self->fail_staged);
     Py_CLEAR(self->kick);
@@ -2110,6 +2181,11 @@ static PyMethodDef IoPath_methods[] = {
     {"drop_all", (PyCFunction)IoPath_drop_all, METH_NOARGS, "forget every request (shutdown)"},
     {"set_ring", (PyCFunction)(void (*)(void))IoPath_set_ring, METH_FASTCALL,
      "set_ring(ring, submit, efd, max, deferred, fail_staged, kick): submit through the ring in C; set_ring(0): stop"},
+    {"set_reap", (PyCFunction)(void (*)(void))IoPath_set_reap, METH_FASTCALL,
+     "set_reap(poll, reap_woken): the ring's reaps in C (addresses of ie_uring_poll, ie_uring_reap_woken)"},
+    {"poll_ring", (PyCFunction)IoPath_poll_ring, METH_NOARGS, "poll_ring() -> (uds, results): the ring's completions now"},
+    {"reap_woken_ring", (PyCFunction)IoPath_reap_woken_ring, METH_NOARGS,
+     "reap_woken_ring() -> (uds, results): the ring's completions after the eventfd woke the loop"},
     {"flush_ring", (PyCFunction)IoPath_flush_ring, METH_NOARGS,
      "flush_ring() -> (uds, results) of a submission through the ring, or None if Python must submit"},
     {NULL}};

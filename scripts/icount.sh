@@ -3,7 +3,8 @@
 # 4,000 and 20,000 reads of scripts/cpu_per_io.py, so start-up does not count. Repeatable on a
 # noisy machine, unlike seconds. Usage: scripts/icount.sh [PYTHONPATH] (LOOP=uvloop for uvloop,
 # WRITE=1 for 4k dma_writes, QD, BATCH=k for File.dma_read_many batches of k: all reach
-# cpu_per_io.py through the environment, exported here). PYTHONPATH
+# cpu_per_io.py through the environment, exported here; OPTS="k=v ..." reactor options, e.g.
+# OPTS=idle_poll_time_us=0 QD=1 for one read per loop turn without the spin). PYTHONPATH
 # another checkout (its extensions built) measures that one with this script.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for n in 4000 20000; do
   PYTHONPATH=$pp N=$n valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.$n.out" \
-    "$py" "$here/scripts/cpu_per_io.py" >/dev/null 2>"$tmp/cg.$n.err"
+    "$py" "$here/scripts/cpu_per_io.py" /dev/shm/ioe.dat ${OPTS:-} >/dev/null 2>"$tmp/cg.$n.err"
   grep -o "Collected : [0-9]*" "$tmp/cg.$n.err" | awk '{print $3}' > "$tmp/cg.$n.total"
 done
 a=$(cat "$tmp/cg.4000.total"); b=$(cat "$tmp/cg.20000.total")

@@ -66,6 +66,12 @@ class Backend(abc.ABC):
         None: every submission goes through flush()."""
         return None
 
+    def native_reap(self) -> tuple[int, int] | None:
+        """(address of the native poll, of the native reap after a wake-up) for the ring that
+        native_submit() gives: the reactor's reaps then take one C call (IoPath.set_reap), the
+        same calls as poll() and reap(); None: they go through poll() and reap()."""
+        return None
+
     def describe(self) -> str:
         return self.name
 

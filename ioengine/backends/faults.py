@@ -174,6 +174,10 @@ class FaultInjector:
         """None: every record must pass through the injector's flush(), never C's shortcut."""
         return None
 
+    def native_reap(self) -> None:
+        """None: every completion must pass through the injector's poll() and reap()."""
+        return None
+
     def __getattr__(self, name: str) -> Any:  # anything else a backend offers (setup_flags, …)
         return getattr(self.inner, name)
 

@@ -81,6 +81,14 @@ class UringBackend(Backend):
         return (int(ffi.cast("uintptr_t", self.ring)),
                 int(ffi.cast("uintptr_t", ffi.addressof(lib, "ie_uring_submit_reap"))))
 
+    def native_reap(self) -> tuple[int, int] | None:
+        """(address of ie_uring_poll, of ie_uring_reap_woken): poll() and reap() in C, for
+        IoPath.set_reap (None once closed)."""
+        if self.ring is None:
+            return None
+        return (int(ffi.cast("uintptr_t", ffi.addressof(lib, "ie_uring_poll"))),
+                int(ffi.cast("uintptr_t", ffi.addressof(lib, "ie_uring_reap_woken"))))
+
     def reap(self) -> tuple[list[int], list[int]]:
         got = lib.ie_uring_reap_woken(self.ring, self.eventfd, self._ud, self._res, REAP_BATCH)
         if got < 0:

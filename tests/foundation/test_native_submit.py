@@ -180,3 +180,43 @@ def test_shutdown_lets_go_of_the_ring(run, scratch):
     r = seen["reactor"]
     assert r.closed
     assert r._path.flush_ring() is None  # set_ring(0) before the ring was destroyed
+
+
+def test_reaps_in_c_only_with_the_ring(run, scratch, backend):
+    """With io_uring the reactor's reaps are IoPath's C calls (set_reap), with nothing to reap
+    an empty pair; the other backends, and a fault injector put in front of the ring, keep the
+    backend's poll() and reap(). Reads reaped either way come back whole."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+
+    async def reads(f) -> None:
+        bufs = [f.allocate_buffer(BS) for _ in range(8)]
+        for k in range(4):
+            blocks = _order(8 * (k + 1))[8 * k:]
+            done = await asyncio.gather(*(f.dma_read(b * BS, buf) for b, buf in zip(blocks, bufs)))
+            assert done == [BS] * 8
+            assert [bytes(buf) for buf in bufs] == [pattern_block(b, BS) for b in blocks]
+
+    async def main():
+        r = ioengine.get_reactor()
+        native = r.backend.native_reap()
+        assert (native is not None) == (backend == "io_uring")
+        if native is not None:
+            assert r._path.poll_ring() == ([], []) and r._path.reap_woken_ring() == ([], [])
+            with pytest.raises(ValueError, match="both addresses or neither"):
+                r._path.set_reap(native[0], 0)
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            await reads(f)
+            inj = inject_faults()
+            try:
+                assert r.backend.native_reap() is None  # the injector sees every completion
+                await reads(f)
+            finally:
+                remove_faults()
+            assert (r.backend.native_reap() is not None) == (backend == "io_uring")
+            await reads(f)
+            assert inj.log == []
+        assert r.inflight == 0
+
+    run(main())
+
