@@ -280,11 +280,26 @@ static int get_events(struct ie_uring *r)
     return ret < 0 && ret != -EAGAIN && ret != -EINTR && ret != -EBUSY ? ret : 0;
 }
 
+/* Whether an enter asking for events could post completions the CQ does not show yet: an
+ * overflow, or deferred task work. With IORING_SETUP_TASKRUN_FLAG the kernel marks the ring
+ * (IORING_SQ_TASKRUN) when it queues such work, so a look at memory answers; the idle
+ * poller's spin then costs no system call per round while nothing has completed. */
+static int events_pending(struct ie_uring *r)
+{
+    if (io_uring_cq_has_overflow(&r->ring))
+        return 1;
+    if (!r->defer_taskrun)
+        return 0;
+    if (!(r->setup_flags & IORING_SETUP_TASKRUN_FLAG))
+        return 1;
+    return !!(IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 int ie_uring_reap(struct ie_uring *r, uint64_t *ud, int32_t *res, int max, int get_events_too)
 {
     struct io_uring_cqe *cqe;
     unsigned head, n = 0;
-    if (get_events_too && (r->defer_taskrun || io_uring_cq_has_overflow(&r->ring))) {
+    if (get_events_too && events_pending(r)) {
         int ret = get_events(r);
         if (ret < 0)
             return ret;
@@ -336,10 +351,7 @@ int ie_uring_poll(struct ie_uring *r, int efd, uint64_t *ud, int32_t *res, int m
     if (got <= 0 || got >= max)
         return got;  /* a full batch leaves the eventfd set: the rest wakes the loop */
     ie_eventfd_drain(efd);
-    int run = r->defer_taskrun &&
-              (!(r->setup_flags & IORING_SETUP_TASKRUN_FLAG) ||
-               (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN));
-    if (run) {
+    if (events_pending(r)) {
         int ret = get_events(r);
         if (ret < 0)
             return got;
