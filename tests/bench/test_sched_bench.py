@@ -25,6 +25,8 @@ def test_sched_benchmark_smoke(scratch):
     assert "io_anticipate" in text and res["one_percent_anticipate"]["median"] >= 0
     iso = res["isolation"]
     assert iso["write_mb_per_s"] > 0 and ("error" in iso["fio"] or iso["fio"]["utilisation"] > 0)
+    assert 0 < iso["alone_cpu"] <= 2.5 and 0 < iso["mixed_cpu"] <= 2.5  # cores (the process, its threads)
+    assert "the reactor's CPU" in text
     frontier = iso["fio_frontier"]
     if "error" not in frontier:  # the disk's own trade-off, a point per write depth
         assert "the disk's own trade-off" in text
