@@ -313,7 +313,8 @@ def test_a_source_with_bursts_sleeps_part_of_its_wait_then_spins(run, loop_kind)
     for second in (None, False):
         calls = run(main(True, second), idle_poll_time_us=0)
         # the first wait is learnt by spinning; the later ones start with a sleep of ~0.9 x 2 ms
-        assert len(calls) >= 4 and all(300_000 < ns < 2_000_000 for ns in calls), (second, calls)
+        # (more where a stalled host made the learnt waits longer than the 2 ms gap: up to 1.5x)
+        assert len(calls) >= 4 and all(300_000 < ns < 3_000_000 for ns in calls), (second, calls)
     assert run(main(False, None), idle_poll_time_us=0) == []
     assert run(main(True, True), idle_poll_time_us=0) == []
 

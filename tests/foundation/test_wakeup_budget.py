@@ -47,8 +47,14 @@ def test_competing_classes_complete_everything_with_wakeups_held(run, scratch, p
     async def main():
         r = ioengine.get_reactor()
         async with await ioengine.open_file_dma(path, F.RO) as f:
-            counts = await readers(f, classes, 16, 40)
-        assert counts == {"wb_hi": 16 * 40, "wb_lo": 16 * 40}
+            # The budget holds wake-ups only when one reap brings both classes' completions; on
+            # a host that completes them one at a time that may take more than one pass.
+            for attempt in range(5):
+                counts = await readers(f, classes, 16, 40, seed=1 + attempt)
+                assert counts == {"wb_hi": 16 * 40, "wb_lo": 16 * 40}
+                assert r.inflight == 0
+                if r.held_wakeups:
+                    break
         assert r.inflight == 0 and r.held_wakeups > 0  # the budget was in force, and let go
         return r.held_wakeups
 
