@@ -704,6 +704,13 @@ class Reactor:
             # A disk shared with other shards is settled every turn: its grant holds tokens the
             # other shards cannot see taken until it is committed.
             self.settle_grants()
+            if (grant is not None and path.grant is None and path.in_kernel and not path.sched_waiting
+                    and not grant.queue.shared):
+                # The class goes on (requests of its are in the kernel): open its next grant now,
+                # so that its next request stays on the C path; else the first request after each
+                # settle took the Python path to open it (one in ~20 at QD32).
+                path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
+                self._grant_flush = self._flushes
 
     def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:
         """Call ``fn`` on every disk queue ``io_class`` has a state in (its shares, limits or

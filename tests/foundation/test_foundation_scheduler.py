@@ -176,6 +176,56 @@ def test_a_lone_class_goes_straight_out_under_grants_and_the_books_balance(scrat
     assert disk["queue"]["completed_cost"] == pytest.approx(disk["queue"]["dispatched_cost"])
 
 
+def test_a_lone_class_keeps_the_c_path_across_settles(scratch, backend):
+    """The open grant is settled every SETTLE_NS while its class keeps the disk busy; the next
+    grant opens at the settle, so no request takes the Python path (Reactor.submit_rw) to open
+    it: before, the first request after each settle did (about one in twenty at QD32)."""
+    from ioengine.reactor import SETTLE_NS
+
+    path = scratch / "f"
+    path.write_bytes(os.urandom(4 << 20))
+
+    async def body():
+        async with await ioengine.open_file_dma(path, OpenFlags.RO) as f:
+            r = ioengine.get_reactor()
+            slow = []
+            submit_rw = r.submit_rw
+
+            def counting(*args, **kw):
+                slow.append(args[0])
+                return submit_rw(*args, **kw)
+
+            r.submit_rw = counting
+            settled = []
+            settle = r.settle_grants
+
+            def counting_settle():
+                settled.append(1)
+                settle()
+
+            r.settle_grants = counting_settle
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+
+            async def reader(seed):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(4096)
+                # long enough for several settles, however fast the host
+                while len(settled) < 20 or loop.time() - t0 < 20 * SETTLE_NS / 1e9:
+                    assert await f.dma_read(rnd.randrange(1024) * 4096, buf) == 4096
+
+            await asyncio.gather(*(reader(i) for i in range(32)))
+            return slow, len(settled), ioengine.metrics()[0]
+
+    slow, settles, m = ioengine.run(body(), backend=backend,
+                                    io_properties=_props(scratch, read_iops=1_000_000, bw="10G"))
+    (disk,) = [d for d in m["disks"].values() if d["queue"]["throttling"]]
+    reads = disk["classes"]["default"]["read_ops"]
+    assert settles >= 20 and reads > 100
+    assert len(slow) <= 2, f"{len(slow)} of {reads} reads took the Python path over {settles} settles"
+    assert disk["queue"]["completed_cost"] == pytest.approx(disk["queue"]["dispatched_cost"])
+
+
 def test_a_throttled_lone_class_queues_what_the_tokens_do_not_cover(scratch, backend):
     """A calibration far below the disk: the grant runs out and the rest waits its turn."""
     path = scratch / "f"
