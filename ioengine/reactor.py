@@ -201,7 +201,7 @@ class Reactor:
             self._path.set_ring(native[0], native[1], b.eventfd, REAP_BATCH, self._deferred, self._fail_staged,
                                 self._spinner.kick if self._spinner is not None else None)
         # The reaps: one C call each when the ring offers it (no cffi call, no unpacking in
-        # Python: a loop turn that reaps a few completions is mostly that), else the backend's.
+        # Python; `OPTS=idle_poll_time_us=0 QD=1 scripts/icount.sh` counts a turn), else the backend's.
         if reap is None:
             self._poll_backend, self._reap_backend = b.poll, b.reap
         else:
@@ -707,8 +707,8 @@ class Reactor:
             if (grant is not None and path.grant is None and path.in_kernel and not path.sched_waiting
                     and not grant.queue.shared):
                 # The class goes on (requests of its are in the kernel): open its next grant now,
-                # so that its next request stays on the C path; else the first request after each
-                # settle took the Python path to open it (one in ~20 at QD32).
+                # so that its next request stays on the C path rather than opening it through
+                # submit_rw (test_a_lone_class_keeps_the_c_path_across_settles).
                 path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
                 self._grant_flush = self._flushes
 

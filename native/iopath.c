@@ -751,13 +751,6 @@ static inline int plain_route(IoPathObject *self, PyObject *queue, PyObject *sta
     return 1;
 }
 
-/* After a request (or a batch) was staged: submit mid-turn when it asks for it, and make sure
-   the reactor's flush runs this turn. 0, or -1 with an exception (what is staged stays so). */
-/* The reactor's submission of the staged batch through the ring (set_ring): as many records
-   as the kernel has room for, then what completed meanwhile as two new lists in *uds and *res
-   (both NULL when nothing did). 1 when done; 0 when Python must submit (no ring set, units
-   waiting in the disk queues, a batch exported); -1 with an exception; when the kernel refused
-   the enter, -2 with the errno in *err and nothing consumed (the caller fails the batch). */
 /* The ``got`` completions in ring_ud / ring_res as two new lists (uds, results); -1 with an
    exception (out of memory with completions in hand: they cannot be delivered, and their
    buffers are the kernel's no more; fail loudly rather than lose track quietly). */
@@ -785,6 +778,11 @@ fail:
     return -1;
 }
 
+/* The reactor's submission of the staged batch through the ring (set_ring): as many records
+   as the kernel has room for, then what completed meanwhile as two new lists in *uds and *res
+   (both NULL when nothing did). 1 when done; 0 when Python must submit (no ring set, units
+   waiting in the disk queues, a batch exported); -1 with an exception; when the kernel refused
+   the enter, -2 with the errno in *err and nothing consumed (the caller fails the batch). */
 static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
 {
     *uds = *res = NULL;
@@ -859,6 +857,8 @@ static int submit_mid_turn(IoPathObject *self)
     return 0;
 }
 
+/* After a request (or a batch) was staged: submit mid-turn when it asks for it, and make sure
+   the reactor's flush runs this turn. 0, or -1 with an exception (what is staged stays so). */
 static int after_stage(IoPathObject *self)
 {
     if (self->submit_now && submit_mid_turn(self) < 0)
