@@ -345,6 +345,7 @@ class FairQueue:
         max_count: int,
         rooms: dict[IoClassState | None, float] | None = None,
         hold_above: float | None = None,
+        hold_parked: bool = False,
     ) -> float:
         """Move requests, best class first, into ``out`` while their (scaled, capped) cost
         fits in ``tokens`` and fewer than ``max_count`` were moved; returns the tokens left.
@@ -357,6 +358,9 @@ class FairQueue:
         round, which goes on with the next class. ``hold_above`` (None: off): no class whose accumulator is
         above it is served (another class, about to queue, is behind; IoQueueConfig.anticipate);
         a class whose queue this round empties lowers it to its own accumulator.
+        ``hold_parked`` (with ``rooms``): once a class sits out because its part is full, a
+        class whose accumulator is above its own may use only its own part's room in this round:
+        no loan, no request beyond it (IoQueueConfig.share_hold).
         """
         anticipate = hold_above is not None
         hold = _INF if hold_above is None else hold_above
@@ -366,6 +370,7 @@ class FairQueue:
         n = 0
         blocked = False
         parked: list[tuple[float, int, IoClassState]] = []
+        part_hold = _INF  # the least accumulator of a class parked at its full part (hold_parked)
         # The head class is served in runs: it keeps the disk while its accumulator stays
         # below the runner-up's (the smaller of the heap root's children), and its
         # counters are updated once per run rather than once per request.
@@ -386,12 +391,14 @@ class FairQueue:
             inv = cls._inv_shares
             limited = cls._bw is not None or cls._iops is not None
             room = max_count - n
+            # ahead of a class parked at its full part: its own room only, no loan, no overshoot
+            held = acc > part_hold
             if rooms is None:
                 mine = own = _INF
             else:
                 own = rooms.get(cls, _INF)
                 lent = rooms[None]
-                mine = (own if own > 0.0 else 0.0) + (lent if lent > 0.0 else 0.0)
+                mine = (own if own > 0.0 else 0.0) + (lent if lent > 0.0 and not held else 0.0)
             full = False
             k = 0
             csum = 0.0  # cost dispatched in this run
@@ -403,7 +410,7 @@ class FairQueue:
             while True:
                 req = q[0]
                 cost = req.cost
-                if csum + cost > mine + 1e-12 and (k or cls.nr_executing or own == -_INF):
+                if csum + cost > mine + 1e-12 and (k or cls.nr_executing or own == -_INF or held):
                     # its part of the disk is taken (one request may overshoot an empty part,
                     # unless the queue says not even one: -inf)
                     full = True
@@ -433,6 +440,8 @@ class FairQueue:
             if not k:
                 if full:
                     parked.append(heappop(heap))
+                    if hold_parked and acc < part_hold:
+                        part_hold = acc
                     continue
                 break
             # bookkeeping that Seastar does in on_dispatch(), once for the run
@@ -486,6 +495,8 @@ class FairQueue:
             elif full:
                 heappop(heap)
                 parked.append((acc, cid, cls))
+                if hold_parked and acc < part_hold:
+                    part_hold = acc
             else:
                 heapreplace(heap, (acc, cid, cls))
         self.parts_held = bool(parked) and not heap

@@ -154,6 +154,14 @@ class IoQueueConfig:
     #: others' parts are then corrected once a window by what each class got (iosched/README.md).
     #: A class below this fraction lends instead. 1: off (the parts follow the bound alone).
     share_follow_demand: float = 0.6
+    #: While a class sits out a dispatch round because its part of the disk is full, the
+    #: classes whose fairness accumulator is ahead of its own sit out too: what its part
+    #: leaves of the tokens is not theirs to take. Without it, where the disk's latency at
+    #: depth exceeds the split bound's worth (a disk slower than calibrated) the large class
+    #: was held by its part and the small one took the tokens it left: a class with 1 % of the
+    #: shares got 1.3-2.4x its entitlement (docs/scheduler.md, session 18). False: the round
+    #: goes on with the next class (work-conserving).
+    share_hold: bool = True
     #: While a class with requests in the disk has none queued, hold back the classes whose
     #: fairness accumulator is ahead of its own: its tasks are about to queue more (they wait
     #: for the engine's next loop turn), and serving the others meanwhile hands them its share
@@ -730,7 +738,8 @@ class IoQueue:
                 before_acc = [(e[2], e[2].accumulated) for e in fq._heap]
             # _EPS: a bucket refilled to exactly n costs must not miss the n-th to rounding
             hold = self._anticipated() if self.config.anticipate else None
-            left = fq.dispatch(out, budget + _EPS, scale, b.limit, now, n, rooms, hold) - _EPS
+            left = fq.dispatch(out, budget + _EPS, scale, b.limit, now, n, rooms, hold,
+                               self.config.share_hold) - _EPS
             if sh is None:
                 b.tokens = avail - (budget - left)
             else:

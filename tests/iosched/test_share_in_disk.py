@@ -84,25 +84,46 @@ def test_when_every_waiting_class_is_over_its_part_only_a_completion_wakes_dispa
     assert by_class(q.dispatch(0.004)) == {"hi": 1, "lo": 0}
 
 
-def test_a_class_with_nothing_in_the_disk_sends_a_request_larger_than_its_part():
+@pytest.mark.parametrize("hold", [True, False], ids=["share_hold", "work_conserving"])
+def test_a_class_with_nothing_in_the_disk_sends_a_request_larger_than_its_part(hold):
     """A class of large writes next to one with 10x its shares: its part of the bound is less
     than one write. With nothing of its own in the disk it may still send one (the parts bound
-    what a class keeps there, they must not stall it), even while the other fills its part."""
+    what a class keeps there, they must not stall it), even while the other fills its part.
+    Its next waits, with share_hold, until the reader (held by its full part, its accumulator
+    behind) has had its share of the disk; without, it goes as soon as the first completes."""
     q = IoQueue(FAST, IoQueueConfig(bound_in_disk=True, in_disk_limit=TEN, adaptive_in_disk=False,
-                                    share_in_disk=True))
-    q.create_class("reader", 1000)
-    q.create_class("writer", 100)
+                                    share_in_disk=True, share_hold=hold))
+    reader = q.create_class("reader", 1000)
+    writer = q.create_class("writer", 100)
     offer(q, "reader", 20)
     first = q.dispatch(0.001)
     assert len(first) == 10  # alone, the reader fills the bound (its part would be 9.1 reads)
-    q.queue(q.get_class("writer"), WRITE, 128 << 10, "w0", 0.001)
-    q.queue(q.get_class("writer"), WRITE, 128 << 10, "w1", 0.001)
+    q.queue(writer, WRITE, 128 << 10, "w0", 0.001)
+    q.queue(writer, WRITE, 128 << 10, "w1", 0.001)
     w = q.dispatch(0.002)
     assert [d.io_class.name for d in w] == ["writer"]  # one, not both: then its part is taken
     assert w[0].cost > TEN * 0.00075 * 100 / 1100  # larger than its whole part
     assert q.dispatch(0.003) == []
     q.complete(w[0], 128 << 10, 0.004)
-    assert [d.io_class.name for d in q.dispatch(0.004)] == ["writer"]
+    if not hold:
+        assert [d.io_class.name for d in q.dispatch(0.004)] == ["writer"]
+        return
+    assert q.dispatch(0.004) == []  # the reader, parked at its part, is behind: not the writer's turn
+    assert q.next_dispatch_time(0.004) == math.inf  # only a completion can change that
+    in_disk = [d for d in first]
+    now = 0.004
+    for _ in range(1000):  # the reader's completions let it go on, until it has caught up
+        now += 0.0001
+        q.complete(in_disk.pop(0), 4096, now)
+        offer(q, "reader", 1, now)
+        got = q.dispatch(now)
+        if any(d.io_class is writer for d in got):
+            break
+        in_disk += got
+    else:
+        raise AssertionError("the writer never went again")
+    # by then the reader had its share of the disk next to the writer's first write
+    assert reader.consumption / reader.shares >= w[0].cost / writer.shares * 0.99
 
 
 def test_busy_classes_split_the_smaller_share_limit_and_a_lone_class_keeps_the_bound():
