@@ -74,6 +74,12 @@ class FileOpenOptions:
     #: writes still go through the reactor's backend; io_uring and the thread pool do them
     #: asynchronously, linux-aio performs buffered I/O synchronously inside io_submit.
     buffered: bool = False
+    #: With buffered I/O on a filesystem that cannot take a buffered write without blocking (ext4
+    #: refuses RWF_NOWAIT for it, and io_uring hands each such write to a kernel worker thread):
+    #: make the write at the call, as a synchronous write is (fio's psync, or its libaio with
+    #: ``direct=0``). Usually a copy into the page cache; but the reactor waits while the kernel
+    #: throttles dirty pages. Off: such writes go through the ring. (ioengine.pagecache)
+    blocking_buffered_writes: bool = False
     #: Let writes be aligned to the logical block (what O_DIRECT accepts, as reads) instead of the
     #: physical one: ``disk_write_dma_alignment`` becomes ``disk_read_dma_alignment``. Smaller
     #: writes then make the device read-modify-write its physical block: for workloads that ask
@@ -162,8 +168,10 @@ class File:
         #: The disk scheduler queue of the file's device, and its io class states.
         self._queue = queue
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
-        #: The reactor's per-request call (read at each request by dma_read/dma_write in C).
-        self._submit_request = reactor.submit_request
+        #: The reactor's per-request call (read at each request by dma_read/dma_write in C); a
+        #: buffered file's tries the page cache first (ioengine.pagecache).
+        self._submit_request = reactor.submit_request if direct else reactor.page_cache.submitter(
+            reactor.submit_request, self._size, options.blocking_buffered_writes)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -938,7 +946,8 @@ async def open_file_dma(path: str | bytes | os.PathLike[str] | os.PathLike[bytes
     options = options or FileOpenOptions()
     if not isinstance(options, FileOpenOptions):
         raise TypeError(f"options must be a FileOpenOptions, got {type(options).__name__}")
-    for name in ("buffered", "align_writes_to_logical_block"):  # a truthy string would silently change them
+    # a truthy string would silently change them
+    for name in ("buffered", "align_writes_to_logical_block", "blocking_buffered_writes"):
         value = getattr(options, name)
         if not isinstance(value, bool):
             raise TypeError(f"FileOpenOptions.{name} must be a bool, got {type(value).__name__} {value!r}")

@@ -34,6 +34,7 @@ from .errors import kernel_error
 from .io_class import IoClass
 from .io_class import _current as _current_io_class
 from .options import ReactorOptions
+from .pagecache import PageCache
 from .spinner import Spinner
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class Reactor:
         self.submit_request = self._path.submit_awaitable
         #: File.dma_read_many's path, in C: a batch of reads with one future (IoPath.read_many).
         self.read_many = self._path.read_many
+        #: Buffered files' requests served by the page cache at the call (ioengine.pagecache).
+        self.page_cache = PageCache(self.loop)
         self._next_unit = UNIT_FLAG | 1  # user data of the disk queues' dispatched units
         #: Completions collected by an inline submit, delivered by the next _flush (a loop callback).
         self._deferred: list[tuple[list[int], list[int]]] = []
@@ -186,6 +189,8 @@ class Reactor:
     @backend.setter
     def backend(self, backend: Backend) -> None:
         self._backend = backend
+        # requests served at the call would pass a fault injector by
+        self.page_cache.enabled = isinstance(backend, Backend)
         self._use_native_submit()
 
     def _use_native_submit(self) -> None:

@@ -740,6 +740,15 @@ int64_t ie_rw_sync(const uint64_t *rec)
     return ret < 0 ? -errno : ret;
 }
 
+/* One read or write made at the call (preadv2 / pwritev2 with ``flags``, e.g. RWF_NOWAIT): the
+   page cache's fast path for buffered files (ioengine/pagecache.py). n or -errno. */
+int64_t ie_rw_now(int fd, int write, uint64_t addr, uint64_t len, int64_t off, int flags)
+{
+    struct iovec iov = {(void *)(uintptr_t)addr, (size_t)len};
+    ssize_t ret = write ? pwritev2(fd, &iov, 1, (off_t)off, flags) : preadv2(fd, &iov, 1, (off_t)off, flags);
+    return ret < 0 ? -errno : ret;
+}
+
 int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 {
     return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;

@@ -307,10 +307,12 @@ async def _preflight(cr: CloneRun) -> None:
 
 def open_options(job: JobSpec) -> ioengine.FileOpenOptions:
     """How a job's files are opened, as fio opens them: O_DIRECT with direct=1, writes then as small
-    as the kernel takes (the logical block); otherwise through the page cache."""
+    as the kernel takes (the logical block); otherwise through the page cache, and a write the
+    filesystem cannot take without blocking made at the call where fio's engine blocks for it (the
+    sync family; libaio, whose io_submit does a buffered write in place)."""
     if job.direct:
         return ioengine.FileOpenOptions(align_writes_to_logical_block=True)
-    return ioengine.FileOpenOptions(buffered=True)
+    return ioengine.FileOpenOptions(buffered=True, blocking_buffered_writes=job.sync_engine or job.buffered_libaio)
 
 
 def fadvise_flag(job: JobSpec) -> int | None:

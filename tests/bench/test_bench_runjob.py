@@ -16,7 +16,7 @@ from ioengine.bench.fio_json import parse_fio_json
 from ioengine.bench.ioplan import FullCycle, IoPlan
 from ioengine.bench.jobfile import JobFileError, parse_job_text
 from ioengine.bench.jobreport import CloneRun, entries_of
-from ioengine.bench.runjob import groups_of
+from ioengine.bench.runjob import groups_of, open_options
 
 TWO_JOBS = """\
     [global]
@@ -373,6 +373,20 @@ def test_direct_0_and_unset_direct_run_buffered(scratch: Path, capsys: pytest.Ca
     """)
     assert main(["run", str(job)]) == 0
     assert "O_DIRECT" not in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("engine, blocking", [(None, True), ("psync", True), ("sync", True), ("pvsync2", True),
+                                              ("libaio", True), ("io_uring", False), ("posixaio", False)])
+def test_buffered_writes_block_where_fios_engine_does(engine: str | None, blocking: bool) -> None:
+    """A buffered write ext4 cannot take without blocking is made at the call (ioengine.pagecache)
+    for the engines whose fio job blocks for it: the sync family and libaio (io_submit does it in
+    place); io_uring and posixaio hand it to a worker, as the ring does."""
+    text = "[j]\nrw=write\nsize=1m\n" + (f"ioengine={engine}\n" if engine else "")
+    (job,) = parse_job_text(text, "t.fio")
+    opts = open_options(job)
+    assert opts.buffered and opts.blocking_buffered_writes == blocking
+    (job,) = parse_job_text(text + "direct=1\n", "t.fio")
+    assert not open_options(job).buffered
 
 
 def test_direct_writes_at_the_logical_block(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,305 @@
+"""The page cache's fast path (ioengine.pagecache): a buffered file's reads and writes served at
+the call when the kernel can do them without waiting, the ring otherwise; on every backend and
+loop, on the local disk, the data checked against plain os.pread."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+
+import pytest
+
+import ioengine
+from ioengine import FileOpenOptions
+from ioengine import OpenFlags as F
+from ioengine.backends.base import OP_READ
+from ioengine.pagecache import MAX_SKIP, TURN_REQUESTS
+from ioengine.testing import FaultRule, inject_faults, remove_faults
+
+from foundation_util import read_file
+
+BUFFERED = FileOpenOptions(buffered=True)
+BLOCKING = FileOpenOptions(buffered=True, blocking_buffered_writes=True)
+
+
+def _cache(path, data: bytes) -> None:
+    """``path`` holding ``data``, all of it in the page cache (just written, buffered)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _evict(path) -> None:
+    """Nothing of ``path`` left in the page cache (written back first, so the drop takes)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _nowait_buffered_writes(path) -> bool:
+    """Whether this filesystem takes a buffered write with RWF_NOWAIT (ext4 does not)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwritev(fd, [b"\0"], 0, os.RWF_NOWAIT)
+        return True
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            return False
+        return True  # EAGAIN: it would, had it not had to wait
+    finally:
+        os.close(fd)
+
+
+def test_a_cached_read_is_served_at_the_call(run, scratch):
+    path = scratch / "hot"
+    data = os.urandom(64 << 10)
+    _cache(path, data)
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                for i in range(16):
+                    assert await f.dma_read(i * 4096, buf) == 4096
+                    assert bytes(buf) == data[i * 4096:(i + 1) * 4096]
+                # any offset: a buffered file has alignments of 1
+                assert await f.dma_read(1001, buf) == 4096
+                assert bytes(buf) == data[1001:5097]
+            finally:
+                buf.release()
+        assert cache.reads == 17 and cache.misses == 0
+
+    run(main())
+
+
+def test_a_read_the_cache_does_not_hold_takes_the_ring(run, scratch):
+    path = scratch / "cold"
+    data = os.urandom(256 << 10)
+    _cache(path, data)
+    _evict(path)
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                # fadvise random: no readahead, so each block is a miss until read
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+                for i in range(0, 64, 2):
+                    assert await f.dma_read(i * 4096, buf) == 4096
+                    assert bytes(buf) == data[i * 4096:(i + 1) * 4096]
+                # misses in a row back off: far fewer tries than reads
+                tries = cache.misses + cache.reads
+                assert 1 <= cache.misses and tries < 32 // 2
+                assert cache.misses <= 2 + 32 // MAX_SKIP + 5
+            finally:
+                buf.release()
+
+    run(main())
+
+
+def test_short_read_at_the_end_of_the_file(run, scratch):
+    path = scratch / "short"
+    data = os.urandom(6000)
+    _cache(path, data)
+
+    async def main():
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            buf = f.allocate_buffer(8192)
+            try:
+                for _ in range(3):  # the first tries the cache, the next back off: the same answer
+                    assert await f.dma_read(0, buf) == 6000
+                    assert bytes(buf[:6000]) == data
+                assert await f.dma_read(6000, buf) == 0
+            finally:
+                buf.release()
+
+    run(main())
+
+
+def test_reading_the_cache_in_a_loop_lets_the_loop_turn(run, scratch):
+    """A task that only hits the cache still yields: timers and other tasks run."""
+    path = scratch / "spin"
+    _cache(path, os.urandom(64 << 10))
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        ticks = 0
+        stop = False
+
+        async def ticker():
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        reads = 20 * TURN_REQUESTS
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                for i in range(reads):
+                    await f.dma_read((i % 16) * 4096, buf)
+            finally:
+                buf.release()
+        stop = True
+        await t
+        assert ticks >= reads // TURN_REQUESTS - 1
+        assert 0 < cache.reads < reads  # at most a turn's budget each turn: the rest took the ring
+
+    run(main())
+
+
+def test_blocking_buffered_writes_are_made_at_the_call(run, scratch):
+    path = scratch / "w"
+    _cache(path, b"")
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        expected = bytearray()
+        async with await ioengine.open_file_dma(path, F.RW, BLOCKING) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                for i in range(32):  # appends: the logical size follows each
+                    buf[:] = bytes([i]) * 4096
+                    assert await f.dma_write(i * 4096, buf) == 4096
+                    expected += bytes(buf)
+                    assert f.logical_size == len(expected)
+                buf[:] = b"z" * 4096
+                assert await f.dma_write(100, buf) == 4096  # any offset, over what is there
+                expected[100:4196] = b"z" * 4096
+                assert await f.size() == len(expected)
+            finally:
+                buf.release()
+        assert cache.writes == 33
+        assert read_file(path) == bytes(expected)
+
+    run(main())
+
+
+def test_buffered_writes_wait_for_the_ring_unless_the_file_asks(run, scratch):
+    """Without blocking_buffered_writes, a filesystem that cannot take a buffered write without
+    blocking (ext4) gets every write through the ring; one that can takes them at the call."""
+    path = scratch / "w2"
+    _cache(path, b"")
+    nowait = _nowait_buffered_writes(path)
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RW, BUFFERED) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                buf[:] = b"q" * 4096
+                for i in range(8):
+                    assert await f.dma_write(i * 4096, buf) == 4096
+            finally:
+                buf.release()
+        if not nowait:
+            assert cache.writes == 0
+        assert read_file(path) == b"q" * 32768
+
+    run(main())
+
+
+def test_a_sloppy_size_file_keeps_its_writes_on_the_ring(run, scratch):
+    """Writes whose size books say wait (sloppy growth, a size barrier) are not served at the call."""
+    path = scratch / "sloppy"
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        opts = FileOpenOptions(buffered=True, blocking_buffered_writes=True, sloppy_size=True)
+        async with await ioengine.open_file_dma(path, F.RW | F.CREATE, opts) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                buf[:] = b"s" * 4096
+                for i in range(4):
+                    assert await f.dma_write(i * 4096, buf) == 4096
+            finally:
+                buf.release()
+        assert cache.writes == 0
+        assert read_file(path) == b"s" * 16384  # cut back to the written size on close
+
+    run(main())
+
+
+def test_direct_files_never_take_the_path(run, scratch):
+    path = scratch / "direct"
+    _cache(path, os.urandom(64 << 10))
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RW) as f:
+            assert f.direct
+            buf = f.allocate_buffer(4096)
+            try:
+                for i in range(8):
+                    await f.dma_read(i * 4096, buf)
+                    await f.dma_write(i * 4096, buf)
+            finally:
+                buf.release()
+        assert (cache.reads, cache.writes, cache.misses) == (0, 0, 0)
+
+    run(main())
+
+
+def test_bad_input_is_refused_as_on_the_ring(run, scratch):
+    path = scratch / "bad"
+    _cache(path, os.urandom(8192))
+
+    async def main():
+        async with await ioengine.open_file_dma(path, F.RW, BLOCKING) as f:
+            buf = f.allocate_buffer(4096)
+            with pytest.raises(ValueError, match="outside"):
+                await f.dma_read(-4096, buf)
+            with pytest.raises(ValueError, match="outside"):
+                await f.dma_write(-1, buf)
+            buf.release()
+            with pytest.raises(ValueError, match="released"):
+                await f.dma_read(0, buf)
+            with pytest.raises(ValueError, match="released"):
+                await f.dma_write(0, buf)
+        async with await ioengine.open_file_dma(path, F.RO, BLOCKING) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                # a read-only file: the kernel's EBADF, reported by the ring's path as for any write
+                with pytest.raises(OSError) as e:
+                    await f.dma_write(0, buf)
+                assert e.value.errno == errno.EBADF and "dma_write" in str(e.value)
+                assert await f.dma_read(0, buf) == 4096  # the reactor goes on
+            finally:
+                buf.release()
+
+    run(main())
+
+
+def test_a_fault_injector_sees_every_request(run, scratch):
+    """Requests served at the call would pass a fault injector by: it turns the path off."""
+    path = scratch / "faults"
+    _cache(path, os.urandom(64 << 10))
+
+    async def main():
+        reactor = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                assert await f.dma_read(0, buf) == 4096
+                assert reactor.page_cache.reads == 1
+                inject_faults(reactor, [FaultRule(OP_READ, errno=errno.EIO, when="submit")])
+                with pytest.raises(OSError) as e:
+                    await f.dma_read(0, buf)
+                assert e.value.errno == errno.EIO
+                remove_faults(reactor)
+                for _ in range(100):
+                    if reactor.page_cache.enabled:
+                        break
+                    await asyncio.sleep(0)
+                assert await f.dma_read(0, buf) == 4096
+                assert reactor.page_cache.reads == 2
+            finally:
+                buf.release()
+
+    run(main())
