@@ -114,12 +114,20 @@ class HugePageReservation:
             return int(f.read().split()[0])
 
     def _free(self, total: int) -> int:
+        """Pages fio can still have: free, less those already promised to a shared memory
+        segment (``resv_hugepages`` next to the free count; e.g. one a killed fio left behind),
+        which the kernel counts as free until they are touched."""
         if self.free_path is None:
             return total
         try:
-            return self._read(self.free_path)
+            free = self._read(self.free_path)
         except (OSError, ValueError):
             return total
+        try:
+            resv = self._read(os.path.join(os.path.dirname(self.free_path), "resv_hugepages"))
+        except (OSError, ValueError):
+            resv = 0
+        return max(0, free - resv)
 
     def _write(self, value: int) -> None:
         with open(self.path, "w") as f:

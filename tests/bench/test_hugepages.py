@@ -88,6 +88,16 @@ def test_enough_free_pages_reserve_nothing(tmp_path: Path) -> None:
     assert f.read_text().strip() == "8"
 
 
+def test_pages_promised_to_a_segment_are_not_free(tmp_path: Path) -> None:
+    """Free pages a shared memory segment has reserved (one a killed fio left) are not fio's."""
+    f = _sysctl(tmp_path, 12)
+    (tmp_path / "free").write_text("12\n")
+    (tmp_path / "resv_hugepages").write_text("12\n")
+    with HugePageReservation(4, path=str(f), free_path=str(tmp_path / "free")) as r:
+        assert r.ok and f.read_text().strip() == "16"
+    assert f.read_text().strip() == "12"
+
+
 def test_unreadable_sysctl_keeps_malloc(tmp_path: Path) -> None:
     with HugePageReservation(4, path=str(tmp_path / "absent")) as r:
         assert not r.ok and "cannot read" in r.reason
