@@ -14,6 +14,7 @@ with ``--iomem=shmhuge`` (after ``echo 16 > /proc/sys/vm/nr_hugepages``).
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 from types import TracebackType
@@ -84,6 +85,38 @@ def hugetlb_pages_for(bs: int, iodepth: int, jobs: int = 1, page: int = HUGE_PAG
     return jobs * (math.ceil(bs * iodepth / page) + 2)
 
 
+SHM_TABLE = "/proc/sysvipc/shm"
+
+
+def shm_segments(table: str = SHM_TABLE) -> dict[int, tuple[int, int]]:
+    """The System V shared memory segments: shmid -> (creator's pid, attachments)."""
+    out: dict[int, tuple[int, int]] = {}
+    try:
+        with open(table) as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 7:
+                    out[int(cols[1])] = (int(cols[4]), int(cols[6]))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def remove_orphan_segments(before: dict[int, tuple[int, int]], table: str = SHM_TABLE) -> list[int]:
+    """Remove the segments made since ``before`` that nobody holds and whose creator is gone: a
+    fio that crashed or was killed leaves its shmhuge buffers so, holding hugetlb pages until
+    reboot (fio removes them itself when it exits normally). The shmids removed."""
+    gone = []
+    for shmid, (cpid, nattch) in shm_segments(table).items():
+        if shmid in before or nattch or os.path.exists(f"/proc/{cpid}"):
+            continue
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.shmctl(shmid, 0, None) == 0:  # IPC_RMID
+            gone.append(shmid)
+    return gone
+
+
 class HugePageReservation:
     """``with HugePageReservation(n):`` at least ``n`` hugetlb pages free for fio, the previous
     ``nr_hugepages`` restored on leaving however it is left (an error, KeyboardInterrupt).
@@ -105,6 +138,8 @@ class HugePageReservation:
             f"/sys/kernel/mm/hugepages/hugepages-{HUGE_PAGE >> 10}kB/free_hugepages" if path == NR_HUGEPAGES
             else None)
         self.previous: int | None = None
+        #: The System V shared memory segments there were at __enter__ (fio's shmhuge memory is one).
+        self._segments: dict[int, tuple[int, int]] | None = None
         self.ok = pages == 0
         self.reason = ""
         self.message = ""
@@ -123,11 +158,16 @@ class HugePageReservation:
             free = self._read(self.free_path)
         except (OSError, ValueError):
             return total
+        return max(0, free - self._sibling("resv_hugepages"))
+
+    def _sibling(self, name: str) -> int:
+        """A count next to the free one (``resv_hugepages``, ``surplus_hugepages``); 0 if none."""
+        if self.free_path is None:
+            return 0
         try:
-            resv = self._read(os.path.join(os.path.dirname(self.free_path), "resv_hugepages"))
+            return self._read(os.path.join(os.path.dirname(self.free_path), name))
         except (OSError, ValueError):
-            resv = 0
-        return max(0, free - resv)
+            return 0
 
     def _write(self, value: int) -> None:
         with open(self.path, "w") as f:
@@ -146,7 +186,11 @@ class HugePageReservation:
             self.ok = True
             self.message = f"{free} hugetlb page(s) already free ({self.path} = {before}); none reserved"
             return self
-        want = before + self.pages - free
+        if self.path == NR_HUGEPAGES:
+            self._segments = shm_segments()
+        # Surplus pages (in use beyond nr_hugepages, e.g. by a segment a killed fio left) become
+        # the pool's first when it is raised: they are not new free pages.
+        want = before + self._sibling("surplus_hugepages") + self.pages - free
         try:
             self._write(want)
         except OSError as e:
@@ -168,6 +212,9 @@ class HugePageReservation:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if self._segments is not None:
+            remove_orphan_segments(self._segments)
+            self._segments = None
         self.restore()
 
     def restore(self) -> None:

@@ -2,6 +2,9 @@
 restoring the previous value: on a temporary fake sysctl file, never the system's."""
 from __future__ import annotations
 
+import ctypes
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from ioengine.bench.hugepages import (
     engine_has_huge_pages,
     fio_iomem_for,
     hugetlb_pages_for,
+    remove_orphan_segments,
+    shm_segments,
     thp_mode,
 )
 from ioengine.buffers import ARENA_BLOCK_MIN, HUGE_PAGE
@@ -96,6 +101,39 @@ def test_pages_promised_to_a_segment_are_not_free(tmp_path: Path) -> None:
     with HugePageReservation(4, path=str(f), free_path=str(tmp_path / "free")) as r:
         assert r.ok and f.read_text().strip() == "16"
     assert f.read_text().strip() == "12"
+
+
+def test_surplus_pages_are_not_new_pages(tmp_path: Path) -> None:
+    """Raising the pool adopts the surplus pages in use first: they count in what to ask for."""
+    f = _sysctl(tmp_path, 0)
+    (tmp_path / "free").write_text("0\n")
+    (tmp_path / "surplus_hugepages").write_text("60\n")
+    with HugePageReservation(3, path=str(f), free_path=str(tmp_path / "free")) as r:
+        assert r.ok and f.read_text().strip() == "63"
+    assert f.read_text().strip() == "0"
+
+
+def test_a_dead_processs_segment_is_removed_and_others_kept() -> None:
+    """What a killed fio leaves (a segment nobody holds, its creator gone) is removed; a segment
+    that was there before, or whose creator lives, is not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mine = libc.shmget(0, 4096, 0o1000 | 0o600)  # IPC_PRIVATE, IPC_CREAT: this process made it
+    assert mine >= 0
+    try:
+        before = shm_segments()
+        script = "import ctypes; print(ctypes.CDLL(None).shmget(0, 4096, 0o1000 | 0o600))"
+        orphan = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                    check=True).stdout)
+        late = libc.shmget(0, 4096, 0o1000 | 0o600)  # made after, but its creator (us) lives
+        try:
+            assert orphan in shm_segments() and mine in before
+            assert remove_orphan_segments(before) == [orphan]
+            now = shm_segments()
+            assert orphan not in now and mine in now and late in now
+        finally:
+            libc.shmctl(late, 0, None)
+    finally:
+        libc.shmctl(mine, 0, None)
 
 
 def test_unreadable_sysctl_keeps_malloc(tmp_path: Path) -> None:
