@@ -138,7 +138,10 @@ class CachedSubmit:
         if buf.released:
             return None
         n = len(buf)
-        res = lib.ie_rw_now(fd, 0, buf.address, n, pos, _NOWAIT)
+        # The export pins the memory while the GIL is dropped around the call (a release()
+        # from another thread then waits for it, as for a request in the ring).
+        with memoryview(buf):
+            res = lib.ie_rw_now(fd, 0, buf.address, n, pos, _NOWAIT)
         if res == n and n:
             self._miss_run[0] = 0
             cache.reads += 1
@@ -153,13 +156,14 @@ class CachedSubmit:
         if buf.released:
             return None
         n = len(buf)
-        res = lib.ie_rw_now(fd, 1, buf.address, n, pos, self._write_flags)
-        if res == _EOPNOTSUPP and self._write_flags:
-            # The filesystem cannot take a buffered write without blocking (ext4).
-            self._write_flags = 0 if self._blocking else -1
-            if self._write_flags < 0:
-                return None
-            res = lib.ie_rw_now(fd, 1, buf.address, n, pos, 0)
+        with memoryview(buf):  # pinned, as a read's
+            res = lib.ie_rw_now(fd, 1, buf.address, n, pos, self._write_flags)
+            if res == _EOPNOTSUPP and self._write_flags:
+                # The filesystem cannot take a buffered write without blocking (ext4).
+                self._write_flags = 0 if self._blocking else -1
+                if self._write_flags < 0:
+                    return None
+                res = lib.ie_rw_now(fd, 1, buf.address, n, pos, 0)
         if res == n and n:
             self._miss_run[1] = 0
             end = pos + n

@@ -303,3 +303,37 @@ def test_a_fault_injector_sees_every_request(run, scratch):
                 buf.release()
 
     run(main())
+
+
+def test_the_buffer_is_pinned_during_the_call(run, scratch, monkeypatch):
+    """The GIL is dropped around the system call: an export pins the buffer's memory meanwhile,
+    so a release() from another thread waits for it, as for a request in the ring."""
+    import ioengine.pagecache as pagecache
+
+    path = scratch / "pin"
+    _cache(path, os.urandom(8192))
+    real = pagecache.lib
+    exports: list[int] = []
+    held: list = []
+
+    class Spy:
+        def ie_rw_now(self, *args):
+            exports.append(held[0].exports)
+            return real.ie_rw_now(*args)
+
+    monkeypatch.setattr(pagecache, "lib", Spy())
+
+    async def main():
+        async with await ioengine.open_file_dma(path, F.RW, BLOCKING) as f:
+            buf = f.allocate_buffer(4096)
+            held.append(buf)
+            try:
+                before = buf.exports
+                assert await f.dma_read(0, buf) == 4096
+                assert await f.dma_write(4096, buf) == 4096
+                assert exports and all(e > before for e in exports)
+                assert buf.exports == before
+            finally:
+                buf.release()
+
+    run(main())
