@@ -117,19 +117,18 @@ class CachedSubmit:
         cache = self._cache
         if (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
                 and type(pos) is int and 0 <= pos < _POS_MAX):
-            skip = self._skip
             if op == OP_READ:
-                if skip[0]:
-                    skip[0] -= 1
-                else:
-                    got = self._read(cache, fd, buf, pos)
-                    if got is not None:
-                        return got
+                d = 0
             elif op == OP_WRITE and self._write_flags >= 0 and self._books.straight:
-                if skip[1]:
-                    skip[1] -= 1
+                d = 1
+            else:
+                d = -1
+            if d >= 0:
+                skip = self._skip
+                if skip[d]:
+                    skip[d] -= 1
                 else:
-                    got = self._write(cache, fd, buf, pos)
+                    got = (self._write if d else self._read)(cache, fd, buf, pos)
                     if got is not None:
                         return got
         return self._submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class)
