@@ -134,7 +134,7 @@ class File:
     __slots__ = ("_fd", "_path", "_reactor", "_closed", "_options", "memory_dma_alignment",
                  "disk_read_dma_alignment", "disk_write_dma_alignment", "direct", "_size",
                  "_read_mask", "_write_mask", "_mem_mask", "_queue", "_qstates",
-                 "_busy", "_busy_idle", "_close_task", "_bounce", "_submit_request", "__weakref__")
+                 "_busy", "_busy_idle", "_close_task", "_bounce", "_page_cache", "_submit_request", "__weakref__")
 
     def __init__(self, fd: int, path: str, reactor: Reactor, options: FileOpenOptions, direct: bool,
                  mem_align: int, read_align: int, write_align: int, size: int = 0, queue: Any = None) -> None:
@@ -170,8 +170,9 @@ class File:
         self._qstates = reactor.disks.states_of(queue) if queue is not None else None
         #: The reactor's per-request call (read at each request by dma_read/dma_write in C); a
         #: buffered file's tries the page cache first (ioengine.pagecache).
-        self._submit_request = reactor.submit_request if direct else reactor.page_cache.submitter(
+        self._page_cache = None if direct else reactor.page_cache.submitter(
             reactor.submit_request, self._size, options.blocking_buffered_writes)
+        self._submit_request = reactor.submit_request if self._page_cache is None else self._page_cache
 
     # -- identity --------------------------------------------------------------------------
 
@@ -244,6 +245,13 @@ class File:
                     ioprio: int = 0) -> IoFuture[int]:
         """dma_read without the coroutine: checks now, returns the reactor's future (for streams)."""
         if not self._closed and not ioprio:  # the per-I/O path: one C call stages it, or says it is not plain
+            cache = self._page_cache
+            if cache is not None and threading.get_ident() == self._reactor.thread_id:
+                got = cache.try_read(self._fd, buf, pos)  # the page cache first (ioengine.pagecache)
+                if got is not None:
+                    done: IoFuture[int] = IoFuture(loop=self._reactor.loop)
+                    done.set_result(got)
+                    return done
             fut = self._reactor.submit_buffer(OP_READ, self._fd, buf, pos, self._read_mask, self._mem_mask, "dma_read",
                                               self, None, self._queue, self._qstates, io_class)
             if fut is not None:

@@ -3,9 +3,10 @@
 A file opened buffered (``FileOpenOptions(buffered=True)``, or on a filesystem that refuses
 O_DIRECT) reads what the page cache holds in about a microsecond of the kernel's time, as fio's
 psync does; through the ring the same hit costs a loop turn before the awaiting task resumes.
-So ``dma_read`` and ``dma_write`` on such a file first try the system call themselves, with
-``RWF_NOWAIT``: the kernel serves it only if it can without waiting (the pages are cached, the
-write needs no I/O), and says EAGAIN otherwise; the request then takes the ring as any other.
+So ``dma_read``, ``dma_write`` and ``read_future`` (the streams' reads) on such a file first try
+the system call themselves, with ``RWF_NOWAIT``: the kernel serves it only if it can without
+waiting (the pages are cached, the write needs no I/O), and says EAGAIN otherwise; the request
+then takes the ring as any other.
 What comes back from a served request is an awaitable already done.
 
 Three rules keep it a fast path and nothing else:
@@ -89,7 +90,7 @@ class PageCache:
         self.requests_left = TURN_REQUESTS
         self.bytes_left = TURN_BYTES
 
-    def submitter(self, submit: Callable[..., Any], books: Any, blocking_writes: bool) -> Callable[..., Any]:
+    def submitter(self, submit: Callable[..., Any], books: Any, blocking_writes: bool) -> CachedSubmit:
         """A buffered File's per-request call: tries the page cache, else ``submit`` (the reactor's)."""
         return CachedSubmit(self, submit, books, blocking_writes)
 
@@ -130,10 +131,23 @@ class CachedSubmit:
                 else:
                     got = (self._write if d else self._read)(cache, fd, buf, pos)
                     if got is not None:
-                        return got
+                        return _served(got)
         return self._submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class)
 
-    def _read(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> Coroutine[Any, Any, int] | None:
+    def try_read(self, fd: int, buf: Any, pos: int) -> int | None:
+        """The bytes read into ``buf`` at ``pos`` if the page cache served them now, else None
+        (nothing happened: the caller takes the ring). For File.read_future (the streams)."""
+        cache = self._cache
+        if (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
+                and type(pos) is int and 0 <= pos < _POS_MAX):
+            skip = self._skip
+            if skip[0]:
+                skip[0] -= 1
+            else:
+                return self._read(cache, fd, buf, pos)
+        return None
+
+    def _read(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> int | None:
         if buf.released:
             return None
         n = len(buf)
@@ -145,13 +159,13 @@ class CachedSubmit:
             self._miss_run[0] = 0
             cache.reads += 1
             cache.take(n)
-            return _served(n)
+            return n
         # EAGAIN, or a short read (part cached, or the end of the file: the ring says which),
         # or an error the ring's path reports
         self._missed(cache, 0, res)
         return None
 
-    def _write(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> Coroutine[Any, Any, int] | None:
+    def _write(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> int | None:
         if buf.released:
             return None
         n = len(buf)
@@ -171,7 +185,7 @@ class CachedSubmit:
                 books.known = end
             cache.writes += 1
             cache.take(n)
-            return _served(n)
+            return n
         self._missed(cache, 1, res)
         return None
 

@@ -13,6 +13,7 @@ import ioengine
 from ioengine import FileOpenOptions
 from ioengine import OpenFlags as F
 from ioengine.backends.base import OP_READ
+from ioengine.fstream import make_file_input_stream
 from ioengine.pagecache import MAX_SKIP, TURN_REQUESTS
 from ioengine.testing import FaultRule, inject_faults, remove_faults
 
@@ -335,5 +336,25 @@ def test_the_buffer_is_pinned_during_the_call(run, scratch, monkeypatch):
                 assert buf.exports == before
             finally:
                 buf.release()
+
+    run(main())
+
+
+def test_an_input_stream_reads_the_cache_at_the_call(run, scratch):
+    """File.read_future (the streams' read-ahead) takes the page cache first too; a read it does
+    not serve (past the cached part, the file's end) takes the ring as before."""
+    path = scratch / "stream"
+    data = os.urandom(1 << 20)
+    _cache(path, data)
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            out = bytearray()
+            async with make_file_input_stream(f, 1000) as stream:
+                async for chunk in stream:
+                    out += chunk
+            assert bytes(out) == data[1000:]
+        assert cache.reads > 0
 
     run(main())
