@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import errno
+import fcntl
 import os
 import stat
 import threading
@@ -171,7 +172,8 @@ class File:
         #: The reactor's per-request call (read at each request by dma_read/dma_write in C); a
         #: buffered file's tries the page cache first (ioengine.pagecache).
         self._page_cache = None if direct else reactor.page_cache.submitter(
-            reactor.submit_request, self._size, options.blocking_buffered_writes)
+            reactor.submit_request, self._size, options.blocking_buffered_writes,
+            bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC) if fd >= 0 else False)
         self._submit_request = reactor.submit_request if self._page_cache is None else self._page_cache
 
     # -- identity --------------------------------------------------------------------------

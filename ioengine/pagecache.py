@@ -90,9 +90,11 @@ class PageCache:
         self.requests_left = TURN_REQUESTS
         self.bytes_left = TURN_BYTES
 
-    def submitter(self, submit: Callable[..., Any], books: Any, blocking_writes: bool) -> CachedSubmit:
-        """A buffered File's per-request call: tries the page cache, else ``submit`` (the reactor's)."""
-        return CachedSubmit(self, submit, books, blocking_writes)
+    def submitter(self, submit: Callable[..., Any], books: Any, blocking_writes: bool,
+                  dsync: bool = False) -> CachedSubmit:
+        """A buffered File's per-request call: tries the page cache, else ``submit`` (the reactor's).
+        ``dsync``: the file was opened O_DSYNC/O_SYNC, so a write waits for the disk: never made here."""
+        return CachedSubmit(self, submit, books, blocking_writes, dsync)
 
 
 class CachedSubmit:
@@ -100,13 +102,14 @@ class CachedSubmit:
 
     __slots__ = ("_cache", "_submit", "_books", "_blocking", "_write_flags", "_skip", "_miss_run")
 
-    def __init__(self, cache: PageCache, submit: Callable[..., Any], books: Any, blocking_writes: bool) -> None:
+    def __init__(self, cache: PageCache, submit: Callable[..., Any], books: Any, blocking_writes: bool,
+                 dsync: bool = False) -> None:
         self._cache = cache
         self._submit = submit
         self._books = books
         #: RWF_NOWAIT until the filesystem refuses it for writes; then 0 if the file takes
         #: blocking writes at the call, else -1 (its writes take the ring).
-        self._write_flags = _NOWAIT
+        self._write_flags = -1 if dsync else _NOWAIT
         self._blocking = blocking_writes
         #: Per direction (read, write): requests left to send to the ring before the next try,
         #: and the misses in a row that set it.

@@ -206,6 +206,27 @@ def test_buffered_writes_wait_for_the_ring_unless_the_file_asks(run, scratch):
     run(main())
 
 
+def test_a_dsync_file_keeps_its_writes_on_the_ring(run, scratch):
+    """An O_DSYNC write waits for the disk: never made at the call, even when the file asks."""
+    path = scratch / "dsync"
+    _cache(path, os.urandom(8192))
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RW | F.DSYNC, BLOCKING) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                buf[:] = b"d" * 4096
+                assert await f.dma_write(0, buf) == 4096
+                assert await f.dma_read(4096, buf) == 4096  # reads still are
+            finally:
+                buf.release()
+        assert (cache.writes, cache.reads) == (0, 1)
+        assert read_file(path)[:4096] == b"d" * 4096
+
+    run(main())
+
+
 def test_a_sloppy_size_file_keeps_its_writes_on_the_ring(run, scratch):
     """Writes whose size books say wait (sloppy growth, a size barrier) are not served at the call."""
     path = scratch / "sloppy"
