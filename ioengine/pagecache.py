@@ -6,8 +6,7 @@ psync does; through the ring the same hit costs a loop turn before the awaiting 
 So ``dma_read``, ``dma_write`` and ``read_future`` (the streams' reads) on such a file first try
 the system call themselves, with ``RWF_NOWAIT``: the kernel serves it only if it can without
 waiting (the pages are cached, the write needs no I/O), and says EAGAIN otherwise; the request
-then takes the ring as any other.
-What comes back from a served request is an awaitable already done.
+then takes the ring as any other. What comes back from a served request is already done.
 
 Three rules keep it a fast path and nothing else:
 
@@ -27,7 +26,7 @@ Anything unusual -- another buffer type than DmaBuffer, a released buffer, a pos
 cannot take, a kernel error other than EAGAIN -- takes the ring, whose path checks and reports it
 as for any request. A request served here uses no disk time, so the disk scheduler does not see
 it; ``PageCache`` counts it. A fault injector (ioengine.testing) turns the path off, since it
-changes requests on their way through the backend. ``tests/test_pagecache.py`` has the cases;
+changes requests on their way through the backend. ``tests/foundation/test_pagecache.py`` has the cases;
 ``scripts/fio_examples.py --compare backwards-read.fio`` measures the gain against fio.
 """
 from __future__ import annotations
@@ -48,7 +47,6 @@ TURN_BYTES = 1 << 20
 #: The longest run of requests through the ring after misses in a row.
 MAX_SKIP = 64
 
-_EAGAIN = -errno.EAGAIN
 _EOPNOTSUPP = -errno.EOPNOTSUPP
 _NOWAIT = os.RWF_NOWAIT
 #: Positions above this take the ring (its path says what is wrong with them).
@@ -118,37 +116,35 @@ class CachedSubmit:
 
     def __call__(self, op: int, fd: int, buf: Any, pos: int, disk_mask: int, mem_mask: int, opname: str,
                  owner: Any, on_done: Any, queue: Any, states: Any, io_class: Any) -> Coroutine[Any, Any, int] | None:
-        cache = self._cache
-        if (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
-                and type(pos) is int and 0 <= pos < _POS_MAX):
-            if op == OP_READ:
-                d = 0
-            elif op == OP_WRITE and self._write_flags >= 0 and self._books.straight:
-                d = 1
-            else:
-                d = -1
-            if d >= 0:
-                skip = self._skip
-                if skip[d]:
-                    skip[d] -= 1
-                else:
-                    got = (self._write if d else self._read)(cache, fd, buf, pos)
-                    if got is not None:
-                        return _served(got)
+        if op == OP_READ:
+            d = 0
+        elif op == OP_WRITE and self._write_flags >= 0 and self._books.straight:
+            d = 1
+        else:
+            d = -1
+        if d >= 0 and self._may_try(d, buf, pos):
+            got = (self._write if d else self._read)(self._cache, fd, buf, pos)
+            if got is not None:
+                return _served(got)
         return self._submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class)
 
     def try_read(self, fd: int, buf: Any, pos: int) -> int | None:
         """The bytes read into ``buf`` at ``pos`` if the page cache served them now, else None
         (nothing happened: the caller takes the ring). For File.read_future (the streams)."""
+        return self._read(self._cache, fd, buf, pos) if self._may_try(0, buf, pos) else None
+
+    def _may_try(self, d: int, buf: Any, pos: int) -> bool:
+        """Whether a request of direction ``d`` tries the page cache now (this turn's budget, a
+        plain DmaBuffer and position, not backing off after misses)."""
         cache = self._cache
-        if (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
+        if not (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
                 and type(pos) is int and 0 <= pos < _POS_MAX):
-            skip = self._skip
-            if skip[0]:
-                skip[0] -= 1
-            else:
-                return self._read(cache, fd, buf, pos)
-        return None
+            return False
+        skip = self._skip
+        if skip[d]:
+            skip[d] -= 1
+            return False
+        return True
 
     def _read(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> int | None:
         if buf.released:
