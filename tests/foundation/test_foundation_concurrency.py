@@ -123,8 +123,11 @@ def test_cancel_1000_inflight_reads(run, scratch, turns, batched):
     anyone else, and after drain() everything is freed and the buffers kept hold the file's data.
 
     How many reads are still in flight at the check depends on the backend (linux-aio may have
-    finished them all within the turn); with ``batched`` nothing is submitted before the end of the
-    turn, so all 1,000 are: their cancelled awaiters do not withdraw them from the kernel."""
+    finished them all within the turn) and the disk; with ``batched`` nothing is submitted before
+    the end of the turn, so the reads are still in the kernel when their awaiters are cancelled,
+    which does not withdraw them. (Not all of them at the check: the flush submits and reaps in
+    one system call, and the next turn reaps before the task resumes, so what a fast disk -- the
+    host's cache of a file just written -- finished by then is done: CI saw 744 and 940 of 1,000.)"""
     path = scratch / "cancel"
     write_pattern_file(path, N, BS)
 
@@ -173,7 +176,7 @@ def test_cancel_1000_inflight_reads(run, scratch, turns, batched):
 
     inflight = run(main(), **({"submit_batch": 1 << 20} if batched else {}))
     if batched:
-        assert inflight == N
+        assert inflight > N // 4
 
 
 def _check_inflight_buffers_pinned(refs, inflight: int) -> None:
