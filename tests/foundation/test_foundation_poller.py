@@ -373,7 +373,9 @@ def test_a_completion_resumes_the_task_in_the_callback_that_reaped_it(run, scrat
         pytest.skip("asyncio's loops reap in the selector (the test above)")
     import sys
 
-    where = "_on_wakeup" if how == "sleeping" else "_spin"
+    # Spinning, a read the disk finishes within the submitting call itself (the host's cache of
+    # a block just written) is reaped by the flush that submitted it: resumed there, no later.
+    where = {"_on_wakeup"} if how == "sleeping" else {"_spin", "_flush"}
 
     async def main():
         async with await ioengine.open_file_dma(scratch / "f", OpenFlags.RW | OpenFlags.CREATE) as f:
@@ -388,7 +390,7 @@ def test_a_completion_resumes_the_task_in_the_callback_that_reaped_it(run, scrat
                 while frame is not None:
                     names.add(frame.f_code.co_name)
                     frame = frame.f_back
-                inside += where in names
+                inside += bool(where & names)
         return inside
 
     assert run(main(), idle_poll_time_us=0 if how == "sleeping" else 100_000) > 0
