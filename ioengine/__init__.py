@@ -20,7 +20,7 @@ reactor) that talk by ``ioengine.submit_to`` (see ioengine.smp).
 from . import smp
 from ._iopath import IoFuture
 from ._ops import StatData
-from .buffers import DEFAULT_ALIGNMENT, BufferPool, DmaBuffer, allocate_aligned_buffer
+from .buffers import DEFAULT_ALIGNMENT, BufferPool, DmaBuffer, allocate_aligned_buffer, fill_random
 from .errors import BackendUnavailableError, ClosedFileError, ShortReadError
 from .file import File, FileOpenOptions, OpenFlags, open_file_dma
 from .fs import (
@@ -87,7 +87,7 @@ __all__ = [
     "make_file_input_stream", "make_file_output_stream",
     "metrics", "metrics_text", "OpenFlags", "Reactor", "ReactorOptions", "ShortReadError", "StatData",
     "add_reactor_arguments", "allocate_aligned_buffer", "configure", "file_exists", "file_size", "file_stat",
-    "fs_avail", "fs_free", "get_reactor", "link_file", "list_directory", "make_directory", "open_file_dma",
+    "fill_random", "fs_avail", "fs_free", "get_reactor", "link_file", "list_directory", "make_directory", "open_file_dma",
     "reactor_options_from_args", "recursive_touch_directory", "remove_file", "rename_file", "run",
     "sync_directory", "touch_directory", "RemoteError", "ShardError", "SmpOptions", "file_handle", "invoke_on_all",
     "sharded", "smp", "smp_count", "smp_options_from_args", "submit_to", "this_shard_id",

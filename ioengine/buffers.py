@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from ._dmabuf import DmaBuffer as _RawBuffer
+from ._native import ffi, lib
 
 #: Alignment used when nothing better is known: the page size covers every disk we have met.
 DEFAULT_ALIGNMENT = 4096
@@ -96,6 +97,35 @@ def allocate_aligned_buffer(size: int, alignment: int = DEFAULT_ALIGNMENT) -> Dm
     """
     return DmaBuffer(check_buffer_size("allocate_aligned_buffer", size),
                      check_alignment("allocate_aligned_buffer", alignment))
+
+
+
+def fill_random(buf: object, seed: int, *, chunk: int = 0, zeros: int = 0) -> None:
+    """Fill the writable buffer ``buf`` with pseudo-random bytes drawn from ``seed`` (any int;
+    the same seed gives the same bytes), at memory speed: data for writes that is neither
+    compressible nor dedupable, as fio writes by default. With ``chunk`` > 0, the first
+    ``zeros`` bytes of every ``chunk`` are 0 instead (fio's buffer_compress_percentage).
+
+    TypeError if ``buf`` is not a writable buffer or an argument is not an int, ValueError if
+    ``chunk`` or ``zeros`` is negative.
+    """
+    for name, v in (("seed", seed), ("chunk", chunk), ("zeros", zeros)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"fill_random: {name} must be an int, got {type(v).__name__} {v!r}")
+    if chunk < 0 or zeros < 0:
+        raise ValueError(f"fill_random: chunk and zeros must be >= 0, got chunk={chunk} zeros={zeros}")
+    try:
+        mv = memoryview(buf)  # type: ignore[arg-type]  # anything else: TypeError, reported below
+    except TypeError:
+        raise TypeError(f"fill_random: buf must be a writable buffer, got {type(buf).__name__}") from None
+    with mv:  # the export pins the memory across the call
+        if mv.readonly:
+            raise TypeError(f"fill_random: buf must be a writable buffer, got a read-only {type(buf).__name__}")
+        if not mv.c_contiguous:
+            raise TypeError("fill_random: buf must be contiguous")
+        # a DmaBuffer knows its address; cffi's from_buffer costs as much as the fill itself
+        addr = buf.address if isinstance(buf, _RawBuffer) else int(ffi.cast("uintptr_t", ffi.from_buffer(mv)))
+        lib.ie_fill_random(addr, mv.nbytes, seed & 0xFFFF_FFFF_FFFF_FFFF, chunk, zeros)
 
 
 #: Blocks this large and up are carved from huge-page arenas (see BufferPool).

@@ -64,6 +64,7 @@ int ie_eventfd_signal(int fd);
 int64_t ie_rw_sync(const uint64_t *rec);
 int64_t ie_rw_now(int fd, int write, uint64_t addr, uint64_t len, int64_t off, int flags);
 int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len);
+void ie_fill_random(uint64_t addr, uint64_t len, uint64_t seed, uint64_t chunk, uint64_t zeros);
 int ie_epoll_wait_ns(int epfd, int64_t timeout_ns);
 long ie_timer_slack_ns(long ns);
 struct statx *ie_statx_buf_new(void);

@@ -217,7 +217,7 @@ class JobSpec:
     fsync_on_close: bool = False
     # -- write buffer contents
     zero_buffers: bool = False
-    refill_buffers: bool = False
+    refill_buffers: bool | None = None  # None: not given (see refills)
     scramble_buffers: bool = True
     buffer_pattern: bytes | None = None
     buffer_compress_percentage: int | None = None
@@ -319,6 +319,15 @@ class JobSpec:
     @property
     def does_reads(self) -> bool:
         return self.read_fraction > 0.0
+
+    @property
+    def refills(self) -> bool:
+        """New data for every write: refill_buffers as given, else implied by a
+        buffer_compress_percentage below 100 (fio's init.c: a compressible mix must be redrawn
+        per write, or one buffer repeated would compress far better than asked)."""
+        if self.refill_buffers is not None:
+            return self.refill_buffers
+        return 0 < (self.buffer_compress_percentage or 0) < 100
 
     @property
     def does_writes(self) -> bool:

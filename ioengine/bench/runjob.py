@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import ioengine
-from ioengine import OpenFlags
+from ioengine import OpenFlags, fill_random
 
 from ..options import ReactorOptions, SmpOptions
 from .ioplan import DIRS, READ, WRITE, IoPlan, derive_seed
@@ -694,22 +694,18 @@ class _Clone:
         self._worker_bufs[w] = (rb, wb)
         return rb, wb
 
-    def _fill(self, buf: Any, n: int, rng: random.Random | None = None) -> None:
+    def _fill(self, buf: Any, n: int, seed: int | None = None) -> None:
         job = self.job
-        mv = memoryview(buf)[:n]
         if job.zero_buffers:
-            mv[:] = bytes(n)
+            memoryview(buf)[:n] = bytes(n)
         elif job.buffer_pattern is not None:
             p = job.buffer_pattern
-            mv[:] = (p * (-(-n // len(p))))[:n]
-        else:
-            mv[:] = (rng or self.buf_rng).randbytes(n)  # fio writes random data by default
-            pct = job.buffer_compress_percentage
-            if pct:
-                chunk = job.buffer_compress_chunk
-                zeros = chunk * pct // 100
-                for c in range(0, n, chunk):
-                    mv[c:c + min(zeros, n - c)] = bytes(min(zeros, n - c))
+            memoryview(buf)[:n] = (p * (-(-n // len(p))))[:n]
+        else:  # fio writes random data by default
+            pct = job.buffer_compress_percentage or 0
+            chunk = job.buffer_compress_chunk if pct else 0
+            fill_random(buf if n == len(buf) else buf[:n], self.buf_rng.getrandbits(64) if seed is None else seed,
+                        chunk=chunk, zeros=chunk * pct // 100)
 
     def _prepare_write(self, buf: Any, pos: int, n: int, vseq: int = 0) -> None:
         job = self.job
@@ -717,8 +713,8 @@ class _Clone:
         if self.dedupe is not None:
             # fio turns refill_buffers on with dedupe: each write's bytes come from its seed, so a
             # repeated seed is a repeated (dedupable) buffer; no stamp that would make it unique.
-            self._fill(buf, n, random.Random(self.dedupe.next_seed()))
-        elif job.refill_buffers:
+            self._fill(buf, n, self.dedupe.next_seed())
+        elif job.refills:
             self._fill(buf, n)
         elif job.scramble_buffers and not job.zero_buffers and job.buffer_pattern is None and \
                 not job.buffer_compress_percentage and n >= 16:

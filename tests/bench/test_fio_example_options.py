@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import zlib
 from pathlib import Path
 
 import pytest
@@ -198,6 +199,43 @@ def test_exitall_steady_state_rate_and_dedupe(scratch: Path, capsys: pytest.Capt
     data = (scratch / "d.dat").read_bytes()
     blocks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
     assert 0.35 < len(set(blocks)) / len(blocks) < 0.65
+
+
+
+def test_buffer_contents_refill_and_compress(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # refill_buffers: every write new random bytes; buffer_compress_percentage=50: half of every
+    # buffer_compress_chunk zeros, redrawn per write, so the file compresses to about half (fio's
+    # init.c turns refill_buffers on with it unless the job sets it).
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        bs=4k
+        size=256k
+        rw=write
+        [refill]
+        filename={dir}/r.dat
+        refill_buffers
+        [compress]
+        filename={dir}/c.dat
+        buffer_compress_percentage=50
+        buffer_compress_chunk=1k
+        [given]
+        filename={dir}/g.dat
+        buffer_compress_percentage=50
+        refill_buffers=0
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    # refill_buffers given as 0 wins over the compression's implied refill: one buffer repeated
+    data = (scratch / "g.dat").read_bytes()
+    assert len({data[i:i + 4096] for i in range(0, len(data), 4096)}) == 1
+    data = (scratch / "r.dat").read_bytes()
+    blocks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    assert len(data) == 256 * K and len(set(blocks)) == len(blocks)
+    assert len(zlib.compress(data)) >= len(data)
+    data = (scratch / "c.dat").read_bytes()
+    assert len(data) == 256 * K
+    assert all(data[c:c + 512] == bytes(512) for c in range(0, len(data), K))
+    assert 0.45 < len(zlib.compress(data)) / len(data) < 0.6
 
 
 def test_numa_nodes_must_be_the_machines(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ import array
 import gc
 import random
 import weakref
+import zlib
 
 import pytest
 
@@ -281,3 +282,70 @@ def test_copy_in_released_buffer():
     buf.release()
     with pytest.raises(ValueError, match="released"):
         buf.copy_in(0, b"x", 0, 1)
+
+
+def test_fill_random_is_a_function_of_the_seed():
+    b = ioengine.allocate_aligned_buffer(8192)
+    ioengine.fill_random(b, 42)
+    first = bytes(b)
+    ioengine.fill_random(b, 42)
+    assert bytes(b) == first
+    ioengine.fill_random(b, 43)
+    assert bytes(b) != first
+    # seeds are taken modulo 2**64 (fio's are 64-bit): negative and large ints are fine
+    ioengine.fill_random(b, 42 + (1 << 64))
+    assert bytes(b) == first
+    ioengine.fill_random(b, -1)
+    assert bytes(b) != first
+    # random: no byte value stands out and zlib cannot shrink it
+    assert len(zlib.compress(first)) >= len(first)
+    assert max(first.count(bytes([v])) for v in range(256)) < 3 * len(first) / 256
+    b.release()
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 9, 4095, 4096])
+def test_fill_random_any_length_and_buffer_kind(n):
+    b = ioengine.allocate_aligned_buffer(4096)
+    ioengine.fill_random(b[:n], 5)  # a zero-copy slice: only its bytes change
+    assert bytes(b)[n:] == bytes(4096 - n)
+    whole = ioengine.allocate_aligned_buffer(n)
+    ioengine.fill_random(whole, 5)
+    assert bytes(b)[:n] == bytes(whole)  # a prefix of the same stream
+    ba = bytearray(n)
+    ioengine.fill_random(ba, 5)
+    assert bytes(ba) == bytes(whole)
+    b.release()
+    whole.release()
+
+
+def test_fill_random_compressible_part():
+    b = ioengine.allocate_aligned_buffer(4096)
+    ioengine.fill_random(b, 9, chunk=512, zeros=128)
+    data = bytes(b)
+    for c in range(0, 4096, 512):
+        assert data[c:c + 128] == bytes(128)
+        assert data[c + 128:c + 512].count(0) < 20
+    # 3/4 random: zlib keeps about that much
+    assert 0.70 * 4096 < len(zlib.compress(data)) < 0.85 * 4096
+    ioengine.fill_random(b, 9, chunk=1000, zeros=5000)  # zeros beyond the chunk: all zero
+    assert bytes(b) == bytes(4096)
+    b.release()
+
+
+def test_fill_random_refuses_bad_input():
+    with pytest.raises(TypeError, match="writable buffer"):
+        ioengine.fill_random(b"abc", 1)
+    with pytest.raises(TypeError, match="writable buffer"):
+        ioengine.fill_random(object(), 1)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ioengine.fill_random(bytearray(8), 1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ioengine.fill_random(bytearray(8), True)
+    with pytest.raises(ValueError, match="chunk and zeros must be >= 0"):
+        ioengine.fill_random(bytearray(8), 1, chunk=-1)
+    with pytest.raises(TypeError, match="contiguous"):
+        ioengine.fill_random(memoryview(bytearray(16))[::2], 1)
+    b = ioengine.allocate_aligned_buffer(4096)
+    b.release()
+    with pytest.raises(ValueError, match="released"):
+        ioengine.fill_random(b, 1)
