@@ -109,9 +109,10 @@ def fill_random(buf: object, seed: int, *, chunk: int = 0, zeros: int = 0) -> No
     TypeError if ``buf`` is not a writable buffer or an argument is not an int, ValueError if
     ``chunk`` or ``zeros`` is negative.
     """
-    for name, v in (("seed", seed), ("chunk", chunk), ("zeros", zeros)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"fill_random: {name} must be an int, got {type(v).__name__} {v!r}")
+    if not (type(seed) is int and type(chunk) is int and type(zeros) is int):  # noqa: E721  (bool is refused)
+        for name, v in (("seed", seed), ("chunk", chunk), ("zeros", zeros)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"fill_random: {name} must be an int, got {type(v).__name__} {v!r}")
     if chunk < 0 or zeros < 0:
         raise ValueError(f"fill_random: chunk and zeros must be >= 0, got chunk={chunk} zeros={zeros}")
     try:

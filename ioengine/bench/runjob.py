@@ -47,6 +47,7 @@ import asyncio
 import collections
 import errno as _errno
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -410,23 +411,33 @@ class _Flow:
 class _Dedupe:
     """fio's dedupe buffers: each write is unique, or (dedupe_percentage of them) a repeat — of the
     last unique buffer (repeat) or of one of the working set's (working_set). A buffer is named by
-    the seed its bytes are drawn from, so a repeat is the same bytes."""
+    the seed its bytes are drawn from, so a repeat is the same bytes. ``ws_seed`` draws the
+    working set (dedupe_global: the same for every job, so each job, on whichever shard, repeats
+    the others' buffers, as fio's jobs do from the seeds dedupe.c spreads over them); ``seed``
+    the job's own choices and unique buffers."""
 
-    def __init__(self, job: JobSpec, seed: int, working_set: int) -> None:
+    def __init__(self, job: JobSpec, seed: int, working_set: int, ws_seed: int | None = None) -> None:
         self.pct = job.dedupe_percentage
         self.mode = job.dedupe_mode
         self.rng = random.Random(seed)
         self.prev: int | None = None
-        self.ws = [self.rng.getrandbits(64) for _ in range(working_set)] if self.mode == "working_set" else []
+        ws_rng = self.rng if ws_seed is None else random.Random(ws_seed)
+        self.ws = [ws_rng.getrandbits(64) for _ in range(working_set)] if self.mode == "working_set" else []
 
     def next_seed(self) -> int:
-        if self.rng.randint(1, 100) <= self.pct:
+        # random() rather than randint/randrange: the same odds at a fifth of the Python per write
+        if self.rng.random() * 100 < self.pct:
             if self.ws:
-                return self.ws[self.rng.randrange(len(self.ws))]
+                return self.ws[int(self.rng.random() * len(self.ws))]
             if self.prev is not None:
                 return self.prev
         self.prev = self.rng.getrandbits(64)
         return self.prev
+
+
+def _global_dedupe_seed(job: JobSpec) -> int:
+    """dedupe_global's working set: from randseed alone, so every job and shard draws the same."""
+    return int.from_bytes(hashlib.blake2b(f"{job.randseed}:dedupe-global".encode(), digest_size=8).digest(), "little")
 
 
 class _LatencyTarget:
@@ -508,12 +519,11 @@ class _LatencyTarget:
 
 @dataclass(slots=True)
 class _Shared:
-    """What the clones of one run share: flow groups, who is done (wait_for), dedupe state."""
+    """What the clones of one run share: flow groups, who is done (wait_for)."""
 
     flows: dict[int, _Flow] = field(default_factory=dict)
     left: dict[str, int] = field(default_factory=dict)  # job name -> clones not yet done
     done: dict[str, asyncio.Event] = field(default_factory=dict)
-    dedupe: dict[int, _Dedupe] = field(default_factory=dict)  # dedupe_global: one per run
     exit_all: bool = False  # exitall with exit_what=all fired: later groups do not run
 
     def finished(self, name: str) -> None:
@@ -603,10 +613,8 @@ class _Clone:
             ws = 0
             if job.dedupe_mode == "working_set":
                 ws = max(1, (job.size or 0) * job.dedupe_working_set_percentage // 100 // job.block_sizes(1)[0])
-            if job.dedupe_global:
-                self.dedupe = self.shared.dedupe.setdefault(0, _Dedupe(job, derive_seed(job, 0, "dedupe"), ws))
-            else:
-                self.dedupe = _Dedupe(job, derive_seed(job, cr.number, "dedupe"), ws)
+            self.dedupe = _Dedupe(job, derive_seed(job, cr.number, "dedupe"), ws,
+                                  _global_dedupe_seed(job) if job.dedupe_global else None)
 
     def _new_plan(self) -> IoPlan:
         job, cr = self.job, self.cr
@@ -1302,14 +1310,14 @@ async def _steady_state(unit: list[_Clone]) -> None:
 
 def _pinned(j: JobSpec, waited: set[str]) -> bool:
     """Whether the job shares state with other jobs, so runs on shard 0 with them."""
-    return bool(j.flow or j.wait_for is not None or j.name in waited or j.exitall or j.dedupe_global
+    return bool(j.flow or j.wait_for is not None or j.name in waited or j.exitall
                 or (j.steadystate is not None and j.group_reporting))
 
 
 def _placement(clones: list[CloneRun], shards: int) -> dict[int, int]:
     """Which shard runs each clone (by number): round robin over the shards, except clones whose
-    jobs share state with other jobs (flow, wait_for either way, exitall, a group's steady state,
-    dedupe_global), which stay on shard 0 with the jobs they share it with."""
+    jobs share state with other jobs (flow, wait_for either way, exitall, a group's steady state),
+    which stay on shard 0 with the jobs they share it with."""
     waited = {c.job.wait_for for c in clones if c.job.wait_for is not None}
     out: dict[int, int] = {}
     i = 0
@@ -1506,7 +1514,7 @@ def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
             pinned = [j.name for j in jobs if _pinned(j, waited)]
             if pinned:
                 print(f"note: job(s) {', '.join(repr(n) for n in pinned)} share state with other jobs (flow, "
-                      f"wait_for, exitall, a group's steady state, dedupe_global): they run on shard 0",
+                      f"wait_for, exitall, a group's steady state): they run on shard 0",
                       file=warn)
     backend = ioengine.run(main(), **kw)
     return JobsRun(runs, backend, opts, started, jobs, shards)

@@ -314,7 +314,9 @@ def test_latency_target_job_ends_with_its_plan(scratch: Path, capsys: pytest.Cap
 
 def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
     # --smp 2: clones run on both shards (fio runs a process per clone); a job sharing state with
-    # others (here dedupe_global) stays on shard 0.
+    # others (here exitall, in a group of its own) stays on shard 0; dedupe_global jobs spread, their working set drawn
+    # alike on every shard, so each repeats the other's buffers (fio's t/fio-dedupe on the two
+    # files together finds more duplicates than on either alone).
     from ioengine.bench.jobfile import parse_job_file
     from ioengine.bench.runjob import run_jobs
     from ioengine.options import SmpOptions
@@ -324,18 +326,29 @@ def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
         direct=1
         bs=4k
         size=256k
-        filename={dir}/s.dat
         ioengine=libaio
         iodepth=2
         [spread]
+        filename={dir}/s.dat
         rw=randread
         numjobs=2
         time_based
         runtime=300ms
         [pinned]
+        stonewall
+        filename={dir}/s.dat
+        rw=read
+        exitall
+        number_ios=10000
+        [dedupe]
+        stonewall
         rw=write
-        filename={dir}/d.dat
+        size=1m
+        filename_format={dir}/d$jobnum.dat
+        numjobs=2
         dedupe_percentage=50
+        dedupe_mode=working_set
+        dedupe_working_set_percentage=25
         dedupe_global=1
     """)
     run = run_jobs(parse_job_file(job), smp=SmpOptions(smp=2))
@@ -343,7 +356,15 @@ def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
     spread = [c for c in clones if c.job.name == "spread"]
     assert sorted(c.shard for c in spread) == [0, 1] and all(c.total_ios > 10 and not c.error for c in spread)
     (pinned,) = [c for c in clones if c.job.name == "pinned"]
-    assert pinned.shard == 0 and pinned.total_ios == 64 and run.shards == 2
+    assert pinned.shard == 0 and run.shards == 2
+    dedupe = [c for c in clones if c.job.name == "dedupe"]
+    assert sorted(c.shard for c in dedupe) == [0, 1] and all(c.total_ios == 256 and not c.error for c in dedupe)
+    files = [(scratch / f"d{i}.dat").read_bytes() for i in range(2)]
+    sets = [{f[i:i + 4096] for i in range(0, len(f), 4096)} for f in files]
+    # half the writes repeat one of 64 working-set buffers: at most ~128 + 64 distinct per file
+    assert all(len(s) < 200 for s in sets)
+    # shared across the files: the working set is the same on both shards
+    assert len(sets[0] & sets[1]) > 20  # ~47 expected; none if each shard drew its own
 
 
 def test_concurrent_clones_pick_the_default_shards() -> None:
