@@ -117,36 +117,29 @@ class CachedSubmit:
     def __call__(self, op: int, fd: int, buf: Any, pos: int, disk_mask: int, mem_mask: int, opname: str,
                  owner: Any, on_done: Any, queue: Any, states: Any, io_class: Any) -> Coroutine[Any, Any, int] | None:
         if op == OP_READ:
-            d = 0
-        elif op == OP_WRITE and self._write_flags >= 0 and self._books.straight:
-            d = 1
-        else:
-            d = -1
-        if d >= 0 and self._may_try(d, buf, pos):
-            got = (self._write if d else self._read)(self._cache, fd, buf, pos)
+            got = self.try_read(fd, buf, pos)
+            if got is not None:
+                return _served(got)
+        elif op == OP_WRITE and self._write_flags >= 0 and self._books.straight and self._may_try(1, buf, pos):
+            got = self._write(self._cache, fd, buf, pos)
             if got is not None:
                 return _served(got)
         return self._submit(op, fd, buf, pos, disk_mask, mem_mask, opname, owner, on_done, queue, states, io_class)
 
     def try_read(self, fd: int, buf: Any, pos: int) -> int | None:
         """The bytes read into ``buf`` at ``pos`` if the page cache served them now, else None
-        (nothing happened: the caller takes the ring). For File.read_future (the streams)."""
-        return self._read(self._cache, fd, buf, pos) if self._may_try(0, buf, pos) else None
-
-    def _may_try(self, d: int, buf: Any, pos: int) -> bool:
-        """Whether a request of direction ``d`` tries the page cache now (this turn's budget, a
-        plain DmaBuffer and position, not backing off after misses)."""
+        (nothing happened: the caller takes the ring). For every buffered read (dma_read, and
+        File.read_future for the streams): one frame, _may_try's tests and take inline, as a
+        hit is a few microseconds and each Python call a good part of one
+        (`QD=1 BUFFERED=1 FILE=.scratch/bench.dat scripts/icount.sh` counts a hit)."""
         cache = self._cache
         if not (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
                 and type(pos) is int and 0 <= pos < _POS_MAX):
-            return False
+            return None
         skip = self._skip
-        if skip[d]:
-            skip[d] -= 1
-            return False
-        return True
-
-    def _read(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> int | None:
+        if skip[0]:
+            skip[0] -= 1
+            return None
         if buf.released:
             return None
         n = len(buf)
@@ -157,12 +150,29 @@ class CachedSubmit:
         if res == n and n:
             self._miss_run[0] = 0
             cache.reads += 1
-            cache.take(n)
+            cache.requests_left -= 1  # take(n), inline
+            cache.bytes_left -= n
+            if not cache._refill_due:
+                cache._refill_due = True
+                cache._loop.call_soon(cache._refill)
             return n
         # EAGAIN, or a short read (part cached, or the end of the file: the ring says which),
         # or an error the ring's path reports
         self._missed(cache, 0, res)
         return None
+
+    def _may_try(self, d: int, buf: Any, pos: int) -> bool:
+        """Whether a write tries the page cache now (this turn's budget, a plain DmaBuffer and
+        position, not backing off after misses); try_read makes the same tests for reads."""
+        cache = self._cache
+        if not (cache.requests_left > 0 and cache.bytes_left > 0 and cache.enabled and isinstance(buf, DmaBuffer)
+                and type(pos) is int and 0 <= pos < _POS_MAX):
+            return False
+        skip = self._skip
+        if skip[d]:
+            skip[d] -= 1
+            return False
+        return True
 
     def _write(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> int | None:
         if buf.released:

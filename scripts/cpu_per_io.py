@@ -4,7 +4,9 @@
     env: N (I/Os, default 200000), BLOCKS (4 KiB blocks of the file to use, default 16384),
          LOOP=uvloop, WRITE=1 (4k dma_writes instead of reads, inside the file's 64 MiB),
          QD (reads in flight, default 32: QD tasks), BATCH=k (File.dma_read_many: QD//k tasks,
-         each awaiting a batch of k random reads, so QD reads stay in flight in all; reads only)
+         each awaiting a batch of k random reads, so QD reads stay in flight in all; reads only),
+         BUFFERED=1 (the file opened buffered: what the page cache holds is served at the call,
+         ioengine.pagecache; QD=1 BUFFERED=1 scripts/icount.sh counts a cache hit)
 
 FILE defaults to /dev/shm/ioe.dat (created, 64 MiB): on tmpfs the disk drops out and only the
 CPU path is left. scripts/icount.sh runs it under callgrind.
@@ -27,10 +29,11 @@ path = sys.argv[1] if len(sys.argv) > 1 else "/dev/shm/ioe.dat"
 BLOCKS = int(os.environ.get("BLOCKS", "16384"))
 N = int(os.environ.get("N", "200000"))
 WRITE = os.environ.get("WRITE", "0") not in ("", "0")
+BUFFERED = os.environ.get("BUFFERED", "0") not in ("", "0")
 async def main():
     if not os.path.exists(path) or os.path.getsize(path) < 64 << 20:
         with open(path, "wb") as f: f.write(os.urandom(64 << 20))
-    f = await ioengine.open_file_dma(path, O.RW if WRITE else O.RO)
+    f = await ioengine.open_file_dma(path, O.RW if WRITE else O.RO, ioengine.FileOpenOptions(buffered=BUFFERED))
     done = 0
     async def worker(seed):
         nonlocal done
