@@ -309,6 +309,31 @@ def test_io_size_and_loops_wrap_around() -> None:
 # ------------------------------------------------------------------------------- errors
 
 
+
+@pytest.mark.parametrize("body", [
+    "rw=read", "rw=write", "rw=randread", "rw=randwrite\nnorandommap", "rw=randread\nrandom_distribution=zipf:1.1",
+    "rw=randread\nblockalign=8k", "rw=read\nloops=3", "rw=randread\nloops=2", "rw=read\nnumber_ios=50",
+    "rw=read\nio_size=300k", "rw=read\nsize=250k", "rw=randread\nsize=250k",
+])
+@pytest.mark.parametrize("time_based", [False, True])
+def test_the_plain_path_plans_what_the_general_one_does(body: str, time_based: bool) -> None:
+    # IoPlan.next's short path for one file, one direction and one size: the same I/Os, in the
+    # same order, as the general path it skips (forced here by turning the short one off).
+    (job,) = parse_job_text(f"[j]\nbs=4k\nsize=256k\ndirect=1\nrandrepeat=1\n{body}\n", "t.fio")
+    region = [(8192, job.size or 0)]
+    plans = [IoPlan(job, region, 1, time_based=time_based, file_sizes=[1 << 20]) for _ in range(2)]
+    assert plans[0]._plain
+    plans[1]._plain = False
+    runs = []
+    for plan in plans:
+        plan.prepare()
+        out = []
+        while len(out) < 400 and (io := plan.next()) is not None:
+            out.append(io)
+        runs.append(out)
+    assert runs[0] == runs[1] and len(runs[0]) > 40
+
+
 def test_unsupported_option_exit_2_names_line(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = write_job(scratch, """\
         [global]
