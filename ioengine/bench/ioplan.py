@@ -486,21 +486,21 @@ class IoPlan:
             if self._random:
                 picker, unit = self._picker(0, d)
                 if picker.used is None and unit == n:  # no map to mark; a drawn block always fits
-                    pos = self.regions[0][0] + picker.next() * unit
-                    self._last_start[0][d] = pos
-                    self._pos[0][d] = pos + n
+                    off = self.regions[0][0] + picker.next() * unit
+                    self._last_start[0][d] = off
+                    self._pos[0][d] = off + n
                     self.left -= n
                     self.ios_left -= 1
-                    return d, 0, pos, n
+                    return d, 0, off, n
             else:
                 p = self._pos[0]
-                pos = p[d]
-                if pos + n <= self._plain_end:  # else: wraps, or a new pass (the general path)
-                    p[d] = pos + n
-                    self._last_start[0][d] = pos
+                off = p[d]
+                if off + n <= self._plain_end:  # else: wraps, or a new pass (the general path)
+                    p[d] = off + n
+                    self._last_start[0][d] = off
                     self.left -= n
                     self.ios_left -= 1
-                    return d, 0, pos, n
+                    return d, 0, off, n
         if self._pending is not None:  # trimwrite: the write of the block just trimmed
             done = self._pending
             self._pending = None
