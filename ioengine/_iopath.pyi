@@ -205,6 +205,12 @@ class IoPath(Buffer):
     share_direct: bool
     grant: Any
 
+def page_cache_reads(cached_submit: type, page_cache: type, dma_buffer: type, pos_max: int, /) -> None:
+    """dma_read on a buffered File whose submit_request is a CachedSubmit tries the page cache in C
+    (once per process; native/filemethods.c)."""
+    ...
+
+
 def file_methods(cls: type, read: Callable[..., Any], write: Callable[..., Any], read_slow: Callable[..., Any],
                  write_slow: Callable[..., Any], op_read: int, op_write: int, /) -> tuple[Any, Any]:
     """File's dma_read / dma_write in C (once per process): method descriptors of ``cls`` that read

@@ -38,6 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._dmabuf import DmaBuffer
+from ._iopath import page_cache_reads
 from ._native import lib
 from .backends.base import OP_READ, OP_WRITE
 
@@ -51,6 +52,9 @@ _EOPNOTSUPP = -errno.EOPNOTSUPP
 _NOWAIT = os.RWF_NOWAIT
 #: Positions above this take the ring (its path says what is wrong with them).
 _POS_MAX = (1 << 63) - (1 << 32)
+#: dma_read's hits in C (native/filemethods.c: the same tests and books as try_read, without its
+#: Python frames); files made while this is False keep the Python path (a test's spy on ``lib``).
+NATIVE_READS = True
 
 
 async def _served(n: int) -> int:
@@ -98,7 +102,7 @@ class PageCache:
 class CachedSubmit:
     """One buffered File's submit_request: the page cache first (see the module's doc)."""
 
-    __slots__ = ("_cache", "_submit", "_books", "_blocking", "_write_flags", "_skip", "_miss_run")
+    __slots__ = ("_cache", "_submit", "_books", "_blocking", "_write_flags", "_skip", "_miss_run", "_native")
 
     def __init__(self, cache: PageCache, submit: Callable[..., Any], books: Any, blocking_writes: bool,
                  dsync: bool = False) -> None:
@@ -113,6 +117,8 @@ class CachedSubmit:
         #: and the misses in a row that set it.
         self._skip = [0, 0]
         self._miss_run = [0, 0]
+        #: dma_read tries the cache in C (File's C method reads this slot; see NATIVE_READS)
+        self._native = NATIVE_READS
 
     def __call__(self, op: int, fd: int, buf: Any, pos: int, disk_mask: int, mem_mask: int, opname: str,
                  owner: Any, on_done: Any, queue: Any, states: Any, io_class: Any) -> Coroutine[Any, Any, int] | None:
@@ -205,3 +211,6 @@ class CachedSubmit:
             return
         run = self._miss_run[d] = min(self._miss_run[d] * 2 + 1, MAX_SKIP)
         self._skip[d] = run
+
+
+page_cache_reads(CachedSubmit, PageCache, DmaBuffer, _POS_MAX)

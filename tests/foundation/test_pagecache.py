@@ -86,6 +86,7 @@ def test_a_read_the_cache_does_not_hold_takes_the_ring(run, scratch, monkeypatch
             return -errno.EAGAIN
 
     monkeypatch.setattr(pagecache, "lib", Cold())
+    monkeypatch.setattr(pagecache, "NATIVE_READS", False)  # the Python path, where the spy sits
 
     async def main():
         cache = ioengine.get_reactor().page_cache
@@ -102,6 +103,68 @@ def test_a_read_the_cache_does_not_hold_takes_the_ring(run, scratch, monkeypatch
                 for _ in range(MAX_SKIP + 1):  # past the longest backoff, a hit is served again
                     assert await f.dma_read(0, buf) == 4096
                 assert cache.reads >= 1
+            finally:
+                buf.release()
+
+    run(main())
+
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_misses_back_off_in_c_as_in_python(run, scratch, monkeypatch, native):
+    """dma_read's hits are served in C (native/filemethods.c) or, as read_future's, by the Python
+    CachedSubmit.try_read: the same books either way. Reads past the end of the file miss every
+    time (a short read of 0: the ring says what it is), deterministically: tries at reads 1, 3,
+    7, 15 and 31 of 32, each miss doubling the run through the ring; then cached reads are served."""
+    import ioengine.pagecache as pagecache
+
+    monkeypatch.setattr(pagecache, "NATIVE_READS", native)
+    path = scratch / "eof"
+    data = os.urandom(16 << 10)
+    _cache(path, data)
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            assert f._page_cache._native is native
+            buf = f.allocate_buffer(4096)
+            try:
+                for _ in range(32):
+                    assert await f.dma_read(1 << 20, buf) == 0
+                assert cache.misses == 5 and cache.reads == 0, (cache.misses, cache.reads)
+                for _ in range(MAX_SKIP + 4):  # past the longest backoff, the hits are served again
+                    assert await f.dma_read(4096, buf) == 4096
+                    assert bytes(buf) == data[4096:8192]
+                assert cache.reads >= 3 and cache.misses == 5
+                # the budget and its refill: a served read is counted against this turn's
+                assert cache.requests_left < pagecache.TURN_REQUESTS
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                assert cache.requests_left == pagecache.TURN_REQUESTS
+            finally:
+                buf.release()
+
+    run(main())
+
+
+def test_a_hit_served_in_c_is_an_awaitable_for_create_task(run, scratch):
+    """What dma_read returns for a hit is what it returns for the ring: awaitable, and a task can
+    be made of it (asyncio.create_task wants a coroutine)."""
+    path = scratch / "task"
+    data = os.urandom(8192)
+    _cache(path, data)
+
+    async def main():
+        cache = ioengine.get_reactor().page_cache
+        async with await ioengine.open_file_dma(path, F.RO, BUFFERED) as f:
+            buf = f.allocate_buffer(4096)
+            try:
+                before = cache.reads
+                assert await asyncio.create_task(f.dma_read(4096, buf)) == 4096
+                assert bytes(buf) == data[4096:] and cache.reads == before + 1
+                aw = f.dma_read(0, buf)
+                assert cache.reads == before + 2  # served at the call, before the await
+                assert await aw == 4096 and bytes(buf) == data[:4096]
             finally:
                 buf.release()
 
@@ -350,6 +413,7 @@ def test_the_buffer_is_pinned_during_the_call(run, scratch, monkeypatch):
             return real.ie_rw_now(*args)
 
     monkeypatch.setattr(pagecache, "lib", Spy())
+    monkeypatch.setattr(pagecache, "NATIVE_READS", False)  # the Python path (C pins with an export too)
 
     async def main():
         async with await ioengine.open_file_dma(path, F.RW, BLOCKING) as f:
