@@ -205,9 +205,9 @@ class IoPath(Buffer):
     share_direct: bool
     grant: Any
 
-def page_cache_reads(cached_submit: type, page_cache: type, dma_buffer: type, pos_max: int, /) -> None:
-    """dma_read on a buffered File whose submit_request is a CachedSubmit tries the page cache in C
-    (once per process; native/filemethods.c)."""
+def page_cache_requests(cached_submit: type, page_cache: type, dma_buffer: type, pos_max: int, /) -> None:
+    """dma_read and dma_write on a buffered File whose submit_request is a CachedSubmit try the page
+    cache in C (once per process; native/filemethods.c)."""
     ...
 
 

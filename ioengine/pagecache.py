@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._dmabuf import DmaBuffer
-from ._iopath import page_cache_reads
+from ._iopath import page_cache_requests
 from ._native import lib
 from .backends.base import OP_READ, OP_WRITE
 
@@ -52,9 +52,10 @@ _EOPNOTSUPP = -errno.EOPNOTSUPP
 _NOWAIT = os.RWF_NOWAIT
 #: Positions above this take the ring (its path says what is wrong with them).
 _POS_MAX = (1 << 63) - (1 << 32)
-#: dma_read's hits in C (native/filemethods.c: the same tests and books as try_read, without its
-#: Python frames); files made while this is False keep the Python path (a test's spy on ``lib``).
-NATIVE_READS = True
+#: dma_read's and dma_write's tries in C (native/filemethods.c: CachedSubmit's tests, calls and
+#: books without its Python frames); files made while this is False keep the Python path, the
+#: reference (a test's spy on ``lib``).
+NATIVE = True
 
 
 async def _served(n: int) -> int:
@@ -117,8 +118,8 @@ class CachedSubmit:
         #: and the misses in a row that set it.
         self._skip = [0, 0]
         self._miss_run = [0, 0]
-        #: dma_read tries the cache in C (File's C method reads this slot; see NATIVE_READS)
-        self._native = NATIVE_READS
+        #: dma_read / dma_write try the cache in C (File's C methods read this slot; see NATIVE)
+        self._native = NATIVE
 
     def __call__(self, op: int, fd: int, buf: Any, pos: int, disk_mask: int, mem_mask: int, opname: str,
                  owner: Any, on_done: Any, queue: Any, states: Any, io_class: Any) -> Coroutine[Any, Any, int] | None:
@@ -213,4 +214,4 @@ class CachedSubmit:
         self._skip[d] = run
 
 
-page_cache_reads(CachedSubmit, PageCache, DmaBuffer, _POS_MAX)
+page_cache_requests(CachedSubmit, PageCache, DmaBuffer, _POS_MAX)

@@ -55,24 +55,29 @@ static PyObject *fall_back(int w, PyObject *self, PyObject *const *args, Py_ssiz
     return r;
 }
 
-/* -- a buffered file's read from the page cache, at the call ------------------------------
+/* -- a buffered file's request from the page cache, at the call --------------------------
  *
- * ioengine/pagecache.py's CachedSubmit.try_read, for dma_read without its Python frames: the
- * same tests (the reactor's budget for the turn, a DmaBuffer, a plain position, the file not
- * backing off), the same preadv2 with RWF_NOWAIT, the same books, and a miss handed to the
- * Python object's _missed. A served read returns the awaiter of a done IoFuture, as the ring's
- * path returns a pending one's. The buffer is pinned by an export across the call (the GIL is
- * dropped around it). try_read stays the reference, and the path for File.read_future. */
+ * ioengine/pagecache.py's CachedSubmit, for dma_read and dma_write without its Python frames:
+ * the same tests (the reactor's budget for the turn, a DmaBuffer, a plain position, the file not
+ * backing off; for writes, a file whose writes may be made here and whose size books are
+ * straight), the same preadv2 / pwritev2 (RWF_NOWAIT, or a blocking write where the file asks
+ * for them and the filesystem refuses RWF_NOWAIT), the same books, and a miss handed to the
+ * Python object's _missed. A served request returns the awaiter of a done IoFuture, as the
+ * ring's path returns a pending one's. The buffer is pinned by an export across the call (the
+ * GIL is dropped around it). CachedSubmit's Python methods stay the reference (and try_read is
+ * File.read_future's path). */
 
-enum { CS_CACHE, CS_SKIP, CS_MISS_RUN, CS_NATIVE, CS_SUBMIT, N_CS };
-static const char *const cs_names[N_CS] = {"_cache", "_skip", "_miss_run", "_native", "_submit"};
-enum { PC_ENABLED, PC_REQUESTS, PC_BYTES, PC_READS, PC_REFILL_DUE, PC_LOOP, N_PC };
-static const char *const pc_names[N_PC] = {"enabled", "requests_left", "bytes_left", "reads", "_refill_due", "_loop"};
+enum { CS_CACHE, CS_SKIP, CS_MISS_RUN, CS_NATIVE, CS_SUBMIT, CS_WRITE_FLAGS, CS_BLOCKING, CS_BOOKS, N_CS };
+static const char *const cs_names[N_CS] = {"_cache", "_skip", "_miss_run", "_native", "_submit", "_write_flags",
+                                           "_blocking", "_books"};
+enum { PC_ENABLED, PC_REQUESTS, PC_BYTES, PC_READS, PC_WRITES, PC_REFILL_DUE, PC_LOOP, N_PC };
+static const char *const pc_names[N_PC] = {"enabled", "requests_left", "bytes_left", "reads", "writes",
+                                           "_refill_due", "_loop"};
 
 static struct {
     PyTypeObject *cs_cls, *pc_cls, *buf_cls;
     Py_ssize_t cs_off[N_CS], pc_off[N_PC];
-    PyObject *missed, *refill, *call_soon; /* method names */
+    PyObject *missed, *refill, *call_soon, *straight, *known, *one; /* names; the int 1 */
     long long pos_max;
 } cache_binding;
 
@@ -101,34 +106,90 @@ static int add_to_slot(PyObject *o, Py_ssize_t off, long long delta)
     return set_slot(o, off, PyLong_FromLongLong(v + delta));
 }
 
+/* An int slot's value, or ``dflt`` when it is not an exact int. */
+static inline long long int_slot(PyObject *o, Py_ssize_t off, long long dflt)
+{
+    PyObject *v = *slot_at(o, off);
+    if (!v || !PyLong_CheckExact(v))
+        return dflt;
+    long long r = PyLong_AsLongLong(v);
+    if (r == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return dflt;
+    }
+    return r;
+}
+
+static ssize_t rw_now(int w, int fd, void *addr, Py_ssize_t n, long long pos, int flags)
+{
+    struct iovec iov = {addr, (size_t)n};
+    ssize_t res;
+    Py_BEGIN_ALLOW_THREADS
+    res = w ? pwritev2(fd, &iov, 1, (off_t)pos, flags) : preadv2(fd, &iov, 1, (off_t)pos, flags);
+    if (res < 0)
+        res = -errno;
+    Py_END_ALLOW_THREADS
+    return res;
+}
+
+/* A write's size books after it (as a completed write's): the known size grows to its end. */
+static int grow_known(PyObject *books, long long end)
+{
+    PyObject *k = PyObject_GetAttr(books, cache_binding.known);
+    if (!k)
+        return -1;
+    long long known = PyLong_AsLongLong(k);
+    Py_DECREF(k);
+    if (known == -1 && PyErr_Occurred())
+        return -1;
+    if (end <= known)
+        return 0;
+    PyObject *e = PyLong_FromLongLong(end);
+    int rc = e ? PyObject_SetAttr(books, cache_binding.known, e) : -1;
+    Py_XDECREF(e);
+    return rc;
+}
+
 /* 1: served, *out the awaitable; 0: not tried or a miss (the caller goes on to the ring);
-   -1: an exception. */
-static int cached_read(PyObject *cs, PyObject *fd_obj, PyObject *buf, PyObject *pos_obj, PyObject **out)
+   -1: an exception. ``w``: 0 read, 1 write. */
+static int cached_rw(int w, PyObject *cs, PyObject *fd_obj, PyObject *buf, PyObject *pos_obj, PyObject **out)
 {
     const Py_ssize_t *co = cache_binding.cs_off, *po = cache_binding.pc_off;
     PyObject *cache = *slot_at(cs, co[CS_CACHE]), *skip = *slot_at(cs, co[CS_SKIP]);
-    if (!cache || !Py_IS_TYPE(cache, cache_binding.pc_cls)
-        || !skip || !PyList_CheckExact(skip) || PyList_GET_SIZE(skip) != 2
-        || *slot_at(cache, po[PC_ENABLED]) != Py_True || !PyObject_TypeCheck(buf, cache_binding.buf_cls)
-        || !PyLong_CheckExact(pos_obj) || !PyLong_CheckExact(fd_obj))
+    if (!cache || !Py_IS_TYPE(cache, cache_binding.pc_cls) || !skip || !PyList_CheckExact(skip)
+        || PyList_GET_SIZE(skip) != 2 || *slot_at(cache, po[PC_ENABLED]) != Py_True
+        || !PyObject_TypeCheck(buf, cache_binding.buf_cls) || !PyLong_CheckExact(pos_obj)
+        || !PyLong_CheckExact(fd_obj))
         return 0;
-    PyObject *req = *slot_at(cache, po[PC_REQUESTS]), *left = *slot_at(cache, po[PC_BYTES]);
-    if (!req || !left || !PyLong_CheckExact(req) || !PyLong_CheckExact(left))
-        return 0;
+    long long flags = RWF_NOWAIT;
+    PyObject *books = NULL;
+    if (w) { /* CachedSubmit.__call__'s tests of a write */
+        flags = int_slot(cs, co[CS_WRITE_FLAGS], -1);
+        books = *slot_at(cs, co[CS_BOOKS]);
+        if (flags < 0 || !books)
+            return 0;
+        PyObject *st = PyObject_GetAttr(books, cache_binding.straight);
+        if (!st)
+            return -1;
+        int straight = PyObject_IsTrue(st);
+        Py_DECREF(st);
+        if (straight <= 0)
+            return straight;
+    }
     int overflow;
     long long pos = PyLong_AsLongLongAndOverflow(pos_obj, &overflow);
-    if (overflow || pos < 0 || pos >= cache_binding.pos_max || PyLong_AsLongLong(req) <= 0
-        || PyLong_AsLongLong(left) <= 0)
+    if (overflow || pos < 0 || pos >= cache_binding.pos_max || int_slot(cache, po[PC_REQUESTS], 0) <= 0
+        || int_slot(cache, po[PC_BYTES], 0) <= 0)
         return PyErr_Occurred() ? -1 : 0;
-    long long skipped = PyLong_AsLongLong(PyList_GET_ITEM(skip, 0));
+    long long skipped = PyLong_AsLongLong(PyList_GET_ITEM(skip, w));
     if (skipped == -1 && PyErr_Occurred())
         return -1;
     if (skipped) { /* backing off after misses: this one takes the ring */
         PyObject *v = PyLong_FromLongLong(skipped - 1);
-        return v ? (PyList_SetItem(skip, 0, v), 0) : -1;
+        return v ? (PyList_SetItem(skip, w, v), 0) : -1;
     }
     Py_buffer view;
-    if (PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE) < 0) { /* released: the ring's path says so */
+    if (PyObject_GetBuffer(buf, &view, w ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) { /* released: the ring says so */
         PyErr_Clear();
         return 0;
     }
@@ -138,17 +199,26 @@ static int cached_read(PyObject *cs, PyObject *fd_obj, PyObject *buf, PyObject *
         return 0;
     }
     int fd = (int)PyLong_AsLong(fd_obj);
-    struct iovec iov = {view.buf, (size_t)n};
-    ssize_t res;
-    Py_BEGIN_ALLOW_THREADS
-    res = preadv2(fd, &iov, 1, (off_t)pos, RWF_NOWAIT);
-    if (res < 0)
-        res = -errno;
-    Py_END_ALLOW_THREADS
+    ssize_t res = rw_now(w, fd, view.buf, n, pos, (int)flags);
+    if (w && res == -EOPNOTSUPP && flags) {
+        /* the filesystem cannot take a buffered write without blocking (ext4): made here as a
+           synchronous write if the file asks, else its writes take the ring from now on */
+        int blocking = *slot_at(cs, co[CS_BLOCKING]) == Py_True;
+        if (set_slot(cs, co[CS_WRITE_FLAGS], PyLong_FromLong(blocking ? 0 : -1)) < 0) {
+            PyBuffer_Release(&view);
+            return -1;
+        }
+        if (!blocking) {
+            PyBuffer_Release(&view);
+            return 0;
+        }
+        res = rw_now(w, fd, view.buf, n, pos, 0);
+    }
     PyBuffer_Release(&view);
     if (res != n) { /* EAGAIN, a short read or an error: counted, backed off, the ring decides */
         PyObject *code = PyLong_FromSsize_t(res);
-        PyObject *r = code ? PyObject_CallMethodObjArgs(cs, cache_binding.missed, cache, binding.zero, code, NULL)
+        PyObject *r = code ? PyObject_CallMethodObjArgs(cs, cache_binding.missed, cache,
+                                                        w ? cache_binding.one : binding.zero, code, NULL)
                            : NULL;
         Py_XDECREF(code);
         if (!r)
@@ -159,10 +229,10 @@ static int cached_read(PyObject *cs, PyObject *fd_obj, PyObject *buf, PyObject *
     PyObject *miss_run = *slot_at(cs, co[CS_MISS_RUN]);
     if (miss_run && PyList_CheckExact(miss_run) && PyList_GET_SIZE(miss_run) == 2) {
         Py_INCREF(binding.zero);
-        PyList_SetItem(miss_run, 0, binding.zero);
+        PyList_SetItem(miss_run, w, binding.zero);
     }
-    if (add_to_slot(cache, po[PC_READS], 1) < 0 || add_to_slot(cache, po[PC_REQUESTS], -1) < 0
-        || add_to_slot(cache, po[PC_BYTES], -(long long)n) < 0)
+    if ((w && grow_known(books, pos + n) < 0) || add_to_slot(cache, po[w ? PC_WRITES : PC_READS], 1) < 0
+        || add_to_slot(cache, po[PC_REQUESTS], -1) < 0 || add_to_slot(cache, po[PC_BYTES], -(long long)n) < 0)
         return -1;
     PyObject *loop = *slot_at(cache, po[PC_LOOP]);
     if (*slot_at(cache, po[PC_REFILL_DUE]) != Py_True) { /* PageCache.take: the budget is per turn */
@@ -200,13 +270,13 @@ static PyObject *request(int w, PyObject *self, PyObject *const *args, Py_ssize_
             return fall_back(w, self, args, nargs, kwnames);
     if (closed != Py_False || submit == Py_None)
         return fall_back(w, self, args, nargs, kwnames);
-    if (!w && cache_binding.cs_cls && Py_IS_TYPE(submit, cache_binding.cs_cls)
+    if (cache_binding.cs_cls && Py_IS_TYPE(submit, cache_binding.cs_cls)
         && *slot_at(submit, cache_binding.cs_off[CS_NATIVE]) == Py_True) {
         PyObject *served = NULL;
         Py_INCREF(submit);
-        int got = cached_read(submit, v[S_FD], args[1], args[0], &served);
+        int got = cached_rw(w, submit, v[S_FD], args[1], args[0], &served);
         /* not served: the ring, as CachedSubmit would send it (not CachedSubmit itself, which
-           would count this read's try, or its backing off, a second time) */
+           would count this request's try, or its backing off, a second time) */
         PyObject *ring = got ? NULL : *slot_at(submit, cache_binding.cs_off[CS_SUBMIT]);
         Py_DECREF(submit);
         if (got)
@@ -338,17 +408,17 @@ static PyObject *mod_file_methods(PyObject *mod, PyObject *const *args, Py_ssize
     return r;
 }
 
-/* page_cache_reads(CachedSubmit, PageCache, DmaBuffer, pos_max): dma_read on a buffered File
-   whose submit_request is a CachedSubmit (ioengine.pagecache) tries the page cache in C. */
-static PyObject *mod_page_cache_reads(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+/* page_cache_requests(CachedSubmit, PageCache, DmaBuffer, pos_max): dma_read and dma_write on a
+   buffered File whose submit_request is a CachedSubmit (ioengine.pagecache) try the page cache in C. */
+static PyObject *mod_page_cache_requests(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4 || !PyType_Check(args[0]) || !PyType_Check(args[1]) || !PyType_Check(args[2])
         || !PyLong_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "page_cache_reads(CachedSubmit, PageCache, DmaBuffer, pos_max)");
+        PyErr_SetString(PyExc_TypeError, "page_cache_requests(CachedSubmit, PageCache, DmaBuffer, pos_max)");
         return NULL;
     }
     if (cache_binding.cs_cls) {
-        PyErr_SetString(PyExc_RuntimeError, "page_cache_reads: bound already");
+        PyErr_SetString(PyExc_RuntimeError, "page_cache_requests: bound already");
         return NULL;
     }
     struct { PyTypeObject *cls; const char *const *names; int n; Py_ssize_t *off; } sets[2] = {
@@ -359,7 +429,7 @@ static PyObject *mod_page_cache_reads(PyObject *mod, PyObject *const *args, Py_s
             PyObject *d = PyDict_GetItemString(sets[k].cls->tp_dict, sets[k].names[i]); /* borrowed */
             if (!d || !Py_IS_TYPE(d, &PyMemberDescr_Type)
                 || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-                PyErr_Format(PyExc_TypeError, "page_cache_reads: %s.%s is not an object slot", sets[k].cls->tp_name,
+                PyErr_Format(PyExc_TypeError, "page_cache_requests: %s.%s is not an object slot", sets[k].cls->tp_name,
                              sets[k].names[i]);
                 return NULL;
             }
@@ -368,17 +438,22 @@ static PyObject *mod_page_cache_reads(PyObject *mod, PyObject *const *args, Py_s
     long long pos_max = PyLong_AsLongLong(args[3]);
     if (pos_max == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *missed = PyUnicode_InternFromString("_missed"), *refill = PyUnicode_InternFromString("_refill"),
-             *call_soon = PyUnicode_InternFromString("call_soon");
-    if (!missed || !refill || !call_soon) {
-        Py_XDECREF(missed);
-        Py_XDECREF(refill);
-        Py_XDECREF(call_soon);
+    PyObject *names[5] = {PyUnicode_InternFromString("_missed"), PyUnicode_InternFromString("_refill"),
+                          PyUnicode_InternFromString("call_soon"), PyUnicode_InternFromString("straight"),
+                          PyUnicode_InternFromString("known")};
+    PyObject *one = PyLong_FromLong(1);
+    if (!names[0] || !names[1] || !names[2] || !names[3] || !names[4] || !one) {
+        for (int i = 0; i < 5; i++)
+            Py_XDECREF(names[i]);
+        Py_XDECREF(one);
         return NULL;
     }
-    cache_binding.missed = missed;
-    cache_binding.refill = refill;
-    cache_binding.call_soon = call_soon;
+    cache_binding.missed = names[0];
+    cache_binding.refill = names[1];
+    cache_binding.call_soon = names[2];
+    cache_binding.straight = names[3];
+    cache_binding.known = names[4];
+    cache_binding.one = one;
     cache_binding.pos_max = pos_max;
     cache_binding.pc_cls = (PyTypeObject *)Py_NewRef(args[1]);
     cache_binding.buf_cls = (PyTypeObject *)Py_NewRef(args[2]);
@@ -387,8 +462,8 @@ static PyObject *mod_page_cache_reads(PyObject *mod, PyObject *const *args, Py_s
 }
 
 static PyMethodDef filemethods_functions[] = {
-    {"page_cache_reads", (PyCFunction)(void (*)(void))mod_page_cache_reads, METH_FASTCALL,
-     "page_cache_reads(CachedSubmit, PageCache, DmaBuffer, pos_max): buffered dma_reads try the page cache in C"},
+    {"page_cache_requests", (PyCFunction)(void (*)(void))mod_page_cache_requests, METH_FASTCALL,
+     "page_cache_requests(CachedSubmit, PageCache, DmaBuffer, pos_max): buffered dma_read/dma_write try the page cache in C"},
     {"file_methods", (PyCFunction)(void (*)(void))mod_file_methods, METH_FASTCALL,
      "file_methods(cls, read, write, read_slow, write_slow, op_read, op_write) -> (dma_read, dma_write):\n"
      "File's per-request methods in C, standing for the Python methods read and write"},

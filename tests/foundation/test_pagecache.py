@@ -86,7 +86,7 @@ def test_a_read_the_cache_does_not_hold_takes_the_ring(run, scratch, monkeypatch
             return -errno.EAGAIN
 
     monkeypatch.setattr(pagecache, "lib", Cold())
-    monkeypatch.setattr(pagecache, "NATIVE_READS", False)  # the Python path, where the spy sits
+    monkeypatch.setattr(pagecache, "NATIVE", False)  # the Python path, where the spy sits
 
     async def main():
         cache = ioengine.get_reactor().page_cache
@@ -118,7 +118,7 @@ def test_misses_back_off_in_c_as_in_python(run, scratch, monkeypatch, native):
     7, 15 and 31 of 32, each miss doubling the run through the ring; then cached reads are served."""
     import ioengine.pagecache as pagecache
 
-    monkeypatch.setattr(pagecache, "NATIVE_READS", native)
+    monkeypatch.setattr(pagecache, "NATIVE", native)
     path = scratch / "eof"
     data = os.urandom(16 << 10)
     _cache(path, data)
@@ -224,7 +224,11 @@ def test_reading_the_cache_in_a_loop_lets_the_loop_turn(run, scratch):
     run(main())
 
 
-def test_blocking_buffered_writes_are_made_at_the_call(run, scratch):
+@pytest.mark.parametrize("native", [True, False])
+def test_blocking_buffered_writes_are_made_at_the_call(run, scratch, monkeypatch, native):
+    import ioengine.pagecache as pagecache
+
+    monkeypatch.setattr(pagecache, "NATIVE", native)  # C (dma_write) and the Python reference
     path = scratch / "w"
     _cache(path, b"")
 
@@ -251,9 +255,13 @@ def test_blocking_buffered_writes_are_made_at_the_call(run, scratch):
     run(main())
 
 
-def test_buffered_writes_wait_for_the_ring_unless_the_file_asks(run, scratch):
+@pytest.mark.parametrize("native", [True, False])
+def test_buffered_writes_wait_for_the_ring_unless_the_file_asks(run, scratch, monkeypatch, native):
     """Without blocking_buffered_writes, a filesystem that cannot take a buffered write without
     blocking (ext4) gets every write through the ring; one that can takes them at the call."""
+    import ioengine.pagecache as pagecache
+
+    monkeypatch.setattr(pagecache, "NATIVE", native)
     path = scratch / "w2"
     _cache(path, b"")
     nowait = _nowait_buffered_writes(path)
@@ -413,7 +421,7 @@ def test_the_buffer_is_pinned_during_the_call(run, scratch, monkeypatch):
             return real.ie_rw_now(*args)
 
     monkeypatch.setattr(pagecache, "lib", Spy())
-    monkeypatch.setattr(pagecache, "NATIVE_READS", False)  # the Python path (C pins with an export too)
+    monkeypatch.setattr(pagecache, "NATIVE", False)  # the Python path (C pins with an export too)
 
     async def main():
         async with await ioengine.open_file_dma(path, F.RW, BLOCKING) as f:
