@@ -149,7 +149,7 @@ class CachedSubmit:
         if skip[0]:
             skip[0] -= 1
             return None
-        if buf.released:
+        if buf.released or not len(buf):  # nothing to read: the ring's path answers
             return None
         n = len(buf)
         # The export pins the memory while the GIL is dropped around the call (a release()
@@ -184,7 +184,7 @@ class CachedSubmit:
         return True
 
     def _write(self, cache: PageCache, fd: int, buf: DmaBuffer, pos: int) -> int | None:
-        if buf.released:
+        if buf.released or not len(buf):
             return None
         n = len(buf)
         with memoryview(buf):  # pinned, as a read's

@@ -201,7 +201,6 @@ def test_exitall_steady_state_rate_and_dedupe(scratch: Path, capsys: pytest.Capt
     assert 0.35 < len(set(blocks)) / len(blocks) < 0.65
 
 
-
 def test_buffer_contents_refill_and_compress(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # refill_buffers: every write new random bytes; buffer_compress_percentage=50: half of every
     # buffer_compress_chunk zeros, redrawn per write, so the file compresses to about half (fio's
