@@ -25,11 +25,12 @@ Three rules keep it a fast path and nothing else:
 Anything unusual -- another buffer type than DmaBuffer, a released buffer, a position the kernel
 cannot take, a kernel error other than EAGAIN -- takes the ring, whose path checks and reports it
 as for any request. A request served here uses no disk time, so the disk scheduler does not see
-it; ``PageCache`` counts it. File's C ``dma_read`` / ``dma_write`` make the try themselves
-(native/filemethods.c: CachedSubmit's tests, calls and books, without its Python frames); the
-methods here are the reference, and ``try_read`` is ``File.read_future``'s path. A fault injector (ioengine.testing) turns the path off, since it
-changes requests on their way through the backend. ``tests/foundation/test_pagecache.py`` has the cases;
-``scripts/fio_examples.py --compare backwards-read.fio`` measures the gain against fio.
+it; ``PageCache`` counts it. A fault injector (ioengine.testing) turns the path off, since it
+changes requests on their way through the backend. File's C ``dma_read`` / ``dma_write`` make
+the try themselves (native/filemethods.c: CachedSubmit's tests, calls and books, without its
+Python frames); the methods here are the reference, and ``try_read`` is ``File.read_future``'s
+path. ``tests/foundation/test_pagecache.py`` has the cases; ``scripts/fio_examples.py --compare
+backwards-read.fio`` measures the gain against fio.
 """
 from __future__ import annotations
 
