@@ -161,9 +161,10 @@ def test_two_requests_in_the_kernel_are_polled_up_to_the_poll_depth(run, scratch
             while time.monotonic() - t < 0.005:
                 await asyncio.gather(f.read_future(0, a), f.read_future(4096, b))
             await asyncio.sleep(0)
-            # a busy host can deschedule the loop past a poll window: a few hundred pairs, and
-            # with depth 2 one of them must have been polled whole
-            for _ in range(300):
+            # a busy host can deschedule the loop past a poll window, and a read its cache serves
+            # can complete within the submitting call (reaped by the flush, not polled): up to
+            # 2,000 pairs, and with depth 2 one of them must have been polled whole
+            for _ in range(2000):
                 before = r.polled
                 # staged in one turn, so both reach the kernel together (tasks of dma_read
                 # would start a turn apart, and the first could be alone in the kernel a while)
@@ -313,8 +314,9 @@ def test_a_source_with_bursts_sleeps_part_of_its_wait_then_spins(run, loop_kind)
     for second in (None, False):
         calls = run(main(True, second), idle_poll_time_us=0)
         # the first wait is learnt by spinning; the later ones start with a sleep of ~0.9 x 2 ms
-        # (more where a stalled host made the learnt waits longer than the 2 ms gap: up to 1.5x)
-        assert len(calls) >= 4 and all(300_000 < ns < 3_000_000 for ns in calls), (second, calls)
+        # (more where a stalled host made the learnt waits longer than the 2 ms gap: CI's loaded
+        # host learnt 3-8 ms; still a fraction of the 50 ms poll window, not the window)
+        assert len(calls) >= 4 and all(300_000 < ns < 10_000_000 for ns in calls), (second, calls)
     assert run(main(False, None), idle_poll_time_us=0) == []
     assert run(main(True, True), idle_poll_time_us=0) == []
 
@@ -373,9 +375,10 @@ def test_a_completion_resumes_the_task_in_the_callback_that_reaped_it(run, scrat
         pytest.skip("asyncio's loops reap in the selector (the test above)")
     import sys
 
-    # Spinning, a read the disk finishes within the submitting call itself (the host's cache of
-    # a block just written) is reaped by the flush that submitted it: resumed there, no later.
-    where = {"_on_wakeup"} if how == "sleeping" else {"_spin", "_flush"}
+    # A read the disk finishes within the submitting call itself (the host's cache of a block
+    # just written) is reaped by the flush that submitted it: resumed there, no later (CI saw
+    # every one of 32 sleeping reads resumed so on a loaded host).
+    where = {"_on_wakeup", "_flush"} if how == "sleeping" else {"_spin", "_flush"}
 
     async def main():
         async with await ioengine.open_file_dma(scratch / "f", OpenFlags.RW | OpenFlags.CREATE) as f:
