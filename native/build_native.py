@@ -14,7 +14,7 @@ ffibuilder.cdef((HERE / "ioengine_native.cdef").read_text())
 ffibuilder.set_source(
     "ioengine._native",
     '#include "ioengine_native.h"\n',
-    sources=[str((HERE / name).relative_to(HERE.parent)) for name in ("ioengine_native.c", "smp_ring.c", "io_group.c")],
+    sources=[str((HERE / name).relative_to(HERE.parent)) for name in ("ioengine_native.c", "smp_ring.c", "io_group.c", "verify_hdr.c")],
     include_dirs=[str(HERE.relative_to(HERE.parent))],
     libraries=["uring", "aio", "m"],
     extra_compile_args=["-O2", "-Wall"],

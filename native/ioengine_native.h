@@ -65,6 +65,19 @@ int64_t ie_rw_sync(const uint64_t *rec);
 int64_t ie_rw_now(int fd, int write, uint64_t addr, uint64_t len, int64_t off, int flags);
 int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 void ie_fill_random(uint64_t addr, uint64_t len, uint64_t seed, uint64_t chunk, uint64_t zeros);
+/* verify_hdr.c: fio-style verify headers (ioengine.bench.verifier) */
+#define IE_VSUM_AT 32
+#define IE_VSUM_LEN 64
+#define IE_VDATA_AT 96
+#define IE_VBAD_MAGIC 1
+#define IE_VBAD_OFFSET 2
+#define IE_VBAD_NUMBERIO 3
+#define IE_VBAD_SUM 4
+void ie_verify_fill(uint64_t addr, uint64_t n, uint64_t interval, uint64_t pos, uint64_t seq, uint32_t writer);
+int64_t ie_verify_check(uint64_t addr, uint64_t n, uint64_t interval, uint64_t pos, int64_t seq, int64_t writer,
+                        int zero_sum);
+void ie_fill_pattern(uint64_t addr, uint64_t n, uint64_t pattern, uint64_t plen);
+int64_t ie_check_pattern(uint64_t addr, uint64_t n, uint64_t pattern, uint64_t plen);
 int ie_epoll_wait_ns(int epfd, int64_t timeout_ns);
 long ie_timer_slack_ns(long ns);
 struct statx *ie_statx_buf_new(void);
