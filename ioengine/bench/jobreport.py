@@ -64,6 +64,9 @@ class CloneRun:
     regions: list[tuple[int, int]] = field(default_factory=list)  # per file: (start, length)
     file_sizes: list[int] = field(default_factory=list)  # per file, at preflight
     runtime_ns: int = 0
+    #: Per direction, the time of the phases that did it (fio's update_runtime: a verify job's
+    #: writes over its write passes, its reads over the verify passes); None: the whole runtime.
+    dir_runtime_ns: list[int] | None = None
     #: steady state: what the monitor saw (fio's JSON "steadystate"), None without ss=.
     steady: dict[str, Any] | None = None
     latency_depth: int = 0  # latency_target: the depth found (0: not used)
@@ -211,7 +214,8 @@ class Entry:
         if d in self._dirs:
             return self._dirs[d]
         lat = sorted(x for c in self.clones for x in c.lat[d])
-        runtime = max((_ms(c.runtime_ns, c.total_ios) for c in self.clones), default=0)
+        runtime = max((_ms(c.runtime_ns if c.dir_runtime_ns is None else c.dir_runtime_ns[d], len(c.lat[d]))
+                       for c in self.clones), default=0)
         bw, iops = _window_samples(self.clones, d) if lat else ([], [])
         rep = DirReport(len(lat), sum(c.bytes(d) for c in self.clones), runtime if lat else 0, lat, bw, iops)
         self._dirs[d] = rep

@@ -783,14 +783,35 @@ class _Clone:
                 self.halt()
 
         side = [asyncio.ensure_future(timer())]
+        # fio's update_runtime: each direction's runtime is the phases that did it (a verify
+        # job's reads over its verify phases), so its IOPS are the phases' rates
+        phases: list[int] | None = None
+        t_phase = t_start
+        done_before = [0, 0, 0]
+
+        def phase_end(dirs: tuple[int, ...]) -> None:
+            nonlocal t_phase, phases
+            now = time.perf_counter_ns()
+            if phases is None:
+                phases = [0, 0, 0]
+            for d in dirs:
+                phases[d] += now - max(t_phase, self.t_meas)
+            t_phase = now
+            done_before[:] = cr.io_bytes
+
+        def io_dirs() -> tuple[int, ...]:  # the directions the write phase did
+            return tuple(d for d in DIRS if cr.io_bytes[d] > done_before[d])
+
         try:
             await self._gather(tasks)
             if self.passes:
                 # fio's do_io/do_verify (backend.c): a pass that the runtime cut is not verified,
                 # and the runtime ends a verify too.
+                phase_end(io_dirs())
                 while not cr.error and not self.stop:
                     await self._drop_all()  # fio reopens the files for the verify and each pass
                     await self._verify_written(None)
+                    phase_end((READ,))
                     if cr.error or self.stop:
                         break
                     self.plan = self._new_plan()
@@ -798,14 +819,17 @@ class _Clone:
                     self._plan_done = False
                     await self._drop_all()
                     await self._gather([asyncio.ensure_future(self._worker(w)) for w in range(job.depth)])
+                    phase_end(io_dirs())
             elif not cr.error and self.verifier is not None and job.does_writes and job.do_verify and \
                     (not self.stop or self.done):
                 # fio's thread_main: a job terminated in do_io (its runtime, fill_device's ENOSPC,
                 # steady state, exitall) breaks out before do_verify; one done (latency_target's
                 # search over) verifies.
+                phase_end(io_dirs())
                 self.stop = False
                 await self._drop_all()
                 await self._verify_written(None)
+                phase_end((READ,))
             if job.end_fsync and job.does_writes and not cr.error:
                 for f in self.files:
                     await f.flush()
@@ -820,6 +844,8 @@ class _Clone:
             cr.reset_stats()
             self.t_meas = t_end
         cr.runtime_ns = t_end - self.t_meas
+        if phases is not None:
+            cr.dir_runtime_ns = phases
         if self.lat_target is not None:
             cr.latency_depth = self.lat_target.qd
 

@@ -152,6 +152,12 @@ def test_time_based_verify_writes_and_verifies_pass_after_pass(scratch: Path, en
     assert reads >= 3 * 16  # several passes of 16 blocks, each verified
     assert writes - 16 <= reads <= writes  # all but a pass the runtime cut
     assert cr.runtime_ns < 1_000_000_000 and elapsed < 3.0  # the verify does not run past the runtime
+    # fio's update_runtime: the writes' runtime is the write passes', the reads' the verify
+    # passes', so each direction's IOPS is its phases' rate (and the two add up to the run)
+    assert cr.dir_runtime_ns is not None
+    w_ns, r_ns = cr.dir_runtime_ns[1], cr.dir_runtime_ns[0]
+    assert 0 < w_ns < cr.runtime_ns and 0 < r_ns < cr.runtime_ns
+    assert w_ns + r_ns <= cr.runtime_ns and w_ns + r_ns > 0.9 * cr.runtime_ns
 
 
 def test_time_based_verify_with_bssplit_writes_each_block_once_per_pass(scratch: Path) -> None:
