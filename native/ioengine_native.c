@@ -779,6 +779,23 @@ void ie_fill_random(uint64_t addr, uint64_t len, uint64_t seed, uint64_t chunk, 
             memset(p + c, 0, zeros < len - c ? zeros : len - c);
 }
 
+/* fio's small_content_scramble (scramble_buffers, on by default): in every 512-byte sector of a
+   write's buffer, the sector's file offset at one of its first eight 8-byte words' cache lines
+   (chosen by the time and offset) and the time at the end of its first cache line, so that no
+   two writes carry the same bytes (no dedupe shortcut) at the cost of three stores per sector.
+   ``ns``: the time of the write, in nanoseconds. */
+void ie_scramble(uint64_t addr, uint64_t len, uint64_t offset, uint64_t ns)
+{
+    unsigned char *p = (unsigned char *)(uintptr_t)addr;
+    uint64_t sec = ns / 1000000000u, nsec = ns % 1000000000u;
+    unsigned line = (unsigned)((nsec ^ offset) & 7);
+    for (uint64_t i = 0; i + 512 <= len; i += 512, offset += 512) {
+        memcpy(p + i + ((uint64_t)line << 6), &offset, 8);
+        memcpy(p + i + 48, &sec, 8);
+        memcpy(p + i + 56, &nsec, 8);
+    }
+}
+
 int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len)
 {
     return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;

@@ -65,6 +65,7 @@ int64_t ie_rw_sync(const uint64_t *rec);
 int64_t ie_rw_now(int fd, int write, uint64_t addr, uint64_t len, int64_t off, int flags);
 int ie_fallocate(int fd, int mode, uint64_t off, uint64_t len);
 void ie_fill_random(uint64_t addr, uint64_t len, uint64_t seed, uint64_t chunk, uint64_t zeros);
+void ie_scramble(uint64_t addr, uint64_t len, uint64_t offset, uint64_t ns);
 /* verify_hdr.c: fio-style verify headers (ioengine.bench.verifier) */
 #define IE_VSUM_AT 32
 #define IE_VSUM_LEN 64

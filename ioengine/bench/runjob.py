@@ -67,6 +67,7 @@ from typing import Any, TextIO
 import ioengine
 from ioengine import OpenFlags, fill_random
 
+from .._native import lib as _native
 from ..options import ReactorOptions, SmpOptions
 from .ioplan import DIRS, READ, WRITE, IoPlan, derive_seed
 from .jobfile import JobFileError, JobSpec, numa_node_ids, options_help, parse_job_file
@@ -585,7 +586,11 @@ class _Clone:
         self.done = False  # stopped as fio's td->done (the job is over), not terminated
         self._sleepers: set[asyncio.Future[None]] = set()  # pauses a halt() ends
         self.writes = 0
-        self.seq = 0
+        self._refills = job.refills
+        # fio's get_io_u: a write's buffer is scrambled unless it is refilled, compressible,
+        # verified, or zeros (and here: a buffer_pattern, which scrambling would break)
+        self._scramble = (job.scramble_buffers and not job.zero_buffers and job.buffer_pattern is None
+                          and not job.buffer_compress_percentage and self.verifier is None)
         self.t0 = 0
         self.t_meas = 0  # when the measured part began (after ramp_time, or a latency_target reset)
         self.buf_rng = random.Random(derive_seed(job, cr.number, "buffers"))
@@ -716,17 +721,14 @@ class _Clone:
                         chunk=chunk, zeros=chunk * pct // 100)
 
     def _prepare_write(self, buf: Any, pos: int, n: int, vseq: int = 0) -> None:
-        job = self.job
-        self.seq += 1
         if self.dedupe is not None:
             # fio turns refill_buffers on with dedupe: each write's bytes come from its seed, so a
             # repeated seed is a repeated (dedupable) buffer; no stamp that would make it unique.
             self._fill(buf, n, self.dedupe.next_seed())
-        elif job.refills:
+        elif self._refills:
             self._fill(buf, n)
-        elif job.scramble_buffers and not job.zero_buffers and job.buffer_pattern is None and \
-                not job.buffer_compress_percentage and n >= 16:
-            struct.pack_into("<QQ", buf, 0, pos, self.seq)  # no two writes alike (no dedupe shortcut)
+        elif self._scramble:  # fio's small_content_scramble: no two writes alike (no dedupe shortcut)
+            _native.ie_scramble(buf.address, n, pos, time.time_ns())
         if self.verifier is not None:
             self.verifier.fill(buf, pos, n, vseq, self.cr.number)
 

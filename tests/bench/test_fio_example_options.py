@@ -7,6 +7,7 @@ the same job; where fio draws random offsets only their structure can match (the
 from __future__ import annotations
 
 import json
+import struct
 import textwrap
 import zlib
 from pathlib import Path
@@ -235,6 +236,39 @@ def test_buffer_contents_refill_and_compress(scratch: Path, capsys: pytest.Captu
     assert len(data) == 256 * K
     assert all(data[c:c + 512] == bytes(512) for c in range(0, len(data), K))
     assert 0.45 < len(zlib.compress(data)) / len(data) < 0.6
+
+
+def test_writes_are_scrambled_as_fio_does_unless_told_not_to(scratch: Path) -> None:
+    # fio's scramble_buffers (on by default): one buffer, but every 512-byte sector of each write
+    # carries its file offset in one of its first eight cache lines and the write's time at the
+    # end of the first, so no two writes are alike; scramble_buffers=0 repeats the buffer as is.
+    job = write_job(scratch, """\
+        [global]
+        direct=1
+        bs=4k
+        size=128k
+        rw=randwrite
+        [scrambled]
+        filename={dir}/s.dat
+        [plain]
+        filename={dir}/p.dat
+        scramble_buffers=0
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    data = (scratch / "p.dat").read_bytes()
+    assert len({data[i:i + 4096] for i in range(0, len(data), 4096)}) == 1
+    data = (scratch / "s.dat").read_bytes()
+    blocks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+    assert len(set(blocks)) == len(blocks) == 32
+    for b, block in enumerate(blocks):
+        sectors = [block[k:k + 512] for k in range(0, 4096, 512)]
+        lines = {ln for ln in range(8) if struct.unpack_from("<Q", sectors[0], ln * 64)[0] == b * 4096}
+        assert lines, f"block {b}: its offset in no cache line of its first sector"
+        line = lines.pop()
+        stamps = {struct.unpack_from("<QQ", sec, 48) for sec in sectors}
+        assert len(stamps) == 1 and next(iter(stamps))[1] < 10**9  # one write's time, (sec, nsec)
+        for k, sec in enumerate(sectors):
+            assert struct.unpack_from("<Q", sec, line * 64)[0] == b * 4096 + k * 512
 
 
 def test_numa_nodes_must_be_the_machines(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
