@@ -17,6 +17,7 @@ zones (``zonemode=strided``, ``random_distribution=zoned``), the block size of e
 from __future__ import annotations
 
 import bisect
+import collections
 import hashlib
 import itertools
 import math
@@ -83,6 +84,28 @@ class FullCycle:
     def end_pass(self) -> None:
         """The pass is over before n draws (the caller's map is full): the next draw starts one."""
         self._left = 0
+
+    def fill(self, out: collections.deque[int], k: int, base: int, unit: int) -> int:
+        """Append ``base + unit * next()`` for up to ``k`` draws of this pass (none that would
+        begin the next: next() does, with its on_pass); how many."""
+        k = min(k, self._left)
+        if k <= 0:
+            return 0
+        self._left -= k
+        mask, n, a, c, shift, mul = self._mask, self.n, self._a, self._c, self._shift, self._mul
+        x = self._x
+        append = out.append
+        for _ in range(k):
+            while True:
+                x = (a * x + c) & mask
+                y = x ^ (x >> shift)
+                y = (y * mul) & mask
+                y ^= y >> shift
+                if y < n:
+                    append(base + y * unit)
+                    break
+        self._x = x
+        return k
 
     def next(self) -> int:
         if self._left == 0:
@@ -310,6 +333,74 @@ class IoPlan:
                        and job.rw_add == 0 and job.rw_seq_nr <= 1 and lo == hi and self._loop_mark is None)
         self._plain_n = lo
         self._plain_end = regions[0][0] + regions[0][1] if regions else 0
+        #: take()'s offsets, in plan order, for the job's slots to issue (shared: fio's order)
+        self.queued: collections.deque[int] = collections.deque()
+        self._held: int | None = None  # drawn by take(), issued after the cache drop it asked for
+
+    @property
+    def plain(self) -> tuple[int, int] | None:
+        """(direction, size) when every I/O of the plan is of that direction and size at the one
+        file's offsets take() queues or next() gives (a size cut at the region's end aside)."""
+        return (self._only, self._plain_n) if self._plain else None
+
+    def take(self, k: int) -> int:
+        """Queue (:attr:`queued`) up to ``k`` offsets of the short path, exactly those that ``k``
+        calls of next() would give; how many. 0: next() gives the next I/O (a wrap, a new pass,
+        the end). An offset whose draw began a random pass that drops the file's cache is held
+        back for the next call, so that the caller drops (:attr:`drop`) before issuing it."""
+        if not self._plain or self.left <= 0 or self.ios_left <= 0:
+            return 0
+        n = self._plain_n
+        d = self._only
+        out = self.queued
+        if self._held is not None:
+            out.append(self._held)
+            self._held = None
+            return 1
+        k = min(k, -(-self.left // n), self.ios_left)
+        got = 0
+        if self._random:
+            picker, unit = self._picker(0, d)
+            if picker.used is not None or unit != n:
+                return 0
+            base = self.regions[0][0]
+            draw = picker.next
+            cycle = getattr(draw, "__self__", None)
+            if type(cycle) is FullCycle:  # the random map of one size: a pass's draws at once
+                got = cycle.fill(out, k, base, unit)
+                if got:
+                    off = out[-1]
+                    self._last_start[0][d] = off
+                    self._pos[0][d] = off + n
+                    self.left -= got * n
+                    self.ios_left -= got
+                    return got
+            drop = self.drop
+            before = len(drop)
+            off = -1
+            while got < k:
+                off = base + draw() * unit
+                got += 1
+                if len(drop) != before:
+                    self._held = off
+                    break
+                out.append(off)
+            if off < 0:
+                return 0
+            self._last_start[0][d] = off
+            self._pos[0][d] = off + n
+        else:
+            p = self._pos[0]
+            off = p[d]
+            got = min(k, (self._plain_end - off) // n)
+            if got <= 0:
+                return 0
+            out.extend(range(off, off + got * n, n))
+            p[d] = off + got * n
+            self._last_start[0][d] = off + (got - 1) * n
+        self.left -= got * n
+        self.ios_left -= got
+        return got - (self._held is not None)
 
     def _bs_chooser(self, d: int) -> Callable[[int], int]:
         """The size of the next I/O, given the bytes ``room`` left before the region's end: fio's
@@ -480,6 +571,9 @@ class IoPlan:
         return True
 
     def next(self) -> tuple[int, int, int, int] | None:
+        if self._held is not None:  # take()'s, counted already
+            off, self._held = self._held, None
+            return self._only, 0, off, self._plain_n
         if self._plain and self.left > 0 and self.ios_left > 0:
             d = self._only
             n = self._plain_n

@@ -1,6 +1,7 @@
 """ioengine-bench run JOB.fio: fio job files through ioengine, fio-like text and fio's JSON schema."""
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -176,6 +177,14 @@ def test_random_map_covers_every_block_once_per_pass() -> None:
     for n in (1, 2, 3, 5, 1 << 12, (1 << 12) + 1):
         fc = FullCycle(n, 7)
         assert sorted(fc.next() for _ in range(n)) == list(range(n))
+        # fill: the same draws as next(), in batches that stop at the pass's end
+        one, batched = FullCycle(n, 9), FullCycle(n, 9)
+        want = [100 + 8 * one.next() for _ in range(2 * n)]
+        got: collections.deque[int] = collections.deque()
+        while len(got) < 2 * n:
+            if not batched.fill(got, 3, 100, 8):
+                got.append(100 + 8 * batched.next())  # the pass's first draw (its on_pass)
+        assert list(got) == want
 
 
 def test_random_map_cuts_variable_sizes_at_a_done_block() -> None:
@@ -332,6 +341,55 @@ def test_the_plain_path_plans_what_the_general_one_does(body: str, time_based: b
             out.append(io)
         runs.append(out)
     assert runs[0] == runs[1] and len(runs[0]) > 40
+
+
+def _issued(plan: IoPlan, batch: int, limit: int = 2000) -> list[object]:
+    """The I/Os of ``plan`` as the job's slots issue them (runjob's plain slot when ``batch``:
+    take()'s queue first, next() when it gives nothing), with the cache drops among them."""
+    out: list[object] = []
+    q = plan.queued
+    while len(out) < limit:
+        if batch and q:
+            out.append((q.popleft(), plan.plain[1]))  # type: ignore[index]
+            continue
+        if plan.drop:
+            out.append("drop")
+            plan.drop.clear()
+        if batch and plan.take(batch):
+            continue
+        if batch and plan.drop:
+            continue
+        io = plan.next()
+        if io is None:
+            break
+        if plan.drop:
+            out.append("drop")
+            plan.drop.clear()
+        out.append((io[2], io[3]))
+    return out
+
+
+@pytest.mark.parametrize("body", [
+    "rw=read", "rw=write", "rw=randread", "rw=randwrite\nnorandommap", "rw=randread\nrandom_distribution=zipf:1.1",
+    "rw=read\nloops=3", "rw=randread\nloops=2", "rw=read\nnumber_ios=50", "rw=randread\nnumber_ios=50",
+    "rw=read\nio_size=300k", "rw=read\nsize=250k", "rw=randread\nsize=250k", "rw=randread\nbs=8k,8k",
+])
+@pytest.mark.parametrize("direct", [0, 1])
+@pytest.mark.parametrize("time_based", [False, True])
+def test_queued_offsets_are_what_next_gives(body: str, direct: int, time_based: bool) -> None:
+    # IoPlan.take: the plain slots' batches of offsets are the I/Os next() gives one by one, in
+    # order, and a buffered time_based job's cache drop (each new random pass) comes before the
+    # first I/O of the pass, as with next().
+    (job,) = parse_job_text(f"[j]\nbs=4k\nsize=256k\ndirect={direct}\n{body}\n", "t.fio")
+    region = [(8192, job.size or 0)]
+    plans = [IoPlan(job, region, 1, time_based=time_based, file_sizes=[1 << 20]) for _ in range(2)]
+    for plan in plans:
+        plan.prepare()
+    assert plans[0].plain is not None or (not direct and "loops" in body)  # a loop's reopen: not plain
+    one, queued = _issued(plans[0], 0), _issued(plans[1], 16)
+    assert one == queued and len(one) >= 32
+    if time_based and not direct and body in ("rw=randread", "rw=randread\nsize=250k", "rw=randread\nbs=8k,8k"):
+        assert one.count("drop") > 3  # a new pass of the random map: the case take() holds an offset for
 
 
 def test_unsupported_option_exit_2_names_line(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:

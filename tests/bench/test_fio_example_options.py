@@ -11,6 +11,7 @@ import struct
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,6 +270,48 @@ def test_writes_are_scrambled_as_fio_does_unless_told_not_to(scratch: Path) -> N
         assert len(stamps) == 1 and next(iter(stamps))[1] < 10**9  # one write's time, (sec, nsec)
         for k, sec in enumerate(sectors):
             assert struct.unpack_from("<Q", sec, line * 64)[0] == b * 4096 + k * 512
+
+
+@pytest.mark.parametrize("body", ["rw=randwrite\nnumber_ios=50", "rw=randwrite\ntime_based\nruntime=200ms",
+                                  "rw=write\nsize=200k", "rw=randread\ndirect=0\ntime_based\nruntime=200ms"])
+def test_plain_slots_do_what_the_general_ones_do(scratch: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    # runjob's plain slot (offsets taken from the plan in batches, no per-I/O tests of unused
+    # options) against the general loop forced on the same job: the same blocks written, the
+    # same counts, the same cache drops (size 256k at 4k: a random pass every 64 reads).
+    from ioengine.bench import runjob
+    from ioengine.bench.jobfile import parse_job_file
+
+    runs = []
+    for plain in (True, False):
+        calls = _count_invalidations(monkeypatch)
+        if not plain:
+            monkeypatch.setattr(runjob._Clone, "_slot", lambda self, w: self._worker(w))
+        used = []
+        real = runjob._Clone._plain_worker
+
+        def spy(self: object, w: int, real: Any = real, used: list[int] = used) -> Any:
+            used.append(w)
+            return real(self, w)
+        monkeypatch.setattr(runjob._Clone, "_plain_worker", spy)
+        d = scratch / ("plain" if plain else "general")
+        d.mkdir()
+        job = write_job(d, "[j]\ndirect=1\nbs=4k\nsize=256k\niodepth=4\nioengine=io_uring\n"
+                           "filename={dir}/f.dat\n" + body)
+        (cr,) = [c for g in runjob.run_jobs(parse_job_file(job)).groups for c in g]
+        assert not cr.error and bool(used) == plain
+        data = (d / "f.dat").read_bytes()
+        stamped = sorted(b for b in range(len(data) // 4096)
+                         if any(struct.unpack_from("<Q", data, b * 4096 + ln * 64)[0] == b * 4096 for ln in range(8)))
+        runs.append((cr, stamped, len(calls)))
+        monkeypatch.undo()
+    (p, p_blocks, p_drops), (g, g_blocks, g_drops) = runs
+    assert p_blocks == g_blocks
+    if "number_ios" in body or "size=200k" in body:
+        assert p.ios(0) + p.ios(1) == g.ios(0) + g.ios(1) == (50 if "number_ios" in body else 50)
+        assert p.io_bytes == g.io_bytes
+    if "direct=0" in body:  # one drop at the start, then one per pass of 64 reads, both ways
+        for cr, drops in ((p, p_drops), (g, g_drops)):
+            assert drops == 1 + (cr.ios(0) - 1) // 64 and cr.ios(0) > 3 * 64, (drops, cr.ios(0))
 
 
 def test_numa_nodes_must_be_the_machines(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
