@@ -329,8 +329,12 @@ class IoPlan:
         # wraps nor ends a pass: what the general path would compute, without its tests (the
         # job loop's own cost per I/O counts against a page-cache hit's few microseconds).
         lo, hi = job.block_sizes(self._only)
-        self._plain = (len(regions) == 1 and not self._strided and not self._mixed and not self._trimwrite
-                       and job.rw_add == 0 and job.rw_seq_nr <= 1 and lo == hi and self._loop_mark is None)
+        self._takes = (len(regions) == 1 and not self._strided and not self._mixed and not self._trimwrite
+                       and job.rw_seq_nr <= 1 and lo == hi and self._loop_mark is None
+                       and (job.rw_add == 0 or not self._random))
+        # rw=read:N (a hole or a step back between reads): take() follows it, next()'s short
+        # path does not
+        self._plain = self._takes and job.rw_add == 0
         self._plain_n = lo
         self._plain_end = regions[0][0] + regions[0][1] if regions else 0
         #: take()'s offsets, in plan order, for the job's slots to issue (shared: fio's order)
@@ -341,14 +345,14 @@ class IoPlan:
     def plain(self) -> tuple[int, int] | None:
         """(direction, size) when every I/O of the plan is of that direction and size at the one
         file's offsets take() queues or next() gives (a size cut at the region's end aside)."""
-        return (self._only, self._plain_n) if self._plain else None
+        return (self._only, self._plain_n) if self._takes else None
 
     def take(self, k: int) -> int:
         """Queue (:attr:`queued`) up to ``k`` offsets of the short path, exactly those that ``k``
         calls of next() would give; how many. 0: next() gives the next I/O (a wrap, a new pass,
         the end). An offset whose draw began a random pass that drops the file's cache is held
         back for the next call, so that the caller drops (:attr:`drop`) before issuing it."""
-        if not self._plain or self.left <= 0 or self.ios_left <= 0:
+        if not self._takes or self.left <= 0 or self.ios_left <= 0:
             return 0
         n = self._plain_n
         d = self._only
@@ -389,6 +393,10 @@ class IoPlan:
                 return 0
             self._last_start[0][d] = off
             self._pos[0][d] = off + n
+        elif self.job.rw_add:
+            got = self._take_stepped(out, k, d, n)
+            if not got:
+                return 0
         else:
             p = self._pos[0]
             off = p[d]
@@ -569,6 +577,27 @@ class IoPlan:
             self._pos[fi] = [start, start, start]
             self._zone_start[fi] = start
         return True
+
+    def _take_stepped(self, out: collections.deque[int], k: int, d: int, n: int) -> int:
+        """take() for rw=read:N: _seq_offset's steps while they stay inside the region (its
+        edges, where fio's arithmetic wraps or rewinds, are left to next()); how many."""
+        add = self.job.rw_add
+        base, length = self.regions[0]
+        real = self._sizes[0]
+        p = self._pos[0]
+        last = p[d]
+        got = 0
+        while got < k and base < last < base + length:
+            pos = last - base + add
+            if pos < 0 or pos >= real or pos >= length or pos + n > length:
+                break
+            out.append(base + pos)
+            last = base + pos + n
+            got += 1
+        if got:
+            p[d] = last
+            self._last_start[0][d] = last - n
+        return got
 
     def next(self) -> tuple[int, int, int, int] | None:
         if self._held is not None:  # take()'s, counted already
