@@ -23,7 +23,7 @@ import itertools
 import math
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, MutableSequence
 
 from .jobfile import JobSpec
 
@@ -85,7 +85,7 @@ class FullCycle:
         """The pass is over before n draws (the caller's map is full): the next draw starts one."""
         self._left = 0
 
-    def fill(self, out: collections.deque[int], k: int, base: int, unit: int) -> int:
+    def fill(self, out: MutableSequence[int], k: int, base: int, unit: int) -> int:
         """Append ``base + unit * next()`` for up to ``k`` draws of this pass (none that would
         begin the next: next() does, with its on_pass); how many."""
         k = min(k, self._left)
@@ -329,86 +329,124 @@ class IoPlan:
         # wraps nor ends a pass: what the general path would compute, without its tests (the
         # job loop's own cost per I/O counts against a page-cache hit's few microseconds).
         lo, hi = job.block_sizes(self._only)
-        self._takes = (len(regions) == 1 and not self._strided and not self._mixed and not self._trimwrite
-                       and job.rw_seq_nr <= 1 and lo == hi and self._loop_mark is None
-                       and (job.rw_add == 0 or not self._random))
-        # rw=read:N (a hole or a step back between reads): take() follows it, next()'s short
-        # path does not
-        self._plain = self._takes and job.rw_add == 0
+        one_size = lo == hi and (not self._mixed or job.block_sizes(READ) == job.block_sizes(WRITE))
+        self._takes = (len(regions) == 1 and not self._strided and self._only != TRIM and job.rw_seq_nr <= 1
+                       and one_size and self._loop_mark is None and (job.rw_add == 0 or not self._random)
+                       and not (self._mixed and job.rw_add))
+        # rw=read:N (a hole or a step back between reads) and mixed jobs: take() follows them,
+        # next()'s short path does not
+        self._plain = self._takes and job.rw_add == 0 and not self._mixed
         self._plain_n = lo
         self._plain_end = regions[0][0] + regions[0][1] if regions else 0
-        #: take()'s offsets, in plan order, for the job's slots to issue (shared: fio's order)
+        #: take()'s I/Os, in plan order, for the job's slots to issue (shared: fio's order): their
+        #: offsets, or for a mixed job (:attr:`mixed`) ``offset << 1 | direction`` (READ 0, WRITE 1)
         self.queued: collections.deque[int] = collections.deque()
         self._held: int | None = None  # drawn by take(), issued after the cache drop it asked for
 
     @property
-    def plain(self) -> tuple[int, int] | None:
-        """(direction, size) when every I/O of the plan is of that direction and size at the one
-        file's offsets take() queues or next() gives (a size cut at the region's end aside)."""
-        return (self._only, self._plain_n) if self._takes else None
+    def mixed(self) -> bool:
+        """Reads and writes both (each I/O's direction drawn by rwmixread)."""
+        return self._mixed
+
+    @property
+    def direction(self) -> int:
+        """The direction of every I/O of a job that is not :attr:`mixed`."""
+        return self._only
+
+    @property
+    def plain(self) -> int | None:
+        """The one size of every I/O when they can be taken in batches (:meth:`take`): one file,
+        reads, writes or both (not trims), no zones; a size cut at the region's end aside."""
+        return self._plain_n if self._takes else None
 
     def take(self, k: int) -> int:
-        """Queue (:attr:`queued`) up to ``k`` offsets of the short path, exactly those that ``k``
-        calls of next() would give; how many. 0: next() gives the next I/O (a wrap, a new pass,
-        the end). An offset whose draw began a random pass that drops the file's cache is held
-        back for the next call, so that the caller drops (:attr:`drop`) before issuing it."""
+        """Queue (:attr:`queued`) up to ``k`` I/Os, exactly those that ``k`` calls of next()
+        would give; how many. 0: next() gives the next I/O (a wrap, a new pass, the end). An I/O
+        whose draw began a random pass that drops the file's cache is held back for the next
+        call, so that the caller drops (:attr:`drop`) before issuing it."""
         if not self._takes or self.left <= 0 or self.ios_left <= 0:
             return 0
         n = self._plain_n
-        d = self._only
         out = self.queued
         if self._held is not None:
             out.append(self._held)
             self._held = None
             return 1
         k = min(k, -(-self.left // n), self.ios_left)
-        got = 0
         if self._random:
-            picker, unit = self._picker(0, d)
-            if picker.used is not None or unit != n:
-                return 0
-            base = self.regions[0][0]
-            draw = picker.next
-            cycle = getattr(draw, "__self__", None)
-            if type(cycle) is FullCycle:  # the random map of one size: a pass's draws at once
-                got = cycle.fill(out, k, base, unit)
-                if got:
-                    off = out[-1]
-                    self._last_start[0][d] = off
-                    self._pos[0][d] = off + n
-                    self.left -= got * n
-                    self.ios_left -= got
-                    return got
-            drop = self.drop
-            before = len(drop)
-            off = -1
-            while got < k:
-                off = base + draw() * unit
-                got += 1
-                if len(drop) != before:
-                    self._held = off
-                    break
-                out.append(off)
-            if off < 0:
-                return 0
-            self._last_start[0][d] = off
-            self._pos[0][d] = off + n
+            got = self._take_random(out, k, n)
         elif self.job.rw_add:
-            got = self._take_stepped(out, k, d, n)
-            if not got:
-                return 0
+            got = self._take_stepped(out, k, self._only, n)
         else:
-            p = self._pos[0]
-            off = p[d]
-            got = min(k, (self._plain_end - off) // n)
-            if got <= 0:
-                return 0
-            out.extend(range(off, off + got * n, n))
-            p[d] = off + got * n
-            self._last_start[0][d] = off + (got - 1) * n
+            got = self._take_sequential(out, k, n)
+        if not got:
+            return 0
         self.left -= got * n
         self.ios_left -= got
         return got - (self._held is not None)
+
+    def _directions(self, k: int) -> list[int]:
+        """The next ``k`` I/Os' directions, drawn as next() draws them."""
+        if not self._mixed:
+            return [self._only] * k
+        mix, frac = self._mix.random, self._frac
+        return [READ if mix() < frac else WRITE for _ in range(k)]
+
+    def _take_random(self, out: collections.deque[int], k: int, n: int) -> int:
+        picker, unit = self._picker(0, self._only)
+        if picker.used is not None or unit != n or self._mixed and self._picker(0, 1 - self._only)[0] is not picker:
+            return 0  # a map to mark, or a map per direction: next()
+        mixed = self._mixed
+        base = self.regions[0][0] << 1 if mixed else self.regions[0][0]  # the entries' form (queued)
+        step = unit << 1 if mixed else unit
+        draw = picker.next
+        cycle = getattr(draw, "__self__", None)
+        items: collections.deque[int] | list[int] = collections.deque()
+        held = False
+        if type(cycle) is FullCycle:  # the random map of one size: a pass's draws at once
+            cycle.fill(items, k, base, step)
+        if not items:  # a draw at a time, the first of a pass (its on_pass) among them
+            drop = self.drop
+            before = len(drop)
+            while len(items) < k and not held:
+                items.append(base + draw() * step)
+                held = len(drop) != before  # begins a pass that drops the cache: held back
+        got = len(items)
+        if mixed:
+            items = [x | d for x, d in zip(items, self._directions(got))]
+            for d in (READ, WRITE):  # where each direction's last I/O went (next()'s books)
+                last = next((x >> 1 for x in reversed(items) if x & 1 == d), None)
+                if last is not None:
+                    self._last_start[0][d] = last
+                    self._pos[0][d] = last + n
+        else:
+            self._last_start[0][self._only] = items[-1]
+            self._pos[0][self._only] = items[-1] + n
+        if held:
+            self._held = items.pop()
+        out.extend(items)
+        return got
+
+    def _take_sequential(self, out: collections.deque[int], k: int, n: int) -> int:
+        p = self._pos[0]
+        end = self._plain_end
+        dirs = (READ, WRITE) if self._mixed else (self._only,)
+        k = min(k, *((end - p[d]) // n for d in dirs))  # no direction reaches the end: no wrap
+        if k <= 0:
+            return 0
+        if not self._mixed:
+            d = self._only
+            off = p[d]
+            out.extend(range(off, off + k * n, n))
+            p[d] = off + k * n
+            self._last_start[0][d] = off + (k - 1) * n
+            return k
+        for d in self._directions(k):
+            off = p[d]
+            out.append(off << 1 | d)
+            self._last_start[0][d] = off
+            p[d] = off + n
+        return k
 
     def _bs_chooser(self, d: int) -> Callable[[int], int]:
         """The size of the next I/O, given the bytes ``room`` left before the region's end: fio's
@@ -601,8 +639,10 @@ class IoPlan:
 
     def next(self) -> tuple[int, int, int, int] | None:
         if self._held is not None:  # take()'s, counted already
-            off, self._held = self._held, None
-            return self._only, 0, off, self._plain_n
+            held, self._held = self._held, None
+            if self._mixed:
+                return held & 1, 0, held >> 1, self._plain_n
+            return self._only, 0, held, self._plain_n
         if self._plain and self.left > 0 and self.ios_left > 0:
             d = self._only
             n = self._plain_n

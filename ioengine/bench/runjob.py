@@ -954,10 +954,10 @@ class _Clone:
             return
 
     def _slot(self, w: int) -> Coroutine[Any, Any, None]:
-        """Slot ``w``'s loop: :meth:`_plain_worker` when the plan has one direction and size
-        (IoPlan.plain) and the job nothing between two I/Os but their books (no pacing, gates,
-        priorities, verify, per-I/O logs, syncs, think time, fill_device or trims), else
-        :meth:`_worker`."""
+        """Slot ``w``'s loop: :meth:`_plain_worker` when the plan's I/Os can be taken in
+        batches (IoPlan.plain: one file, one size) and the job has nothing between two I/Os
+        but their books (no pacing, gates, priorities, verify, per-I/O logs, syncs, think
+        time, fill_device or trims), else :meth:`_worker`."""
         job, cr = self.job, self.cr
         plain = (self.plan.plain is not None and self.lat_target is None and self.flow is None
                  and self.pacers is None and self.prio is None and self.verifier is None
@@ -968,20 +968,22 @@ class _Clone:
 
     async def _plain_worker(self, w: int) -> None:
         """:meth:`_worker` for the plainest jobs (see :meth:`_slot`): the same I/Os in the same
-        order and the same books, the offsets taken from the plan in batches (IoPlan.take)
+        order and the same books, the I/Os taken from the plan in batches (IoPlan.take)
         rather than one call each, and none of the general loop's per-I/O tests of what the job
         does not use: a page-cache hit costs a few microseconds, and the job loop's Python was
         most of it (`QD=1 BUFFERED=1 scripts/icount.sh` counts the engine's part alone)."""
         cr, plan = self.cr, self.plan
-        assert plan.plain is not None
-        d, n = plan.plain
-        rb, wb = self._buffers(w)
-        whole = rb if d == READ else wb
-        buf = whole if len(whole) == n else whole.trim(0, n)
+        n = plan.plain
+        assert n is not None
         f = self.files[0]
-        io = f.dma_read if d == READ else f.dma_write
-        prep = d == WRITE and (self.dedupe is not None or self._refills or self._scramble)
-        lat, at = cr.lat[d].append, cr.at[d].append
+        wholes = self._buffers(w)  # (read, write); a job that does not write has no write buffer
+        # per direction: the call, the buffer, the books
+        ways = tuple((io, b if b is None or len(b) == n else b.trim(0, n), cr.lat[d].append, cr.at[d].append)
+                     for d, (io, b) in enumerate(zip((f.dma_read, f.dma_write), wholes)))
+        prep = self.dedupe is not None or self._refills or self._scramble  # before each write
+        mixed = plan.mixed  # the queue's entries: offsets, or offset << 1 | direction
+        d = plan.direction if not mixed else READ
+        io, b, lat, at = ways[d]
         io_bytes = cr.io_bytes
         clock = time.perf_counter_ns
         queued = plan.queued
@@ -990,18 +992,23 @@ class _Clone:
         while not self.stop:
             if not queued:
                 # take() only into an empty queue (other slots may fill it during an await): a
-                # cache drop must come after the last offset of its pass and before the first
-                # of the next, which take() holds back until then
+                # cache drop must come after the last I/O of its pass and before the first of
+                # the next, which take() holds back until then
                 if plan.drop:
                     await self._drop_cache()
                 if not queued and not take(_TAKE) and plan.drop:
-                    # The next offset begins a pass that drops the cache first; it is issued
-                    # after the drop even if the runtime ends meanwhile, as _worker's is.
+                    # The next I/O begins a pass that drops the cache first; it is issued after
+                    # the drop even if the runtime ends meanwhile, as _worker's is.
                     await self._drop_cache()
                 if not queued:
                     take(_TAKE)
             if queued:
                 pos = pop()
+                if mixed:
+                    d = pos & 1
+                    pos >>= 1
+                    io, b, lat, at = ways[d]
+                cur = b
                 m = n
             else:
                 got = plan.next()
@@ -1009,14 +1016,15 @@ class _Clone:
                     return
                 if plan.drop:
                     await self._drop_cache()
-                pos, m = got[2], got[3]
-            b = buf if m == n else whole.trim(0, m)  # a size cut at the region's end
+                d, _, pos, m = got
+                io, b, lat, at = ways[d]
+                cur = b if m == n else wholes[d].trim(0, m)  # a size cut at the region's end
             self.n_inflight += 1
             try:
-                if prep:
-                    self._prepare_write(b, pos, m)
+                if d and prep:
+                    self._prepare_write(cur, pos, m)
                 t = clock()
-                await io(pos, b)
+                await io(pos, cur)
                 t2 = clock()
             except OSError as e:
                 if self._non_fatal(d, e):

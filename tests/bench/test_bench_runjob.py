@@ -350,7 +350,8 @@ def _issued(plan: IoPlan, batch: int, limit: int = 2000) -> list[object]:
     q = plan.queued
     while len(out) < limit:
         if batch and q:
-            out.append((q.popleft(), plan.plain[1]))  # type: ignore[index]
+            x = q.popleft()
+            out.append((x & 1, x >> 1, plan.plain) if plan.mixed else (plan.direction, x, plan.plain))
             continue
         if plan.drop:
             out.append("drop")
@@ -365,7 +366,7 @@ def _issued(plan: IoPlan, batch: int, limit: int = 2000) -> list[object]:
         if plan.drop:
             out.append("drop")
             plan.drop.clear()
-        out.append((io[2], io[3]))
+        out.append((io[0], io[2], io[3]))
     return out
 
 
@@ -374,22 +375,26 @@ def _issued(plan: IoPlan, batch: int, limit: int = 2000) -> list[object]:
     "rw=read\nloops=3", "rw=randread\nloops=2", "rw=read\nnumber_ios=50", "rw=randread\nnumber_ios=50",
     "rw=read\nio_size=300k", "rw=read\nsize=250k", "rw=randread\nsize=250k", "rw=randread\nbs=8k,8k",
     "rw=read:-8k", "rw=read:8k", "rw=write:4k\nsize=250k", "rw=read:-12k\nio_size=1m",
+    "rw=randrw", "rw=randrw\nrwmixread=70\nnumber_ios=300", "rw=rw", "rw=rw\nrwmixread=30\nsize=250k",
+    "rw=randrw\nnorandommap", "rw=randrw\nrandom_distribution=zipf:1.2", "rw=randrw\nbs=4k,8k",
 ])
 @pytest.mark.parametrize("direct", [0, 1])
 @pytest.mark.parametrize("time_based", [False, True])
-def test_queued_offsets_are_what_next_gives(body: str, direct: int, time_based: bool) -> None:
-    # IoPlan.take: the plain slots' batches of offsets are the I/Os next() gives one by one, in
-    # order, and a buffered time_based job's cache drop (each new random pass) comes before the
-    # first I/O of the pass, as with next().
+def test_queued_ios_are_what_next_gives(body: str, direct: int, time_based: bool) -> None:
+    # IoPlan.take: the plain slots' batches of I/Os (direction and offset) are those next() gives
+    # one by one, in order, and a buffered time_based job's cache drop (each new random pass)
+    # comes before the first I/O of the pass, as with next().
     (job,) = parse_job_text(f"[j]\nbs=4k\nsize=256k\ndirect={direct}\n{body}\n", "t.fio")
     region = [(8192, job.size or 0)]
     plans = [IoPlan(job, region, 1, time_based=time_based, file_sizes=[1 << 20]) for _ in range(2)]
     for plan in plans:
         plan.prepare()
-    assert plans[0].plain is not None or (not direct and "loops" in body)  # a loop's reopen: not plain
+    # not taken in batches: a loop's reopen (buffered, not time_based), sizes per direction
+    assert (plans[0].plain is None) == ((not direct and not time_based and "loops" in body) or "bs=4k,8k" in body)
     one, queued = _issued(plans[0], 0), _issued(plans[1], 16)
     assert one == queued and len(one) >= 16
-    if time_based and not direct and body in ("rw=randread", "rw=randread\nsize=250k", "rw=randread\nbs=8k,8k"):
+    if time_based and not direct and body in ("rw=randread", "rw=randread\nsize=250k", "rw=randread\nbs=8k,8k",
+                                              "rw=randrw"):
         assert one.count("drop") > 3  # a new pass of the random map: the case take() holds an offset for
 
 

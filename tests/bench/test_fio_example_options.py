@@ -273,7 +273,8 @@ def test_writes_are_scrambled_as_fio_does_unless_told_not_to(scratch: Path) -> N
 
 
 @pytest.mark.parametrize("body", ["rw=randwrite\nnumber_ios=50", "rw=randwrite\ntime_based\nruntime=200ms",
-                                  "rw=write\nsize=200k", "rw=randread\ndirect=0\ntime_based\nruntime=200ms"])
+                                  "rw=write\nsize=200k", "rw=randread\ndirect=0\ntime_based\nruntime=200ms",
+                                  "rw=randrw\nnumber_ios=50", "rw=rw\nrwmixread=30\nnumber_ios=50"])
 def test_plain_slots_do_what_the_general_ones_do(scratch: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
     # runjob's plain slot (offsets taken from the plan in batches, no per-I/O tests of unused
     # options) against the general loop forced on the same job: the same blocks written, the
