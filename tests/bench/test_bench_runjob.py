@@ -534,6 +534,48 @@ def test_groups_and_entries_follow_fio() -> None:
         parse_job_text("[j]\ntime_based\n", "t.fio")
 
 
+@pytest.mark.parametrize("sizes", [False, True])
+def test_report_statistics_are_the_plain_formulas(sizes: bool) -> None:
+    # The report's latency statistics and bandwidth/IOPS windows (summed in C for millions of
+    # I/Os) against the textbook formulas over the same samples, two clones merged.
+    import math
+    import random
+
+    from ioengine.bench.jobreport import SAMPLE_MS
+
+    (job,) = parse_job_text("[j]\nrw=randread\nbs=4k\ngroup_reporting\nnumjobs=2\n", "t.fio")
+    rng = random.Random(3)
+    step = SAMPLE_MS * 1_000_000
+    clones = [CloneRun(job, i, 0, "x") for i in range(2)]
+    for c in clones:
+        c.runtime_ns = 5 * step + 123
+        t = 0
+        for _ in range(20_000):
+            t += rng.randrange(130_000)
+            c.lat[0].append(rng.randrange(20_000, 900_000))
+            c.at[0].append(t)
+        if sizes:
+            c.sizes = tuple(__import__("array").array("q") for _ in range(3))
+            c.sizes[0].extend(rng.choice((4096, 8192)) for _ in range(20_000))
+    (entry,) = entries_of([clones])
+    rep = entry.direction(0)
+    lat = sorted(x for c in clones for x in c.lat[0])
+    mean = sum(lat) / len(lat)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in lat) / (len(lat) - 1))
+    lo, hi, got_mean, got_sd = rep.stats()
+    assert (lo, hi) == (lat[0], lat[-1]) and got_mean == pytest.approx(mean, rel=1e-12)
+    assert got_sd == pytest.approx(sd, rel=1e-9)
+    ios = [0] * 5
+    nbytes = [0] * 5
+    for c in clones:
+        for i, t in enumerate(c.at[0]):
+            if t // step < 5:
+                ios[t // step] += 1
+                nbytes[t // step] += c.sizes[0][i] if c.sizes is not None else 4096
+    assert rep.iops_samples == [n * 1000.0 / SAMPLE_MS for n in ios]
+    assert rep.bw_samples == [b * 1000.0 / SAMPLE_MS / 1024 for b in nbytes]
+
+
 @pytest.mark.skipif(__import__("shutil").which("fio") is None, reason="fio is not installed (apt install fio)")
 def test_same_job_file_same_work_as_fio(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Size-based jobs do a fixed amount of work, so fio and ioengine must report the same counts.
