@@ -148,8 +148,7 @@ class Reactor:
         # queued one completed, the token timer (see _submit_now)
         self._dispatch_due = True
         self._dispatched_ns = 0  # when it last ran
-        self._flushes = 0  # loop turns' flushes so far, and the one the open grant was opened in
-        self._grant_flush = -1
+        self._grant_flush = -1  # the flush (IoPath.flushes) the open grant was opened in
         # The units waiting in the disk queues are counted in self._path.sched_waiting.
         self._busy_queues: dict[IoQueue, None] = {}  # queues with units waiting (ordered set)
         self._timer: asyncio.Handle | None = None
@@ -160,11 +159,8 @@ class Reactor:
         self.loop.add_reader(self.backend.eventfd, self._on_wakeup)
         # Idle polling: the selector wrapper on asyncio's loops, a self-requeuing callback on
         # loops without a selector to wrap (uvloop); either polls only while it pays.
-        self._gap_ns = 0.0  # expected time between completions (EWMA over ~1 ms windows)
         self._poll_wake_ns = self.options.idle_poll_wake_us * 1000
         self._poll_depth = self.options.idle_poll_depth
-        self._rate_t0 = time.monotonic_ns()
-        self._rate_n = 0
         self._spinner: Spinner | None = None
         #: Completions found by idle polling (rather than by a wake-up from the eventfd).
         self.polled = 0
@@ -209,9 +205,15 @@ class Reactor:
         # Python; `OPTS=idle_poll_time_us=0 QD=1 scripts/icount.sh` counts a turn), else the backend's.
         if reap is None:
             self._poll_backend, self._reap_backend = b.poll, b.reap
+            self._turn = None
         else:
             self._path.set_reap(*reap)
             self._poll_backend, self._reap_backend = self._path.poll_ring, self._path.reap_woken_ring
+            # The plain loop turn in one C call (reap, complete, deliver, submit: IoPath.turn),
+            # handing back to _complete/_submit_now what it does not do itself;
+            # `OPTS=idle_poll_time_us=0 QD=1 LOOP=uvloop scripts/icount.sh` counts a turn.
+            self._path.set_turn(self._complete, self._submit_now)
+            self._turn = self._path.turn
 
     # -- submission ------------------------------------------------------------------------
     #
@@ -334,7 +336,7 @@ class Reactor:
                     c = grant.last_cost
                 else:
                     c = grant.cost_of(op, length)
-                if c > grant.budget and self._grant_flush != self._flushes:
+                if c > grant.budget and self._grant_flush != self._path.flushes:
                     # Spent, and opened in an earlier turn: the bucket has refilled since (a grant
                     # spans turns while it lasts; see SETTLE_NS), so settle and take a fresh one.
                     grant = self._open_grant(queue, st)
@@ -400,7 +402,7 @@ class Reactor:
         ``queue`` for a grant for class ``st``: it must see the room completions made."""
         self.settle_grants()
         g = self._path.grant = queue.open_grant(st, self.loop.time())
-        self._grant_flush = self._flushes
+        self._grant_flush = self._path.flushes
         return g
 
     def _commit_grant(self) -> None:
@@ -567,7 +569,10 @@ class Reactor:
 
     def _flush(self) -> None:
         path = self._path
-        self._flushes += 1
+        turn = self._turn
+        if turn is not None and not self._reaped_grants and isinstance(turn(0, self._wakeups), int):
+            return  # the plain flush, in C (IoPath.turn: the same steps as below)
+        path.flushes += 1
         # Held True while the woken tasks run: what they stage goes out below, in this call, so
         # their submissions must not queue another flush (a loop turn spent for nothing).
         path.flush_scheduled = True
@@ -660,7 +665,7 @@ class Reactor:
                 # still be within its own. Open its next one now, so that its requests stay on
                 # the C path rather than the first of them opening it through submit_rw.
                 path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
-                self._grant_flush = self._flushes
+                self._grant_flush = self._path.flushes
         elif path.sched_waiting and self._timer is None:
             # skipped: come back within SETTLE_NS even if nothing else wakes the loop (the
             # grant's class may lend what it no longer uses, or have finished)
@@ -715,7 +720,7 @@ class Reactor:
                 # so that its next request stays on the C path rather than opening it through
                 # submit_rw (test_a_lone_class_keeps_the_c_path_across_settles).
                 path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
-                self._grant_flush = self._flushes
+                self._grant_flush = self._path.flushes
 
     def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:
         """Call ``fn`` on every disk queue ``io_class`` has a state in (its shares, limits or
@@ -727,9 +732,23 @@ class Reactor:
         """The eventfd's callback (on asyncio's loops only for a wake-up the selector's own reap
         found nothing for, see _reap_woken; on uvloop for every one): what it reaps is
         delivered in this callback, as the selector's reap is in its loop turn, not a turn later."""
-        uds, results = self._reap_backend()
+        self._reap_here(2)
+
+    def _reap_here(self, reap: int) -> int:
+        """Reap (``reap`` as IoPath.turn's: 1 what the ring has now, 2 after the eventfd woke
+        the loop) and deliver in this callback: the plain turn in C, else the general path
+        (_complete_here); how many completed."""
+        turn = self._turn
+        if turn is not None and not (self._reaped_grants or self._owner_waiters or self._idle_waiters):
+            got = turn(reap, self._wakeups)
+            if isinstance(got, int):
+                return got
+            uds, results = got
+        else:
+            uds, results = self._reap_backend() if reap == 2 else self._poll_backend()
         if uds:
             self._complete_here(uds, results)
+        return len(uds)
 
     def _complete_here(self, uds: list[int], results: list[int]) -> None:
         """Complete, and deliver in this callback (a loop callback that runs at most once a
@@ -753,7 +772,7 @@ class Reactor:
         requests do not already give. `ioengine-bench compare` shows CPU per I/O and throughput
         with it (and with --idle-poll-time-us 0)."""
         n = self._path.in_kernel
-        return n > 0 and (n <= self._poll_depth or self._gap_ns <= self._poll_wake_ns)
+        return n > 0 and (n <= self._poll_depth or self._path.gap_ns <= self._poll_wake_ns)
 
     def _reap_woken(self) -> bool:
         """The eventfd ended the loop's sleep: reap here, in the selector, as a spin does, so the
@@ -777,23 +796,20 @@ class Reactor:
 
     def _spin_reap(self) -> bool:
         """uvloop's spinner: what it reaps is delivered in its own callback (see _complete_here)."""
-        n = self._reap_now(here=True)
+        n = 0 if self.closed or not self._path.in_kernel else self._reap_here(1)
         self.polled += n
         return n > 0
 
-    def _reap_now(self, here: bool = False) -> int:
-        """Complete what the backend has now (the pollers' call); how many. ``here``: deliver
-        it in this callback too (_complete_here)."""
+    def _reap_now(self) -> int:
+        """Complete what the backend has now (asyncio's selector: delivered by the turn's
+        flush); how many."""
         if self.closed or not self._path.in_kernel:
             # Nothing of ours in the kernel (another poll source keeps the loop spinning): no
             # system call. What the ring holds besides (an op counted elsewhere) comes by the eventfd.
             return 0
         uds, results = self._poll_backend()
         if uds:
-            if here:
-                self._complete_here(uds, results)
-            else:
-                self._complete(uds, results)
+            self._complete(uds, results)
         return len(uds)
 
     @property
@@ -819,14 +835,9 @@ class Reactor:
                     self._path.flush_scheduled = True  # its end schedules the next wake-ups
                     self.loop.call_soon(self._flush)
                 return
-        self._rate_n += len(uds)
-        now = time.monotonic_ns()
-        if now - self._rate_t0 >= 1_000_000:  # the completion rate, over ~1 ms windows
-            self._gap_ns = (3.0 * self._gap_ns + (now - self._rate_t0) / self._rate_n) * 0.25
-            self._rate_t0 = now
-            self._rate_n = 0
         try:
-            units = self._path.complete(uds, results)  # resolves the futures, runs on_done callbacks
+            # resolves the futures, runs on_done callbacks, books the completion rate (gap_ns)
+            units = self._path.complete(uds, results)
             if units:
                 self._complete_units(units)
         finally:
@@ -907,6 +918,7 @@ class Reactor:
         if self._spinner is not None:
             self._spinner.close()
         self._path.set_ring(0)  # the ring goes below
+        self._turn = None
         try:
             if not self.loop.is_closed():
                 self.loop.remove_reader(self.backend.eventfd)

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <stddef.h>
+#include <time.h>
 
 #define REC_WORDS 5
 #define IE_UNIT_FLAG ((uint64_t)1 << 62)
@@ -162,8 +163,18 @@ typedef struct {
     PyObject *fail_staged;     /* (errno) -> None: the staged batch fails as a whole */
     PyObject *kick;            /* () -> None after a submission left I/O in the kernel, or NULL */
     PyObject *io_class_var;    /* the ContextVar of ``with io_class:`` */
+    /* The completion rate the idle poller decides by: requests completed in the current ~1 ms
+       window and when it began; gap_ns the expected time between completions (an EWMA). */
+    Py_ssize_t rate_n;
+    long long rate_t0;
+    double gap_ns;
+    Py_ssize_t flushes;        /* loop turns' flushes so far (the reactor's grants compare them) */
+    /* turn(): the reactor's general completion and submission, for what the turn hands back */
+    PyObject *turn_complete;   /* (uds, results) -> None */
+    PyObject *turn_submit;     /* () -> None */
 } IoPathObject;
 
+static PyObject *str_pending, *str_charge, *str_shares;
 static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
     *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *str_fed, *int_one, *str_limited, *str_throttling,
     *str_nr_queued;
@@ -1480,6 +1491,21 @@ static int slot_of(IoPathObject *self, uint64_t ud, uint32_t *idx)
     return 0;
 }
 
+/* ``n`` requests completed: the completion rate's books (see rate_n), over ~1 ms windows. */
+static void note_rate(IoPathObject *self, Py_ssize_t n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    self->rate_n += n;
+    if (now - self->rate_t0 >= 1000000) {
+        if (self->rate_n)
+            self->gap_ns = (3.0 * self->gap_ns + (double)(now - self->rate_t0) / (double)self->rate_n) * 0.25;
+        self->rate_t0 = now;
+        self->rate_n = 0;
+    }
+}
+
 /* complete(uds, results) -> list of (ud, result) of scheduler units, or None. Both are lists
    of ints (the backend's batch); every request among them is resolved. */
 static PyObject *IoPath_complete(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -1493,6 +1519,7 @@ static PyObject *IoPath_complete(IoPathObject *self, PyObject *const *args, Py_s
     Py_ssize_t n = PyList_GET_SIZE(uds);
     if (counts_publish(self) < 0)  /* before any callback can look at them */
         return NULL;
+    note_rate(self, n);
     self->in_kernel -= n;
     PyObject *units = NULL, *grant = NULL;
     saved_error first_err = {NULL, NULL, NULL};
@@ -1853,6 +1880,199 @@ static PyObject *IoPath_reap_woken_ring(IoPathObject *self, PyObject *unused)
     return ring_reap(self, 1);
 }
 
+/* -- the loop turn ------------------------------------------------------------------------ */
+
+static int call_kept(PyObject *fn, PyObject *a, PyObject *b, saved_error *first_err)
+{
+    PyObject *r = a ? PyObject_CallFunctionObjArgs(fn, a, b, NULL) : PyObject_CallNoArgs(fn);
+    if (!r) {
+        keep_error(first_err);
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
+static void schedule_flush_kept(IoPathObject *self, saved_error *first_err)
+{
+    if (self->flush_scheduled)
+        return;
+    PyObject *h = PyObject_CallOneArg(self->call_soon, self->flush_cb);
+    if (!h) {
+        keep_error(first_err);
+        return;
+    }
+    Py_DECREF(h);
+    self->flush_scheduled = 1;
+}
+
+/* Whether the ``got`` completions reaped into ring_ud/ring_res are plain: every one a request
+   of ours taken outside a grant (no scheduler unit, no grant's books), all of one class, in
+   *cls (borrowed; NULL for no class). */
+static int batch_plain(IoPathObject *self, int got, PyObject **cls)
+{
+    *cls = NULL;
+    for (int i = 0; i < got; i++) {
+        uint64_t ud = self->ring_ud[i];
+        uint32_t idx;
+        if ((ud & IE_UNIT_FLAG) || slot_of(self, ud, &idx) < 0)
+            return 0;
+        ie_request *r = &self->slots[idx];
+        if (r->grant || (i > 0 && r->cls != *cls))
+            return 0;
+        *cls = r->cls;
+    }
+    return 1;
+}
+
+/* turn(reap, wakeups) -> int, or (uds, results) for the reactor's general path.
+
+   The reactor's loop turn in one call while it is plain: reap (reap 1: what the ring has now,
+   as poll_ring; 2: after the eventfd woke the loop, as reap_woken_ring; 0: nothing, the turn's
+   flush), complete, deliver (the woken tasks run and stage), submit. Plain: the reactor open,
+   a ring, nothing deferred, no units waiting, no open grant, no flush already scheduled (when
+   reaping: the turn delivers in this callback), nothing waiting in ``wakeups`` (the reactor's
+   iosched.WakeupQueue, or None), and a batch of requests of one class taken outside grants.
+   Then the books are the general path's (the class charged its wake-ups in ``wakeups``, the
+   completion rate, the flush counted), what a submission finds completed goes to the
+   reactor's complete (set_turn), a submission Python must make to its submit_now, and the
+   count reaped is returned. Otherwise nothing is done but the reap, whose completions are
+   returned as two lists for the general path. The caller checks what only it knows first
+   (grants reaped, drain waiters). */
+static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "turn(reap, wakeups)");
+        return NULL;
+    }
+    long reap = PyLong_AsLong(args[0]);
+    if (reap == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *wq = args[1];
+    if (reap < 0 || reap > 2 || !self->ring || !self->turn_complete || (reap && !self->ring_poll)) {
+        PyErr_SetString(PyExc_ValueError, "turn: reap 0, 1 or 2, with set_ring, set_turn (and set_reap to reap)");
+        return NULL;
+    }
+    int got = 0;
+    if (reap) {
+        got = (reap == 2 ? self->ring_reap_woken : self->ring_poll)(self->ring, self->ring_efd, self->ring_ud,
+                                                                    self->ring_res, self->ring_max);
+        if (got < 0) {
+            PyObject *e = Py_BuildValue("(is)", -got, "io_uring_enter(GETEVENTS) failed");
+            if (e) {
+                PyErr_SetObject(PyExc_OSError, e);
+                Py_DECREF(e);
+            }
+            return NULL;
+        }
+    }
+    PyObject *cls = NULL;
+    int plain = !self->closed && !self->exports && !self->sched_waiting && !self->grant
+                && PyList_GET_SIZE(self->deferred) == 0 && (reap == 0 || !self->flush_scheduled)
+                && batch_plain(self, got, &cls);
+    PyObject *shares = NULL;
+    if (plain && wq != Py_None) {
+        PyObject *pending = PyObject_GetAttr(wq, str_pending);
+        int busy = pending ? PyObject_IsTrue(pending) : -1;
+        Py_XDECREF(pending);
+        if (busy < 0)
+            return NULL;  /* (what was reaped is lost only if the wakeups queue is broken) */
+        plain = !busy;
+        if (plain && got && cls && !(shares = PyObject_GetAttr(cls, str_shares)))
+            return NULL;
+    }
+    if (!plain) {
+        PyObject *uds, *res;
+        if (ring_lists(self, got, &uds, &res) < 0)
+            return NULL;
+        PyObject *out = PyTuple_Pack(2, uds, res);
+        Py_DECREF(uds);
+        Py_DECREF(res);
+        return out;
+    }
+    saved_error first_err = {NULL, NULL, NULL};
+    if (shares) {  /* the wake-ups go at once: booked as the general path books them */
+        PyObject *n = PyLong_FromLong(got);
+        PyObject *r = n ? PyObject_CallMethodObjArgs(wq, str_charge, cls, shares, n, NULL) : NULL;
+        Py_XDECREF(n);
+        Py_DECREF(shares);
+        if (!r)
+            keep_error(&first_err);
+        Py_XDECREF(r);
+    }
+    self->flush_scheduled = 1;  /* what the woken tasks stage goes out below, not in another flush */
+    self->flushes++;
+    if (got) {
+        if (counts_publish(self) < 0)
+            keep_error(&first_err);
+        note_rate(self, got);
+        self->in_kernel -= got;
+        PyObject *grant = NULL;
+        Py_ssize_t gcount = 0;
+        for (int i = 0; i < got; i++) {
+            uint32_t idx;
+            if (slot_of(self, self->ring_ud[i], &idx) == 0)  /* (batch_plain found each) */
+                resolve(self, idx, self->ring_res[i], &grant, &gcount, &first_err);
+        }
+        if (flush_grant(self, &grant, &gcount) < 0)
+            keep_error(&first_err);
+    }
+    int was = self->delivering;
+    self->delivering = 1;
+    if (iofuture_deliver(&self->held) < 0)
+        keep_error(&first_err);
+    self->delivering = was;
+    self->flush_scheduled = 0;
+    if (!self->closed) {
+        PyObject *uds = NULL, *res = NULL;
+        int err = 0;
+        /* a woken task may have queued units or opened a grant: then Python submits (and settles) */
+        int rc = self->sched_waiting || self->grant ? 0 : ring_flush(self, &uds, &res, &err);
+        if (rc == 0)
+            call_kept(self->turn_submit, NULL, NULL, &first_err);
+        else if (rc == -1)
+            keep_error(&first_err);
+        else if (rc == -2) {
+            PyObject *e = PyLong_FromLong(err);
+            if (e)
+                call_kept(self->fail_staged, e, NULL, &first_err);
+            else
+                keep_error(&first_err);
+            Py_XDECREF(e);
+        } else {
+            if (uds) {
+                call_kept(self->turn_complete, uds, res, &first_err);
+                Py_DECREF(uds);
+                Py_DECREF(res);
+            } else if (self->nrec)
+                schedule_flush_kept(self, &first_err);  /* the kernel is full: again next turn */
+            if (self->kick && self->in_kernel)
+                call_kept(self->kick, NULL, NULL, &first_err);
+        }
+        /* a woken task's inline submission collected these (the ring may be gone meanwhile: a
+           woken task can change the backend, and the general submission above took over) */
+        if (self->deferred && PyList_GET_SIZE(self->deferred))
+            schedule_flush_kept(self, &first_err);
+    }
+    if (first_err.type)
+        return raise_kept(&first_err);
+    return PyLong_FromLong(got);
+}
+
+/* set_turn(complete, submit_now): the reactor's general completion and submission, which
+   turn() hands what is not plain; set_turn(None, None) turns turn() off. */
+static PyObject *IoPath_set_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || (args[0] == Py_None) != (args[1] == Py_None)
+        || (args[0] != Py_None && (!PyCallable_Check(args[0]) || !PyCallable_Check(args[1])))) {
+        PyErr_SetString(PyExc_TypeError, "set_turn(complete, submit_now): two callables, or None, None");
+        return NULL;
+    }
+    Py_XSETREF(self->turn_complete, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
+    Py_XSETREF(self->turn_submit, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 /* -- queries and shutdown --------------------------------------------------------------- */
 
 static PyObject *IoPath_owns(IoPathObject *self, PyObject *owner)
@@ -2033,6 +2253,9 @@ static int IoPath_init(IoPathObject *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->io_class_var, Py_XNewRef(cv));
     self->capacity = capacity;
     self->flush_at = flush_at;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    self->rate_t0 = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
     self->thread = PyThread_get_thread_ident();
     self->alone_bytes = alone;
     Py_XSETREF(self->future_factory, Py_NewRef(ff));
@@ -2081,6 +2304,8 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->deferred);
     Py_VISIT(self->fail_staged);
     Py_VISIT(self->kick);
+    Py_VISIT(self->turn_complete);
+    Py_VISIT(self->turn_submit);
     for (uint32_t i = 0; i < self->nslots; i++) {
         ie_request *r = &self->slots[i];
         if (r->fut) {
@@ -2124,6 +2349,8 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->deferred);
     Py_CLEAR(self->fail_staged);
     Py_CLEAR(self->kick);
+    Py_CLEAR(self->turn_complete);
+    Py_CLEAR(self->turn_submit);
     return 0;
 }
 
@@ -2186,6 +2413,10 @@ static PyMethodDef IoPath_methods[] = {
     {"poll_ring", (PyCFunction)IoPath_poll_ring, METH_NOARGS, "poll_ring() -> (uds, results): the ring's completions now"},
     {"reap_woken_ring", (PyCFunction)IoPath_reap_woken_ring, METH_NOARGS,
      "reap_woken_ring() -> (uds, results): the ring's completions after the eventfd woke the loop"},
+    {"turn", (PyCFunction)(void (*)(void))IoPath_turn, METH_FASTCALL,
+     "turn(reap, wakeups) -> completions handled, or (uds, results) for the general path: reap, complete, deliver, submit"},
+    {"set_turn", (PyCFunction)(void (*)(void))IoPath_set_turn, METH_FASTCALL,
+     "set_turn(complete, submit_now): where turn() hands what it does not do itself; set_turn(None, None): off"},
     {"flush_ring", (PyCFunction)IoPath_flush_ring, METH_NOARGS,
      "flush_ring() -> (uds, results) of a submission through the ring, or None if Python must submit"},
     {NULL}};
@@ -2211,6 +2442,12 @@ static PyGetSetDef IoPath_getset[] = {
      (void *)offsetof(IoPathObject, share_direct)},
     {NULL}};
 
+static PyMemberDef IoPath_members[] = {
+    {"gap_ns", T_DOUBLE, offsetof(IoPathObject, gap_ns), 0,
+     "expected time between completions, ns (an EWMA over ~1 ms windows of complete() and turn())"},
+    {"flushes", T_PYSSIZET, offsetof(IoPathObject, flushes), 0, "loop turns' flushes so far"},
+    {NULL}};
+
 static PyBufferProcs IoPath_as_buffer = {(getbufferproc)IoPath_getbuffer, (releasebufferproc)IoPath_releasebuffer};
 
 static PyTypeObject IoPath_Type = {
@@ -2225,6 +2462,7 @@ static PyTypeObject IoPath_Type = {
     .tp_clear = (inquiry)IoPath_clear,
     .tp_methods = IoPath_methods,
     .tp_getset = IoPath_getset,
+    .tp_members = IoPath_members,
     .tp_as_buffer = &IoPath_as_buffer,
 };
 
@@ -2241,6 +2479,11 @@ int filemethods_module_init(PyObject *m);  /* native/filemethods.c */
 
 PyMODINIT_FUNC PyInit__iopath(void)
 {
+    str_pending = PyUnicode_InternFromString("pending");
+    str_charge = PyUnicode_InternFromString("charge");
+    str_shares = PyUnicode_InternFromString("shares");
+    if (!str_pending || !str_charge || !str_shares)
+        return NULL;
     str_set_result = PyUnicode_InternFromString("set_result");
     str_set_exception = PyUnicode_InternFromString("set_exception");
     str_done = PyUnicode_InternFromString("done");

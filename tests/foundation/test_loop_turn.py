@@ -1,0 +1,141 @@
+"""The reactor's loop turn in C (IoPath.turn): while a turn is plain (the reactor open, nothing
+deferred or queued in the disk scheduler, no open grant, nothing held by the wake-up budget, a
+batch of one class), reaping, completing, delivering and submitting are one C call; the rest
+goes to the reactor's general path (_complete, _submit_now). Real I/O through io_uring (the
+backend whose ring C reaps; the others never take the turn) on both loops: the same books as
+the general path, and the general path really left alone while the turn is plain."""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+import ioengine
+from ioengine import OpenFlags as F
+from ioengine.reactor import Reactor
+
+from foundation_util import pattern_block, write_pattern_file
+
+BS = 4096
+BLOCKS = 128
+
+pytestmark = pytest.mark.parametrize("backend", ["io_uring"], indirect=True)
+
+
+def _count_general_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the reactor's general completions and submissions (installed before the reactor
+    exists, so IoPath.set_turn is handed the counting ones too)."""
+    calls = {"complete": 0, "submit": 0}
+    complete, submit = Reactor._complete, Reactor._submit_now
+
+    def counting_complete(self: Reactor, uds: list[int], results: list[int]) -> None:
+        calls["complete"] += 1
+        complete(self, uds, results)
+
+    def counting_submit(self: Reactor, inline: bool = False) -> None:
+        calls["submit"] += 1
+        submit(self, inline)
+
+    monkeypatch.setattr(Reactor, "_complete", counting_complete)
+    monkeypatch.setattr(Reactor, "_submit_now", counting_submit)
+    return calls
+
+
+async def _read_in_classes(f, classes: list[ioengine.IoClass], reads: int, tasks: int) -> None:
+    """Each class in turn (never two at once): ``tasks`` tasks of ``reads`` checked random reads."""
+    for cls in classes:
+        async def one(k: int) -> None:
+            rnd = random.Random(k)
+            buf = f.allocate_buffer(BS)
+            for _ in range(reads):
+                b = rnd.randrange(BLOCKS)
+                assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                assert bytes(buf) == pattern_block(b, BS)
+
+        await asyncio.gather(*(one(k) for k in range(tasks)))
+
+
+def test_a_plain_run_stays_in_the_turn(run, scratch, monkeypatch, loop_kind):
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    calls = _count_general_calls(monkeypatch)
+    reads = 300
+
+    async def main():
+        r = ioengine.get_reactor()
+        assert r._turn is not None
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            flushes = r._path.flushes
+            before = dict(calls)
+            await _read_in_classes(f, [ioengine.IoClass("turn_plain", 100)], reads, 1)
+            turns = r._path.flushes - flushes
+            general = {k: calls[k] - before[k] for k in calls}
+        return turns, general, r._path.gap_ns
+
+    turns, general, gap = run(main())
+    # one read in flight at a time: every read is a flush of its own, and the general
+    # submission is never needed (asyncio's loop still completes in its selector: the flush
+    # that follows is the turn's; under uvloop the eventfd's or the spinner's callback is it)
+    assert turns >= reads
+    assert general["submit"] <= 2
+    if loop_kind == "uvloop":
+        assert general["complete"] < reads // 4  # (a reap while a flush is queued goes the general way)
+    assert gap > 0  # the completion rate is booked in C too
+
+
+def test_the_turn_books_what_the_general_path_books(run, scratch):
+    """Classes one after another (no competition: every wake-up goes at once): each class's
+    requests, bytes and wake-ups (iosched.WakeupQueue's virtual time) are the same whether the
+    turn is taken or the reactor is made to take its general path."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    classes = [ioengine.IoClass("turn_a", 300), ioengine.IoClass("turn_b", 100)]
+    reads, tasks = 40, 8
+
+    async def main(turn: bool):
+        r = ioengine.get_reactor()
+        if not turn:
+            r._turn = None
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            await _read_in_classes(f, classes, reads, tasks)
+            assert r.inflight == 0
+            r._path.sync_counters()
+            states = {st.name: st for cls, st in f._qstates.items() if cls is not None}
+            books = {}
+            for c in classes:
+                st = states[c.name]
+                books[c.name] = (st.ops[0], st.bytes[0], round(r._wakeups._classes[st].vtime, 9))
+        return books
+
+    books = {turn: run(main(turn), io_wakeup_budget=4) for turn in (True, False)}
+    assert books[True] == books[False]
+    for c in classes:
+        ops, nbytes, vtime = books[True][c.name]
+        assert ops == reads * tasks and nbytes == reads * tasks * BS
+        # every wake-up charged but a class's first (its state is made on the general path,
+        # which does not mark its request with it)
+        assert vtime == pytest.approx((reads * tasks - 1) / c.shares)
+
+
+def test_a_cancelled_read_is_completed_by_the_turn_and_its_buffer_kept(run, scratch):
+    """Awaiters cancelled while their reads are in the kernel: the turn completes the reads
+    (the buffers, held by the requests, are the kernel's until then) and goes on."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            for _ in range(20):
+                tasks = [asyncio.ensure_future(f.dma_read(b * BS, f.allocate_buffer(BS))) for b in range(16)]
+                await asyncio.sleep(0)  # submitted
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                buf = f.allocate_buffer(BS)
+                assert await f.dma_read(5 * BS, buf) == BS and bytes(buf) == pattern_block(5, BS)
+            await r.drain()
+            assert r.inflight == 0
+
+    run(main())
