@@ -736,8 +736,9 @@ class Reactor:
 
     def _reap_here(self, reap: int) -> int:
         """Reap (``reap`` as IoPath.turn's: 1 what the ring has now, 2 after the eventfd woke
-        the loop) and deliver in this callback: the plain turn in C, else the general path
-        (_complete_here); how many completed."""
+        the loop, 3 as 1 but delivered by the turn's flush, for asyncio's selector) and
+        complete: the plain turn in C, else the general path (_complete_here, or _complete for
+        3); how many completed."""
         turn = self._turn
         if turn is not None and not (self._reaped_grants or self._owner_waiters or self._idle_waiters):
             got = turn(reap, self._wakeups)
@@ -747,7 +748,10 @@ class Reactor:
         else:
             uds, results = self._reap_backend() if reap == 2 else self._poll_backend()
         if uds:
-            self._complete_here(uds, results)
+            if reap == 3:
+                self._complete(uds, results)
+            else:
+                self._complete_here(uds, results)
         return len(uds)
 
     def _complete_here(self, uds: list[int], results: list[int]) -> None:
@@ -807,10 +811,7 @@ class Reactor:
             # Nothing of ours in the kernel (another poll source keeps the loop spinning): no
             # system call. What the ring holds besides (an op counted elsewhere) comes by the eventfd.
             return 0
-        uds, results = self._poll_backend()
-        if uds:
-            self._complete(uds, results)
-        return len(uds)
+        return self._reap_here(3)
 
     @property
     def polling(self) -> str | None:

@@ -1929,9 +1929,11 @@ static int batch_plain(IoPathObject *self, int got, PyObject **cls)
 
    The reactor's loop turn in one call while it is plain: reap (reap 1: what the ring has now,
    as poll_ring; 2: after the eventfd woke the loop, as reap_woken_ring; 0: nothing, the turn's
-   flush), complete, deliver (the woken tasks run and stage), submit. Plain: the reactor open,
+   flush), complete, deliver (the woken tasks run and stage), submit; or (reap 3: asyncio's
+   selector) reap as 1 and complete, and make sure the flush that delivers runs this turn.
+   Plain: the reactor open,
    a ring, nothing deferred, no units waiting, no open grant, no flush already scheduled (when
-   reaping: the turn delivers in this callback), nothing waiting in ``wakeups`` (the reactor's
+   reaping with 1 or 2: the turn delivers in this callback), nothing waiting in ``wakeups`` (the reactor's
    iosched.WakeupQueue, or None), and a batch of requests of one class taken outside grants.
    Then the books are the general path's (the class charged its wake-ups in ``wakeups``, the
    completion rate, the flush counted), what a submission finds completed goes to the
@@ -1949,10 +1951,11 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     if (reap == -1 && PyErr_Occurred())
         return NULL;
     PyObject *wq = args[1];
-    if (reap < 0 || reap > 2 || !self->ring || !self->turn_complete || (reap && !self->ring_poll)) {
-        PyErr_SetString(PyExc_ValueError, "turn: reap 0, 1 or 2, with set_ring, set_turn (and set_reap to reap)");
+    if (reap < 0 || reap > 3 || !self->ring || !self->turn_complete || (reap && !self->ring_poll)) {
+        PyErr_SetString(PyExc_ValueError, "turn: reap 0, 1, 2 or 3, with set_ring, set_turn (and set_reap to reap)");
         return NULL;
     }
+    int here = reap != 3;  /* deliver and submit in this call, or leave them to the flush */
     int got = 0;
     if (reap) {
         got = (reap == 2 ? self->ring_reap_woken : self->ring_poll)(self->ring, self->ring_efd, self->ring_ud,
@@ -1968,7 +1971,7 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     }
     PyObject *cls = NULL;
     int plain = !self->closed && !self->exports && !self->sched_waiting && !self->grant
-                && PyList_GET_SIZE(self->deferred) == 0 && (reap == 0 || !self->flush_scheduled)
+                && PyList_GET_SIZE(self->deferred) == 0 && (reap == 0 || reap == 3 || !self->flush_scheduled)
                 && batch_plain(self, got, &cls);
     PyObject *shares = NULL;
     if (plain && wq != Py_None) {
@@ -1990,6 +1993,25 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         Py_DECREF(res);
         return out;
     }
+    /* The batch out of the reap's scratch arrays first: a callback run while it is resolved
+       (an on_done, a wake-up's charge) may submit mid-turn, whose reap reuses them. */
+    uint64_t ud_local[64];
+    int32_t res_local[64];
+    uint64_t *uds_got = ud_local;
+    int32_t *res_got = res_local;
+    if (got > 64) {
+        uds_got = PyMem_Malloc((size_t)got * (sizeof(uint64_t) + sizeof(int32_t)));
+        if (!uds_got) {
+            Py_XDECREF(shares);
+            PyErr_NoMemory();  /* (the batch is lost only when memory is) */
+            return NULL;
+        }
+        res_got = (int32_t *)(uds_got + got);
+    }
+    if (got) {
+        memcpy(uds_got, self->ring_ud, (size_t)got * sizeof(uint64_t));
+        memcpy(res_got, self->ring_res, (size_t)got * sizeof(int32_t));
+    }
     saved_error first_err = {NULL, NULL, NULL};
     if (shares) {  /* the wake-ups go at once: booked as the general path books them */
         PyObject *n = PyLong_FromLong(got);
@@ -2000,8 +2022,11 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
             keep_error(&first_err);
         Py_XDECREF(r);
     }
-    self->flush_scheduled = 1;  /* what the woken tasks stage goes out below, not in another flush */
-    self->flushes++;
+    int scheduled = self->flush_scheduled;
+    if (here) {
+        self->flush_scheduled = 1;  /* what the woken tasks stage goes out below, not in another flush */
+        self->flushes++;
+    }
     if (got) {
         if (counts_publish(self) < 0)
             keep_error(&first_err);
@@ -2011,11 +2036,21 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         Py_ssize_t gcount = 0;
         for (int i = 0; i < got; i++) {
             uint32_t idx;
-            if (slot_of(self, self->ring_ud[i], &idx) == 0)  /* (batch_plain found each) */
-                resolve(self, idx, self->ring_res[i], &grant, &gcount, &first_err);
+            if (slot_of(self, uds_got[i], &idx) == 0)  /* (batch_plain found each) */
+                resolve(self, idx, res_got[i], &grant, &gcount, &first_err);
         }
         if (flush_grant(self, &grant, &gcount) < 0)
             keep_error(&first_err);
+    }
+    if (uds_got != ud_local)
+        PyMem_Free(uds_got);
+    if (!here) {  /* the turn's flush delivers them, at its place in the loop's ready queue */
+        self->flush_scheduled = scheduled;
+        if (got)
+            schedule_flush_kept(self, &first_err);
+        if (first_err.type)
+            return raise_kept(&first_err);
+        return PyLong_FromLong(got);
     }
     int was = self->delivering;
     self->delivering = 1;

@@ -206,13 +206,15 @@ def test_a_lone_class_keeps_the_c_path_across_settles(scratch, backend):
             r.settle_grants = counting_settle
             loop = asyncio.get_running_loop()
             t0 = loop.time()
+            done = [0]
 
             async def reader(seed):
                 rnd = random.Random(seed)
                 buf = f.allocate_buffer(4096)
-                # long enough for several settles, however fast the host
-                while len(settled) < 20 or loop.time() - t0 < 20 * SETTLE_NS / 1e9:
+                # long enough for several settles and reads, however fast or slow the host
+                while len(settled) < 20 or loop.time() - t0 < 20 * SETTLE_NS / 1e9 or done[0] < 320:
                     assert await f.dma_read(rnd.randrange(1024) * 4096, buf) == 4096
+                    done[0] += 1
 
             await asyncio.gather(*(reader(i) for i in range(32)))
             return slow, len(settled), ioengine.metrics()[0]
