@@ -1843,22 +1843,29 @@ static PyObject *IoPath_set_reap(IoPathObject *self, PyObject *const *args, Py_s
     Py_RETURN_NONE;
 }
 
+/* Reap the ring (set_reap) into ring_ud/ring_res: after the eventfd woke the loop (``woken``)
+   or what it has now; the count, or -1 with OSError. */
+static int reap_into(IoPathObject *self, int woken)
+{
+    int got = (woken ? self->ring_reap_woken : self->ring_poll)(self->ring, self->ring_efd, self->ring_ud,
+                                                                 self->ring_res, self->ring_max);
+    if (got < 0) {
+        PyObject *e = Py_BuildValue("(is)", -got, "io_uring_enter(GETEVENTS) failed");
+        if (e) {
+            PyErr_SetObject(PyExc_OSError, e);
+            Py_DECREF(e);
+        }
+        return -1;
+    }
+    return got;
+}
+
 static PyObject *ring_reap(IoPathObject *self, int woken)
 {
     PyObject *uds, *res;
-    int got = 0;
-    if (self->ring && self->ring_poll) {
-        got = (woken ? self->ring_reap_woken : self->ring_poll)(self->ring, self->ring_efd, self->ring_ud,
-                                                                 self->ring_res, self->ring_max);
-        if (got < 0) {
-            PyObject *e = Py_BuildValue("(is)", -got, "io_uring_enter(GETEVENTS) failed");
-            if (e) {
-                PyErr_SetObject(PyExc_OSError, e);
-                Py_DECREF(e);
-            }
-            return NULL;
-        }
-    }
+    int got = self->ring && self->ring_poll ? reap_into(self, woken) : 0;
+    if (got < 0)
+        return NULL;
     if (ring_lists(self, got, &uds, &res) < 0)
         return NULL;
     PyObject *out = PyTuple_Pack(2, uds, res);
@@ -1956,19 +1963,9 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         return NULL;
     }
     int here = reap != 3;  /* deliver and submit in this call, or leave them to the flush */
-    int got = 0;
-    if (reap) {
-        got = (reap == 2 ? self->ring_reap_woken : self->ring_poll)(self->ring, self->ring_efd, self->ring_ud,
-                                                                    self->ring_res, self->ring_max);
-        if (got < 0) {
-            PyObject *e = Py_BuildValue("(is)", -got, "io_uring_enter(GETEVENTS) failed");
-            if (e) {
-                PyErr_SetObject(PyExc_OSError, e);
-                Py_DECREF(e);
-            }
-            return NULL;
-        }
-    }
+    int got = reap ? reap_into(self, reap == 2) : 0;
+    if (got < 0)
+        return NULL;
     PyObject *cls = NULL;
     int plain = !self->closed && !self->exports && !self->sched_waiting && !self->grant
                 && PyList_GET_SIZE(self->deferred) == 0 && (reap == 0 || reap == 3 || !self->flush_scheduled)
