@@ -185,11 +185,14 @@ class IoPath(Buffer):
     def flush_ring(self) -> tuple[list[int], list[int]] | None: ...
     def turn(self, reap: int, wakeups: Any, /) -> int | tuple[list[int], list[int]]:
         """The plain loop turn in one call: reap (1: what the ring has now; 2: after the
-        eventfd woke the loop; 0: nothing, the turn's flush), complete, deliver, submit; the
+        eventfd woke the loop; 0: nothing, the turn's flush), complete (with what the mid-turn
+        submissions collected, and what the turn's own submission finds), deliver, submit; the
         count reaped. When the turn is not plain, only the reap is done and its completions are
         returned for the reactor's general path."""
     def set_turn(self, complete: Callable[[list[int], list[int]], None] | None,
-                 submit_now: Callable[[], None] | None, /) -> None: ...
+                 submit_now: Callable[[], None] | None, waiters: tuple[list[Any], ...], /) -> None:
+        """Where turn() hands what it does not do itself, and the lists it must find empty to
+        complete a batch itself."""
     #: expected time between completions, ns (an EWMA over ~1 ms windows)
     gap_ns: float
     #: loop turns' flushes so far

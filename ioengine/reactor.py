@@ -212,7 +212,9 @@ class Reactor:
             # The plain loop turn in one C call (reap, complete, deliver, submit: IoPath.turn),
             # handing back to _complete/_submit_now what it does not do itself;
             # `OPTS=idle_poll_time_us=0 QD=1 LOOP=uvloop scripts/icount.sh` counts a turn.
-            self._path.set_turn(self._complete, self._submit_now)
+            # (the lists it must find empty: waiters a completion wakes, grants' unbooked completions)
+            self._path.set_turn(self._complete, self._submit_now,
+                                (self._owner_waiters, self._idle_waiters, self._reaped_grants))
             self._turn = self._path.turn
 
     # -- submission ------------------------------------------------------------------------
@@ -421,7 +423,8 @@ class Reactor:
         self._commit_grant()
         if self._reaped_grants:
             now = self.loop.time()
-            reaped, self._reaped_grants = self._reaped_grants, []
+            reaped = self._reaped_grants[:]  # the list stays the one IoPath.set_turn was given
+            self._reaped_grants.clear()
             for g in reaped:
                 g.queue.complete_grant(g, g.reaped, now)
                 g.reaped = 0
@@ -570,7 +573,7 @@ class Reactor:
     def _flush(self) -> None:
         path = self._path
         turn = self._turn
-        if turn is not None and not self._reaped_grants and isinstance(turn(0, self._wakeups), int):
+        if turn is not None and isinstance(turn(0, self._wakeups), int):
             return  # the plain flush, in C (IoPath.turn: the same steps as below)
         path.flushes += 1
         # Held True while the woken tasks run: what they stage goes out below, in this call, so
@@ -740,7 +743,7 @@ class Reactor:
         complete: the plain turn in C, else the general path (_complete_here, or _complete for
         3); how many completed."""
         turn = self._turn
-        if turn is not None and not (self._reaped_grants or self._owner_waiters or self._idle_waiters):
+        if turn is not None:
             got = turn(reap, self._wakeups)
             if isinstance(got, int):
                 return got

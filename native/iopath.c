@@ -172,6 +172,7 @@ typedef struct {
     /* turn(): the reactor's general completion and submission, for what the turn hands back */
     PyObject *turn_complete;   /* (uds, results) -> None */
     PyObject *turn_submit;     /* () -> None */
+    PyObject *turn_waiters;    /* a tuple of the reactor's lists that must be empty for a plain turn */
 } IoPathObject;
 
 static PyObject *str_pending, *str_charge, *str_shares;
@@ -790,13 +791,13 @@ fail:
 }
 
 /* The reactor's submission of the staged batch through the ring (set_ring): as many records
-   as the kernel has room for, then what completed meanwhile as two new lists in *uds and *res
-   (both NULL when nothing did). 1 when done; 0 when Python must submit (no ring set, units
-   waiting in the disk queues, a batch exported); -1 with an exception; when the kernel refused
-   the enter, -2 with the errno in *err and nothing consumed (the caller fails the batch). */
-static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
+   as the kernel has room for, then what completed meanwhile in ring_ud / ring_res (*got_out of
+   them). 1 when done; 0 when Python must submit (no ring set, units waiting in the disk
+   queues, a batch exported); -1 with an exception; when the kernel refused the enter, -2 with
+   the errno in *err and nothing consumed (the caller fails the batch). */
+static int ring_flush_raw(IoPathObject *self, int *got_out, int *err)
 {
-    *uds = *res = NULL;
+    *got_out = 0;
     if (counts_publish(self) < 0)
         return -1;
     if (!self->ring || self->sched_waiting || self->exports)
@@ -820,8 +821,19 @@ static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *e
         self->nrec -= accepted;
         self->in_kernel += accepted;
     }
-    if (got == 0)
-        return 1;
+    *got_out = got;
+    return 1;
+}
+
+/* ring_flush_raw, with what completed as two new lists in *uds and *res (both NULL when
+   nothing did). */
+static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
+{
+    int got;
+    *uds = *res = NULL;
+    int rc = ring_flush_raw(self, &got, err);
+    if (rc != 1 || got == 0)
+        return rc;
     return ring_lists(self, got, uds, res) < 0 ? -1 : 1;
 }
 
@@ -1913,41 +1925,156 @@ static void schedule_flush_kept(IoPathObject *self, saved_error *first_err)
     self->flush_scheduled = 1;
 }
 
-/* Whether the ``got`` completions reaped into ring_ud/ring_res are plain: every one a request
-   of ours taken outside a grant (no scheduler unit, no grant's books), all of one class, in
-   *cls (borrowed; NULL for no class). */
-static int batch_plain(IoPathObject *self, int got, PyObject **cls)
+/* Whether a batch of ``n`` completions (their user data in ``uds``) can be completed by the
+   turn itself: the reactor open, nothing exported, no units waiting in the disk queues, no open
+   grant, the reactor's waiter lists empty (set_turn), nothing held back in ``wq`` (the
+   reactor's iosched.WakeupQueue, or None), and every completion a request of ours taken
+   outside a grant, all of one class: then *cls (borrowed; NULL for no class) and *shares (a
+   new reference when there is a class and a queue, else NULL). 1, 0, or -1 with an exception. */
+static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py_ssize_t n, PyObject **cls,
+                       PyObject **shares)
 {
     *cls = NULL;
-    for (int i = 0; i < got; i++) {
-        uint64_t ud = self->ring_ud[i];
+    *shares = NULL;
+    if (self->closed || self->exports || self->sched_waiting || self->grant)
+        return 0;
+    if (self->turn_waiters)
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->turn_waiters); i++)
+            if (PyList_GET_SIZE(PyTuple_GET_ITEM(self->turn_waiters, i)))
+                return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
         uint32_t idx;
-        if ((ud & IE_UNIT_FLAG) || slot_of(self, ud, &idx) < 0)
+        if ((uds[i] & IE_UNIT_FLAG) || slot_of(self, uds[i], &idx) < 0)
             return 0;
         ie_request *r = &self->slots[idx];
         if (r->grant || (i > 0 && r->cls != *cls))
             return 0;
         *cls = r->cls;
     }
+    if (wq == Py_None)
+        return 1;
+    PyObject *pending = PyObject_GetAttr(wq, str_pending);
+    int busy = pending ? PyObject_IsTrue(pending) : -1;
+    Py_XDECREF(pending);
+    if (busy)
+        return busy < 0 ? -1 : 0;
+    if (n && *cls && !(*shares = PyObject_GetAttr(*cls, str_shares)))
+        return -1;
     return 1;
+}
+
+/* Complete a plain batch (plain_batch said so; ``shares`` consumed): the books the reactor's
+   general path keeps (the class charged its wake-ups in ``wq``, the completion rate, the
+   requests out of the kernel), every request resolved; their tasks wait for a delivery. */
+static void complete_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, const int32_t *res, Py_ssize_t n,
+                           PyObject *cls, PyObject *shares, saved_error *first_err)
+{
+    if (shares) {  /* the wake-ups go at once: booked as the general path books them */
+        PyObject *k = PyLong_FromSsize_t(n);
+        PyObject *r = k ? PyObject_CallMethodObjArgs(wq, str_charge, cls, shares, k, NULL) : NULL;
+        Py_XDECREF(k);
+        Py_DECREF(shares);
+        if (!r)
+            keep_error(first_err);
+        Py_XDECREF(r);
+    }
+    if (!n)
+        return;
+    if (counts_publish(self) < 0)
+        keep_error(first_err);
+    note_rate(self, n);
+    self->in_kernel -= n;
+    PyObject *grant = NULL;
+    Py_ssize_t gcount = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t idx;
+        if (slot_of(self, uds[i], &idx) == 0)  /* (plain_batch found each) */
+            resolve(self, idx, res[i], &grant, &gcount, first_err);
+    }
+    if (flush_grant(self, &grant, &gcount) < 0)
+        keep_error(first_err);
+}
+
+/* A batch's completions out of the ring's scratch arrays (and before them, ``ndef`` from the
+   deferred lists), into ``b``: a completion callback run while they are resolved may submit
+   mid-turn, whose reap reuses the scratch arrays. 0, or -1 with an exception. */
+typedef struct {
+    uint64_t ud_local[64];
+    int32_t res_local[64];
+    uint64_t *uds;
+    int32_t *res;
+    Py_ssize_t n;
+} batch_copy;
+
+static int copy_batch(IoPathObject *self, batch_copy *b, Py_ssize_t ndef, int got)
+{
+    Py_ssize_t n = ndef + got;
+    b->uds = b->ud_local;
+    b->res = b->res_local;
+    b->n = n;
+    if (n > 64) {
+        b->uds = PyMem_Malloc((size_t)n * (sizeof(uint64_t) + sizeof(int32_t)));
+        if (!b->uds) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->res = (int32_t *)(b->uds + n);
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t p = 0; ndef && p < PyList_GET_SIZE(self->deferred); p++) {
+        PyObject *pair = PyList_GET_ITEM(self->deferred, p);
+        PyObject *u = PyTuple_GET_ITEM(pair, 0), *r = PyTuple_GET_ITEM(pair, 1);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(u); i++, k++) {
+            b->uds[k] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(u, i));
+            b->res[k] = (int32_t)PyLong_AsLong(PyList_GET_ITEM(r, i));
+        }
+    }
+    if (PyErr_Occurred())
+        return -1;
+    if (got) {
+        memcpy(b->uds + k, self->ring_ud, (size_t)got * sizeof(uint64_t));
+        memcpy(b->res + k, self->ring_res, (size_t)got * sizeof(int32_t));
+    }
+    return 0;
+}
+
+static void free_batch(batch_copy *b)
+{
+    if (b->uds != b->ud_local)
+        PyMem_Free(b->uds);
+    b->uds = b->ud_local;
+}
+
+/* The completions the mid-turn submissions collected (``deferred``, a list of (uds, results)
+   pairs of lists of ints); -1 when it holds anything else (the general path takes it). */
+static Py_ssize_t deferred_count(IoPathObject *self)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t p = 0; p < PyList_GET_SIZE(self->deferred); p++) {
+        PyObject *pair = PyList_GET_ITEM(self->deferred, p);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyList_Check(PyTuple_GET_ITEM(pair, 0))
+            || !PyList_Check(PyTuple_GET_ITEM(pair, 1))
+            || PyList_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != PyList_GET_SIZE(PyTuple_GET_ITEM(pair, 1)))
+            return -1;
+        n += PyList_GET_SIZE(PyTuple_GET_ITEM(pair, 0));
+    }
+    return n;
 }
 
 /* turn(reap, wakeups) -> int, or (uds, results) for the reactor's general path.
 
    The reactor's loop turn in one call while it is plain: reap (reap 1: what the ring has now,
    as poll_ring; 2: after the eventfd woke the loop, as reap_woken_ring; 0: nothing, the turn's
-   flush), complete, deliver (the woken tasks run and stage), submit; or (reap 3: asyncio's
-   selector) reap as 1 and complete, and make sure the flush that delivers runs this turn.
-   Plain: the reactor open,
-   a ring, nothing deferred, no units waiting, no open grant, no flush already scheduled (when
-   reaping with 1 or 2: the turn delivers in this callback), nothing waiting in ``wakeups`` (the reactor's
-   iosched.WakeupQueue, or None), and a batch of requests of one class taken outside grants.
+   flush), complete (with what the mid-turn submissions collected), deliver (the woken tasks run
+   and stage), submit; or (reap 3: asyncio's selector) reap as 1 and complete, and make sure the
+   flush that delivers runs this turn (as 1 and 2 do when a flush is queued already). Plain: a
+   batch plain_batch accepts (with ``wakeups``, the reactor's iosched.WakeupQueue or None).
    Then the books are the general path's (the class charged its wake-ups in ``wakeups``, the
-   completion rate, the flush counted), what a submission finds completed goes to the
-   reactor's complete (set_turn), a submission Python must make to its submit_now, and the
-   count reaped is returned. Otherwise nothing is done but the reap, whose completions are
-   returned as two lists for the general path. The caller checks what only it knows first
-   (grants reaped, drain waiters). */
+   completion rate, the flush counted); what the submission finds completed is completed here
+   too when plain (delivered by the next turn's flush), else handed to the reactor's complete
+   (set_turn); a submission Python must make goes to its submit_now; the count reaped is
+   returned. Otherwise nothing is done but the reap, whose completions are returned as two
+   lists for the general path (the deferred ones stay for it). */
 static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -1962,24 +2089,26 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_ValueError, "turn: reap 0, 1, 2 or 3, with set_ring, set_turn (and set_reap to reap)");
         return NULL;
     }
-    int here = reap != 3;  /* deliver and submit in this call, or leave them to the flush */
+    /* deliver and submit in this call, or leave them to the flush (asyncio's selector; or a
+       flush is queued already, which delivers these too) */
+    int here = reap == 0 || (reap != 3 && !self->flush_scheduled);
     int got = reap ? reap_into(self, reap == 2) : 0;
     if (got < 0)
         return NULL;
-    PyObject *cls = NULL;
-    int plain = !self->closed && !self->exports && !self->sched_waiting && !self->grant
-                && PyList_GET_SIZE(self->deferred) == 0 && (reap == 0 || reap == 3 || !self->flush_scheduled)
-                && batch_plain(self, got, &cls);
-    PyObject *shares = NULL;
-    if (plain && wq != Py_None) {
-        PyObject *pending = PyObject_GetAttr(wq, str_pending);
-        int busy = pending ? PyObject_IsTrue(pending) : -1;
-        Py_XDECREF(pending);
-        if (busy < 0)
+    Py_ssize_t ndef = deferred_count(self);
+    int plain = ndef >= 0;
+    batch_copy b;
+    PyObject *cls = NULL, *shares = NULL;
+    if (plain) {
+        if (copy_batch(self, &b, ndef, got) < 0)
+            return NULL;  /* (the batch is lost only when memory is) */
+        plain = plain_batch(self, wq, b.uds, b.n, &cls, &shares);
+        if (plain < 0) {
+            free_batch(&b);
             return NULL;  /* (what was reaped is lost only if the wakeups queue is broken) */
-        plain = !busy;
-        if (plain && got && cls && !(shares = PyObject_GetAttr(cls, str_shares)))
-            return NULL;
+        }
+        if (!plain)
+            free_batch(&b);
     }
     if (!plain) {
         PyObject *uds, *res;
@@ -1990,60 +2119,23 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         Py_DECREF(res);
         return out;
     }
-    /* The batch out of the reap's scratch arrays first: a callback run while it is resolved
-       (an on_done, a wake-up's charge) may submit mid-turn, whose reap reuses them. */
-    uint64_t ud_local[64];
-    int32_t res_local[64];
-    uint64_t *uds_got = ud_local;
-    int32_t *res_got = res_local;
-    if (got > 64) {
-        uds_got = PyMem_Malloc((size_t)got * (sizeof(uint64_t) + sizeof(int32_t)));
-        if (!uds_got) {
-            Py_XDECREF(shares);
-            PyErr_NoMemory();  /* (the batch is lost only when memory is) */
-            return NULL;
-        }
-        res_got = (int32_t *)(uds_got + got);
-    }
-    if (got) {
-        memcpy(uds_got, self->ring_ud, (size_t)got * sizeof(uint64_t));
-        memcpy(res_got, self->ring_res, (size_t)got * sizeof(int32_t));
+    if (ndef && PyList_SetSlice(self->deferred, 0, PyList_GET_SIZE(self->deferred), NULL) < 0) {
+        Py_XDECREF(shares);
+        free_batch(&b);
+        return NULL;
     }
     saved_error first_err = {NULL, NULL, NULL};
-    if (shares) {  /* the wake-ups go at once: booked as the general path books them */
-        PyObject *n = PyLong_FromLong(got);
-        PyObject *r = n ? PyObject_CallMethodObjArgs(wq, str_charge, cls, shares, n, NULL) : NULL;
-        Py_XDECREF(n);
-        Py_DECREF(shares);
-        if (!r)
-            keep_error(&first_err);
-        Py_XDECREF(r);
-    }
     int scheduled = self->flush_scheduled;
     if (here) {
         self->flush_scheduled = 1;  /* what the woken tasks stage goes out below, not in another flush */
         self->flushes++;
     }
-    if (got) {
-        if (counts_publish(self) < 0)
-            keep_error(&first_err);
-        note_rate(self, got);
-        self->in_kernel -= got;
-        PyObject *grant = NULL;
-        Py_ssize_t gcount = 0;
-        for (int i = 0; i < got; i++) {
-            uint32_t idx;
-            if (slot_of(self, uds_got[i], &idx) == 0)  /* (batch_plain found each) */
-                resolve(self, idx, res_got[i], &grant, &gcount, &first_err);
-        }
-        if (flush_grant(self, &grant, &gcount) < 0)
-            keep_error(&first_err);
-    }
-    if (uds_got != ud_local)
-        PyMem_Free(uds_got);
+    Py_ssize_t completed = b.n;
+    complete_batch(self, wq, b.uds, b.res, b.n, cls, shares, &first_err);
+    free_batch(&b);
     if (!here) {  /* the turn's flush delivers them, at its place in the loop's ready queue */
         self->flush_scheduled = scheduled;
-        if (got)
+        if (completed)
             schedule_flush_kept(self, &first_err);
         if (first_err.type)
             return raise_kept(&first_err);
@@ -2056,10 +2148,9 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     self->delivering = was;
     self->flush_scheduled = 0;
     if (!self->closed) {
-        PyObject *uds = NULL, *res = NULL;
-        int err = 0;
+        int found = 0, err = 0;
         /* a woken task may have queued units or opened a grant: then Python submits (and settles) */
-        int rc = self->sched_waiting || self->grant ? 0 : ring_flush(self, &uds, &res, &err);
+        int rc = self->sched_waiting || self->grant ? 0 : ring_flush_raw(self, &found, &err);
         if (rc == 0)
             call_kept(self->turn_submit, NULL, NULL, &first_err);
         else if (rc == -1)
@@ -2072,10 +2163,31 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
                 keep_error(&first_err);
             Py_XDECREF(e);
         } else {
-            if (uds) {
-                call_kept(self->turn_complete, uds, res, &first_err);
-                Py_DECREF(uds);
-                Py_DECREF(res);
+            if (found) {
+                /* what the submission found completed: its tasks resume in the next turn's flush */
+                int p = copy_batch(self, &b, 0, found);
+                if (p == 0) {
+                    p = plain_batch(self, wq, b.uds, b.n, &cls, &shares);
+                    if (p > 0) {
+                        complete_batch(self, wq, b.uds, b.res, b.n, cls, shares, &first_err);
+                        schedule_flush_kept(self, &first_err);
+                    }
+                    free_batch(&b);
+                }
+                if (p < 0) {  /* the general path takes them (ring_ud / ring_res are untouched) */
+                    keep_error(&first_err);
+                    p = 0;
+                }
+                if (p == 0) {
+                    PyObject *uds, *res;
+                    if (ring_lists(self, found, &uds, &res) < 0)
+                        keep_error(&first_err);
+                    else {
+                        call_kept(self->turn_complete, uds, res, &first_err);
+                        Py_DECREF(uds);
+                        Py_DECREF(res);
+                    }
+                }
             } else if (self->nrec)
                 schedule_flush_kept(self, &first_err);  /* the kernel is full: again next turn */
             if (self->kick && self->in_kernel)
@@ -2091,17 +2203,26 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     return PyLong_FromLong(got);
 }
 
-/* set_turn(complete, submit_now): the reactor's general completion and submission, which
-   turn() hands what is not plain; set_turn(None, None) turns turn() off. */
+/* set_turn(complete, submit_now, waiters): the reactor's general completion and submission,
+   which turn() hands what is not plain, and a tuple of its lists that must be empty for a turn
+   to be plain (waiters woken by a completion, grants whose completions are not booked yet);
+   set_turn(None, None, ()) turns turn() off. */
 static PyObject *IoPath_set_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2 || (args[0] == Py_None) != (args[1] == Py_None)
-        || (args[0] != Py_None && (!PyCallable_Check(args[0]) || !PyCallable_Check(args[1])))) {
-        PyErr_SetString(PyExc_TypeError, "set_turn(complete, submit_now): two callables, or None, None");
+    if (nargs != 3 || (args[0] == Py_None) != (args[1] == Py_None)
+        || (args[0] != Py_None && (!PyCallable_Check(args[0]) || !PyCallable_Check(args[1])))
+        || !PyTuple_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "set_turn(complete, submit_now, waiters): two callables, or None, None; a tuple of lists");
         return NULL;
     }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[2]); i++)
+        if (!PyList_Check(PyTuple_GET_ITEM(args[2], i))) {
+            PyErr_SetString(PyExc_TypeError, "set_turn: waiters must be a tuple of lists");
+            return NULL;
+        }
     Py_XSETREF(self->turn_complete, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
     Py_XSETREF(self->turn_submit, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_XSETREF(self->turn_waiters, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 
@@ -2338,6 +2459,7 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->kick);
     Py_VISIT(self->turn_complete);
     Py_VISIT(self->turn_submit);
+    Py_VISIT(self->turn_waiters);
     for (uint32_t i = 0; i < self->nslots; i++) {
         ie_request *r = &self->slots[i];
         if (r->fut) {
@@ -2383,6 +2505,7 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->kick);
     Py_CLEAR(self->turn_complete);
     Py_CLEAR(self->turn_submit);
+    Py_CLEAR(self->turn_waiters);
     return 0;
 }
 
@@ -2448,7 +2571,7 @@ static PyMethodDef IoPath_methods[] = {
     {"turn", (PyCFunction)(void (*)(void))IoPath_turn, METH_FASTCALL,
      "turn(reap, wakeups) -> completions handled, or (uds, results) for the general path: reap, complete, deliver, submit"},
     {"set_turn", (PyCFunction)(void (*)(void))IoPath_set_turn, METH_FASTCALL,
-     "set_turn(complete, submit_now): where turn() hands what it does not do itself; set_turn(None, None): off"},
+     "set_turn(complete, submit_now, waiters): where turn() hands what it does not do itself; set_turn(None, None): off"},
     {"flush_ring", (PyCFunction)IoPath_flush_ring, METH_NOARGS,
      "flush_ring() -> (uds, results) of a submission through the ring, or None if Python must submit"},
     {NULL}};

@@ -1,7 +1,8 @@
 """The reactor's loop turn in C (IoPath.turn): while a turn is plain (the reactor open, nothing
-deferred or queued in the disk scheduler, no open grant, nothing held by the wake-up budget, a
-batch of one class), reaping, completing, delivering and submitting are one C call; the rest
-goes to the reactor's general path (_complete, _submit_now). Real I/O through io_uring (the
+queued in the disk scheduler, no open grant, nothing held by the wake-up budget, no drain
+waiter, a batch of one class), reaping, completing (with what the mid-turn submissions and the
+turn's own submission collected), delivering and submitting are one C call; the rest goes to
+the reactor's general path (_complete, _submit_now). Real I/O through io_uring (the
 backend whose ring C reaps; the others never take the turn) on both loops: the same books as
 the general path, and the general path really left alone while the turn is plain."""
 from __future__ import annotations
@@ -83,6 +84,63 @@ def test_a_plain_run_stays_in_the_turn(run, scratch, monkeypatch):
     assert turns >= reads
     assert general["submit"] <= 2
     assert gap > 0  # the completion rate is booked in C too
+
+
+def test_reads_at_depth_stay_in_the_turn(run, scratch, monkeypatch):
+    """Many tasks reading at once: their requests go to the kernel mid-turn (submit_batch) and
+    those submissions collect completions, which the next turn's flush completes in C with the
+    turn's own; the general completion is not needed, and every read is right."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    calls = _count_general_calls(monkeypatch)
+    reads, tasks = 40, 16
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            before = dict(calls)
+            await _read_in_classes(f, [ioengine.IoClass("turn_deep", 100)], reads, tasks)
+            assert r.inflight == 0 and r._path.in_kernel == 0 and not r._deferred
+        return {k: calls[k] - before[k] for k in calls}
+
+    general = run(main(), submit_batch=2)
+    assert general["complete"] <= 2  # (a class's first request takes the general path)
+    assert general["submit"] <= 2
+
+
+def test_a_drain_waiter_is_woken_while_reads_go_on(run, scratch):
+    """A task waiting in drain_owner() while other tasks keep reading: the completions that end
+    its owner's requests wake it, whichever path completes them (the turn leaves a batch to
+    the general path while a waiter is there)."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f, \
+                await ioengine.open_file_dma(path, F.RO) as g:
+            going = True
+
+            async def reader(k: int) -> None:
+                buf = g.allocate_buffer(BS)
+                rnd = random.Random(k)
+                while going:
+                    b = rnd.randrange(BLOCKS)
+                    assert await g.dma_read(b * BS, buf) == BS and bytes(buf) == pattern_block(b, BS)
+
+            readers = [asyncio.ensure_future(reader(k)) for k in range(8)]
+            for _ in range(30):
+                tasks = [asyncio.ensure_future(f.dma_read(b * BS, f.allocate_buffer(BS))) for b in range(8)]
+                await asyncio.sleep(0)
+                await asyncio.wait_for(r.drain_owner(f), 10)
+                assert not r._path.owns(f)
+                assert await asyncio.gather(*tasks) == [BS] * 8
+            going = False
+            await asyncio.gather(*readers)
+            await asyncio.wait_for(r.drain(), 10)
+            assert r.inflight == 0
+
+    run(main())
 
 
 def test_the_turn_books_what_the_general_path_books(run, scratch):
