@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="print the fio options ioengine runs, with fio's meaning, and exit")
     s.add_argument("--output-format", choices=("normal", "json"), default="normal",
                    help="normal: fio's text summary; json: fio's JSON schema (fields ioengine measures)")
+    s.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                   help="the event loop the jobs run on (every shard's; default: asyncio's)")
     add_reactor_arguments(s)
     s.set_defaults(smp_smp=None)  # run: one shard per concurrent clone, up to one per CPU (main_run)
     for name, help_ in (("randread", "4k random reads vs fio"), ("randwrite", "4k random writes vs fio"),
@@ -337,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ioengine-bench run: --smp {args.smp_smp or 'auto'}: {e}", file=sys.stderr)
                 return 2
             return main_run(args.job_file, reactor_options_from_args(args), args.output_format,
-                            list_options=args.list_options, smp=smp_opts, auto_smp=auto, cpuset=args.smp_cpuset)
+                            list_options=args.list_options, smp=smp_opts, auto_smp=auto, cpuset=args.smp_cpuset,
+                            loop=args.loop)
         rw = args.command.removeprefix("stream-")
         api = "stream" if args.command.startswith("stream-") else "file"
         compare(os.path.abspath(args.file), args.size, Pattern(rw, args.bs, args.iodepth, api=api), args.seconds,

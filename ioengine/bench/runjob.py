@@ -73,6 +73,7 @@ from .ioplan import DIRS, READ, WRITE, IoPlan, derive_seed
 from .jobfile import JobFileError, JobSpec, numa_node_ids, options_help, parse_job_file
 from .jobreport import CloneRun, JobsRun, mib, to_json, to_text, write_logs
 from .verifier import Verifier
+from .workloads import UvloopUnavailable, run_on_loop
 from .workloads import lay_out
 
 _DIR_NAMES = ("read", "write", "trim")
@@ -1575,14 +1576,15 @@ async def _run_group(clones: list[CloneRun], warn: TextIO | None, shared: _Share
 
 
 def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
-             warn: TextIO | None = None, smp: SmpOptions | None = None) -> JobsRun:
+             warn: TextIO | None = None, smp: SmpOptions | None = None, loop: str = "asyncio") -> JobsRun:
     """Run parsed jobs through ioengine.
 
     Raises :class:`JobFileError` / :class:`RunError` for what cannot run (before any job starts);
     I/O errors are recorded per clone (``error``, ``error_text``), as fio does.  Notes (layout,
     options run differently from fio) go to ``warn`` (None: nowhere).  ``smp`` with more than one
     shard spreads the clones over the shards (fio runs a process per clone): see
-    :func:`_placement` for the ones that stay on shard 0.
+    :func:`_placement` for the ones that stay on shard 0. ``loop``: the event loop every shard
+    runs, "asyncio" (its default loop) or "uvloop".
     """
     shards = smp.smp if smp is not None else 1
     started = time.time()
@@ -1640,7 +1642,7 @@ def run_jobs(jobs: list[JobSpec], options: ReactorOptions | None = None, *,
                 print(f"note: job(s) {', '.join(repr(n) for n in pinned)} share state with other jobs (flow, "
                       f"wait_for, exitall, a group's steady state): they run on shard 0",
                       file=warn)
-    backend = ioengine.run(main(), **kw)
+    backend = run_on_loop(main(), loop, **kw)
     return JobsRun(runs, backend, opts, started, jobs, shards)
 
 
@@ -1665,7 +1667,8 @@ def auto_shards(jobs: list[JobSpec], cpuset: str | None = None) -> SmpOptions | 
 
 def main_run(job_file: str | None, options: ReactorOptions, output_format: str = "normal",
              out: TextIO | None = None, err: TextIO | None = None, *, list_options: bool = False,
-             smp: SmpOptions | None = None, auto_smp: bool = False, cpuset: str | None = None) -> int:
+             smp: SmpOptions | None = None, auto_smp: bool = False, cpuset: str | None = None,
+             loop: str = "asyncio") -> int:
     """The ``run`` command: 0 when every job ran without error, 1 when a job failed (like fio: one
     ``err=N (description)`` line per failing clone on stderr), 2 when the job file cannot be run
     (the message names every problem with its file and line).
@@ -1689,8 +1692,8 @@ def main_run(job_file: str | None, options: ReactorOptions, output_format: str =
                 print(f"note: up to {concurrent_clones(jobs)} clones run at once: they run on {smp.smp} shards "
                       f"(one per CPU), as fio runs a process per clone; --smp 1 runs them all on one reactor",
                       file=err)
-        run = run_jobs(jobs, options, warn=err, smp=smp)
-    except (JobFileError, RunError) as e:
+        run = run_jobs(jobs, options, warn=err, smp=smp, loop=loop)
+    except (JobFileError, RunError, UvloopUnavailable) as e:
         print(f"ioengine-bench run: {e}", file=err)
         return 2
     except OSError as e:  # the jobs' own errors are theirs (err= lines): this is the set-up's

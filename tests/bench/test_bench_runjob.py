@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import importlib.util
 import json
 import os
 import re
@@ -62,6 +63,37 @@ def test_run_text_output(scratch: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert out.count("  cpu          : usr=") == 2
     assert "Run status group 0 (all jobs):" in out and "   READ: bw=" in out and "  WRITE: bw=" in out
     assert out.splitlines()[2].startswith("ioengine-")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed")
+def test_run_on_uvloop(scratch: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """--loop uvloop: the jobs run on uvloop (each shard's loop), with the same report."""
+    import asyncio
+
+    from ioengine.bench import runjob
+
+    loops: list[str] = []
+    run_group = runjob._run_group
+
+    async def recording(*args: object, **kwargs: object) -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        await run_group(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runjob, "_run_group", recording)
+    job = write_job(scratch, TWO_JOBS)
+    assert main(["run", str(job), "--loop", "uvloop"]) == 0
+    out, _ = capsys.readouterr()
+    assert "rr: (groupid=0, jobs=1): err= 0" in out and "wr: (groupid=0, jobs=1): err= 0" in out
+    assert loops and all(m.startswith("uvloop") for m in loops)
+
+
+def test_run_on_uvloop_when_missing_is_refused(scratch: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    job = write_job(scratch, TWO_JOBS)
+    assert main(["run", str(job), "--loop", "uvloop"]) == 2
+    assert "uvloop is not installed" in capsys.readouterr().err
+    assert not (scratch / "shared.dat").exists()  # refused before anything ran
 
 
 def test_run_json_round_trip(scratch: Path, capsys: pytest.CaptureFixture[str]) -> None:
