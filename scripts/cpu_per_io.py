@@ -52,8 +52,11 @@ async def main():
         nonlocal done
         rnd = random.Random(seed)
         bufs = [f.allocate_buffer(4096) for _ in range(k)]
+        offs = [rnd.randrange(BLOCKS) * 4096 for _ in range(8192)]
+        n = 0
         while done < N:
-            await f.dma_read_many([(rnd.randrange(BLOCKS) * 4096, b) for b in bufs])
+            await f.dma_read_many([(offs[(n + i) & 8191], b) for i, b in enumerate(bufs)])
+            n += k
             done += k
     qd = int(os.environ.get("QD", "32"))
     k = int(os.environ.get("BATCH", "0"))
