@@ -3,8 +3,9 @@
     python scripts/cpu_per_io.py [FILE] [reactor_option=value ...]
     env: N (I/Os, default 200000), BLOCKS (4 KiB blocks of the file to use, default 16384),
          LOOP=uvloop, WRITE=1 (4k dma_writes instead of reads, inside the file's 64 MiB),
-         QD (reads in flight, default 32: QD tasks, each cycling 8,192 offsets drawn ahead), BATCH=k (File.dma_read_many: QD//k tasks,
-         each awaiting a batch of k random reads, so QD reads stay in flight in all; reads only),
+         QD (reads in flight, default 32: QD tasks, each cycling 8,192 offsets drawn ahead),
+         BATCH=k (File.dma_read_many: QD//k tasks, each awaiting a batch of k random reads, so
+         QD reads stay in flight in all; reads only),
          BUFFERED=1 (the file opened buffered: what the page cache holds is served at the call,
          ioengine.pagecache; QD=1 BUFFERED=1 scripts/icount.sh counts a cache hit)
 

@@ -389,6 +389,47 @@ def test_latency_target_job_ends_with_its_plan(scratch: Path, capsys: pytest.Cap
     assert j["read"]["total_ios"] == 64 and j["job_runtime"] < 30_000 and j["latency_depth"] == 1
 
 
+def test_latency_target_holds_its_depth_without_a_wake_up_per_io(scratch: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Depth 1 under test (a window longer than the job), 16 slots: never two I/Os admitted at
+    # once, and a slot whose I/O completed goes on through the gate itself; the waiting slots
+    # are not woken for a place they cannot take (they were, once per I/O).
+    from ioengine.bench import runjob
+
+    seen = {"admitted": 0, "woken": 0}
+    gate, wake = runjob._Clone._depth_gate, runjob._Clone._gate_wake
+
+    async def admitting(self: runjob._Clone) -> None:
+        await gate(self)
+        if not (self._plan_done or self.stop):  # (at the end every slot passes, to end)
+            seen["admitted"] = max(seen["admitted"], self._admitted)
+
+    def waking(self: runjob._Clone) -> None:
+        before = len(self._gate_waiters)
+        wake(self)
+        seen["woken"] += before - len(self._gate_waiters)
+
+    monkeypatch.setattr(runjob._Clone, "_depth_gate", admitting)
+    monkeypatch.setattr(runjob._Clone, "_gate_wake", waking)
+    job = write_job(scratch, """\
+        [j]
+        direct=1
+        bs=4k
+        size=1m
+        rw=randread
+        filename={dir}/l.dat
+        ioengine=libaio
+        iodepth=16
+        latency_target=10s
+        latency_window=10s
+    """)
+    assert main(["run", str(job), "--output-format", "json"]) == 0
+    (j,) = json.loads(capsys.readouterr().out)["jobs"]
+    assert j["read"]["total_ios"] == 256 and j["latency_depth"] == 1
+    assert seen["admitted"] == 1
+    assert seen["woken"] <= 2 * 16  # the waiting slots at the plan's end, not one per I/O
+
+
 def test_smp_spreads_clones_over_shards(scratch: Path) -> None:
     # --smp 2: clones run on both shards (fio runs a process per clone); a job sharing state with
     # others (here exitall, in a group of its own) stays on shard 0; dedupe_global jobs spread, their working set drawn
