@@ -2006,7 +2006,7 @@ typedef struct {
     Py_ssize_t n;
 } batch_copy;
 
-static int copy_batch(IoPathObject *self, batch_copy *b, Py_ssize_t ndef, int got)
+static int copy_batch(IoPathObject *self, batch_copy *b, PyObject *deferred, Py_ssize_t ndef, int got)
 {
     Py_ssize_t n = ndef + got;
     b->uds = b->ud_local;
@@ -2021,8 +2021,8 @@ static int copy_batch(IoPathObject *self, batch_copy *b, Py_ssize_t ndef, int go
         b->res = (int32_t *)(b->uds + n);
     }
     Py_ssize_t k = 0;
-    for (Py_ssize_t p = 0; ndef && p < PyList_GET_SIZE(self->deferred); p++) {
-        PyObject *pair = PyList_GET_ITEM(self->deferred, p);
+    for (Py_ssize_t p = 0; ndef && p < PyList_GET_SIZE(deferred); p++) {
+        PyObject *pair = PyList_GET_ITEM(deferred, p);
         PyObject *u = PyTuple_GET_ITEM(pair, 0), *r = PyTuple_GET_ITEM(pair, 1);
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(u); i++, k++) {
             b->uds[k] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(u, i));
@@ -2045,13 +2045,14 @@ static void free_batch(batch_copy *b)
     b->uds = b->ud_local;
 }
 
-/* The completions the mid-turn submissions collected (``deferred``, a list of (uds, results)
-   pairs of lists of ints); -1 when it holds anything else (the general path takes it). */
-static Py_ssize_t deferred_count(IoPathObject *self)
+/* How many completions the mid-turn submissions collected (``deferred``, the reactor's list of
+   (uds, results) pairs of lists of ints); -1 when it holds anything else (the general path
+   takes it). */
+static Py_ssize_t deferred_count(PyObject *deferred)
 {
     Py_ssize_t n = 0;
-    for (Py_ssize_t p = 0; p < PyList_GET_SIZE(self->deferred); p++) {
-        PyObject *pair = PyList_GET_ITEM(self->deferred, p);
+    for (Py_ssize_t p = 0; p < PyList_GET_SIZE(deferred); p++) {
+        PyObject *pair = PyList_GET_ITEM(deferred, p);
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyList_Check(PyTuple_GET_ITEM(pair, 0))
             || !PyList_Check(PyTuple_GET_ITEM(pair, 1))
             || PyList_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != PyList_GET_SIZE(PyTuple_GET_ITEM(pair, 1)))
@@ -2061,46 +2062,15 @@ static Py_ssize_t deferred_count(IoPathObject *self)
     return n;
 }
 
-/* turn(reap, wakeups) -> int, or (uds, results) for the reactor's general path.
-
-   The reactor's loop turn in one call while it is plain: reap (reap 1: what the ring has now,
-   as poll_ring; 2: after the eventfd woke the loop, as reap_woken_ring; 0: nothing, the turn's
-   flush), complete (with what the mid-turn submissions collected), deliver (the woken tasks run
-   and stage), submit; or (reap 3: asyncio's selector) reap as 1 and complete, and make sure the
-   flush that delivers runs this turn (as 1 and 2 do when a flush is queued already). Plain: a
-   batch plain_batch accepts (with ``wakeups``, the reactor's iosched.WakeupQueue or None).
-   Then the books are the general path's (the class charged its wake-ups in ``wakeups``, the
-   completion rate, the flush counted); what the submission finds completed is completed here
-   too when plain (delivered by the next turn's flush), else handed to the reactor's complete
-   (set_turn); a submission Python must make goes to its submit_now; the count reaped is
-   returned. Otherwise nothing is done but the reap, whose completions are returned as two
-   lists for the general path (the deferred ones stay for it). */
-static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* IoPath_turn after the reap (``deferred``: the reactor's list, held for the turn). */
+static PyObject *turn_rest(IoPathObject *self, long reap, PyObject *wq, int here, int got, PyObject *deferred)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "turn(reap, wakeups)");
-        return NULL;
-    }
-    long reap = PyLong_AsLong(args[0]);
-    if (reap == -1 && PyErr_Occurred())
-        return NULL;
-    PyObject *wq = args[1];
-    if (reap < 0 || reap > 3 || !self->ring || !self->turn_complete || (reap && !self->ring_poll)) {
-        PyErr_SetString(PyExc_ValueError, "turn: reap 0, 1, 2 or 3, with set_ring, set_turn (and set_reap to reap)");
-        return NULL;
-    }
-    /* deliver and submit in this call, or leave them to the flush (asyncio's selector; or a
-       flush is queued already, which delivers these too) */
-    int here = reap == 0 || (reap != 3 && !self->flush_scheduled);
-    int got = reap ? reap_into(self, reap == 2) : 0;
-    if (got < 0)
-        return NULL;
-    Py_ssize_t ndef = deferred_count(self);
+    Py_ssize_t ndef = deferred_count(deferred);
     int plain = ndef >= 0;
     batch_copy b;
     PyObject *cls = NULL, *shares = NULL;
     if (plain) {
-        if (copy_batch(self, &b, ndef, got) < 0)
+        if (copy_batch(self, &b, deferred, ndef, got) < 0)
             return NULL;  /* (the batch is lost only when memory is) */
         plain = plain_batch(self, wq, b.uds, b.n, &cls, &shares);
         if (plain < 0) {
@@ -2119,7 +2089,7 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         Py_DECREF(res);
         return out;
     }
-    if (ndef && PyList_SetSlice(self->deferred, 0, PyList_GET_SIZE(self->deferred), NULL) < 0) {
+    if (ndef && PyList_SetSlice(deferred, 0, PyList_GET_SIZE(deferred), NULL) < 0) {
         Py_XDECREF(shares);
         free_batch(&b);
         return NULL;
@@ -2165,7 +2135,7 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         } else {
             if (found) {
                 /* what the submission found completed: its tasks resume in the next turn's flush */
-                int p = copy_batch(self, &b, 0, found);
+                int p = copy_batch(self, &b, NULL, 0, found);
                 if (p == 0) {
                     p = plain_batch(self, wq, b.uds, b.n, &cls, &shares);
                     if (p > 0) {
@@ -2195,12 +2165,55 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
         }
         /* a woken task's inline submission collected these (the ring may be gone meanwhile: a
            woken task can change the backend, and the general submission above took over) */
-        if (self->deferred && PyList_GET_SIZE(self->deferred))
+        if (PyList_GET_SIZE(deferred))
             schedule_flush_kept(self, &first_err);
     }
     if (first_err.type)
         return raise_kept(&first_err);
     return PyLong_FromLong(got);
+}
+
+/* turn(reap, wakeups) -> int, or (uds, results) for the reactor's general path.
+
+   The reactor's loop turn in one call while it is plain: reap (reap 1: what the ring has now,
+   as poll_ring; 2: after the eventfd woke the loop, as reap_woken_ring; 0: nothing, the turn's
+   flush), complete (with what the mid-turn submissions collected), deliver (the woken tasks run
+   and stage), submit; or (reap 3: asyncio's selector) reap as 1 and complete, and make sure the
+   flush that delivers runs this turn (as 1 and 2 do when a flush is queued already). Plain: a
+   batch plain_batch accepts (with ``wakeups``, the reactor's iosched.WakeupQueue or None).
+   Then the books are the general path's (the class charged its wake-ups in ``wakeups``, the
+   completion rate, the flush counted); what the submission finds completed is completed here
+   too when plain (delivered by the next turn's flush), else handed to the reactor's complete
+   (set_turn); a submission Python must make goes to its submit_now; the count reaped is
+   returned. Otherwise nothing is done but the reap, whose completions are returned as two
+   lists for the general path (the deferred ones stay for it). */
+static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "turn(reap, wakeups)");
+        return NULL;
+    }
+    long reap = PyLong_AsLong(args[0]);
+    if (reap == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *wq = args[1];
+    if (reap < 0 || reap > 3 || !self->ring || !self->turn_complete || (reap && !self->ring_poll)) {
+        PyErr_SetString(PyExc_ValueError, "turn: reap 0, 1, 2 or 3, with set_ring, set_turn (and set_reap to reap)");
+        return NULL;
+    }
+    /* deliver and submit in this call, or leave them to the flush (asyncio's selector; or a
+       flush is queued already, which delivers these too) */
+    int here = reap == 0 || (reap != 3 && !self->flush_scheduled);
+    int got = reap ? reap_into(self, reap == 2) : 0;
+    if (got < 0)
+        return NULL;
+    /* The reactor's deferred list, held for the turn: a woken task may take the ring away
+       (set_ring(0), e.g. a fault injector put in), which drops IoPath's reference, while the
+       general submission it then makes still collects into the list. */
+    PyObject *deferred = Py_NewRef(self->deferred);
+    PyObject *out = turn_rest(self, reap, wq, here, got, deferred);
+    Py_DECREF(deferred);
+    return out;
 }
 
 /* set_turn(complete, submit_now, waiters): the reactor's general completion and submission,

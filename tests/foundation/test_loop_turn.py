@@ -241,3 +241,43 @@ def test_a_callback_that_submits_while_the_turn_resolves_its_batch(run, scratch)
         run(main(), submit_batch=1)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_woken_task_that_takes_the_ring_away_mid_turn(run, scratch):
+    """A task the turn wakes puts a fault injector in (the ring goes: IoPath.set_ring(0)) and
+    submits at once (submit_batch=1): those submissions, now through the injector's flush,
+    collect every completion (on tmpfs a read completes within its submission) for the
+    reactor's flush. The turn must see them when its delivery ends; it looked through IoPath's
+    reference to the list, which set_ring(0) drops, and they waited forever (seen as a rare hang
+    of tests/reliability's output-stream tests under load)."""
+    from ioengine.testing import inject_faults, remove_faults
+
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else scratch
+    d = Path(tempfile.mkdtemp(prefix="ioengine-turn-", dir=base))
+    path = d / "data"
+    write_pattern_file(path, BLOCKS, BS)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            buf = f.allocate_buffer(BS)
+            for i in range(10):
+                assert r._turn is not None
+                assert await f.dma_read(i * BS, buf) == BS  # resumed by the turn
+                inject_faults(r)
+                try:
+                    bufs = [f.allocate_buffer(BS) for _ in range(4)]
+                    futs = [f.read_future((i + k) * BS, b) for k, b in enumerate(bufs)]
+                    r._submit_now(inline=True)  # the last one's completion collected too
+                    assert await asyncio.wait_for(asyncio.gather(*futs), 10) == [BS] * 4
+                finally:
+                    remove_faults(r)
+                for k, b in enumerate(bufs):
+                    assert bytes(b) == pattern_block(i + k, BS)
+            await r.drain()
+            assert r.inflight == 0 and not r._deferred
+
+    try:
+        run(main(), submit_batch=1)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
