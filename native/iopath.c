@@ -792,15 +792,16 @@ fail:
 
 /* The reactor's submission of the staged batch through the ring (set_ring): as many records
    as the kernel has room for, then what completed meanwhile in ring_ud / ring_res (*got_out of
-   them). 1 when done; 0 when Python must submit (no ring set, units waiting in the disk
-   queues, a batch exported); -1 with an exception; when the kernel refused the enter, -2 with
+   them). 1 when done; 0 when Python must submit (no ring set, a batch exported, or units
+   waiting in the disk queues unless ``decided``: the reactor has run their dispatch, or left
+   it to the turn's flush); -1 with an exception; when the kernel refused the enter, -2 with
    the errno in *err and nothing consumed (the caller fails the batch). */
-static int ring_flush_raw(IoPathObject *self, int *got_out, int *err)
+static int ring_flush_raw(IoPathObject *self, int *got_out, int *err, int decided)
 {
     *got_out = 0;
     if (counts_publish(self) < 0)
         return -1;
-    if (!self->ring || self->sched_waiting || self->exports)
+    if (!self->ring || (self->sched_waiting && !decided) || self->exports)
         return 0;
     Py_ssize_t n = self->capacity - self->in_kernel;  /* the rest waits for completions */
     if (n > self->nrec)
@@ -827,11 +828,11 @@ static int ring_flush_raw(IoPathObject *self, int *got_out, int *err)
 
 /* ring_flush_raw, with what completed as two new lists in *uds and *res (both NULL when
    nothing did). */
-static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err)
+static int ring_flush(IoPathObject *self, PyObject **uds, PyObject **res, int *err, int decided)
 {
     int got;
     *uds = *res = NULL;
-    int rc = ring_flush_raw(self, &got, err);
+    int rc = ring_flush_raw(self, &got, err, decided);
     if (rc != 1 || got == 0)
         return rc;
     return ring_lists(self, got, uds, res) < 0 ? -1 : 1;
@@ -844,7 +845,12 @@ static int submit_mid_turn(IoPathObject *self)
 {
     PyObject *uds, *res;
     int err = 0;
-    int rc = ring_flush(self, &uds, &res, &err);
+    /* Units waiting in the disk queues while a class goes on under its grant (share_direct):
+       their dispatch waits for the turn's flush (Reactor._submit_now), which would skip it
+       here anyway unless due; the Python submission for every few of the granted class's
+       requests cost it ~a third of its reads next to a throttled class
+       (`scripts/compaction.py`). */
+    int rc = ring_flush(self, &uds, &res, &err, self->share_direct && self->grant);
     if (rc == 0) {
         PyObject *r = PyObject_CallNoArgs(self->submit_inline);
         if (!r)
@@ -1806,7 +1812,7 @@ static PyObject *IoPath_flush_ring(IoPathObject *self, PyObject *unused)
 {
     PyObject *uds, *res;
     int err = 0;
-    int rc = ring_flush(self, &uds, &res, &err);
+    int rc = ring_flush(self, &uds, &res, &err, 1);  /* the reactor dispatched first */
     if (rc == 0)
         Py_RETURN_NONE;
     if (rc == -1)
@@ -2120,7 +2126,7 @@ static PyObject *turn_rest(IoPathObject *self, long reap, PyObject *wq, int here
     if (!self->closed) {
         int found = 0, err = 0;
         /* a woken task may have queued units or opened a grant: then Python submits (and settles) */
-        int rc = self->sched_waiting || self->grant ? 0 : ring_flush_raw(self, &found, &err);
+        int rc = self->sched_waiting || self->grant ? 0 : ring_flush_raw(self, &found, &err, 0);
         if (rc == 0)
             call_kept(self->turn_submit, NULL, NULL, &first_err);
         else if (rc == -1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sys
 
 import pytest
 
@@ -231,3 +232,57 @@ def test_a_request_a_completion_woke_its_task_for_is_counted_fed(run, scratch):
             assert sp.fed[0] == 0
 
     run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=10 / 75)
+
+
+def test_a_class_within_its_part_submits_mid_turn_without_python(run, scratch, backend):
+    """While the small class waits over its part, the large one goes on under its grant and its
+    full batches go to the kernel mid-turn from C (io_uring): no Python submission per batch
+    (they cost it ~a third of its reads next to a throttled class: `scripts/compaction.py`). The
+    waiting class's dispatch is the turn's flush's; every read still comes back right."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    hi, lo = ioengine.IoClass("sidm_hi", 400), ioengine.IoClass("sidm_lo", 100)
+
+    async def main():
+        r = ioengine.get_reactor()
+        seen = {"inline_while_held": 0, "lo_held": 0}
+        submit_now = r._submit_now
+
+        def counting(inline: bool = False) -> None:
+            # C's mid-turn submission calls Python through Reactor._submit_inline (a grant
+            # reopened in submit_rw, Python's own path, submits from there too: not counted)
+            p = r._path
+            if inline and p.sched_waiting and p.grant is not None \
+                    and sys._getframe(1).f_code.co_name == "_submit_inline":
+                seen["inline_while_held"] += 1
+            submit_now(inline)
+
+        r._submit_now = counting
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            queue = r.disks.for_device(os.stat(path).st_dev, r.loop.time())
+
+            async def reader(cls, seed, reads):
+                rnd = random.Random(seed)
+                buf = f.allocate_buffer(BS)
+                for _ in range(reads):
+                    b = rnd.randrange(BLOCKS)
+                    assert await f.dma_read(b * BS, buf, io_class=cls) == BS
+                    assert bytes(buf) == pattern_block(b, BS)
+                    if r.disks.states_of(queue)[lo].nr_queued:
+                        seen["lo_held"] += 1
+
+            await asyncio.gather(*(reader(hi, k, 60) for k in range(6)),
+                                 *(reader(lo, 100 + k, 30) for k in range(16)))
+            await r.drain()
+            r.settle_grants()
+            states = r.disks.states_of(queue)
+            assert r.inflight == 0 and queue.in_disk == 0
+            assert states[hi].ops[READ] == 6 * 60 and states[lo].ops[READ] == 16 * 30
+        assert seen["lo_held"] > 0
+        if backend == "io_uring":
+            assert seen["inline_while_held"] == 0
+        # (the other backends have no ring for C to submit through: Python's flush() does it)
+
+    capacity_goals = 10 / 75
+    run(main(), io_properties=PROPS.format(mp=scratch), io_share_in_disk=True, io_in_disk_goals=capacity_goals,
+        io_wakeup_budget=0, submit_batch=2)
