@@ -190,13 +190,20 @@ class IoPath(Buffer):
         count reaped. When the turn is not plain, only the reap is done and its completions are
         returned for the reactor's general path."""
     def set_turn(self, complete: Callable[[list[int], list[int]], None] | None,
-                 submit_now: Callable[[], None] | None, waiters: tuple[list[Any], ...], /) -> None:
-        """Where turn() hands what it does not do itself, and the lists it must find empty to
-        complete a batch itself."""
+                 submit_now: Callable[[], None] | None, waiters: tuple[list[Any], ...],
+                 settle: Callable[[], None] | None, reaped: list[Any] | None, /) -> None:
+        """Where turn() hands what it does not do itself, the lists it must find empty to
+        complete a batch itself, and the grants' settle after a submission, which it calls
+        while a grant is open or ``reaped`` holds grants with unbooked completions: when no
+        request is left in the kernel, or settle_ns after settled_ns."""
     #: expected time between completions, ns (an EWMA over ~1 ms windows)
     gap_ns: float
     #: loop turns' flushes so far
     flushes: int
+    #: when the reactor last settled its grants' books (time.monotonic_ns())
+    settled_ns: int
+    #: how long the turn lets the grants' books go unsettled while I/O flows (ns)
+    settle_ns: int
     @property
     def inflight(self) -> int: ...
     @property

@@ -143,7 +143,7 @@ class Reactor:
         self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
         # The open iosched.DirectGrant (committed when settled: see SETTLE_NS) is self._path.grant.
         self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
-        self._settled_ns = 0  # when settle_grants last ran (see _submit_now)
+        self._path.settle_ns = SETTLE_NS  # the grants' books (settled_ns: when settle_grants last ran)
         # Something the disk queues' dispatch must see since it last ran: a request queued, a
         # queued one completed, the token timer (see _submit_now)
         self._dispatch_due = True
@@ -212,9 +212,10 @@ class Reactor:
             # The plain loop turn in one C call (reap, complete, deliver, submit: IoPath.turn),
             # handing back to _complete/_submit_now what it does not do itself;
             # `OPTS=idle_poll_time_us=0 QD=1 LOOP=uvloop scripts/icount.sh` counts a turn.
-            # (the lists it must find empty: waiters a completion wakes, grants' unbooked completions)
-            self._path.set_turn(self._complete, self._submit_now,
-                                (self._owner_waiters, self._idle_waiters, self._reaped_grants))
+            # (the lists it must find empty: waiters a completion wakes; with a grant open or
+            # grants' completions unbooked it settles them as _submit_now does)
+            self._path.set_turn(self._complete, self._submit_now, (self._owner_waiters, self._idle_waiters),
+                                self._settle_after_submit, self._reaped_grants)
             self._turn = self._path.turn
 
     # -- submission ------------------------------------------------------------------------
@@ -418,7 +419,7 @@ class Reactor:
         """Bring the disk queues' books up to date: commit the open grant, book the completions
         of grants' requests reaped since the last call, count the staged requests in their
         classes (IoPath counts them in C and adds them at each submission)."""
-        self._settled_ns = time.monotonic_ns()
+        self._path.settled_ns = time.monotonic_ns()
         self._path.sync_counters()
         self._commit_grant()
         if self._reaped_grants:
@@ -707,9 +708,15 @@ class Reactor:
             self.loop.call_soon(self._flush)
         if self._spinner is not None and path.in_kernel:
             self._spinner.kick()
+        if not inline:
+            self._settle_after_submit()
+
+    def _settle_after_submit(self) -> None:
+        """The grants' books after a submission (the loop turn's, in Python or C)."""
+        path = self._path
         grant = path.grant
-        if not inline and (grant is not None or self._reaped_grants) and (
-                not path.in_kernel or time.monotonic_ns() - self._settled_ns >= SETTLE_NS
+        if (grant is not None or self._reaped_grants) and (
+                not path.in_kernel or time.monotonic_ns() - path.settled_ns >= SETTLE_NS
                 or grant is not None and grant.queue.shared):
             # The grants' books, after the kernel has the batch: off the path from a completion
             # to the next submission, and at most every SETTLE_NS while I/O keeps flowing (a

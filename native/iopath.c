@@ -173,12 +173,20 @@ typedef struct {
     PyObject *turn_complete;   /* (uds, results) -> None */
     PyObject *turn_submit;     /* () -> None */
     PyObject *turn_waiters;    /* a tuple of the reactor's lists that must be empty for a plain turn */
+    /* The grants' books while the turn runs with a grant open (a throttling disk queue): the
+       reactor's settle after a submission (Reactor._settle_after_submit), called when the
+       books are due (see the turn); the reactor's list of grants with unbooked completions. */
+    PyObject *turn_settle;     /* () -> None */
+    PyObject *turn_reaped;     /* the reactor's list (grants), or NULL */
+    long long settled_ns;      /* when the reactor last settled the grants (CLOCK_MONOTONIC) */
+    long long settle_ns;       /* how stale it lets them get while I/O flows (reactor.SETTLE_NS) */
+    int g_shared;              /* the open grant's queue is shared with other shards: settled each turn */
 } IoPathObject;
 
 static PyObject *str_pending, *str_charge, *str_shares;
 static PyObject *str_set_result, *str_set_exception, *str_done, *str_last_length, *str_last_direction, *str_last_cost,
     *str_budget, *str_n, *str_cost_of, *str_io_class, *str_ops, *str_bytes, *str_fed, *int_one, *str_limited, *str_throttling,
-    *str_nr_queued;
+    *str_nr_queued, *str_queue, *str_shared;
 
 /* The first error of a batch, kept while the rest is delivered (PyErr_Fetch: Python 3.11). */
 typedef struct {
@@ -1510,6 +1518,13 @@ static int slot_of(IoPathObject *self, uint64_t ud, uint32_t *idx)
 }
 
 /* ``n`` requests completed: the completion rate's books (see rate_n), over ~1 ms windows. */
+static inline long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void note_rate(IoPathObject *self, Py_ssize_t n)
 {
     struct timespec ts;
@@ -1932,17 +1947,19 @@ static void schedule_flush_kept(IoPathObject *self, saved_error *first_err)
 }
 
 /* Whether a batch of ``n`` completions (their user data in ``uds``) can be completed by the
-   turn itself: the reactor open, nothing exported, no units waiting in the disk queues, no open
-   grant, the reactor's waiter lists empty (set_turn), nothing held back in ``wq`` (the
-   reactor's iosched.WakeupQueue, or None), and every completion a request of ours taken
-   outside a grant, all of one class: then *cls (borrowed; NULL for no class) and *shares (a
-   new reference when there is a class and a queue, else NULL). 1, 0, or -1 with an exception. */
+   turn itself: the reactor open, nothing exported, no units waiting in the disk queues, the
+   reactor's waiter lists empty (set_turn), nothing held back in ``wq`` (the reactor's
+   iosched.WakeupQueue, or None), and every completion a request of ours, all of one class
+   (counted in it, or taken under the open grant): then *cls (borrowed; NULL for no class) and
+   *shares (a new reference when there is a class and a queue, else NULL). Grants' completions
+   are booked as the general path books them (resolve: grant_reaped). 1, 0, or -1 with an
+   exception. */
 static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py_ssize_t n, PyObject **cls,
                        PyObject **shares)
 {
     *cls = NULL;
     *shares = NULL;
-    if (self->closed || self->exports || self->sched_waiting || self->grant)
+    if (self->closed || self->exports || self->sched_waiting)
         return 0;
     if (self->turn_waiters)
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->turn_waiters); i++)
@@ -1953,9 +1970,15 @@ static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py
         if ((uds[i] & IE_UNIT_FLAG) || slot_of(self, uds[i], &idx) < 0)
             return 0;
         ie_request *r = &self->slots[idx];
-        if (r->grant || (i > 0 && r->cls != *cls))
+        PyObject *c = r->cls;
+        if (!c && r->grant) {  /* staged by Python (submit_rw): its class is its grant's */
+            if (r->grant != self->grant)
+                return 0;
+            c = self->g_class;
+        }
+        if (i > 0 && c != *cls)
             return 0;
-        *cls = r->cls;
+        *cls = c;
     }
     if (wq == Py_None)
         return 1;
@@ -2125,8 +2148,9 @@ static PyObject *turn_rest(IoPathObject *self, long reap, PyObject *wq, int here
     self->flush_scheduled = 0;
     if (!self->closed) {
         int found = 0, err = 0;
-        /* a woken task may have queued units or opened a grant: then Python submits (and settles) */
-        int rc = self->sched_waiting || self->grant ? 0 : ring_flush_raw(self, &found, &err, 0);
+        /* a woken task may have queued units: then Python dispatches and submits (and settles);
+           a grant on a disk shared with other shards is settled by Python every turn */
+        int rc = self->sched_waiting || (self->grant && self->g_shared) ? 0 : ring_flush_raw(self, &found, &err, 0);
         if (rc == 0)
             call_kept(self->turn_submit, NULL, NULL, &first_err);
         else if (rc == -1)
@@ -2168,6 +2192,11 @@ static PyObject *turn_rest(IoPathObject *self, long reap, PyObject *wq, int here
                 schedule_flush_kept(self, &first_err);  /* the kernel is full: again next turn */
             if (self->kick && self->in_kernel)
                 call_kept(self->kick, NULL, NULL, &first_err);
+            /* the grants' books, as Reactor._submit_now settles them after its submission: when
+               the reactor goes quiet, else at most every settle_ns while I/O flows */
+            if (self->turn_settle && (self->grant || (self->turn_reaped && PyList_GET_SIZE(self->turn_reaped)))
+                && (!self->in_kernel || mono_ns() - self->settled_ns >= self->settle_ns))
+                call_kept(self->turn_settle, NULL, NULL, &first_err);
         }
         /* a woken task's inline submission collected these (the ring may be gone meanwhile: a
            woken task can change the backend, and the general submission above took over) */
@@ -2222,16 +2251,20 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     return out;
 }
 
-/* set_turn(complete, submit_now, waiters): the reactor's general completion and submission,
-   which turn() hands what is not plain, and a tuple of its lists that must be empty for a turn
-   to be plain (waiters woken by a completion, grants whose completions are not booked yet);
-   set_turn(None, None, ()) turns turn() off. */
+/* set_turn(complete, submit_now, waiters, settle, reaped): the reactor's general completion
+   and submission, which turn() hands what is not plain; a tuple of its lists that must be
+   empty for a turn to be plain (waiters woken by a completion); the settle of the grants'
+   books after a submission and the list of grants whose completions are not booked yet (the
+   turn calls settle when they are due: see turn_rest); set_turn(None, None, (), None, None)
+   turns turn() off. */
 static PyObject *IoPath_set_turn(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3 || (args[0] == Py_None) != (args[1] == Py_None)
+    if (nargs != 5 || (args[0] == Py_None) != (args[1] == Py_None)
         || (args[0] != Py_None && (!PyCallable_Check(args[0]) || !PyCallable_Check(args[1])))
-        || !PyTuple_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "set_turn(complete, submit_now, waiters): two callables, or None, None; a tuple of lists");
+        || !PyTuple_Check(args[2]) || (args[3] != Py_None && !PyCallable_Check(args[3]))
+        || (args[4] != Py_None && !PyList_Check(args[4]))) {
+        PyErr_SetString(PyExc_TypeError, "set_turn(complete, submit_now, waiters, settle, reaped): two callables, "
+                                         "or None, None; a tuple of lists; a callable or None; a list or None");
         return NULL;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[2]); i++)
@@ -2242,6 +2275,8 @@ static PyObject *IoPath_set_turn(IoPathObject *self, PyObject *const *args, Py_s
     Py_XSETREF(self->turn_complete, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
     Py_XSETREF(self->turn_submit, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
     Py_XSETREF(self->turn_waiters, Py_NewRef(args[2]));
+    Py_XSETREF(self->turn_settle, args[3] == Py_None ? NULL : Py_NewRef(args[3]));
+    Py_XSETREF(self->turn_reaped, args[4] == Py_None ? NULL : Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
@@ -2391,10 +2426,23 @@ static int IoPath_set_grant(IoPathObject *self, PyObject *v, void *c)
     if (grant_store(self) < 0)
         return -1;
     PyObject *cls = NULL;
-    if (v && v != Py_None && !(cls = PyObject_GetAttr(v, str_io_class)))
-        return -1;
+    int shared = 0;
+    if (v && v != Py_None) {
+        if (!(cls = PyObject_GetAttr(v, str_io_class)))
+            return -1;
+        PyObject *q = PyObject_GetAttr(v, str_queue);
+        PyObject *sh = q ? PyObject_GetAttr(q, str_shared) : NULL;
+        Py_XDECREF(q);
+        shared = sh ? PyObject_IsTrue(sh) : -1;
+        Py_XDECREF(sh);
+        if (shared < 0) {
+            Py_DECREF(cls);
+            return -1;
+        }
+    }
     Py_XSETREF(self->grant, (v && v != Py_None) ? Py_NewRef(v) : NULL);
     Py_XSETREF(self->g_class, cls);
+    self->g_shared = shared;
     return 0;
 }
 static PyObject *IoPath_get_submit_now(IoPathObject *self, void *c) { return PyBool_FromLong(self->submit_now); }
@@ -2479,6 +2527,8 @@ static int IoPath_traverse(IoPathObject *self, visitproc visit, void *arg)
     Py_VISIT(self->turn_complete);
     Py_VISIT(self->turn_submit);
     Py_VISIT(self->turn_waiters);
+    Py_VISIT(self->turn_settle);
+    Py_VISIT(self->turn_reaped);
     for (uint32_t i = 0; i < self->nslots; i++) {
         ie_request *r = &self->slots[i];
         if (r->fut) {
@@ -2525,6 +2575,8 @@ static int IoPath_clear(IoPathObject *self)
     Py_CLEAR(self->turn_complete);
     Py_CLEAR(self->turn_submit);
     Py_CLEAR(self->turn_waiters);
+    Py_CLEAR(self->turn_settle);
+    Py_CLEAR(self->turn_reaped);
     return 0;
 }
 
@@ -2590,7 +2642,9 @@ static PyMethodDef IoPath_methods[] = {
     {"turn", (PyCFunction)(void (*)(void))IoPath_turn, METH_FASTCALL,
      "turn(reap, wakeups) -> completions handled, or (uds, results) for the general path: reap, complete, deliver, submit"},
     {"set_turn", (PyCFunction)(void (*)(void))IoPath_set_turn, METH_FASTCALL,
-     "set_turn(complete, submit_now, waiters): where turn() hands what it does not do itself; set_turn(None, None): off"},
+     "set_turn(complete, submit_now, waiters, settle, reaped): where turn() hands what it does not do itself,\n"
+     "the lists it must find empty, the grants' settle and the list of grants with unbooked completions;\n"
+     "set_turn(None, None, (), None, None): off"},
     {"flush_ring", (PyCFunction)IoPath_flush_ring, METH_NOARGS,
      "flush_ring() -> (uds, results) of a submission through the ring, or None if Python must submit"},
     {NULL}};
@@ -2620,6 +2674,10 @@ static PyMemberDef IoPath_members[] = {
     {"gap_ns", T_DOUBLE, offsetof(IoPathObject, gap_ns), 0,
      "expected time between completions, ns (an EWMA over ~1 ms windows of complete() and turn())"},
     {"flushes", T_PYSSIZET, offsetof(IoPathObject, flushes), 0, "loop turns' flushes so far"},
+    {"settled_ns", T_LONGLONG, offsetof(IoPathObject, settled_ns), 0,
+     "when the reactor last settled its grants' books (time.monotonic_ns())"},
+    {"settle_ns", T_LONGLONG, offsetof(IoPathObject, settle_ns), 0,
+     "how long the turn lets the grants' books go unsettled while I/O flows (ns)"},
     {NULL}};
 
 static PyBufferProcs IoPath_as_buffer = {(getbufferproc)IoPath_getbuffer, (releasebufferproc)IoPath_releasebuffer};
@@ -2675,6 +2733,8 @@ PyMODINIT_FUNC PyInit__iopath(void)
     str_limited = PyUnicode_InternFromString("limited");
     str_throttling = PyUnicode_InternFromString("throttling");
     str_nr_queued = PyUnicode_InternFromString("nr_queued");
+    str_queue = PyUnicode_InternFromString("queue");
+    str_shared = PyUnicode_InternFromString("shared");
     if (!str_set_result || !str_set_exception || !str_done || PyType_Ready(&IoPath_Type) < 0
         || PyType_Ready(&WriteBooks_Type) < 0 || PyType_Ready(&ReadBatch_Type) < 0)
         return NULL;

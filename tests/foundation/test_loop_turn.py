@@ -1,6 +1,6 @@
 """The reactor's loop turn in C (IoPath.turn): while a turn is plain (the reactor open, nothing
-queued in the disk scheduler, no open grant, nothing held by the wake-up budget, no drain
-waiter, a batch of one class), reaping, completing (with what the mid-turn submissions and the
+queued in the disk scheduler, nothing held by the wake-up budget, no drain waiter, a batch of
+one class, under the open grant or none), reaping, completing (with what the mid-turn submissions and the
 turn's own submission collected), delivering and submitting are one C call; the rest goes to
 the reactor's general path (_complete, _submit_now). Real I/O through io_uring (the
 backend whose ring C reaps; the others never take the turn) on both loops: the same books as
@@ -8,6 +8,7 @@ the general path, and the general path really left alone while the turn is plain
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import tempfile
@@ -106,6 +107,55 @@ def test_reads_at_depth_stay_in_the_turn(run, scratch, monkeypatch):
     general = run(main(), submit_batch=2)
     assert general["complete"] <= 2  # (a class's first request takes the general path)
     assert general["submit"] <= 2
+
+
+PROPS = ("disks:\n  - mountpoint: {mp}\n    read_iops: {iops}\n    read_bandwidth: 40000000000\n"
+         "    write_iops: {iops}\n    write_bandwidth: 40000000000\n")
+
+
+@pytest.mark.parametrize("iops", [10_000_000, 20_000])
+def test_reads_through_a_calibrated_queue_stay_in_the_turn(run, scratch, monkeypatch, iops):
+    """A disk with io_properties (a throttling queue): a lone class's reads go under direct
+    grants, and their completions are completed by the turn too, the grants' books settled
+    after its submissions (Reactor._settle_after_submit) rather than by the general path. With
+    a rate the bucket never reaches, the general completion is not needed; with one it binds
+    (the class waits in the queue part of the time), every read is still right. Either way the
+    queue's books balance: every read counted, nothing left in the disk."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    calls = _count_general_calls(monkeypatch)
+    reads, tasks = 40, 16
+    cls = ioengine.IoClass(f"turn_cal_{iops}", 100)
+    settles = {"n": 0}
+    settle = Reactor._settle_after_submit
+
+    def counting_settle(self: Reactor) -> None:
+        settles["n"] += 1
+        settle(self)
+
+    monkeypatch.setattr(Reactor, "_settle_after_submit", counting_settle)
+
+    async def main():
+        r = ioengine.get_reactor()
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            queue = r.disks.for_device(os.stat(path).st_dev, r.loop.time())
+            assert queue.throttling
+            before = dict(calls)
+            await _read_in_classes(f, [cls], reads, tasks)
+            assert r.inflight == 0 and r._path.in_kernel == 0 and not r._deferred
+            general = {k: calls[k] - before[k] for k in calls}
+            r.settle_grants()
+            st = r.disks.states_of(queue)[cls]
+            assert st.ops[0] == reads * tasks and st.nr_executing == 0
+            assert queue.in_disk == 0 and st.in_disk_cost == pytest.approx(0.0, abs=1e-9)
+            assert st.consumption > 0
+        return general
+
+    general = run(main(), submit_batch=2, io_properties=PROPS.format(mp=scratch, iops=iops))
+    assert settles["n"] > 0  # the grants' books, settled from the turn
+    if iops > 1_000_000:
+        assert general["complete"] <= 2  # (a class's first request takes the general path)
+        assert general["submit"] <= 2
 
 
 def test_a_drain_waiter_is_woken_while_reads_go_on(run, scratch):
