@@ -183,6 +183,9 @@ class IoPath(Buffer):
     def poll_ring(self) -> tuple[list[int], list[int]]: ...
     def reap_woken_ring(self) -> tuple[list[int], list[int]]: ...
     def flush_ring(self) -> tuple[list[int], list[int]] | None: ...
+    def complete_plain(self, uds: list[int], results: list[int], wakeups: Any, /) -> bool:
+        """The completions the reactor's own submission found, completed here when the batch is
+        plain (as the turn's); False, with nothing done, when the general path must take it."""
     def turn(self, reap: int, wakeups: Any, /) -> int | tuple[list[int], list[int]]:
         """The plain loop turn in one call: reap (1: what the ring has now; 2: after the
         eventfd woke the loop; 0: nothing, the turn's flush), complete (with what the mid-turn

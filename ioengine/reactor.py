@@ -584,8 +584,11 @@ class Reactor:
             if self._deferred and not self.closed:
                 deferred = self._deferred[:]  # the list stays the one IoPath appends to
                 self._deferred.clear()
+                plain = self._turn is not None
                 for uds, results in deferred:
-                    self._complete(uds, results)
+                    # (a pair with no unit of the disk queues in it: completed in C)
+                    if not plain or not path.complete_plain(uds, results, self._wakeups):
+                        self._complete(uds, results)
         finally:
             path.deliver()
             path.flush_scheduled = False
@@ -700,8 +703,8 @@ class Reactor:
         if uds:
             if inline:
                 self._deferred.append((uds, results))
-            else:
-                self._complete(uds, results)
+            elif self._turn is None or not path.complete_plain(uds, results, self._wakeups):
+                self._complete(uds, results)  # (plain: completed in C, as the turn's own)
         if accepted < staged and not uds and not self._path.flush_scheduled:
             # The kernel is full: try again next turn (completions will make room).
             self._path.flush_scheduled = True

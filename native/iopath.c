@@ -1947,8 +1947,9 @@ static void schedule_flush_kept(IoPathObject *self, saved_error *first_err)
 }
 
 /* Whether a batch of ``n`` completions (their user data in ``uds``) can be completed by the
-   turn itself: the reactor open, nothing exported, no units waiting in the disk queues, the
-   reactor's waiter lists empty (set_turn), nothing held back in ``wq`` (the reactor's
+   turn itself: the reactor open, nothing exported, no units waiting in the disk queues (but
+   with share_direct: the units' own completions are not in it, and the turn's submission
+   goes to the reactor, which dispatches them), the reactor's waiter lists empty (set_turn), nothing held back in ``wq`` (the reactor's
    iosched.WakeupQueue, or None), and every completion a request of ours, all of one class
    (counted in it, or taken under the open grant): then *cls (borrowed; NULL for no class) and
    *shares (a new reference when there is a class and a queue, else NULL). Grants' completions
@@ -1959,7 +1960,7 @@ static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py
 {
     *cls = NULL;
     *shares = NULL;
-    if (self->closed || self->exports || self->sched_waiting)
+    if (self->closed || self->exports || (self->sched_waiting && !self->share_direct))
         return 0;
     if (self->turn_waiters)
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->turn_waiters); i++)
@@ -1972,9 +1973,13 @@ static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py
         ie_request *r = &self->slots[idx];
         PyObject *c = r->cls;
         if (!c && r->grant) {  /* staged by Python (submit_rw): its class is its grant's */
-            if (r->grant != self->grant)
-                return 0;
-            c = self->g_class;
+            if (r->grant == self->grant)
+                c = self->g_class;
+            else {  /* an earlier grant's (settled since): the request holds it, it holds its class */
+                if (!(c = PyObject_GetAttr(r->grant, str_io_class)))
+                    return -1;
+                Py_DECREF(c);
+            }
         }
         if (i > 0 && c != *cls)
             return 0;
@@ -2249,6 +2254,49 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     PyObject *out = turn_rest(self, reap, wq, here, got, deferred);
     Py_DECREF(deferred);
     return out;
+}
+
+/* complete_plain(uds, results, wakeups) -> bool: the completions the reactor's own submission
+   found (Reactor._submit_now), completed here when the batch is plain (plain_batch, with
+   ``wakeups`` the reactor's iosched.WakeupQueue or None), as the turn completes what its
+   submission finds: their tasks resume in the next flush (made sure of). False, with nothing
+   done, when it is not: the general path (Reactor._complete) takes it. */
+static PyObject *IoPath_complete_plain(IoPathObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[0]) || !PyList_Check(args[1])
+        || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "complete_plain(uds, results, wakeups): two lists of one length");
+        return NULL;
+    }
+    PyObject *wq = args[2];
+    Py_ssize_t n = PyList_GET_SIZE(args[0]);
+    PyObject *pair = PyTuple_Pack(2, args[0], args[1]);
+    PyObject *one = pair ? PyList_New(1) : NULL;
+    if (!one) {
+        Py_XDECREF(pair);
+        return NULL;
+    }
+    PyList_SET_ITEM(one, 0, pair);
+    batch_copy b;
+    int rc = copy_batch(self, &b, one, n, 0);
+    Py_DECREF(one);
+    if (rc < 0)
+        return NULL;
+    PyObject *cls = NULL, *shares = NULL;
+    int p = plain_batch(self, wq, b.uds, b.n, &cls, &shares);
+    if (p <= 0) {
+        free_batch(&b);
+        if (p < 0)
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    saved_error first_err = {NULL, NULL, NULL};
+    complete_batch(self, wq, b.uds, b.res, b.n, cls, shares, &first_err);
+    free_batch(&b);
+    schedule_flush_kept(self, &first_err);
+    if (first_err.type)
+        return raise_kept(&first_err);
+    Py_RETURN_TRUE;
 }
 
 /* set_turn(complete, submit_now, waiters, settle, reaped): the reactor's general completion
@@ -2639,6 +2687,9 @@ static PyMethodDef IoPath_methods[] = {
     {"poll_ring", (PyCFunction)IoPath_poll_ring, METH_NOARGS, "poll_ring() -> (uds, results): the ring's completions now"},
     {"reap_woken_ring", (PyCFunction)IoPath_reap_woken_ring, METH_NOARGS,
      "reap_woken_ring() -> (uds, results): the ring's completions after the eventfd woke the loop"},
+    {"complete_plain", (PyCFunction)(void (*)(void))IoPath_complete_plain, METH_FASTCALL,
+     "complete_plain(uds, results, wakeups) -> bool: a plain batch the reactor's submission found, completed\n"
+     "here (its tasks resume in the next flush); False, nothing done, when it is not plain"},
     {"turn", (PyCFunction)(void (*)(void))IoPath_turn, METH_FASTCALL,
      "turn(reap, wakeups) -> completions handled, or (uds, results) for the general path: reap, complete, deliver, submit"},
     {"set_turn", (PyCFunction)(void (*)(void))IoPath_set_turn, METH_FASTCALL,

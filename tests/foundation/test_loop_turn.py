@@ -331,3 +331,16 @@ def test_a_woken_task_that_takes_the_ring_away_mid_turn(run, scratch):
         run(main(), submit_batch=1)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_complete_plain_refuses_what_is_not_a_batch(run):
+    async def main():
+        r = ioengine.get_reactor()
+        with pytest.raises(TypeError, match="two lists of one length"):
+            r._path.complete_plain([1], [], None)
+        with pytest.raises(TypeError):
+            r._path.complete_plain((1,), (0,), None)
+        # an empty batch is plain: nothing to complete, nothing wrong
+        assert r._path.complete_plain([], [], None) is True
+
+    run(main())
