@@ -1517,7 +1517,7 @@ static int slot_of(IoPathObject *self, uint64_t ud, uint32_t *idx)
     return 0;
 }
 
-/* ``n`` requests completed: the completion rate's books (see rate_n), over ~1 ms windows. */
+/* CLOCK_MONOTONIC in ns: time.monotonic_ns(). */
 static inline long long mono_ns(void)
 {
     struct timespec ts;
@@ -1525,11 +1525,10 @@ static inline long long mono_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* ``n`` requests completed: the completion rate's books (see rate_n), over ~1 ms windows. */
 static void note_rate(IoPathObject *self, Py_ssize_t n)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    long long now = mono_ns();
     self->rate_n += n;
     if (now - self->rate_t0 >= 1000000) {
         if (self->rate_n)
@@ -1949,8 +1948,9 @@ static void schedule_flush_kept(IoPathObject *self, saved_error *first_err)
 /* Whether a batch of ``n`` completions (their user data in ``uds``) can be completed by the
    turn itself: the reactor open, nothing exported, no units waiting in the disk queues (but
    with share_direct: the units' own completions are not in it, and the turn's submission
-   goes to the reactor, which dispatches them), the reactor's waiter lists empty (set_turn), nothing held back in ``wq`` (the reactor's
-   iosched.WakeupQueue, or None), and every completion a request of ours, all of one class
+   goes to the reactor, which dispatches them), the reactor's waiter lists empty (set_turn),
+   nothing held back in ``wq`` (the reactor's iosched.WakeupQueue, or None), and every
+   completion a request of ours, all of one class
    (counted in it, or taken under the open grant): then *cls (borrowed; NULL for no class) and
    *shares (a new reference when there is a class and a queue, else NULL). Grants' completions
    are booked as the general path books them (resolve: grant_reaped). 1, 0, or -1 with an
