@@ -1966,6 +1966,7 @@ static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py
         for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->turn_waiters); i++)
             if (PyList_GET_SIZE(PyTuple_GET_ITEM(self->turn_waiters, i)))
                 return 0;
+    PyObject *last_grant = NULL, *last_class = NULL;  /* (borrowed: the requests hold them) */
     for (Py_ssize_t i = 0; i < n; i++) {
         uint32_t idx;
         if ((uds[i] & IE_UNIT_FLAG) || slot_of(self, uds[i], &idx) < 0)
@@ -1975,10 +1976,14 @@ static int plain_batch(IoPathObject *self, PyObject *wq, const uint64_t *uds, Py
         if (!c && r->grant) {  /* staged by Python (submit_rw): its class is its grant's */
             if (r->grant == self->grant)
                 c = self->g_class;
+            else if (r->grant == last_grant)
+                c = last_class;
             else {  /* an earlier grant's (settled since): the request holds it, it holds its class */
                 if (!(c = PyObject_GetAttr(r->grant, str_io_class)))
                     return -1;
                 Py_DECREF(c);
+                last_grant = r->grant;
+                last_class = c;
             }
         }
         if (i > 0 && c != *cls)
