@@ -143,6 +143,7 @@ class Reactor:
         self._sched: dict[int, tuple] = {}  # unit user data -> (queue, dispatch, request user data)
         # The open iosched.DirectGrant (committed when settled: see SETTLE_NS) is self._path.grant.
         self._reaped_grants: list[DirectGrant] = []  # grants with completions not yet booked
+        self._refill_open = False  # the open grant has a refill (IoQueue.refill_grant)
         self._path.settle_ns = SETTLE_NS  # the grants' books (settled_ns: when settle_grants last ran)
         # Something the disk queues' dispatch must see since it last ran: a request queued, a
         # queued one completed, the token timer (see _submit_now)
@@ -399,12 +400,19 @@ class Reactor:
         if not grant.reaped:
             self._reaped_grants.append(grant)
         grant.reaped += n
+        if self._refill_open:
+            # the open grant may take its class's completed requests' room again at once
+            # (IoQueue.refill_grant), rather than its next request reopening it through Python
+            g = self._path.grant
+            if g is not None:
+                g.queue.refill_grant(g, grant, n)
 
     def _open_grant(self, queue: IoQueue, st: IoClassState) -> DirectGrant | None:
         """Settle the books (commit the open grant, book the completions reaped) and ask
         ``queue`` for a grant for class ``st``: it must see the room completions made."""
         self.settle_grants()
         g = self._path.grant = queue.open_grant(st, self.loop.time())
+        self._refill_open = g is not None and g.refill > 0.0
         self._grant_flush = self._path.flushes
         return g
 
@@ -671,7 +679,8 @@ class Reactor:
                 # Others wait over their parts of the disk: the class that had the grant may
                 # still be within its own. Open its next one now, so that its requests stay on
                 # the C path rather than the first of them opening it through submit_rw.
-                path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
+                g = path.grant = grant.queue.open_grant(grant.io_class, self.loop.time(), True)
+                self._refill_open = g is not None and g.refill > 0.0
                 self._grant_flush = self._path.flushes
         elif path.sched_waiting and self._timer is None:
             # skipped: come back within SETTLE_NS even if nothing else wakes the loop (the
@@ -732,7 +741,8 @@ class Reactor:
                 # The class goes on (requests of its are in the kernel): open its next grant now,
                 # so that its next request stays on the C path rather than opening it through
                 # submit_rw (test_a_lone_class_keeps_the_c_path_across_settles).
-                path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
+                g = path.grant = grant.queue.open_grant(grant.io_class, self.loop.time())
+                self._refill_open = g is not None and g.refill > 0.0
                 self._grant_flush = self._path.flushes
 
     def each_queue_of(self, io_class: IoClass, fn: Callable[[IoQueue], None]) -> None:

@@ -256,7 +256,7 @@ class DirectGrant:
     """
 
     __slots__ = ("queue", "io_class", "at", "scale", "budget", "opened_with", "n", "committed", "completed",
-                 "completed_cost", "reaped", "last_length", "last_direction", "last_cost")
+                 "completed_cost", "reaped", "refill", "last_length", "last_direction", "last_cost")
 
     def __init__(self, queue: IoQueue, io_class: IoClassState, at: float, budget: float, scale: float) -> None:
         self.queue = queue
@@ -270,6 +270,9 @@ class DirectGrant:
         self.completed = 0  # requests whose completion was booked
         self.completed_cost = 0.0
         self.reaped = 0  # scratch for the caller: completions seen, not yet booked
+        # tokens beyond the budget that its class's completions may give back (IoQueue.refill_grant):
+        # a grant held to the room in the disk, not to the tokens
+        self.refill = 0.0
         # one-entry cost cache, carried from grant to grant: a workload mostly repeats one size
         self.last_length, self.last_direction, self.last_cost = queue._grant_cost
 
@@ -1028,12 +1031,13 @@ class IoQueue:
 
     # -- direct grants (a lone class skips the queue) ----------------------------------------
 
-    def open_grant(self, io_class: IoClassState, now: float) -> DirectGrant | None:
+    def open_grant(self, io_class: IoClassState, now: float, empty_ok: bool = False) -> DirectGrant | None:
         """A grant for ``io_class`` to dispatch at ``now`` without queueing (see DirectGrant).
 
         None when the class must queue: other requests wait in the queue (fair order
         decides), the class has a bandwidth or IOPS limit, or no tokens (or no room in the
-        disk) are left.
+        disk) are left. ``empty_ok``: when only the room is missing and requests of the class
+        are in the disk, an empty grant their completions refill (refill_grant) instead.
         """
         cls = io_class
         if cls._owner is not self:
@@ -1074,22 +1078,51 @@ class IoQueue:
             if self._too_far_ahead(cls, now, budget):
                 return None
         scale = self._flow.scale(now)
+        refill = 0.0
         if self._bound_in_disk:
             room = (self._in_disk_limit - self._in_disk_cost - self._others) * scale
             if rooms is not None:
                 # its part, even where the others are over theirs, and what is lent
                 mine, lent = rooms[cls], rooms[None]
                 room = ((mine if mine > 0.0 else 0.0) + (lent if lent > 0.0 else 0.0)) * scale
-                if room <= _EPS:
-                    return None
             if room < budget:
+                # Held by the room, not the tokens: what its own requests in the disk give back
+                # as they complete is its room again (refill_grant), up to those tokens. Not on
+                # a disk shared with other shards, whose room moves with theirs.
+                if sh is None:
+                    refill = budget - (room if room > 0.0 else 0.0)
                 budget = room
                 if self._knee is not None:
                     self._knee.hit = True
-        if budget <= 0.0:
+        if budget <= _EPS:
+            if empty_ok and refill > 0.0 and cls.nr_executing:
+                # no room now, but its requests in the disk will make some: an empty grant they
+                # refill keeps the class off the queue's path meanwhile
+                g = DirectGrant(self, cls, now, 0.0, scale)
+                g.refill = refill / scale
+                return g
             return None
         # the grant counts in unscaled cost, as the queue's in-disk bound does
-        return DirectGrant(self, cls, now, budget / scale + _EPS, scale)
+        g = DirectGrant(self, cls, now, budget / scale + _EPS, scale)
+        g.refill = refill / scale
+        return g
+
+    def refill_grant(self, grant: DirectGrant, done: DirectGrant, count: int) -> float:
+        """``count`` requests taken under ``done`` (this grant or an earlier one) completed and are
+        not booked yet: if ``done`` is of ``grant``'s class, the room they held in the disk is
+        that class's again, so ``grant`` may take their cost once more, within its ``refill``
+        (the tokens it was opened with beyond its room). The books are unchanged: commit_grant
+        books what the grant took, complete_grant the completions. Returns the cost given back."""
+        if done.io_class is not grant.io_class or grant.committed or not done.n:
+            return 0.0
+        x = count * (done.opened_with - done.budget) / done.n
+        r = grant.refill
+        if x > r:
+            x = r
+        grant.budget += x + _EPS  # (the mean's rounding must not cost a request)
+        grant.opened_with += x + _EPS
+        grant.refill = r - x
+        return x
 
     def commit_grant(self, grant: DirectGrant) -> None:
         """Book what was taken under ``grant`` as one dispatch at ``grant.at``."""

@@ -172,6 +172,49 @@ def test_a_class_within_its_part_gets_a_grant_while_the_other_waits():
     assert q.open_grant(hi, 0.002) is None  # its part is full
 
 
+def test_completions_give_a_grant_held_by_its_part_its_room_back():
+    """IoQueue.refill_grant: a grant held by the class's part of the disk (not the tokens) may
+    take again the room its class's completed requests held, within the tokens it was opened
+    with, before the completions are booked; the books stay those of what was taken."""
+    q = queue()
+    offer(q, "lo", 20)
+    q.dispatch(0.001)
+    hi, lo = q.get_class("hi"), q.get_class("lo")
+    g = q.open_grant(hi, 0.002)
+    assert g.budget == pytest.approx(8 * C4K, rel=1e-6) and g.refill > 8 * C4K  # room-bound
+    while g.take(READ, 4096):
+        pass
+    q.commit_grant(g)
+    assert q.open_grant(hi, 0.002) is None  # its part is full; lo's completions give it nothing
+    g2 = q.open_grant(hi, 0.002, empty_ok=True)  # ... but its own will
+    assert g2.budget == 0.0 and g2.refill > 0.0
+    assert q.open_grant(lo, 0.002, empty_ok=True) is None  # it has work queued
+    assert q.refill_grant(g2, g, 3) == pytest.approx(3 * C4K)  # three of the first grant's 8 are done
+    n = 0
+    while g2.take(READ, 4096):
+        n += 1
+    assert n == 3
+    q.complete_grant(g, 3, 0.003)
+    q.commit_grant(g2)
+    assert hi.nr_executing == 8 and hi.in_disk_cost == pytest.approx(8 * C4K)  # still its part
+    q.complete_grant(g, 5, 0.004)
+    q.complete_grant(g2, 3, 0.004)
+    assert hi.nr_executing == 0 and hi.in_disk_cost == pytest.approx(0.0, abs=1e-12)
+    # the tokens bound it: a refill never gives more than the grant was opened with beyond its room
+    g3 = q.open_grant(hi, 0.005)
+    g3.refill = C4K
+    g4 = q.open_grant(lo, 0.005)
+    assert g4 is None
+    taken = 0
+    while g3.take(READ, 4096):
+        taken += 1
+    assert q.refill_grant(g3, g3, taken) == pytest.approx(C4K)
+    assert g3.refill == 0.0 and q.refill_grant(g3, g3, 1) == 0.0
+    # a committed grant takes nothing back
+    q.commit_grant(g3)
+    assert q.refill_grant(g3, g3, 1) == 0.0
+
+
 def test_without_it_a_waiting_class_queues_everyone():
     q = queue(share=False)
     offer(q, "lo", 20)
