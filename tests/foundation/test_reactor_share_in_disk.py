@@ -335,8 +335,8 @@ def test_a_class_at_its_part_goes_on_in_c_as_its_reads_complete(run, scratch, ba
     do next to a compaction. Each of its completions gives room back that its open grant takes
     again at once (IoQueue.refill_grant): its next reads stay on the C path rather than
     reopening a grant through Python (Reactor.submit_rw, tens of µs a time next to a compaction:
-    `scripts/compaction.py`; here ~0.055 per read before on io_uring, 0.01-0.03 after; 0.2 /
-    0.03 with the threads backend). Every read comes back right and the books balance."""
+    `scripts/compaction.py`; here ~0.055 per read before on io_uring, 0.01-0.03 after; 0.2-0.25
+    / 0.03-0.1 with the threads backend). Every read comes back right and the books balance."""
     from ioengine.reactor import Reactor
 
     path = scratch / "data"
@@ -390,5 +390,6 @@ def test_a_class_at_its_part_goes_on_in_c_as_its_reads_complete(run, scratch, ba
 
     run(main(), io_properties=PROPS.format(mp=scratch))
     assert seen["lo_held"] > tasks * reads // 4
-    # (linux-aio, without a ring for C to submit through, keeps more of Python's path)
-    assert seen["python"] <= tasks * reads // (30 if backend == "io_uring" else 20), seen
+    # (linux-aio, without a ring for C to submit through, keeps more of Python's path, and the
+    # other backends more of it under load: 0.05-0.1 per read in a full run, 0.2-0.25 before)
+    assert seen["python"] <= tasks * reads // (30 if backend == "io_uring" else 6), seen
