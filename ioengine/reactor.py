@@ -174,7 +174,7 @@ class Reactor:
                                       fd=self.backend.eventfd, on_fd=self._reap_woken)
         if self._unpoll is None and self.options.idle_poll_time_us > 0:
             self._spinner = Spinner(self.loop, self.options.idle_poll_time_us, self._worth_polling,
-                                    self._spin_reap)
+                                    self._poll_completions)
         self._use_native_submit()
         _all_reactors.add(self)
 
@@ -759,9 +759,8 @@ class Reactor:
 
     def _reap_here(self, reap: int) -> int:
         """Reap (``reap`` as IoPath.turn's: 1 what the ring has now, 2 after the eventfd woke
-        the loop, 3 as 1 but delivered by the turn's flush, for asyncio's selector) and
-        complete: the plain turn in C, else the general path (_complete_here, or _complete for
-        3); how many completed."""
+        the loop), complete and deliver in this call: the plain turn in C, else the general
+        path (_complete_here); how many completed."""
         turn = self._turn
         if turn is not None:
             got = turn(reap, self._wakeups)
@@ -771,10 +770,7 @@ class Reactor:
         else:
             uds, results = self._reap_backend() if reap == 2 else self._poll_backend()
         if uds:
-            if reap == 3:
-                self._complete(uds, results)
-            else:
-                self._complete_here(uds, results)
+            self._complete_here(uds, results)
         return len(uds)
 
     def _complete_here(self, uds: list[int], results: list[int]) -> None:
@@ -805,7 +801,7 @@ class Reactor:
         """The eventfd ended the loop's sleep: reap here, in the selector, as a spin does, so the
         woken tasks resume in this loop turn rather than after the eventfd's callback in the
         next (one turn less per wake-up: a system call and the loop's own Python)."""
-        n = self._reap_now()
+        n = 0 if self.closed or not self._path.in_kernel else self._reap_here(1)
         self.woken += n
         return n > 0
 
@@ -815,26 +811,18 @@ class Reactor:
         return self._path.in_kernel > 1
 
     def _poll_completions(self) -> bool:
-        if not self._path.in_kernel:
-            return False  # (_reap_now's first test, without the call: the spin asks on every turn)
-        n = self._reap_now()
-        self.polled += n
-        return n > 0
-
-    def _spin_reap(self) -> bool:
-        """uvloop's spinner: what it reaps is delivered in its own callback (see _complete_here)."""
-        n = 0 if self.closed or not self._path.in_kernel else self._reap_here(1)
-        self.polled += n
-        return n > 0
-
-    def _reap_now(self) -> int:
-        """Complete what the backend has now (asyncio's selector: delivered by the turn's
-        flush); how many."""
+        """The spin's reap (asyncio's selector; uvloop's spinner): what it reaps is completed,
+        delivered and the woken tasks' requests submitted in this call (_reap_here(1)). On
+        asyncio's loops that is inside the selector's select, where the loop waits with nothing
+        ready: the woken tasks run once in this turn, as from the flush, without the flush's
+        callback and its turn (`QD=1 scripts/icount.sh` counts the difference). With nothing of
+        ours in the kernel (another poll source keeps the loop spinning) no system call: what
+        the ring holds besides (an op counted elsewhere) comes by the eventfd."""
         if self.closed or not self._path.in_kernel:
-            # Nothing of ours in the kernel (another poll source keeps the loop spinning): no
-            # system call. What the ring holds besides (an op counted elsewhere) comes by the eventfd.
-            return 0
-        return self._reap_here(3)
+            return False
+        n = self._reap_here(1)
+        self.polled += n
+        return n > 0
 
     @property
     def polling(self) -> str | None:

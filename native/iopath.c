@@ -2252,6 +2252,12 @@ static PyObject *IoPath_turn(IoPathObject *self, PyObject *const *args, Py_ssize
     int got = reap ? reap_into(self, reap == 2) : 0;
     if (got < 0)
         return NULL;
+    /* A poll that found nothing has nothing to complete or deliver (held wake-ups and deferred
+       completions always have a flush queued): no submission either, so a spin round stays a
+       look at memory, and the caller may take "0" as "nothing was scheduled" (asyncio's
+       selector goes on waiting then; a callback queued under it would wait with it). */
+    if (reap == 1 && got == 0)
+        return PyLong_FromLong(0);
     /* The reactor's deferred list, held for the turn: a woken task may take the ring away
        (set_ring(0), e.g. a fault injector put in), which drops IoPath's reference, while the
        general submission it then makes still collects into the list. */

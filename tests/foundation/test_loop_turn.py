@@ -158,6 +158,81 @@ def test_reads_through_a_calibrated_queue_stay_in_the_turn(run, scratch, monkeyp
         assert general["submit"] <= 2
 
 
+def test_the_spin_and_the_wake_up_deliver_without_a_flush_callback(run, scratch, monkeypatch):
+    """One read at a time: the poller's reap (asyncio's selector; uvloop's spinner) and a
+    sleep the eventfd ends complete, deliver and submit in their own call, so the woken task
+    resumes and its next read goes out without the flush's loop callback (a Handle and a
+    Python turn per read on asyncio's loop; `QD=1 scripts/icount.sh` counts it)."""
+    path = scratch / "data"
+    write_pattern_file(path, BLOCKS, BS)
+    flushes = {"n": 0}
+    flush = Reactor._flush
+
+    def counting_flush(self: Reactor) -> None:
+        flushes["n"] += 1
+        flush(self)
+
+    monkeypatch.setattr(Reactor, "_flush", counting_flush)  # before the reactor: C calls this one
+    reads = 400
+
+    async def main():
+        async with await ioengine.open_file_dma(path, F.RO) as f:
+            buf = f.allocate_buffer(BS)
+            before = flushes["n"]
+            for i in range(reads):
+                b = (i * 37) % BLOCKS
+                assert await f.dma_read(b * BS, buf) == BS and bytes(buf) == pattern_block(b, BS)
+            return flushes["n"] - before
+
+    flush_calls = run(main())
+    assert flush_calls <= reads // 10, f"{flush_calls} flush callbacks for {reads} reads"
+
+
+def test_a_poll_that_finds_nothing_changes_nothing(run, scratch):
+    """IoPath.turn(1) that reaps nothing returns 0 and leaves every book as it was: the
+    poller takes 0 for "nothing was scheduled" and goes on waiting, so a callback queued
+    under it (e.g. the flush for what a submission found completed) would wait with it. Large
+    writes, each submitted at once from the woken task (submit_alone_bytes), with a far timer
+    so that the selector waits with a timeout: the pattern that found it."""
+    path = scratch / "data"
+    size = 64 << 10
+
+    async def main():
+        r = ioengine.get_reactor()
+        seen: list[tuple] = []
+        turn = r._turn
+
+        def watching_turn(reap: int, wq):
+            p = r._path
+            before = (p.in_kernel, p.staged, p.flush_scheduled, p.inflight)
+            got = turn(reap, wq)
+            if reap == 1 and got == 0:
+                seen.append((before, (p.in_kernel, p.staged, p.flush_scheduled, p.inflight)))
+            return got
+
+        r._turn = watching_turn
+        far = r.loop.call_later(3600, lambda: None)
+        try:
+            async with await ioengine.open_file_dma(path, F.RW | F.CREATE) as f:
+                for i in range(32):
+                    b = f.allocate_buffer(size)
+                    b[:] = bytes([i + 1]) * size
+                    assert await asyncio.wait_for(f.dma_write(i * size, b), 60) == size
+                    b.release()
+                for i in range(32):
+                    b = f.allocate_buffer(size)
+                    assert await asyncio.wait_for(f.dma_read(i * size, b), 60) == size
+                    assert bytes(b) == bytes([i + 1]) * size
+                    b.release()
+        finally:
+            far.cancel()
+        return seen
+
+    seen = run(main(), idle_poll_time_us=200)
+    changed = [(a, b) for a, b in seen if a != b]
+    assert not changed, f"{len(changed)} empty polls changed the books, e.g. {changed[0]}"
+
+
 def test_a_drain_waiter_is_woken_while_reads_go_on(run, scratch):
     """A task waiting in drain_owner() while other tasks keep reading: the completions that end
     its owner's requests wake it, whichever path completes them (the turn leaves a batch to
