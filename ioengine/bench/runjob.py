@@ -394,19 +394,27 @@ class _Flow:
     """fio's flow group (flow.c): a shared I/O counter and the weights of the jobs running in it.
     The counter starts at 1; a job leaving takes its I/Os and weight out, as fio's flow_put."""
 
-    __slots__ = ("counter", "total_weight", "_changed")
+    __slots__ = ("counter", "total_weight", "_waiters")
 
     def __init__(self) -> None:
         self.counter = 1
         self.total_weight = 0
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
 
     def kick(self) -> None:
-        ev, self._changed = self._changed, asyncio.Event()
-        ev.set()
+        """Wake the jobs waiting in :meth:`changed` (every I/O of the group kicks: with nobody
+        waiting, as at a low depth, it costs a test, not an Event)."""
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
 
     async def changed(self) -> None:
-        await self._changed.wait()
+        """Until the next :meth:`kick`."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
 
 
 class _Dedupe:
